@@ -1,0 +1,19 @@
+import { defineBuildConfig } from "unbuild";
+
+// One package, several entry points: the server, the CLI, and the two
+// libraries users import (the typed client and the Testcontainers module).
+export default defineBuildConfig({
+  entries: [
+    "src/index",
+    "src/server/main",
+    "src/cli/main",
+    "src/client/index",
+    "src/testcontainers/index",
+  ],
+  declaration: true,
+  clean: true,
+  rollup: {
+    emitCJS: false,
+  },
+  externals: [/^@anthropic-ai\//, "better-sqlite3", "pg", "dockerode", "testcontainers"],
+});
