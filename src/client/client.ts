@@ -1,0 +1,384 @@
+import { AshApiError, AshConnectionError, AshError, networkErrorCode } from "./errors";
+import { parseEventId, type StreamEvent } from "./events";
+import { resumableEvents } from "./stream";
+import type {
+  Agent,
+  AshClientOptions,
+  ContentBlock,
+  CreateSessionInput,
+  DeployAgentInput,
+  EventQuery,
+  ExecResult,
+  HealthStatus,
+  ListSessionsQuery,
+  MessageQuery,
+  ReconnectOptions,
+  SandboxLogLine,
+  Session,
+  SessionPage,
+  StoredMessage,
+  WorkspaceFile,
+  WorkspaceListing,
+} from "./types";
+
+type Query = Record<string, string | number | boolean | undefined | null>;
+
+interface CallOptions {
+  body?: unknown;
+  query?: Query;
+  signal?: AbortSignal;
+  headers?: Record<string, string>;
+}
+
+export interface SendMessageOptions {
+  /** Model for this turn only. */
+  model?: string;
+  /** Upper bound on the agent's model turns. */
+  maxTurns?: number;
+  /** Ask for `text_delta` / `thinking_delta` events as the model writes. */
+  includePartialMessages?: boolean;
+  /** Aborting ends the iteration with the signal's reason; the turn itself keeps running (see `interrupt`). */
+  signal?: AbortSignal;
+  /** Overrides the client's reconnect settings for this stream. */
+  reconnect?: ReconnectOptions;
+}
+
+export interface StreamEventsOptions {
+  /** Start after this event id; without it the server decides where a fresh stream starts. */
+  lastEventId?: number | string;
+  /** End the iteration after the next `done` event (the end of a turn). */
+  untilDone?: boolean;
+  signal?: AbortSignal;
+  reconnect?: ReconnectOptions;
+}
+
+/**
+ * A typed client for the Ash HTTP API. Every method throws `AshApiError` when the server
+ * answers with an error (its `message` is the server's sentence), and `AshConnectionError`
+ * when nothing answers at `url`.
+ */
+export class AshClient {
+  /** The server address, without a trailing slash. */
+  readonly url: string;
+  private readonly apiKey?: string;
+  private readonly fetchImpl: typeof globalThis.fetch;
+  private readonly reconnect?: ReconnectOptions;
+
+  constructor(options: AshClientOptions) {
+    let parsed: URL;
+    try {
+      parsed = new URL(options.url);
+    } catch {
+      throw new TypeError(`"${options.url}" is not a server address; use one like http://localhost:4100.`);
+    }
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+      throw new TypeError(`"${options.url}" is not an http(s) address; use one like http://localhost:4100.`);
+    }
+    this.url = options.url.replace(/\/+$/, "");
+    this.apiKey = options.apiKey || undefined;
+    this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.reconnect = options.reconnect;
+  }
+
+  // ---- Health ---------------------------------------------------------------
+
+  /** `GET /health`. A degraded server (503) is an answer too, returned with `status: "degraded"`. */
+  async health(options: { signal?: AbortSignal } = {}): Promise<HealthStatus> {
+    const response = await this.call("GET", "/health", { signal: options.signal }, [503]);
+    return (await response.json()) as HealthStatus;
+  }
+
+  // ---- Agents ---------------------------------------------------------------
+
+  /** Deploys (or redeploys, as a new version) an agent from its files or a server-side path. */
+  async deployAgent(input: DeployAgentInput): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("POST", "/api/agents", { body: input });
+    return agent;
+  }
+
+  async listAgents(): Promise<Agent[]> {
+    const { agents } = await this.json<{ agents: Agent[] }>("GET", "/api/agents");
+    return agents;
+  }
+
+  async getAgent(name: string): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("GET", `/api/agents/${seg(name)}`);
+    return agent;
+  }
+
+  async deleteAgent(name: string): Promise<void> {
+    await this.call("DELETE", `/api/agents/${seg(name)}`);
+  }
+
+  // ---- Sessions -------------------------------------------------------------
+
+  async createSession(input: CreateSessionInput): Promise<Session> {
+    const { session } = await this.json<{ session: Session }>("POST", "/api/sessions", { body: input });
+    return session;
+  }
+
+  /** One page of sessions, newest first; follow `nextCursor` for more. */
+  async listSessions(query: ListSessionsQuery = {}): Promise<SessionPage> {
+    const page = await this.json<{ sessions: Session[]; nextCursor?: string | null }>("GET", "/api/sessions", {
+      query: { ...query },
+    });
+    return { sessions: page.sessions, nextCursor: page.nextCursor ?? null };
+  }
+
+  /** Every session matching `query`, fetching pages as the loop goes. */
+  async *allSessions(query: Omit<ListSessionsQuery, "cursor"> = {}): AsyncGenerator<Session> {
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.listSessions({ ...query, cursor });
+      yield* page.sessions;
+      if (!page.nextCursor || page.nextCursor === cursor) return;
+      cursor = page.nextCursor;
+    }
+  }
+
+  async getSession(id: string): Promise<Session> {
+    return this.sessionCall("GET", `/api/sessions/${seg(id)}`);
+  }
+
+  /** Persists the workspace and frees the sandbox; status becomes `paused`. */
+  async pauseSession(id: string): Promise<Session> {
+    return this.sessionCall("POST", `/api/sessions/${seg(id)}/pause`);
+  }
+
+  /** Makes a paused, stopped or failed session `active` again. */
+  async resumeSession(id: string): Promise<Session> {
+    return this.sessionCall("POST", `/api/sessions/${seg(id)}/resume`);
+  }
+
+  /** Like pause, but the sandbox process is ended at once. */
+  async stopSession(id: string): Promise<Session> {
+    return this.sessionCall("POST", `/api/sessions/${seg(id)}/stop`);
+  }
+
+  /** A new session with a copy of this one's history and workspace. */
+  async forkSession(id: string): Promise<Session> {
+    return this.sessionCall("POST", `/api/sessions/${seg(id)}/fork`);
+  }
+
+  /** `DELETE /api/sessions/:id`: status `ended`, not resumable; the history is kept. */
+  async endSession(id: string): Promise<Session> {
+    return this.sessionCall("DELETE", `/api/sessions/${seg(id)}`);
+  }
+
+  /** Stops the turn running on the session; its stream ends with an `interrupted` error and `done`. */
+  async interrupt(id: string): Promise<void> {
+    await this.call("POST", `/api/sessions/${seg(id)}/interrupt`);
+  }
+
+  // ---- History, events, workspace ------------------------------------------
+
+  async listMessages(id: string, query: MessageQuery = {}): Promise<StoredMessage[]> {
+    const { messages } = await this.json<{ messages: StoredMessage[] }>("GET", `/api/sessions/${seg(id)}/messages`, {
+      query: { ...query },
+    });
+    return messages;
+  }
+
+  /** The stored stream events of the session, in order. */
+  async listEvents(id: string, query: EventQuery = {}): Promise<StreamEvent[]> {
+    const answer = await this.json<{ events: unknown[] }>("GET", `/api/sessions/${seg(id)}/events`, { query: { ...query } });
+    return (answer.events ?? []).map(storedEvent).filter((e): e is StreamEvent => e !== undefined);
+  }
+
+  /** Every file of the session's workspace (live sandbox, or the snapshot when it is not running). */
+  async listFiles(id: string): Promise<WorkspaceListing> {
+    const answer = await this.json<WorkspaceListing>("GET", `/api/sessions/${seg(id)}/files`);
+    return { files: answer.files ?? [], source: answer.source };
+  }
+
+  /** One workspace file's bytes. */
+  async readFile(id: string, path: string): Promise<WorkspaceFile> {
+    const clean = path.replace(/^\/+/, "");
+    if (!clean) throw new TypeError("readFile needs a file path inside the workspace.");
+    const response = await this.call("GET", `/api/sessions/${seg(id)}/files/${clean.split("/").map(seg).join("/")}`, {
+      headers: { accept: "*/*" },
+    });
+    const content = new Uint8Array(await response.arrayBuffer());
+    return {
+      path: clean,
+      content,
+      contentType: response.headers.get("content-type") ?? "application/octet-stream",
+      text: () => new TextDecoder().decode(content),
+    };
+  }
+
+  /** The whole workspace as a gzipped tar archive, streamed. */
+  async downloadWorkspace(id: string, options: { signal?: AbortSignal } = {}): Promise<ReadableStream<Uint8Array>> {
+    const response = await this.call("GET", `/api/sessions/${seg(id)}/workspace`, {
+      signal: options.signal,
+      headers: { accept: "application/gzip, application/x-gzip, application/octet-stream" },
+    });
+    if (!response.body) throw new AshError("The server sent an empty workspace archive.");
+    return response.body;
+  }
+
+  /** Runs a shell command inside the session's sandbox. */
+  async exec(id: string, command: string, options: { timeout?: number } = {}): Promise<ExecResult> {
+    return this.json<ExecResult>("POST", `/api/sessions/${seg(id)}/exec`, {
+      body: { command, ...(options.timeout !== undefined ? { timeout: options.timeout } : {}) },
+    });
+  }
+
+  /** The sandbox's recent stdout/stderr lines. */
+  async logs(id: string): Promise<SandboxLogLine[]> {
+    const answer = await this.json<{ logs?: unknown[] }>("GET", `/api/sessions/${seg(id)}/logs`);
+    return (answer.logs ?? []).map(logLine);
+  }
+
+  // ---- Streaming ------------------------------------------------------------
+
+  /**
+   * Sends a message and yields the turn's events, ending after `done`. When the connection
+   * drops mid-turn, it reconnects with `Last-Event-ID` and continues; no event is yielded twice.
+   */
+  sendMessage(id: string, content: string | ContentBlock[], options: SendMessageOptions = {}): AsyncGenerator<StreamEvent> {
+    const body: Record<string, unknown> = { content };
+    if (options.model !== undefined) body.model = options.model;
+    if (options.maxTurns !== undefined) body.maxTurns = options.maxTurns;
+    if (options.includePartialMessages !== undefined) body.includePartialMessages = options.includePartialMessages;
+    return resumableEvents(
+      {
+        open: (signal) => this.eventStream("POST", `/api/sessions/${seg(id)}/messages`, { body, signal }),
+        reopen: (lastEventId, signal) => this.openStream(id, lastEventId, signal),
+      },
+      { untilDone: true, signal: options.signal, reconnect: options.reconnect ?? this.reconnect },
+    );
+  }
+
+  /**
+   * Follows the session's event stream: stored events after `lastEventId`, then live ones.
+   * Ends when the server closes the stream (or after the next `done` with `untilDone`).
+   */
+  streamEvents(id: string, options: StreamEventsOptions = {}): AsyncGenerator<StreamEvent> {
+    const start = options.lastEventId === undefined ? undefined : parseEventId(options.lastEventId);
+    if (options.lastEventId !== undefined && start === undefined) {
+      throw new TypeError(`lastEventId must be an event id (a whole number), not "${options.lastEventId}".`);
+    }
+    return resumableEvents(
+      {
+        open: (signal) => this.openStream(id, start, signal),
+        reopen: (lastEventId, signal) => this.openStream(id, lastEventId, signal),
+      },
+      { untilDone: options.untilDone ?? false, lastEventId: start, signal: options.signal, reconnect: options.reconnect ?? this.reconnect },
+    );
+  }
+
+  private openStream(id: string, lastEventId: number | undefined, signal: AbortSignal | undefined): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (lastEventId !== undefined) headers["last-event-id"] = String(lastEventId);
+    return this.eventStream("GET", `/api/sessions/${seg(id)}/stream`, { headers, signal });
+  }
+
+  private async eventStream(method: string, path: string, options: CallOptions): Promise<Response> {
+    const response = await this.call(method, path, { ...options, headers: { accept: "text/event-stream", ...options.headers } });
+    const type = response.headers.get("content-type") ?? "";
+    if (!type.includes("text/event-stream")) {
+      await response.body?.cancel().catch(() => {});
+      throw new AshError(`${method} ${path} answered ${type || "without a content type"} instead of an event stream.`);
+    }
+    return response;
+  }
+
+  // ---- Transport ------------------------------------------------------------
+
+  private async sessionCall(method: string, path: string): Promise<Session> {
+    const { session } = await this.json<{ session: Session }>(method, path);
+    return session;
+  }
+
+  private async json<T>(method: string, path: string, options: CallOptions = {}): Promise<T> {
+    const response = await this.call(method, path, options);
+    const text = await response.text();
+    if (!text) return {} as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new AshError(`${method} ${path} answered with something that is not JSON.`);
+    }
+  }
+
+  /** Sends one request; any status outside 2xx (and `allowStatus`) becomes an `AshApiError`. */
+  private async call(method: string, path: string, options: CallOptions = {}, allowStatus: number[] = []): Promise<Response> {
+    const url = new URL(this.url + path);
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+    }
+    const headers: Record<string, string> = { accept: "application/json", ...options.headers };
+    if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+    let body: string | undefined;
+    if (options.body !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(options.body);
+    }
+
+    let response: Response;
+    try {
+      response = await this.fetchImpl(url, { method, headers, body, signal: options.signal });
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason ?? error;
+      const code = networkErrorCode(error);
+      if (code !== undefined) throw new AshConnectionError(this.url, code, error);
+      throw error;
+    }
+    if (response.ok || allowStatus.includes(response.status)) return response;
+    throw await apiError(response, `${method} ${url.pathname}`);
+  }
+}
+
+/** Builds the error from the server's `{error, statusCode}` answer, or from the status line. */
+async function apiError(response: Response, request: string): Promise<AshApiError> {
+  let sentence: string | undefined;
+  try {
+    const text = await response.text();
+    const parsed = JSON.parse(text);
+    if (parsed && typeof parsed.error === "string" && parsed.error.trim()) sentence = parsed.error.trim();
+    else if (parsed && typeof parsed.message === "string" && parsed.message.trim()) sentence = parsed.message.trim();
+  } catch {
+    // Not JSON: fall back to the status line below.
+  }
+  sentence ??= `The server answered ${response.status}${response.statusText ? ` ${response.statusText}` : ""} to ${request}.`;
+  return new AshApiError(response.status, sentence, request, retryAfterSeconds(response.headers.get("retry-after")));
+}
+
+function retryAfterSeconds(header: string | null): number | undefined {
+  if (!header) return undefined;
+  if (/^\d+$/.test(header.trim())) return Number(header.trim());
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - Date.now()) / 1000));
+}
+
+/** A stored event as `GET …/events` lists it: `{id|sequence, type, data}`. */
+function storedEvent(raw: unknown): StreamEvent | undefined {
+  if (!raw || typeof raw !== "object") return undefined;
+  const record = raw as Record<string, unknown>;
+  const type = typeof record.type === "string" ? record.type : typeof record.event === "string" ? record.event : undefined;
+  const id = parseEventId((record.sequence ?? record.id) as string | number | undefined);
+  if (!type || id === undefined) return undefined;
+  let data = record.data;
+  if (typeof data === "string") {
+    try {
+      data = JSON.parse(data);
+    } catch {
+      return undefined;
+    }
+  }
+  return { type, id, data } as StreamEvent;
+}
+
+function logLine(raw: unknown): SandboxLogLine {
+  if (typeof raw === "string") return { text: raw };
+  const record = (raw ?? {}) as Record<string, unknown>;
+  const text = [record.text, record.line, record.message].find((v) => typeof v === "string") as string | undefined;
+  return { ...record, text: text ?? JSON.stringify(raw) };
+}
+
+/** One path segment, escaped. */
+function seg(value: string): string {
+  if (typeof value !== "string" || value === "") throw new TypeError("An id or name is required.");
+  return encodeURIComponent(value);
+}

@@ -1,0 +1,70 @@
+/**
+ * The events of one streamed turn, as the server sends them (`event:` names the type,
+ * `data:` is the JSON payload, `id:` the session-wide sequence number).
+ */
+
+/** Token counts as the model reports them. */
+export interface TokenUsage {
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_creation_input_tokens?: number;
+  cache_read_input_tokens?: number;
+  [key: string]: unknown;
+}
+
+/** A raw Agent SDK message (`system`, `assistant`, `user`, `result`, `stream_event`, …), passed on unchanged. */
+export interface AgentSdkMessage {
+  type: string;
+  [key: string]: unknown;
+}
+
+export interface StreamEventData {
+  session_start: { sessionId: string };
+  text_delta: { delta: string };
+  thinking_delta: { delta: string };
+  tool_use: { id: string; name: string; input: Record<string, unknown> };
+  tool_result: { tool_use_id: string; content: unknown; is_error?: boolean };
+  message: AgentSdkMessage;
+  turn_complete: { numTurns: number; result?: string; usage?: TokenUsage };
+  error: { error: string; code?: string };
+  done: { sessionId: string };
+}
+
+export type StreamEventType = keyof StreamEventData;
+
+/**
+ * One event of a session's stream. `id` is the session-wide sequence number: pass the last
+ * one you saw as `lastEventId` to pick the stream up again without repeats.
+ */
+export type StreamEvent = {
+  [T in StreamEventType]: { type: T; id: number; data: StreamEventData[T] };
+}[StreamEventType];
+
+/** The event of one type, e.g. `StreamEventOf<"tool_use">`. */
+export type StreamEventOf<T extends StreamEventType> = Extract<StreamEvent, { type: T }>;
+
+export const STREAM_EVENT_TYPES: readonly StreamEventType[] = [
+  "session_start",
+  "text_delta",
+  "thinking_delta",
+  "tool_use",
+  "tool_result",
+  "message",
+  "turn_complete",
+  "error",
+  "done",
+];
+
+const KNOWN = new Set<string>(STREAM_EVENT_TYPES);
+
+export function isStreamEventType(type: string): type is StreamEventType {
+  return KNOWN.has(type);
+}
+
+/** Parses an event's sequence number; `undefined` when the frame carried none or a non-number. */
+export function parseEventId(id: string | number | undefined | null): number | undefined {
+  if (typeof id === "number") return Number.isSafeInteger(id) ? id : undefined;
+  if (typeof id !== "string" || !/^\d+$/.test(id.trim())) return undefined;
+  const n = Number(id.trim());
+  return Number.isSafeInteger(n) ? n : undefined;
+}

@@ -1,0 +1,174 @@
+/** The resources of the Ash HTTP API, as the server sends them. */
+
+export interface AshClientOptions {
+  /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
+  url: string;
+  /** The API key sent as `Authorization: Bearer <key>` on `/api/*`. */
+  apiKey?: string;
+  /** A `fetch` to use instead of the global one (for proxies, tests, instrumentation). */
+  fetch?: typeof globalThis.fetch;
+  /** How streams pick up again after a dropped connection. */
+  reconnect?: ReconnectOptions;
+}
+
+export interface ReconnectOptions {
+  /** Attempts in a row without receiving a new event before giving up (default 5; 0 turns reconnecting off). */
+  retries?: number;
+  /** First wait before reconnecting, doubled after each failed attempt (default 250 ms). */
+  initialDelayMs?: number;
+  /** Longest wait between attempts (default 5000 ms). */
+  maxDelayMs?: number;
+}
+
+export interface HealthStatus {
+  status: "ok" | "degraded";
+  version: string;
+  /** Seconds since the server started. */
+  uptime: number;
+  activeSessions: number;
+  activeSandboxes: number;
+  pool: Record<string, unknown>;
+  limits: { mode: "cgroup2" | "cgroup1" | "rlimit"; [key: string]: unknown };
+  database: "sqlite" | "postgres";
+  [key: string]: unknown;
+}
+
+export interface Agent {
+  id: string;
+  name: string;
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+  /** Environment variable names; values are shown as `"***"`. */
+  env: Record<string, string>;
+  [key: string]: unknown;
+}
+
+/** One file of an agent folder; `content` is base64. */
+export interface AgentFile {
+  path: string;
+  content: string;
+}
+
+interface DeployAgentCommon {
+  /** Matches `^[a-zA-Z0-9_-]{1,64}$`. */
+  name: string;
+  /** Environment variables for the agent's sandboxes. */
+  env?: Record<string, string>;
+  /** Replaces the system prompt taken from `CLAUDE.md`. */
+  systemPrompt?: string;
+}
+
+/** Upload the folder's files, or name a folder already inside the server's data directory. */
+export type DeployAgentInput =
+  | (DeployAgentCommon & { files: AgentFile[]; path?: never })
+  | (DeployAgentCommon & { path: string; files?: never });
+
+export type SessionStatus = "starting" | "active" | "paused" | "stopped" | "ended" | "error";
+
+export interface Session {
+  id: string;
+  agentName: string;
+  sandboxId: string | null;
+  status: SessionStatus;
+  createdAt: string;
+  lastActiveAt: string;
+  model?: string | null;
+  parentSessionId?: string | null;
+  [key: string]: unknown;
+}
+
+export interface CreateSessionInput {
+  /** Name of a deployed agent. */
+  agent: string;
+  model?: string;
+  systemPrompt?: string;
+  extraEnv?: Record<string, string>;
+  mcpServers?: Record<string, unknown>;
+  permissionMode?: string;
+  allowedTools?: string[];
+  disallowedTools?: string[];
+}
+
+export interface ListSessionsQuery {
+  agent?: string;
+  status?: SessionStatus;
+  limit?: number;
+  /** The `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+export interface SessionPage {
+  sessions: Session[];
+  /** Pass as `cursor` for the next page; `null` on the last page. */
+  nextCursor: string | null;
+}
+
+export interface StoredMessage {
+  id: string;
+  role: string;
+  /** A string or content blocks, as sent or as the agent produced them. */
+  content: unknown;
+  sequence: number;
+  createdAt: string;
+}
+
+export interface MessageQuery {
+  /** Only messages with a higher sequence number. */
+  after?: number;
+  limit?: number;
+}
+
+export interface EventQuery {
+  /** Only events with a higher sequence number. */
+  after?: number;
+  limit?: number;
+  /** Only events of this type, e.g. `tool_use`. */
+  type?: string;
+}
+
+/** A text or image block, or any other block the Messages API accepts. */
+export type ContentBlock =
+  | { type: "text"; text: string }
+  | { type: "image"; source: { type: "base64"; media_type: string; data: string } | { type: "url"; url: string } }
+  | { type: string; [key: string]: unknown };
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** One file of a workspace listing. */
+export interface WorkspaceEntry {
+  /** Relative to the workspace root, `/`-separated. */
+  path: string;
+  size: number;
+  modifiedAt?: string;
+  [key: string]: unknown;
+}
+
+export interface WorkspaceListing {
+  /** Every file of the workspace, folders flattened into paths. */
+  files: WorkspaceEntry[];
+  /** Where the answer came from: `sandbox` (live) or `snapshot` (stored). */
+  source?: string;
+}
+
+export interface WorkspaceFile {
+  path: string;
+  /** The raw bytes. */
+  content: Uint8Array;
+  /** The media type the server gave. */
+  contentType: string;
+  /** The bytes as UTF-8 text. */
+  text(): string;
+}
+
+export interface SandboxLogLine {
+  /** `stdout` or `stderr`. */
+  stream?: string;
+  text: string;
+  time?: string;
+  [key: string]: unknown;
+}
