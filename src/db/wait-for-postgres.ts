@@ -1,0 +1,60 @@
+/**
+ * Start-up: wait until PostgreSQL answers. Under Compose the server often
+ * starts before the database accepts connections, so an unreachable server is
+ * retried (with a log line each time) until `timeoutMs`; an error that waiting
+ * cannot fix (wrong password, missing database) fails at once.
+ */
+import { consola } from "consola";
+import pg from "pg";
+import { sleep } from "./backoff";
+import { DatabaseUnavailableError, describeUnavailability, isUnavailableError } from "./errors";
+import { redactUrl } from "./url";
+
+const log = consola.withTag("db");
+
+/** One connection attempt may take this long before it counts as failed. */
+const ATTEMPT_TIMEOUT_MS = 10_000;
+const FIRST_DELAY_MS = 500;
+const MAX_DELAY_MS = 2_000;
+
+async function probe(config: pg.ClientConfig, timeoutMs: number): Promise<void> {
+  const client = new pg.Client({ ...config, connectionTimeoutMillis: Math.max(1, timeoutMs) });
+  client.on("error", () => {}); // a failure here is reported by connect()/query() below
+  try {
+    await client.connect();
+    await client.query("SELECT 1");
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+export async function waitForPostgres(config: pg.ClientConfig & { connectionString: string }, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const where = redactUrl(config.connectionString);
+  for (let attempt = 1; ; attempt++) {
+    const remaining = deadline - Date.now();
+    try {
+      await probe(config, Math.min(ATTEMPT_TIMEOUT_MS, remaining));
+      if (attempt > 1) log.info(`database reachable after ${attempt} attempts`);
+      return;
+    } catch (err) {
+      if (!isUnavailableError(err)) {
+        throw new Error(`cannot use PostgreSQL at ${where}: ${describeUnavailability(err)}`, { cause: err });
+      }
+      const reason = describeUnavailability(err);
+      const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** (attempt - 1));
+      if (Date.now() + delay >= deadline) {
+        throw new DatabaseUnavailableError(
+          err,
+          `PostgreSQL at ${where} was not reachable within ${Math.round(timeoutMs / 1000)}s (${reason})`,
+        );
+      }
+      log.warn(`database not reachable yet (${reason}); retrying in ${formatSeconds(delay)}`);
+      await sleep(delay);
+    }
+  }
+}
+
+function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))}s`;
+}
