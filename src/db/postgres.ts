@@ -68,7 +68,7 @@ export async function openPostgres(options: PostgresOptions): Promise<AshDatabas
   const scope = new TransactionScope();
 
   const outside = <A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) =>
-    (...args: A): Promise<R> => {
+    async (...args: A): Promise<R> => {
       scope.assertOutside(what);
       return fn(...args);
     };
@@ -101,7 +101,7 @@ export async function openPostgres(options: PostgresOptions): Promise<AshDatabas
     all: outside("all()", direct.all) as AshDatabase["all"],
     get: outside("get()", direct.get) as AshDatabase["get"],
     run: outside("run()", direct.run),
-    transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       scope.assertOutside("transaction()");
       return retryTransaction(() => attempt(fn), {
         isRetryable: isRetryableTransactionError,

@@ -34,7 +34,7 @@ export async function openSqlite(options: SqliteOptions): Promise<AshDatabase> {
 
   /** A query on the database itself waits until no transaction is open. */
   const serialized = <A extends unknown[], R>(what: string, fn: (...args: A) => Promise<R>) =>
-    (...args: A): Promise<R> => {
+    async (...args: A): Promise<R> => {
       scope.assertOutside(what);
       return mutex.run(() => fn(...args));
     };
@@ -64,7 +64,7 @@ export async function openSqlite(options: SqliteOptions): Promise<AshDatabase> {
     all: serialized("all()", direct.all) as AshDatabase["all"],
     get: serialized("get()", direct.get) as AshDatabase["get"],
     run: serialized("run()", direct.run),
-    transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       scope.assertOutside("transaction()");
       return retryTransaction(() => attempt(fn), {
         isRetryable: isSqliteBusy,

@@ -43,9 +43,9 @@ export function transactionHandle(inner: Queryable): { tx: Queryable; finish(): 
   };
   return {
     tx: {
-      all: (sql, params) => (check(), inner.all(sql, params)),
-      get: (sql, params) => (check(), inner.get(sql, params)),
-      run: (sql, params) => (check(), inner.run(sql, params)),
+      all: async (sql, params) => (check(), inner.all(sql, params)),
+      get: async (sql, params) => (check(), inner.get(sql, params)),
+      run: async (sql, params) => (check(), inner.run(sql, params)),
     } as Queryable,
     finish: () => {
       finished = true;
