@@ -13,3 +13,8 @@ export function jitteredDelay(attempt: number, baseMs: number, capMs: number): n
   const ceiling = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
 }
+
+/** "2s", "0.3s": durations for log lines and error messages. */
+export function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))}s`;
+}

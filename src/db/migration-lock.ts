@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { consola } from "consola";
-import { jitteredDelay, sleep } from "./backoff";
+import { formatSeconds, jitteredDelay, sleep } from "./backoff";
 import type { AshDatabase } from "./types";
 
 const log = consola.withTag("db");
@@ -75,7 +75,7 @@ async function acquire(db: AshDatabase, holder: string, ttlMs: number, waitMs: n
 
     if (Date.now() >= deadline) {
       throw new Error(
-        `timed out after ${Math.round(waitMs / 1000)}s waiting for ${current?.holder ?? "another server"} to finish migrating the database`,
+        `timed out after ${formatSeconds(waitMs)} waiting for ${current?.holder ?? "another server"} to finish migrating the database`,
       );
     }
     if (!announced && current) {

@@ -6,7 +6,7 @@
  */
 import { consola } from "consola";
 import pg from "pg";
-import { sleep } from "./backoff";
+import { formatSeconds, sleep } from "./backoff";
 import { DatabaseUnavailableError, describeUnavailability, isUnavailableError } from "./errors";
 import { redactUrl } from "./url";
 
@@ -46,15 +46,11 @@ export async function waitForPostgres(config: pg.ClientConfig & { connectionStri
       if (Date.now() + delay >= deadline) {
         throw new DatabaseUnavailableError(
           err,
-          `PostgreSQL at ${where} was not reachable within ${Math.round(timeoutMs / 1000)}s (${reason})`,
+          `PostgreSQL at ${where} was not reachable within ${formatSeconds(timeoutMs)} (${reason})`,
         );
       }
       log.warn(`database not reachable yet (${reason}); retrying in ${formatSeconds(delay)}`);
       await sleep(delay);
     }
   }
-}
-
-function formatSeconds(ms: number): string {
-  return `${Number((ms / 1000).toFixed(1))}s`;
 }
