@@ -1,0 +1,187 @@
+import { createInterface } from "node:readline";
+import { defineCommand } from "citty";
+import type { AshClient } from "../../client/client";
+import { CliError, isNotFound, serverArgs, unknownAgent, withServer } from "../errors";
+import { exitWith, note, style, TurnPrinter, type TurnOutcome } from "../output";
+
+/**
+ * Runs turns on one session and owns Ctrl-C while a turn runs: the first Ctrl-C asks the
+ * server to interrupt the turn (which then ends on its own, with an `interrupted` error),
+ * a second one quits. Without this, Ctrl-C would only drop the connection, and the turn
+ * would carry on, unseen, on the server.
+ */
+export class TurnControl {
+  private running = false;
+  private interrupting = false;
+
+  constructor(
+    private readonly client: AshClient,
+    readonly sessionId: string,
+    private readonly options: { json?: boolean; model?: string; maxTurns?: number } = {},
+  ) {}
+
+  get busy(): boolean {
+    return this.running;
+  }
+
+  /** Handles one Ctrl-C; answers `quit` when the caller should exit instead. */
+  interrupt(): "interrupting" | "quit" {
+    if (!this.running || this.interrupting) return "quit";
+    this.interrupting = true;
+    note(style.dim("Interrupting the turn… (Ctrl-C again to quit)", process.stderr));
+    this.client.interrupt(this.sessionId).catch((error: Error) => {
+      // The turn may have finished in the meantime; that is not worth a second message.
+      if (this.running) note(style.red(`Could not interrupt the turn: ${error.message}`, process.stderr));
+    });
+    return "interrupting";
+  }
+
+  /** Sends one message and prints its turn as it streams. */
+  async send(content: string): Promise<TurnOutcome> {
+    const printer = new TurnPrinter(this.options.json);
+    this.running = true;
+    this.interrupting = false;
+    try {
+      const events = this.client.sendMessage(this.sessionId, content, {
+        includePartialMessages: true,
+        model: this.options.model,
+        maxTurns: this.options.maxTurns,
+      });
+      for await (const event of events) printer.event(event);
+    } finally {
+      this.running = false;
+    }
+    return printer.result();
+  }
+}
+
+/** Exit code for a finished turn: 0, 130 when it was interrupted, 1 when it failed. */
+export function turnExitCode(outcome: TurnOutcome): number {
+  if (!outcome.error) return 0;
+  return outcome.error.code === "interrupted" ? 130 : 1;
+}
+
+/** While `control` lives, Ctrl-C (SIGINT) interrupts the running turn or quits. */
+export function interruptOnSigint(control: TurnControl, onQuit: () => void = () => void exitWith(130)): () => void {
+  const handler = () => {
+    if (control.interrupt() === "quit") onQuit();
+  };
+  process.on("SIGINT", handler);
+  return () => process.off("SIGINT", handler);
+}
+
+/** A citty string flag as a positive whole number, or a sentence saying what is wrong. */
+export function parsePositiveInt(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new CliError(`${flag} takes a whole number of 1 or more, not "${value}".`);
+  return Number(value);
+}
+
+export default defineCommand({
+  meta: {
+    name: "chat",
+    description: "Talk to an agent in a new session: interactively, one message, or one message per line from a pipe",
+  },
+  args: {
+    agent: { type: "positional", description: "Name of a deployed agent", required: true },
+    message: { type: "positional", description: "Send this one message and exit", required: false },
+    model: { type: "string", description: "Model for this session", valueHint: "model" },
+    "max-turns": { type: "string", description: "Most model turns per message", valueHint: "n" },
+    json: { type: "boolean", description: "Print the raw events as JSON lines" },
+    ...serverArgs,
+  },
+  run: ({ args }) =>
+    withServer(args, async ({ client }) => {
+      const maxTurns = parsePositiveInt(args["max-turns"], "--max-turns");
+      const session = await client.createSession({ agent: args.agent, ...(args.model ? { model: args.model } : {}) }).catch(async (error) => {
+        throw isNotFound(error) ? await unknownAgent(client, args.agent) : error;
+      });
+      const control = new TurnControl(client, session.id, { json: args.json, maxTurns });
+      if (!args.json) note(style.dim(`Session ${session.id} with ${session.agentName ?? args.agent}`, process.stderr));
+
+      // One message from the command line.
+      if (args.message !== undefined && args.message !== "") {
+        const stop = interruptOnSigint(control);
+        try {
+          return turnExitCode(await control.send(args.message));
+        } finally {
+          stop();
+        }
+      }
+
+      if (!process.stdin.isTTY) return chatFromPipe(control);
+      return chatInteractive(control);
+    }),
+});
+
+/** Non-interactive: each line of stdin is one message, sent in order; EOF ends the chat. */
+async function chatFromPipe(control: TurnControl): Promise<number> {
+  const stop = interruptOnSigint(control);
+  const lines = createInterface({ input: process.stdin, terminal: false, crlfDelay: Number.POSITIVE_INFINITY });
+  let code = 0;
+  try {
+    for await (const raw of lines) {
+      const text = raw.trim();
+      if (!text) continue;
+      const outcome = await control.send(text);
+      // An interrupted turn is the user's choice, not a failure of the chat.
+      if (turnExitCode(outcome) === 1) code = 1;
+    }
+  } finally {
+    stop();
+    lines.close();
+  }
+  return code;
+}
+
+/** Interactive: a prompt on the terminal; Ctrl-C interrupts a running turn, quits at the prompt; Ctrl-D quits. */
+function chatInteractive(control: TurnControl): Promise<number> {
+  return new Promise((resolve) => {
+    const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: true, historySize: 200 });
+    rl.setPrompt(style.bold("› "));
+    let closing = false;
+    let lastCode = 0;
+
+    note(style.dim("Type a message and press Enter. Ctrl-C interrupts a running turn; Ctrl-C at the prompt or Ctrl-D quits.", process.stderr));
+    rl.prompt();
+
+    rl.on("line", (raw) => {
+      const text = raw.trim();
+      if (control.busy) {
+        note(style.dim("A turn is still running; press Ctrl-C to interrupt it.", process.stderr));
+        return;
+      }
+      if (text === "/exit" || text === "/quit") return rl.close();
+      if (!text) return rl.prompt();
+      control
+        .send(text)
+        .then((outcome) => {
+          lastCode = turnExitCode(outcome) === 1 ? 1 : 0;
+        })
+        .catch((error: Error) => {
+          // A failed turn (server gone, stream lost) is reported, and the prompt comes back.
+          note(style.red(error.message, process.stderr));
+          lastCode = 1;
+        })
+        .finally(() => {
+          if (closing) resolve(lastCode);
+          else rl.prompt();
+        });
+    });
+
+    // In a terminal readline owns Ctrl-C (raw mode), so it arrives here rather than as a signal.
+    rl.on("SIGINT", () => {
+      if (control.interrupt() === "quit") {
+        process.stdout.write("\n");
+        if (control.busy) return void exitWith(130);
+        closing = true;
+        rl.close();
+      }
+    });
+
+    rl.on("close", () => {
+      closing = true;
+      if (!control.busy) resolve(lastCode);
+    });
+  });
+}
