@@ -1,0 +1,118 @@
+import { resolve } from "node:path";
+
+/**
+ * Everything the server reads from its environment, parsed once at start-up.
+ * A bad value stops start-up with one line that names the variable
+ * (see docs/configuration.md for the reference).
+ */
+export interface ServerConfig {
+  port: number;
+  host: string;
+  dataDir: string;
+  /** Unset: SQLite at `<dataDir>/ash.db`. */
+  databaseUrl?: string;
+  apiKey?: string;
+  maxSandboxes: number;
+  idleTimeoutMs: number;
+  anthropicApiKey?: string;
+  anthropicBaseUrl?: string;
+  /** Largest JSON body accepted, in bytes (agent uploads included). */
+  maxBodyBytes: number;
+  /** A turn whose model stays silent this long ends with an `error` event. */
+  turnIdleTimeoutMs: number;
+  /** How often the CLI retries a failed model call before the turn fails. */
+  modelMaxRetries: number;
+  /** How long start-up keeps retrying an unreachable database. */
+  databaseConnectTimeoutMs: number;
+  sandbox: {
+    memoryMb: number;
+    cpuPercent: number;
+    maxProcesses: number;
+    diskMb: number;
+    /** Refuse to start sessions without namespace isolation. */
+    strict: boolean;
+  };
+  /** Where snapshots go: unset for `<dataDir>/sessions`, or an `s3://` URL. */
+  snapshotStore?: string;
+  logFormat: "human" | "json";
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): ServerConfig {
+  const dataDir = resolve(text(env, "ASH_DATA_DIR") ?? "./data");
+  const databaseUrl = text(env, "ASH_DATABASE_URL");
+  if (databaseUrl && !/^(postgres(ql)?|sqlite|file):/i.test(databaseUrl)) {
+    throw new ConfigError("ASH_DATABASE_URL must be a postgres://, postgresql:// or sqlite: URL");
+  }
+  const baseUrl = text(env, "ANTHROPIC_BASE_URL");
+  if (baseUrl && !isHttpUrl(baseUrl)) {
+    throw new ConfigError("ANTHROPIC_BASE_URL must be an http:// or https:// URL");
+  }
+  const apiKey = text(env, "ASH_API_KEY");
+  if (apiKey !== undefined && apiKey.length < 8) {
+    throw new ConfigError("ASH_API_KEY must be at least 8 characters long");
+  }
+  const logFormat = text(env, "ASH_LOG_FORMAT") ?? "human";
+  if (logFormat !== "human" && logFormat !== "json") {
+    throw new ConfigError('ASH_LOG_FORMAT must be "human" or "json"');
+  }
+  return {
+    port: integer(env, "ASH_PORT", 4100, 0, 65535),
+    host: text(env, "ASH_HOST") ?? "0.0.0.0",
+    dataDir,
+    databaseUrl,
+    apiKey,
+    maxSandboxes: integer(env, "ASH_MAX_SANDBOXES", 1000, 1, 100_000),
+    idleTimeoutMs: integer(env, "ASH_IDLE_TIMEOUT_MS", 30 * 60_000, 1000, 7 * 24 * 3600_000),
+    anthropicApiKey: text(env, "ANTHROPIC_API_KEY"),
+    anthropicBaseUrl: baseUrl,
+    maxBodyBytes: integer(env, "ASH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    turnIdleTimeoutMs: integer(env, "ASH_TURN_IDLE_TIMEOUT_MS", 120_000, 500, 3600_000),
+    modelMaxRetries: integer(env, "ASH_MODEL_MAX_RETRIES", 1, 0, 10),
+    databaseConnectTimeoutMs: integer(env, "ASH_DATABASE_CONNECT_TIMEOUT_MS", 120_000, 0, 3600_000),
+    sandbox: {
+      memoryMb: integer(env, "ASH_SANDBOX_MEMORY_MB", 2048, 16, 1024 * 1024),
+      cpuPercent: integer(env, "ASH_SANDBOX_CPU_PERCENT", 100, 1, 100_000),
+      maxProcesses: integer(env, "ASH_SANDBOX_MAX_PROCESSES", 256, 8, 1_000_000),
+      diskMb: integer(env, "ASH_SANDBOX_DISK_MB", 1024, 1, 1024 * 1024),
+      strict: boolean(env, "ASH_SANDBOX_STRICT", false),
+    },
+    snapshotStore: text(env, "ASH_SNAPSHOT_STORE"),
+    logFormat,
+  };
+}
+
+function text(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = text(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = text(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (["1", "true", "yes", "on"].includes(raw)) return true;
+  if (["0", "false", "no", "off"].includes(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    return ["http:", "https:"].includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,96 @@
+import type { Migration } from "./types";
+
+// The schema, as numbered steps. Every statement must run unchanged on SQLite,
+// PostgreSQL and CockroachDB: ids are TEXT made by the server, times are epoch
+// milliseconds in BIGINT, JSON is TEXT, no SERIAL and no dialect-only types.
+export const migrations: Migration[] = [
+  {
+    id: 1,
+    name: "initial schema",
+    statements: [
+      `CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        label TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      `CREATE TABLE agent_versions (
+        agent_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        env TEXT NOT NULL,
+        system_prompt TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (agent_id, version)
+      )`,
+      `CREATE TABLE agent_files (
+        agent_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        mode INTEGER NOT NULL,
+        content_base64 TEXT NOT NULL,
+        PRIMARY KEY (agent_id, version, path)
+      )`,
+      `CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        agent_name TEXT NOT NULL,
+        agent_version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        sandbox_id TEXT,
+        sdk_session_id TEXT,
+        model TEXT,
+        settings TEXT NOT NULL,
+        parent_session_id TEXT,
+        created_at BIGINT NOT NULL,
+        last_active_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX sessions_by_created ON sessions (created_at, id)`,
+      `CREATE INDEX sessions_by_agent ON sessions (agent_name, created_at)`,
+      `CREATE TABLE sandboxes (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        server_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        end_reason TEXT
+      )`,
+      `CREATE INDEX sandboxes_by_session ON sandboxes (session_id)`,
+      `CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX messages_by_session ON messages (session_id, sequence)`,
+      `CREATE TABLE events (
+        session_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+      )`,
+      `CREATE TABLE transcripts (
+        session_id TEXT NOT NULL,
+        sdk_session_id TEXT NOT NULL,
+        subpath TEXT NOT NULL,
+        idx BIGINT NOT NULL,
+        uuid TEXT,
+        entry TEXT NOT NULL,
+        PRIMARY KEY (session_id, sdk_session_id, subpath, idx)
+      )`,
+      `CREATE UNIQUE INDEX transcripts_by_uuid ON transcripts (session_id, sdk_session_id, subpath, uuid)`,
+    ],
+  },
+];

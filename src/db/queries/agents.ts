@@ -1,0 +1,104 @@
+import type { AshDatabase, Queryable } from "../types";
+
+export interface AgentRecord {
+  id: string;
+  name: string;
+  version: number;
+  createdAt: number;
+  updatedAt: number;
+  env: Record<string, string>;
+  systemPrompt: string | null;
+}
+
+export interface AgentFile {
+  path: string;
+  mode: number;
+  content: Buffer;
+}
+
+const SELECT_AGENT = `SELECT a.id, a.name, a.version, a.created_at, a.updated_at, v.env, v.system_prompt
+  FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.version`;
+
+function toAgent(row: any): AgentRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    version: Number(row.version),
+    createdAt: Number(row.created_at),
+    updatedAt: Number(row.updated_at),
+    env: JSON.parse(row.env),
+    systemPrompt: row.system_prompt ?? null,
+  };
+}
+
+export async function getAgent(db: Queryable, name: string): Promise<AgentRecord | undefined> {
+  const row = await db.get(`${SELECT_AGENT} WHERE a.name = ?`, [name]);
+  return row ? toAgent(row) : undefined;
+}
+
+export async function listAgents(db: Queryable): Promise<AgentRecord[]> {
+  return (await db.all(`${SELECT_AGENT} ORDER BY a.name`)).map(toAgent);
+}
+
+/** The env and prompt of one version, which a session keeps even after a redeploy. */
+export async function getAgentVersion(db: Queryable, agentId: string, version: number) {
+  const row = await db.get<any>(`SELECT env, system_prompt FROM agent_versions WHERE agent_id = ? AND version = ?`, [agentId, version]);
+  return row ? { env: JSON.parse(row.env) as Record<string, string>, systemPrompt: (row.system_prompt ?? null) as string | null } : undefined;
+}
+
+export async function getAgentFiles(db: Queryable, agentId: string, version: number): Promise<AgentFile[]> {
+  const rows = await db.all<any>(`SELECT path, mode, content_base64 FROM agent_files WHERE agent_id = ? AND version = ? ORDER BY path`, [agentId, version]);
+  return rows.map((r) => ({ path: r.path, mode: Number(r.mode), content: Buffer.from(r.content_base64, "base64") }));
+}
+
+/**
+ * Stores a deploy as one transaction: a new agent at version 1, or the next
+ * version of an existing one. Files of every version are kept, so sessions
+ * made from an older version can still be rebuilt.
+ */
+export async function deployAgent(
+  db: AshDatabase,
+  input: { id: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[] },
+): Promise<AgentRecord> {
+  return db.transaction(async (tx) => {
+    const now = Date.now();
+    const existing = await tx.get<any>(`SELECT id, version FROM agents WHERE name = ?`, [input.name]);
+    let id = input.id;
+    let version = 1;
+    if (existing) {
+      id = existing.id;
+      version = Number(existing.version) + 1;
+      await tx.run(`UPDATE agents SET version = ?, updated_at = ? WHERE id = ?`, [version, now, id]);
+    } else {
+      await tx.run(`INSERT INTO agents (id, name, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)`, [id, input.name, version, now, now]);
+    }
+    await tx.run(`INSERT INTO agent_versions (agent_id, version, env, system_prompt, created_at) VALUES (?, ?, ?, ?, ?)`, [
+      id,
+      version,
+      JSON.stringify(input.env),
+      input.systemPrompt,
+      now,
+    ]);
+    for (const file of input.files) {
+      await tx.run(`INSERT INTO agent_files (agent_id, version, path, mode, content_base64) VALUES (?, ?, ?, ?, ?)`, [
+        id,
+        version,
+        file.path,
+        file.mode,
+        file.content.toString("base64"),
+      ]);
+    }
+    const row = await tx.get(`${SELECT_AGENT} WHERE a.id = ?`, [id]);
+    return toAgent(row);
+  });
+}
+
+/** Removes the agent from the list; sessions made from it keep their own copy. */
+export async function deleteAgent(db: AshDatabase, name: string): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const row = await tx.get<any>(`SELECT id FROM agents WHERE name = ?`, [name]);
+    if (!row) return false;
+    await tx.run(`DELETE FROM agents WHERE id = ?`, [row.id]);
+    return true;
+  });
+}

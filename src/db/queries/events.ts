@@ -1,0 +1,51 @@
+import type { Queryable } from "../types";
+
+/** One stored stream frame: what `id:` / `event:` / `data:` carry over SSE. */
+export interface StoredEvent {
+  seq: number;
+  type: string;
+  data: unknown;
+  createdAt: number;
+}
+
+export async function insertEvents(db: Queryable, sessionId: string, events: StoredEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  const values = events.map(() => `(?, ?, ?, ?, ?)`).join(", ");
+  const params = events.flatMap((e) => [sessionId, e.seq, e.type, JSON.stringify(e.data), e.createdAt]);
+  await db.run(`INSERT INTO events (session_id, seq, type, data, created_at) VALUES ${values}`, params);
+}
+
+export async function listEvents(
+  db: Queryable,
+  sessionId: string,
+  options: { after?: number; limit?: number; type?: string } = {},
+): Promise<StoredEvent[]> {
+  const params: unknown[] = [sessionId, options.after ?? 0];
+  let sql = `SELECT seq, type, data, created_at FROM events WHERE session_id = ? AND seq > ?`;
+  if (options.type) {
+    sql += ` AND type = ?`;
+    params.push(options.type);
+  }
+  sql += ` ORDER BY seq LIMIT ?`;
+  params.push(options.limit ?? 1000);
+  const rows = await db.all<any>(sql, params);
+  return rows.map((r) => ({ seq: Number(r.seq), type: r.type, data: JSON.parse(r.data), createdAt: Number(r.created_at) }));
+}
+
+export async function lastEventSeq(db: Queryable, sessionId: string): Promise<number> {
+  const row = await db.get<any>(`SELECT MAX(seq) AS seq FROM events WHERE session_id = ?`, [sessionId]);
+  return Number(row?.seq ?? 0);
+}
+
+export async function lastEvent(db: Queryable, sessionId: string): Promise<StoredEvent | undefined> {
+  const row = await db.get<any>(`SELECT seq, type, data, created_at FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, [sessionId]);
+  return row ? { seq: Number(row.seq), type: row.type, data: JSON.parse(row.data), createdAt: Number(row.created_at) } : undefined;
+}
+
+/** Copies a session's whole event history to another (fork). */
+export async function copyEvents(db: Queryable, fromSessionId: string, toSessionId: string): Promise<void> {
+  await db.run(
+    `INSERT INTO events (session_id, seq, type, data, created_at) SELECT ?, seq, type, data, created_at FROM events WHERE session_id = ?`,
+    [toSessionId, fromSessionId],
+  );
+}

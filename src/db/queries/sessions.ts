@@ -1,0 +1,121 @@
+import type { Queryable } from "../types";
+
+export type SessionStatus = "starting" | "active" | "paused" | "stopped" | "ended" | "error";
+
+/** Per-session choices made at creation (API: POST /api/sessions). */
+export interface SessionSettings {
+  systemPrompt?: string;
+  extraEnv?: Record<string, string>;
+  mcpServers?: Record<string, unknown>;
+  permissionMode?: string;
+  allowedTools?: string[];
+  disallowedTools?: string[];
+}
+
+export interface SessionRecord {
+  id: string;
+  agentId: string;
+  agentName: string;
+  agentVersion: number;
+  status: SessionStatus;
+  sandboxId: string | null;
+  sdkSessionId: string | null;
+  model: string | null;
+  settings: SessionSettings;
+  parentSessionId: string | null;
+  createdAt: number;
+  lastActiveAt: number;
+}
+
+const COLUMNS = `id, agent_id, agent_name, agent_version, status, sandbox_id, sdk_session_id, model, settings, parent_session_id, created_at, last_active_at`;
+
+function toSession(row: any): SessionRecord {
+  return {
+    id: row.id,
+    agentId: row.agent_id,
+    agentName: row.agent_name,
+    agentVersion: Number(row.agent_version),
+    status: row.status,
+    sandboxId: row.sandbox_id ?? null,
+    sdkSessionId: row.sdk_session_id ?? null,
+    model: row.model ?? null,
+    settings: JSON.parse(row.settings),
+    parentSessionId: row.parent_session_id ?? null,
+    createdAt: Number(row.created_at),
+    lastActiveAt: Number(row.last_active_at),
+  };
+}
+
+export async function insertSession(db: Queryable, s: Omit<SessionRecord, "createdAt" | "lastActiveAt">): Promise<SessionRecord> {
+  const now = Date.now();
+  await db.run(`INSERT INTO sessions (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+    s.id,
+    s.agentId,
+    s.agentName,
+    s.agentVersion,
+    s.status,
+    s.sandboxId,
+    s.sdkSessionId,
+    s.model,
+    JSON.stringify(s.settings),
+    s.parentSessionId,
+    now,
+    now,
+  ]);
+  return { ...s, createdAt: now, lastActiveAt: now };
+}
+
+export async function getSession(db: Queryable, id: string): Promise<SessionRecord | undefined> {
+  const row = await db.get(`SELECT ${COLUMNS} FROM sessions WHERE id = ?`, [id]);
+  return row ? toSession(row) : undefined;
+}
+
+/** Newest first; `cursor` is the opaque value of a previous page's nextCursor. */
+export async function listSessions(
+  db: Queryable,
+  filter: { agent?: string; status?: string; limit: number; cursor?: { createdAt: number; id: string } },
+): Promise<SessionRecord[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (filter.agent) {
+    where.push(`agent_name = ?`);
+    params.push(filter.agent);
+  }
+  if (filter.status) {
+    where.push(`status = ?`);
+    params.push(filter.status);
+  }
+  if (filter.cursor) {
+    where.push(`(created_at < ? OR (created_at = ? AND id < ?))`);
+    params.push(filter.cursor.createdAt, filter.cursor.createdAt, filter.cursor.id);
+  }
+  const sql = `SELECT ${COLUMNS} FROM sessions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id DESC LIMIT ?`;
+  return (await db.all(sql, [...params, filter.limit])).map(toSession);
+}
+
+export async function updateSession(
+  db: Queryable,
+  id: string,
+  patch: Partial<Pick<SessionRecord, "status" | "sandboxId" | "sdkSessionId" | "model">> & { touch?: boolean },
+): Promise<void> {
+  const sets: string[] = [];
+  const params: unknown[] = [];
+  const columns: Record<string, string> = { status: "status", sandboxId: "sandbox_id", sdkSessionId: "sdk_session_id", model: "model" };
+  for (const [key, column] of Object.entries(columns)) {
+    if (key in patch) {
+      sets.push(`${column} = ?`);
+      params.push((patch as any)[key]);
+    }
+  }
+  if (patch.touch) {
+    sets.push(`last_active_at = ?`);
+    params.push(Date.now());
+  }
+  if (sets.length === 0) return;
+  await db.run(`UPDATE sessions SET ${sets.join(", ")} WHERE id = ?`, [...params, id]);
+}
+
+export async function countSessionsByStatus(db: Queryable): Promise<Record<string, number>> {
+  const rows = await db.all<any>(`SELECT status, COUNT(*) AS n FROM sessions GROUP BY status`);
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}

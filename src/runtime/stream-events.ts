@@ -1,0 +1,67 @@
+import type { SDKMessage } from "@anthropic-ai/claude-agent-sdk";
+
+/** The event names of the streaming contract (API.md, "Messages: one turn, streamed"). */
+export type StreamEventType =
+  | "session_start"
+  | "text_delta"
+  | "thinking_delta"
+  | "tool_use"
+  | "tool_result"
+  | "message"
+  | "turn_complete"
+  | "error"
+  | "done";
+
+export interface StreamEvent {
+  type: StreamEventType;
+  data: unknown;
+}
+
+/** Codes carried by `error` events. */
+export type TurnErrorCode =
+  | "model_error"
+  | "model_timeout"
+  | "interrupted"
+  | "sandbox_oom"
+  | "sandbox_pids"
+  | "sandbox_disk"
+  | "sandbox_crashed"
+  | "server_restart"
+  | "server_shutdown";
+
+/**
+ * Turns one raw Agent SDK message into the granular events clients read,
+ * followed by the raw message itself in a `message` event. Partial stream
+ * events become deltas only: their raw form would double the stream's size
+ * without telling a client anything new.
+ */
+export function mapSdkMessage(message: SDKMessage, options: { partials: boolean }): StreamEvent[] {
+  const m = message as any;
+  if (m.type === "stream_event") {
+    const event = m.event;
+    if (!options.partials || event?.type !== "content_block_delta") return [];
+    if (event.delta?.type === "text_delta") return [{ type: "text_delta", data: { delta: event.delta.text } }];
+    if (event.delta?.type === "thinking_delta") return [{ type: "thinking_delta", data: { delta: event.delta.thinking } }];
+    return [];
+  }
+  const events: StreamEvent[] = [];
+  if (m.type === "assistant" && Array.isArray(m.message?.content)) {
+    for (const block of m.message.content) {
+      if (block.type === "tool_use") events.push({ type: "tool_use", data: { id: block.id, name: block.name, input: block.input } });
+    }
+  }
+  if (m.type === "user" && Array.isArray(m.message?.content)) {
+    for (const block of m.message.content) {
+      if (block.type === "tool_result") {
+        events.push({ type: "tool_result", data: { tool_use_id: block.tool_use_id, content: block.content, is_error: Boolean(block.is_error) } });
+      }
+    }
+  }
+  events.push({ type: "message", data: message });
+  return events;
+}
+
+/** The `turn_complete` payload from a `result` message. */
+export function turnCompleteOf(result: any): StreamEvent {
+  return { type: "turn_complete", data: { numTurns: result.num_turns, result: result.result ?? null, usage: result.usage ?? null, totalCostUsd: result.total_cost_usd ?? null } };
+}

@@ -1,0 +1,19 @@
+import type { ConsolaInstance } from "consola";
+import type { ServerConfig } from "../config";
+import type { AshDatabase } from "../db/types";
+import type { SessionManager } from "../sessions/session-manager";
+import type { SandboxFactory, SnapshotStore } from "../sessions/types";
+import type { KeyRing } from "./auth";
+
+/** What every route handler can reach. */
+export interface AppContext {
+  config: ServerConfig;
+  db: AshDatabase;
+  keys: KeyRing;
+  sessions: SessionManager;
+  sandboxes: SandboxFactory;
+  snapshots: SnapshotStore;
+  log: ConsolaInstance;
+  version: string;
+  startedAt: number;
+}

@@ -1,0 +1,31 @@
+import type { AgentRecord } from "../db/queries/agents";
+import type { SessionRecord } from "../db/queries/sessions";
+
+// The JSON shapes of API.md. Times are ISO 8601 strings.
+
+export function presentAgent(agent: AgentRecord) {
+  return {
+    id: agent.id,
+    name: agent.name,
+    version: agent.version,
+    createdAt: new Date(agent.createdAt).toISOString(),
+    updatedAt: new Date(agent.updatedAt).toISOString(),
+    // Values are secrets as often as not: only the names are shown.
+    env: Object.fromEntries(Object.keys(agent.env).map((k) => [k, "***"])),
+    systemPrompt: agent.systemPrompt,
+  };
+}
+
+export function presentSession(session: SessionRecord) {
+  return {
+    id: session.id,
+    agentName: session.agentName,
+    agentVersion: session.agentVersion,
+    sandboxId: session.sandboxId,
+    status: session.status,
+    createdAt: new Date(session.createdAt).toISOString(),
+    lastActiveAt: new Date(session.lastActiveAt).toISOString(),
+    model: session.model ?? undefined,
+    parentSessionId: session.parentSessionId ?? undefined,
+  };
+}

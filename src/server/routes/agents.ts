@@ -1,0 +1,57 @@
+import { getRouterParam, type H3 } from "h3";
+import { z } from "zod";
+import { randomUUID } from "node:crypto";
+import type { AppContext } from "../context";
+import { readJsonBody } from "../body";
+import { validate } from "../validate";
+import { badRequest, notFound } from "../errors";
+import { presentAgent } from "../present";
+import { AGENT_NAME, decodeUploadedFiles, materializeAgent, readAgentFolder, removeAgentFolder } from "../../agents/agent-files";
+import { deleteAgent, deployAgent, getAgent, listAgents } from "../../db/queries/agents";
+
+const envSchema = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string());
+
+const deploySchema = z
+  .object({
+    name: z.string().regex(AGENT_NAME, "must match ^[a-zA-Z0-9_-]{1,64}$"),
+    files: z.array(z.object({ path: z.string(), content: z.string(), mode: z.number().int().optional() }).strict()).optional(),
+    path: z.string().min(1).optional(),
+    env: envSchema.optional(),
+    systemPrompt: z.string().max(200_000).optional(),
+  })
+  .strict();
+
+export function registerAgents(app: H3, ctx: AppContext): void {
+  app.post("/api/agents", async (event) => {
+    const body = validate(deploySchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    if (!body.files === !body.path) throw badRequest('Give either "files" (an upload) or "path" (a folder in the data directory), not both.');
+    const files = body.files ? decodeUploadedFiles(body.files) : await readAgentFolder(ctx.config.dataDir, body.path!);
+    const agent = await deployAgent(ctx.db, {
+      id: randomUUID(),
+      name: body.name,
+      env: body.env ?? {},
+      systemPrompt: body.systemPrompt ?? null,
+      files,
+    });
+    // The folder under <data>/agents/ mirrors the latest version; the database holds them all.
+    await materializeAgent(ctx.config.dataDir, agent.name, files);
+    return new Response(JSON.stringify({ agent: presentAgent(agent) }), { status: 201, headers: { "content-type": "application/json; charset=utf-8" } });
+  });
+
+  app.get("/api/agents", async () => ({ agents: (await listAgents(ctx.db)).map(presentAgent) }));
+
+  app.get("/api/agents/:name", async (event) => {
+    const name = getRouterParam(event, "name")!;
+    const agent = await getAgent(ctx.db, name);
+    if (!agent) throw notFound(`No agent named "${name}".`);
+    return { agent: presentAgent(agent) };
+  });
+
+  app.delete("/api/agents/:name", async (event) => {
+    const name = getRouterParam(event, "name")!;
+    const agent = await getAgent(ctx.db, name);
+    if (!agent || !(await deleteAgent(ctx.db, name))) throw notFound(`No agent named "${name}".`);
+    await removeAgentFolder(ctx.config.dataDir, name);
+    return { agent: presentAgent(agent), deleted: true };
+  });
+}

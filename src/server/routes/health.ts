@@ -1,0 +1,31 @@
+import type { H3 } from "h3";
+import type { AppContext } from "../context";
+
+/** GET /health: public; 200 when the server can serve, 503 while the database is unreachable. */
+export function registerHealth(app: H3, ctx: AppContext): void {
+  app.get("/health", async () => {
+    const databaseUp = await ctx.db.ping();
+    const sandbox = ctx.sandboxes.describe();
+    const body = {
+      status: databaseUp ? "ok" : "degraded",
+      version: ctx.version,
+      uptime: Math.round((Date.now() - ctx.startedAt) / 1000),
+      activeSessions: ctx.sessions.liveCount,
+      activeSandboxes: ctx.sessions.pool.live,
+      pool: {
+        max: ctx.sessions.pool.max,
+        live: ctx.sessions.pool.live,
+        busy: ctx.sessions.busyCount,
+        idle: ctx.sessions.pool.live - ctx.sessions.busyCount,
+        idleTimeoutMs: ctx.config.idleTimeoutMs,
+      },
+      isolation: sandbox.isolation,
+      limits: sandbox.limits,
+      database: ctx.db.dialect,
+    };
+    return new Response(JSON.stringify(body), {
+      status: databaseUp ? 200 : 503,
+      headers: { "content-type": "application/json; charset=utf-8", ...(databaseUp ? {} : { "retry-after": "5" }) },
+    });
+  });
+}

@@ -1,0 +1,67 @@
+import { getQuery, type H3 } from "h3";
+import { z } from "zod";
+import type { AppContext } from "../context";
+import { readJsonBody } from "../body";
+import { validate } from "../validate";
+import { badRequest } from "../errors";
+import { eventStreamResponse } from "../sse";
+import { id } from "./sessions";
+import { listMessages } from "../../db/queries/messages";
+import { listEvents } from "../../db/queries/events";
+
+const contentBlock = z.object({ type: z.string() }).passthrough();
+
+const sendSchema = z
+  .object({
+    content: z.union([z.string().min(1, "must not be empty").max(500_000), z.array(contentBlock).min(1).max(100)]),
+    model: z.string().min(1).max(200).optional(),
+    maxTurns: z.number().int().min(1).max(1000).optional(),
+    includePartialMessages: z.boolean().optional(),
+  })
+  .strict();
+
+export function registerMessages(app: H3, ctx: AppContext): void {
+  // One turn: the answer is its event stream, which ends with `done`.
+  app.post("/api/sessions/:id/messages", async (event) => {
+    const body = validate(sendSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const { log, after } = await ctx.sessions.sendMessage(id(event), body);
+    return eventStreamResponse(log, after, { endAfterDone: true });
+  });
+
+  // Reconnect: every event after Last-Event-ID (or ?after=), then live ones.
+  app.get("/api/sessions/:id/stream", async (event) => {
+    const sessionId = id(event);
+    await ctx.sessions.requireSession(sessionId);
+    const header = event.req.headers.get("last-event-id") ?? (getQuery(event) as any).after ?? "0";
+    const after = Number(header);
+    if (!Number.isInteger(after) || after < 0) throw badRequest("Last-Event-ID must be a sequence number this server sent.");
+    const log = await ctx.sessions.logFor(sessionId);
+    return eventStreamResponse(log, after, { endAfterDone: false });
+  });
+
+  app.post("/api/sessions/:id/interrupt", async (event) => ({ interrupted: await ctx.sessions.interrupt(id(event)) }));
+
+  app.get("/api/sessions/:id/messages", async (event) => {
+    const sessionId = id(event);
+    await ctx.sessions.requireSession(sessionId);
+    const { after, limit } = pageOf(getQuery(event) as Record<string, string | undefined>, 100);
+    return { messages: (await listMessages(ctx.db, sessionId, { after, limit })).map((m) => ({ ...m, createdAt: new Date(m.createdAt).toISOString() })) };
+  });
+
+  app.get("/api/sessions/:id/events", async (event) => {
+    const sessionId = id(event);
+    await ctx.sessions.requireSession(sessionId);
+    const q = getQuery(event) as Record<string, string | undefined>;
+    const { after, limit } = pageOf(q, 1000);
+    const events = await listEvents(ctx.db, sessionId, { after, limit, type: q.type });
+    return { events: events.map((e) => ({ sequence: e.seq, type: e.type, data: e.data, createdAt: new Date(e.createdAt).toISOString() })) };
+  });
+}
+
+function pageOf(q: Record<string, string | undefined>, maxLimit: number): { after: number; limit: number } {
+  const after = q.after === undefined ? 0 : Number(q.after);
+  const limit = q.limit === undefined ? Math.min(100, maxLimit) : Number(q.limit);
+  if (!Number.isInteger(after) || after < 0) throw badRequest('The query parameter "after" must be a sequence number (0 or more).');
+  if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) throw badRequest(`The query parameter "limit" must be a whole number from 1 to ${maxLimit}.`);
+  return { after, limit };
+}

@@ -1,0 +1,131 @@
+import type { H3 } from "h3";
+import type { AppContext } from "../context";
+
+// The API reference, served as OpenAPI 3.1 at GET /openapi.json (public, like /health).
+
+const error = { $ref: "#/components/responses/Error" };
+const sessionAnswer = { description: "The session as it now is", content: { "application/json": { schema: { type: "object", properties: { session: { $ref: "#/components/schemas/Session" } } } } } };
+const idParam = { name: "id", in: "path", required: true, schema: { type: "string" } };
+
+function op(summary: string, responses: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  return { summary, responses: { ...responses, "400": error, "401": error, "404": error }, ...extra };
+}
+
+function body(schema: unknown) {
+  return { requestBody: { required: true, content: { "application/json": { schema } } } };
+}
+
+export function openApiDocument(version: string) {
+  return {
+    openapi: "3.1.0",
+    info: { title: "Ash", version, description: "Agents as an API: deploy an agent folder, open sessions, stream turns." },
+    security: [{ bearer: [] }],
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+      responses: {
+        Error: {
+          description: "An error: the sentence says what went wrong",
+          content: { "application/json": { schema: { type: "object", required: ["error", "statusCode"], properties: { error: { type: "string" }, statusCode: { type: "integer" } } } } },
+        },
+      },
+      schemas: {
+        Agent: {
+          type: "object",
+          properties: {
+            id: { type: "string" },
+            name: { type: "string" },
+            version: { type: "integer" },
+            createdAt: { type: "string", format: "date-time" },
+            updatedAt: { type: "string", format: "date-time" },
+            env: { type: "object", additionalProperties: { const: "***" } },
+          },
+        },
+        Session: {
+          type: "object",
+          properties: {
+            id: { type: "string" },
+            agentName: { type: "string" },
+            agentVersion: { type: "integer" },
+            sandboxId: { type: ["string", "null"] },
+            status: { enum: ["starting", "active", "paused", "stopped", "ended", "error"] },
+            createdAt: { type: "string", format: "date-time" },
+            lastActiveAt: { type: "string", format: "date-time" },
+            model: { type: "string" },
+            parentSessionId: { type: "string" },
+          },
+        },
+      },
+    },
+    paths: {
+      "/health": { get: { security: [], summary: "Liveness, capacity, isolation and limits; 503 while the database is unreachable", responses: { "200": { description: "ok" }, "503": { description: "degraded" } } } },
+      "/api/agents": {
+        post: op("Deploy an agent folder (a new version when the name exists)", { "201": { description: "The agent" }, "413": error, "422": error }, body({
+          type: "object",
+          required: ["name"],
+          additionalProperties: false,
+          properties: {
+            name: { type: "string", pattern: "^[a-zA-Z0-9_-]{1,64}$" },
+            files: { type: "array", items: { type: "object", required: ["path", "content"], properties: { path: { type: "string" }, content: { type: "string", contentEncoding: "base64" }, mode: { type: "integer" } } } },
+            path: { type: "string", description: "A folder inside the data directory, instead of files" },
+            env: { type: "object", additionalProperties: { type: "string" } },
+            systemPrompt: { type: "string" },
+          },
+        })),
+        get: op("List agents", { "200": { description: "{agents}" } }),
+      },
+      "/api/agents/{name}": {
+        parameters: [{ name: "name", in: "path", required: true, schema: { type: "string" } }],
+        get: op("One agent", { "200": { description: "{agent}" } }),
+        delete: op("Delete an agent; its sessions keep their copy", { "200": { description: "{agent, deleted}" } }),
+      },
+      "/api/sessions": {
+        post: op("Open a session on an agent", { "201": sessionAnswer, "503": error }, body({
+          type: "object",
+          required: ["agent"],
+          additionalProperties: false,
+          properties: {
+            agent: { type: "string" },
+            model: { type: "string" },
+            systemPrompt: { type: "string" },
+            extraEnv: { type: "object", additionalProperties: { type: "string" } },
+            mcpServers: { type: "object" },
+            permissionMode: { enum: ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] },
+            allowedTools: { type: "array", items: { type: "string" } },
+            disallowedTools: { type: "array", items: { type: "string" } },
+          },
+        })),
+        get: op("List sessions, newest first", { "200": { description: "{sessions, nextCursor}" } }, {
+          parameters: ["agent", "status", "limit", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+        }),
+      },
+      "/api/sessions/{id}": { parameters: [idParam], get: op("One session", { "200": sessionAnswer }), delete: op("End a session (history is kept)", { "200": sessionAnswer }) },
+      "/api/sessions/{id}/pause": { parameters: [idParam], post: op("Save the workspace and free the sandbox", { "200": sessionAnswer, "409": error, "410": error }) },
+      "/api/sessions/{id}/resume": { parameters: [idParam], post: op("Make the session active again", { "200": sessionAnswer, "410": error, "503": error }) },
+      "/api/sessions/{id}/stop": { parameters: [idParam], post: op("Like pause, but the running turn and process end at once", { "200": sessionAnswer, "410": error }) },
+      "/api/sessions/{id}/fork": { parameters: [idParam], post: op("A new session with a copy of history and workspace", { "201": sessionAnswer, "409": error }) },
+      "/api/sessions/{id}/messages": {
+        parameters: [idParam],
+        post: op("Send a message; the answer is the turn's event stream (text/event-stream), ending with `done`", { "200": { description: "SSE frames: id, event, data" }, "409": error, "410": error, "503": error }, body({
+          type: "object",
+          required: ["content"],
+          additionalProperties: false,
+          properties: { content: { oneOf: [{ type: "string" }, { type: "array" }] }, model: { type: "string" }, maxTurns: { type: "integer" }, includePartialMessages: { type: "boolean", default: true } },
+        })),
+        get: op("The session's history", { "200": { description: "{messages}" } }),
+      },
+      "/api/sessions/{id}/stream": { parameters: [idParam], get: op("Every event after Last-Event-ID, then live ones", { "200": { description: "text/event-stream" } }) },
+      "/api/sessions/{id}/interrupt": { parameters: [idParam], post: op("Stop the running turn", { "200": { description: "{interrupted}" } }) },
+      "/api/sessions/{id}/events": { parameters: [idParam], get: op("Stored stream events, in order", { "200": { description: "{events}" } }) },
+      "/api/sessions/{id}/files": { parameters: [idParam], get: op("List the workspace's files", { "200": { description: "{files}" } }) },
+      "/api/sessions/{id}/files/{path}": { parameters: [idParam, { name: "path", in: "path", required: true, schema: { type: "string" } }], get: op("Read one file", { "200": { description: "{path, size, encoding, content}" } }) },
+      "/api/sessions/{id}/workspace": { parameters: [idParam], get: op("The workspace as tar.gz", { "200": { description: "application/gzip" } }) },
+      "/api/sessions/{id}/exec": { parameters: [idParam], post: op("Run a command in the sandbox", { "200": { description: "{exitCode, stdout, stderr, timedOut}" }, "410": error }, body({ type: "object", required: ["command"], properties: { command: { type: "string" }, timeout: { type: "integer" } } })) },
+      "/api/sessions/{id}/logs": { parameters: [idParam], get: op("The sandbox's recent output lines", { "200": { description: "{logs}" } }) },
+    },
+  };
+}
+
+export function registerOpenApi(app: H3, ctx: AppContext): void {
+  const document = JSON.stringify(openApiDocument(ctx.version));
+  app.get("/openapi.json", () => new Response(document, { headers: { "content-type": "application/json; charset=utf-8" } }));
+}

@@ -1,0 +1,72 @@
+import { getQuery, getRouterParam, type H3 } from "h3";
+import { z } from "zod";
+import type { AppContext } from "../context";
+import { readJsonBody } from "../body";
+import { validate } from "../validate";
+import { badRequest } from "../errors";
+import { presentSession } from "../present";
+import { listSessions } from "../../db/queries/sessions";
+
+const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
+
+const createSchema = z
+  .object({
+    agent: z.string().min(1).max(64),
+    model: z.string().min(1).max(200).optional(),
+    systemPrompt: z.string().max(200_000).optional(),
+    extraEnv: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string()).optional(),
+    mcpServers: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
+    permissionMode: z.enum(PERMISSION_MODES).optional(),
+    allowedTools: z.array(z.string()).optional(),
+    disallowedTools: z.array(z.string()).optional(),
+  })
+  .strict();
+
+const STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"];
+
+export function registerSessions(app: H3, ctx: AppContext): void {
+  app.post("/api/sessions", async (event) => {
+    const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const { agent, model, ...settings } = body;
+    const session = await ctx.sessions.createSession({ agent, model, settings });
+    return json(201, { session: presentSession(session) });
+  });
+
+  app.get("/api/sessions", async (event) => {
+    const q = getQuery(event) as Record<string, string | undefined>;
+    const limit = q.limit === undefined ? 50 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw badRequest('The query parameter "limit" must be a whole number from 1 to 500.');
+    if (q.status && !STATUSES.includes(q.status)) throw badRequest(`The query parameter "status" must be one of ${STATUSES.join(", ")}.`);
+    const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;
+    const rows = await listSessions(ctx.db, { agent: q.agent, status: q.status, limit: limit + 1, cursor });
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
+    return { sessions: page.map(presentSession), nextCursor };
+  });
+
+  app.get("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.requireSession(id(event))) }));
+  app.post("/api/sessions/:id/pause", async (event) => ({ session: presentSession(await ctx.sessions.pause(id(event))) }));
+  app.post("/api/sessions/:id/resume", async (event) => ({ session: presentSession(await ctx.sessions.resume(id(event))) }));
+  app.post("/api/sessions/:id/stop", async (event) => ({ session: presentSession(await ctx.sessions.stop(id(event))) }));
+  app.post("/api/sessions/:id/fork", async (event) => json(201, { session: presentSession(await ctx.sessions.fork(id(event))) }));
+  app.delete("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.end(id(event))) }));
+}
+
+export function id(event: Parameters<typeof getRouterParam>[0]): string {
+  return getRouterParam(event, "id")!;
+}
+
+export function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json; charset=utf-8" } });
+}
+
+function decodeCursor(cursor: string): { createdAt: number; id: string } {
+  try {
+    const [createdAt, sid] = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+    if (typeof createdAt === "number" && typeof sid === "string") return { createdAt, id: sid };
+  } catch {
+    // fall through
+  }
+  throw badRequest('The query parameter "cursor" is not one this server gave out.');
+}

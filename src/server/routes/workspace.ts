@@ -1,0 +1,87 @@
+import { getRouterParam, type H3 } from "h3";
+import { z } from "zod";
+import { Readable } from "node:stream";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create as createTar } from "tar";
+import type { AppContext } from "../context";
+import { readJsonBody } from "../body";
+import { validate } from "../validate";
+import { gone, notFound } from "../errors";
+import { checkAgentPath } from "../../agents/agent-files";
+import { listWorkspaceFiles, readWorkspaceFile } from "../../sessions/workspace-files";
+import { id } from "./sessions";
+
+const execSchema = z
+  .object({
+    command: z.string().min(1, "must not be empty").max(100_000),
+    timeout: z.number().int().min(100).max(3_600_000).optional(),
+  })
+  .strict();
+
+export function registerWorkspace(app: H3, ctx: AppContext): void {
+  // Files are read from the live sandbox when there is one, else from the snapshot.
+  app.get("/api/sessions/:id/files", async (event) => ({ files: await listFiles(ctx, id(event)) }));
+
+  app.get("/api/sessions/:id/files/**", async (event) => {
+    const sessionId = id(event);
+    const raw = decodeURIComponent(getRouterParam(event, "_") ?? "");
+    const path = checkAgentPath(raw);
+    await ctx.sessions.requireSession(sessionId);
+    const sandbox = ctx.sessions.liveSandbox(sessionId);
+    const content = sandbox ? await readWorkspaceFile(sandbox.workspaceDir, path) : await ctx.snapshots.read(sessionId, path);
+    if (content === null) throw notFound(`No file "${path}" in this session's workspace.`);
+    const text = isUtf8Text(content);
+    return { path, size: content.length, encoding: text ? "utf8" : "base64", content: content.toString(text ? "utf8" : "base64") };
+  });
+
+  app.get("/api/sessions/:id/workspace", async (event) => {
+    const sessionId = id(event);
+    await ctx.sessions.requireSession(sessionId);
+    const sandbox = ctx.sessions.liveSandbox(sessionId);
+    let dir = sandbox?.workspaceDir;
+    let cleanup: string | undefined;
+    if (!dir) {
+      cleanup = await mkdtemp(join(tmpdir(), "ash-workspace-"));
+      if (!(await ctx.snapshots.restore(sessionId, cleanup))) {
+        await rm(cleanup, { recursive: true, force: true });
+        throw notFound("This session has no workspace yet.");
+      }
+      dir = cleanup;
+    }
+    const tar = createTar({ gzip: true, cwd: dir, portable: true, follow: false }, ["."]);
+    const stream = Readable.toWeb(tar as unknown as Readable) as ReadableStream;
+    if (cleanup) tar.on("end", () => void rm(cleanup!, { recursive: true, force: true }));
+    return new Response(stream, {
+      headers: { "content-type": "application/gzip", "content-disposition": `attachment; filename="workspace-${sessionId}.tar.gz"` },
+    });
+  });
+
+  app.post("/api/sessions/:id/exec", async (event) => {
+    const sessionId = id(event);
+    const body = validate(execSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const sandbox = await ctx.sessions.sandboxOf(sessionId);
+    const result = await sandbox.exec(body.command, { timeoutMs: body.timeout ?? 60_000 });
+    return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, timedOut: Boolean(result.timedOut) };
+  });
+
+  app.get("/api/sessions/:id/logs", async (event) => {
+    const sessionId = id(event);
+    const session = await ctx.sessions.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended.");
+    return { logs: ctx.sessions.liveSandbox(sessionId)?.logs() ?? [] };
+  });
+}
+
+async function listFiles(ctx: AppContext, sessionId: string) {
+  await ctx.sessions.requireSession(sessionId);
+  const sandbox = ctx.sessions.liveSandbox(sessionId);
+  if (sandbox) return listWorkspaceFiles(sandbox.workspaceDir);
+  return (await ctx.snapshots.list(sessionId)) ?? [];
+}
+
+function isUtf8Text(content: Buffer): boolean {
+  if (content.includes(0)) return false;
+  return Buffer.from(content.toString("utf8"), "utf8").equals(content);
+}

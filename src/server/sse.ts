@@ -1,0 +1,68 @@
+import type { StoredEvent } from "../db/queries/events";
+import type { EventLog } from "../sessions/event-log";
+
+const PING_EVERY_MS = 15_000;
+const encoder = new TextEncoder();
+
+export function formatFrame(event: StoredEvent): string {
+  return `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`;
+}
+
+/**
+ * A `text/event-stream` response that reads the session's event log from
+ * `after` onwards. It is pulled: nothing is read from the log until the client
+ * has taken the previous frames, so a slow reader never makes the server
+ * buffer (its events wait in the database instead). A client that goes away
+ * only stops its own stream; the turn goes on.
+ */
+export function eventStreamResponse(log: EventLog, after: number, options: { endAfterDone: boolean; signal?: AbortSignal }): Response {
+  let cursor = after;
+  let finished = false;
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        while (!finished) {
+          const events = await log.read(cursor, 100);
+          if (events.length > 0) {
+            let text = "";
+            for (const event of events) {
+              text += formatFrame(event);
+              cursor = event.seq;
+              if (options.endAfterDone && event.type === "done") {
+                finished = true;
+                break;
+              }
+            }
+            controller.enqueue(encoder.encode(text));
+            if (finished) controller.close();
+            return;
+          }
+          if (log.isClosed || options.signal?.aborted) {
+            finished = true;
+            controller.close();
+            return;
+          }
+          const before = Date.now();
+          await log.waitForMore(cursor, PING_EVERY_MS);
+          if (log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= PING_EVERY_MS - 5) {
+            controller.enqueue(encoder.encode(": ping\n\n"));
+            return;
+          }
+        }
+      },
+      cancel() {
+        finished = true;
+      },
+    },
+    { highWaterMark: 1 },
+  );
+  return new Response(stream, {
+    status: 200,
+    headers: {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache, no-transform",
+      connection: "keep-alive",
+      "x-accel-buffering": "no",
+    },
+  });
+}

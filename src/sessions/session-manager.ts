@@ -1,0 +1,514 @@
+import { randomUUID } from "node:crypto";
+import type { SDKMessage } from "@anthropic-ai/claude-agent-sdk";
+import type { ConsolaInstance } from "consola";
+import type { ServerConfig } from "../config";
+import type { AshDatabase } from "../db/types";
+import { getAgent, getAgentFiles, getAgentVersion, listAgents } from "../db/queries/agents";
+import { getSession, insertSession, updateSession, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
+import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
+import { copyEvents } from "../db/queries/events";
+import { copyMessages } from "../db/queries/messages";
+import { copyTranscript } from "../db/queries/transcripts";
+import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
+import { createTranscriptStore } from "../runtime/transcript-store";
+import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
+import { writeFiles } from "../agents/agent-files";
+import { SandboxPool } from "../sandbox/pool";
+import { conflict, gone, notFound } from "../server/errors";
+import { EventLog, type PendingMessage } from "./event-log";
+import type { SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
+import { buildAgentEnv } from "./agent-env";
+
+/** A session whose sandbox and CLI process are running. */
+interface LiveSession {
+  session: SessionRecord;
+  sandbox: SandboxHandle;
+  agent: AgentSession;
+  busy: boolean;
+  lastUsedAt: number;
+}
+
+interface RunningTurn {
+  done: Promise<void>;
+  interrupted: boolean;
+  timedOut: boolean;
+  live: LiveSession;
+}
+
+export interface SendOptions {
+  content: string | unknown[];
+  model?: string;
+  maxTurns?: number;
+  includePartialMessages?: boolean;
+}
+
+export interface SessionManagerOptions {
+  config: ServerConfig;
+  db: AshDatabase;
+  serverId: string;
+  sandboxes: SandboxFactory;
+  snapshots: SnapshotStore;
+  log: ConsolaInstance;
+}
+
+const KILL_GRACE_MS = 5000;
+
+/**
+ * The life of every session: bringing its sandbox and CLI up (restoring the
+ * workspace and the conversation when it was evicted, paused or moved), running
+ * one turn at a time into its event log, and putting it to sleep again.
+ */
+export class SessionManager {
+  readonly pool: SandboxPool;
+  private readonly live = new Map<string, LiveSession>();
+  private readonly activating = new Map<string, Promise<LiveSession>>();
+  private readonly turns = new Map<string, RunningTurn>();
+  /** Sessions between "accepted a message" and "turn registered". */
+  private readonly claimed = new Set<string>();
+  private readonly logs = new Map<string, EventLog>();
+  private sweeper?: NodeJS.Timeout;
+  private shuttingDown = false;
+
+  constructor(private readonly o: SessionManagerOptions) {
+    this.pool = new SandboxPool(
+      o.config.maxSandboxes,
+      () => [...this.live.values()].map((l) => ({ key: l.session.id, busy: l.busy || this.turns.has(l.session.id), lastUsedAt: l.lastUsedAt })),
+      (key, reason) => this.evict(key, reason),
+    );
+  }
+
+  get liveCount(): number {
+    return this.live.size;
+  }
+
+  get busyCount(): number {
+    return this.turns.size;
+  }
+
+  /** Cleans up after a previous run of this server, then starts the idle sweeper. */
+  async start(): Promise<void> {
+    await this.closeInterruptedTurns();
+    await endOrphanedSandboxes(this.o.db, this.o.serverId);
+    const every = Math.max(1000, Math.min(this.o.config.idleTimeoutMs / 2, 30_000));
+    this.sweeper = setInterval(() => {
+      this.pool.evictIdle(this.o.config.idleTimeoutMs).catch((error) => this.o.log.error("idle eviction failed:", error));
+    }, every);
+    this.sweeper.unref();
+  }
+
+  async createSession(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
+    const agent = await getAgent(this.o.db, input.agent);
+    if (!agent) throw await this.unknownAgent(input.agent);
+    const release = await this.pool.reserve();
+    let record: SessionRecord | undefined;
+    try {
+      record = await insertSession(this.o.db, {
+        id: randomUUID(),
+        agentId: agent.id,
+        agentName: agent.name,
+        agentVersion: agent.version,
+        status: "starting",
+        sandboxId: null,
+        sdkSessionId: null,
+        model: input.model ?? null,
+        settings: input.settings,
+        parentSessionId: null,
+      });
+      await this.activate(record, release);
+      return (await getSession(this.o.db, record.id))!;
+    } catch (error) {
+      release();
+      if (record) await updateSession(this.o.db, record.id, { status: "error" }).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Accepts a message, starts its turn in the background, and says where its events begin. */
+  async sendMessage(sessionId: string, options: SendOptions): Promise<{ log: EventLog; after: number }> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; start a new one.");
+    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is already running on this session.");
+    this.claimed.add(sessionId);
+    try {
+      const live = await this.activate(session);
+      live.busy = true;
+      const log = await this.logFor(sessionId);
+      const after = log.lastSeq;
+      await log.append([{ type: "session_start", data: { sessionId } }], [{ id: randomUUID(), role: "user", content: options.content }]);
+      await updateSession(this.o.db, sessionId, { status: "active", touch: true });
+      const turn: RunningTurn = { done: Promise.resolve(), interrupted: false, timedOut: false, live };
+      turn.done = this.runTurn(turn, log, options).finally(() => {
+        this.turns.delete(sessionId);
+        live.busy = false;
+        live.lastUsedAt = Date.now();
+      });
+      this.turns.set(sessionId, turn);
+      return { log, after };
+    } catch (error) {
+      const live = this.live.get(sessionId);
+      if (live && !this.turns.has(sessionId)) live.busy = false;
+      throw error;
+    } finally {
+      this.claimed.delete(sessionId);
+    }
+  }
+
+  /** Stops the running turn; false when none runs. */
+  async interrupt(sessionId: string): Promise<boolean> {
+    await this.requireSession(sessionId);
+    const turn = this.turns.get(sessionId);
+    if (!turn) return false;
+    turn.interrupted = true;
+    await turn.live.agent.interrupt();
+    // A CLI that does not stop is ended; the turn then reports `interrupted`.
+    const timer = setTimeout(() => void turn.live.agent.close(0), KILL_GRACE_MS);
+    await turn.done.finally(() => clearTimeout(timer));
+    return true;
+  }
+
+  async pause(sessionId: string): Promise<SessionRecord> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; it cannot be paused.");
+    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before pausing.");
+    await this.deactivate(sessionId, "paused", "paused");
+    await updateSession(this.o.db, sessionId, { status: "paused", sandboxId: null, touch: true });
+    return (await getSession(this.o.db, sessionId))!;
+  }
+
+  async stop(sessionId: string): Promise<SessionRecord> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; it cannot be stopped.");
+    await this.killTurn(sessionId);
+    await this.deactivate(sessionId, "stopped", "stopped");
+    await updateSession(this.o.db, sessionId, { status: "stopped", sandboxId: null, touch: true });
+    return (await getSession(this.o.db, sessionId))!;
+  }
+
+  async resume(sessionId: string): Promise<SessionRecord> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; it cannot be resumed.");
+    await this.activate(session);
+    await updateSession(this.o.db, sessionId, { status: "active", touch: true });
+    return (await getSession(this.o.db, sessionId))!;
+  }
+
+  async end(sessionId: string): Promise<SessionRecord> {
+    const session = await this.requireSession(sessionId);
+    if (session.status !== "ended") {
+      await this.killTurn(sessionId);
+      await this.deactivate(sessionId, "ended", "ended");
+      await updateSession(this.o.db, sessionId, { status: "ended", sandboxId: null, touch: true });
+    }
+    return (await getSession(this.o.db, sessionId))!;
+  }
+
+  /** A new session with a copy of the history, the conversation and the workspace. */
+  async fork(sessionId: string): Promise<SessionRecord> {
+    const parent = await this.requireSession(sessionId);
+    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; fork it when the turn is done.");
+    const live = this.live.get(sessionId);
+    if (live) await this.snapshot(live);
+    const id = randomUUID();
+    const settings: SessionSettings & { forkOf?: string } = { ...parent.settings };
+    const parentSdk = live?.agent.sdkSessionId ?? parent.sdkSessionId;
+    if (parentSdk) settings.forkOf = parentSdk;
+    else delete settings.forkOf;
+    await this.o.db.transaction(async (tx) => {
+      await insertSession(tx, {
+        id,
+        agentId: parent.agentId,
+        agentName: parent.agentName,
+        agentVersion: parent.agentVersion,
+        status: "paused",
+        sandboxId: null,
+        sdkSessionId: null,
+        model: parent.model,
+        settings,
+        parentSessionId: parent.id,
+      });
+      await copyTranscript(tx, parent.id, id);
+      await copyEvents(tx, parent.id, id);
+      await copyMessages(tx, parent.id, id, randomUUID);
+    });
+    await this.o.snapshots.copy(parent.id, id);
+    return (await getSession(this.o.db, id))!;
+  }
+
+  /** The live sandbox of a session, woken up if it was asleep (exec, files). */
+  async sandboxOf(sessionId: string): Promise<SandboxHandle> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended.");
+    const live = await this.activate(session);
+    live.lastUsedAt = Date.now();
+    if (session.status !== "active") await updateSession(this.o.db, sessionId, { status: "active", touch: true });
+    return live.sandbox;
+  }
+
+  /** The sandbox when it is live, without waking it. */
+  liveSandbox(sessionId: string): SandboxHandle | undefined {
+    return this.live.get(sessionId)?.sandbox;
+  }
+
+  async logFor(sessionId: string): Promise<EventLog> {
+    const existing = this.logs.get(sessionId);
+    if (existing && !existing.broken) return existing;
+    const log = await EventLog.open(this.o.db, sessionId);
+    this.logs.set(sessionId, log);
+    return log;
+  }
+
+  async requireSession(sessionId: string): Promise<SessionRecord> {
+    const session = await getSession(this.o.db, sessionId);
+    if (!session) throw notFound(`No session with id "${sessionId}".`);
+    return session;
+  }
+
+  /** Ends running turns cleanly, puts every live session to sleep, closes streams. */
+  async shutdown(timeoutMs = 10_000): Promise<void> {
+    this.shuttingDown = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    const deadline = Date.now() + timeoutMs;
+    const running = [...this.turns.values()];
+    await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
+    for (const [id] of this.turns) await this.killTurn(id, "server_shutdown");
+    await Promise.all([...this.live.keys()].map((id) => this.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
+    for (const log of this.logs.values()) log.close();
+  }
+
+  // ---------------------------------------------------------------------------
+
+  private async unknownAgent(name: string) {
+    const names = (await listAgents(this.o.db)).map((a) => a.name);
+    return notFound(`No agent named "${name}".${names.length ? ` Deployed agents: ${names.join(", ")}.` : " No agents are deployed yet."}`);
+  }
+
+  /** Brings a session's sandbox and CLI up, once, however many callers ask at the same time. */
+  private activate(session: SessionRecord, reserved?: () => void): Promise<LiveSession> {
+    const live = this.live.get(session.id);
+    if (live && live.agent.alive) {
+      reserved?.();
+      return Promise.resolve(live);
+    }
+    const pending = this.activating.get(session.id);
+    if (pending) {
+      reserved?.();
+      return pending;
+    }
+    const promise = (async () => {
+      if (live) await this.deactivate(session.id, "evicted", "process_exited", false);
+      const release = reserved ?? (await this.pool.reserve());
+      try {
+        return await this.bringUp(session);
+      } finally {
+        release();
+      }
+    })().finally(() => this.activating.delete(session.id));
+    this.activating.set(session.id, promise);
+    return promise;
+  }
+
+  private async bringUp(session: SessionRecord): Promise<LiveSession> {
+    const { db, config, snapshots } = this.o;
+    const agentVersion = await getAgentVersion(db, session.agentId, session.agentVersion);
+    const sandboxId = randomUUID();
+    const env = buildAgentEnv({ config, agentEnv: agentVersion?.env ?? {}, extraEnv: session.settings.extraEnv ?? {} });
+    const sandbox = await this.o.sandboxes.create({ id: sandboxId, sessionId: session.id, env });
+    try {
+      const restored = await snapshots.restore(session.id, sandbox.workspaceDir);
+      if (!restored) await writeFiles(sandbox.workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
+      const settings = session.settings as SessionSettings & { forkOf?: string };
+      const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
+      const agent = new AgentSession({
+        cwd: sandbox.workspaceDir,
+        env: { ...env, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude` },
+        model: session.model ?? undefined,
+        systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
+        mcpServers: settings.mcpServers,
+        permissionMode: settings.permissionMode,
+        allowedTools: settings.allowedTools,
+        disallowedTools: settings.disallowedTools,
+        resume: session.sdkSessionId ?? forking,
+        fork: forking !== undefined,
+        transcriptStore: createTranscriptStore(db, session.id),
+        spawn: (options) => sandbox.spawnClaudeCode(options),
+        stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
+      });
+      agent.start();
+      await insertSandbox(db, { id: sandboxId, sessionId: session.id, serverId: this.o.serverId });
+      await updateSession(db, session.id, { sandboxId, status: session.status === "starting" ? "active" : session.status });
+      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, busy: false, lastUsedAt: Date.now() };
+      this.live.set(session.id, live);
+      this.o.log.debug(`session ${session.id}: sandbox ${sandboxId} up${restored ? " (restored)" : ""}`);
+      return live;
+    } catch (error) {
+      await sandbox.destroy().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async runTurn(turn: RunningTurn, log: EventLog, options: SendOptions): Promise<void> {
+    const { live } = turn;
+    const partials = options.includePartialMessages !== false;
+    let lastAppend: Promise<unknown> = Promise.resolve();
+    let watchdog: NodeJS.Timeout | undefined;
+    const arm = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        turn.timedOut = true;
+        this.o.log.warn(`session ${live.session.id}: the model sent nothing for ${this.o.config.turnIdleTimeoutMs} ms; ending the turn`);
+        void live.agent.interrupt();
+        setTimeout(() => void live.agent.close(0), KILL_GRACE_MS).unref();
+      }, this.o.config.turnIdleTimeoutMs);
+    };
+    const emit = (events: StreamEvent[], messages: Array<PendingMessage | undefined> = []) => {
+      lastAppend = log.append(events, messages);
+      lastAppend.catch((error) => this.o.log.error(`session ${live.session.id}: storing events failed:`, error));
+    };
+
+    arm();
+    let outcome: TurnOutcome;
+    try {
+      outcome = await live.agent.runTurn(options.content, {
+        model: options.model,
+        maxTurns: options.maxTurns,
+        onMessage: (message) => {
+          arm();
+          const events = mapSdkMessage(message, { partials });
+          emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
+        },
+      });
+    } catch (error) {
+      outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
+    } finally {
+      clearTimeout(watchdog);
+    }
+    await lastAppend.catch(() => undefined);
+
+    if (live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
+      live.session.sdkSessionId = live.agent.sdkSessionId;
+      await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
+    }
+
+    const final = this.finalEvents(turn, outcome);
+    emit(final);
+    await lastAppend.catch(() => undefined);
+
+    if (outcome.kind === "process_exit") {
+      const status = this.shuttingDown ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
+      await this.deactivate(live.session.id, "evicted", "process_exited").catch(() => undefined);
+      await updateSession(this.o.db, live.session.id, { status, sandboxId: null }).catch(() => undefined);
+    } else {
+      // Saved before `done`: a client told the turn is done can rely on its files.
+      await this.snapshot(live);
+    }
+    emit([{ type: "done", data: { sessionId: live.session.id } }]);
+    await lastAppend.catch(() => undefined);
+    await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
+  }
+
+  private finalEvents(turn: RunningTurn, outcome: TurnOutcome): StreamEvent[] {
+    const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
+    if (outcome.kind === "result") {
+      const r = outcome.result;
+      if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
+      if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
+      if (r.is_error || r.subtype !== "success") {
+        const detail = typeof r.result === "string" && r.result ? r.result : Array.isArray(r.errors) && r.errors.length ? r.errors.join("; ") : r.subtype;
+        return [error(`The model call failed: ${detail}`, "model_error")];
+      }
+      return [turnCompleteOf(r)];
+    }
+    if (outcome.kind === "max_turns") {
+      const events: StreamEvent[] = [];
+      if (outcome.result) events.push(turnCompleteOf(outcome.result));
+      events.push(error("The turn reached its maxTurns limit.", "max_turns"));
+      return events;
+    }
+    const limit = turn.live.sandbox.limitKillReason();
+    if (limit) {
+      const what = { sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" }[limit];
+      return [error(`The sandbox was stopped because it exceeded ${what}.`, limit)];
+    }
+    if (this.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
+    if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
+    if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
+    return [error(`The agent process ended unexpectedly: ${outcome.error.message}`, "sandbox_crashed")];
+  }
+
+  /** Ends a running turn at once (stop, end, shutdown). */
+  private async killTurn(sessionId: string, why: "interrupted" | "server_shutdown" = "interrupted"): Promise<void> {
+    const turn = this.turns.get(sessionId);
+    if (!turn) return;
+    if (why === "interrupted") turn.interrupted = true;
+    await turn.live.agent.close(0);
+    await turn.done;
+  }
+
+  private async snapshot(live: LiveSession): Promise<void> {
+    try {
+      await this.o.snapshots.save(live.session.id, live.sandbox.workspaceDir, {
+        agentName: live.session.agentName,
+        sessionId: live.session.id,
+        sandboxId: live.sandbox.id,
+      });
+    } catch (error) {
+      this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);
+      throw error;
+    }
+  }
+
+  private async evict(sessionId: string, reason: "capacity" | "idle"): Promise<void> {
+    await this.deactivate(sessionId, "evicted", reason === "idle" ? "idle_timeout" : "capacity");
+    await updateSession(this.o.db, sessionId, { sandboxId: null }).catch(() => undefined);
+    this.o.log.debug(`session ${sessionId}: evicted (${reason})`);
+  }
+
+  /** Saves the workspace (unless told not to), ends the CLI, destroys the sandbox. */
+  private async deactivate(sessionId: string, status: "evicted" | "destroyed" | "paused" | "stopped" | "ended", reason: string, save = true): Promise<void> {
+    const live = this.live.get(sessionId);
+    if (!live) return;
+    this.live.delete(sessionId);
+    try {
+      if (save) await this.snapshot(live).catch(() => undefined);
+      await live.agent.close(status === "stopped" ? 0 : 2000);
+    } finally {
+      await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
+      await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
+    }
+  }
+
+  /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */
+  private async closeInterruptedTurns(): Promise<void> {
+    const rows = await this.o.db.all<{ session_id: string }>(
+      `SELECT e.session_id FROM events e
+        JOIN sessions s ON s.id = e.session_id
+        LEFT JOIN sandboxes b ON b.id = s.sandbox_id
+        WHERE e.seq = (SELECT MAX(seq) FROM events WHERE session_id = e.session_id)
+          AND e.type <> 'done' AND (b.server_id IS NULL OR b.server_id = ?)`,
+      [this.o.serverId],
+    );
+    for (const { session_id } of rows) {
+      const log = await this.logFor(session_id);
+      await log.append([
+        { type: "error", data: { error: "The server restarted while this turn was running.", code: "server_restart" } },
+        { type: "done", data: { sessionId: session_id } },
+      ]);
+      await updateSession(this.o.db, session_id, { sandboxId: null });
+    }
+  }
+}
+
+/** Which raw SDK messages also go into the session's history (GET /messages). */
+function historyMessageOf(message: SDKMessage): PendingMessage | undefined {
+  const m = message as any;
+  if (m.type === "assistant") return { id: randomUUID(), role: "assistant", content: m.message?.content ?? [] };
+  if (m.type === "user" && Array.isArray(m.message?.content) && m.message.content.some((b: any) => b.type === "tool_result")) {
+    return { id: randomUUID(), role: "tool", content: m.message.content };
+  }
+  if (m.type === "result") return { id: randomUUID(), role: "result", content: { subtype: m.subtype, result: m.result ?? null, isError: m.is_error, usage: m.usage ?? null } };
+  return undefined;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,36 @@
+import type { SpawnedProcess, SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
+
+export type LimitKillReason = "sandbox_oom" | "sandbox_pids" | "sandbox_disk";
+
+/** A running sandbox as the session layer uses it (made by src/sandbox). */
+export interface SandboxHandle {
+  readonly id: string;
+  readonly workspaceDir: string;
+  readonly homeDir: string;
+  spawnClaudeCode(options: SpawnOptions): SpawnedProcess;
+  exec(command: string, options: { timeoutMs: number }): Promise<{ exitCode: number; stdout: string; stderr: string; timedOut?: boolean }>;
+  logs(): string[];
+  limitKillReason(): LimitKillReason | null;
+  destroy(): Promise<void>;
+}
+
+export interface SandboxFactory {
+  create(options: { id: string; sessionId: string; env: Record<string, string> }): Promise<SandboxHandle>;
+  /** What /health reports. */
+  describe(): { isolation: string; limits: Record<string, unknown> };
+}
+
+export interface SnapshotFile {
+  path: string;
+  size: number;
+  mode?: number;
+}
+
+/** Workspace snapshots, kept outside the sandbox (src/sandbox/snapshot). */
+export interface SnapshotStore {
+  save(sessionId: string, workspaceDir: string, metadata: Record<string, unknown>): Promise<void>;
+  restore(sessionId: string, targetDir: string): Promise<boolean>;
+  copy(fromSessionId: string, toSessionId: string): Promise<boolean>;
+  list(sessionId: string): Promise<SnapshotFile[] | null>;
+  read(sessionId: string, path: string): Promise<Buffer | null>;
+}
