@@ -1,0 +1,231 @@
+import { spawn } from "node:child_process";
+import { lstatSync, mkdtempSync, mkdirSync, chownSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, isAbsolute, join, sep } from "node:path";
+import { findExecutable } from "./executables";
+import type { SandboxUser } from "./user";
+
+export type IsolationKind = "bwrap" | "none";
+
+/** Which isolation sandboxes get on this host, and why. */
+export interface IsolationReport {
+  isolation: IsolationKind;
+  /** True when a sandbox without bwrap is refused. */
+  strict: boolean;
+  /** One sentence for logs and /health: what runs and what is missing. */
+  detail: string;
+}
+
+/** Raised when strict mode is on and bwrap cannot be used. */
+export class SandboxIsolationError extends Error {
+  override name = "SandboxIsolationError";
+}
+
+/** System trees every sandbox sees read-only. Symlinks (usrmerge) are recreated as symlinks. */
+export const SYSTEM_READ_ONLY_PATHS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
+
+/** What one sandboxed process may see and where it starts. */
+export interface MountPlan {
+  /** The sandbox's live working directory: read-write. */
+  workspaceDir: string;
+  /** The sandbox's private HOME (and config dir): read-write. */
+  homeDir: string;
+  /** Extra directories shown read-only (the CLI binary's folder, node's folder, ...). */
+  readOnlyPaths: string[];
+  /** Working directory inside the sandbox; must be the workspace or below it. */
+  cwd: string;
+  /** Size of the private /tmp (a tmpfs, charged to the sandbox's memory). */
+  tmpSizeBytes: number;
+}
+
+/** The bwrap options (without the command) that build the sandbox's filesystem and namespaces. */
+export function bwrapOptions(plan: MountPlan): string[] {
+  const args: string[] = [];
+  const covered: string[] = [];
+  for (const path of SYSTEM_READ_ONLY_PATHS) {
+    let info;
+    try {
+      info = lstatSync(path);
+    } catch {
+      continue;
+    }
+    if (info.isSymbolicLink()) args.push("--symlink", readlinkSync(path), path);
+    else if (info.isDirectory()) {
+      args.push("--ro-bind", path, path);
+      covered.push(path);
+    }
+  }
+  for (const path of uniqueOutside(plan.readOnlyPaths, covered)) args.push("--ro-bind", path, path);
+  args.push(
+    "--proc", "/proc",
+    "--dev", "/dev",
+    "--perms", "1777", "--tmpfs", "/dev/shm",
+    "--perms", "1777", "--size", String(plan.tmpSizeBytes), "--tmpfs", "/tmp",
+    // Last, so they win over anything above that happens to contain them.
+    "--bind", plan.workspaceDir, plan.workspaceDir,
+    "--bind", plan.homeDir, plan.homeDir,
+    "--chdir", plan.cwd,
+    "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
+    "--die-with-parent", "--new-session",
+  );
+  return args;
+}
+
+/** Directories (real paths) not already inside one of `covered`, without repeats. */
+function uniqueOutside(paths: string[], covered: string[]): string[] {
+  const out: string[] = [];
+  for (const raw of paths) {
+    if (!isAbsolute(raw)) throw new Error(`Read-only sandbox path must be absolute: ${raw}`);
+    let real: string;
+    try {
+      real = realpathSync(raw);
+    } catch {
+      continue;
+    }
+    const inside = (parent: string) => real === parent || real.startsWith(parent + sep);
+    if (covered.some(inside) || out.some(inside)) continue;
+    out.push(real);
+  }
+  return out;
+}
+
+/**
+ * The directory that holds an executable, for showing it read-only: the
+ * Claude Code binary lives in node_modules, which no system mount covers.
+ */
+export function executableDir(command: string): string | undefined {
+  const path = isAbsolute(command) ? command : findExecutable(command);
+  if (!path) return undefined;
+  try {
+    return dirname(realpathSync(path));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `setpriv` switches to the sandbox user after bwrap has built the mounts
+ * (which needs root): real uid/gid change, no supplementary groups, no
+ * capabilities in any set, and no way to regain privileges through setuid
+ * binaries.
+ */
+export function setprivArgs(setpriv: string, user: SandboxUser): string[] {
+  return [
+    setpriv,
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+  ];
+}
+
+/** Host tools the sandbox uses, resolved once. */
+export interface SandboxTools {
+  bwrap?: string;
+  setpriv?: string;
+  prlimit?: string;
+}
+
+export function findSandboxTools(): SandboxTools {
+  return { bwrap: findExecutable("bwrap"), setpriv: findExecutable("setpriv"), prlimit: findExecutable("prlimit") };
+}
+
+const probes = new Map<string, Promise<{ ok: boolean; detail: string }>>();
+
+/**
+ * Runs a trivial command through the full bwrap + setpriv chain once per
+ * (bwrap, user) pair and caches the answer: bwrap being installed says
+ * nothing about whether this kernel and these capabilities let it mount.
+ */
+export function probeBwrap(tools: SandboxTools, user: SandboxUser | null): Promise<{ ok: boolean; detail: string }> {
+  const key = `${tools.bwrap}|${tools.setpriv}|${user?.uid}:${user?.gid}`;
+  let probe = probes.get(key);
+  if (!probe) {
+    probe = runProbe(tools, user);
+    probes.set(key, probe);
+  }
+  return probe;
+}
+
+async function runProbe(tools: SandboxTools, user: SandboxUser | null): Promise<{ ok: boolean; detail: string }> {
+  if (!tools.bwrap) return { ok: false, detail: "bwrap is not installed" };
+  if (user && !tools.setpriv) return { ok: false, detail: "setpriv is not installed" };
+  const root = mkdtempSync(join(tmpdir(), "ash-bwrap-probe-"));
+  try {
+    const workspaceDir = join(root, "workspace");
+    const homeDir = join(root, "home");
+    for (const dir of [workspaceDir, homeDir]) {
+      mkdirSync(dir);
+      if (user) chownSync(dir, user.uid, user.gid);
+    }
+    // A file next to the workspace that must stay invisible inside.
+    const hidden = join(root, "hidden");
+    writeFileSync(hidden, "");
+    const expectedUid = user ? user.uid : process.getuid?.() ?? 0;
+    const argv = [
+      ...bwrapOptions({ workspaceDir, homeDir, readOnlyPaths: [], cwd: workspaceDir, tmpSizeBytes: 1 << 20 }),
+      "--",
+      ...(user ? setprivArgs(tools.setpriv!, user) : []),
+      "/bin/sh", "-c", `test "$(id -u)" = ${expectedUid} && touch probe && test ! -e '${hidden}' && echo sandboxed`,
+    ];
+    const { code, stdout, stderr } = await run(tools.bwrap, argv, 10_000);
+    if (code === 0 && stdout.trim() === "sandboxed" && statSync(join(workspaceDir, "probe")).isFile()) {
+      return { ok: true, detail: `bwrap works (${user ? `uid ${user.uid}` : "current user"})` };
+    }
+    return { ok: false, detail: `bwrap failed here (exit ${code}): ${stderr.trim().split("\n")[0] ?? ""}`.trim() };
+  } catch (error) {
+    return { ok: false, detail: `bwrap failed here: ${(error as Error).message}` };
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+function run(command: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: { PATH: "/usr/bin:/bin" } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * Decides the isolation for new sandboxes. `force: "none"` skips bwrap
+ * (tests of the fallback); strict mode turns "bwrap unusable" into an error.
+ */
+export async function detectIsolation(options: {
+  strict: boolean;
+  user: SandboxUser | null;
+  tools?: SandboxTools;
+  force?: IsolationKind;
+}): Promise<IsolationReport> {
+  const tools = options.tools ?? findSandboxTools();
+  const who = options.user ? `uid ${options.user.uid}` : "the server's own user";
+  const probe =
+    options.force === "none"
+      ? { ok: false, detail: "bwrap turned off by configuration" }
+      : await probeBwrap(tools, options.user);
+  if (probe.ok) {
+    return { isolation: "bwrap", strict: options.strict, detail: `bwrap mount/pid/ipc/uts namespaces, running as ${who}` };
+  }
+  if (options.strict || options.force === "bwrap") {
+    throw new SandboxIsolationError(`Sandbox isolation required but unavailable: ${probe.detail}`);
+  }
+  return {
+    isolation: "none",
+    strict: false,
+    detail: `no filesystem or process isolation (${probe.detail}); running as ${who} with the allowlisted environment only`,
+  };
+}

@@ -1,0 +1,143 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
+import { bwrapOptions, setprivArgs, type IsolationKind, type MountPlan, type SandboxTools } from "./isolation";
+import type { LimitCounters, ResourceGroup, RlimitSettings } from "./limits";
+import type { SandboxUser } from "./user";
+
+/** What every process of one sandbox shares. */
+export interface LaunchContext {
+  isolation: IsolationKind;
+  tools: SandboxTools;
+  /** null: keep the server's own user (it is not root, so it cannot switch). */
+  user: SandboxUser | null;
+  group: ResourceGroup;
+  mount: Omit<MountPlan, "cwd">;
+}
+
+export interface LaunchRequest {
+  command: string;
+  args: string[];
+  /** The complete environment of the sandboxed process. */
+  env: Record<string, string>;
+  /** Absolute, inside the workspace. */
+  cwd: string;
+  stdin: "pipe" | "ignore";
+}
+
+export interface Launch {
+  child: ChildProcess;
+  stdin: Writable | null;
+  stdout: Readable;
+  stderr: Readable;
+  /** Limit counters read just before the process started. */
+  countersBefore: LimitCounters;
+  /** Sends a signal to the sandboxed command itself (not the bwrap supervisor). */
+  signal(signal: NodeJS.Signals): boolean;
+  /** SIGKILLs the whole launch: supervisor, command and everything it started. */
+  killTree(): void;
+  /** Settles when the supervisor process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+// Joins the cgroups named before "--" (so nothing runs outside them, not
+// even bwrap), then becomes the rest of the command line.
+const JOIN_GROUPS_SCRIPT =
+  'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do echo $$ > "$1" || { echo "ash-sandbox: cannot join cgroup $1" >&2; exit 125; }; shift; done; shift; exec "$@"';
+
+/** Exit status of the wrapper when it could not join a cgroup. */
+export const JOIN_GROUP_FAILED = 125;
+
+const ARGS_FD = 3;
+const STATUS_FD = 4;
+
+function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): string[] {
+  const options: string[] = [];
+  if (limits.fileSizeBytes !== undefined) options.push(`--fsize=${limits.fileSizeBytes}`);
+  if (limits.dataBytes !== undefined) options.push(`--data=${limits.dataBytes}`);
+  if (limits.processes !== undefined) options.push(`--nproc=${limits.processes}`);
+  if (!prlimit || options.length === 0) return [];
+  return [prlimit, ...options, "--"];
+}
+
+/** Starts one process inside the sandbox: cgroups first, then rlimits, then bwrap, then the user switch. */
+export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
+  const countersBefore = ctx.group.counters();
+  const switchUser = ctx.user ? setprivArgs(ctx.tools.setpriv!, ctx.user) : [];
+  const limited = prlimitArgs(ctx.tools.prlimit, ctx.group.rlimits);
+  const useBwrap = ctx.isolation === "bwrap";
+  const inner = useBwrap
+    ? [ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--", ...switchUser, request.command, ...request.args]
+    : [...switchUser, request.command, ...request.args];
+  const argv = ["-c", JOIN_GROUPS_SCRIPT, "ash-sandbox", ...ctx.group.procsFiles, "--", ...limited, ...inner];
+
+  const child = spawn("/bin/sh", argv, {
+    cwd: useBwrap ? ctx.mount.workspaceDir : request.cwd,
+    env: request.env,
+    stdio: [request.stdin, "pipe", "pipe", useBwrap ? "pipe" : "ignore", useBwrap ? "pipe" : "ignore"],
+    // Own process group: a timeout or destroy can kill everything it started.
+    detached: true,
+  });
+
+  let commandPid: number | undefined = useBwrap ? undefined : child.pid;
+  if (useBwrap) {
+    // bwrap reads its options from a pipe so they do not show up in the
+    // command line of pid 1, which the sandboxed process can read.
+    const argsPipe = child.stdio[ARGS_FD] as Writable;
+    argsPipe.on("error", () => {});
+    const options = bwrapOptions({ ...ctx.mount, cwd: request.cwd });
+    argsPipe.end(Buffer.from(options.map((option) => `${option}\0`).join("")));
+    const status = child.stdio[STATUS_FD] as Readable;
+    let pending = "";
+    status.on("data", (chunk: Buffer) => {
+      pending += chunk.toString("utf8");
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      for (const line of lines) {
+        try {
+          const info = JSON.parse(line) as { "child-pid"?: number };
+          if (typeof info["child-pid"] === "number") commandPid = info["child-pid"];
+        } catch {
+          // not a status line
+        }
+      }
+    });
+    status.on("error", () => {});
+  }
+
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+    child.once("error", () => resolve({ code: null, signal: null }));
+  });
+  let running = true;
+  void exited.then(() => {
+    running = false;
+  });
+
+  return {
+    child,
+    stdin: child.stdin,
+    stdout: child.stdout!,
+    stderr: child.stderr!,
+    countersBefore,
+    signal(signal) {
+      if (!running) return false;
+      const pid = commandPid ?? child.pid;
+      if (pid === undefined) return false;
+      try {
+        process.kill(pid, signal);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    killTree() {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // group already empty
+      }
+    },
+    exited,
+  };
+}

@@ -1,0 +1,403 @@
+import { randomUUID } from "node:crypto";
+import { chmod, chown, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import type { SpawnOptions, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
+import { DiskWatcher, measureDiskUsage } from "./disk-usage";
+import { buildSandboxEnv, type EnvMap } from "./env";
+import {
+  detectIsolation,
+  executableDir,
+  findSandboxTools,
+  type IsolationKind,
+  type IsolationReport,
+  type SandboxTools,
+} from "./isolation";
+import { launch, type Launch, type LaunchContext } from "./launch";
+import {
+  DEFAULT_LIMITS,
+  createResourceGroup,
+  detectLimitMode,
+  mib,
+  validateLimits,
+  type LimitHost,
+  type LimitMode,
+  type LimitReason,
+  type SandboxLimits,
+} from "./limits";
+import { LogBuffer, type SandboxLogLine } from "./log-buffer";
+import { SandboxedProcess } from "./sandbox-process";
+import { resolveSandboxUser, type SandboxUser } from "./user";
+
+export interface CreateSandboxOptions extends LimitHost {
+  /** The server's data dir; the sandbox lives in `<dataDir>/sandboxes/<id>/`. */
+  dataDir: string;
+  /** Defaults to a random UUID. Letters, digits, `_`, `-`, `.` only. */
+  id?: string;
+  /** Missing fields take DEFAULT_LIMITS. */
+  limits?: Partial<SandboxLimits>;
+  /** The agent's and the session's declared variables, added to every process. */
+  env?: EnvMap;
+  /** More host directories to show read-only (absolute). */
+  readOnlyPaths?: string[];
+  /** Refuse to create the sandbox when bwrap isolation is unavailable. */
+  strict?: boolean;
+  /** Force an isolation kind instead of detecting it ("bwrap" fails when unusable). */
+  isolation?: IsolationKind;
+  /** Force a limit mechanism instead of detecting one. */
+  limitMode?: LimitMode;
+  /** The unprivileged user; defaults to `ash-sandbox` if it exists, else 10001:10001. */
+  user?: { uid?: number; gid?: number };
+  /** How often the disk use is measured at least (ms); default 1000. */
+  diskCheckIntervalMs?: number;
+  /** Lines kept for logs(); default 1000. */
+  logCapacity?: number;
+}
+
+export interface ExecOptions {
+  /** Kill the command (and all it started) after this long; default 60 000. */
+  timeoutMs?: number;
+  /** Working directory: relative to the workspace, or absolute inside it. */
+  cwd?: string;
+  /** Extra variables for this command only. */
+  env?: EnvMap;
+  /** Cap per stream; output past it is dropped. Default 1 MiB. */
+  maxOutputBytes?: number;
+  /** Bytes written to the command's stdin (which is empty otherwise). */
+  stdin?: string | Buffer;
+}
+
+export interface ExecResult {
+  /** Exit status; 128+N when the command died of signal N inside the sandbox; null when killed from outside. */
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  /** True when stdout or stderr hit maxOutputBytes. */
+  truncated: boolean;
+  /** Set when a sandbox limit ended the command. */
+  limitReason: LimitReason | null;
+}
+
+export interface Sandbox {
+  readonly id: string;
+  /** `<dataDir>/sandboxes/<id>` */
+  readonly rootDir: string;
+  /** The live working dir, read-write inside the sandbox at the same path. */
+  readonly workspaceDir: string;
+  /** Private HOME. */
+  readonly homeDir: string;
+  /** CLAUDE_CONFIG_DIR (transcripts go to `<configDir>/projects/`). */
+  readonly configDir: string;
+  /** The uid/gid processes run as; null when the server is not root and keeps its own. */
+  readonly user: SandboxUser | null;
+  readonly isolation: IsolationReport;
+  readonly limitMode: LimitMode;
+  readonly limits: SandboxLimits;
+  /** Drop-in for the Agent SDK's `spawnClaudeCodeProcess` option. */
+  readonly spawnClaudeCode: (options: SpawnOptions) => SpawnedProcess;
+  /** Runs `sh -c command` inside the sandbox, with its limits. */
+  exec(command: string, options?: ExecOptions): Promise<ExecResult>;
+  /** Recent output lines: the CLI's stderr and every exec's stdout/stderr. */
+  logs(limit?: number): SandboxLogLine[];
+  /** Why the latest limit-ended process ended; null if no limit ever ended one. */
+  limitKillReason(): LimitReason | null;
+  /** Bytes in the workspace and home, measured now. */
+  diskUsage(): Promise<number>;
+  /** Processes now running in the sandbox (running launches in rlimit mode). */
+  processCount(): Promise<number>;
+  /** Kills every process, removes the cgroups and (unless keepFiles) the sandbox's folder. */
+  destroy(options?: { keepFiles?: boolean }): Promise<void>;
+  readonly destroyed: boolean;
+}
+
+/** Raised for operations on a destroyed sandbox. */
+export class SandboxDestroyedError extends Error {
+  override name = "SandboxDestroyedError";
+}
+
+const SIGXFSZ_STATUS = 128 + 25;
+
+const limitModeCache = new Map<string, Promise<{ mode: LimitMode; detail: string }>>();
+
+/** What sandboxes on this host get, for startup logs and /health. */
+export async function describeSandboxHost(options: {
+  strict?: boolean;
+  isolation?: IsolationKind;
+  limitMode?: LimitMode;
+  user?: { uid?: number; gid?: number };
+} & LimitHost = {}): Promise<IsolationReport & { limitMode: LimitMode; limitDetail: string }> {
+  const user = sandboxUserFor(options.user);
+  const report = await detectIsolation({ strict: options.strict ?? false, user, force: options.isolation });
+  const limits = options.limitMode
+    ? { mode: options.limitMode, detail: `forced: ${options.limitMode}` }
+    : await cachedLimitMode(options);
+  return { ...report, limitMode: limits.mode, limitDetail: limits.detail };
+}
+
+function cachedLimitMode(host: LimitHost) {
+  const key = `${host.cgroup2Root ?? process.env.ASH_CGROUP_ROOT ?? ""}|${host.cgroup1Parent ?? ""}`;
+  let found = limitModeCache.get(key);
+  if (!found) {
+    found = detectLimitMode(host);
+    limitModeCache.set(key, found);
+  }
+  return found;
+}
+
+/** A non-root server cannot change uid: it keeps its own. */
+function sandboxUserFor(ids: { uid?: number; gid?: number } | undefined): SandboxUser | null {
+  if (process.getuid?.() !== 0) return null;
+  return resolveSandboxUser(ids);
+}
+
+/** Makes `path` and everything under it (not following symlinks) belong to the user. */
+async function chownTree(path: string, user: SandboxUser): Promise<void> {
+  const info = await lstat(path);
+  if (info.uid !== user.uid || info.gid !== user.gid) await chown(path, user.uid, user.gid).catch(() => {});
+  if (!info.isDirectory()) return;
+  for (const name of await readdir(path)) {
+    const child = join(path, name);
+    const childInfo = await lstat(child);
+    if (childInfo.isSymbolicLink()) await lchown(child, user.uid, user.gid).catch(() => {});
+    else await chownTree(child, user);
+  }
+}
+
+function isInside(parent: string, path: string): boolean {
+  const rel = relative(parent, path);
+  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+}
+
+/** Creates the sandbox's folders and resource group. Nothing runs until spawnClaudeCode or exec. */
+export async function createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
+  const id = options.id ?? randomUUID();
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(id) || id.length > 128) {
+    throw new Error(`Invalid sandbox id: ${JSON.stringify(id)}`);
+  }
+  if (!isAbsolute(options.dataDir)) throw new Error(`dataDir must be absolute: ${options.dataDir}`);
+  const limits = validateLimits({ ...DEFAULT_LIMITS, ...options.limits });
+  for (const path of options.readOnlyPaths ?? []) {
+    if (!isAbsolute(path)) throw new Error(`Read-only sandbox path must be absolute: ${path}`);
+  }
+  // Check the declared env now, so a bad name fails here and not at spawn.
+  const rootDir = join(resolve(options.dataDir), "sandboxes", id);
+  const workspaceDir = join(rootDir, "workspace");
+  const homeDir = join(rootDir, "home");
+  const configDir = join(homeDir, ".claude");
+  buildSandboxEnv({ dirs: { homeDir, configDir }, declared: options.env });
+
+  const user = sandboxUserFor(options.user);
+  const host = await describeSandboxHost({ ...options, strict: options.strict ?? false });
+  const isolation: IsolationReport = { isolation: host.isolation, strict: host.strict, detail: host.detail };
+  const tools: SandboxTools = findSandboxTools();
+
+  const group = await createResourceGroup(host.limitMode, id, limits, options);
+  try {
+    await mkdir(join(resolve(options.dataDir), "sandboxes"), { recursive: true });
+    // The sandbox root is only traversable: without bwrap, one sandbox user
+    // cannot list the others' folders.
+    await mkdir(rootDir, { recursive: true, mode: 0o711 });
+    await chmod(rootDir, 0o711);
+    for (const dir of [workspaceDir, homeDir, configDir]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (user) await chownTree(dir, user);
+    }
+  } catch (error) {
+    await group.destroy().catch(() => {});
+    throw error;
+  }
+  const baseReadOnly = [dirname(process.execPath), ...(options.readOnlyPaths ?? [])];
+  const context: LaunchContext = {
+    isolation: isolation.isolation,
+    tools,
+    user,
+    group,
+    mount: { workspaceDir, homeDir, readOnlyPaths: baseReadOnly, tmpSizeBytes: mib(limits.diskMb) },
+  };
+
+  const logs = new LogBuffer(options.logCapacity);
+  const running = new Set<Launch>();
+  let lastReason: LimitReason | null = null;
+  let destroyed = false;
+  /** Launches alive when the disk limit was passed. */
+  const diskKilled = new WeakSet<Launch>();
+
+  const watcher = new DiskWatcher(
+    [workspaceDir, homeDir],
+    mib(limits.diskMb),
+    () => {
+      for (const launched of running) {
+        diskKilled.add(launched);
+        launched.killTree();
+      }
+      void group.killAll().catch(() => {});
+      lastReason = "sandbox_disk";
+      // Measure again later: if it is still over, the next process dies too.
+      setTimeout(() => watcher.rearm(), 0).unref();
+    },
+    options.diskCheckIntervalMs ?? 1000,
+  );
+  watcher.start();
+
+  async function decideReason(
+    launched: Launch,
+    exit: { code: number | null; signal: NodeJS.Signals | null },
+  ): Promise<LimitReason | null> {
+    running.delete(launched);
+    let reason: LimitReason | null = null;
+    if (diskKilled.has(launched)) reason = "sandbox_disk";
+    else if (exit.code !== 0) {
+      const after = group.counters();
+      if (after.oomKills > launched.countersBefore.oomKills) reason = "sandbox_oom";
+      else if (after.pidsMaxHits > launched.countersBefore.pidsMaxHits) reason = "sandbox_pids";
+      else if (exit.code === SIGXFSZ_STATUS || exit.signal === "SIGXFSZ") reason = "sandbox_disk";
+    }
+    if (reason) lastReason = reason;
+    return reason;
+  }
+
+  function assertAlive(): void {
+    if (destroyed) throw new SandboxDestroyedError(`Sandbox ${id} is destroyed`);
+  }
+
+  function resolveCwd(cwd: string | undefined): string {
+    if (cwd === undefined) return workspaceDir;
+    const full = isAbsolute(cwd) ? resolve(cwd) : resolve(workspaceDir, cwd);
+    if (!isInside(workspaceDir, full)) {
+      throw new Error(`Working directory ${cwd} is outside the sandbox workspace ${workspaceDir}`);
+    }
+    return full;
+  }
+
+  function start(command: string, args: string[], env: Record<string, string>, cwd: string, stdin: "pipe" | "ignore", extraReadOnly: string[]) {
+    const ctx = extraReadOnly.length
+      ? { ...context, mount: { ...context.mount, readOnlyPaths: [...context.mount.readOnlyPaths, ...extraReadOnly] } }
+      : context;
+    const launched = launch(ctx, { command, args, env, cwd, stdin });
+    running.add(launched);
+    return launched;
+  }
+
+  const spawnClaudeCode = (spawnOptions: SpawnOptions): SpawnedProcess => {
+    assertAlive();
+    const env = buildSandboxEnv({ dirs: { homeDir, configDir }, passed: spawnOptions.env, declared: options.env });
+    const cwd = resolveCwd(spawnOptions.cwd);
+    // The CLI binary (or node's script) usually lives in node_modules, which no system mount covers.
+    const extra: string[] = [];
+    const commandDir = executableDir(spawnOptions.command);
+    if (commandDir) extra.push(commandDir);
+    const script = spawnOptions.args[0];
+    if (script && isAbsolute(script) && /\.[cm]?js$/.test(script)) extra.push(dirname(script));
+    const launched = start(spawnOptions.command, spawnOptions.args, env, cwd, "pipe", extra);
+    const processHandle = new SandboxedProcess(launched, (exit) => decideReason(launched, exit));
+    const stderrLog = logs.writer("claude", "stderr");
+    launched.stderr.on("data", (chunk: Buffer) => stderrLog.write(chunk));
+    launched.stderr.on("end", () => stderrLog.end());
+    // The SDK aborts this signal only after its own graceful close.
+    const onAbort = () => processHandle.kill("SIGKILL");
+    if (spawnOptions.signal.aborted) onAbort();
+    else spawnOptions.signal.addEventListener("abort", onAbort, { once: true });
+    processHandle.once("exit", () => spawnOptions.signal.removeEventListener("abort", onAbort));
+    return processHandle;
+  };
+
+  async function exec(command: string, execOptions: ExecOptions = {}): Promise<ExecResult> {
+    assertAlive();
+    if (typeof command !== "string" || command.length === 0) throw new Error("exec needs a non-empty command string");
+    const timeoutMs = execOptions.timeoutMs ?? 60_000;
+    const cap = execOptions.maxOutputBytes ?? 1024 * 1024;
+    if (!(timeoutMs > 0)) throw new Error(`exec timeoutMs must be positive, got ${timeoutMs}`);
+    if (!(cap >= 0)) throw new Error(`exec maxOutputBytes must be >= 0, got ${cap}`);
+    const env = buildSandboxEnv({ dirs: { homeDir, configDir }, declared: { ...options.env, ...execOptions.env } });
+    const cwd = resolveCwd(execOptions.cwd);
+    const launched = start("/bin/sh", ["-c", command], env, cwd, execOptions.stdin === undefined ? "ignore" : "pipe", []);
+    if (execOptions.stdin !== undefined) {
+      launched.stdin!.on("error", () => {});
+      launched.stdin!.end(execOptions.stdin);
+    }
+
+    let truncated = false;
+    const collect = (stream: NodeJS.ReadableStream, name: "stdout" | "stderr") => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const log = logs.writer("exec", name);
+      stream.on("data", (chunk: Buffer) => {
+        log.write(chunk);
+        if (size >= cap) {
+          truncated = true;
+          return;
+        }
+        const room = cap - size;
+        if (chunk.length > room) truncated = true;
+        const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+        chunks.push(kept);
+        size += kept.length;
+      });
+      return new Promise<string>((done) => {
+        stream.on("end", () => {
+          log.end();
+          done(Buffer.concat(chunks).toString("utf8"));
+        });
+        stream.on("error", () => done(Buffer.concat(chunks).toString("utf8")));
+      });
+    };
+    const stdout = collect(launched.stdout, "stdout");
+    const stderr = collect(launched.stderr, "stderr");
+
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      launched.killTree();
+    }, timeoutMs);
+    const exit = await launched.exited;
+    clearTimeout(timer);
+    // Without bwrap, background children outlive sh: end them with it.
+    if (context.isolation === "none") launched.killTree();
+    const limitReason = await decideReason(launched, exit);
+    return {
+      exitCode: exit.code,
+      signal: exit.signal,
+      stdout: await stdout,
+      stderr: await stderr,
+      timedOut,
+      truncated,
+      limitReason,
+    };
+  }
+
+  async function destroy(destroyOptions: { keepFiles?: boolean } = {}): Promise<void> {
+    if (destroyed) return;
+    destroyed = true;
+    watcher.stop();
+    for (const launched of running) launched.killTree();
+    await Promise.all([...running].map((launched) => launched.exited));
+    await group.destroy();
+    if (!destroyOptions.keepFiles) await rm(rootDir, { recursive: true, force: true });
+  }
+
+  return {
+    id,
+    rootDir,
+    workspaceDir,
+    homeDir,
+    configDir,
+    user,
+    isolation,
+    limitMode: group.mode,
+    limits,
+    spawnClaudeCode,
+    exec,
+    logs: (limit) => logs.recent(limit),
+    limitKillReason: () => lastReason,
+    diskUsage: () => measureDiskUsage([workspaceDir, homeDir]),
+    async processCount() {
+      const members = await group.members();
+      return group.procsFiles.length ? members.length : running.size;
+    },
+    destroy,
+    get destroyed() {
+      return destroyed;
+    },
+  };
+}
