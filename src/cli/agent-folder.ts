@@ -60,9 +60,10 @@ export async function readAgentFolder(dir: string): Promise<AgentFolder> {
   const visited = new Set<string>([realRoot]);
 
   async function addFile(absolute: string, rel: string): Promise<void> {
-    const content = await readFile(absolute);
+    const [content, info] = await Promise.all([readFile(absolute), stat(absolute)]);
     totalBytes += content.length;
-    files.push({ path: rel, content: content.toString("base64") });
+    // Scripts the agent runs must stay executable.
+    files.push({ path: rel, content: content.toString("base64"), mode: info.mode & 0o777 });
   }
 
   async function walk(absolute: string, rel: string): Promise<void> {

@@ -165,9 +165,13 @@ export class AshClient {
     return this.sessionCall("DELETE", `/api/sessions/${seg(id)}`);
   }
 
-  /** Stops the turn running on the session; its stream ends with an `interrupted` error and `done`. */
-  async interrupt(id: string): Promise<void> {
-    await this.call("POST", `/api/sessions/${seg(id)}/interrupt`);
+  /**
+   * Stops the turn running on the session; its stream then ends with an `interrupted` error
+   * and `done`. Answers whether a turn was running.
+   */
+  async interrupt(id: string): Promise<boolean> {
+    const answer = await this.json<{ interrupted?: boolean }>("POST", `/api/sessions/${seg(id)}/interrupt`);
+    return answer.interrupted !== false;
   }
 
   // ---- History, events, workspace ------------------------------------------
@@ -196,15 +200,10 @@ export class AshClient {
     const clean = path.replace(/^\/+/, "");
     if (!clean) throw new TypeError("readFile needs a file path inside the workspace.");
     const response = await this.call("GET", `/api/sessions/${seg(id)}/files/${clean.split("/").map(seg).join("/")}`, {
-      headers: { accept: "*/*" },
+      headers: { accept: "application/json, */*" },
     });
-    const content = new Uint8Array(await response.arrayBuffer());
-    return {
-      path: clean,
-      content,
-      contentType: response.headers.get("content-type") ?? "application/octet-stream",
-      text: () => new TextDecoder().decode(content),
-    };
+    const content = await fileBytes(response);
+    return { path: clean, content, text: () => new TextDecoder().decode(content) };
   }
 
   /** The whole workspace as a gzipped tar archive, streamed. */
@@ -368,6 +367,24 @@ function storedEvent(raw: unknown): StreamEvent | undefined {
     }
   }
   return { type, id, data } as StreamEvent;
+}
+
+/**
+ * A file answer is either the bytes themselves or JSON `{path, size, encoding, content}` with
+ * `encoding` `utf8` or `base64`; both come back as bytes.
+ */
+async function fileBytes(response: Response): Promise<Uint8Array> {
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (!(response.headers.get("content-type") ?? "").includes("application/json")) return bytes;
+  let parsed: any;
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return bytes;
+  }
+  const wrapped = parsed && typeof parsed === "object" && typeof parsed.content === "string" && typeof parsed.path === "string";
+  if (!wrapped || (parsed.encoding !== "utf8" && parsed.encoding !== "base64")) return bytes;
+  return parsed.encoding === "base64" ? new Uint8Array(Buffer.from(parsed.content, "base64")) : new TextEncoder().encode(parsed.content);
 }
 
 function logLine(raw: unknown): SandboxLogLine {

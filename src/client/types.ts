@@ -48,6 +48,8 @@ export interface Agent {
 export interface AgentFile {
   path: string;
   content: string;
+  /** Permission bits; only "executable or not" is kept by the server. */
+  mode?: number;
 }
 
 interface DeployAgentCommon {
@@ -137,6 +139,8 @@ export interface ExecResult {
   exitCode: number;
   stdout: string;
   stderr: string;
+  /** The command ran out of time and was killed. */
+  timedOut?: boolean;
 }
 
 /** One file of a workspace listing. */
@@ -159,16 +163,18 @@ export interface WorkspaceFile {
   path: string;
   /** The raw bytes. */
   content: Uint8Array;
-  /** The media type the server gave. */
-  contentType: string;
   /** The bytes as UTF-8 text. */
   text(): string;
 }
 
 export interface SandboxLogLine {
+  /** The line, without its line end. */
+  text: string;
   /** `stdout` or `stderr`. */
   stream?: string;
-  text: string;
-  time?: string;
+  /** What wrote it, e.g. `claude` (the agent's process) or `exec`. */
+  source?: string;
+  /** When the line was complete, in epoch milliseconds. */
+  at?: number;
   [key: string]: unknown;
 }

@@ -50,6 +50,18 @@ describe("readAgentFolder", () => {
     expect(folder.totalBytes).toBe(25 + 18 + 8 + 2 + 4 + 8);
   });
 
+  it("keeps whether a file is executable", async () => {
+    await put("agent/CLAUDE.md", "x");
+    await put("agent/bin/run.sh", "#!/bin/sh\necho hi\n");
+    const { chmod } = await import("node:fs/promises");
+    await chmod(join(base, "agent/bin/run.sh"), 0o755);
+    await chmod(join(base, "agent/CLAUDE.md"), 0o644);
+    const folder = await readAgentFolder(join(base, "agent"));
+    const modes = Object.fromEntries(folder.files.map((f) => [f.path, f.mode]));
+    expect(modes["bin/run.sh"]! & 0o111).not.toBe(0);
+    expect(modes["CLAUDE.md"]! & 0o111).toBe(0);
+  });
+
   it("reads top-level .env files as environment instead of uploading them, .env.local winning", async () => {
     await put("a/CLAUDE.md", "x");
     await put("a/.env", "API_URL=https://api.internal\nTOKEN=from-env\n");

@@ -168,8 +168,8 @@ const interrupt = defineCommand({
   args: { ...idArg, ...serverArgs },
   run: ({ args }) =>
     withServer(args, async ({ client }) => {
-      await forSession(client, args.id, () => client.interrupt(args.id));
-      line(`Asked session ${args.id} to stop its turn.`);
+      const running = await forSession(client, args.id, () => client.interrupt(args.id));
+      line(running ? `Interrupted the turn running on session ${args.id}.` : `No turn was running on session ${args.id}.`);
     }),
 });
 
@@ -247,7 +247,7 @@ const files = defineCommand({
       const exact = wanted ? listing.files.find((f) => f.path === wanted) : undefined;
       if (exact) {
         const file = await client.readFile(args.id, exact.path);
-        if (args.json) return printJson({ path: file.path, contentType: file.contentType, size: file.content.length, content: file.text() });
+        if (args.json) return printJson({ path: file.path, size: file.content.length, content: Buffer.from(file.content).toString("base64"), encoding: "base64" });
         process.stdout.write(file.content);
         return;
       }
@@ -309,7 +309,10 @@ const exec = defineCommand({
       } else {
         process.stdout.write(result.stdout ?? "");
         process.stderr.write(result.stderr ?? "");
+        if (result.timedOut) process.stderr.write(style.red("The command ran out of time and was stopped.\n", process.stderr));
       }
+      // The shell's convention for a command killed by a timeout.
+      if (result.timedOut) return 124;
       return typeof result.exitCode === "number" ? result.exitCode : 1;
     }),
 });
