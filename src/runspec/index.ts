@@ -1,0 +1,36 @@
+// Render templates/ into what Docker runs: the `ash start` container and the Compose file.
+export { fillTemplate } from "./template";
+export { toYaml, yamlScalar, type YamlValue, type YamlOptions } from "./yaml";
+export { collectRepeatedFlag, parseEnvAssignment, mergeEnv, isEnvName, type EnvAssignment } from "./env";
+export {
+  renderRunSpec,
+  toCreateOptions,
+  toDockerRunArgs,
+  formatDockerRun,
+  printableSpec,
+  isolationOptions,
+  defaultImage,
+  parsePort,
+  checkImageName,
+  CONTAINER_NAME,
+  CONTAINER_PORT,
+  DEFAULT_PORT,
+  MANAGED_LABEL,
+  type RunSpec,
+  type RunSpecOptions,
+  type AshHostConfig,
+} from "./run-spec";
+export {
+  renderCompose,
+  buildCompose,
+  composeSecretNames,
+  parseDatabase,
+  DATABASES,
+  DEFAULT_MAX_SANDBOXES,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  type ComposeDatabase,
+  type ComposeOptions,
+  type ComposeDocument,
+} from "./compose";
+export { ensureDotEnvSecrets, parseDotEnv, generateSecret, type DotEnvResult } from "./dotenv";
+export { applyRunSpec } from "./apply";
