@@ -10,7 +10,8 @@
 #
 # Environment:
 #   ASH_PG_PORT   port to listen on (default 54329)
-#   ASH_PG_DIR    where the cluster lives (default /tmp/ash-postgres-<port>)
+#   ASH_PG_DIR    where the cluster lives (default /tmp/ash-postgres-<port>); run as root, the
+#                 postgres user must be able to enter its parent folders
 #
 # The cluster has a role `ash` (password `ash`, allowed to create databases) that owns
 # the database `ash`; tests create throw-away databases through it. `fsync` stays on so
@@ -59,6 +60,7 @@ is_running() {
 init_cluster() {
   mkdir -p "$DIR"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR"
+  as_owner test -w "$DIR" || die "$DIR is not reachable by the postgres user; pick an ASH_PG_DIR whose parent folders it can enter"
   as_owner mkdir -p "$SOCKETS"
   as_owner "$BIN/initdb" -D "$DATA" -U postgres -E UTF8 --no-locale \
     --auth-local=trust --auth-host=scram-sha-256 >/dev/null
