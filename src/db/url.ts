@@ -34,5 +34,15 @@ export function resolveDatabaseTarget(url: string | undefined, dataDir: string):
 
 /** The URL with its password replaced by `***`, safe for logs and error messages. */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:)[^@/]*@/i, "$1***@");
+  const start = url.indexOf("://");
+  if (start === -1) return url;
+  const authorityStart = start + 3;
+  const slash = url.indexOf("/", authorityStart);
+  const authorityEnd = slash === -1 ? url.length : slash;
+  // The last @ of the authority ends the credentials, even when the password holds an unescaped @.
+  const at = url.lastIndexOf("@", authorityEnd - 1);
+  if (at < authorityStart) return url;
+  const colon = url.indexOf(":", authorityStart);
+  if (colon === -1 || colon > at) return url;
+  return `${url.slice(0, colon + 1)}***${url.slice(at)}`;
 }
