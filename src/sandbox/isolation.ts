@@ -41,7 +41,7 @@ export interface MountPlan {
 /** The bwrap options (without the command) that build the sandbox's filesystem and namespaces. */
 export function bwrapOptions(plan: MountPlan): string[] {
   const args: string[] = [];
-  const covered: string[] = [];
+  const hostMounts: string[] = [];
   for (const path of SYSTEM_READ_ONLY_PATHS) {
     let info;
     try {
@@ -52,23 +52,43 @@ export function bwrapOptions(plan: MountPlan): string[] {
     if (info.isSymbolicLink()) args.push("--symlink", readlinkSync(path), path);
     else if (info.isDirectory()) {
       args.push("--ro-bind", path, path);
-      covered.push(path);
+      hostMounts.push(path);
     }
   }
-  for (const path of uniqueOutside(plan.readOnlyPaths, covered)) args.push("--ro-bind", path, path);
   args.push(
     "--proc", "/proc",
     "--dev", "/dev",
     "--perms", "1777", "--tmpfs", "/dev/shm",
     "--perms", "1777", "--size", String(plan.tmpSizeBytes), "--tmpfs", "/tmp",
-    // Last, so they win over anything above that happens to contain them.
-    "--bind", plan.workspaceDir, plan.workspaceDir,
-    "--bind", plan.homeDir, plan.homeDir,
+  );
+  const created = new Set<string>(["/", "/tmp", "/dev", "/proc"]);
+  // bwrap makes missing parents of a mount point mode 0700, which would
+  // stop the unprivileged user on the way to its own workspace: make them
+  // 0755 first (they are empty skeletons in the sandbox's own root).
+  const bind = (option: string, path: string) => {
+    const parents: string[] = [];
+    for (let dir = dirname(path); !created.has(dir) && !isInside(hostMounts, dir); dir = dirname(dir)) parents.unshift(dir);
+    for (const dir of parents) {
+      args.push("--perms", "0755", "--dir", dir);
+      created.add(dir);
+    }
+    args.push(option, path, path);
+    hostMounts.push(path);
+  };
+  for (const path of uniqueOutside(plan.readOnlyPaths, hostMounts)) bind("--ro-bind", path);
+  // Last, so they win over anything above that happens to contain them.
+  bind("--bind", plan.workspaceDir);
+  bind("--bind", plan.homeDir);
+  args.push(
     "--chdir", plan.cwd,
     "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
     "--die-with-parent", "--new-session",
   );
   return args;
+}
+
+function isInside(parents: string[], path: string): boolean {
+  return parents.some((parent) => path === parent || path.startsWith(parent + sep));
 }
 
 /** Directories (real paths) not already inside one of `covered`, without repeats. */
@@ -82,8 +102,7 @@ function uniqueOutside(paths: string[], covered: string[]): string[] {
     } catch {
       continue;
     }
-    const inside = (parent: string) => real === parent || real.startsWith(parent + sep);
-    if (covered.some(inside) || out.some(inside)) continue;
+    if (isInside(covered, real) || isInside(out, real)) continue;
     out.push(real);
   }
   return out;
