@@ -1,0 +1,75 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
+import { backends } from "../helpers/backends";
+import { startFakeModel } from "../fake-model/fake-model.mjs";
+
+describe.each(backends)("restarts on $name", (backend) => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+  let cleanup: () => Promise<void>;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    const prepared = await backend.prepare();
+    cleanup = prepared.cleanup;
+    server = await startTestServer({ env: prepared.env, modelUrl: model.url });
+    await server.api("/api/agents", { method: "POST", json: agentUpload("keeper") });
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+    await cleanup?.();
+  });
+
+  const newSession = async () => (await (await server.api("/api/sessions", { method: "POST", json: { agent: "keeper" } })).json()).session;
+  const turn = async (id: string, content: string) => readEvents(await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } }));
+  const events = async (id: string) => (await (await server.api(`/api/sessions/${id}/events?limit=1000`)).json()).events;
+
+  it("keeps sessions, messages and memory across a graceful restart", async () => {
+    const session = await newSession();
+    await turn(session.id, "the secret number is 4217");
+    const before = await events(session.id);
+    expect(await server.stop()).toBe(0);
+    await server.restart();
+    expect(await events(session.id)).toEqual(before);
+    const after = await turn(session.id, "what was the number?");
+    expect(after.map((e) => e.event)).toContain("turn_complete");
+    expect(after[0]!.id).toBe(before.at(-1).sequence + 1);
+    expect(model.userTexts()).toContain("the secret number is 4217");
+  });
+
+  it("loses nothing stored when killed -9 mid-turn, and closes the broken turn on restart", async () => {
+    const session = await newSession();
+    const r = await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#slow 6000" } });
+    const reader = r.body!.getReader();
+    let seen = "";
+    while (parseFrames(seen).filter((e) => e.event === "text_delta").length < 3) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      seen += new TextDecoder().decode(chunk.value);
+    }
+    const streamed = parseFrames(seen);
+    await server.kill();
+    await reader.cancel().catch(() => undefined);
+    await server.restart();
+    const stored = await events(session.id);
+    // Every event a client saw is still there, in order, and the turn was closed.
+    expect(stored.slice(0, streamed.length).map((e: any) => [e.sequence, e.type])).toEqual(streamed.map((e) => [e.id, e.event]));
+    expect(stored.at(-2)).toMatchObject({ type: "error", data: { code: "server_restart" } });
+    expect(stored.at(-1)).toMatchObject({ type: "done" });
+    const next = await turn(session.id, "hello after the crash");
+    expect(next.map((e) => e.event)).toContain("turn_complete");
+  });
+
+  it("keeps the files and the conversation of a completed turn through kill -9", async () => {
+    const session = await newSession();
+    await turn(session.id, "#bash echo survived > crash.txt");
+    await server.kill();
+    await server.restart();
+    const file = await (await server.api(`/api/sessions/${session.id}/files/crash.txt`)).json();
+    expect(file.content).toBe("survived\n");
+    const next = await turn(session.id, "#bash cat crash.txt");
+    expect(next.find((e) => e.event === "tool_result")?.data.content).toContain("survived");
+    expect(model.userTexts().some((t) => t.includes("echo survived > crash.txt"))).toBe(true);
+  });
+});

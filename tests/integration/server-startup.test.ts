@@ -1,0 +1,82 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { runServerExpectingFailure, startTestServer, type TestServer } from "../helpers/server";
+import { freePort } from "../helpers/ports";
+
+describe("start-up", () => {
+  const dirs: string[] = [];
+  const tempDir = async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ash-startup-"));
+    dirs.push(dir);
+    return dir;
+  };
+  afterAll(async () => {
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ["ASH_PORT", "not-a-port"],
+    ["ASH_PORT", "70000"],
+    ["ASH_MAX_SANDBOXES", "0"],
+    ["ASH_IDLE_TIMEOUT_MS", "-5"],
+    ["ASH_DATABASE_URL", "mysql://nope"],
+    ["ANTHROPIC_BASE_URL", "not a url"],
+    ["ASH_SANDBOX_STRICT", "maybe"],
+  ])("stops with one line naming %s=%s", async (name, value) => {
+    const dataDir = await tempDir();
+    const { code, output } = await runServerExpectingFailure({ ASH_DATA_DIR: dataDir, ASH_API_KEY: "k".repeat(16), [name]: value });
+    expect(code).not.toBe(0);
+    const lines = output.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(name);
+    // Nothing was created.
+    await expect(stat(join(dataDir, "ash.db"))).rejects.toThrow();
+  });
+
+  it("refuses a port that is taken, saying so", async () => {
+    const port = await freePort();
+    const blocker = createServer().listen(port, "127.0.0.1");
+    await new Promise((r) => blocker.once("listening", r));
+    try {
+      const { code, output } = await runServerExpectingFailure({ ASH_DATA_DIR: await tempDir(), ASH_HOST: "127.0.0.1", ASH_PORT: String(port), ASH_API_KEY: "k".repeat(16) });
+      expect(code).not.toBe(0);
+      expect(output).toContain(`Port ${port} is already in use`);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  describe("first-boot key", () => {
+    let server: TestServer;
+    afterAll(async () => server?.dispose());
+
+    it("generates a key once, writes it 0600, and accepts only it", async () => {
+      server = await startTestServer({ env: { ASH_API_KEY: "" } });
+      const file = join(server.dataDir, "initial-api-key");
+      const key = (await readFile(file, "utf8")).trim();
+      expect(key.length).toBeGreaterThanOrEqual(32);
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      expect((await fetch(`${server.url}/api/agents`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
+      expect((await fetch(`${server.url}/api/agents`, { headers: { authorization: `Bearer ${key}x` } })).status).toBe(401);
+      // The database keeps only a hash.
+      const db = await readFile(join(server.dataDir, "ash.db")).catch(() => Buffer.alloc(0));
+      expect(db.includes(Buffer.from(key))).toBe(false);
+
+      const mtime = (await stat(file)).mtimeMs;
+      await server.restart({ ASH_API_KEY: "" });
+      expect((await readFile(file, "utf8")).trim()).toBe(key);
+      expect((await stat(file)).mtimeMs).toBe(mtime);
+      expect((await fetch(`${server.url}/api/agents`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
+    });
+
+    it("lets ASH_API_KEY replace the generated key", async () => {
+      await server.restart({ ASH_API_KEY: "operator-chosen-key" });
+      const old = (await readFile(join(server.dataDir, "initial-api-key"), "utf8")).trim();
+      expect((await fetch(`${server.url}/api/agents`, { headers: { authorization: "Bearer operator-chosen-key" } })).status).toBe(200);
+      expect((await fetch(`${server.url}/api/agents`, { headers: { authorization: `Bearer ${old}` } })).status).toBe(401);
+    });
+  });
+});
