@@ -44,10 +44,14 @@ RUN npm run build
 # ---------------------------------------------------------------------------
 # prod-deps: the same node_modules without development packages. Kept apart from
 # the build so a source change does not redo it. The hidden lockfile goes too:
-# it records download addresses that have no place in the image.
+# it records download addresses that have no place in the image. So do the
+# compiler intermediates of native addons (only the .node files are loaded).
 FROM deps AS prod-deps
 RUN npm prune --omit=dev --offline \
- && rm -f node_modules/.package-lock.json
+ && rm -f node_modules/.package-lock.json \
+ && find node_modules -path '*/build/Release/*' \( -name obj -o -name obj.target -o -name .deps -o -name '*.a' \) \
+      -prune -exec rm -rf {} + \
+ && rm -rf node_modules/better-sqlite3/deps node_modules/better-sqlite3/src
 
 # ---------------------------------------------------------------------------
 # runtime

@@ -11,6 +11,7 @@
 #   infra/build-image.sh [tag]           tag defaults to ash-dev
 #   ASH_BASE_IMAGE=<image>               base image to build from
 #   ASH_IMAGE_BUILD_DIR=<dir>            where context and npm cache live between runs
+#   ASH_IMAGE_NO_CACHE=1                 rebuild every layer (docker build --no-cache)
 set -eu
 
 tag="${1:-ash-dev}"
@@ -112,6 +113,7 @@ fi
 
 # apt inside the build still needs the Debian mirror, so the build keeps the
 # default network; npm runs with --offline and never leaves the container.
+[ "${ASH_IMAGE_NO_CACHE:-}" = 1 ] && set -- "$@" --no-cache
 log="$work/docker-build.log"
 if ! "$@" --build-arg BASE_IMAGE="$base" -t "$tag" "$ctx" >"$log" 2>&1; then
   tail -n 40 "$log" >&2
