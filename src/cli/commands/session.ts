@@ -3,9 +3,10 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineCommand } from "citty";
 import type { AshClient } from "../../client/client";
+import type { TokenUsage } from "../../client/events";
 import type { Session, SessionStatus, StoredMessage } from "../../client/types";
 import { CliError, isNotFound, jsonArg, serverArgs, unknownAgent, unknownSession, withServer } from "../errors";
-import { line, note, printFields, printJson, printTable, resultText, style, terminalWidth, timeAgo, toolLine, truncate } from "../output";
+import { line, note, printFields, printJson, printTable, resultText, style, terminalWidth, timeAgo, toolLine, truncate, turnSummary } from "../output";
 import { interruptOnSigint, parsePositiveInt, TurnControl, turnExitCode } from "./chat";
 
 const idArg = { id: { type: "positional", description: "Session id", required: true } } as const;
@@ -221,6 +222,14 @@ const history = defineCommand({
       }
       const width = terminalWidth(process.stdout, 100);
       for (const message of messages) {
+        // The end of a turn: one dim line with what it cost, not a message of its own.
+        if (message.role === "result") {
+          const result = (message.content ?? {}) as { isError?: boolean; result?: string; usage?: TokenUsage; numTurns?: number };
+          if (result.isError) line(style.red(truncate(`✗ ${result.result ?? "The turn failed."}`, width)));
+          const summary = turnSummary(result.numTurns, result.usage ?? undefined);
+          if (summary) line(style.dim(summary));
+          continue;
+        }
         line(style.dim(`── ${message.role} · #${message.sequence} · ${timeAgo(message.createdAt)}`));
         for (const text of messageLines(message.content, width)) line(text);
       }
