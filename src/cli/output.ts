@@ -234,6 +234,11 @@ export class TurnPrinter {
     }
   }
 
+  /** A line on stderr between streamed text, e.g. "Interrupting…", that never splits a line of text. */
+  notice(text: string): void {
+    this.decoration(text);
+  }
+
   result(): TurnOutcome {
     this.endText();
     return this.outcome;

@@ -13,6 +13,7 @@ import { exitWith, note, style, TurnPrinter, type TurnOutcome } from "../output"
 export class TurnControl {
   private running = false;
   private interrupting = false;
+  private printer?: TurnPrinter;
 
   constructor(
     private readonly client: AshClient,
@@ -28,7 +29,9 @@ export class TurnControl {
   interrupt(): "interrupting" | "quit" {
     if (!this.running || this.interrupting) return "quit";
     this.interrupting = true;
-    note(style.dim("Interrupting the turn… (Ctrl-C again to quit)", process.stderr));
+    const message = style.dim("Interrupting the turn… (Ctrl-C again to quit)", process.stderr);
+    if (this.printer) this.printer.notice(message);
+    else note(message);
     this.client.interrupt(this.sessionId).catch((error: Error) => {
       // The turn may have finished in the meantime; that is not worth a second message.
       if (this.running) note(style.red(`Could not interrupt the turn: ${error.message}`, process.stderr));
@@ -39,6 +42,7 @@ export class TurnControl {
   /** Sends one message and prints its turn as it streams. */
   async send(content: string): Promise<TurnOutcome> {
     const printer = new TurnPrinter(this.options.json);
+    this.printer = printer;
     this.running = true;
     this.interrupting = false;
     try {
@@ -50,6 +54,7 @@ export class TurnControl {
       for await (const event of events) printer.event(event);
     } finally {
       this.running = false;
+      this.printer = undefined;
     }
     return printer.result();
   }
