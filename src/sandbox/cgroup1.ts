@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { constants, existsSync, readFileSync } from "node:fs";
+import { access, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { childGroups, killMembers, readCounter, readMembers, removeGroupDir, writeControl, writeOptionalControl } from "./cgroup-fs";
 import type { ResourceGroup, SandboxLimits } from "./limits";
@@ -30,17 +30,20 @@ export function cgroup1Mounts(mountsText?: string): Partial<Record<Controller, s
   return found;
 }
 
-/** Usable when memory and pids are mounted and we can create the parent folder in both. */
+/**
+ * Usable when memory and pids are mounted writable for us. Detection has no
+ * side effects: the parent folder is made when the first group is.
+ */
 export async function detectCgroup1(parent: string): Promise<{ ok: boolean; detail: string }> {
   const mounts = cgroup1Mounts();
   if (!mounts.memory || !mounts.pids) return { ok: false, detail: "no cgroup v1 memory and pids controllers" };
-  try {
-    for (const controller of CONTROLLERS) {
-      const mount = mounts[controller];
-      if (mount) await mkdir(join(mount, parent), { recursive: true });
+  for (const controller of ["memory", "pids"] as const) {
+    const dir = existsSync(join(mounts[controller]!, parent)) ? join(mounts[controller]!, parent) : mounts[controller]!;
+    try {
+      await access(dir, constants.W_OK);
+    } catch (error) {
+      return { ok: false, detail: `cgroup v1 ${controller} is not writable (${(error as NodeJS.ErrnoException).code})` };
     }
-  } catch (error) {
-    return { ok: false, detail: `cgroup v1 is not writable (${(error as NodeJS.ErrnoException).code})` };
   }
   const controllers = CONTROLLERS.filter((c) => mounts[c]).join(", ");
   return { ok: true, detail: `cgroup v1 (${controllers}) under ${parent}/` };

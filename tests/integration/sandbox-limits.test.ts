@@ -1,0 +1,177 @@
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
+import { createSandbox, describeSandboxHost, detectLimitMode, sweepResourceGroups, type CreateSandboxOptions, type Sandbox } from "../../src/sandbox";
+
+const host = await describeSandboxHost();
+const mounts = cgroup1Mounts();
+const isRoot = process.getuid?.() === 0;
+const hasCgroup1 = isRoot && host.limitMode === "cgroup1";
+const cgroupParent = `ash-test-lim-${process.pid}`;
+
+let dataDir: string;
+const created: Sandbox[] = [];
+
+async function sandbox(options: Partial<CreateSandboxOptions> = {}) {
+  const made = await createSandbox({ dataDir, cgroup1Parent: cgroupParent, ...options });
+  created.push(made);
+  return made;
+}
+
+/** Group folders of this test run that still exist, in every controller. */
+function groupDirs(): string[] {
+  const dirs: string[] = [];
+  for (const mount of Object.values(mounts)) {
+    const parent = join(mount!, cgroupParent);
+    if (!existsSync(parent)) continue;
+    for (const entry of readdirSync(parent, { withFileTypes: true })) if (entry.isDirectory()) dirs.push(join(parent, entry.name));
+  }
+  return dirs;
+}
+
+function hostProcessesWith(text: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(text)) found.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found;
+}
+
+beforeAll(() => {
+  dataDir = mkdtempSync(join(tmpdir(), "ash-limits-"));
+  chmodSync(dataDir, 0o711);
+});
+
+afterAll(async () => {
+  for (const made of created) await made.destroy();
+  await sweepResourceGroups("cgroup1", [], { cgroup1Parent: cgroupParent });
+  for (const mount of Object.values(mounts)) if (existsSync(join(mount!, cgroupParent))) rmdirSync(join(mount!, cgroupParent));
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe.skipIf(!hasCgroup1)("sandbox limits with cgroup v1 (as root)", () => {
+  it("kills a memory hog at the memory limit and reports sandbox_oom", async () => {
+    const box = await sandbox({ limits: { memoryMb: 64 } });
+    expect(box.limitMode).toBe("cgroup1");
+    const result = await box.exec("head -c 3G /dev/zero | tail > /dev/null", { timeoutMs: 60_000 });
+    expect(result.exitCode).not.toBe(0);
+    expect(result.timedOut).toBe(false);
+    expect(result.limitReason).toBe("sandbox_oom");
+    expect(box.limitKillReason()).toBe("sandbox_oom");
+    // The sandbox itself is still usable afterwards.
+    expect((await box.exec("echo alive")).stdout).toBe("alive\n");
+  });
+
+  it("stops a fork bomb at the process limit, reports sandbox_pids, and a neighbour stays healthy", async () => {
+    const bombed = await sandbox({ limits: { maxProcesses: 32 } });
+    const neighbour = await sandbox({ limits: { maxProcesses: 32 } });
+    const bomb = bombed.exec("for i in $(seq 1 500); do sleep 30 & done; wait", { timeoutMs: 60_000 });
+    await sleep(200);
+    const healthy = await neighbour.exec("for i in $(seq 1 10); do sleep 0.1 & done; wait; echo fine");
+    const result = await bomb;
+    expect(result.exitCode).not.toBe(0);
+    expect(result.stderr).toMatch(/fork/i);
+    expect(result.limitReason).toBe("sandbox_pids");
+    expect(healthy).toMatchObject({ exitCode: 0, stdout: "fine\n", limitReason: null });
+    expect(neighbour.limitKillReason()).toBeNull();
+  });
+
+  it("kills a single write past the disk limit at once (file size rlimit) and reports sandbox_disk", async () => {
+    const box = await sandbox({ limits: { diskMb: 8 } });
+    const result = await box.exec("head -c 20M /dev/zero > big.bin", { timeoutMs: 60_000 });
+    expect(result.exitCode).toBe(128 + 25); // SIGXFSZ
+    expect(result.limitReason).toBe("sandbox_disk");
+    expect(statSync(join(box.workspaceDir, "big.bin")).size).toBe(8 * 1024 * 1024);
+  });
+
+  it("kills a sandbox that fills its workspace with many small files and reports sandbox_disk", async () => {
+    const box = await sandbox({ limits: { diskMb: 8 }, diskCheckIntervalMs: 100 });
+    // Each file is far below the file size limit; only the total is too much.
+    const result = await box.exec("i=0; while [ $i -lt 400 ]; do head -c 100K /dev/zero > f$i; i=$((i+1)); sleep 0.01; done; echo finished", {
+      timeoutMs: 60_000,
+    });
+    expect(result.stdout).not.toContain("finished");
+    expect(result.limitReason).toBe("sandbox_disk");
+    expect(box.limitKillReason()).toBe("sandbox_disk");
+    expect(await box.diskUsage()).toBeGreaterThan(8 * 1024 * 1024);
+  });
+
+  it("applies a CPU cap when asked", async () => {
+    const box = await sandbox({ limits: { cpuPercent: 50 } });
+    const cpuDir = join(mounts.cpu!, cgroupParent, box.id);
+    expect(readFileSync(join(cpuDir, "cpu.cfs_quota_us"), "utf8").trim()).toBe("50000");
+    expect(readFileSync(join(mounts.memory!, cgroupParent, box.id, "memory.limit_in_bytes"), "utf8").trim()).toBe(String(2048 * 1024 * 1024));
+    expect(readFileSync(join(mounts.pids!, cgroupParent, box.id, "pids.max"), "utf8").trim()).toBe("256");
+  });
+
+  it("destroy leaves no processes and no cgroup folders", async () => {
+    const box = await sandbox();
+    const marker = `3598.${process.pid}`;
+    const running = box.exec(`sleep ${marker} & sleep ${marker} & sleep ${marker}`, { timeoutMs: 60_000 });
+    for (let i = 0; i < 100 && (await box.processCount()) < 3; i++) await sleep(20);
+    expect(await box.processCount()).toBeGreaterThanOrEqual(3);
+    expect(groupDirs().some((dir) => dir.endsWith(box.id))).toBe(true);
+    await box.destroy();
+    const result = await running;
+    expect(result.exitCode).toBeNull();
+    expect(hostProcessesWith(marker)).toEqual([]);
+    expect(groupDirs().some((dir) => dir.endsWith(box.id))).toBe(false);
+    expect(existsSync(box.rootDir)).toBe(false);
+  });
+
+  it("sweeps groups left behind by a previous server", async () => {
+    const orphan = await createSandbox({ dataDir, cgroup1Parent: cgroupParent });
+    // Pretend the server died: nothing calls orphan.destroy().
+    const removed = await sweepResourceGroups("cgroup1", created.map((s) => s.id), { cgroup1Parent: cgroupParent });
+    expect(removed).toEqual([orphan.id]);
+    expect(groupDirs().some((dir) => dir.endsWith(orphan.id))).toBe(false);
+    await orphan.destroy({ keepFiles: false });
+  });
+});
+
+describe.skipIf(!isRoot)("sandbox limits with the rlimit fallback (forced)", () => {
+  it("reports the rlimit mode and enforces memory, processes and file size per process", async () => {
+    const box = await sandbox({ limitMode: "rlimit", limits: { memoryMb: 64, maxProcesses: 32, diskMb: 8 }, user: { uid: 10999 } });
+    expect(box.limitMode).toBe("rlimit");
+    expect(groupDirs().some((dir) => dir.endsWith(box.id))).toBe(false);
+
+    const limits = await box.exec("grep -E 'Max (data size|processes|file size)' /proc/self/limits");
+    expect(limits.stdout).toMatch(new RegExp(`Max file size\\s+${8 * 1024 * 1024}\\s+${8 * 1024 * 1024}`));
+    expect(limits.stdout).toMatch(new RegExp(`Max data size\\s+${64 * 1024 * 1024}\\s+${64 * 1024 * 1024}`));
+    expect(limits.stdout).toMatch(/Max processes\s+32\s+32/);
+
+    const hog = await box.exec("head -c 1G /dev/zero | tail > /dev/null", { timeoutMs: 60_000 });
+    expect(hog.exitCode).not.toBe(0);
+    expect(hog.stderr).toMatch(/memory/i);
+
+    const bomb = await box.exec("for i in $(seq 1 100); do sleep 5 & done; wait", { timeoutMs: 60_000 });
+    expect(bomb.exitCode).not.toBe(0);
+    expect(bomb.stderr).toMatch(/fork/i);
+
+    const big = await box.exec("head -c 20M /dev/zero > big.bin", { timeoutMs: 60_000 });
+    expect(big.limitReason).toBe("sandbox_disk");
+  });
+});
+
+describe("limit mode detection", () => {
+  it("declines a cgroup v2 root whose controllers are not delegated, and says why", async () => {
+    const detected = await detectLimitMode({ cgroup2Root: join(tmpdir(), "not-a-cgroup") });
+    expect(detected.mode).not.toBe("cgroup2");
+    if (detected.mode === "rlimit") expect(detected.detail).toMatch(/not-a-cgroup/);
+  });
+
+  it.skipIf(!existsSync("/sys/fs/cgroup/unified/cgroup.controllers"))("declines the hybrid host's empty v2 hierarchy", async () => {
+    const controllers = readFileSync("/sys/fs/cgroup/unified/cgroup.controllers", "utf8");
+    if (controllers.includes("memory")) return; // a real v2 host: nothing to decline here
+    const detected = await detectLimitMode({ cgroup2Root: "/sys/fs/cgroup/unified" });
+    expect(detected.mode).not.toBe("cgroup2");
+  });
+});
