@@ -1,22 +1,39 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { SessionStore } from "@anthropic-ai/claude-agent-sdk";
 import type { AshDatabase } from "../db/types";
-import { appendTranscript, listTranscriptSubpaths, loadTranscript } from "../db/queries/transcripts";
+import { appendTranscript, loadTranscript } from "../db/queries/transcripts";
+
+/** The CLI's project folder name inside CLAUDE_CONFIG_DIR/projects (fixed, so restores know where to write). */
+export const PROJECT_DIR_NAME = "ash-session";
 
 /**
  * The Agent SDK's SessionStore hook, backed by our database and scoped to one
- * Ash session. The SDK's projectKey (derived from the working directory) is
- * ignored: a session's sandbox directory changes every time it is restored.
+ * Ash session: every transcript line the CLI writes is mirrored here, so a
+ * session's memory survives eviction, restarts and moving to another server.
+ *
+ * `load` answers null on purpose. The SDK would otherwise write the transcript
+ * to the server's own temp folder, which a sandboxed CLI can neither see nor
+ * read; `materializeTranscript` writes it into the sandbox's config folder
+ * before the CLI starts instead.
  */
 export function createTranscriptStore(db: AshDatabase, sessionId: string): SessionStore {
   return {
     async append(key, entries) {
       await appendTranscript(db, { sessionId, sdkSessionId: key.sessionId, subpath: key.subpath ?? "" }, entries);
     },
-    async load(key) {
-      return loadTranscript(db, { sessionId, sdkSessionId: key.sessionId, subpath: key.subpath ?? "" }) as any;
-    },
-    async listSubkeys(key) {
-      return listTranscriptSubpaths(db, sessionId, key.sessionId);
+    async load() {
+      return null;
     },
   };
+}
+
+/** Writes a stored transcript where a CLI with CLAUDE_CONFIG_DIR=`configDir` finds it for `resume`. */
+export async function materializeTranscript(db: AshDatabase, sessionId: string, sdkSessionId: string, configDir: string): Promise<boolean> {
+  const entries = await loadTranscript(db, { sessionId, sdkSessionId, subpath: "" });
+  if (!entries) return false;
+  const dir = join(configDir, "projects", PROJECT_DIR_NAME);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, `${sdkSessionId}.jsonl`), entries.map((e) => JSON.stringify(e)).join("\n") + "\n", { mode: 0o600 });
+  return true;
 }

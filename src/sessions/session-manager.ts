@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { dirname, join } from "node:path";
 import type { SDKMessage } from "@anthropic-ai/claude-agent-sdk";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
@@ -10,7 +11,7 @@ import { copyEvents } from "../db/queries/events";
 import { copyMessages } from "../db/queries/messages";
 import { copyTranscript } from "../db/queries/transcripts";
 import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
-import { createTranscriptStore } from "../runtime/transcript-store";
+import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "../runtime/transcript-store";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
@@ -312,22 +313,32 @@ export class SessionManager {
     const agentVersion = await getAgentVersion(db, session.agentId, session.agentVersion);
     const sandboxId = randomUUID();
     const env = buildAgentEnv({ config, agentEnv: agentVersion?.env ?? {}, extraEnv: session.settings.extraEnv ?? {} });
-    const sandbox = await this.o.sandboxes.create({ id: sandboxId, sessionId: session.id, env });
+    const settings = session.settings as SessionSettings & { forkOf?: string };
+    const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
+    const resume = session.sdkSessionId ?? forking;
+    let restored = false;
+    const sandbox = await this.o.sandboxes.create({
+      id: sandboxId,
+      sessionId: session.id,
+      env,
+      // Runs before the sandbox exists, so everything written here is handed to the sandbox user.
+      populate: async (workspaceDir) => {
+        restored = await snapshots.restore(session.id, workspaceDir);
+        if (!restored) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
+        if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"));
+      },
+    });
     try {
-      const restored = await snapshots.restore(session.id, sandbox.workspaceDir);
-      if (!restored) await writeFiles(sandbox.workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
-      const settings = session.settings as SessionSettings & { forkOf?: string };
-      const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
       const agent = new AgentSession({
         cwd: sandbox.workspaceDir,
-        env: { ...env, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude` },
+        env: { ...env, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
         model: session.model ?? undefined,
         systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
         mcpServers: settings.mcpServers,
         permissionMode: settings.permissionMode,
         allowedTools: settings.allowedTools,
         disallowedTools: settings.disallowedTools,
-        resume: session.sdkSessionId ?? forking,
+        resume,
         fork: forking !== undefined,
         transcriptStore: createTranscriptStore(db, session.id),
         spawn: (options) => sandbox.spawnClaudeCode(options),

@@ -15,7 +15,11 @@ export interface SandboxHandle {
 }
 
 export interface SandboxFactory {
-  create(options: { id: string; sessionId: string; env: Record<string, string> }): Promise<SandboxHandle>;
+  /**
+   * Makes a sandbox whose workspace `populate` has filled first (from a
+   * snapshot or the agent's files), so the files belong to the sandbox user.
+   */
+  create(options: { id: string; sessionId: string; env: Record<string, string>; populate: (workspaceDir: string) => Promise<void> }): Promise<SandboxHandle>;
   /** What /health reports. */
   describe(): { isolation: string; limits: Record<string, unknown> };
 }

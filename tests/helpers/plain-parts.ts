@@ -9,11 +9,12 @@ import type { SandboxFactory, SnapshotStore } from "../../src/sessions/types";
 export async function plainParts(config: ServerConfig) {
   const sandboxes: SandboxFactory = {
     describe: () => ({ isolation: "none", limits: { mode: "rlimit" } }),
-    async create({ id }) {
+    async create({ id, populate }) {
       const root = join(config.dataDir, "sandboxes", id);
       const workspaceDir = join(root, "workspace");
       const homeDir = join(root, "home");
       await mkdir(workspaceDir, { recursive: true });
+      await populate(workspaceDir);
       await mkdir(homeDir, { recursive: true });
       return {
         id,

@@ -1,0 +1,19 @@
+// Prints "N passed, N failed[, N skipped]" from vitest's JSON report; exits 1
+// when a test failed, a file failed to load, or nothing ran.
+import { readFileSync } from "node:fs";
+
+const file = process.argv[2];
+let report;
+try {
+  report = JSON.parse(readFileSync(file, "utf8"));
+} catch {
+  console.log("0 passed, 1 failed");
+  process.exit(1);
+}
+const passed = report.numPassedTests ?? 0;
+const skipped = (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+// A file that fails to load has no test results; count it as a failure.
+const brokenFiles = (report.testResults ?? []).filter((r) => r.status === "failed" && (r.assertionResults ?? []).length === 0).length;
+const failed = (report.numFailedTests ?? 0) + brokenFiles;
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
+process.exit(failed > 0 || passed === 0 ? 1 : 0);

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The one test command (README): sets up everything the suites need on a fresh
+# Debian machine and runs unit, integration and end-to-end tests.
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh tests/unit      only what is named (vitest filters)
+#
+# Ends with one line "N passed, N failed[, N skipped]" and a non-zero exit when
+# anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+log() { printf '\n== %s\n' "$*"; }
+
+cleanup() {
+  log "cleaning up"
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    ids=$(docker ps -aq --filter label=ash.test=1 2>/dev/null)
+    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+  fi
+  infra/postgres.sh stop >/dev/null 2>&1 || true
+  infra/registry.sh stop >/dev/null 2>&1 || true
+  infra/docker-engine-stop.sh >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+log "installing packages"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund || { echo "0 passed, 1 failed"; exit 1; }
+fi
+
+log "building"
+npm run build >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+log "starting PostgreSQL"
+if infra/postgres.sh start; then
+  export ASH_TEST_POSTGRES_URL="$(infra/postgres.sh url)"
+else
+  echo "PostgreSQL could not be started: its suites will fail"
+fi
+
+log "starting the Docker engine and building the image"
+if infra/docker-engine.sh; then
+  if infra/base-image.sh && infra/build-image.sh ash:test; then
+    export ASH_TEST_IMAGE=ash:test
+  else
+    echo "the image could not be built: end-to-end suites will fail"
+    export ASH_TEST_IMAGE_BROKEN=1
+  fi
+else
+  echo "no Docker engine: end-to-end suites will fail"
+fi
+
+export TESTCONTAINERS_RYUK_DISABLED=true
+export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
+
+log "running tests"
+report="$(mktemp)"
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
+status=$?
+node scripts/summarize-vitest.mjs "$report"
+summary_status=$?
+rm -f "$report"
+[ $status -ne 0 ] && exit $status
+exit $summary_status
