@@ -103,8 +103,11 @@ async function applyOne(db: AshDatabase, migration: Migration): Promise<boolean>
 /**
  * On PostgreSQL, two sessions running the same CREATE TABLE IF NOT EXISTS at
  * once can both miss the table, and the slower one then fails on a catalog
- * unique index (23505) or with 42P07. Running it again finds the table.
+ * unique index (23505), or with "relation/type already exists" (42P07, 42710).
+ * Running it again finds the table.
  */
+const CREATE_RACE_CODES = new Set(["42P07", "42710"]);
+
 async function createTableRacing(db: AshDatabase, ddl: string): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -112,7 +115,7 @@ async function createTableRacing(db: AshDatabase, ddl: string): Promise<void> {
       return;
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (attempt >= 5 || !(isUniqueViolation(err) || code === "42P07")) throw err;
+      if (attempt >= 5 || !(isUniqueViolation(err) || CREATE_RACE_CODES.has(code ?? ""))) throw err;
       await sleep(jitteredDelay(attempt, 20, 200));
     }
   }

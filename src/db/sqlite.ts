@@ -25,8 +25,14 @@ export interface SqliteOptions {
 
 export async function openSqlite(options: SqliteOptions): Promise<AshDatabase> {
   const db0 = createDatabase(sqliteConnector({ path: options.path }));
-  const raw = await db0.getInstance();
-  configure(raw, options);
+  let raw: BetterSqlite3.Database;
+  try {
+    raw = await db0.getInstance();
+    configure(raw, options);
+  } catch (err) {
+    await db0.dispose().catch(() => undefined);
+    throw new Error(`cannot open the SQLite database at ${options.path}: ${(err as Error).message}`, { cause: err });
+  }
 
   const direct = db0Queryable(db0);
   const mutex = new Mutex();

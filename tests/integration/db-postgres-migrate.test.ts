@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { openDatabase } from "../../src/db/connect";
 import { migrate } from "../../src/db/migrate";
 import type { AshDatabase, Migration } from "../../src/db/types";
@@ -21,12 +21,16 @@ const migrations: Migration[] = [
 ];
 
 describeWithPostgres("migrate on PostgreSQL", () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "ash-db-pg-migrate-"));
+  let dataDir: string;
   const cleanups: Array<() => Promise<unknown>> = [];
+
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), "ash-db-pg-migrate-"));
+  });
 
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   /** `count` servers (each its own pool) on one fresh, empty database. */

@@ -27,7 +27,7 @@ async function freePort(): Promise<number> {
 }
 
 describeWithPostgres("PostgreSQL outages", () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "ash-db-outage-"));
+  let dataDir: string;
   // Not inside dataDir: that folder is private to us, and the cluster runs as the postgres user.
   const clusterDir = join(tmpdir(), `ash-db-outage-pg-${process.pid}-${Date.now()}`);
   let port: number;
@@ -42,6 +42,7 @@ describeWithPostgres("PostgreSQL outages", () => {
   };
 
   beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), "ash-db-outage-"));
     port = await freePort();
     url = await cluster("start");
     db = await openDatabase({ url, dataDir, connectTimeoutMs: 30_000 });
@@ -51,7 +52,7 @@ describeWithPostgres("PostgreSQL outages", () => {
   afterAll(async () => {
     await db?.close();
     if (port) await cluster("purge").catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   }, 60_000);
 
   it("keeps serving after the database restarts, without reopening anything", async () => {

@@ -20,17 +20,18 @@ function barrier(parties: number) {
 
 describeWithPostgres("PostgreSQL", () => {
   const url = usePostgresDatabase();
-  const dataDir = mkdtempSync(join(tmpdir(), "ash-db-pg-"));
+  let dataDir: string;
   let db: AshDatabase;
 
   beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), "ash-db-pg-"));
     db = await openDatabase({ url: url(), dataDir });
     await db.run("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, qty BIGINT NOT NULL)");
   });
 
   afterAll(async () => {
     await db?.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   beforeEach(async () => {

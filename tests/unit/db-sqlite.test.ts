@@ -95,6 +95,13 @@ describe("SQLite database URLs", () => {
     expect(existsSync(join(dir, "abs.db"))).toBe(true);
   });
 
+  it("names the file when the database cannot be opened", async () => {
+    const notAFolder = join(dir, "ash.db"); // a file, so nothing can be created beneath it
+    await expect(openDatabase({ dataDir: notAFolder })).rejects.toThrow(
+      `cannot open the SQLite database at ${join(notAFolder, "ash.db")}: `,
+    );
+  });
+
   it("refuses an unsupported scheme without creating anything", async () => {
     const empty = mkdtempSync(join(tmpdir(), "ash-db-url-"));
     try {
