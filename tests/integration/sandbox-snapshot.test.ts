@@ -1,0 +1,307 @@
+import { createHash, randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Driver } from "unstorage";
+import fsDriver from "unstorage/drivers/fs";
+import memoryDriver from "unstorage/drivers/memory";
+import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { createSnapshotStore, SnapshotCorruptError } from "../../src/sandbox";
+
+const root = mkdtempSync(join(tmpdir(), "ash-snap-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let counter = 0;
+let dataDir: string;
+beforeEach(() => {
+  dataDir = join(root, `data-${++counter}`);
+  mkdirSync(dataDir);
+});
+
+/** A workspace with binary data, modes, nesting, an empty dir, links and awkward names. */
+function makeWorkspace(): string {
+  const ws = join(root, `ws-${++counter}`);
+  mkdirSync(join(ws, "src", "deep", "er"), { recursive: true });
+  mkdirSync(join(ws, "empty-dir"));
+  writeFileSync(join(ws, "blob.bin"), randomBytes(300_000));
+  writeFileSync(join(ws, "src", "deep", "er", "data.bin"), Buffer.from([0, 255, 0, 13, 10, 0]));
+  writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho run\n");
+  chmodSync(join(ws, "run.sh"), 0o755);
+  writeFileSync(join(ws, "private.key"), "secret");
+  chmodSync(join(ws, "private.key"), 0o600);
+  writeFileSync(join(ws, "empty.txt"), "");
+  writeFileSync(join(ws, "we:ird?name.."), "odd");
+  mkdirSync(join(ws, "node_modules", "pkg"), { recursive: true });
+  writeFileSync(join(ws, "node_modules", "pkg", "index.js"), "module.exports = 1;");
+  symlinkSync("src/deep/er/data.bin", join(ws, "link-inside"));
+  symlinkSync("/etc/hostname", join(ws, "link-outside"));
+  symlinkSync("../../../../etc", join(ws, "src", "escape"));
+  return ws;
+}
+
+/** path -> [sha256, mode] of regular files, and link -> target, for comparing trees. */
+function describeTree(dir: string, rel = ""): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(join(dir, rel)).sort()) {
+    const path = rel ? `${rel}/${name}` : name;
+    const info = lstatSync(join(dir, path));
+    if (info.isDirectory()) {
+      out[`${path}/`] = (info.mode & 0o777).toString(8);
+      Object.assign(out, describeTree(dir, path));
+    } else if (info.isSymbolicLink()) out[path] = `-> ${readlinkSync(join(dir, path))}`;
+    else out[path] = `${createHash("sha256").update(readFileSync(join(dir, path))).digest("hex")} ${(info.mode & 0o777).toString(8)}`;
+  }
+  return out;
+}
+
+/** A real fs driver that fails the way a crash would, when `failOn` says so. */
+function failingFsDriver(base: string, failOn: (key: string, value: unknown) => boolean): Driver {
+  const inner = fsDriver({ base, ignore: [] });
+  return {
+    ...inner,
+    name: "fs-with-failure",
+    async setItemRaw(key, value, opts) {
+      if (failOn(key, value)) throw new Error(`simulated crash while writing ${key}`);
+      return inner.setItemRaw!(key, value, opts);
+    },
+  };
+}
+
+describe("workspace snapshots (fs driver)", () => {
+  it("round-trips bytes, modes, empty dirs and inside symlinks; skips links leading outside", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    const info = await store.snapshotWorkspace("sess-1", ws, { agentName: "helper-agent", turn: 3 });
+    expect(info).toMatchObject({ sessionId: "sess-1", agentName: "helper-agent", fileCount: 7, extra: { turn: 3 } });
+    expect(info.skipped.sort()).toEqual(["link-outside", "src/escape"]);
+    expect(new Date(info.persistedAt).getTime()).not.toBeNaN();
+
+    const target = join(root, "restored-1");
+    expect(await store.restoreWorkspace("sess-1", target)).toBe(true);
+    const expected = describeTree(ws);
+    delete expected["link-outside"];
+    delete expected["src/escape"];
+    expect(describeTree(target)).toEqual(expected);
+    expect(statSync(join(target, "run.sh")).mode & 0o777).toBe(0o755);
+    expect(statSync(join(target, "blob.bin")).mtimeMs).toBeCloseTo(statSync(join(ws, "blob.bin")).mtimeMs, -1);
+  });
+
+  it("lays files out as sessions/<id>/workspace/ plus metadata.json", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-2", ws, { agentName: "layout-agent" });
+    const sessionDir = join(dataDir, "sessions", "sess-2");
+    expect(readFileSync(join(sessionDir, "workspace", "run.sh"), "utf8")).toBe("#!/bin/sh\necho run\n");
+    expect(existsSync(join(sessionDir, "workspace", "node_modules", "pkg", "index.js"))).toBe(true);
+    const metadata = JSON.parse(readFileSync(join(sessionDir, "metadata.json"), "utf8"));
+    expect(metadata).toMatchObject({ agentName: "layout-agent", fileCount: 7, sessionId: "sess-2" });
+    expect(metadata.bytes).toBe(300_000 + 6 + 19 + 6 + 0 + 3 + 19);
+    expect(metadata.files.find((f: { path: string }) => f.path === "run.sh").mode).toBe(0o755);
+    expect(existsSync(join(sessionDir, "staging"))).toBe(false);
+  });
+
+  it("reads and lists a paused session's files without restoring them", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-3", ws, { agentName: "a" });
+    expect(await store.readSnapshotFile("sess-3", "src/deep/er/data.bin")).toEqual(Buffer.from([0, 255, 0, 13, 10, 0]));
+    expect((await store.readSnapshotFile("sess-3", "we:ird?name.."))?.toString()).toBe("odd");
+    expect(await store.readSnapshotFile("sess-3", "missing.txt")).toBeNull();
+    expect(await store.readSnapshotFile("no-such-session", "run.sh")).toBeNull();
+    const list = await store.listSnapshotFiles("sess-3");
+    expect(list?.find((e) => e.path === "run.sh")).toMatchObject({ type: "file", size: 19, mode: 0o755 });
+    expect(list?.find((e) => e.path === "empty-dir")).toMatchObject({ type: "dir" });
+    expect(list?.find((e) => e.path === "link-inside")).toMatchObject({ type: "symlink", target: "src/deep/er/data.bin" });
+    expect(list?.some((e) => e.path === "link-outside")).toBe(false);
+    expect(await store.listSnapshotFiles("no-such-session")).toBeNull();
+    await expect(store.readSnapshotFile("sess-3", "../sess-2/metadata.json")).rejects.toThrow(/Invalid snapshot path/);
+  });
+
+  it("replaces a snapshot: changed and new files updated, deleted ones gone, unchanged ones not rewritten", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-4", ws, { agentName: "a" });
+    const storedBlob = join(dataDir, "sessions", "sess-4", "workspace", "blob.bin");
+    const inodeBefore = statSync(storedBlob).ino;
+
+    writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho changed\n");
+    rmSync(join(ws, "src"), { recursive: true });
+    writeFileSync(join(ws, "new.txt"), "new");
+    const info = await store.snapshotWorkspace("sess-4", ws, { agentName: "a" });
+    expect(info.fileCount).toBe(7 - 1 + 1);
+
+    expect(statSync(storedBlob).ino).toBe(inodeBefore);
+    expect(existsSync(join(dataDir, "sessions", "sess-4", "workspace", "src"))).toBe(false);
+    const target = join(root, "restored-4");
+    await store.restoreWorkspace("sess-4", target);
+    const expected = describeTree(ws);
+    delete expected["link-outside"];
+    delete expected["link-inside"]; // its target folder is gone, so it now points nowhere
+    const restored = describeTree(target);
+    delete restored["link-inside"];
+    expect(restored).toEqual(expected);
+  });
+
+  it("keeps the previous snapshot intact when a snapshot crashes while writing files", async () => {
+    const ws = makeWorkspace();
+    const base = join(dataDir, "sessions");
+    let crash = false;
+    let writes = 0;
+    const store = createSnapshotStore({
+      driver: failingFsDriver(base, (key) => crash && key.includes(":staging:") && ++writes === 3),
+    });
+    await store.snapshotWorkspace("sess-5", ws, { agentName: "a" });
+    const before = describeTree(ws);
+
+    for (const name of ["blob.bin", "run.sh", "private.key", "empty.txt", "new-1", "new-2"]) writeFileSync(join(ws, name), `v2 ${name}`);
+    crash = true;
+    await expect(store.snapshotWorkspace("sess-5", ws, { agentName: "a" })).rejects.toThrow(/simulated crash/);
+
+    const target = join(root, "restored-5");
+    expect(await store.restoreWorkspace("sess-5", target)).toBe(true);
+    const restored = describeTree(target);
+    delete before["link-outside"];
+    delete before["src/escape"];
+    expect(restored).toEqual(before);
+    expect((await store.readSnapshotFile("sess-5", "run.sh"))?.toString()).toBe("#!/bin/sh\necho run\n");
+
+    // The next snapshot succeeds and clears the abandoned staging files.
+    crash = false;
+    await store.snapshotWorkspace("sess-5", ws, { agentName: "a" });
+    expect((await store.readSnapshotFile("sess-5", "run.sh"))?.toString()).toBe("v2 run.sh");
+    const leftovers = existsSync(join(base, "sess-5", "staging"))
+      ? readdirSync(join(base, "sess-5", "staging"), { recursive: true }).filter((p) => statSync(join(base, "sess-5", "staging", String(p))).isFile())
+      : [];
+    expect(leftovers).toEqual([]);
+  });
+
+  it("serves the new snapshot when a crash hits after the commit, and finishes it on the next snapshot", async () => {
+    const ws = makeWorkspace();
+    const base = join(dataDir, "sessions");
+    let crash = false;
+    const store = createSnapshotStore({
+      driver: failingFsDriver(base, (key) => crash && key.startsWith("sess-6:workspace:")),
+    });
+    await store.snapshotWorkspace("sess-6", ws, { agentName: "a" });
+    writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho v2\n");
+    crash = true;
+    await expect(store.snapshotWorkspace("sess-6", ws, { agentName: "a" })).rejects.toThrow(/simulated crash/);
+
+    expect((await store.readSnapshotFile("sess-6", "run.sh"))?.toString()).toBe("#!/bin/sh\necho v2\n");
+    const target = join(root, "restored-6");
+    await store.restoreWorkspace("sess-6", target);
+    expect(readFileSync(join(target, "run.sh"), "utf8")).toBe("#!/bin/sh\necho v2\n");
+
+    crash = false;
+    await store.snapshotWorkspace("sess-6", ws, { agentName: "a" });
+    const metadata = JSON.parse(readFileSync(join(base, "sess-6", "metadata.json"), "utf8"));
+    expect(metadata.pending).toBeUndefined();
+    expect(metadata.files.every((f: { loc: string }) => f.loc === "workspace")).toBe(true);
+    expect(readFileSync(join(base, "sess-6", "workspace", "run.sh"), "utf8")).toBe("#!/bin/sh\necho v2\n");
+  });
+
+  it("survives a metadata.json torn mid-write", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-7", ws, { agentName: "torn" });
+    const pointer = join(dataDir, "sessions", "sess-7", "metadata.json");
+    truncateSync(pointer, Math.floor(statSync(pointer).size / 2));
+    expect(await store.readSnapshotInfo("sess-7")).toMatchObject({ agentName: "torn", fileCount: 7 });
+    const target = join(root, "restored-7");
+    expect(await store.restoreWorkspace("sess-7", target)).toBe(true);
+    expect(readFileSync(join(target, "run.sh"), "utf8")).toBe("#!/bin/sh\necho run\n");
+  });
+
+  it("refuses to hand out bytes that do not match the record", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-8", ws, { agentName: "a" });
+    writeFileSync(join(dataDir, "sessions", "sess-8", "workspace", "run.sh"), "tampered");
+    await expect(store.readSnapshotFile("sess-8", "run.sh")).rejects.toThrow(SnapshotCorruptError);
+  });
+
+  it("deletes a snapshot completely; a missing one reads as absent", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-9", ws, { agentName: "a" });
+    expect(await store.deleteSnapshot("sess-9")).toBe(true);
+    expect(existsSync(join(dataDir, "sessions", "sess-9"))).toBe(false);
+    expect(await store.deleteSnapshot("sess-9")).toBe(false);
+    expect(await store.readSnapshotInfo("sess-9")).toBeNull();
+    expect(await store.restoreWorkspace("sess-9", join(root, "never"))).toBe(false);
+  });
+
+  it("restores with the sandbox user as owner", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await store.snapshotWorkspace("sess-10", ws, { agentName: "a" });
+    const target = join(root, "restored-10");
+    await store.restoreWorkspace("sess-10", target, { owner: { uid: 10001, gid: 10001 } });
+    for (const path of ["", "run.sh", "src/deep/er", "link-inside"]) {
+      expect(lstatSync(join(target, path)).uid).toBe(10001);
+    }
+  });
+
+  it("rejects bad input with a clear error and writes nothing", async () => {
+    const ws = makeWorkspace();
+    const store = createSnapshotStore({ dataDir });
+    await expect(store.snapshotWorkspace("../evil", ws, { agentName: "a" })).rejects.toThrow(/Invalid session id/);
+    await expect(store.snapshotWorkspace("ok", ws, { agentName: "" })).rejects.toThrow(/agentName/);
+    await expect(store.snapshotWorkspace("ok", join(root, "no-such-dir"), { agentName: "a" })).rejects.toThrow(/not a directory/);
+    await expect(store.snapshotWorkspace("ok", "relative/ws", { agentName: "a" })).rejects.toThrow(/absolute/);
+    expect(existsSync(join(dataDir, "sessions", "ok"))).toBe(false);
+
+    await store.snapshotWorkspace("ok", ws, { agentName: "a" });
+    const busy = join(root, "busy-target");
+    mkdirSync(busy);
+    writeFileSync(join(busy, "existing"), "x");
+    await expect(store.restoreWorkspace("ok", busy)).rejects.toThrow(/not empty/);
+    expect(readdirSync(busy)).toEqual(["existing"]);
+    expect(() => createSnapshotStore({ dataDir: "relative" })).toThrow(/absolute/);
+  });
+});
+
+describe("workspace snapshots (another unstorage driver)", () => {
+  it("round-trips, recovers from a crash and deletes through the generic driver API", async () => {
+    const ws = makeWorkspace();
+    let crash = false;
+    const inner = memoryDriver();
+    const driver: Driver = {
+      ...inner,
+      async setItemRaw(key, value, opts) {
+        if (crash && key.includes(":staging:")) throw new Error("simulated crash");
+        return inner.setItemRaw!(key, value, opts);
+      },
+    };
+    const store = createSnapshotStore({ driver });
+    await store.snapshotWorkspace("mem-1", ws, { agentName: "m" });
+    const target = join(root, "restored-mem");
+    expect(await store.restoreWorkspace("mem-1", target)).toBe(true);
+    expect(readFileSync(join(target, "blob.bin")).equals(readFileSync(join(ws, "blob.bin")))).toBe(true);
+
+    writeFileSync(join(ws, "blob.bin"), "replaced");
+    crash = true;
+    await expect(store.snapshotWorkspace("mem-1", ws, { agentName: "m" })).rejects.toThrow(/simulated crash/);
+    expect((await store.readSnapshotFile("mem-1", "blob.bin"))?.length).toBe(300_000);
+    crash = false;
+    await store.snapshotWorkspace("mem-1", ws, { agentName: "m" });
+    expect((await store.readSnapshotFile("mem-1", "blob.bin"))?.toString()).toBe("replaced");
+
+    expect(await store.deleteSnapshot("mem-1")).toBe(true);
+    expect(await inner.getKeys!("", {})).toEqual([]);
+  });
+});
