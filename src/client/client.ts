@@ -384,7 +384,12 @@ async function fileBytes(response: Response): Promise<Uint8Array> {
   }
   const wrapped = parsed && typeof parsed === "object" && typeof parsed.content === "string" && typeof parsed.path === "string";
   if (!wrapped || (parsed.encoding !== "utf8" && parsed.encoding !== "base64")) return bytes;
-  return parsed.encoding === "base64" ? new Uint8Array(Buffer.from(parsed.content, "base64")) : new TextEncoder().encode(parsed.content);
+  if (parsed.encoding === "utf8") return new TextEncoder().encode(parsed.content);
+  // atob rather than Buffer, so the client also runs where Buffer does not exist.
+  const binary = atob(parsed.content);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
 }
 
 function logLine(raw: unknown): SandboxLogLine {

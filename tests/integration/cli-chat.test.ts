@@ -107,7 +107,17 @@ describe("ash chat", () => {
     cli.end();
     expect(await cli.exited).toBe(0);
     expect(cli.stdout).toBe("Echo: just this [turns seen: 1]\n");
-    expect(cli.stderr).toMatch(/^Session [0-9a-f-]{36} with pal\n1 turn · /);
+    const id = cli.sessionId();
+    expect(cli.stderr).toMatch(/^Session [0-9a-f-]{36} with pal\n1 turn · [\d,]+ tokens in · [\d,]+ out\n/);
+    expect(cli.stderr).toContain(`Paused session ${id}; continue it with \`ash session send ${id} "…"\`.`);
+
+    // The chat freed its sandbox, and the conversation can go on where it stopped.
+    const session = (await (await server.api(`/api/sessions/${id}`)).json()) as { session: { status: string } };
+    expect(session.session.status).toBe("paused");
+    const next = Cli.ash(["session", "send", id, "and this"]);
+    next.end();
+    expect(await next.exited).toBe(0);
+    expect(next.stdout).toBe("Echo: and this [turns seen: 2]\n");
   });
 
   it("sends each line of a pipe in order, in one session, and exits at the end of input", async () => {

@@ -103,21 +103,38 @@ export default defineCommand({
       });
       const control = new TurnControl(client, session.id, { json: args.json, maxTurns });
       if (!args.json) note(style.dim(`Session ${session.id} with ${session.agentName ?? args.agent}`, process.stderr));
-
-      // One message from the command line.
-      if (args.message !== undefined && args.message !== "") {
-        const stop = interruptOnSigint(control);
-        try {
-          return turnExitCode(await control.send(args.message));
-        } finally {
-          stop();
-        }
+      try {
+        if (args.message !== undefined && args.message !== "") return await chatOnce(control, args.message);
+        if (!process.stdin.isTTY) return await chatFromPipe(control);
+        return await chatInteractive(control);
+      } finally {
+        await release(client, session.id, Boolean(args.json));
       }
-
-      if (!process.stdin.isTTY) return chatFromPipe(control);
-      return chatInteractive(control);
     }),
 });
+
+/**
+ * A chat's session is paused when the chat ends: its sandbox is freed at once instead of
+ * idling until the server evicts it, and the conversation can still go on later (a message
+ * to a paused session resumes it).
+ */
+async function release(client: AshClient, id: string, quiet: boolean): Promise<void> {
+  try {
+    await client.pauseSession(id);
+    if (!quiet) note(style.dim(`Paused session ${id}; continue it with \`ash session send ${id} "…"\`.`, process.stderr));
+  } catch {
+    // The server may be gone or the session already ended; the chat's result stands.
+  }
+}
+
+async function chatOnce(control: TurnControl, message: string): Promise<number> {
+  const stop = interruptOnSigint(control);
+  try {
+    return turnExitCode(await control.send(message));
+  } finally {
+    stop();
+  }
+}
 
 /** Non-interactive: each line of stdin is one message, sent in order; EOF ends the chat. */
 async function chatFromPipe(control: TurnControl): Promise<number> {
