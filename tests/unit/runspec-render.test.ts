@@ -237,7 +237,7 @@ describe("fillTemplate", () => {
 
   it("does not share nested values between renders", () => {
     const shared = { k: ["v"] };
-    const out = fillTemplate({ a: "{{shared}}" }, { shared }) as { a: { k: string[] } };
+    const out = fillTemplate({ a: "{{shared}}" }, { shared }) as unknown as { a: { k: string[] } };
     out.a.k.push("changed");
     expect(shared.k).toEqual(["v"]);
   });
