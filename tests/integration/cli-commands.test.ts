@@ -24,6 +24,8 @@ interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** stdout as bytes, for binary output. */
+  bytes: Buffer;
 }
 
 /** Runs `ash <args>`; `env` values of `undefined` remove the variable. Killed after 60 s. */
@@ -39,17 +41,18 @@ function ash(args: string[], options: { env?: Record<string, string | undefined>
   for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: ROOT, env: env as NodeJS.ProcessEnv });
-    let stdout = "";
+    const out: Buffer[] = [];
     let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
+    child.stdout.on("data", (d: Buffer) => out.push(d));
     child.stderr.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      fail(new Error(`ash ${args.join(" ")} did not finish:\n${stdout}\n${stderr}`));
+      fail(new Error(`ash ${args.join(" ")} did not finish:\n${Buffer.concat(out)}\n${stderr}`));
     }, 60_000);
     child.on("close", (code) => {
       clearTimeout(timer);
-      done({ code, stdout, stderr });
+      const bytes = Buffer.concat(out);
+      done({ code, stdout: bytes.toString("utf8"), stderr, bytes });
     });
     child.stdin.end(options.input ?? "");
   });
@@ -200,9 +203,11 @@ describe("ash agent", () => {
 
 describe("ash session", () => {
   let session: string;
+  const BLOB = Buffer.from([0, 1, 2, 0xff, 0xfe, 10, 13, 0x80]);
 
   beforeAll(async () => {
     const dir = await makeAgentFolder("helper", { "CLAUDE.md": "Be brief.", "notes/todo.txt": "buy milk\n" });
+    await writeFile(join(dir, "notes/blob.bin"), BLOB);
     expect((await ash(["deploy", dir])).code).toBe(0);
   });
 
@@ -263,12 +268,15 @@ describe("ash session", () => {
     expect(folder.stdout).not.toContain("CLAUDE.md");
     const file = await ash(["session", "files", session, "notes/todo.txt"]);
     expect(file.stdout).toBe("buy milk\n");
+    const binary = await ash(["session", "files", session, "notes/blob.bin"]);
+    expect(binary.code).toBe(0);
+    expect(binary.bytes.equals(BLOB)).toBe(true);
     const missing = await ash(["session", "files", session, "nope.txt"]);
     expect(missing.code).toBe(1);
     expect(oneSentence(missing.stderr)).toBe(`The workspace of session ${session} has no file or folder "nope.txt".`);
 
     const exec = await ash(["session", "exec", session, "echo out; echo err >&2; exit 7"]);
-    expect(exec).toEqual({ code: 7, stdout: "out\n", stderr: "err\n" });
+    expect(exec).toMatchObject({ code: 7, stdout: "out\n", stderr: "err\n" });
   });
 
   it("pauses, resumes, stops and ends; an ended session refuses messages with the server's sentence", async () => {
