@@ -153,9 +153,15 @@ export interface PullEvent {
   error?: string;
 }
 
-function megabytes(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
+function size(bytes: number): string {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(1)} MB`;
+  return `${Math.ceil(bytes / 1e3)} kB`;
 }
+
+const LAYER_DONE = /^(Pull complete|Already exists)$/;
+// After these a layer's download is whole, whatever the last progress event said.
+const DOWNLOADED = /^(Download complete|Verifying Checksum|Extracting|Pull complete)$/;
 
 /**
  * Shows pull progress: on a terminal one line rewritten in place (layers done,
@@ -173,6 +179,7 @@ export class PullProgress {
   ) {}
 
   update(event: PullEvent): void {
+    // Events without a layer id are about the whole image ("Digest: …", "Status: …").
     if (!event.id || !event.status || event.id === this.tagOf()) {
       if (event.status && !this.tty) this.out.write(`${event.status}\n`);
       return;
@@ -180,11 +187,12 @@ export class PullProgress {
     const layer = this.layers.get(event.id) ?? { status: "", current: 0, total: 0 };
     const changed = layer.status !== event.status;
     layer.status = event.status;
-    if (event.progressDetail?.total) {
+    if (event.status === "Downloading" && event.progressDetail?.total) {
       layer.total = event.progressDetail.total;
       layer.current = event.progressDetail.current ?? layer.current;
+    } else if (DOWNLOADED.test(event.status)) {
+      layer.current = layer.total;
     }
-    if (/complete|already exists/i.test(event.status) && layer.total) layer.current = layer.total;
     this.layers.set(event.id, layer);
     if (this.tty) this.render();
     else if (changed) this.out.write(`${event.id}: ${event.status}\n`);
@@ -192,6 +200,7 @@ export class PullProgress {
 
   done(): void {
     if (this.tty && this.lastLine) this.out.write("\n");
+    this.lastLine = "";
   }
 
   private tagOf(): string {
@@ -201,11 +210,11 @@ export class PullProgress {
 
   private render(): void {
     const all = [...this.layers.values()];
-    const done = all.filter((l) => /complete|already exists/i.test(l.status)).length;
+    const done = all.filter((l) => LAYER_DONE.test(l.status)).length;
     const current = all.reduce((sum, l) => sum + l.current, 0);
     const total = all.reduce((sum, l) => sum + l.total, 0);
-    const bytes = total ? `, ${megabytes(current)} of ${megabytes(total)}` : "";
-    const line = `Pulling ${this.image}: ${done}/${all.length} layers${bytes}`;
+    const bytes = total ? `, ${size(current)} of ${size(total)} downloaded` : "";
+    const line = `Pulling ${this.image}: ${done} of ${all.length} layers done${bytes}`;
     if (line === this.lastLine) return;
     this.lastLine = line;
     this.out.write(`\r\x1b[2K${line}`);
