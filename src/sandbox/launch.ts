@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Readable, Writable } from "node:stream";
 import { bwrapOptions, setprivArgs, type IsolationKind, type MountPlan, type SandboxTools } from "./isolation";
 import type { LimitCounters, ResourceGroup, RlimitSettings } from "./limits";
@@ -31,7 +33,7 @@ export interface Launch {
   stderr: Readable;
   /** Limit counters read just before the process started. */
   countersBefore: LimitCounters;
-  /** Sends a signal to the sandboxed command itself (not the bwrap supervisor). */
+  /** Sends a signal to the sandboxed command itself (not bwrap's supervisor or init); false if nothing got it. */
   signal(signal: NodeJS.Signals): boolean;
   /** SIGKILLs the whole launch: supervisor, command and everything it started. */
   killTree(): void;
@@ -59,6 +61,42 @@ function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): strin
   return [prlimit, ...options, "--"];
 }
 
+/** Waits (bounded) until a pid no longer runs; zombies count as gone. */
+async function untilGone(pid: number | undefined, timeoutMs = 2000): Promise<void> {
+  if (pid === undefined) return;
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    let state: string;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    } catch {
+      return;
+    }
+    if (state === "Z" || state === "X") return;
+    await sleep(10);
+  }
+}
+
+/** Direct children of a process, from /proc (falls back to scanning ppids). */
+export function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    const found: number[] = [];
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+        if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) found.push(Number(entry));
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return found;
+  }
+}
+
 /** Starts one process inside the sandbox: cgroups first, then rlimits, then bwrap, then the user switch. */
 export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   const countersBefore = ctx.group.counters();
@@ -78,7 +116,9 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
     detached: true,
   });
 
-  let commandPid: number | undefined = useBwrap ? undefined : child.pid;
+  // bwrap reports the pid of the namespace's init (its own reaper); the
+  // command is that process's child.
+  let initPid: number | undefined;
   if (useBwrap) {
     // bwrap reads its options from a pipe so they do not show up in the
     // command line of pid 1, which the sandboxed process can read.
@@ -95,7 +135,7 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
       for (const line of lines) {
         try {
           const info = JSON.parse(line) as { "child-pid"?: number };
-          if (typeof info["child-pid"] === "number") commandPid = info["child-pid"];
+          if (typeof info["child-pid"] === "number") initPid = info["child-pid"];
         } catch {
           // not a status line
         }
@@ -105,7 +145,9 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   }
 
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once("exit", (code, signal) => resolve({ code, signal }));
+    // When bwrap's supervisor dies, the kernel tears the namespace down
+    // right after; wait for that, so "exited" means nothing is left.
+    child.once("exit", (code, signal) => void untilGone(initPid).then(() => resolve({ code, signal })));
     child.once("error", () => resolve({ code: null, signal: null }));
   });
   let running = true;
@@ -121,14 +163,17 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
     countersBefore,
     signal(signal) {
       if (!running) return false;
-      const pid = commandPid ?? child.pid;
-      if (pid === undefined) return false;
-      try {
-        process.kill(pid, signal);
-        return true;
-      } catch {
-        return false;
+      const targets = useBwrap ? (initPid === undefined ? [] : childrenOf(initPid)) : child.pid === undefined ? [] : [child.pid];
+      let sent = false;
+      for (const pid of targets) {
+        try {
+          process.kill(pid, signal);
+          sent = true;
+        } catch {
+          // gone meanwhile
+        }
       }
+      return sent;
     },
     killTree() {
       if (child.pid === undefined) return;
