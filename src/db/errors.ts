@@ -6,11 +6,26 @@
 
 /** The database server cannot be reached right now; the request may be retried later. */
 export class DatabaseUnavailableError extends Error {
-  override readonly name = "DatabaseUnavailableError";
-  readonly code = "DATABASE_UNAVAILABLE";
+  override name = "DatabaseUnavailableError";
+  code = "DATABASE_UNAVAILABLE";
 
   constructor(cause: unknown, message = `database unavailable: ${describeUnavailability(cause)}`) {
     super(message, { cause });
+  }
+}
+
+/**
+ * A transaction kept conflicting with concurrent ones (serialization failures,
+ * deadlocks, SQLite busy) until its retries ran out. Like an outage, the request
+ * can succeed later, so it is a DatabaseUnavailableError (503) too.
+ */
+export class DatabaseBusyError extends DatabaseUnavailableError {
+  override name = "DatabaseBusyError";
+  override code = "DATABASE_BUSY";
+
+  constructor(cause: unknown, attempts: number) {
+    const code = (cause as { code?: unknown } | null)?.code;
+    super(cause, `database busy: the transaction conflicted with concurrent ones ${attempts} times in a row${typeof code === "string" ? ` (${code})` : ""}`);
   }
 }
 

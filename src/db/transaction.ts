@@ -6,6 +6,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { jitteredDelay, sleep } from "./backoff";
+import { DatabaseBusyError } from "./errors";
 import type { Queryable } from "./types";
 
 export interface RetryPolicy {
@@ -20,14 +21,18 @@ export interface RetryPolicy {
 
 export const DEFAULT_MAX_ATTEMPTS = 8;
 
-/** Calls `attempt` until it succeeds, fails with an error that is not retryable, or runs out of attempts. */
+/**
+ * Calls `attempt` until it succeeds or fails with an error that is not
+ * retryable; after `maxAttempts` retryable failures, rejects with DatabaseBusyError.
+ */
 export async function retryTransaction<T>(attempt: () => Promise<T>, policy: RetryPolicy): Promise<T> {
   const maxAttempts = policy.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
   for (let n = 1; ; n++) {
     try {
       return await attempt();
     } catch (err) {
-      if (n >= maxAttempts || !policy.isRetryable(err)) throw err;
+      if (!policy.isRetryable(err)) throw err;
+      if (n >= maxAttempts) throw new DatabaseBusyError(err, n);
       const delay = jitteredDelay(n, policy.baseDelayMs ?? 10, policy.maxDelayMs ?? 1000);
       policy.onRetry?.(err, n, delay);
       await sleep(delay);

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import { openDatabase } from "../../src/db/connect";
-import { isUniqueViolation } from "../../src/db/errors";
+import { DatabaseBusyError, DatabaseUnavailableError, isUniqueViolation } from "../../src/db/errors";
 import type { AshDatabase, Queryable } from "../../src/db/types";
 import { describeWithPostgres, usePostgresDatabase } from "../helpers/postgres";
 
@@ -155,7 +155,7 @@ describeWithPostgres("PostgreSQL", () => {
     expect(attempts).toBe(3);
   }, 30_000);
 
-  it("stops retrying after 8 attempts and rejects with the server's error", async () => {
+  it("stops retrying after 8 attempts and rejects with DatabaseBusyError (a 503), changing nothing", async () => {
     let attempts = 0;
     const failure = await db
       .transaction(async (tx) => {
@@ -164,7 +164,13 @@ describeWithPostgres("PostgreSQL", () => {
         await tx.run("DO $$ BEGIN RAISE EXCEPTION 'forced conflict' USING ERRCODE = 'serialization_failure'; END $$");
       })
       .catch((e: unknown) => e);
-    expect(failure).toMatchObject({ code: "40001", message: "forced conflict" });
+    expect(failure).toBeInstanceOf(DatabaseBusyError);
+    expect(failure).toBeInstanceOf(DatabaseUnavailableError);
+    expect(failure).toMatchObject({
+      code: "DATABASE_BUSY",
+      message: "database busy: the transaction conflicted with concurrent ones 8 times in a row (40001)",
+      cause: { code: "40001", message: "forced conflict" },
+    });
     expect(attempts).toBe(8);
     expect(await db.all("SELECT * FROM items")).toEqual([]);
   }, 30_000);

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openDatabase } from "../../src/db/connect";
-import { isUniqueViolation } from "../../src/db/errors";
+import { DatabaseBusyError, isUniqueViolation } from "../../src/db/errors";
 import { openSqlite } from "../../src/db/sqlite";
 import type { AshDatabase } from "../../src/db/types";
 
@@ -210,14 +210,16 @@ describe("SQLite transactions", () => {
     }
   });
 
-  it("gives up with SQLITE_BUSY when the lock is never released, changing nothing", async () => {
+  it("gives up with DatabaseBusyError when the lock is never released, changing nothing", async () => {
     const impatient = await openSqlite({ path: join(dir, "ash.db"), busyTimeoutMs: 0 });
     const otherProcess = new BetterSqlite3(join(dir, "ash.db"));
     try {
       otherProcess.exec("BEGIN IMMEDIATE");
-      await expect(
-        impatient.transaction((tx) => tx.run("INSERT INTO items (name, qty) VALUES ('never', 1)")),
-      ).rejects.toMatchObject({ code: "SQLITE_BUSY" });
+      const failure = await impatient
+        .transaction((tx) => tx.run("INSERT INTO items (name, qty) VALUES ('never', 1)"))
+        .catch((e: unknown) => e);
+      expect(failure).toBeInstanceOf(DatabaseBusyError);
+      expect(failure).toMatchObject({ cause: { code: "SQLITE_BUSY" } });
       otherProcess.exec("ROLLBACK");
       expect(await db.all("SELECT * FROM items")).toEqual([]);
     } finally {
