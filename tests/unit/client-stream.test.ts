@@ -256,6 +256,21 @@ describe("AshClient requests", () => {
     expect(failure.message).toBe("The server answered 502 Bad Gateway to GET /api/sessions/s9.");
   });
 
+  it("streams the workspace archive as it arrives", async () => {
+    const archive = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7) % 256));
+    const url = await serve((req, res) => {
+      expect(req.url).toBe("/api/sessions/s1/workspace");
+      res.writeHead(200, { "content-type": "application/gzip" });
+      // In pieces, as a tar stream would send it.
+      for (let i = 0; i < archive.length; i += 65_536) res.write(archive.subarray(i, i + 65_536));
+      res.end();
+    });
+    const body = await new AshClient({ url }).downloadWorkspace("s1");
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
+    expect(Buffer.concat(chunks).equals(archive)).toBe(true);
+  });
+
   it("rejects an address that is not http(s)", () => {
     expect(() => new AshClient({ url: "localhost:4100" })).toThrow(/http/);
     expect(() => new AshClient({ url: "not a url" })).toThrow(/server address/);
