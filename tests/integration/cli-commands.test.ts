@@ -206,13 +206,13 @@ describe("ash session", () => {
   const BLOB = Buffer.from([0, 1, 2, 0xff, 0xfe, 10, 13, 0x80]);
 
   beforeAll(async () => {
-    const dir = await makeAgentFolder("helper", { "CLAUDE.md": "Be brief.", "notes/todo.txt": "buy milk\n" });
+    const dir = await makeAgentFolder("keeper", { "CLAUDE.md": "Be brief.", "notes/todo.txt": "buy milk\n" });
     await writeFile(join(dir, "notes/blob.bin"), BLOB);
     expect((await ash(["deploy", dir])).code).toBe(0);
   });
 
   it("creates a session and prints only its id on stdout", async () => {
-    const run = await ash(["session", "create", "helper"]);
+    const run = await ash(["session", "create", "keeper"]);
     expect(run.code).toBe(0);
     session = run.stdout.trim();
     expect(run.stdout).toBe(session + "\n");
@@ -247,9 +247,9 @@ describe("ash session", () => {
   });
 
   it("lists, shows, and reads history, files and command results", async () => {
-    const list = await ash(["session", "list", "--agent", "helper"]);
+    const list = await ash(["session", "list", "--agent", "keeper"]);
     expect(list.code).toBe(0);
-    expect(list.stdout).toMatch(new RegExp(`^${session}\\s+helper\\s+active\\s`, "m"));
+    expect(list.stdout).toMatch(new RegExp(`^${session}\\s+keeper\\s+active\\s`, "m"));
 
     const info = await ash(["session", "info", session]);
     expect(info.stdout).toMatch(new RegExp(`^Id:\\s+${session}$`, "m"));
@@ -280,7 +280,7 @@ describe("ash session", () => {
   });
 
   it("pauses, resumes, stops and ends; an ended session refuses messages with the server's sentence", async () => {
-    const other = (await ash(["session", "create", "helper"])).stdout.trim();
+    const other = (await ash(["session", "create", "keeper"])).stdout.trim();
     expect((await ash(["session", "pause", other])).stdout).toBe(`Session ${other} is paused.\n`);
     // A message to a paused session resumes it.
     const send = await ash(["session", "send", other, "wake up"]);
@@ -314,7 +314,7 @@ describe("ash session", () => {
 describe("finding the server", () => {
   it("says how to start a server when none answers", async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
-    for (const args of [["health"], ["agent", "list"], ["session", "send", "x", "hi"], ["chat", "helper", "hi"]]) {
+    for (const args of [["health"], ["agent", "list"], ["session", "send", "x", "hi"], ["chat", "keeper", "hi"]]) {
       const run = await ash([...args, "--url", url]);
       expect(run.code, args.join(" ")).toBe(1);
       expect(oneSentence(run.stderr)).toBe(`No Ash server answers at ${url}; start it with \`ash start\`.`);
