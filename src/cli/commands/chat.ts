@@ -1,7 +1,7 @@
 import { createInterface } from "node:readline";
 import { defineCommand } from "citty";
 import type { AshClient } from "../../client/client";
-import { CliError, isNotFound, serverArgs, unknownAgent, withServer } from "../errors";
+import { CliError, describeError, isNotFound, serverArgs, unknownAgent, withServer } from "../errors";
 import { exitWith, note, style, TurnPrinter, type TurnOutcome } from "../output";
 
 /**
@@ -96,7 +96,7 @@ export default defineCommand({
     ...serverArgs,
   },
   run: ({ args }) =>
-    withServer(args, async ({ client }) => {
+    withServer(args, async ({ client, url, hasKey }) => {
       const maxTurns = parsePositiveInt(args["max-turns"], "--max-turns");
       const session = await client.createSession({ agent: args.agent, ...(args.model ? { model: args.model } : {}) }).catch(async (error) => {
         throw isNotFound(error) ? await unknownAgent(client, args.agent) : error;
@@ -106,7 +106,7 @@ export default defineCommand({
       try {
         if (args.message !== undefined && args.message !== "") return await chatOnce(control, args.message);
         if (!process.stdin.isTTY) return await chatFromPipe(control);
-        return await chatInteractive(control);
+        return await chatInteractive(control, (error) => describeError(error, { url, hasKey }));
       } finally {
         await release(client, session.id, Boolean(args.json));
       }
@@ -157,7 +157,7 @@ async function chatFromPipe(control: TurnControl): Promise<number> {
 }
 
 /** Interactive: a prompt on the terminal; Ctrl-C interrupts a running turn, quits at the prompt; Ctrl-D quits. */
-function chatInteractive(control: TurnControl): Promise<number> {
+function chatInteractive(control: TurnControl, describe: (error: unknown) => string): Promise<number> {
   return new Promise((resolve) => {
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: true, historySize: 200 });
     rl.setPrompt(style.bold("› "));
@@ -180,9 +180,9 @@ function chatInteractive(control: TurnControl): Promise<number> {
         .then((outcome) => {
           lastCode = turnExitCode(outcome) === 1 ? 1 : 0;
         })
-        .catch((error: Error) => {
+        .catch((error: unknown) => {
           // A failed turn (server gone, stream lost) is reported, and the prompt comes back.
-          note(style.red(error.message, process.stderr));
+          note(style.red(describe(error), process.stderr));
           lastCode = 1;
         })
         .finally(() => {
