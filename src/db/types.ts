@@ -11,6 +11,7 @@ export type Row = Record<string, unknown>;
  * (timestamps are epoch milliseconds in BIGINT columns), null, or Buffers.
  */
 export interface Queryable {
+  /** `all` and `get` need a statement that returns rows (SELECT, or RETURNING). */
   all<T = Row>(sql: string, params?: unknown[]): Promise<T[]>;
   get<T = Row>(sql: string, params?: unknown[]): Promise<T | undefined>;
   run(sql: string, params?: unknown[]): Promise<{ changes: number }>;
@@ -24,6 +25,9 @@ export interface AshDatabase extends Queryable {
    * Runs `fn` in one transaction and commits it; rolls back when `fn` throws.
    * Retried from the start on serialization failures (SQLSTATE 40001) and
    * on SQLite busy errors, so `fn` must not have effects outside the database.
+   * On PostgreSQL it runs at SERIALIZABLE (what CockroachDB always uses); after
+   * 8 attempts it throws DatabaseBusyError (answered as 503). Transactions do
+   * not nest, and `fn` must query through `tx` only.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** True when a trivial query succeeds now. */

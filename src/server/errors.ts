@@ -1,4 +1,5 @@
 import { HTTPError } from "h3";
+import { isUnavailableError } from "../db/errors";
 
 /**
  * Every error answer is `{"error": "<sentence>", "statusCode": n}` (API.md).
@@ -34,7 +35,7 @@ export function errorResponse(statusCode: number, message: string, headers: Reco
 export function toErrorResponse(error: unknown, log: (error: unknown) => void): Response {
   const cause = error instanceof HTTPError && (error as any).cause ? (error as any).cause : error;
   if (cause instanceof ApiError) return errorResponse(cause.statusCode, cause.message, cause.headers);
-  if ((cause as any)?.name === "DatabaseUnavailableError") {
+  if (isUnavailableError(cause)) {
     return errorResponse(503, "The database is not reachable right now; try again shortly.", { "retry-after": "5" });
   }
   if (error instanceof HTTPError && error.status && error.status < 500) {

@@ -27,6 +27,8 @@ interface LiveSession {
   agent: AgentSession;
   busy: boolean;
   lastUsedAt: number;
+  /** Set while it is being put to sleep: it still holds its pool slot until its processes are gone. */
+  closing?: Promise<void>;
 }
 
 interface RunningTurn {
@@ -73,7 +75,12 @@ export class SessionManager {
   constructor(private readonly o: SessionManagerOptions) {
     this.pool = new SandboxPool(
       o.config.maxSandboxes,
-      () => [...this.live.values()].map((l) => ({ key: l.session.id, busy: l.busy || this.turns.has(l.session.id), lastUsedAt: l.lastUsedAt })),
+      () =>
+        [...this.live.values()].map((l) => ({
+          key: l.session.id,
+          busy: l.busy || l.closing !== undefined || this.turns.has(l.session.id),
+          lastUsedAt: l.lastUsedAt,
+        })),
       (key, reason) => this.evict(key, reason),
     );
   }
@@ -286,6 +293,9 @@ export class SessionManager {
   /** Brings a session's sandbox and CLI up, once, however many callers ask at the same time. */
   private activate(session: SessionRecord, reserved?: () => void): Promise<LiveSession> {
     const live = this.live.get(session.id);
+    if (live?.closing) {
+      return live.closing.then(() => this.activate(session, reserved));
+    }
     if (live && live.agent.alive) {
       reserved?.();
       return Promise.resolve(live);
@@ -474,18 +484,26 @@ export class SessionManager {
     this.o.log.debug(`session ${sessionId}: evicted (${reason})`);
   }
 
-  /** Saves the workspace (unless told not to), ends the CLI, destroys the sandbox. */
-  private async deactivate(sessionId: string, status: "evicted" | "destroyed" | "paused" | "stopped" | "ended", reason: string, save = true): Promise<void> {
+  /**
+   * Saves the workspace (unless told not to), ends the CLI, destroys the
+   * sandbox. The session leaves the pool only when its processes are gone,
+   * so live processes never outnumber ASH_MAX_SANDBOXES.
+   */
+  private deactivate(sessionId: string, status: "evicted" | "destroyed" | "paused" | "stopped" | "ended", reason: string, save = true): Promise<void> {
     const live = this.live.get(sessionId);
-    if (!live) return;
-    this.live.delete(sessionId);
-    try {
-      if (save) await this.snapshot(live).catch(() => undefined);
-      await live.agent.close(status === "stopped" ? 0 : 2000);
-    } finally {
-      await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
-      await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
-    }
+    if (!live) return Promise.resolve();
+    if (live.closing) return live.closing;
+    live.closing = (async () => {
+      try {
+        if (save) await this.snapshot(live).catch(() => undefined);
+        await live.agent.close(status === "stopped" ? 0 : 2000);
+      } finally {
+        await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
+        await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
+        if (this.live.get(sessionId) === live) this.live.delete(sessionId);
+      }
+    })();
+    return live.closing;
   }
 
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */

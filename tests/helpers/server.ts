@@ -55,7 +55,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       ASH_HOST: "127.0.0.1",
       ASH_API_KEY: apiKey,
       ANTHROPIC_API_KEY: "sk-ant-test-fake",
-      ASH_TURN_IDLE_TIMEOUT_MS: "5000",
+      // Generous: a loaded machine can take seconds before the first model call.
+      ASH_TURN_IDLE_TIMEOUT_MS: "60000",
       ASH_MODEL_MAX_RETRIES: "0",
       ...(options.modelUrl ? { ANTHROPIC_BASE_URL: options.modelUrl } : {}),
       ...(process.env.ASH_TEST_DATABASE_URL ? { ASH_DATABASE_URL: process.env.ASH_TEST_DATABASE_URL } : {}),

@@ -105,15 +105,6 @@ describe.each(backends)("turns on $name", (backend) => {
     expect(next.map((e) => e.event)).toContain("turn_complete");
   });
 
-  it("ends a turn with model_timeout when the model never answers", async () => {
-    const session = await newSession();
-    const events = await sendAndRead(session.id, "#hang");
-    expect(events.find((e) => e.event === "error")?.data).toMatchObject({ code: "model_timeout" });
-    expect(events.at(-1)?.event).toBe("done");
-    const next = await sendAndRead(session.id, "are you back?");
-    expect(next.map((e) => e.event)).toContain("turn_complete");
-  });
-
   it("keeps running a turn whose client went away; a reconnect replays it with Last-Event-ID", async () => {
     const session = await newSession();
     const controller = new AbortController();
@@ -199,5 +190,26 @@ describe.each(backends)("turns on $name", (backend) => {
     expect(page2.sessions.every((s: any) => !ids1.includes(s.id))).toBe(true);
     const ended = await (await server.api("/api/sessions?status=ended")).json();
     expect(ended.sessions.every((s: any) => s.status === "ended")).toBe(true);
+  });
+});
+
+describe("a model that never answers", () => {
+  it("ends the turn with model_timeout, and the session stays usable", async () => {
+    const model = await startFakeModel();
+    const server = await startTestServer({ modelUrl: model.url, env: { ASH_TURN_IDLE_TIMEOUT_MS: "4000" } });
+    try {
+      await server.api("/api/agents", { method: "POST", json: agentUpload("silent") });
+      const { session } = await (await server.api("/api/sessions", { method: "POST", json: { agent: "silent" } })).json();
+      // Let the CLI start first, so the timeout is about the model only.
+      await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "warm up" } }));
+      const events = await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#hang" } }));
+      expect(events.find((e) => e.event === "error")?.data).toMatchObject({ code: "model_timeout" });
+      expect(events.at(-1)?.event).toBe("done");
+      const next = await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "are you back?" } }));
+      expect(next.map((e) => e.event)).toContain("turn_complete");
+    } finally {
+      await server.dispose();
+      await model.close();
+    }
   });
 });
