@@ -187,7 +187,7 @@ describe.skipIf(reason)("docker-compose up with the generated PostgreSQL file", 
     expect(body).toMatchObject({ status: "ok", database: "postgres" });
   });
 
-  it("requires the key from .env and keeps agents across down and up", async () => {
+  it("requires the key from .env and keeps agents when the containers are recreated", async () => {
     expect((await fetch(`http://127.0.0.1:${port}/api/agents`)).status).toBe(401);
     const deploy = await fetch(`http://127.0.0.1:${port}/api/agents`, {
       method: "POST",
@@ -196,7 +196,10 @@ describe.skipIf(reason)("docker-compose up with the generated PostgreSQL file", 
     });
     expect(deploy.status).toBe(201);
 
-    expect((await compose(["down", "--timeout", "20"])).code).toBe(0);
+    // Every container goes (like `down`), the named volumes stay; -v drops only anonymous
+    // volumes, which the stand-in database image would otherwise leave behind.
+    expect((await compose(["rm", "--stop", "--force", "-v"])).code).toBe(0);
+    expect((await run("docker", ["ps", "-aq", "--filter", `label=com.docker.compose.project=${project}`])).stdout.trim()).toBe("");
     const up = await compose(["up", "-d"], 600_000);
     expect(up.code, up.stderr).toBe(0);
     expect(await waitHealthy(`${project}_ash_1`, 180)).toBe("healthy");
