@@ -4,6 +4,9 @@ import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
+import { listCgroup1Groups } from "../sandbox/cgroup1";
+import { listCgroup2Groups } from "../sandbox/cgroup2";
+import { DEFAULT_CGROUP1_PARENT } from "../sandbox/limits";
 import { createSnapshotStore } from "../sandbox/snapshot";
 import type { SandboxFactory, SnapshotStore } from "../sessions/types";
 import type { ServerParts } from "./server";
@@ -31,6 +34,13 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       isolation: host.isolation,
       limits: { mode: host.limitMode, memoryMb: limits.memoryMb, diskMb: limits.diskMb, maxProcesses: limits.maxProcesses, cpuPercent: limits.cpuPercent, strict: config.sandbox.strict },
     }),
+    async removeLeftovers(ids) {
+      const wanted = new Set(ids);
+      const groups =
+        host.limitMode === "cgroup2" ? await listCgroup2Groups(process.env.ASH_CGROUP_ROOT) : host.limitMode === "cgroup1" ? await listCgroup1Groups(DEFAULT_CGROUP1_PARENT) : [];
+      for (const group of groups) if (wanted.has(group.id)) await group.destroy().catch(() => undefined);
+      for (const id of ids) await rm(join(config.dataDir, "sandboxes", id), { recursive: true, force: true });
+    },
     async create({ id, env, populate }) {
       // The workspace is filled before the sandbox is made: making it hands
       // every file to the sandbox user.

@@ -96,7 +96,11 @@ export class SessionManager {
   /** Cleans up after a previous run of this server, then starts the idle sweeper. */
   async start(): Promise<void> {
     await this.closeInterruptedTurns();
-    await endOrphanedSandboxes(this.o.db, this.o.serverId);
+    const orphans = await endOrphanedSandboxes(this.o.db, this.o.serverId);
+    if (orphans.length > 0) {
+      await this.o.sandboxes.removeLeftovers(orphans);
+      this.o.log.info(`removed ${orphans.length} sandbox(es) left by the previous run`);
+    }
     const every = Math.max(1000, Math.min(this.o.config.idleTimeoutMs / 2, 30_000));
     this.sweeper = setInterval(() => {
       this.pool.evictIdle(this.o.config.idleTimeoutMs).catch((error) => this.o.log.error("idle eviction failed:", error));

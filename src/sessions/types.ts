@@ -22,6 +22,8 @@ export interface SandboxFactory {
   create(options: { id: string; sessionId: string; env: Record<string, string>; populate: (workspaceDir: string) => Promise<void> }): Promise<SandboxHandle>;
   /** What /health reports. */
   describe(): { isolation: string; limits: Record<string, unknown> };
+  /** Removes what sandboxes of a crashed run left behind (folders, resource groups). */
+  removeLeftovers(ids: string[]): Promise<void>;
 }
 
 export interface SnapshotFile {

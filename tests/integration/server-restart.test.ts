@@ -2,6 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { backends } from "../helpers/backends";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
+import { countClaudeProcesses } from "../helpers/processes";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
 
 describe.each(backends)("restarts on $name", (backend) => {
   let server: TestServer;
@@ -64,8 +67,14 @@ describe.each(backends)("restarts on $name", (backend) => {
   it("keeps the files and the conversation of a completed turn through kill -9", async () => {
     const session = await newSession();
     await turn(session.id, "#bash echo survived > crash.txt");
+    const sandboxId = (await (await server.api(`/api/sessions/${session.id}`)).json()).session.sandboxId;
     await server.kill();
+    // The sandboxed CLI dies with the server (bounded wait).
+    for (let i = 0; i < 50 && (await countClaudeProcesses(server.dataDir)) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await countClaudeProcesses(server.dataDir)).toBe(0);
     await server.restart();
+    // What the crashed run left is cleaned up at start.
+    expect(await readdir(join(server.dataDir, "sandboxes"))).not.toContain(sandboxId);
     const file = await (await server.api(`/api/sessions/${session.id}/files/crash.txt`)).json();
     expect(file.content).toBe("survived\n");
     const next = await turn(session.id, "#bash cat crash.txt");

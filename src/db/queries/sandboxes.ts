@@ -22,10 +22,11 @@ export async function touchSandbox(db: Queryable, id: string): Promise<void> {
 }
 
 /** Sandboxes this server (same id, kept in the data dir) left live before a crash or restart: their processes are gone. */
-export async function endOrphanedSandboxes(db: Queryable, serverId: string): Promise<number> {
-  const result = await db.run(`UPDATE sandboxes SET status = 'evicted', ended_at = ?, end_reason = 'server_restart' WHERE status = 'live' AND server_id = ?`, [
+export async function endOrphanedSandboxes(db: Queryable, serverId: string): Promise<string[]> {
+  const rows = await db.all<{ id: string }>(`SELECT id FROM sandboxes WHERE status = 'live' AND server_id = ?`, [serverId]);
+  await db.run(`UPDATE sandboxes SET status = 'evicted', ended_at = ?, end_reason = 'server_restart' WHERE status = 'live' AND server_id = ?`, [
     Date.now(),
     serverId,
   ]);
-  return result.changes;
+  return rows.map((r) => r.id);
 }
