@@ -81,4 +81,32 @@ describe.each(backends)("restarts on $name", (backend) => {
     expect(next.find((e) => e.event === "tool_result")?.data.content).toContain("survived");
     expect(model.userTexts().some((t) => t.includes("echo survived > crash.txt"))).toBe(true);
   });
+
+  it("on SIGTERM ends the running turn cleanly, closes open streams and exits 0", async () => {
+    const session = await newSession();
+    const post = await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#slow 60000" } });
+    const postReader = post.body!.getReader();
+    await postReader.read();
+    const watcher = await server.api(`/api/sessions/${session.id}/stream`, { headers: { "last-event-id": "0" } });
+    const watchReader = watcher.body!.getReader();
+    await watchReader.read();
+
+    const exit = server.stop();
+    const drain = async (reader: ReadableStreamDefaultReader<Uint8Array>) => {
+      let text = "";
+      for (let c = await reader.read(); !c.done; c = await reader.read()) text += new TextDecoder().decode(c.value);
+      return text;
+    };
+    const [postRest, watchRest, code] = await Promise.all([drain(postReader), drain(watchReader), exit]);
+    expect(code).toBe(0);
+    const tail = parseFrames(postRest);
+    expect(tail.at(-1)?.event).toBe("done");
+    expect(tail.find((e) => e.event === "error")?.data).toMatchObject({ code: "server_shutdown" });
+    expect(parseFrames(watchRest).map((e) => e.event)).toContain("done");
+
+    await server.restart();
+    const stored = await events(session.id);
+    expect(stored.at(-1).type).toBe("done");
+    expect(stored.filter((e: any) => e.type === "done")).toHaveLength(1);
+  });
 });
