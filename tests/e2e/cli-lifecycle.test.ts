@@ -59,6 +59,17 @@ function skipReason(): string | undefined {
 }
 
 const reason = skipReason();
+
+/** The unprivileged-user test runs as `nobody` with the docker group, which needs root and setpriv. */
+const dockerGid = (() => {
+  try {
+    return execFileSync("getent", ["group", "docker"]).toString().split(":")[2];
+  } catch {
+    return undefined;
+  }
+})();
+const nonRootSkip = process.getuid?.() !== 0 || !dockerGid || !existsSync("/usr/bin/setpriv");
+
 if (reason) console.warn(`CLI lifecycle tests are skipped: ${reason}.`);
 
 describe.skipIf(reason)("ash start / status / logs / stop with the real image", () => {
@@ -268,6 +279,49 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
     expect(JSON.parse(await readFile(join(dataDir, "config.json"), "utf8")).apiKey).toBe(given);
     expect((await fetch(`http://127.0.0.1:${port}/api/agents`, { headers: { authorization: `Bearer ${given}` } })).status).toBe(200);
     expect((await ash(["stop"])).code).toBe(0);
+  });
+
+  it("a server that exits during start-up: its last log lines, one sentence, exit 1", async () => {
+    await removeOurs();
+    // The server refuses keys shorter than 8 characters and exits at once.
+    const result = await ash(["start", "--image", image!, "--no-pull", "--port", String(port), "-e", "ASH_API_KEY=short"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("Last lines of the server's log:");
+    expect(result.stderr).toContain("ASH_API_KEY");
+    expect(result.stderr).toMatch(/The server exited with code \d+ before answering; the log above says why\./);
+    // The exited container stays for `ash logs`; the next start replaces it.
+    const logs = await ash(["logs"]);
+    expect(logs.stdout + logs.stderr).toContain("ASH_API_KEY");
+    const status = await ash(["status"]);
+    expect(status.code).toBe(1);
+    expect(status.stdout).toMatch(/the ash-server container is exited \(exit code \d+\)/);
+    await removeOurs();
+    const logsGone = await ash(["logs"]);
+    expect(logsGone.code).toBe(1);
+    expect(logsGone.stderr).toContain("There is no ash-server container");
+  });
+
+  it.skipIf(nonRootSkip)("as a user who cannot read the server's root-owned key file, the key is read through Docker", async () => {
+    await removeOurs();
+    const userHome = await mkdtemp(join(tmpdir(), "ash-user-home-"));
+    execFileSync("chown", ["65534:65534", userHome]);
+    const userData = join(userHome, ".ash");
+    try {
+      const env = { ...cleanEnv(), HOME: userHome, NO_COLOR: "1", ANTHROPIC_API_KEY: modelKey };
+      const asUser = ["--reuid=65534", "--regid=65534", `--groups=${dockerGid}`, tsx, main];
+      const result = await run("setpriv", [...asUser, "start", "--image", image!, "--no-pull", "--port", String(port)], { env });
+      expect(result.code, result.stderr).toBe(0);
+      const key = JSON.parse(await readFile(join(userData, "config.json"), "utf8")).apiKey;
+      expect((await stat(join(userData, "initial-api-key"))).uid).toBe(0);
+      expect(result.stdout).toContain(`API key:      ${key}  (shown once;`);
+      expect((await fetch(`http://127.0.0.1:${port}/api/agents`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
+      expect((await run("setpriv", [...asUser, "stop"], { env })).code).toBe(0);
+    } finally {
+      for (const id of (await run("docker", ["ps", "-aq", "--filter", `label=ai.ash.data-dir=${userData}`])).stdout.split("\n").filter(Boolean)) {
+        await run("docker", ["rm", "-f", id]);
+      }
+      await rm(userHome, { recursive: true, force: true });
+    }
   });
 
   it("a busy port is one sentence, exit 1, and no container is left", async () => {
