@@ -15,6 +15,8 @@ export interface TestServer {
   dataDir: string;
   /** Output the server printed so far. */
   output(): string;
+  /** The server process id. */
+  pid(): number;
   /** Authorized fetch against the server. */
   api(path: string, init?: RequestInit & { json?: unknown }): Promise<Response>;
   /** SIGTERM and wait for exit. */
@@ -90,6 +92,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     apiKey,
     dataDir,
     output: () => output,
+    pid: () => child!.pid!,
     api(path, init = {}) {
       const headers = new Headers(init.headers);
       if (!headers.has("authorization")) headers.set("authorization", `Bearer ${apiKey}`);
