@@ -85,6 +85,10 @@ export default defineCommand({
         return 0;
       }
 
+      const baseUrl = spec.env.ANTHROPIC_BASE_URL;
+      if (baseUrl && /^https?:\/\/(localhost|127\.[\d.]+|\[::1\])(:|\/|$)/i.test(baseUrl)) {
+        note(style.dim(`ANTHROPIC_BASE_URL is ${baseUrl}: inside the container that is the container itself, not this machine; use an address the container can reach (Docker Desktop: host.docker.internal).`, process.stderr));
+      }
       for (const name of spec.missingHostEnv) {
         note(style.dim(`${name} is not set in your shell: the server starts, but agents cannot reach the model until you run \`ash stop\` and start again with it set.`, process.stderr));
       }
