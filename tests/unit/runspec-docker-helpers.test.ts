@@ -1,3 +1,5 @@
+import { execFile } from "node:child_process";
+import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { busyPortMessage, LogDemuxer, PullProgress, rejectUnknownFlags, serverUrl } from "../../src/cli/docker";
@@ -131,5 +133,30 @@ describe("PullProgress", () => {
     expect(states).toContain("Pulling 127.0.0.1:5000/ash:test: 1 of 2 layers done, 1.5 MB of 2.0 MB downloaded");
     expect(states.at(-1)).toBe("Pulling 127.0.0.1:5000/ash:test: 2 of 2 layers done, 2.0 MB of 2.0 MB downloaded\n");
     expect(states.join("")).not.toContain("Digest");
+  });
+});
+
+describe("without a reachable Docker engine", () => {
+  const root = join(import.meta.dirname, "../..");
+  // The CLI's own process (node + tsx) without a docker binary on PATH, when asked.
+  const ash = (args: string[], env: Record<string, string>) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, [join(root, "node_modules/tsx/dist/cli.mjs"), join(root, "src/cli/main.ts"), ...args], { env: { ...process.env, NO_COLOR: "1", ...env }, timeout: 60_000 }, (error: any, _out, stderr) =>
+        resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, stderr }),
+      );
+    });
+
+  it("says the daemon does not answer, with exit code 3", async () => {
+    const result = await ash(["status"], { DOCKER_HOST: "unix:///nonexistent/docker.sock" });
+    expect(result.code).toBe(3);
+    expect(result.stderr.trim()).toBe(
+      'Docker is installed but its daemon does not answer at unix:///nonexistent/docker.sock: start Docker (Docker Desktop or "sudo systemctl start docker") and try again.',
+    );
+  });
+
+  it("says Docker is not installed when there is neither a docker command nor a socket, with exit code 3", async () => {
+    const result = await ash(["stop"], { DOCKER_HOST: "unix:///nonexistent/docker.sock", PATH: "/nonexistent" });
+    expect(result.code).toBe(3);
+    expect(result.stderr.trim()).toBe("Docker is not installed: Ash runs its server in Docker. Install Docker Engine or Docker Desktop, then run this again.");
   });
 });
