@@ -19,6 +19,7 @@ import {
   detectLimitMode,
   mib,
   validateLimits,
+  type LimitCounters,
   type LimitHost,
   type LimitMode,
   type LimitReason,
@@ -102,6 +103,11 @@ export interface Sandbox {
   logs(limit?: number): SandboxLogLine[];
   /** Why the latest limit-ended process ended; null if no limit ever ended one. */
   limitKillReason(): LimitReason | null;
+  /**
+   * How often a limit has struck so far, whichever process it hit (the CLI or
+   * a tool it ran): compare two readings to learn what happened in between.
+   */
+  limitCounters(): LimitCounters & { diskKills: number };
   /** Bytes in the workspace and home, measured now. */
   diskUsage(): Promise<number>;
   /** Processes now running in the sandbox (running launches in rlimit mode). */
@@ -219,6 +225,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   const logs = new LogBuffer(options.logCapacity);
   const running = new Set<Launch>();
   let lastReason: LimitReason | null = null;
+  let diskKills = 0;
   let destroyed = false;
   /** Launches alive when the disk limit was passed. */
   const diskKilled = new WeakSet<Launch>();
@@ -233,6 +240,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       }
       void group.killAll().catch(() => {});
       lastReason = "sandbox_disk";
+      diskKills++;
       // Measure again later: if it is still over, the next process dies too.
       setTimeout(() => watcher.rearm(), 0).unref();
     },
@@ -390,6 +398,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     exec,
     logs: (limit) => logs.recent(limit),
     limitKillReason: () => lastReason,
+    limitCounters: () => ({ ...group.counters(), diskKills }),
     diskUsage: () => measureDiskUsage([workspaceDir, homeDir]),
     async processCount() {
       const members = await group.members();

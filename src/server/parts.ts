@@ -53,10 +53,11 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         spawnClaudeCode: (options) => sandbox.spawnClaudeCode(options),
         exec: async (command, { timeoutMs }) => {
           const r = await sandbox.exec(command, { timeoutMs });
-          return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut };
+          return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, limit: r.limitReason };
         },
         logs: () => sandbox.logs().map((l) => `${new Date(l.at).toISOString()} ${l.source}/${l.stream}: ${l.line}`),
         limitKillReason: () => sandbox.limitKillReason(),
+        limitCounters: () => sandbox.limitCounters(),
         destroy: () => sandbox.destroy(),
       };
     },

@@ -17,7 +17,7 @@ import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
 import { conflict, gone, notFound } from "../server/errors";
 import { EventLog, type PendingMessage } from "./event-log";
-import type { SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
+import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
 import { buildAgentEnv } from "./agent-env";
 
 /** A session whose sandbox and CLI process are running. */
@@ -391,6 +391,7 @@ export class SessionManager {
     };
 
     arm();
+    const countersBefore = live.sandbox.limitCounters();
     let outcome: TurnOutcome;
     try {
       outcome = await live.agent.runTurn(options.content, {
@@ -414,7 +415,7 @@ export class SessionManager {
       await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
     }
 
-    const final = this.finalEvents(turn, outcome);
+    const final = this.finalEvents(turn, outcome, limitHit(countersBefore, live.sandbox.limitCounters()));
     emit(final);
     await lastAppend.catch(() => undefined);
 
@@ -431,8 +432,9 @@ export class SessionManager {
     await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
   }
 
-  private finalEvents(turn: RunningTurn, outcome: TurnOutcome): StreamEvent[] {
+  private finalEvents(turn: RunningTurn, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
     const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
+    const limitText = (l: LimitKillReason) => ({ sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" })[l];
     if (outcome.kind === "result") {
       const r = outcome.result;
       if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
@@ -441,6 +443,8 @@ export class SessionManager {
         const detail = typeof r.result === "string" && r.result ? r.result : Array.isArray(r.errors) && r.errors.length ? r.errors.join("; ") : r.subtype;
         return [error(`The model call failed: ${detail}`, "model_error")];
       }
+      // The CLI survived, but a process it ran was stopped by a limit: say so.
+      if (limit) return [turnCompleteOf(r), error(`A process in the sandbox was stopped because the sandbox exceeded ${limitText(limit)}.`, limit)];
       return [turnCompleteOf(r)];
     }
     if (outcome.kind === "max_turns") {
@@ -449,11 +453,7 @@ export class SessionManager {
       events.push(error("The turn reached its maxTurns limit.", "max_turns"));
       return events;
     }
-    const limit = turn.live.sandbox.limitKillReason();
-    if (limit) {
-      const what = { sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" }[limit];
-      return [error(`The sandbox was stopped because it exceeded ${what}.`, limit)];
-    }
+    if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
     if (this.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
     if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
     if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
@@ -529,6 +529,14 @@ export class SessionManager {
       await updateSession(this.o.db, session_id, { sandboxId: null });
     }
   }
+}
+
+/** Which limit, if any, struck between two counter readings (memory first: it also causes the others). */
+function limitHit(before: ReturnType<SandboxHandle["limitCounters"]>, after: ReturnType<SandboxHandle["limitCounters"]>): LimitKillReason | null {
+  if (after.oomKills > before.oomKills) return "sandbox_oom";
+  if (after.pidsMaxHits > before.pidsMaxHits) return "sandbox_pids";
+  if (after.diskKills > before.diskKills) return "sandbox_disk";
+  return null;
 }
 
 /** Which raw SDK messages also go into the session's history (GET /messages). */
