@@ -67,7 +67,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     dataDir,
     databaseUrl,
     apiKey,
-    maxSandboxes: integer(env, "ASH_MAX_SANDBOXES", 1000, 1, 100_000),
+    maxSandboxes: integer(env, "ASH_MAX_SANDBOXES", 50, 1, 100_000),
     idleTimeoutMs: integer(env, "ASH_IDLE_TIMEOUT_MS", 30 * 60_000, 1000, 7 * 24 * 3600_000),
     anthropicApiKey: text(env, "ANTHROPIC_API_KEY"),
     anthropicBaseUrl: baseUrl,
