@@ -30,6 +30,7 @@ export {
   type SnapshotInfo,
   type SnapshotListEntry,
   type SnapshotMetadataInput,
+  type S3SnapshotOptions,
   type SnapshotRecord,
   type SnapshotStore,
   type SnapshotStoreOptions,

@@ -1,8 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import { chmod, lchown, lstat, mkdir, readFile, readdir, rename, rm, rmdir, symlink, utimes, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createStorage, type Driver, type Storage } from "unstorage";
 import fsDriver from "unstorage/drivers/fs";
+import s3Driver from "unstorage/drivers/s3";
 import { assertSessionId, fileKey, filePath, normalizeRelativePath } from "./snapshot-keys";
 import { walkWorkspace, type WalkedDir, type WalkedLink } from "./snapshot-walk";
 
@@ -85,10 +87,24 @@ export interface SnapshotStore {
   dispose(): Promise<void>;
 }
 
+/** An S3-compatible bucket (AWS S3, MinIO, R2, ...). */
+export interface S3SnapshotOptions {
+  /** e.g. `https://s3.eu-west-1.amazonaws.com` or a MinIO URL; the bucket is appended as a path. */
+  endpoint: string;
+  bucket: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Folder in the bucket; default `sessions`, giving `sessions/<session-id>/workspace/...`. */
+  prefix?: string;
+}
+
 export type SnapshotStoreOptions =
   /** Files under `<dataDir>/sessions/<session-id>/`. */
   | { dataDir: string }
-  /** Any unstorage driver (S3-compatible, ...). Keys: `<session-id>:workspace:<path>`, `<session-id>:metadata.json`. */
+  /** Objects under `<prefix>/<session-id>/` in an S3-compatible bucket. */
+  | { s3: S3SnapshotOptions }
+  /** Any unstorage driver. Keys: `<session-id>:workspace:<path>`, `<session-id>:metadata.json`. */
   | { driver: Driver };
 
 /** Raised when stored bytes do not match the snapshot's record of them. */
@@ -124,11 +140,28 @@ function toBuffer(value: unknown): Buffer | null {
   throw new Error(`Unexpected stored value of type ${typeof value}`);
 }
 
-function storageBlobs(storage: Storage): Blobs {
+/**
+ * Object stores answer "InternalError, please try again" now and then
+ * (S3 documents retrying 500/503); each call is retried a few times.
+ */
+async function retried<T>(call: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+      await sleep(50 * 4 ** (attempt - 1));
+    }
+  }
+}
+
+function storageBlobs(storage: Storage, retry = false, prefix = ""): Blobs {
+  const wrap = retry ? retried : <T>(call: () => Promise<T>) => call();
+  const full = (key: string) => (prefix ? `${prefix}:${key}` : key);
   return {
-    get: async (key) => toBuffer(await storage.getItemRaw(key)),
-    set: (key, value) => storage.setItemRaw(key, value),
-    remove: (key) => storage.removeItem(key),
+    get: async (key) => toBuffer(await wrap(() => storage.getItemRaw(full(key)))),
+    set: (key, value) => wrap(() => storage.setItemRaw(full(key), value)),
+    remove: (key) => wrap(() => storage.removeItem(full(key))),
   };
 }
 
@@ -191,9 +224,16 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
   if ("dataDir" in options) {
     if (!isAbsolute(options.dataDir)) throw new Error(`dataDir must be absolute: ${options.dataDir}`);
     blobs = fsBlobs(join(resolve(options.dataDir), "sessions"));
+  } else if ("s3" in options) {
+    const { prefix = "sessions", ...s3 } = options.s3;
+    for (const field of ["endpoint", "bucket", "region", "accessKeyId", "secretAccessKey"] as const) {
+      if (!s3[field]) throw new Error(`S3 snapshot storage needs ${field}`);
+    }
+    storage = createStorage({ driver: s3Driver(s3) });
+    blobs = storageBlobs(storage, true, prefix.split("/").filter(Boolean).join(":"));
   } else {
     storage = createStorage({ driver: options.driver });
-    blobs = storageBlobs(storage);
+    blobs = storageBlobs(storage, true);
   }
 
   const locks = new Map<string, Promise<unknown>>();
@@ -411,8 +451,8 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
       if (!record && !intent) return false;
       await dropAbandonedStaging(sessionId);
       if (record) {
-        await forEachBounded(record.files, () => 0, (file) => blobs.remove(keyAt(sessionId, file.loc, file.path)));
-        await forEachBounded(record.files, () => 0, (file) => blobs.remove(workspaceKey(sessionId, file.path)));
+        const keys = new Set(record.files.flatMap((file) => [keyAt(sessionId, file.loc, file.path), workspaceKey(sessionId, file.path)]));
+        await forEachBounded([...keys], () => 0, (key) => blobs.remove(key));
       }
       await blobs.remove(`${sessionId}:${POINTER}`);
       await blobs.remove(`${sessionId}:${POINTER_NEXT}`);

@@ -19,6 +19,9 @@ import { join } from "node:path";
 import type { Driver } from "unstorage";
 import fsDriver from "unstorage/drivers/fs";
 import memoryDriver from "unstorage/drivers/memory";
+import s3Driver from "unstorage/drivers/s3";
+// @ts-expect-error s3rver ships no type declarations
+import S3rver from "s3rver";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { createSnapshotStore, SnapshotCorruptError } from "../../src/sandbox";
 
@@ -162,7 +165,8 @@ describe("workspace snapshots (fs driver)", () => {
     let crash = false;
     let writes = 0;
     const store = createSnapshotStore({
-      driver: failingFsDriver(base, (key) => crash && key.includes(":staging:") && ++writes === 3),
+      // From the third staged file on, every write fails: the process is as good as dead.
+      driver: failingFsDriver(base, (key) => crash && key.includes(":staging:") && ++writes >= 3),
     });
     await store.snapshotWorkspace("sess-5", ws, { agentName: "a" });
     const before = describeTree(ws);
@@ -305,3 +309,76 @@ describe("workspace snapshots (another unstorage driver)", () => {
     expect(await inner.getKeys!("", {})).toEqual([]);
   });
 });
+
+describe("workspace snapshots (S3-compatible bucket)", () => {
+  it("round-trips through a real S3 protocol server, survives a crash before the commit, and deletes every object", async () => {
+    const bucketDir = join(root, "s3-data");
+    mkdirSync(bucketDir);
+    const server = new S3rver({ port: 0, address: "127.0.0.1", directory: bucketDir, silent: true, configureBuckets: [{ name: "ash" }] });
+    const { port } = await server.run();
+    try {
+      const s3 = { endpoint: `http://127.0.0.1:${port}`, bucket: "ash", region: "us-east-1", accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+      const store = createSnapshotStore({ s3 });
+      const ws = makeWorkspace();
+      const info = await store.snapshotWorkspace("s3-sess", ws, { agentName: "bucket-agent" });
+      expect(info.fileCount).toBe(7);
+      // The bucket mirrors the fs layout under the prefix.
+      const objects = listFiles(join(bucketDir, "ash"));
+      expect(objects).toContain("sessions/s3-sess/metadata.json");
+      expect(objects).toContain("sessions/s3-sess/workspace/src/deep/er/data.bin");
+
+      const target = join(root, "restored-s3");
+      expect(await store.restoreWorkspace("s3-sess", target)).toBe(true);
+      const expected = describeTree(ws);
+      delete expected["link-outside"];
+      delete expected["src/escape"];
+      expect(describeTree(target)).toEqual(expected);
+
+      // A crash half way through the next snapshot: the stored one stays whole.
+      writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho v2\n");
+      writeFileSync(join(ws, "blob.bin"), "v2");
+      let puts = 0;
+      const crashing = createSnapshotStore({
+        driver: prefixedDriver(s3Driver(s3), "sessions", (key) => key.includes(":staging:") && ++puts >= 2),
+      });
+      await expect(crashing.snapshotWorkspace("s3-sess", ws, { agentName: "x" })).rejects.toThrow(/simulated crash/);
+      expect((await store.readSnapshotFile("s3-sess", "run.sh"))?.toString()).toBe("#!/bin/sh\necho run\n");
+
+      await store.snapshotWorkspace("s3-sess", ws, { agentName: "bucket-agent" });
+      expect((await store.readSnapshotFile("s3-sess", "run.sh"))?.toString()).toBe("#!/bin/sh\necho v2\n");
+      expect(await store.deleteSnapshot("s3-sess")).toBe(true);
+      expect(listFiles(join(bucketDir, "ash")).filter((p) => p.startsWith("sessions/s3-sess/"))).toEqual([]);
+      expect(() => createSnapshotStore({ s3: { ...s3, bucket: "" } })).toThrow(/needs bucket/);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+/** A driver that stores under `prefix:` and fails every write once `failOn` said so. */
+function prefixedDriver(inner: Driver, prefix: string, failOn: (key: string) => boolean): Driver {
+  let crashed = false;
+  const at = (key: string) => `${prefix}:${key}`;
+  return {
+    name: "prefixed-with-failure",
+    hasItem: (key, opts) => inner.hasItem(at(key), opts),
+    getItem: (key, opts) => inner.getItem(at(key), opts),
+    getItemRaw: (key, opts) => inner.getItemRaw!(at(key), opts),
+    async setItemRaw(key, value, opts) {
+      crashed ||= failOn(key);
+      if (crashed) throw new Error(`simulated crash while writing ${key}`);
+      return inner.setItemRaw!(at(key), value, opts);
+    },
+    removeItem: (key, opts) => inner.removeItem!(at(key), opts),
+    getKeys: () => [],
+  };
+}
+
+/** Object keys s3rver keeps on disk (it stores each object as `<key>._S3rver_object`). */
+function listFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return (readdirSync(dir, { recursive: true }) as string[])
+    .filter((p) => p.endsWith("._S3rver_object"))
+    .map((p) => p.replace(/\._S3rver_object$/, ""))
+    .sort();
+}
