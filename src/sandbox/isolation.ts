@@ -125,8 +125,8 @@ export function executableDir(command: string): string | undefined {
 /**
  * `setpriv` switches to the sandbox user after bwrap has built the mounts
  * (which needs root): real uid/gid change, no supplementary groups, no
- * capabilities in any set, and no way to regain privileges through setuid
- * binaries.
+ * capabilities in any set, no way to regain privileges through setuid
+ * binaries, and SIGKILL when its parent dies.
  */
 export function setprivArgs(setpriv: string, user: SandboxUser): string[] {
   return [
@@ -137,6 +137,8 @@ export function setprivArgs(setpriv: string, user: SandboxUser): string[] {
     "--inh-caps=-all",
     "--bounding-set=-all",
     "--no-new-privs",
+    // Dies with its parent: without bwrap nothing else ends it if the server dies.
+    "--pdeathsig=SIGKILL",
   ];
 }
 

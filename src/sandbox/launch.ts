@@ -61,20 +61,28 @@ function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): strin
   return [prlimit, ...options, "--"];
 }
 
-/** Waits (bounded) until a pid no longer runs; zombies count as gone. */
-async function untilGone(pid: number | undefined, timeoutMs = 2000): Promise<void> {
-  if (pid === undefined) return;
+/** Waits (bounded) until a pid no longer runs; zombies count as gone. True when it is gone. */
+async function untilGone(pid: number, timeoutMs = 2000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  for (;;) {
     let state: string;
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
     } catch {
-      return;
+      return true;
     }
-    if (state === "Z" || state === "X") return;
+    if (state === "Z" || state === "X") return true;
+    if (Date.now() >= deadline) return false;
     await sleep(10);
+  }
+}
+
+function commandName(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return undefined;
   }
 }
 
@@ -145,9 +153,23 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   }
 
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    // When bwrap's supervisor dies, the kernel tears the namespace down
-    // right after; wait for that, so "exited" means nothing is left.
-    child.once("exit", (code, signal) => void untilGone(initPid).then(() => resolve({ code, signal })));
+    // When bwrap's supervisor dies its init normally follows (die-with-parent)
+    // and the kernel tears the namespace down. A kill that lands while bwrap
+    // is still setting up can beat that, so an init still there after a
+    // moment is killed directly. "exited" means nothing is left.
+    child.once("exit", (code, signal) =>
+      void (async () => {
+        if (initPid !== undefined && !(await untilGone(initPid, 200)) && commandName(initPid) === "bwrap") {
+          try {
+            process.kill(initPid, "SIGKILL");
+          } catch {
+            // gone meanwhile
+          }
+          await untilGone(initPid);
+        }
+        resolve({ code, signal });
+      })(),
+    );
     child.once("error", () => resolve({ code: null, signal: null }));
   });
   let running = true;

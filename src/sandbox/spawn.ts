@@ -95,6 +95,8 @@ export interface Sandbox {
   readonly isolation: IsolationReport;
   readonly limitMode: LimitMode;
   readonly limits: SandboxLimits;
+  /** Which limits the kernel enforces here (the disk watcher runs in every mode). */
+  readonly enforced: { memory: boolean; processes: boolean; cpu: boolean; fileSize: boolean };
   /** Drop-in for the Agent SDK's `spawnClaudeCodeProcess` option. */
   readonly spawnClaudeCode: (options: SpawnOptions) => SpawnedProcess;
   /** Runs `sh -c command` inside the sandbox, with its limits. */
@@ -394,6 +396,13 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     isolation,
     limitMode: group.mode,
     limits,
+    enforced: {
+      // In rlimit mode memory and processes are rlimits, which need prlimit.
+      memory: group.enforced.memory && (group.mode !== "rlimit" || Boolean(tools.prlimit)),
+      processes: group.enforced.processes && (group.mode !== "rlimit" || Boolean(tools.prlimit)),
+      cpu: group.enforced.cpu && limits.cpuPercent !== undefined,
+      fileSize: Boolean(tools.prlimit),
+    },
     spawnClaudeCode,
     exec,
     logs: (limit) => logs.recent(limit),

@@ -106,6 +106,7 @@ describe.skipIf(!hasCgroup1)("sandbox limits with cgroup v1 (as root)", () => {
 
   it("applies a CPU cap when asked", async () => {
     const box = await sandbox({ limits: { cpuPercent: 50 } });
+    expect(box.enforced).toEqual({ memory: true, processes: true, cpu: true, fileSize: true });
     const cpuDir = join(mounts.cpu!, cgroupParent, box.id);
     expect(readFileSync(join(cpuDir, "cpu.cfs_quota_us"), "utf8").trim()).toBe("50000");
     expect(readFileSync(join(mounts.memory!, cgroupParent, box.id, "memory.limit_in_bytes"), "utf8").trim()).toBe(String(2048 * 1024 * 1024));
@@ -141,6 +142,7 @@ describe.skipIf(!isRoot)("sandbox limits with the rlimit fallback (forced)", () 
   it("reports the rlimit mode and enforces memory, processes and file size per process", async () => {
     const box = await sandbox({ limitMode: "rlimit", limits: { memoryMb: 64, maxProcesses: 32, diskMb: 8 }, user: { uid: 10999 } });
     expect(box.limitMode).toBe("rlimit");
+    expect(box.enforced).toEqual({ memory: true, processes: true, cpu: false, fileSize: true });
     expect(groupDirs().some((dir) => dir.endsWith(box.id))).toBe(false);
 
     const limits = await box.exec("grep -E 'Max (data size|processes|file size)' /proc/self/limits");

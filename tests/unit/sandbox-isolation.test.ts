@@ -73,6 +73,7 @@ describe("bwrap argv", () => {
       "--inh-caps=-all",
       "--bounding-set=-all",
       "--no-new-privs",
+      "--pdeathsig=SIGKILL",
     ]);
   });
 });
