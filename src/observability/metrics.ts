@@ -1,0 +1,208 @@
+import { Registry, type GaugeSample } from "./registry";
+
+/**
+ * Ash's metrics, named for what happened ("a turn finished", "a sandbox was
+ * evicted"), so call sites read like the event and the label sets stay small.
+ * Label values come from fixed lists; anything else is counted as "other",
+ * so a stray value can never grow the number of series.
+ */
+
+export const TURN_OUTCOMES = [
+  "complete",
+  "interrupted",
+  "model_error",
+  "model_timeout",
+  "max_turns",
+  "sandbox_oom",
+  "sandbox_pids",
+  "sandbox_disk",
+  "sandbox_crashed",
+  "server_shutdown",
+  "error",
+] as const;
+export type TurnOutcome = (typeof TURN_OUTCOMES)[number];
+
+/** Why a sandbox went away: idle or capacity eviction, pause, stop, session end, server shutdown, or its process died. */
+export const EVICTION_REASONS = ["idle", "capacity", "pause", "stop", "end", "shutdown", "crash"] as const;
+export type EvictionReason = (typeof EVICTION_REASONS)[number];
+
+export const RESUME_SOURCES = ["snapshot", "fresh"] as const;
+export type ResumeSource = (typeof RESUME_SOURCES)[number];
+
+export const LIMIT_KINDS = ["sandbox_oom", "sandbox_pids", "sandbox_disk"] as const;
+export type LimitKind = (typeof LIMIT_KINDS)[number];
+
+export const SANDBOX_STATES = ["busy", "idle", "evicted"] as const;
+export const SESSION_STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"] as const;
+
+const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/** Sandboxes by state: `busy` (running a turn), `idle` (live, no turn), `evicted` (not ended, no live sandbox). */
+export type SandboxCounts = { busy: number; idle: number; evicted: number };
+export type SessionCounts = Partial<Record<(typeof SESSION_STATUSES)[number], number>>;
+type Source<T> = () => T | Promise<T>;
+
+const SECONDS = (ms: number) => Math.max(0, ms) / 1000;
+
+export interface MetricsOptions {
+  version?: string;
+  collectTimeoutMs?: number;
+  onCollectError?: (metric: string, error: unknown) => void;
+}
+
+export class Metrics {
+  readonly registry: Registry;
+
+  private readonly turns;
+  private readonly turnDuration;
+  private readonly turnFirstEvent;
+  private readonly evictions;
+  private readonly resumes;
+  private readonly sandboxStart;
+  private readonly snapshotBytes;
+  private readonly snapshotDuration;
+  private readonly limitKills;
+  private readonly httpRequests;
+  private readonly httpDuration;
+  private readonly databaseErrors;
+  private readonly telemetrySentTotal;
+  private readonly telemetryDroppedTotal;
+  private readonly sandboxes;
+  private readonly sessions;
+  private readonly telemetryQueue;
+
+  constructor(options: MetricsOptions = {}) {
+    const r = (this.registry = new Registry({ collectTimeoutMs: options.collectTimeoutMs, onCollectError: options.onCollectError }));
+
+    r.gauge("ash_build_info", "Always 1; the version label says which Ash is running.", ["version"]).set({ version: options.version ?? "unknown" }, 1);
+    this.sandboxes = r.gauge("ash_sandboxes", "Sandboxes by state: busy (running a turn), idle (live, no turn), evicted (session not ended, no live sandbox).", ["state"]);
+    this.sessions = r.gauge("ash_sessions", "Sessions by status.", ["status"]);
+    this.turns = r.counter("ash_turns_total", "Turns finished, by outcome (complete, or the error code the turn ended with).", ["outcome"]);
+    this.turnDuration = r.histogram("ash_turn_duration_seconds", "Time from accepting a message to the end of its turn.", [], [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]);
+    this.turnFirstEvent = r.histogram(
+      "ash_turn_first_event_seconds",
+      "Time from accepting a message to the turn's first text, thinking or tool event.",
+      [],
+      [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    );
+    this.evictions = r.counter("ash_evictions_total", "Sandboxes taken down, by reason (idle, capacity, pause, stop, end, shutdown, crash).", ["reason"]);
+    this.resumes = r.counter("ash_resumes_total", "Sessions brought back to a live sandbox, by where the workspace came from.", ["from"]);
+    this.sandboxStart = r.histogram(
+      "ash_sandbox_start_duration_seconds",
+      "Time to bring a session's sandbox and agent process up, restore included.",
+      [],
+      [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    );
+    this.snapshotBytes = r.histogram("ash_snapshot_bytes", "Size of saved workspace snapshots.", [], [1024, 65_536, 1_048_576, 16_777_216, 67_108_864, 268_435_456, 1_073_741_824, 4_294_967_296]);
+    this.snapshotDuration = r.histogram("ash_snapshot_duration_seconds", "Time to save a workspace snapshot.", [], [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+    this.limitKills = r.counter("ash_limit_kills_total", "Sandboxes stopped for exceeding a limit, by kind.", ["kind"]);
+    this.httpRequests = r.counter("ash_http_requests_total", "HTTP requests answered, by route pattern, method and status.", ["route", "method", "status"]);
+    this.httpDuration = r.histogram(
+      "ash_http_request_duration_seconds",
+      "Time until the response starts (an event stream counts until its headers), by route pattern and method.",
+      ["route", "method"],
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    );
+    this.databaseErrors = r.counter("ash_database_errors_total", "Database operations that failed (unreachable, busy, or refused).");
+    this.telemetrySentTotal = r.counter("ash_telemetry_sent_total", "Telemetry events delivered to ASH_TELEMETRY_URL.");
+    this.telemetryDroppedTotal = r.counter("ash_telemetry_dropped_total", "Telemetry events given up on: buffer full, delivery failed after retries, or left at shutdown.");
+    this.telemetryQueue = r.gauge("ash_telemetry_queue_events", "Telemetry events waiting to be sent.");
+    this.telemetryQueue.set(undefined, 0);
+
+    const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
+    r.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.").set(undefined, startSeconds);
+    r.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", [], () => [{ value: process.memoryUsage.rss() }]);
+    r.gauge("process_cpu_seconds_total", "User and system CPU time spent, in seconds.", [], () => {
+      const { user, system } = process.cpuUsage();
+      return [{ value: (user + system) / 1e6 }];
+    });
+  }
+
+  /** One turn ended; `firstEventMs` is absent when nothing arrived before the end. */
+  turnFinished(turn: { outcome: TurnOutcome | string; durationMs: number; firstEventMs?: number }): void {
+    this.turns.inc({ outcome: oneOf(TURN_OUTCOMES, turn.outcome, "error") });
+    this.turnDuration.observe(undefined, SECONDS(turn.durationMs));
+    if (turn.firstEventMs !== undefined) this.turnFirstEvent.observe(undefined, SECONDS(turn.firstEventMs));
+  }
+
+  evicted(reason: EvictionReason): void {
+    this.evictions.inc({ reason: oneOf(EVICTION_REASONS, reason, "other") });
+  }
+
+  resumed(from: ResumeSource): void {
+    this.resumes.inc({ from: oneOf(RESUME_SOURCES, from, "other") });
+  }
+
+  sandboxStarted(start: { durationMs: number }): void {
+    this.sandboxStart.observe(undefined, SECONDS(start.durationMs));
+  }
+
+  snapshotTaken(snapshot: { bytes: number; durationMs: number }): void {
+    this.snapshotBytes.observe(undefined, Math.max(0, snapshot.bytes));
+    this.snapshotDuration.observe(undefined, SECONDS(snapshot.durationMs));
+  }
+
+  limitKilled(kind: LimitKind): void {
+    this.limitKills.inc({ kind: oneOf(LIMIT_KINDS, kind, "other") });
+  }
+
+  /** `route` is the route pattern (`/api/sessions/:id`), never the raw path. */
+  httpRequest(request: { route: string; method: string; status: number; durationMs: number }): void {
+    const method = HTTP_METHODS.includes(request.method.toUpperCase()) ? request.method.toUpperCase() : "OTHER";
+    const status = Number.isInteger(request.status) && request.status >= 100 && request.status <= 599 ? String(request.status) : "other";
+    this.httpRequests.inc({ route: request.route, method, status });
+    this.httpDuration.observe({ route: request.route, method }, SECONDS(request.durationMs));
+  }
+
+  databaseError(): void {
+    this.databaseErrors.inc();
+  }
+
+  telemetrySent(count: number): void {
+    if (count > 0) this.telemetrySentTotal.inc(undefined, count);
+  }
+
+  telemetryDropped(count: number): void {
+    if (count > 0) this.telemetryDroppedTotal.inc(undefined, count);
+  }
+
+  /** Where `ash_sandboxes` is read from on each scrape. */
+  collectSandboxes(source: Source<SandboxCounts>): void {
+    this.sandboxes.collectWith(async () => {
+      const counts = await source();
+      return SANDBOX_STATES.map((state): GaugeSample => ({ labels: { state }, value: counts[state] ?? 0 }));
+    });
+  }
+
+  /** Where `ash_sessions` is read from on each scrape; statuses not reported count 0. */
+  collectSessions(source: Source<SessionCounts>): void {
+    this.sessions.collectWith(async () => {
+      const counts = await source();
+      return SESSION_STATUSES.map((status): GaugeSample => ({ labels: { status }, value: counts[status] ?? 0 }));
+    });
+  }
+
+  /** Where `ash_telemetry_queue_events` is read from on each scrape. */
+  collectTelemetryQueue(source: () => number): void {
+    this.telemetryQueue.collectWith(() => [{ value: source() }]);
+  }
+
+  render(): Promise<string> {
+    return this.registry.render();
+  }
+}
+
+/**
+ * The outcome label of a turn from its last events: the code of its `error`
+ * event, or `complete`.
+ */
+export function turnOutcomeOf(events: ReadonlyArray<{ type: string; data?: unknown }>): TurnOutcome {
+  const error = [...events].reverse().find((e) => e.type === "error");
+  if (!error) return "complete";
+  const code = (error.data as { code?: unknown } | undefined)?.code;
+  return oneOf(TURN_OUTCOMES, typeof code === "string" ? code : "error", "error") as TurnOutcome;
+}
+
+function oneOf<T extends string>(allowed: readonly T[], value: string, fallback: string): string {
+  return (allowed as readonly string[]).includes(value) ? value : fallback;
+}
