@@ -261,7 +261,10 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       const after = group.counters();
       if (after.oomKills > launched.countersBefore.oomKills) reason = "sandbox_oom";
       else if (after.pidsMaxHits > launched.countersBefore.pidsMaxHits) reason = "sandbox_pids";
-      else if (exit.code === SIGXFSZ_STATUS || exit.signal === "SIGXFSZ") reason = "sandbox_disk";
+      else if (exit.code === SIGXFSZ_STATUS || exit.signal === "SIGXFSZ") {
+        reason = "sandbox_disk";
+        diskKills++; // a file hit the size rlimit: counted like a watcher kill
+      }
     }
     if (reason) lastReason = reason;
     return reason;

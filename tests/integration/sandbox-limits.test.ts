@@ -61,7 +61,9 @@ describe.skipIf(!hasCgroup1)("sandbox limits with cgroup v1 (as root)", () => {
   it("kills a memory hog at the memory limit and reports sandbox_oom", async () => {
     const box = await sandbox({ limits: { memoryMb: 64 } });
     expect(box.limitMode).toBe("cgroup1");
+    const before = box.limitCounters();
     const result = await box.exec("head -c 3G /dev/zero | tail > /dev/null", { timeoutMs: 60_000 });
+    expect(box.limitCounters().oomKills).toBeGreaterThan(before.oomKills);
     expect(result.exitCode).not.toBe(0);
     expect(result.timedOut).toBe(false);
     expect(result.limitReason).toBe("sandbox_oom");
@@ -86,7 +88,9 @@ describe.skipIf(!hasCgroup1)("sandbox limits with cgroup v1 (as root)", () => {
 
   it("kills a single write past the disk limit at once (file size rlimit) and reports sandbox_disk", async () => {
     const box = await sandbox({ limits: { diskMb: 8 } });
+    const before = box.limitCounters();
     const result = await box.exec("head -c 20M /dev/zero > big.bin", { timeoutMs: 60_000 });
+    expect(box.limitCounters().diskKills).toBe(before.diskKills + 1);
     expect(result.exitCode).toBe(128 + 25); // SIGXFSZ
     expect(result.limitReason).toBe("sandbox_disk");
     expect(statSync(join(box.workspaceDir, "big.bin")).size).toBe(8 * 1024 * 1024);
