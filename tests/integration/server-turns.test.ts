@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
 import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { backends } from "../helpers/backends";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
@@ -59,6 +60,13 @@ describe.each(backends)("turns on $name", (backend) => {
     expect(file).toMatchObject({ path: "out.txt", content: "made\n" });
     const exec = await (await server.api(`/api/sessions/${session.id}/exec`, { method: "POST", json: { command: "cat out.txt; exit 3" } })).json();
     expect(exec).toMatchObject({ exitCode: 3, stdout: "made\n" });
+
+    const archive = await server.api(`/api/sessions/${session.id}/workspace`);
+    expect(archive.status).toBe(200);
+    expect(archive.headers.get("content-type")).toBe("application/gzip");
+    const listed = execFileSync("tar", ["tz"], { input: Buffer.from(await archive.arrayBuffer()) }).toString();
+    expect(listed).toMatch(/out\.txt/);
+    expect(listed).toMatch(/data\/seed\.txt/);
 
     const stored = (await (await server.api(`/api/sessions/${session.id}/events`)).json()).events;
     expect(stored.map((e: any) => e.sequence)).toEqual(ids);

@@ -51,7 +51,8 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
       dir = cleanup;
     }
     const tar = createTar({ gzip: true, cwd: dir, portable: true, follow: false }, ["."]);
-    const stream = Readable.toWeb(tar as unknown as Readable) as ReadableStream;
+    // tar's stream is not a Node Readable; wrap it so it converts to a web stream.
+    const stream = Readable.toWeb(new Readable({ read() {} }).wrap(tar as any)) as ReadableStream;
     if (cleanup) tar.on("end", () => void rm(cleanup!, { recursive: true, force: true }));
     return new Response(stream, {
       headers: { "content-type": "application/gzip", "content-disposition": `attachment; filename="workspace-${sessionId}.tar.gz"` },
