@@ -1,0 +1,109 @@
+import { H3 } from "h3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createObservability, type Observability } from "../../src/observability/index";
+import { registerMetrics } from "../../src/server/routes/metrics";
+import { conflict, toErrorResponse } from "../../src/server/errors";
+import { startOtlpCollector, type OtlpCollector } from "../helpers/otlp-collector";
+
+/** An h3 app wired the way the server wires it: hooks in the config, the middleware first. */
+function appWith(obs: Observability, requireKey: boolean): H3 {
+  const app = new H3({
+    silent: true,
+    onError: (error) => toErrorResponse(error, () => undefined),
+    onRequest: obs.http.onRequest,
+    onResponse: obs.http.onResponse,
+  });
+  app.use(obs.http.middleware);
+  registerMetrics(app, { metrics: obs.metrics, requireKey, verify: (header) => header === "Bearer right-key-123" });
+  app.get("/api/sessions/:id", (event) =>
+    obs.tracing.withSpan("session.lookup", { "ash.session_id": event.context.params!.id }, async () => {
+      await new Promise((r) => setTimeout(r, 2));
+      return { session: { id: event.context.params!.id } };
+    }),
+  );
+  app.post("/api/sessions/:id/pause", () => {
+    throw conflict("A turn is running on this session.");
+  });
+  app.get("/api/crash", () => {
+    throw new Error("a real bug");
+  });
+  return app;
+}
+
+const get = (app: H3, path: string, init: RequestInit = {}) => app.fetch(new Request(`http://ash.test${path}`, init));
+
+describe("HTTP metrics and spans", () => {
+  let collector: OtlpCollector;
+  let obs: Observability;
+  let app: H3;
+
+  beforeAll(async () => {
+    collector = await startOtlpCollector();
+    obs = await createObservability({ OTEL_EXPORTER_OTLP_ENDPOINT: collector.url });
+    app = appWith(obs, true);
+    expect((await get(app, "/api/sessions/0b7e-aaaa")).status).toBe(200);
+    expect((await get(app, "/api/sessions/91c2-bbbb")).status).toBe(200);
+    expect((await get(app, "/api/sessions/x/pause", { method: "POST" })).status).toBe(409);
+    expect((await get(app, "/api/crash")).status).toBe(500);
+    expect((await get(app, "/no/such/route/with-an-id-1234")).status).toBe(404);
+    await obs.tracing.flush(5000);
+  });
+
+  afterAll(async () => {
+    await obs?.shutdown(1000);
+    await collector?.close();
+  });
+
+  it("counts requests by route pattern, method and final status (thrown errors included), never by raw path", async () => {
+    const text = await (await get(app, "/metrics", { headers: { authorization: "Bearer right-key-123" } })).text();
+    expect(text).toContain('ash_http_requests_total{route="/api/sessions/:id",method="GET",status="200"} 2');
+    expect(text).toContain('ash_http_requests_total{route="/api/sessions/:id/pause",method="POST",status="409"} 1');
+    expect(text).toContain('ash_http_requests_total{route="/api/crash",method="GET",status="500"} 1');
+    expect(text).toContain('ash_http_requests_total{route="unmatched",method="GET",status="404"} 1');
+    expect(text).toMatch(/ash_http_request_duration_seconds_count\{route="\/api\/sessions\/:id",method="GET"\} 2/);
+    for (const raw of ["0b7e-aaaa", "91c2-bbbb", "with-an-id-1234"]) expect(text).not.toContain(raw);
+  });
+
+  it("opens a span per request named by method and route; spans made in the handler are its children", () => {
+    const spans = collector.spans();
+    const requests = spans.filter((s) => s.name === "GET /api/sessions/:id");
+    expect(requests).toHaveLength(2);
+    for (const request of requests) {
+      expect(request.attributes).toMatchObject({ "http.request.method": "GET", "http.route": "/api/sessions/:id", "http.response.status_code": 200 });
+      const child = spans.find((s) => s.name === "session.lookup" && s.parentSpanId === request.spanId);
+      expect(child, "a session.lookup child").toBeDefined();
+      expect(child!.traceId).toBe(request.traceId);
+      expect(child!.attributes["ash.session_id"]).toBe(request.attributes["url.path"]!.toString().split("/").at(-1));
+    }
+    const crash = spans.find((s) => s.name === "GET /api/crash")!;
+    expect(crash.status.code).toBe(2);
+    const conflictSpan = spans.find((s) => s.name === "POST /api/sessions/:id/pause")!;
+    expect(conflictSpan.status.code).toBe(0);
+  });
+
+  it("GET /metrics needs the key by default: 401 with the contract's error body", async () => {
+    for (const headers of [{}, { authorization: "Bearer wrong" }]) {
+      const res = await get(app, "/metrics", { headers });
+      expect(res.status).toBe(401);
+      expect(res.headers.get("www-authenticate")).toBe("Bearer");
+      const body = await res.json();
+      expect(body.statusCode).toBe(401);
+      expect(body.error).toMatch(/API key/);
+    }
+    const ok = await get(app, "/metrics", { headers: { authorization: "Bearer right-key-123" } });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+    expect(await ok.text()).toMatch(/^# HELP /);
+  });
+
+  it("GET /metrics is public when requireKey is false (ASH_METRICS_PUBLIC=true)", async () => {
+    const publicObs = await createObservability({ ASH_METRICS_PUBLIC: "true" });
+    expect(publicObs.settings.metrics.public).toBe(true);
+    const publicApp = appWith(publicObs, !publicObs.settings.metrics.public);
+    const res = await get(publicApp, "/metrics");
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("# TYPE ash_turns_total counter");
+    expect((await createObservability({})).settings.metrics.public).toBe(false);
+    await expect(createObservability({ ASH_METRICS_PUBLIC: "sometimes" })).rejects.toThrow(/ASH_METRICS_PUBLIC must be true or false/);
+  });
+});
