@@ -42,9 +42,9 @@ export interface TracingOptions {
   redact?: (text: string) => string;
   /** Told (at most once a minute) when spans cannot be exported. */
   warn?: (message: string) => void;
-  /** How long the exporter waits for the collector per request. */
+  /** How long the exporter waits for the collector per request (default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10 s). */
   exportTimeoutMs?: number;
-  /** How often the batch processor sends (default 5 s). */
+  /** How often the batch processor sends (default: OTEL_BSP_SCHEDULE_DELAY, else 5 s). */
   scheduledDelayMs?: number;
 }
 
@@ -68,10 +68,11 @@ export async function createTracing(settings: TracingSettings, options: TracingO
   if (!context.setGlobalContextManager(manager)) manager.disable();
   if (options.warn) installDiagnostics((message) => options.warn!(redact(message)));
 
+  // Timeouts and batching left unset here fall back to the SDK's own OTEL_* variables and defaults.
   const exporter = new OTLPTraceExporter({
     url: settings.tracesUrl,
     headers: settings.headers,
-    timeoutMillis: options.exportTimeoutMs ?? 10_000,
+    ...(options.exportTimeoutMs !== undefined ? { timeoutMillis: options.exportTimeoutMs } : {}),
   });
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({
@@ -79,7 +80,12 @@ export async function createTracing(settings: TracingSettings, options: TracingO
       "service.name": settings.serviceName,
       ...(options.version ? { "service.version": options.version } : {}),
     }),
-    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: options.scheduledDelayMs ?? 5000, exportTimeoutMillis: options.exportTimeoutMs ?? 10_000 })],
+    spanProcessors: [
+      new BatchSpanProcessor(exporter, {
+        ...(options.scheduledDelayMs !== undefined ? { scheduledDelayMillis: options.scheduledDelayMs } : {}),
+        ...(options.exportTimeoutMs !== undefined ? { exportTimeoutMillis: options.exportTimeoutMs } : {}),
+      }),
+    ],
   });
   return makeTracing(provider.getTracer("ash", options.version), {
     enabled: true,
