@@ -149,12 +149,17 @@ export class SessionManager {
       await log.append([{ type: "session_start", data: { sessionId } }], [{ id: randomUUID(), role: "user", content: options.content }]);
       await updateSession(this.o.db, sessionId, { status: "active", touch: true });
       const turn: RunningTurn = { done: Promise.resolve(), interrupted: false, timedOut: false, live };
-      turn.done = this.runTurn(turn, log, options).finally(() => {
-        this.turns.delete(sessionId);
+      let released = false;
+      // Called before `done` is written: a client that reads `done` may send the next message at once.
+      const release = () => {
+        if (released) return;
+        released = true;
+        if (this.turns.get(sessionId) === turn) this.turns.delete(sessionId);
         live.busy = false;
         live.lastUsedAt = Date.now();
-      });
+      };
       this.turns.set(sessionId, turn);
+      turn.done = this.runTurn(turn, log, options, release).finally(release);
       return { log, after };
     } catch (error) {
       const live = this.live.get(sessionId);
@@ -371,7 +376,7 @@ export class SessionManager {
     }
   }
 
-  private async runTurn(turn: RunningTurn, log: EventLog, options: SendOptions): Promise<void> {
+  private async runTurn(turn: RunningTurn, log: EventLog, options: SendOptions, release: () => void): Promise<void> {
     const { live } = turn;
     const partials = options.includePartialMessages !== false;
     let lastAppend: Promise<unknown> = Promise.resolve();
@@ -427,9 +432,10 @@ export class SessionManager {
       // Saved before `done`: a client told the turn is done can rely on its files.
       await this.snapshot(live);
     }
+    await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
+    release();
     emit([{ type: "done", data: { sessionId: live.session.id } }]);
     await lastAppend.catch(() => undefined);
-    await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
   }
 
   private finalEvents(turn: RunningTurn, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
