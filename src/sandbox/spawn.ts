@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { chmod, chown, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
-import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { SpawnOptions, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import { DiskWatcher, measureDiskUsage } from "./disk-usage";
 import { buildSandboxEnv, type EnvMap } from "./env";
@@ -174,7 +174,7 @@ async function chownTree(path: string, user: SandboxUser): Promise<void> {
 
 function isInside(parent: string, path: string): boolean {
   const rel = relative(parent, path);
-  return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+  return rel === "" || (rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }
 
 /** Creates the sandbox's folders and resource group. Nothing runs until spawnClaudeCode or exec. */
@@ -188,11 +188,11 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   for (const path of options.readOnlyPaths ?? []) {
     if (!isAbsolute(path)) throw new Error(`Read-only sandbox path must be absolute: ${path}`);
   }
-  // Check the declared env now, so a bad name fails here and not at spawn.
   const rootDir = join(resolve(options.dataDir), "sandboxes", id);
   const workspaceDir = join(rootDir, "workspace");
   const homeDir = join(rootDir, "home");
   const configDir = join(homeDir, ".claude");
+  // Checks the declared env now, so a bad name fails here and not at spawn.
   buildSandboxEnv({ dirs: { homeDir, configDir }, declared: options.env });
 
   const user = sandboxUserFor(options.user);
