@@ -49,8 +49,13 @@ export const CONTAINER_PORT = template.containerPort;
 /** The label every container `ash start` creates carries (`ai.ash.managed=true`). */
 export const MANAGED_LABEL = "ai.ash.managed";
 
-export function defaultImage(version: string = packageVersion): string {
-  return `ghcr.io/ash-ai/ash:${version}`;
+/**
+ * The image `ash start` and `ash compose generate` use when `--image` is not
+ * given: ASH_IMAGE when set (a mirror, a private registry), else the release
+ * image matching this CLI's version.
+ */
+export function defaultImage(version: string = packageVersion, env: Record<string, string | undefined> = process.env): string {
+  return env.ASH_IMAGE?.trim() || `ghcr.io/ash-ai/ash:${version}`;
 }
 
 export function parsePort(value: number | string | undefined, flag = "--port"): number {

@@ -61,4 +61,16 @@ describe("event streams over the stored event log", () => {
     const text = await eventStreamResponse(reopened, 7, { endAfterDone: true }).text();
     expect(parseFrames(text).map((f) => f.id)).toEqual([8, 9, 10, 11]);
   });
+
+  it("sends a ping comment after 15 s of silence, then goes on with events", async () => {
+    const log = await EventLog.open(db, "quiet");
+    const reader = eventStreamResponse(log, 0, { endAfterDone: true }).body!.getReader();
+    const started = Date.now();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toBe(": ping\n\n");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(14_000);
+    await log.append([{ type: "done", data: {} }]);
+    const next = parseFrames(new TextDecoder().decode((await reader.read()).value));
+    expect(next.map((f) => f.event)).toEqual(["done"]);
+  }, 30_000);
 });
