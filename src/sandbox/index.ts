@@ -16,6 +16,7 @@ export {
   DEFAULT_CGROUP1_PARENT,
   detectLimitMode,
   sweepResourceGroups,
+  type LimitCounters,
   type LimitHost,
   type LimitMode,
   type LimitReason,
