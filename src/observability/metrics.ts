@@ -103,7 +103,7 @@ export class Metrics {
       ["route", "method"],
       [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     );
-    this.databaseErrors = r.counter("ash_database_errors_total", "Database operations that failed (unreachable, busy, or refused).");
+    this.databaseErrors = r.counter("ash_database_errors_total", "Database operations that failed because the database was unreachable or busy.");
     this.telemetrySentTotal = r.counter("ash_telemetry_sent_total", "Telemetry events delivered to ASH_TELEMETRY_URL.");
     this.telemetryDroppedTotal = r.counter("ash_telemetry_dropped_total", "Telemetry events given up on: buffer full, delivery failed after retries, or left at shutdown.");
     this.telemetryQueue = r.gauge("ash_telemetry_queue_events", "Telemetry events waiting to be sent.");

@@ -59,6 +59,12 @@ export class Counter extends Metric {
   readonly type = "counter";
   private readonly series = new Map<string, { values: string[]; value: number }>();
 
+  constructor(name: string, help: string, labelNames: readonly string[]) {
+    super(name, help, labelNames);
+    // Without labels there is one series: show it from the start, so rate() has a zero to begin with.
+    if (labelNames.length === 0) this.series.set("", { values: [], value: 0 });
+  }
+
   inc(labels?: Labels, by = 1): void {
     if (!(by >= 0) || !Number.isFinite(by)) throw new RangeError(`${this.name}: a counter only goes up, got ${by}`);
     const values = this.valuesOf(labels);
@@ -125,6 +131,7 @@ export class Histogram extends Metric {
       if (i > 0 && buckets[i] <= buckets[i - 1]) throw new Error(`${name}: bucket bounds must increase`);
     }
     this.buckets = [...buckets];
+    if (labelNames.length === 0) this.series.set("", { values: [], counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 });
   }
 
   observe(labels: Labels | undefined, value: number): void {

@@ -196,6 +196,9 @@ describe("Ash's metrics", () => {
     }
     expect(families.get("ash_build_info")!.samples).toEqual([{ name: "ash_build_info", labels: { version: "9.9.9" }, value: 1 }]);
     expect(families.get("process_resident_memory_bytes")!.samples[0].value).toBeGreaterThan(1_000_000);
+    // Series without labels exist from the start, at zero.
+    expect(families.get("ash_database_errors_total")!.samples).toEqual([{ name: "ash_database_errors_total", labels: {}, value: 0 }]);
+    expect(checkHistogram(families.get("ash_turn_duration_seconds")!).count).toBe(0);
   });
 
   it("counts turns by outcome and times them, first event included", async () => {
