@@ -32,10 +32,14 @@ export interface ServerConfig {
     /** Refuse to start sessions without namespace isolation. */
     strict: boolean;
   };
-  /** Where snapshots go: unset for `<dataDir>/sessions`, or an `s3://` URL. */
-  snapshotStore?: string;
+  /** Where workspace snapshots go: files under `<dataDir>/sessions`, or an S3-compatible bucket. */
+  snapshots: SnapshotConfig;
   logFormat: "human" | "json";
 }
+
+export type SnapshotConfig =
+  | { kind: "fs" }
+  | { kind: "s3"; bucket: string; prefix: string; endpoint: string; region: string; accessKeyId: string; secretAccessKey: string };
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -82,9 +86,25 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       diskMb: integer(env, "ASH_SANDBOX_DISK_MB", 1024, 1, 1024 * 1024),
       strict: boolean(env, "ASH_SANDBOX_STRICT", false),
     },
-    snapshotStore: text(env, "ASH_SNAPSHOT_STORE"),
+    snapshots: snapshotConfig(env),
     logFormat,
   };
+}
+
+/** ASH_SNAPSHOT_STORE: unset or `fs`, or `s3://<bucket>[/<prefix>]` with the S3 settings beside it. */
+function snapshotConfig(env: Env): SnapshotConfig {
+  const store = text(env, "ASH_SNAPSHOT_STORE");
+  if (!store || store === "fs") return { kind: "fs" };
+  const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(store);
+  if (!match) throw new ConfigError('ASH_SNAPSHOT_STORE must be "fs" or s3://<bucket>[/<prefix>]');
+  const region = text(env, "ASH_S3_REGION") ?? text(env, "AWS_REGION") ?? "us-east-1";
+  const endpoint = text(env, "ASH_S3_ENDPOINT") ?? `https://s3.${region}.amazonaws.com`;
+  if (!isHttpUrl(endpoint)) throw new ConfigError("ASH_S3_ENDPOINT must be an http:// or https:// URL");
+  const accessKeyId = text(env, "AWS_ACCESS_KEY_ID");
+  const secretAccessKey = text(env, "AWS_SECRET_ACCESS_KEY");
+  if (!accessKeyId) throw new ConfigError("AWS_ACCESS_KEY_ID is required when ASH_SNAPSHOT_STORE is an s3:// bucket");
+  if (!secretAccessKey) throw new ConfigError("AWS_SECRET_ACCESS_KEY is required when ASH_SNAPSHOT_STORE is an s3:// bucket");
+  return { kind: "s3", bucket: match[1]!, prefix: (match[2] ?? "sessions").replace(/\/+$/, "") || "sessions", endpoint, region, accessKeyId, secretAccessKey };
 }
 
 function text(env: Env, name: string): string | undefined {

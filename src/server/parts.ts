@@ -6,7 +6,7 @@ import type { ServerConfig } from "../config";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
 import { listCgroup1Groups } from "../sandbox/cgroup1";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
-import { DEFAULT_CGROUP1_PARENT } from "../sandbox/limits";
+import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
 import { createSnapshotStore } from "../sandbox/snapshot";
 import type { SandboxFactory, SnapshotStore } from "../sessions/types";
 import type { ServerParts } from "./server";
@@ -16,14 +16,22 @@ import type { ServerParts } from "./server";
  * bwrap isolation, cgroup/rlimit limits from the configuration, snapshots
  * under `<data>/sessions/`.
  */
-export async function createServerParts(config: ServerConfig, log: ConsolaInstance): Promise<ServerParts> {
+export async function createServerParts(config: ServerConfig, log: ConsolaInstance, serverId: string): Promise<ServerParts> {
   const limits = {
     memoryMb: config.sandbox.memoryMb,
     maxProcesses: config.sandbox.maxProcesses,
     diskMb: config.sandbox.diskMb,
     cpuPercent: config.sandbox.cpuPercent,
   };
-  const host = await describeSandboxHost({ strict: config.sandbox.strict });
+  // cgroup v1 groups live under a folder of this server's own, so several
+  // servers on one host never touch each other's groups, and whatever a
+  // crashed run left there can be swept at start.
+  const cgroup1Parent = `${DEFAULT_CGROUP1_PARENT}/${serverId}`;
+  const host = await describeSandboxHost({ strict: config.sandbox.strict, cgroup1Parent });
+  if (host.limitMode === "cgroup1") {
+    const swept = await sweepResourceGroups("cgroup1", [], { cgroup1Parent });
+    if (swept.length > 0) log.info(`removed ${swept.length} resource group(s) left by the previous run`);
+  }
   if (config.sandbox.strict && host.isolation !== "bwrap") {
     throw new Error(`ASH_SANDBOX_STRICT is set but namespace isolation is unavailable: ${host.detail}`);
   }
@@ -37,7 +45,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
     async removeLeftovers(ids) {
       const wanted = new Set(ids);
       const groups =
-        host.limitMode === "cgroup2" ? await listCgroup2Groups(process.env.ASH_CGROUP_ROOT) : host.limitMode === "cgroup1" ? await listCgroup1Groups(DEFAULT_CGROUP1_PARENT) : [];
+        host.limitMode === "cgroup2" ? await listCgroup2Groups(process.env.ASH_CGROUP_ROOT) : host.limitMode === "cgroup1" ? await listCgroup1Groups(cgroup1Parent) : [];
       for (const group of groups) if (wanted.has(group.id)) await group.destroy().catch(() => undefined);
       for (const id of ids) await rm(join(config.dataDir, "sandboxes", id), { recursive: true, force: true });
     },
@@ -45,7 +53,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       // The workspace is filled before the sandbox is made: making it hands
       // every file to the sandbox user.
       await populate(join(config.dataDir, "sandboxes", id, "workspace"));
-      const sandbox = await createSandbox({ dataDir: config.dataDir, id, env, limits, strict: config.sandbox.strict });
+      const sandbox = await createSandbox({ dataDir: config.dataDir, id, env, limits, strict: config.sandbox.strict, cgroup1Parent });
       return {
         id: sandbox.id,
         workspaceDir: sandbox.workspaceDir,
@@ -63,7 +71,13 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
     },
   };
 
-  const store = createSnapshotStore({ dataDir: config.dataDir });
+  const snap = config.snapshots;
+  const store = createSnapshotStore(
+    snap.kind === "s3"
+      ? { s3: { endpoint: snap.endpoint, bucket: snap.bucket, region: snap.region, accessKeyId: snap.accessKeyId, secretAccessKey: snap.secretAccessKey, prefix: snap.prefix } }
+      : { dataDir: config.dataDir },
+  );
+  log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/sessions"}`);
   const snapshots: SnapshotStore = {
     async save(sessionId, workspaceDir, metadata) {
       await store.snapshotWorkspace(sessionId, workspaceDir, { agentName: String(metadata.agentName ?? ""), ...metadata });

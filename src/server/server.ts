@@ -31,7 +31,10 @@ export interface ServerParts {
 }
 
 /** Starts the whole server on `config.port`: database, migrations, keys, sessions, HTTP. */
-export async function startServer(config: ServerConfig, makeParts: (config: ServerConfig, log: ConsolaInstance) => Promise<ServerParts>): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  makeParts: (config: ServerConfig, log: ConsolaInstance, serverId: string) => Promise<ServerParts>,
+): Promise<RunningServer> {
   const log = consola.withTag("ash");
   await mkdir(config.dataDir, { recursive: true });
   // Fail on a taken port before doing any work, with a sentence that says so.
@@ -42,8 +45,9 @@ export async function startServer(config: ServerConfig, makeParts: (config: Serv
   try {
     await migrate(db, migrations);
     const keys = await KeyRing.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m) });
-    const parts = await makeParts(config, log);
-    sessions = new SessionManager({ config, db, serverId: await serverIdOf(config.dataDir), sandboxes: parts.sandboxes, snapshots: parts.snapshots, log });
+    const serverId = await serverIdOf(config.dataDir);
+    const parts = await makeParts(config, log, serverId);
+    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, snapshots: parts.snapshots, log });
     await sessions.start();
     const ctx: AppContext = { config, db, keys, sessions, ...parts, log, version, startedAt: Date.now() };
     const app = createApp(ctx);

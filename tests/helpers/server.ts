@@ -71,6 +71,10 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     child.stderr!.on("data", (d) => (output += d));
     const proc = child;
     exited = new Promise((resolve) => proc.once("exit", (code) => resolve(code)));
+    // A test process that ends without disposing (a crash, a timeout) takes its servers along.
+    const reap = () => proc.kill("SIGKILL");
+    process.once("exit", reap);
+    proc.once("exit", () => process.off("exit", reap));
     const deadline = Date.now() + (options.startTimeoutMs ?? 30_000);
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}:\n${output}`);
@@ -118,6 +122,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       await launch(extraEnv);
     },
     async dispose() {
+      // Gracefully, so the server removes its sandboxes' resource groups; then for sure.
+      const stopped = server.stop();
+      await Promise.race([stopped, new Promise((r) => setTimeout(r, 20_000))]);
       await server.kill();
       if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
