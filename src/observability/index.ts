@@ -14,6 +14,7 @@ export type { Telemetry, TelemetryEvent } from "./telemetry";
 export type { Tracing } from "./tracing";
 export type { HttpObserver } from "./http";
 export { TurnObserver, type TurnSummary } from "./turn";
+export { observeDatabase } from "./database";
 
 type Env = Record<string, string | undefined>;
 
