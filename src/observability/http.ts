@@ -6,6 +6,9 @@ import type { Tracing } from "./tracing";
 /** The route label of a request no route matched (never the raw path: it would grow the series without bound). */
 export const UNMATCHED_ROUTE = "unmatched";
 
+/** Polled by health checks and scrapers every few seconds: counted, but a trace each would bury the real ones. */
+const UNTRACED_PATHS = new Set(["/health", "/metrics"]);
+
 export interface HttpObserver {
   /** H3 config hook: notes when the request arrived and opens its span. */
   onRequest(event: H3Event): void;
@@ -17,7 +20,7 @@ export interface HttpObserver {
 
 interface RequestState {
   startedAt: number;
-  span: Span;
+  span?: Span;
 }
 
 /**
@@ -30,16 +33,13 @@ export function observeHttp(deps: { metrics: Metrics; tracing: Tracing }): HttpO
   const requests = new WeakMap<H3Event, RequestState>();
   return {
     onRequest(event) {
-      const method = event.req.method;
-      const span = deps.tracing.startSpan("http.request", {
-        "http.request.method": method,
-        "url.path": event.url.pathname,
-      });
+      const path = event.url.pathname;
+      const span = UNTRACED_PATHS.has(path) ? undefined : deps.tracing.startSpan("http.request", { "http.request.method": event.req.method, "url.path": path });
       requests.set(event, { startedAt: performance.now(), span });
     },
     middleware(event, next) {
       const state = requests.get(event);
-      if (!state) return next();
+      if (!state?.span) return next();
       return context.with(trace.setSpan(context.active(), state.span), next);
     },
     onResponse(response, event) {
@@ -53,7 +53,7 @@ export function observeHttp(deps: { metrics: Metrics; tracing: Tracing }): HttpO
         status: response.status,
         durationMs: state ? performance.now() - state.startedAt : 0,
       });
-      if (state) {
+      if (state?.span) {
         state.span.updateName(`${method} ${route}`);
         state.span.setAttributes({ "http.route": route, "http.response.status_code": response.status });
         if (response.status >= 500) state.span.setStatus({ code: SpanStatusCode.ERROR, message: `HTTP ${response.status}` });

@@ -46,6 +46,7 @@ describe("HTTP metrics and spans", () => {
     expect((await get(app, "/api/sessions/x/pause", { method: "POST" })).status).toBe(409);
     expect((await get(app, "/api/crash")).status).toBe(500);
     expect((await get(app, "/no/such/route/with-an-id-1234")).status).toBe(404);
+    expect((await get(app, "/metrics", { headers: { authorization: "Bearer right-key-123" } })).status).toBe(200);
     await obs.tracing.flush(5000);
   });
 
@@ -79,6 +80,8 @@ describe("HTTP metrics and spans", () => {
     expect(crash.status.code).toBe(2);
     const conflictSpan = spans.find((s) => s.name === "POST /api/sessions/:id/pause")!;
     expect(conflictSpan.status.code).toBe(0);
+    // Health checks and scrapes are counted, not traced.
+    expect(spans.some((s) => s.attributes["url.path"] === "/metrics" || s.name.includes("/metrics"))).toBe(false);
   });
 
   it("GET /metrics needs the key by default: 401 with the contract's error body", async () => {
