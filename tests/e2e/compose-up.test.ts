@@ -144,7 +144,8 @@ describe.skipIf(reason)("docker-compose up with the generated PostgreSQL file", 
     dir = await mkdtemp(join(tmpdir(), "ash-compose-up-"));
     port = await freePort();
     project = `ashe2e${process.pid}`;
-    const generated = await run(tsx, [main, "compose", "generate", "--database", "postgres", "--image", image!, "--port", String(port), "--max-sandboxes", "5"], {
+    // The model is the fake one, in a container on the stack's network (see the agent-flow test).
+    const generated = await run(tsx, [main, "compose", "generate", "--database", "postgres", "--image", image!, "--port", String(port), "--max-sandboxes", "5", "-e", "ANTHROPIC_BASE_URL=http://model:8080"], {
       cwd: dir,
       env: { ...process.env, NO_COLOR: "1" },
     });
@@ -206,6 +207,65 @@ describe.skipIf(reason)("docker-compose up with the generated PostgreSQL file", 
     const agents = await fetch(`http://127.0.0.1:${port}/api/agents`, { headers: { authorization: `Bearer ${apiKey}` } });
     expect(agents.status).toBe(200);
     expect(((await agents.json()) as { agents: { name: string }[] }).agents.map((a) => a.name)).toContain("compose-agent");
+  });
+  it("runs the agent flow, and keeps every session and message through `restart ash`, a database restart and a recreate", async () => {
+    const api = (path: string, init: RequestInit & { json?: unknown } = {}) =>
+      fetch(`http://127.0.0.1:${port}${path}`, {
+        ...init,
+        headers: { authorization: `Bearer ${apiKey}`, ...(init.json !== undefined ? { "content-type": "application/json" } : {}) },
+        body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
+      });
+    const turn = async (sessionId: string, content: string) => {
+      const r = await api(`/api/sessions/${sessionId}/messages`, { method: "POST", json: { content } });
+      expect(r.status).toBe(200);
+      return r.text();
+    };
+    const waitFor = async (status: number, seconds: number) => {
+      let last = 0;
+      for (let i = 0; i < seconds * 2; i++) {
+        last = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status, () => 0);
+        if (last === status) return last;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      return last;
+    };
+    const model = await run("docker", [
+      "run", "-d", "--label", "ash.test=1", "--network", `${project}_default`, "--network-alias", "model",
+      "--entrypoint", "node", "-v", `${join(root, "tests/fake-model/fake-model.mjs")}:/fake/fake-model.mjs:ro`,
+      image!, "/fake/fake-model.mjs", "--port", "8080", "--host", "0.0.0.0",
+    ]);
+    expect(model.code, model.stderr).toBe(0);
+    try {
+      const created = await api("/api/sessions", { method: "POST", json: { agent: "compose-agent" } });
+      expect(created.status).toBe(201);
+      const sessionId = ((await created.json()) as any).session.id as string;
+      const first = await turn(sessionId, "#bash echo composed > c.txt && echo ok");
+      expect(first).toContain("event: tool_result");
+      expect(first).toContain("event: turn_complete");
+      const history = async () => ((await (await api(`/api/sessions/${sessionId}/messages?limit=500`)).json()) as any).messages;
+      const before = await history();
+
+      expect((await compose(["restart", "ash"], 300_000)).code).toBe(0);
+      expect(await waitFor(200, 120)).toBe(200);
+      expect(await history()).toEqual(before);
+      expect(await turn(sessionId, "#bash cat c.txt")).toContain("composed");
+
+      // The database goes away and comes back: the server recovers by itself.
+      expect((await compose(["restart", "postgres"], 300_000)).code).toBe(0);
+      expect(await waitFor(200, 120)).toBe(200);
+      const afterDb = await turn(sessionId, "#bash cat c.txt");
+      expect(afterDb).toContain("composed");
+      const kept = await history();
+      expect(kept.slice(0, before.length)).toEqual(before);
+
+      expect((await compose(["rm", "--stop", "--force", "-v"])).code).toBe(0);
+      expect((await compose(["up", "-d"], 600_000)).code).toBe(0);
+      expect(await waitHealthy(`${project}_ash_1`, 180)).toBe("healthy");
+      expect(await history()).toEqual(kept);
+      expect(await turn(sessionId, "#bash cat c.txt")).toContain("composed");
+    } finally {
+      await run("docker", ["rm", "-f", model.stdout.trim()]);
+    }
   });
 });
 
