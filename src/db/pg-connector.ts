@@ -99,7 +99,18 @@ class PgStatement implements Statement {
 }
 
 export function pgPoolConnector(pool: pg.Pool): Connector<pg.Pool> {
-  const execute: Execute = (sql, params) => withPoolClient(pool, (client) => runOn(client, sql, params));
+  const once: Execute = (sql, params) => withPoolClient(pool, (client) => runOn(client, sql, params));
+  // After the database restarts, an idle pooled connection can be dead before
+  // pg notices. A read that fails that way is tried once more on a fresh
+  // connection; a write is not (it may have been applied), its caller sees 503.
+  const execute: Execute = async (sql, params) => {
+    try {
+      return await once(sql, params);
+    } catch (err) {
+      if (!isUnavailableError(err) || !/^\s*select\b/i.test(sql)) throw err;
+      return once(sql, params);
+    }
+  };
   return {
     name: "postgresql",
     dialect: "postgresql",
