@@ -26,6 +26,8 @@ export interface Observability {
   telemetry: Telemetry;
   /** H3 hooks and middleware that count and trace every request. */
   http: HttpObserver;
+  /** Masks secrets (keys, tokens, URL passwords) in text bound for telemetry or a span. */
+  redact(text: string): string;
   /** Starts following one turn (see TurnObserver). */
   observeTurn(turn: { sessionId: string; agent: string; model?: string }): TurnObserver;
   /** Sends what is pending (spans, events) and stops, within `timeoutMs`. */
@@ -72,6 +74,7 @@ export async function createObservability(env: Env = process.env, options: Obser
     tracing,
     telemetry,
     http: observeHttp({ metrics, tracing }),
+    redact,
     observeTurn: (turn) => new TurnObserver({ metrics, tracing }, turn),
     shutdown: (timeoutMs = 5000) => (stopping ??= Promise.all([telemetry.shutdown(timeoutMs), tracing.shutdown(timeoutMs)]).then(() => undefined)),
   };
