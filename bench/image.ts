@@ -12,6 +12,7 @@
  */
 import { execFile } from "node:child_process";
 import { appendFile, cp, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { get } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -30,6 +31,8 @@ function run(command: string, args: string[], env: Record<string, string> = {}, 
     });
   });
 }
+
+const progress = (message: string) => process.stderr.write(`bench/image: ${message}\n`);
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
@@ -52,17 +55,24 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
+/** Status of GET /health, or 0 when nothing answers (node:http keeps the process alive while waiting; fetch may not). */
+function healthStatus(port: number): Promise<number> {
+  return new Promise((done) => {
+    const request = get({ host: "127.0.0.1", port, path: "/health", timeout: 1000 }, (response) => {
+      response.resume();
+      done(response.statusCode ?? 0);
+    });
+    request.on("timeout", () => request.destroy());
+    request.on("error", () => done(0));
+  });
+}
+
 async function untilHealthy(port: number): Promise<void> {
   for (let i = 0; i < 1200; i++) {
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) });
-      if (response.status === 200) return;
-    } catch {
-      // not listening yet
-    }
+    if ((await healthStatus(port)) === 200) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error("the server did not become healthy within 60 s");
+  throw new Error("the server did not become healthy within about a minute");
 }
 
 async function main(): Promise<void> {
@@ -79,12 +89,14 @@ async function main(): Promise<void> {
 
   const results: [string, string][] = [];
   try {
+    progress(cold ? "cold build" : "first build");
     if (cold) {
       // Empty npm cache and no layer cache: everything is downloaded, compiled and built.
       results.push(["cold build (npm cache fill + docker build --no-cache)", `${(await timed(() => build({ ASH_IMAGE_NO_CACHE: "1" }))).toFixed(1)} s`]);
     } else {
       await build();
     }
+    progress("rebuilds");
     results.push(["rebuild, nothing changed", `${(await timed(() => build())).toFixed(1)} s`]);
     await appendFile(join(copy, "src/server/main.ts"), `\n// bench ${Date.now()}\n`);
     results.push(["rebuild after a one-line source change", `${(await timed(() => build())).toFixed(1)} s`]);
@@ -92,6 +104,7 @@ async function main(): Promise<void> {
     const size = Number((await run("docker", ["image", "inspect", "--format", "{{.Size}}", tag])).trim());
     results.push(["image size", `${(size / 1e6).toFixed(0)} MB`]);
 
+    progress(`${runs} starts`);
     const startTimes: number[] = [];
     for (let i = 0; i < runs; i++) {
       const dataDir = join(scratch, `data-${i}`);
