@@ -19,33 +19,33 @@ export interface LoggingOptions {
   write?: (line: string) => void;
 }
 
-/** The reporters an instance had before it was configured, so configuring twice does not wrap twice. */
-const original = new WeakMap<ConsolaInstance, ConsolaReporter[]>();
+/** Each reporter's own `log`, kept so configuring again starts from it (and never wraps twice). */
+const originals = new WeakMap<ConsolaReporter, ConsolaReporter["log"]>();
 
 /**
  * Sets up logging for the server: ASH_LOG_FORMAT=json writes one JSON object
  * per line (`{time, level, tag, msg, ...fields}`), human keeps consola's own
  * output. Either way every argument is passed through the redactor first, so
  * secrets (API keys, tokens, database passwords) never reach a log line.
- * Loggers made with `withTag` copy their parent's reporters when they are
- * made: configure before creating them.
+ *
+ * Loggers made with `withTag` copy their parent's list of reporters, so the
+ * reporters themselves are changed in place: loggers tagged before this call
+ * (module-level ones) follow it too.
  */
 export function configureLogging(config: LoggingConfig, options: LoggingOptions = {}): ConsolaInstance {
   const instance = options.instance ?? consola;
   const redact = createRedactor(options.env ?? process.env, options.secrets ?? []);
-  if (!original.has(instance)) original.set(instance, [...instance.options.reporters]);
-  const inner = original.get(instance)!;
-
-  if (config.logFormat === "json") {
-    const write = options.write ?? ((line: string) => void process.stdout.write(line));
-    instance.setReporters([{ log: (entry) => write(JSON.stringify(jsonRecord(entry, redact)) + "\n") }]);
-  } else {
-    instance.setReporters(
-      inner.map((reporter) => ({
-        log: (entry: LogObject, ctx: { options: any }) => reporter.log({ ...entry, args: entry.args.map((arg) => redactValue(arg, redact)) }, ctx),
-      })),
-    );
-  }
+  const write = options.write ?? ((line: string) => void process.stdout.write(line));
+  instance.options.reporters.forEach((reporter, index) => {
+    if (!originals.has(reporter)) originals.set(reporter, reporter.log.bind(reporter));
+    const original = originals.get(reporter)!;
+    if (config.logFormat === "json") {
+      // One line per entry, however many reporters there are.
+      reporter.log = index === 0 ? (entry) => write(JSON.stringify(jsonRecord(entry, redact)) + "\n") : () => undefined;
+    } else {
+      reporter.log = (entry, ctx) => original({ ...entry, args: entry.args.map((arg) => redactValue(arg, redact)) }, ctx);
+    }
+  });
   return instance;
 }
 

@@ -77,6 +77,16 @@ describe("log redaction", () => {
     expect(text).toMatch(/at .*observability-logger\.test\.ts/);
   });
 
+  it("loggers tagged before configuring (module-level ones) follow the format and the masking too", () => {
+    const lines: string[] = [];
+    const log = createConsola({ level: 5, reporters: [{ log: () => lines.push("unconfigured output") }] });
+    const early = log.withTag("db");
+    configureLogging({ logFormat: "json" }, { instance: log, env: ENV, write: (line) => lines.push(line) });
+    early.info(`connected with ${ENV.ASH_DATABASE_URL}`);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0])).toMatchObject({ tag: "db", msg: "connected with postgres://ash:***@db.internal:5432/ash" });
+  });
+
   it("configuring twice does not wrap twice, and switching format works", () => {
     const lines: string[] = [];
     const seen: unknown[][] = [];
