@@ -78,10 +78,10 @@ export class Metrics {
     this.sandboxes = r.gauge("ash_sandboxes", "Sandboxes by state: busy (running a turn), idle (live, no turn), evicted (session not ended, no live sandbox).", ["state"]);
     this.sessions = r.gauge("ash_sessions", "Sessions by status.", ["status"]);
     this.turns = r.counter("ash_turns_total", "Turns finished, by outcome (complete, or the error code the turn ended with).", ["outcome"]);
-    this.turnDuration = r.histogram("ash_turn_duration_seconds", "Time from accepting a message to the end of its turn.", [], [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]);
+    this.turnDuration = r.histogram("ash_turn_duration_seconds", "Time from the start of a turn (its sandbox up) to its end, the workspace saved.", [], [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]);
     this.turnFirstEvent = r.histogram(
       "ash_turn_first_event_seconds",
-      "Time from accepting a message to the turn's first text, thinking or tool event.",
+      "Time from the start of a turn to its first text, thinking or tool event.",
       [],
       [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
     );
