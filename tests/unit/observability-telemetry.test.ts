@@ -43,6 +43,8 @@ describe("event telemetry", () => {
     const t = telemetry({ url: s.url, token: "sink-token-123456", batchSize: 100 });
     for (let i = 0; i < 250; i++) t.emit({ type: "text_delta", sessionId: "s1", agent: "helper", seq: i, data: { delta: `d${i}` } });
     await s.waitFor(() => s.records().length === 250, 10_000, "250 records");
+    // The sink stores a batch before it answers: wait for the answers too.
+    expect(await t.flush(5000)).toBe(true);
 
     expect(s.batches.every((b) => b.records.length <= 100)).toBe(true);
     expect(s.batches.length).toBeGreaterThanOrEqual(3);
@@ -106,6 +108,7 @@ describe("event telemetry", () => {
     await s.waitFor(() => s.attempts() >= 3, 5000, "three failed attempts");
     s.setMode({ kind: "ok" });
     await s.waitFor(() => s.records().length === 35, 10_000, "all records after recovery");
+    expect(await t.flush(5000)).toBe(true);
     expect(s.records().map((r) => r.seq)).toEqual([...Array(35).keys()]);
     expect(t.stats()).toEqual({ sent: 35, dropped: 0, queued: 0 });
     expect(t.warnings.some((w) => w.includes("HTTP 503"))).toBe(true);
