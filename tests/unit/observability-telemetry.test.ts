@@ -41,7 +41,7 @@ describe("event telemetry", () => {
   it("delivers events in order, in batches of at most batchSize, with the bearer token", async () => {
     const s = await sink();
     const t = telemetry({ url: s.url, token: "sink-token-123456", batchSize: 100 });
-    for (let i = 0; i < 250; i++) t.emit({ type: "text_delta", sessionId: "s1", agent: "helper", seq: i, data: { delta: `d${i}` } });
+    for (let i = 0; i < 250; i++) t.emit({ type: "text_delta", sessionId: "s1", agent: "support", seq: i, data: { delta: `d${i}` } });
     await s.waitFor(() => s.records().length === 250, 10_000, "250 records");
     // The sink stores a batch before it answers: wait for the answers too.
     expect(await t.flush(5000)).toBe(true);
@@ -50,7 +50,7 @@ describe("event telemetry", () => {
     expect(s.batches.length).toBeGreaterThanOrEqual(3);
     expect(s.records().map((r) => r.seq)).toEqual([...Array(250).keys()]);
     const first = s.records()[0];
-    expect(first).toEqual({ type: "text_delta", sessionId: "s1", agent: "helper", seq: 0, at: expect.any(String), data: { delta: "d0" } });
+    expect(first).toEqual({ type: "text_delta", sessionId: "s1", agent: "support", seq: 0, at: expect.any(String), data: { delta: "d0" } });
     expect(new Date(first.at).toISOString()).toBe(first.at);
     for (const b of s.batches) {
       expect(b.headers.authorization).toBe("Bearer sink-token-123456");

@@ -35,7 +35,7 @@ describe("tracing with an OTLP endpoint", () => {
     expect(obs.tracing.enabled).toBe(true);
 
     // session.create → sandbox.spawn (with an await between), then a turn with two tool calls.
-    await obs.tracing.withSpan("session.create", { "ash.session_id": "sess-1", "ash.agent": "helper" }, async () => {
+    await obs.tracing.withSpan("session.create", { "ash.session_id": "sess-1", "ash.agent": "support" }, async () => {
       await new Promise((r) => setTimeout(r, 5));
       await obs.tracing.withSpan("sandbox.spawn", { "ash.sandbox_id": "sb-1" }, async () => {
         await new Promise((r) => setImmediate(r));
@@ -43,7 +43,7 @@ describe("tracing with an OTLP endpoint", () => {
       });
     });
 
-    const turn = obs.observeTurn({ sessionId: "sess-1", agent: "helper", model: "claude-test" });
+    const turn = obs.observeTurn({ sessionId: "sess-1", agent: "support", model: "claude-test" });
     turn.event({ type: "session_start", data: { sessionId: "sess-1" } });
     turn.event({ type: "text_delta", data: { delta: "Let me look." } });
     turn.event({ type: "tool_use", data: { id: "tu_1", name: "Bash", input: { command: "ls" } } });
@@ -88,7 +88,7 @@ describe("tracing with an OTLP endpoint", () => {
     expect(create.parentSpanId).toBe("");
     expect(spawnSpan.traceId).toBe(create.traceId);
     expect(spawnSpan.parentSpanId).toBe(create.spanId);
-    expect(create.attributes).toMatchObject({ "ash.session_id": "sess-1", "ash.agent": "helper" });
+    expect(create.attributes).toMatchObject({ "ash.session_id": "sess-1", "ash.agent": "support" });
     expect(spawnSpan.attributes["ash.sandbox_id"]).toBe("sb-1");
   });
 
@@ -101,7 +101,7 @@ describe("tracing with an OTLP endpoint", () => {
     const [turn] = byName(spans, "turn");
     expect(turn.attributes).toMatchObject({
       "ash.session_id": "sess-1",
-      "ash.agent": "helper",
+      "ash.agent": "support",
       "gen_ai.request.model": "claude-test",
       "gen_ai.usage.input_tokens": 1200,
       "gen_ai.usage.output_tokens": 85,
