@@ -242,8 +242,13 @@ describe.skipIf(reason)("docker-compose up with the generated PostgreSQL file", 
       const first = await turn(sessionId, "#bash echo composed > c.txt && echo ok");
       expect(first).toContain("event: tool_result");
       expect(first).toContain("event: turn_complete");
-      const history = async () => ((await (await api(`/api/sessions/${sessionId}/messages?limit=500`)).json()) as any).messages;
+      const history = async () => {
+        const r = await api(`/api/sessions/${sessionId}/messages?limit=100`);
+        expect(r.status).toBe(200);
+        return ((await r.json()) as any).messages as unknown[];
+      };
       const before = await history();
+      expect(before.length).toBeGreaterThanOrEqual(3);
 
       expect((await compose(["restart", "ash"], 300_000)).code).toBe(0);
       expect(await waitFor(200, 120)).toBe(200);

@@ -44,7 +44,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   app.get("/api/sessions/:id/messages", async (event) => {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
-    const { after, limit } = pageOf(getQuery(event) as Record<string, string | undefined>, 100);
+    const { after, limit } = pageOf(getQuery(event) as Record<string, string | undefined>, 1000);
     return { messages: (await listMessages(ctx.db, sessionId, { after, limit })).map((m) => ({ ...m, createdAt: new Date(m.createdAt).toISOString() })) };
   });
 
