@@ -8,12 +8,22 @@ import { registerSessions } from "./routes/sessions";
 import { registerMessages } from "./routes/messages";
 import { registerWorkspace } from "./routes/workspace";
 import { registerOpenApi } from "./routes/openapi";
+import { registerMetrics } from "./routes/metrics";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
+  const { http, metrics, telemetry, settings } = ctx.observability;
   const app = new H3({
-    onError: (error) => toErrorResponse(error, (cause) => ctx.log.error("request failed:", cause)),
+    onError: (error, event) =>
+      toErrorResponse(error, (cause) => {
+        ctx.log.error("request failed:", cause);
+        telemetry.emit({ type: "server_error", data: { method: event.req.method, route: event.context.matchedRoute?.route ?? null, message: ctx.observability.redact(cause instanceof Error ? cause.message : String(cause)) } });
+      }),
+    onRequest: http.onRequest,
+    onResponse: http.onResponse,
   });
+  // First: every request, answered by any route or middleware, is counted and traced.
+  app.use(http.middleware);
 
   app.use((event, next) => {
     const path = event.url.pathname;
@@ -26,6 +36,7 @@ export function createApp(ctx: AppContext): H3 {
   });
 
   registerHealth(app, ctx);
+  registerMetrics(app, { metrics, requireKey: !settings.metrics.public, verify: (header) => ctx.keys.verify(bearerKey(header)) });
   registerOpenApi(app, ctx);
   registerAgents(app, ctx);
   registerSessions(app, ctx);

@@ -4,6 +4,7 @@ import type { AshDatabase } from "../db/types";
 import type { SessionManager } from "../sessions/session-manager";
 import type { SandboxFactory, SnapshotStore } from "../sessions/types";
 import type { KeyRing } from "./auth";
+import type { Observability } from "../observability";
 
 /** What every route handler can reach. */
 export interface AppContext {
@@ -16,4 +17,5 @@ export interface AppContext {
   log: ConsolaInstance;
   version: string;
   startedAt: number;
+  observability: Observability;
 }

@@ -2,12 +2,18 @@ import { consola } from "consola";
 import { ConfigError, loadConfig } from "../config";
 import { startServer } from "./server";
 import { createServerParts } from "./parts";
+import { configureLogging, createObservability, type Observability } from "../observability";
+import { version } from "../version";
 
 // `ash-server`: the process the image runs. SIGTERM/SIGINT stop it gracefully.
 async function main(): Promise<void> {
   let config;
+  let obs: Observability;
   try {
     config = loadConfig();
+    // Before anything logs: tagged loggers copy their reporters when they are made.
+    configureLogging(config);
+    obs = await createObservability(process.env, { version, warn: (message) => consola.warn(message) });
   } catch (error) {
     if (error instanceof ConfigError) {
       consola.error(error.message);
@@ -15,11 +21,10 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  if (config.logFormat === "json") consola.options.reporters = [{ log: (entry) => process.stdout.write(JSON.stringify({ time: entry.date.toISOString(), level: entry.type, tag: entry.tag, message: entry.args.map(String).join(" ") }) + "\n") }];
 
   let server;
   try {
-    server = await startServer(config, createServerParts);
+    server = await startServer(config, createServerParts, obs);
   } catch (error: any) {
     consola.error(error?.message ?? String(error));
     process.exit(1);

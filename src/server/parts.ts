@@ -80,7 +80,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/sessions"}`);
   const snapshots: SnapshotStore = {
     async save(sessionId, workspaceDir, metadata) {
-      await store.snapshotWorkspace(sessionId, workspaceDir, { agentName: String(metadata.agentName ?? ""), ...metadata });
+      const info = await store.snapshotWorkspace(sessionId, workspaceDir, { agentName: String(metadata.agentName ?? ""), ...metadata });
+      return { bytes: info.bytes };
     },
     restore: (sessionId, targetDir) => store.restoreWorkspace(sessionId, targetDir),
     async copy(fromSessionId, toSessionId) {

@@ -16,6 +16,7 @@ import { version } from "../version";
 import { KeyRing } from "./auth";
 import { createApp } from "./app";
 import type { AppContext } from "./context";
+import { createObservability, observeDatabase, type Observability } from "../observability";
 
 export interface RunningServer {
   url: string;
@@ -34,22 +35,27 @@ export interface ServerParts {
 export async function startServer(
   config: ServerConfig,
   makeParts: (config: ServerConfig, log: ConsolaInstance, serverId: string) => Promise<ServerParts>,
+  observability?: Observability,
 ): Promise<RunningServer> {
   const log = consola.withTag("ash");
+  const obs = observability ?? (await createObservability(process.env, { version, warn: (message) => log.warn(message) }));
   await mkdir(config.dataDir, { recursive: true });
   // Fail on a taken port before doing any work, with a sentence that says so.
   if (config.port !== 0) await assertPortFree(config.port, config.host);
 
-  const db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, connectTimeoutMs: config.databaseConnectTimeoutMs });
+  const db = observeDatabase(await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, connectTimeoutMs: config.databaseConnectTimeoutMs }), obs.metrics);
   let sessions: SessionManager | undefined;
   try {
     await migrate(db, migrations);
     const keys = await KeyRing.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m) });
     const serverId = await serverIdOf(config.dataDir);
     const parts = await makeParts(config, log, serverId);
-    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, snapshots: parts.snapshots, log });
+    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, snapshots: parts.snapshots, log, observability: obs });
     await sessions.start();
-    const ctx: AppContext = { config, db, keys, sessions, ...parts, log, version, startedAt: Date.now() };
+    const live = sessions;
+    obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
+    obs.metrics.collectSessions(() => countSessionsByStatus(db));
+    const ctx: AppContext = { config, db, keys, sessions, ...parts, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     const listener: Listener = await listen(toNodeHandler(app), {
       port: config.port,
@@ -75,14 +81,29 @@ export async function startServer(
         (closing ??= (async () => {
           await sessions!.shutdown();
           await listener.close();
+          // After the sessions: their last events and spans are sent too.
+          await obs.shutdown(5000);
           await db.close();
         })()),
     };
   } catch (error) {
     await sessions?.shutdown().catch(() => undefined);
+    await obs.shutdown(2000).catch(() => undefined);
     await db.close().catch(() => undefined);
     throw error;
   }
+}
+
+/** Sessions by status, for the ash_sessions gauge. */
+async function countSessionsByStatus(db: AshDatabase): Promise<Record<string, number>> {
+  const rows = await db.all<{ status: string; n: number | string }>("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status");
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}
+
+/** Sessions still open whose sandbox was evicted (no live sandbox), for ash_sandboxes{state="evicted"}. */
+async function countEvictedSessions(db: AshDatabase): Promise<number> {
+  const row = await db.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM sessions WHERE status = 'active' AND sandbox_id IS NULL");
+  return Number(row?.n ?? 0);
 }
 
 /** A stable id for this server's data directory, so a restart can find what it left behind. */

@@ -37,13 +37,15 @@ export class EventLog {
     private readonly db: AshDatabase,
     readonly sessionId: string,
     lastSeq: number,
+    private readonly onStored?: (events: StoredEvent[]) => void,
   ) {
     this.seq = lastSeq;
     this.durableSeq = lastSeq;
   }
 
-  static async open(db: AshDatabase, sessionId: string): Promise<EventLog> {
-    return new EventLog(db, sessionId, await lastEventSeq(db, sessionId));
+  /** `onStored` hears about every event once it is durable (telemetry). */
+  static async open(db: AshDatabase, sessionId: string, onStored?: (events: StoredEvent[]) => void): Promise<EventLog> {
+    return new EventLog(db, sessionId, await lastEventSeq(db, sessionId), onStored);
   }
 
   /** The sequence of the last event readers can see. */
@@ -105,6 +107,7 @@ export class EventLog {
     }
     this.durableSeq = batch[batch.length - 1]!.event.seq;
     this.recent.push(...batch.map((p) => p.event));
+    this.onStored?.(batch.map((p) => p.event));
     if (this.recent.length > RECENT_LIMIT) this.recent.splice(0, this.recent.length - RECENT_LIMIT);
     this.wake();
   }

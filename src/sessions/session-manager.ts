@@ -19,6 +19,7 @@ import { conflict, gone, notFound } from "../server/errors";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
 import { buildAgentEnv } from "./agent-env";
+import type { EvictionReason, Observability } from "../observability";
 
 /** A session whose sandbox and CLI process are running. */
 interface LiveSession {
@@ -52,9 +53,21 @@ export interface SessionManagerOptions {
   sandboxes: SandboxFactory;
   snapshots: SnapshotStore;
   log: ConsolaInstance;
+  observability: Observability;
 }
 
 const KILL_GRACE_MS = 5000;
+
+/** deactivate()'s reasons as ash_evictions_total labels them. */
+const EVICTION_REASON: Record<string, EvictionReason> = {
+  idle_timeout: "idle",
+  capacity: "capacity",
+  paused: "pause",
+  stopped: "stop",
+  ended: "end",
+  server_shutdown: "shutdown",
+  process_exited: "crash",
+};
 
 /**
  * The life of every session: bringing its sandbox and CLI up (restoring the
@@ -93,6 +106,12 @@ export class SessionManager {
     return this.turns.size;
   }
 
+  /** Live sandboxes running a turn and waiting, for ash_sandboxes. */
+  sandboxCounts(): { busy: number; idle: number } {
+    const busy = [...this.live.keys()].filter((id) => this.turns.has(id)).length;
+    return { busy, idle: this.live.size - busy };
+  }
+
   /** Cleans up after a previous run of this server, then starts the idle sweeper. */
   async start(): Promise<void> {
     await this.closeInterruptedTurns();
@@ -108,7 +127,16 @@ export class SessionManager {
     this.sweeper.unref();
   }
 
-  async createSession(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
+  createSession(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
+    return this.o.observability.tracing.withSpan("session.create", { "ash.agent": input.agent }, async (span) => {
+      const session = await this.createSessionNow(input);
+      span.setAttribute("ash.session_id", session.id);
+      this.o.observability.telemetry.emit({ type: "session_created", sessionId: session.id, agent: session.agentName, data: { model: session.model ?? null } });
+      return session;
+    });
+  }
+
+  private async createSessionNow(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
     const agent = await getAgent(this.o.db, input.agent);
     if (!agent) throw await this.unknownAgent(input.agent);
     const release = await this.pool.reserve();
@@ -189,6 +217,7 @@ export class SessionManager {
     if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before pausing.");
     await this.deactivate(sessionId, "paused", "paused");
     await updateSession(this.o.db, sessionId, { status: "paused", sandboxId: null, touch: true });
+    this.o.observability.telemetry.emit({ type: "session_paused", sessionId, agent: session.agentName });
     return (await getSession(this.o.db, sessionId))!;
   }
 
@@ -198,6 +227,7 @@ export class SessionManager {
     await this.killTurn(sessionId);
     await this.deactivate(sessionId, "stopped", "stopped");
     await updateSession(this.o.db, sessionId, { status: "stopped", sandboxId: null, touch: true });
+    this.o.observability.telemetry.emit({ type: "session_stopped", sessionId, agent: session.agentName });
     return (await getSession(this.o.db, sessionId))!;
   }
 
@@ -215,6 +245,7 @@ export class SessionManager {
       await this.killTurn(sessionId);
       await this.deactivate(sessionId, "ended", "ended");
       await updateSession(this.o.db, sessionId, { status: "ended", sandboxId: null, touch: true });
+      this.o.observability.telemetry.emit({ type: "session_ended", sessionId, agent: session.agentName });
     }
     return (await getSession(this.o.db, sessionId))!;
   }
@@ -269,7 +300,11 @@ export class SessionManager {
   async logFor(sessionId: string): Promise<EventLog> {
     const existing = this.logs.get(sessionId);
     if (existing && !existing.broken) return existing;
-    const log = await EventLog.open(this.o.db, sessionId);
+    const { telemetry } = this.o.observability;
+    const log = await EventLog.open(this.o.db, sessionId, (events) => {
+      const agent = this.live.get(sessionId)?.session.agentName;
+      for (const e of events) telemetry.emit({ type: e.type, sessionId, agent, seq: e.seq, at: new Date(e.createdAt), data: e.data });
+    });
     this.logs.set(sessionId, log);
     return log;
   }
@@ -327,11 +362,30 @@ export class SessionManager {
     return promise;
   }
 
-  private async bringUp(session: SessionRecord): Promise<LiveSession> {
+  private bringUp(session: SessionRecord): Promise<LiveSession> {
+    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id }, async (span) => {
+      const startedAt = performance.now();
+      const { live, restored } = await this.bringUpNow(session, (sandboxId) => span.setAttribute("ash.sandbox_id", sandboxId));
+      const { metrics, telemetry } = this.o.observability;
+      metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
+      // A session that existed before (paused, stopped, evicted, forked) is coming back.
+      if (session.status !== "starting") {
+        const from = restored ? "snapshot" : "fresh";
+        metrics.resumed(from);
+        telemetry.emit({ type: "session_resumed", sessionId: session.id, agent: session.agentName, data: { from } });
+      }
+      return live;
+    });
+  }
+
+  private async bringUpNow(session: SessionRecord, named: (sandboxId: string) => void): Promise<{ live: LiveSession; restored: boolean }> {
     const { db, config, snapshots } = this.o;
+    const { tracing } = this.o.observability;
     const agentVersion = await getAgentVersion(db, session.agentId, session.agentVersion);
     const sandboxId = randomUUID();
-    const env = buildAgentEnv({ config, agentEnv: agentVersion?.env ?? {}, extraEnv: session.settings.extraEnv ?? {} });
+    named(sandboxId);
+    // TRACEPARENT (and, with ASH_SANDBOX_OTEL, the CLI's export settings) join the agent's spans to this trace.
+    const env = { ...buildAgentEnv({ config, agentEnv: agentVersion?.env ?? {}, extraEnv: session.settings.extraEnv ?? {} }), ...tracing.traceparentEnv() };
     const settings = session.settings as SessionSettings & { forkOf?: string };
     const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
     const resume = session.sdkSessionId ?? forking;
@@ -341,11 +395,13 @@ export class SessionManager {
       sessionId: session.id,
       env,
       // Runs before the sandbox exists, so everything written here is handed to the sandbox user.
-      populate: async (workspaceDir) => {
-        restored = await snapshots.restore(session.id, workspaceDir);
-        if (!restored) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
-        if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"));
-      },
+      populate: (workspaceDir) =>
+        tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
+          restored = await snapshots.restore(session.id, workspaceDir);
+          restoreSpan.setAttribute("ash.restored", restored);
+          if (!restored) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
+          if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"));
+        }),
     });
     try {
       const agent = new AgentSession({
@@ -369,7 +425,7 @@ export class SessionManager {
       const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, busy: false, lastUsedAt: Date.now() };
       this.live.set(session.id, live);
       this.o.log.debug(`session ${session.id}: sandbox ${sandboxId} up${restored ? " (restored)" : ""}`);
-      return live;
+      return { live, restored };
     } catch (error) {
       await sandbox.destroy().catch(() => undefined);
       throw error;
@@ -378,6 +434,7 @@ export class SessionManager {
 
   private async runTurn(turn: RunningTurn, log: EventLog, options: SendOptions, release: () => void): Promise<void> {
     const { live } = turn;
+    const observer = this.o.observability.observeTurn({ sessionId: live.session.id, agent: live.session.agentName, model: options.model ?? live.session.model ?? undefined });
     const partials = options.includePartialMessages !== false;
     let lastAppend: Promise<unknown> = Promise.resolve();
     let watchdog: NodeJS.Timeout | undefined;
@@ -391,6 +448,7 @@ export class SessionManager {
       }, this.o.config.turnIdleTimeoutMs);
     };
     const emit = (events: StreamEvent[], messages: Array<PendingMessage | undefined> = []) => {
+      for (const event of events) observer.event(event);
       lastAppend = log.append(events, messages);
       lastAppend.catch((error) => this.o.log.error(`session ${live.session.id}: storing events failed:`, error));
     };
@@ -424,16 +482,23 @@ export class SessionManager {
     emit(final);
     await lastAppend.catch(() => undefined);
 
-    if (outcome.kind === "process_exit") {
-      const status = this.shuttingDown ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
-      await this.deactivate(live.session.id, "evicted", "process_exited").catch(() => undefined);
-      await updateSession(this.o.db, live.session.id, { status, sandboxId: null }).catch(() => undefined);
-    } else {
-      // Saved before `done`: a client told the turn is done can rely on its files.
-      await this.snapshot(live);
+    try {
+      if (outcome.kind === "process_exit") {
+        const status = this.shuttingDown ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
+        await this.deactivate(live.session.id, "evicted", "process_exited").catch(() => undefined);
+        await updateSession(this.o.db, live.session.id, { status, sandboxId: null }).catch(() => undefined);
+      } else {
+        // Saved before `done`: a client told the turn is done can rely on its files.
+        await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live));
+      }
+    } finally {
+      // Counted and its span closed even when saving the workspace failed.
+      observer.end();
     }
     await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
     release();
+    const limit = final.find((e) => e.type === "error" && ["sandbox_oom", "sandbox_pids", "sandbox_disk"].includes((e.data as any).code));
+    if (limit) this.o.observability.telemetry.emit({ type: "sandbox_limit", sessionId: live.session.id, agent: live.session.agentName, data: { code: (limit.data as any).code } });
     emit([{ type: "done", data: { sessionId: live.session.id } }]);
     await lastAppend.catch(() => undefined);
   }
@@ -476,11 +541,17 @@ export class SessionManager {
   }
 
   private async snapshot(live: LiveSession): Promise<void> {
+    const { tracing, metrics } = this.o.observability;
     try {
-      await this.o.snapshots.save(live.session.id, live.sandbox.workspaceDir, {
-        agentName: live.session.agentName,
-        sessionId: live.session.id,
-        sandboxId: live.sandbox.id,
+      await tracing.withSpan("sandbox.snapshot", { "ash.session_id": live.session.id }, async (span) => {
+        const startedAt = performance.now();
+        const { bytes } = await this.o.snapshots.save(live.session.id, live.sandbox.workspaceDir, {
+          agentName: live.session.agentName,
+          sessionId: live.session.id,
+          sandboxId: live.sandbox.id,
+        });
+        span.setAttribute("ash.snapshot.bytes", bytes);
+        metrics.snapshotTaken({ bytes, durationMs: performance.now() - startedAt });
       });
     } catch (error) {
       this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);
@@ -491,6 +562,7 @@ export class SessionManager {
   private async evict(sessionId: string, reason: "capacity" | "idle"): Promise<void> {
     await this.deactivate(sessionId, "evicted", reason === "idle" ? "idle_timeout" : "capacity");
     await updateSession(this.o.db, sessionId, { sandboxId: null }).catch(() => undefined);
+    this.o.observability.telemetry.emit({ type: "session_evicted", sessionId, data: { reason } });
     this.o.log.debug(`session ${sessionId}: evicted (${reason})`);
   }
 
@@ -503,7 +575,9 @@ export class SessionManager {
     const live = this.live.get(sessionId);
     if (!live) return Promise.resolve();
     if (live.closing) return live.closing;
-    live.closing = (async () => {
+    const { tracing, metrics } = this.o.observability;
+    metrics.evicted(EVICTION_REASON[reason] ?? ("other" as EvictionReason));
+    live.closing = tracing.withSpan("sandbox.evict", { "ash.session_id": sessionId, "ash.sandbox_id": live.sandbox.id, "ash.reason": reason }, async () => {
       try {
         if (save) await this.snapshot(live).catch(() => undefined);
         await live.agent.close(status === "stopped" ? 0 : 2000);
@@ -512,7 +586,7 @@ export class SessionManager {
         await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
         if (this.live.get(sessionId) === live) this.live.delete(sessionId);
       }
-    })();
+    });
     return live.closing;
   }
 

@@ -36,7 +36,8 @@ export interface SnapshotFile {
 
 /** Workspace snapshots, kept outside the sandbox (src/sandbox/snapshot). */
 export interface SnapshotStore {
-  save(sessionId: string, workspaceDir: string, metadata: Record<string, unknown>): Promise<void>;
+  /** Resolves with the snapshot's size in bytes. */
+  save(sessionId: string, workspaceDir: string, metadata: Record<string, unknown>): Promise<{ bytes: number }>;
   restore(sessionId: string, targetDir: string): Promise<boolean>;
   copy(fromSessionId: string, toSessionId: string): Promise<boolean>;
   list(sessionId: string): Promise<SnapshotFile[] | null>;

@@ -64,6 +64,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     const body = validate(execSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const sandbox = await ctx.sessions.sandboxOf(sessionId);
     const result = await sandbox.exec(body.command, { timeoutMs: body.timeout ?? 60_000 });
+    if (result.limit) ctx.observability.metrics.limitKilled(result.limit);
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, timedOut: Boolean(result.timedOut), limit: result.limit ?? null };
   });
 
