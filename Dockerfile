@@ -39,7 +39,8 @@ COPY build.config.ts tsconfig.json ./
 COPY bin ./bin
 COPY templates ./templates
 COPY src ./src
-RUN npm run build
+# Type declarations are for the npm package, not the image: skip them here.
+RUN ASH_BUILD_DECLARATIONS=0 npm run build
 
 # ---------------------------------------------------------------------------
 # prod-deps: the same node_modules without development packages. Kept apart from

@@ -10,7 +10,8 @@ export default defineBuildConfig({
     "src/client/index",
     "src/testcontainers/index",
   ],
-  declaration: true,
+  // The image build turns them off (ASH_BUILD_DECLARATIONS=0): only the npm package needs them.
+  declaration: process.env.ASH_BUILD_DECLARATIONS !== "0",
   clean: true,
   rollup: {
     emitCJS: false,

@@ -15,7 +15,7 @@ log() { printf '\n== %s\n' "$*"; }
 cleanup() {
   log "cleaning up"
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-    ids=$(docker ps -aq --filter label=ash.test=1 2>/dev/null)
+    ids=$(docker ps -aq --filter label=ash.test 2>/dev/null)
     [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   fi
   infra/postgres.sh stop >/dev/null 2>&1 || true
