@@ -12,6 +12,8 @@ export default defineBuildConfig({
   ],
   // The image build turns them off (ASH_BUILD_DECLARATIONS=0): only the npm package needs them.
   declaration: process.env.ASH_BUILD_DECLARATIONS !== "0",
+  // Without declarations unbuild warns that package.json names .d.mts files it did not write.
+  failOnWarn: process.env.ASH_BUILD_DECLARATIONS !== "0",
   clean: true,
   rollup: {
     emitCJS: false,
