@@ -5,7 +5,6 @@
  *
  * Needs `docker info` and ASH_TEST_IMAGE (a local image); skipped otherwise.
  */
-import { execFileSync } from "node:child_process";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -13,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from "testcontainers";
 import { AshContainer, type StartedAshContainer } from "../../src/testcontainers";
 import type { StreamEvent } from "../../src/client";
+import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 
 process.env.TESTCONTAINERS_RYUK_DISABLED = "true";
 process.env.TESTCONTAINERS_HOST_OVERRIDE = "127.0.0.1";
@@ -20,22 +20,7 @@ process.env.TESTCONTAINERS_HOST_OVERRIDE = "127.0.0.1";
 const image = process.env.ASH_TEST_IMAGE;
 const LABEL = { "ash.test": "1" };
 
-function skipReason(): string | undefined {
-  try {
-    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 20_000 });
-  } catch {
-    return "no Docker engine answers `docker info`";
-  }
-  if (!image) return "ASH_TEST_IMAGE is not set";
-  try {
-    execFileSync("docker", ["image", "inspect", image], { stdio: "ignore" });
-  } catch {
-    return `the image ${image} does not exist locally`;
-  }
-  return undefined;
-}
-const reason = skipReason();
-if (reason) console.warn(`Agent-flow end-to-end tests are skipped: ${reason}.`);
+const reason = skipUnlessReady("The agent-flow end-to-end tests", dockerImageProblem(image));
 
 describe.skipIf(reason)("an agent served by the real image", () => {
   let network: StartedNetwork;

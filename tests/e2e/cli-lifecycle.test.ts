@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { renderRunSpec, toDockerRunArgs } from "../../src/runspec";
+import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 import { freePort } from "../helpers/ports";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -37,17 +38,8 @@ function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv
 }
 
 function skipReason(): string | undefined {
-  try {
-    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 20_000 });
-  } catch {
-    return "no Docker engine answers `docker info`";
-  }
-  if (!image) return "ASH_TEST_IMAGE is not set (build the image with infra/build-image.sh and set it to the tag)";
-  try {
-    execFileSync("docker", ["image", "inspect", image], { stdio: "ignore" });
-  } catch {
-    return `the image ASH_TEST_IMAGE=${image} does not exist locally`;
-  }
+  const docker = dockerImageProblem(image);
+  if (docker) return docker;
   try {
     if (execFileSync("docker", ["ps", "-aq", "--filter", "name=^/ash-server$"]).toString().trim()) {
       return "an ash-server container already exists on this machine; the lifecycle tests will not touch it";
@@ -58,7 +50,7 @@ function skipReason(): string | undefined {
   return undefined;
 }
 
-const reason = skipReason();
+const reason = skipUnlessReady("The CLI lifecycle tests", skipReason());
 
 /** The unprivileged-user test runs as `nobody` with the docker group, which needs root and setpriv. */
 const dockerGid = (() => {
@@ -70,7 +62,6 @@ const dockerGid = (() => {
 })();
 const nonRootSkip = process.getuid?.() !== 0 || !dockerGid || !existsSync("/usr/bin/setpriv");
 
-if (reason) console.warn(`CLI lifecycle tests are skipped: ${reason}.`);
 
 describe.skipIf(reason)("ash start / status / logs / stop with the real image", () => {
   let home: string;

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDotEnv } from "../../src/runspec";
+import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 import { freePort } from "../helpers/ports";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -55,15 +56,13 @@ const has = (command: string, args: string[]) => {
 };
 
 function skipReason(): string | undefined {
-  if (!has("docker", ["info"])) return "no Docker engine answers `docker info`";
+  const docker = dockerImageProblem(image);
+  if (docker) return docker;
   if (!has("docker-compose", ["version"])) return "docker-compose is not installed";
-  if (!image) return "ASH_TEST_IMAGE is not set (build the image with infra/build-image.sh and set it to the tag)";
-  if (!has("docker", ["image", "inspect", image])) return `the image ASH_TEST_IMAGE=${image} does not exist locally`;
   return undefined;
 }
 
-const reason = skipReason();
-if (reason) console.warn(`Compose tests are skipped: ${reason}.`);
+const reason = skipUnlessReady("The Compose tests", skipReason());
 
 const PG_ENTRYPOINT = `#!/bin/sh
 # Stand-in for the official postgres image's entrypoint: first start creates the

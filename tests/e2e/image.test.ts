@@ -12,6 +12,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { skipUnlessReady } from "../helpers/requirements";
 import { freePort } from "../helpers/ports";
 
 const repoRoot = resolve(import.meta.dirname, "../..");
@@ -26,8 +27,7 @@ function dockerAnswers(): boolean {
   }
 }
 
-const skipReason = dockerAnswers() ? undefined : "no Docker engine answers `docker info` (start one with infra/docker-engine.sh)";
-if (skipReason) console.warn(`Image tests are skipped: ${skipReason}.`);
+const skipReason = skipUnlessReady("The image tests", dockerAnswers() ? undefined : "no Docker engine answers `docker info` (start one with infra/docker-engine.sh)");
 
 interface Run {
   code: number;

@@ -22,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../helpers/ports";
+import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 
 const root = resolve(import.meta.dirname, "../..");
 const image = process.env.ASH_TEST_IMAGE;
@@ -43,18 +44,9 @@ async function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-function skipReason(): string | undefined {
-  try {
-    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 20_000 });
-  } catch {
-    return "no Docker engine answers `docker info`";
-  }
-  if (!image) return "ASH_TEST_IMAGE is not set";
-  try {
-    execFileSync("docker", ["image", "inspect", image], { stdio: "ignore" });
-  } catch {
-    return `the image ${image} does not exist locally`;
-  }
+function quickStartProblem(): string | undefined {
+  const docker = dockerImageProblem(image);
+  if (docker) return docker;
   try {
     execFileSync("docker", ["inspect", "ash-server"], { stdio: "ignore" });
     return "an ash-server container already exists on this machine";
@@ -65,8 +57,7 @@ function skipReason(): string | undefined {
   return undefined;
 }
 
-const reason = skipReason();
-if (reason) console.warn(`README quick start test is skipped: ${reason}.`);
+const reason = skipUnlessReady("The README quick start test", quickStartProblem());
 
 /** The lines of the README's "Quick start" shell block, comments removed. */
 async function quickStartLines(): Promise<string[]> {

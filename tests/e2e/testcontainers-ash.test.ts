@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 import { AshContainer } from "../../src/testcontainers";
 
 process.env.TESTCONTAINERS_RYUK_DISABLED = "true";
@@ -19,23 +20,7 @@ process.env.TESTCONTAINERS_HOST_OVERRIDE = "127.0.0.1";
 const image = process.env.ASH_TEST_IMAGE;
 const runLabel = `e2e-${process.pid}-${Date.now()}`;
 
-function skipReason(): string | undefined {
-  try {
-    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 20_000 });
-  } catch {
-    return "no Docker engine answers `docker info`";
-  }
-  if (!image) return "ASH_TEST_IMAGE is not set (build the image with infra/build-image.sh and set it to the tag)";
-  try {
-    execFileSync("docker", ["image", "inspect", image], { stdio: "ignore" });
-  } catch {
-    return `the image ASH_TEST_IMAGE=${image} does not exist locally`;
-  }
-  return undefined;
-}
-
-const reason = skipReason();
-if (reason) console.warn(`Testcontainers tests are skipped: ${reason}.`);
+const reason = skipUnlessReady("The Testcontainers tests", dockerImageProblem(image));
 
 describe.skipIf(reason)("AshContainer with the real image", () => {
   const docker = new Docker();

@@ -9,18 +9,17 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe } from "vitest";
+import { skipUnlessReady } from "./requirements";
 
 export const postgresAdminUrl: string | undefined = process.env.ASH_TEST_POSTGRES_URL || undefined;
 
-if (!postgresAdminUrl) {
-  console.warn(
-    "PostgreSQL tests are skipped: ASH_TEST_POSTGRES_URL is not set " +
-      "(run `infra/postgres.sh start` and export the URL it prints as ASH_TEST_POSTGRES_URL).",
-  );
-}
+const missing = skipUnlessReady(
+  "The PostgreSQL tests",
+  postgresAdminUrl ? undefined : "ASH_TEST_POSTGRES_URL is not set (run `infra/postgres.sh start` and export the URL it prints as ASH_TEST_POSTGRES_URL)",
+);
 
 /** `describe` that runs only when a test PostgreSQL is configured. */
-export const describeWithPostgres = describe.skipIf(!postgresAdminUrl);
+export const describeWithPostgres = describe.skipIf(Boolean(missing));
 
 export interface TestDatabase {
   name: string;

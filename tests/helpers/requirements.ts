@@ -1,0 +1,29 @@
+// What the end-to-end and PostgreSQL suites need from the machine. A suite
+// whose needs are missing is skipped with the reason, except under the full
+// test command (scripts/test.sh sets ASH_TEST_REQUIRE_ALL=1), which sets
+// everything up: there a missing need is a failure, never a silent skip.
+import { execFileSync } from "node:child_process";
+
+/** Returns `problem` for `describe.skipIf`, after saying it; throws instead when everything is required. */
+export function skipUnlessReady(suite: string, problem: string | undefined): string | undefined {
+  if (!problem) return undefined;
+  if (process.env.ASH_TEST_REQUIRE_ALL === "1") throw new Error(`${suite} cannot run: ${problem}.`);
+  console.warn(`${suite} skipped: ${problem}.`);
+  return problem;
+}
+
+/** Why the Docker suites cannot run here, or undefined: an engine that answers and the image named by ASH_TEST_IMAGE. */
+export function dockerImageProblem(image = process.env.ASH_TEST_IMAGE): string | undefined {
+  try {
+    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 20_000 });
+  } catch {
+    return "no Docker engine answers `docker info` (start one with infra/docker-engine.sh)";
+  }
+  if (!image) return "ASH_TEST_IMAGE is not set (build the image with infra/build-image.sh and set it to the tag)";
+  try {
+    execFileSync("docker", ["image", "inspect", image], { stdio: "ignore" });
+  } catch {
+    return `the image ASH_TEST_IMAGE=${image} does not exist locally`;
+  }
+  return undefined;
+}
