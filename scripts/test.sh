@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 log() { printf '\n== %s\n' "$*"; }
 
+summary=""
 cleanup() {
   log "cleaning up"
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
@@ -21,16 +22,18 @@ cleanup() {
   infra/postgres.sh stop >/dev/null 2>&1 || true
   infra/registry.sh stop >/dev/null 2>&1 || true
   infra/docker-engine-stop.sh >/dev/null 2>&1 || true
+  # The summary line closes the output, where CI reads it.
+  [ -n "$summary" ] && echo "$summary"
 }
 trap cleanup EXIT
 
 log "installing packages"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund || { echo "0 passed, 1 failed"; exit 1; }
+  npm ci --no-audit --no-fund || { summary="0 passed, 1 failed"; exit 1; }
 fi
 
 log "building"
-npm run build >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+npm run build >/dev/null || { echo "build failed"; summary="0 passed, 1 failed"; exit 1; }
 
 log "starting PostgreSQL"
 if infra/postgres.sh start; then
@@ -59,7 +62,7 @@ log "running tests"
 report="$(mktemp)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
 status=$?
-node scripts/summarize-vitest.mjs "$report"
+summary="$(node scripts/summarize-vitest.mjs "$report")"
 summary_status=$?
 rm -f "$report"
 [ $status -ne 0 ] && exit $status
