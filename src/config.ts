@@ -35,6 +35,8 @@ export interface ServerConfig {
   /** Where workspace snapshots go: files under `<dataDir>/sessions`, or an S3-compatible bucket. */
   snapshots: SnapshotConfig;
   logFormat: "human" | "json";
+  /** Ready sandboxes kept per agent name (ASH_WARM_POOL); empty: no warm pool. */
+  warmPool: Record<string, number>;
 }
 
 export type SnapshotConfig =
@@ -88,7 +90,25 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     },
     snapshots: snapshotConfig(env),
     logFormat,
+    warmPool: warmPoolConfig(env),
   };
+}
+
+/** ASH_WARM_POOL: `agent=N` pairs separated by commas, e.g. `support=2,triage=1`. */
+function warmPoolConfig(env: Env): Record<string, number> {
+  const raw = text(env, "ASH_WARM_POOL");
+  const pool: Record<string, number> = {};
+  if (raw === undefined) return pool;
+  for (const item of raw.split(",")) {
+    const match = /^\s*([a-zA-Z0-9_-]{1,64})\s*=\s*(\d+)\s*$/.exec(item);
+    if (!match) throw new ConfigError(`ASH_WARM_POOL must be a comma-separated list of agent=count, got "${item.trim()}"`);
+    const [, name, count] = match;
+    if (Object.hasOwn(pool, name!)) throw new ConfigError(`ASH_WARM_POOL names agent "${name}" twice`);
+    const n = Number(count);
+    if (n < 1 || n > 100) throw new ConfigError(`ASH_WARM_POOL count for "${name}" must be between 1 and 100, got ${n}`);
+    pool[name!] = n;
+  }
+  return pool;
 }
 
 /** ASH_SNAPSHOT_STORE: unset or `fs`, or `s3://<bucket>[/<prefix>]` with the S3 settings beside it. */
