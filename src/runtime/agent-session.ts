@@ -58,6 +58,8 @@ export class AgentSession {
   sdkSessionId?: string;
   private readonly initialized: Promise<void>;
   private markInitialized!: () => void;
+  /** A model chosen after start (a warm spare claimed by a session with `model`), applied with the next turn. */
+  private pendingModel?: string;
 
   constructor(private readonly options: AgentSessionOptions) {
     this.initialized = new Promise((resolve) => (this.markInitialized = resolve));
@@ -100,6 +102,11 @@ export class AgentSession {
     void this.pump(this.q);
   }
 
+  /** Makes `model` this session's model from the next turn on (a turn's own model still wins for that turn). */
+  useModel(model: string): void {
+    this.pendingModel = model;
+  }
+
   /** Sends one user message and resolves when its turn has ended. */
   runTurn(content: string | unknown[], options: TurnOptions): Promise<TurnOutcome> {
     if (!this.q) this.start();
@@ -107,7 +114,9 @@ export class AgentSession {
     if (this.turn) throw new Error("a turn is already running");
     return new Promise<TurnOutcome>((resolve) => {
       this.turn = { options, modelCalls: new Set(), resolve, limitHit: false };
-      const apply = options.model ? this.q!.setModel(options.model).catch(() => undefined) : Promise.resolve();
+      const model = options.model ?? this.pendingModel;
+      this.pendingModel = undefined;
+      const apply = model ? this.q!.setModel(model).catch(() => undefined) : Promise.resolve();
       void apply.then(() => {
         this.input.push({
           type: "user",

@@ -28,6 +28,33 @@ export function createTranscriptStore(db: AshDatabase, sessionId: string): Sessi
   };
 }
 
+/** A transcript store made before its session exists: a warm spare's, bound when a session claims it. */
+export interface BindableTranscriptStore extends SessionStore {
+  /** Gives the store its session; lines the CLI wrote before (if any) are stored under it now. */
+  bind(sessionId: string): Promise<void>;
+}
+
+export function createBindableTranscriptStore(db: AshDatabase): BindableTranscriptStore {
+  let bound: SessionStore | undefined;
+  // Held until bound, so no line is ever stored under no session or the wrong one.
+  const early: Array<Parameters<SessionStore["append"]>> = [];
+  return {
+    async append(key, entries) {
+      if (bound) await bound.append(key, entries);
+      else early.push([key, entries]);
+    },
+    async load() {
+      return null;
+    },
+    async bind(sessionId) {
+      if (bound) throw new Error("this transcript store already belongs to a session");
+      const store = createTranscriptStore(db, sessionId);
+      for (const [key, entries] of early.splice(0)) await store.append(key, entries);
+      bound = store;
+    },
+  };
+}
+
 /** Writes a stored transcript where a CLI with CLAUDE_CONFIG_DIR=`configDir` finds it for `resume`. */
 export async function materializeTranscript(db: AshDatabase, sessionId: string, sdkSessionId: string, configDir: string): Promise<boolean> {
   const entries = await loadTranscript(db, { sessionId, sdkSessionId, subpath: "" });
