@@ -4,7 +4,7 @@ import type { SDKMessage } from "@anthropic-ai/claude-agent-sdk";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
-import { getAgent, getAgentFiles, getAgentVersion, listAgents } from "../db/queries/agents";
+import { getAgent, getAgentFiles, getAgentVersion, listAgents, type AgentRecord } from "../db/queries/agents";
 import { getSession, insertSession, updateSession, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
 import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
 import { copyEvents } from "../db/queries/events";
@@ -19,6 +19,7 @@ import { conflict, gone, notFound } from "../server/errors";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
 import { buildAgentEnv } from "./agent-env";
+import { spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
 
 /** A session whose sandbox and CLI process are running. */
@@ -76,6 +77,8 @@ const EVICTION_REASON: Record<string, EvictionReason> = {
  */
 export class SessionManager {
   readonly pool: SandboxPool;
+  /** ASH_WARM_POOL's spares; idle when it names no agent. */
+  readonly warm: WarmPool;
   private readonly live = new Map<string, LiveSession>();
   private readonly activating = new Map<string, Promise<LiveSession>>();
   private readonly turns = new Map<string, RunningTurn>();
@@ -95,7 +98,9 @@ export class SessionManager {
           lastUsedAt: l.lastUsedAt,
         })),
       (key, reason) => this.evict(key, reason),
+      { count: () => this.warm.readyCount, yieldOne: () => this.warm.yieldOne() },
     );
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve() });
   }
 
   get liveCount(): number {
@@ -125,6 +130,7 @@ export class SessionManager {
       this.pool.evictIdle(this.o.config.idleTimeoutMs).catch((error) => this.o.log.error("idle eviction failed:", error));
     }, every);
     this.sweeper.unref();
+    this.warm.start();
   }
 
   createSession(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
@@ -139,7 +145,9 @@ export class SessionManager {
   private async createSessionNow(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
     const agent = await getAgent(this.o.db, input.agent);
     if (!agent) throw await this.unknownAgent(input.agent);
-    const release = await this.pool.reserve();
+    const warm = this.warm.serves(agent.name) && spareCanServe(input);
+    // With a ready spare the slot comes with it; otherwise reserve one as usual.
+    let release: (() => void) | undefined = warm && this.warm.readyCount > 0 ? undefined : await this.pool.reserve();
     let record: SessionRecord | undefined;
     try {
       record = await insertSession(this.o.db, {
@@ -154,10 +162,15 @@ export class SessionManager {
         settings: input.settings,
         parentSessionId: null,
       });
-      await this.activate(record, release);
+      const spare = warm && !release ? this.warm.take(agent) : undefined;
+      if (spare) await this.adopt(record, agent, spare);
+      else {
+        release ??= await this.pool.reserve();
+        await this.activate(record, release);
+      }
       return (await getSession(this.o.db, record.id))!;
     } catch (error) {
-      release();
+      release?.();
       if (record) await updateSession(this.o.db, record.id, { status: "error" }).catch(() => undefined);
       throw error;
     }
@@ -319,11 +332,13 @@ export class SessionManager {
   async shutdown(timeoutMs = 10_000): Promise<void> {
     this.shuttingDown = true;
     if (this.sweeper) clearInterval(this.sweeper);
+    const spares = this.warm.shutdown();
     const deadline = Date.now() + timeoutMs;
     const running = [...this.turns.values()];
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
     for (const [id] of this.turns) await this.killTurn(id, "server_shutdown");
     await Promise.all([...this.live.keys()].map((id) => this.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
+    await spares.catch(() => undefined);
     for (const log of this.logs.values()) log.close();
   }
 
@@ -360,6 +375,29 @@ export class SessionManager {
     })().finally(() => this.activating.delete(session.id));
     this.activating.set(session.id, promise);
     return promise;
+  }
+
+  /** Makes a warm spare this new session's live sandbox: its transcripts, its model, its DB rows. */
+  private adopt(session: SessionRecord, agentRecord: AgentRecord, spare: WarmSpare): Promise<LiveSession> {
+    // Registered before any await: the spare's pool slot passes to the session without a gap.
+    const live: LiveSession = { session: { ...session, sandboxId: spare.sandbox.id }, sandbox: spare.sandbox, agent: spare.agent, busy: false, lastUsedAt: Date.now() };
+    this.live.set(session.id, live);
+    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id, "ash.sandbox_id": spare.sandbox.id, "ash.warm": true }, async () => {
+      const startedAt = performance.now();
+      const { db } = this.o;
+      try {
+        await spare.transcripts.bind(session.id);
+        if (session.model) spare.agent.useModel(session.model);
+        await insertSandbox(db, { id: spare.sandbox.id, sessionId: session.id, serverId: this.o.serverId });
+        await updateSession(db, session.id, { sandboxId: spare.sandbox.id, status: "active" });
+      } catch (error) {
+        await this.deactivate(session.id, "destroyed", "ended", false).catch(() => undefined);
+        throw error;
+      }
+      this.o.observability.metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
+      this.o.log.debug(`session ${session.id}: took warm sandbox ${spare.sandbox.id} of ${agentRecord.name} v${agentRecord.version}`);
+      return live;
+    });
   }
 
   private bringUp(session: SessionRecord): Promise<LiveSession> {

@@ -16,8 +16,10 @@ export function registerHealth(app: H3, ctx: AppContext): void {
         max: ctx.sessions.pool.max,
         live: ctx.sessions.pool.live,
         busy: ctx.sessions.busyCount,
-        idle: ctx.sessions.pool.live - ctx.sessions.busyCount,
+        idle: ctx.sessions.pool.live - ctx.sessions.busyCount - ctx.sessions.warm.readyCount,
         idleTimeoutMs: ctx.config.idleTimeoutMs,
+        // Ready spares per ASH_WARM_POOL agent; they are part of `live`.
+        warm: { total: ctx.sessions.warm.readyCount, agents: ctx.sessions.warm.counts() },
       },
       isolation: sandbox.isolation,
       limits: sandbox.limits,

@@ -1,0 +1,212 @@
+import { randomUUID } from "node:crypto";
+import type { ConsolaInstance } from "consola";
+import type { ServerConfig } from "../config";
+import type { AshDatabase } from "../db/types";
+import { getAgent, getAgentFiles, type AgentRecord } from "../db/queries/agents";
+import type { SessionSettings } from "../db/queries/sessions";
+import { writeFiles } from "../agents/agent-files";
+import { AgentSession } from "../runtime/agent-session";
+import { createBindableTranscriptStore, PROJECT_DIR_NAME, type BindableTranscriptStore } from "../runtime/transcript-store";
+import type { SandboxFactory, SandboxHandle } from "./types";
+import { buildAgentEnv } from "./agent-env";
+
+/** A sandbox with an agent's files in place and its CLI already started, waiting for a session. */
+export interface WarmSpare {
+  agentId: string;
+  agentName: string;
+  version: number;
+  sandbox: SandboxHandle;
+  agent: AgentSession;
+  transcripts: BindableTranscriptStore;
+}
+
+export interface WarmPoolOptions {
+  config: ServerConfig;
+  db: AshDatabase;
+  sandboxes: SandboxFactory;
+  log: ConsolaInstance;
+  /** A pool slot only when one is free: a spare never pushes a session out. */
+  tryReserve: () => (() => void) | undefined;
+}
+
+/** How often the pool checks for deploys and refills (also right after a spare is taken or dropped). */
+const CHECK_EVERY_MS = 1000;
+
+/**
+ * ASH_WARM_POOL: up to N spares per named agent, made the way a plain session
+ * of that agent's current version would be (same files, env, system prompt),
+ * so creating such a session skips the sandbox and CLI start-up. Spares hold
+ * pool slots, give them back first when a session needs room, and are
+ * replaced when their agent is redeployed.
+ */
+export class WarmPool {
+  private readonly ready = new Map<string, WarmSpare[]>();
+  /** Spares being made, per agent, each with the way to drop it when it is done. */
+  private readonly making = new Map<string, Set<{ drop: boolean; done: Promise<void> }>>();
+  private timer?: NodeJS.Timeout;
+  private checking?: Promise<void>;
+  private stopped = false;
+
+  constructor(private readonly o: WarmPoolOptions) {}
+
+  /** Whether `agent` has a warm pool at all. */
+  serves(agent: string): boolean {
+    return (this.o.config.warmPool[agent] ?? 0) > 0;
+  }
+
+  /** Ready spares in all. */
+  get readyCount(): number {
+    let n = 0;
+    for (const list of this.ready.values()) n += list.length;
+    return n;
+  }
+
+  /** Ready spares per configured agent, for /health. */
+  counts(): Record<string, number> {
+    return Object.fromEntries(Object.keys(this.o.config.warmPool).map((name) => [name, this.ready.get(name)?.length ?? 0]));
+  }
+
+  start(): void {
+    if (Object.keys(this.o.config.warmPool).length === 0) return;
+    this.timer = setInterval(() => this.check(), CHECK_EVERY_MS);
+    this.timer.unref();
+    this.check();
+  }
+
+  /**
+   * A ready spare of this agent version, now the caller's (synchronously, so
+   * its slot passes from the pool's spares to the caller's live sessions at once).
+   */
+  take(agent: AgentRecord): WarmSpare | undefined {
+    const list = this.ready.get(agent.name);
+    if (!list) return undefined;
+    const index = list.findIndex((s) => s.version === agent.version && s.agent.alive);
+    if (index < 0) return undefined;
+    const [spare] = list.splice(index, 1);
+    this.check();
+    return spare;
+  }
+
+  /** Ends one spare to free its slot for a session: a ready one, else one being made. */
+  async yieldOne(): Promise<boolean> {
+    for (const [name, list] of this.ready) {
+      const spare = list.shift();
+      if (!spare) continue;
+      this.o.log.debug(`warm pool ${name}: spare ${spare.sandbox.id} gives way to a session`);
+      await this.destroy(spare);
+      return true;
+    }
+    for (const set of this.making.values()) {
+      for (const pending of set) {
+        if (pending.drop) continue;
+        pending.drop = true;
+        await pending.done;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  async shutdown(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const set of this.making.values()) for (const pending of set) pending.drop = true;
+    await this.checking?.catch(() => undefined);
+    const all = [...this.ready.values()].flat();
+    this.ready.clear();
+    await Promise.all([...[...this.making.values()].flatMap((set) => [...set].map((p) => p.done)), ...all.map((s) => this.destroy(s))]);
+  }
+
+  // ---------------------------------------------------------------------------
+
+  /** One pass at a time: drop spares of old versions, make the missing ones. */
+  private check(): void {
+    if (this.stopped || this.checking) return;
+    this.checking = this.checkNow()
+      .catch((error) => this.o.log.error("warm pool check failed:", error))
+      .finally(() => (this.checking = undefined));
+  }
+
+  private async checkNow(): Promise<void> {
+    for (const [name, wanted] of Object.entries(this.o.config.warmPool)) {
+      if (this.stopped) return;
+      const agent = await getAgent(this.o.db, name);
+      const list = this.ready.get(name) ?? [];
+      // Spares of an older version (or of a deleted agent, or whose CLI died) hold stale files: replace them.
+      const stale = list.filter((s) => !agent || s.version !== agent.version || !s.agent.alive);
+      if (stale.length > 0) {
+        this.ready.set(name, list.filter((s) => !stale.includes(s)));
+        this.o.log.debug(`warm pool ${name}: dropping ${stale.length} spare(s) of an old version`);
+        await Promise.all(stale.map((s) => this.destroy(s)));
+      }
+      if (!agent) continue;
+      const making = this.making.get(name) ?? new Set();
+      this.making.set(name, making);
+      while ((this.ready.get(name)?.length ?? 0) + making.size < wanted) {
+        const release = this.o.tryReserve();
+        if (!release) return;
+        const pending = { drop: false, done: Promise.resolve() };
+        making.add(pending);
+        pending.done = this.make(agent)
+          .then(async (spare) => {
+            // Dropped while it was made (a session needed the slot, a redeploy, shutdown): end it at once.
+            const current = this.stopped ? undefined : await getAgent(this.o.db, name).catch(() => undefined);
+            if (pending.drop || !current || current.version !== spare.version) {
+              await this.destroy(spare);
+            } else {
+              const now = this.ready.get(name) ?? [];
+              now.push(spare);
+              this.ready.set(name, now);
+            }
+          })
+          .catch((error) => this.o.log.warn(`warm pool ${name}: making a spare failed:`, error))
+          .finally(() => {
+            making.delete(pending);
+            release();
+          });
+      }
+    }
+  }
+
+  /** The same sandbox and CLI a plain session of this agent version gets (see SessionManager.bringUpNow). */
+  private async make(agent: AgentRecord): Promise<WarmSpare> {
+    const { db, config } = this.o;
+    const id = randomUUID();
+    const env = buildAgentEnv({ config, agentEnv: agent.env, extraEnv: {} });
+    const sandbox = await this.o.sandboxes.create({
+      id,
+      sessionId: `warm:${agent.name}`,
+      env,
+      populate: async (workspaceDir) => writeFiles(workspaceDir, await getAgentFiles(db, agent.id, agent.version)),
+    });
+    try {
+      const transcripts = createBindableTranscriptStore(db);
+      const session = new AgentSession({
+        cwd: sandbox.workspaceDir,
+        env: { ...env, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+        systemPrompt: agent.systemPrompt ?? undefined,
+        transcriptStore: transcripts,
+        spawn: (options) => sandbox.spawnClaudeCode(options),
+        stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
+      });
+      session.start();
+      this.o.log.debug(`warm pool ${agent.name}: spare ${id} ready (version ${agent.version})`);
+      return { agentId: agent.id, agentName: agent.name, version: agent.version, sandbox, agent: session, transcripts };
+    } catch (error) {
+      await sandbox.destroy().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async destroy(spare: WarmSpare): Promise<void> {
+    await spare.agent.close(0).catch(() => undefined);
+    await spare.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${spare.sandbox.id}: destroy failed:`, error));
+  }
+}
+
+/** Whether a session with these settings can run on a spare: only what can be applied after the CLI started. */
+export function spareCanServe(input: { model?: string; settings: SessionSettings }): boolean {
+  const s = input.settings;
+  const empty = (v: unknown) => v === undefined || (typeof v === "object" && v !== null && Object.keys(v).length === 0);
+  return empty(s.extraEnv) && empty(s.mcpServers) && s.allowedTools === undefined && s.disallowedTools === undefined && s.permissionMode === undefined && !s.systemPrompt;
+}
