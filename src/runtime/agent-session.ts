@@ -134,6 +134,25 @@ export class AgentSession {
     await this.q.interrupt().catch(() => undefined);
   }
 
+  /**
+   * Resolves once the CLI process has answered the SDK's initialize request
+   * (loaded, settings and tools read), before any message; rejects when it
+   * exits first or takes longer than `timeoutMs`.
+   */
+  async started(timeoutMs: number): Promise<void> {
+    if (!this.q) throw new Error("the agent process was not started");
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the agent process did not start within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.q.initializationResult(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.exited) throw this.exitError ?? new Error("the agent process has exited");
+  }
+
   /** Waits until the CLI has started (or failed to start). */
   async ready(timeoutMs: number): Promise<void> {
     await Promise.race([this.initialized, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);

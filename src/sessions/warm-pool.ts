@@ -32,6 +32,9 @@ export interface WarmPoolOptions {
 /** How often the pool checks for deploys and refills (also right after a spare is taken or dropped). */
 const CHECK_EVERY_MS = 1000;
 
+/** A spare whose CLI takes longer than this to start is given up (and tried again on the next check). */
+const SPARE_START_TIMEOUT_MS = 60_000;
+
 /**
  * ASH_WARM_POOL: up to N spares per named agent, made the way a plain session
  * of that agent's current version would be (same files, env, system prompt),
@@ -190,6 +193,13 @@ export class WarmPool {
         stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
       });
       session.start();
+      // Ready means the CLI has done its start-up, so a claim skips all of it.
+      try {
+        await session.started(SPARE_START_TIMEOUT_MS);
+      } catch (error) {
+        await session.close(0);
+        throw error;
+      }
       this.o.log.debug(`warm pool ${agent.name}: spare ${id} ready (version ${agent.version})`);
       return { agentId: agent.id, agentName: agent.name, version: agent.version, sandbox, agent: session, transcripts };
     } catch (error) {
