@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
@@ -43,11 +43,17 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       limits: { mode: host.limitMode, memoryMb: limits.memoryMb, diskMb: limits.diskMb, maxProcesses: limits.maxProcesses, cpuPercent: limits.cpuPercent, strict: config.sandbox.strict },
     }),
     async removeLeftovers(ids) {
+      // Nothing of this server runs yet, and the data folder is its own: every
+      // sandbox folder in it is left over (spares included, which the database
+      // never lists); resource groups go by the ids the database names.
       const wanted = new Set(ids);
       const groups =
         host.limitMode === "cgroup2" ? await listCgroup2Groups(process.env.ASH_CGROUP_ROOT) : host.limitMode === "cgroup1" ? await listCgroup1Groups(cgroup1Parent) : [];
       for (const group of groups) if (wanted.has(group.id)) await group.destroy().catch(() => undefined);
-      for (const id of ids) await rm(join(config.dataDir, "sandboxes", id), { recursive: true, force: true });
+      const folder = join(config.dataDir, "sandboxes");
+      const names = await readdir(folder).catch(() => [] as string[]);
+      for (const name of names) await rm(join(folder, name), { recursive: true, force: true });
+      return names.length;
     },
     async create({ id, env, populate }) {
       // The workspace is filled before the sandbox is made: making it hands

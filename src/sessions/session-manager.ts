@@ -121,10 +121,8 @@ export class SessionManager {
   async start(): Promise<void> {
     await this.closeInterruptedTurns();
     const orphans = await endOrphanedSandboxes(this.o.db, this.o.serverId);
-    if (orphans.length > 0) {
-      await this.o.sandboxes.removeLeftovers(orphans);
-      this.o.log.info(`removed ${orphans.length} sandbox(es) left by the previous run`);
-    }
+    const removed = await this.o.sandboxes.removeLeftovers(orphans);
+    if (removed > 0) this.o.log.info(`removed ${removed} sandbox folder(s) left by the previous run`);
     const every = Math.max(1000, Math.min(this.o.config.idleTimeoutMs / 2, 30_000));
     this.sweeper = setInterval(() => {
       this.pool.evictIdle(this.o.config.idleTimeoutMs).catch((error) => this.o.log.error("idle eviction failed:", error));

@@ -24,8 +24,12 @@ export interface SandboxFactory {
   create(options: { id: string; sessionId: string; env: Record<string, string>; populate: (workspaceDir: string) => Promise<void> }): Promise<SandboxHandle>;
   /** What /health reports. */
   describe(): { isolation: string; limits: Record<string, unknown> };
-  /** Removes what sandboxes of a crashed run left behind (folders, resource groups). */
-  removeLeftovers(ids: string[]): Promise<void>;
+  /**
+   * At start-up, before any sandbox of this run exists: removes what earlier
+   * runs left (every sandbox folder; the resource groups of `ids`). Says how
+   * many folders went.
+   */
+  removeLeftovers(ids: string[]): Promise<number>;
 }
 
 export interface SnapshotFile {

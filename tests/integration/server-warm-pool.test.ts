@@ -157,6 +157,20 @@ describe("warm pool (ASH_WARM_POOL)", () => {
     expect(JSON.stringify(model.requests.at(-1)!.body)).not.toContain("warm-marker-v1");
     await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
   });
+
+  it("leaves no spare behind after a kill -9: the restart removes it and makes a fresh one", async () => {
+    const before = await waitForHealth(server, (b) => b.pool.warm.agents.fast === 1);
+    expect(before.pool.warm.agents.fast).toBe(1);
+    const old = await sandboxDirs(server);
+    expect(old.length).toBeGreaterThanOrEqual(1);
+    await server.kill();
+    await server.restart();
+    const after = await waitForHealth(server, (b) => b.pool.warm.agents.fast === 1);
+    expect(after.pool.warm.agents.fast).toBe(1);
+    const dirs = await sandboxDirs(server);
+    for (const id of old) expect(dirs).not.toContain(id);
+    expect(dirs).toHaveLength(1);
+  });
 });
 
 describe("warm pool at the sandbox cap", () => {
