@@ -1,4 +1,6 @@
 import { resolve } from "node:path";
+import { ConfigError } from "./config-error";
+import { boolean, integer, isHttpUrl, text, type Env } from "./env-values";
 
 /**
  * Everything the server reads from its environment, parsed once at start-up.
@@ -43,11 +45,7 @@ export type SnapshotConfig =
   | { kind: "fs" }
   | { kind: "s3"; bucket: string; prefix: string; endpoint: string; region: string; accessKeyId: string; secretAccessKey: string };
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-type Env = Record<string, string | undefined>;
+export { ConfigError };
 
 export function loadConfig(env: Env = process.env): ServerConfig {
   const dataDir = resolve(text(env, "ASH_DATA_DIR") ?? "./data");
@@ -125,34 +123,4 @@ function snapshotConfig(env: Env): SnapshotConfig {
   if (!accessKeyId) throw new ConfigError("AWS_ACCESS_KEY_ID is required when ASH_SNAPSHOT_STORE is an s3:// bucket");
   if (!secretAccessKey) throw new ConfigError("AWS_SECRET_ACCESS_KEY is required when ASH_SNAPSHOT_STORE is an s3:// bucket");
   return { kind: "s3", bucket: match[1]!, prefix: (match[2] ?? "sessions").replace(/\/+$/, "") || "sessions", endpoint, region, accessKeyId, secretAccessKey };
-}
-
-function text(env: Env, name: string): string | undefined {
-  const value = env[name];
-  return value === undefined || value.trim() === "" ? undefined : value.trim();
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = text(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
-  return value;
-}
-
-function boolean(env: Env, name: string, fallback: boolean): boolean {
-  const raw = text(env, name)?.toLowerCase();
-  if (raw === undefined) return fallback;
-  if (["1", "true", "yes", "on"].includes(raw)) return true;
-  if (["0", "false", "no", "off"].includes(raw)) return false;
-  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
-}
-
-function isHttpUrl(value: string): boolean {
-  try {
-    return ["http:", "https:"].includes(new URL(value).protocol);
-  } catch {
-    return false;
-  }
 }

@@ -1,6 +1,7 @@
 import { ConfigError } from "../config";
+import { boolean, text } from "../env-values";
 
-type Env = Record<string, string | undefined>;
+import type { Env } from "../env-values";
 
 /** What the observability variables say, parsed once at start-up. */
 export interface ObservabilitySettings {
@@ -82,19 +83,6 @@ const SANDBOX_EXPORTER_SETTINGS = [
   "OTEL_EXPORTER_OTLP_PROTOCOL",
   "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 ] as const;
-
-function text(env: Env, name: string): string | undefined {
-  const value = env[name];
-  return value === undefined || value.trim() === "" ? undefined : value.trim();
-}
-
-function boolean(env: Env, name: string, fallback: boolean): boolean {
-  const raw = text(env, name)?.toLowerCase();
-  if (raw === undefined) return fallback;
-  if (["1", "true", "yes", "on"].includes(raw)) return true;
-  if (["0", "false", "no", "off"].includes(raw)) return false;
-  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
-}
 
 function httpUrl(name: string, value: string): void {
   let url: URL;
