@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer } from "../tests/helpers/server";
-import { row } from "./stats";
+import { msToFirstText, row } from "./stats";
 
 const rounds = Number(process.argv[2] ?? 3);
 const model = await startFakeModel();
@@ -35,15 +35,7 @@ function rssUnder(dir: string): number {
 
 async function firstEvent(id: string, content: string): Promise<number> {
   const t = performance.now();
-  const r = await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } });
-  const reader = r.body!.getReader();
-  let text = "";
-  let first = NaN;
-  for (let c = await reader.read(); !c.done; c = await reader.read()) {
-    text += new TextDecoder().decode(c.value);
-    if (Number.isNaN(first) && text.includes("event: text_delta")) first = performance.now() - t;
-  }
-  return first;
+  return msToFirstText(await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } }), t);
 }
 
 const newSession = async () => (await (await server.api("/api/sessions", { method: "POST", json: { agent: "bench" } })).json()).session.id as string;

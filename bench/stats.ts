@@ -9,3 +9,18 @@ export function row(name: string, samples: number[], unit = "ms"): string {
   const s = summarize(samples);
   return `${name.padEnd(52)} n=${String(s.n).padStart(3)}  median ${s.median.toFixed(1).padStart(8)} ${unit}  p95 ${s.p95.toFixed(1).padStart(8)} ${unit}`;
 }
+
+/**
+ * Reads a turn's event stream to its end; returns the milliseconds from
+ * `started` (a performance.now() reading) to the first `text_delta` frame.
+ */
+export async function msToFirstText(response: Response, started: number): Promise<number> {
+  const reader = response.body!.getReader();
+  let text = "";
+  let first = NaN;
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    text += new TextDecoder().decode(chunk.value);
+    if (Number.isNaN(first) && text.includes("event: text_delta")) first = performance.now() - started;
+  }
+  return first;
+}

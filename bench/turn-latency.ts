@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { query } from "@anthropic-ai/claude-agent-sdk";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer } from "../tests/helpers/server";
-import { row } from "./stats";
+import { msToFirstText, row } from "./stats";
 
 const sessions = Number(process.argv[2] ?? 10);
 const turns = Number(process.argv[3] ?? 5);
@@ -17,17 +17,6 @@ const turns = Number(process.argv[3] ?? 5);
 const model = await startFakeModel();
 const server = await startTestServer({ modelUrl: model.url });
 await server.api("/api/agents", { method: "POST", json: agentUpload("bench") });
-
-async function firstText(response: Response, started: number): Promise<number> {
-  const reader = response.body!.getReader();
-  let text = "";
-  let first = NaN;
-  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-    text += new TextDecoder().decode(chunk.value);
-    if (Number.isNaN(first) && text.includes("event: text_delta")) first = performance.now() - started;
-  }
-  return first;
-}
 
 const create: number[] = [];
 const firstTurn: number[] = [];
@@ -39,7 +28,7 @@ for (let i = 0; i < sessions; i++) {
   const { session } = await r.json();
   for (let j = 0; j < turns; j++) {
     t = performance.now();
-    const ms = await firstText(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: `turn ${j}` } }), t);
+    const ms = await msToFirstText(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: `turn ${j}` } }), t);
     (j === 0 ? firstTurn : laterTurns).push(ms);
   }
   await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });

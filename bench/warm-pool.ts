@@ -5,21 +5,10 @@
 //   npx tsx bench/warm-pool.ts [sessions=10]
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
-import { row } from "./stats";
+import { msToFirstText, row } from "./stats";
 
 const sessions = Number(process.argv[2] ?? 10);
 const model = await startFakeModel();
-
-async function firstText(response: Response, started: number): Promise<number> {
-  const reader = response.body!.getReader();
-  let text = "";
-  let first = NaN;
-  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-    text += new TextDecoder().decode(chunk.value);
-    if (Number.isNaN(first) && text.includes("event: text_delta")) first = performance.now() - started;
-  }
-  return first;
-}
 
 /** Waits (bounded: 60 s) until the agent's spare is ready, so every warm sample really starts warm. */
 async function spareReady(server: TestServer): Promise<void> {
@@ -45,7 +34,7 @@ async function measure(warm: boolean) {
       const r = await server.api("/api/sessions", { method: "POST", json: { agent: "bench" } });
       create.push(performance.now() - started);
       const { session } = await r.json();
-      total.push(await firstText(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: `hello ${i}` } }), started));
+      total.push(await msToFirstText(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: `hello ${i}` } }), started));
       await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
     }
     return { create, total };
