@@ -1,8 +1,9 @@
 /**
  * Start-up: wait until PostgreSQL answers. Under Compose the server often
- * starts before the database accepts connections, so an unreachable server is
+ * starts before the database accepts connections, or before an init step has
+ * created its database, so an unreachable server or a missing database is
  * retried (with a log line each time) until `timeoutMs`; an error that waiting
- * cannot fix (wrong password, missing database) fails at once.
+ * cannot fix (a wrong password) fails at once.
  */
 import { consola } from "consola";
 import pg from "pg";
@@ -28,6 +29,11 @@ async function probe(config: pg.ClientConfig, timeoutMs: number): Promise<void> 
   }
 }
 
+/** SQLSTATE 3D000: the database named in the URL does not exist (yet). */
+function isMissingDatabase(err: unknown): boolean {
+  return (err as { code?: string } | undefined)?.code === "3D000";
+}
+
 export async function waitForPostgres(config: pg.ClientConfig & { connectionString: string }, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const where = redactUrl(config.connectionString);
@@ -38,7 +44,7 @@ export async function waitForPostgres(config: pg.ClientConfig & { connectionStri
       if (attempt > 1) log.info(`database reachable after ${attempt} attempts`);
       return;
     } catch (err) {
-      if (!isUnavailableError(err)) {
+      if (!isUnavailableError(err) && !isMissingDatabase(err)) {
         throw new Error(`cannot use PostgreSQL at ${where}: ${describeUnavailability(err)}`, { cause: err });
       }
       const reason = describeUnavailability(err);

@@ -192,4 +192,20 @@ describeWithPostgres("PostgreSQL", () => {
     expect((error as Error).message).toMatch(/^cannot use PostgreSQL at postgresql:\/\/ash:\*\*\*@.*password authentication failed/);
     expect((error as Error).message).not.toContain("not-the-password");
   }, 30_000);
+
+  it("waits for a database that an init step creates after the server started", async () => {
+    const later = new URL(url());
+    const name = `ash_late_${Date.now().toString(36)}`;
+    later.pathname = `/${name}`;
+    const opening = openDatabase({ url: later.toString(), dataDir, connectTimeoutMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 1500));
+    await db.run(`CREATE DATABASE ${name}`);
+    const late = await opening;
+    try {
+      expect(await late.ping()).toBe(true);
+    } finally {
+      await late.close();
+      await db.run(`DROP DATABASE ${name}`).catch(() => undefined);
+    }
+  }, 60_000);
 });
