@@ -70,7 +70,6 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
           return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, limit: r.limitReason };
         },
         logs: () => sandbox.logs().map((l) => `${new Date(l.at).toISOString()} ${l.source}/${l.stream}: ${l.line}`),
-        limitKillReason: () => sandbox.limitKillReason(),
         limitCounters: () => sandbox.limitCounters(),
         destroy: () => sandbox.destroy(),
       };

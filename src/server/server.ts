@@ -9,6 +9,7 @@ import type { ServerConfig } from "../config";
 import { openDatabase } from "../db/connect";
 import { migrate } from "../db/migrate";
 import { migrations } from "../db/migrations";
+import { countEvictedSessions, countSessionsByStatus } from "../db/queries/sessions";
 import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
 import type { SandboxFactory, SnapshotStore } from "../sessions/types";
@@ -92,18 +93,6 @@ export async function startServer(
     await db.close().catch(() => undefined);
     throw error;
   }
-}
-
-/** Sessions by status, for the ash_sessions gauge. */
-async function countSessionsByStatus(db: AshDatabase): Promise<Record<string, number>> {
-  const rows = await db.all<{ status: string; n: number | string }>("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status");
-  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
-}
-
-/** Sessions still open whose sandbox was evicted (no live sandbox), for ash_sandboxes{state="evicted"}. */
-async function countEvictedSessions(db: AshDatabase): Promise<number> {
-  const row = await db.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM sessions WHERE status = 'active' AND sandbox_id IS NULL");
-  return Number(row?.n ?? 0);
 }
 
 /** A stable id for this server's data directory, so a restart can find what it left behind. */

@@ -10,7 +10,6 @@ export interface SandboxHandle {
   spawnClaudeCode(options: SpawnOptions): SpawnedProcess;
   exec(command: string, options: { timeoutMs: number }): Promise<{ exitCode: number; stdout: string; stderr: string; timedOut?: boolean; limit?: LimitKillReason | null }>;
   logs(): string[];
-  limitKillReason(): LimitKillReason | null;
   /** Running totals of limit hits (memory, processes, disk), for telling what a turn ran into. */
   limitCounters(): { oomKills: number; pidsMaxHits: number; diskKills: number };
   destroy(): Promise<void>;

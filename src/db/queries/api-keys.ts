@@ -1,14 +1,5 @@
 import type { Queryable } from "../types";
 
-export async function countApiKeys(db: Queryable): Promise<number> {
-  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM api_keys`);
-  return Number(row?.n ?? 0);
-}
-
-export async function findApiKeyByHash(db: Queryable, keyHash: string): Promise<{ id: string; label: string } | undefined> {
-  return db.get(`SELECT id, label FROM api_keys WHERE key_hash = ?`, [keyHash]);
-}
-
 export async function listApiKeyHashes(db: Queryable): Promise<string[]> {
   return (await db.all<any>(`SELECT key_hash FROM api_keys`)).map((r) => r.key_hash);
 }

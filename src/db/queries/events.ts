@@ -37,11 +37,6 @@ export async function lastEventSeq(db: Queryable, sessionId: string): Promise<nu
   return Number(row?.seq ?? 0);
 }
 
-export async function lastEvent(db: Queryable, sessionId: string): Promise<StoredEvent | undefined> {
-  const row = await db.get<any>(`SELECT seq, type, data, created_at FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, [sessionId]);
-  return row ? { seq: Number(row.seq), type: row.type, data: JSON.parse(row.data), createdAt: Number(row.created_at) } : undefined;
-}
-
 /** Copies a session's whole event history to another (fork). */
 export async function copyEvents(db: Queryable, fromSessionId: string, toSessionId: string): Promise<void> {
   await db.run(

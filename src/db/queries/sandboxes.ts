@@ -17,10 +17,6 @@ export async function endSandbox(db: Queryable, id: string, status: Exclude<Sand
   await db.run(`UPDATE sandboxes SET status = ?, ended_at = ?, end_reason = ? WHERE id = ?`, [status, Date.now(), reason, id]);
 }
 
-export async function touchSandbox(db: Queryable, id: string): Promise<void> {
-  await db.run(`UPDATE sandboxes SET last_used_at = ? WHERE id = ?`, [Date.now(), id]);
-}
-
 /** Sandboxes this server (same id, kept in the data dir) left live before a crash or restart: their processes are gone. */
 export async function endOrphanedSandboxes(db: Queryable, serverId: string): Promise<string[]> {
   const rows = await db.all<{ id: string }>(`SELECT id FROM sandboxes WHERE status = 'live' AND server_id = ?`, [serverId]);

@@ -119,3 +119,9 @@ export async function countSessionsByStatus(db: Queryable): Promise<Record<strin
   const rows = await db.all<any>(`SELECT status, COUNT(*) AS n FROM sessions GROUP BY status`);
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
+
+/** Open sessions whose sandbox was put to sleep (no live sandbox), for ash_sandboxes{state="evicted"}. */
+export async function countEvictedSessions(db: Queryable): Promise<number> {
+  const row = await db.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM sessions WHERE status = 'active' AND sandbox_id IS NULL`);
+  return Number(row?.n ?? 0);
+}
