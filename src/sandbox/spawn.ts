@@ -203,6 +203,13 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   const group = await createResourceGroup(host.limitMode, id, limits, options);
   try {
     await mkdir(join(resolve(options.dataDir), "sandboxes"), { recursive: true });
+    // Without bwrap the sandbox user reaches its folder through the data dir's own
+    // path, so the data dir (0700 otherwise) must be traversable, not readable.
+    if (isolation.isolation === "none" && user) {
+      for (const dir of [resolve(options.dataDir), join(resolve(options.dataDir), "sandboxes")]) {
+        await chmod(dir, ((await lstat(dir)).mode & 0o777) | 0o011);
+      }
+    }
     // The sandbox root is only traversable: without bwrap, one sandbox user
     // cannot list the others' folders.
     await mkdir(rootDir, { recursive: true, mode: 0o711 });
