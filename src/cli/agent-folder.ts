@@ -46,7 +46,7 @@ export async function readAgentFolder(dir: string): Promise<AgentFolder> {
   const root = resolve(dir);
   const info = await stat(root).catch(() => undefined);
   if (!info) throw new AgentFolderError(`${dir} does not exist.`);
-  if (!info.isDirectory()) throw new AgentFolderError(`${dir} is not a folder; give the agent's folder (the one with CLAUDE.md).`);
+  if (!info.isDirectory()) throw new AgentFolderError(`${dir} is a file, and an agent is a folder: give the folder that holds CLAUDE.md (and .claude/, .mcp.json, data files).`);
   const realRoot = await realpath(root);
 
   const claude = await lstat(join(root, "CLAUDE.md")).catch(() => undefined);

@@ -73,7 +73,7 @@ export async function connectDocker(): Promise<Docker> {
     if (!(await dockerCliPresent()) && (code === "ENOENT" || code === "ECONNREFUSED")) {
       throw new CliError("Docker is not installed: Ash runs its server in Docker. Install Docker Engine or Docker Desktop, then run this again.", EXIT.NO_DOCKER);
     }
-    throw new CliError(`Docker is installed but its daemon does not answer at ${where}: start Docker (Docker Desktop or "sudo systemctl start docker") and try again.`, EXIT.NO_DOCKER);
+    throw new CliError(`Docker is installed but its daemon does not answer at ${where}: start Docker (Docker Desktop, "sudo systemctl start docker", or on a machine without systemd "sudo dockerd &" or infra/docker-engine.sh from the Ash checkout) and try again.`, EXIT.NO_DOCKER);
   }
 }
 

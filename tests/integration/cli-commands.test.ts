@@ -155,6 +155,7 @@ describe("ash deploy", () => {
       [["deploy", join(work, "missing")], /missing does not exist\.$/],
       [["deploy", noPrompt, "-e", "NOEQUALS"], /^"NOEQUALS" is not KEY=VALUE; write it like -e API_TOKEN=abc123\.$/],
       [["deploy", noPrompt, "--name", "bad name!"], /^"bad name!" is not a valid agent name; use letters, digits, - and _ \(up to 64\)\.$/],
+      [["deploy", join(noPrompt, "README.md")], /README\.md is a file, and an agent is a folder: give the folder that holds CLAUDE\.md/],
     ];
     const linked = await makeAgentFolder("linked", { "CLAUDE.md": "x" });
     await writeFile(join(work, "outside-secret.txt"), "secret");

@@ -79,7 +79,7 @@ describe("readAgentFolder", () => {
     await put("empty/notes.md", "no prompt here");
     await expect(readAgentFolder(join(base, "empty"))).rejects.toThrow(/has no CLAUDE\.md/);
     await expect(readAgentFolder(join(base, "nope"))).rejects.toThrow(/does not exist/);
-    await expect(readAgentFolder(join(base, "empty/notes.md"))).rejects.toThrow(/is not a folder/);
+    await expect(readAgentFolder(join(base, "empty/notes.md"))).rejects.toThrow(/is a file, and an agent is a folder/);
     await expect(readAgentFolder(join(base, "empty"))).rejects.toBeInstanceOf(AgentFolderError);
   });
 

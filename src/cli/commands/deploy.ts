@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import { defineCommand } from "citty";
 import { AGENT_NAME, agentNameFromFolder, parseEnvAssignment, readAgentFolder } from "../agent-folder";
 import { CliError, jsonArg, serverArgs, withServer } from "../errors";
@@ -54,6 +55,10 @@ export default defineCommand({
   },
   run: ({ args, rawArgs }) =>
     withServer(args, async ({ client }) => {
+      // A file given by mistake is named as such, not as a bad agent name.
+      if ((await stat(args.dir).catch(() => undefined))?.isFile()) {
+        throw new CliError(`${args.dir} is a file, and an agent is a folder: give the folder that holds CLAUDE.md (and .claude/, .mcp.json, data files).`);
+      }
       const name = args.name || agentNameFromFolder(args.dir);
       if (!name) {
         throw new CliError(`The folder name of ${args.dir} is not a valid agent name; pass one with --name (letters, digits, - and _, up to 64).`);

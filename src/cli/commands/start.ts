@@ -89,10 +89,6 @@ export default defineCommand({
       if (baseUrl && /^https?:\/\/(localhost|127\.[\d.]+|\[::1\])(:|\/|$)/i.test(baseUrl)) {
         note(style.dim(`ANTHROPIC_BASE_URL is ${baseUrl}: inside the container that is the container itself, not this machine; use an address the container can reach (Docker Desktop: host.docker.internal).`, process.stderr));
       }
-      for (const name of spec.missingHostEnv) {
-        note(style.dim(`${name} is not set in your shell: the server starts, but agents cannot reach the model until you run \`ash stop\` and start again with it set.`, process.stderr));
-      }
-
       // 1. Docker installed and answering.
       const docker = await connectDocker();
 
@@ -111,13 +107,20 @@ export default defineCommand({
         await existing.container.remove({ force: true });
       }
 
+      // Only now that a server is really being started.
+      for (const name of spec.missingHostEnv) {
+        note(style.dim(`${name} is not set in your shell: the server starts, but agents cannot reach the model until you run \`ash stop\`, \`export ${name}=...\` and start again.`, process.stderr));
+      }
+
       // 3. The data folder, made by us (not by Docker as root) so it belongs to the user.
       await mkdir(spec.dataDir, { recursive: true, mode: 0o700 });
 
       // 4. The image.
       if (flags.pull) {
         note(`Pulling ${spec.image}…`);
-        await pullImage(docker, spec.image, new PullProgress(spec.image));
+        await pullImage(docker, spec.image, new PullProgress(spec.image)).catch(async (error: unknown) => {
+          throw await withLocalImageHint(docker, error);
+        });
       } else if (!(await imageExists(docker, spec.image))) {
         throw new CliError(`The image ${spec.image} is not on this machine and --no-pull was given: pull or build it first, or run without --no-pull.`);
       }
@@ -234,4 +237,17 @@ async function readThroughDocker(container: Docker.Container): Promise<string | 
     .trim();
   if ((await exec.inspect()).ExitCode !== 0) return undefined;
   return text || undefined;
+}
+
+/** Images this checkout's scripts build: a failed pull points at them when they exist. */
+const LOCAL_IMAGES = ["ash-dev", "ash:test"];
+
+async function withLocalImageHint(docker: Docker, error: unknown): Promise<unknown> {
+  if (!(error instanceof CliError)) return error;
+  for (const image of LOCAL_IMAGES) {
+    if (await imageExists(docker, image)) {
+      return new CliError(`${error.message}\nA locally built image ${image} exists: run \`ash start --image ${image} --no-pull\` to use it.`, error.exitCode);
+    }
+  }
+  return error;
 }
