@@ -60,7 +60,10 @@ const dockerGid = (() => {
     return undefined;
   }
 })();
-const nonRootSkip = process.getuid?.() !== 0 || !dockerGid || !existsSync("/usr/bin/setpriv");
+const nonRootSkip = skipUnlessReady(
+  "ash start as a user in the docker group",
+  process.getuid?.() !== 0 ? "it needs root to switch to another user" : !dockerGid ? "there is no docker group (docker.io makes it)" : !existsSync("/usr/bin/setpriv") ? "setpriv is missing" : undefined,
+);
 
 
 describe.skipIf(reason)("ash start / status / logs / stop with the real image", () => {

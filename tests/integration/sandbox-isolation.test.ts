@@ -4,14 +4,15 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
 import { createSandbox, describeSandboxHost, sweepResourceGroups, type Sandbox } from "../../src/sandbox";
+import { sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 
 // Real bwrap, real setpriv, real cgroups: this needs root on a host where
 // bwrap can build namespaces.
 const host = await describeSandboxHost();
-const usable = process.getuid?.() === 0 && host.isolation === "bwrap";
+const skip = skipUnlessReady("sandbox isolation", sandboxProblem(host));
 const cgroupParent = `ash-test-iso-${process.pid}`;
 
-describe.skipIf(!usable)("sandbox isolation (bwrap, as root)", () => {
+describe.skipIf(skip)("sandbox isolation (bwrap, as root)", () => {
   let dataDir: string;
   let a: Sandbox;
   let b: Sandbox;
