@@ -414,6 +414,9 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
       const result = await ash(["start", "--image", absent, "--port", String(port)]);
       expect(result.code).toBe(1);
       expect(result.stderr).toContain(`Could not pull ${absent}:`);
+      // The checkout's scripts build ash-dev / ash:test; a failed pull points at them.
+      const local = ["ash-dev", "ash:test"].find((image) => execFileSync("docker", ["images", "-q", image]).toString().trim() !== "");
+      if (local) expect(result.stderr).toContain(`A locally built image ${local} exists: run \`ash start --image ${local} --no-pull\` to use it.`);
       expect(result.stderr).not.toContain("    at ");
       expect(await ourContainers()).toEqual([]);
     });

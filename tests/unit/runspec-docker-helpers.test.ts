@@ -150,8 +150,17 @@ describe("without a reachable Docker engine", () => {
     const result = await ash(["status"], { DOCKER_HOST: "unix:///nonexistent/docker.sock" });
     expect(result.code).toBe(3);
     expect(result.stderr.trim()).toBe(
-      'Docker is installed but its daemon does not answer at unix:///nonexistent/docker.sock: start Docker (Docker Desktop or "sudo systemctl start docker") and try again.',
+      'Docker is installed but its daemon does not answer at unix:///nonexistent/docker.sock: start Docker (Docker Desktop, "sudo systemctl start docker", or on a machine without systemd "sudo dockerd &" or infra/docker-engine.sh from the Ash checkout) and try again.',
     );
+  });
+
+  it("says nothing about a missing model key when no server is started (the daemon is down)", async () => {
+    const env = { ...process.env, DOCKER_HOST: "unix:///nonexistent/docker.sock" } as Record<string, string>;
+    delete env.ANTHROPIC_API_KEY;
+    const result = await ash(["start", "--no-pull"], env);
+    expect(result.code).toBe(3);
+    expect(result.stderr).not.toContain("ANTHROPIC_API_KEY");
+    expect(result.stderr).toContain("daemon does not answer");
   });
 
   it("says Docker is not installed when there is neither a docker command nor a socket, with exit code 3", async () => {
