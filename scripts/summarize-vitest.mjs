@@ -24,5 +24,14 @@ for (const result of report.testResults ?? []) {
     }
   }
 }
+// The ten slowest tests, to keep an eye on the suite's length.
+const timed = (report.testResults ?? []).flatMap((result) =>
+  (result.assertionResults ?? []).map((test) => ({ name: `${String(result.name).replace(root, "")} > ${test.fullName}`, ms: test.duration ?? 0 })),
+);
+timed.sort((a, b) => b.ms - a.ms);
+if (timed.length > 0) {
+  console.error("slowest tests:");
+  for (const test of timed.slice(0, 10)) console.error(`  ${(test.ms / 1000).toFixed(1).padStart(6)} s  ${test.name}`);
+}
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 process.exit(failed > 0 || passed === 0 ? 1 : 0);

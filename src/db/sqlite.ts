@@ -27,10 +27,11 @@ export interface SqliteOptions {
 }
 
 export async function openSqlite(options: SqliteOptions): Promise<AshDatabase> {
-  await ownerOnly(options.path);
   const db0 = createDatabase(sqliteConnector({ path: options.path }));
   let raw: BetterSqlite3.Database;
   try {
+    // Before the first query: db0 opens the file lazily.
+    await ownerOnly(options.path);
     raw = await db0.getInstance();
     configure(raw, options);
   } catch (err) {
