@@ -2,49 +2,14 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import Docker from "dockerode";
 import { CONTAINER_NAME, CONTAINER_PORT, MANAGED_LABEL } from "../runspec";
-import { CliError } from "./errors";
-import { exitWith, note, sentence, style } from "./output";
+import { CliError, EXIT } from "./errors";
+import { note, style } from "./output";
 
 /**
  * Docker helpers for the lifecycle commands (`ash start/status/logs/stop`):
  * reaching the daemon, finding Ash's container, pulling with progress, reading
  * logs and waiting for `/health`.
  */
-
-export const EXIT = {
-  /** The operation failed (unhealthy server, busy port, missing image, …). */
-  FAILED: 1,
-  /** A flag or value was wrong; nothing was changed. */
-  USAGE: 2,
-  /** Docker is not installed, not running or not reachable. */
-  NO_DOCKER: 3,
-} as const;
-
-/**
- * The error boundary of the lifecycle commands: a `CliError` (or a bad flag value
- * reported by the renderers as a plain `Error` during `parse`) becomes one sentence on
- * stderr and its exit code; anything else is an unexpected error with exit code 1.
- */
-export async function lifecycle(action: () => Promise<number | void>): Promise<never> {
-  try {
-    return await exitWith((await action()) ?? 0);
-  } catch (error) {
-    const message = error instanceof CliError ? error.message : `Unexpected error: ${(error as Error)?.message ?? String(error)}`;
-    note(style.red(sentence(message), process.stderr));
-    if (process.env.DEBUG && error instanceof Error && error.stack) note(style.dim(error.stack, process.stderr));
-    return await exitWith(error instanceof CliError ? error.exitCode : EXIT.FAILED);
-  }
-}
-
-/** Runs a renderer or parser on user input; its error becomes a usage error (exit 2). */
-export function parseInput<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    if (error instanceof CliError) throw error;
-    throw new CliError((error as Error).message, EXIT.USAGE);
-  }
-}
 
 async function dockerCliPresent(): Promise<boolean> {
   try {
@@ -377,41 +342,4 @@ export function busyPortMessage(error: unknown, port: number): string | undefine
     return `Port ${port} is already in use on this machine: stop what uses it or pick another port with --port.`;
   }
   return undefined;
-}
-
-// ---- Flags ----------------------------------------------------------------------
-
-interface FlagDef {
-  type?: string;
-  alias?: string | string[];
-}
-
-/**
- * citty ignores flags it does not know, so `ash start --prot 8080` would quietly
- * start on 4100. This refuses any option the command does not define.
- */
-export function rejectUnknownFlags(rawArgs: readonly string[], defs: Record<string, FlagDef>, command: string): void {
-  const kinds = new Map<string, string>();
-  for (const [name, def] of Object.entries(defs)) {
-    if (def.type === "positional") continue;
-    const names = [name, ...(Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [])];
-    for (const n of names) kinds.set(n, def.type ?? "string");
-    if (def.type === "boolean") kinds.set(`no-${name}`, "boolean");
-  }
-  kinds.set("help", "boolean");
-  kinds.set("h", "boolean");
-  for (let i = 0; i < rawArgs.length; i++) {
-    const arg = rawArgs[i];
-    if (arg === "--") break;
-    if (!arg.startsWith("-") || arg === "-") continue;
-    const long = arg.startsWith("--");
-    const body = arg.slice(long ? 2 : 1);
-    const eq = body.indexOf("=");
-    // A short flag may carry its value attached (-eKEY=VALUE).
-    const name = long ? (eq === -1 ? body : body.slice(0, eq)) : body[0];
-    const attached = long ? eq !== -1 : body.length > 1;
-    const kind = kinds.get(name);
-    if (!kind) throw new CliError(`Unknown option ${long ? `--${name}` : `-${name}`} for ash ${command}; see \`ash ${command} --help\`.`, EXIT.USAGE);
-    if (kind !== "boolean" && !attached) i++;
-  }
 }

@@ -165,7 +165,7 @@ describe("ash deploy", () => {
 
     for (const [args, sentence] of cases) {
       const run = await ash(args);
-      expect(run.code, args.join(" ")).toBe(1);
+      expect(run.code, args.join(" ")).toBe(2);
       expect(run.stdout).toBe("");
       expect(oneSentence(run.stderr)).toMatch(sentence);
     }

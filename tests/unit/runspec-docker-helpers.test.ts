@@ -2,7 +2,8 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { busyPortMessage, LogDemuxer, PullProgress, rejectUnknownFlags, serverUrl } from "../../src/cli/docker";
+import { busyPortMessage, LogDemuxer, PullProgress, serverUrl } from "../../src/cli/docker";
+import { rejectUnknownFlags } from "../../src/cli/errors";
 
 /** One frame of Docker's multiplexed log stream. */
 function frame(stream: 1 | 2, text: string): Buffer {

@@ -5,7 +5,7 @@ import { defineCommand } from "citty";
 import type { AshClient } from "../../client/client";
 import type { TokenUsage } from "../../client/events";
 import type { Session, SessionStatus, StoredMessage } from "../../client/types";
-import { CliError, isNotFound, jsonArg, serverArgs, unknownAgent, unknownSession, withServer } from "../errors";
+import { CliError, isNotFound, jsonArg, serverArgs, unknownAgent, unknownSession, usageError, withServer } from "../errors";
 import { line, note, printFields, printJson, printTable, resultText, style, terminalWidth, timeAgo, toolLine, truncate, turnSummary } from "../output";
 import { interruptOnSigint, parsePositiveInt, TurnControl, turnExitCode } from "./chat";
 
@@ -85,7 +85,7 @@ const send = defineCommand({
   run: ({ args }) =>
     withServer(args, async ({ client }) => {
       const maxTurns = parsePositiveInt(args["max-turns"], "--max-turns");
-      if (!args.message.trim()) throw new CliError("The message is empty; write something to send.");
+      if (!args.message.trim()) throw usageError("The message is empty; write something to send.");
       const control = new TurnControl(client, args.id, { json: args.json, model: args.model || undefined, maxTurns });
       const stop = interruptOnSigint(control);
       try {
@@ -109,7 +109,7 @@ const list = defineCommand({
   run: ({ args }) =>
     withServer(args, async ({ client }) => {
       if (args.status && !STATUSES.includes(args.status as SessionStatus)) {
-        throw new CliError(`"${args.status}" is not a session status; use one of ${STATUSES.join(", ")}.`);
+        throw usageError(`"${args.status}" is not a session status; use one of ${STATUSES.join(", ")}.`);
       }
       const page = await client.listSessions({
         agent: args.agent || undefined,
@@ -237,7 +237,7 @@ const history = defineCommand({
 });
 
 function parsePositiveIntOrZero(value: string, flag: string): number {
-  if (!/^\d+$/.test(value)) throw new CliError(`${flag} takes a whole number, not "${value}".`);
+  if (!/^\d+$/.test(value)) throw usageError(`${flag} takes a whole number, not "${value}".`);
   return Number(value);
 }
 
