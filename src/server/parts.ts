@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
 import { ConfigError, type ServerConfig } from "../config";
-import { SandboxIsolationError } from "../sandbox/isolation";
+import { SandboxIsolationError, findSandboxTools } from "../sandbox/isolation";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
 import { listCgroup1Groups } from "../sandbox/cgroup1";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
@@ -31,10 +31,13 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   const allowUnisolated = config.sandbox.allowUnisolated;
   const host = await describeSandboxHost({ allowUnisolated, cgroup1Parent }).catch((error) => {
     if (!(error instanceof SandboxIsolationError)) throw error;
+    const missing = !findSandboxTools().bwrap;
     throw new ConfigError(
       `Sandbox isolation is required but bubblewrap cannot be used: ${error.reason}. ` +
-        "Install it (Debian/Ubuntu: apt-get install bubblewrap) and run the server as root; in Docker add " +
-        "--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined. " +
+        (missing
+          ? "Install it (Debian/Ubuntu: apt-get install bubblewrap) and run the server as root"
+          : "bwrap is installed but cannot build a sandbox here: run the server as root") +
+        "; in Docker add --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined. " +
         "Or set ASH_SANDBOX_ALLOW_UNISOLATED=true to run sessions without isolation (unsafe: they can then read the database, other sessions' files and the server's processes).",
     );
   });
