@@ -28,6 +28,8 @@ export interface HealthStatus {
   activeSessions: number;
   activeSandboxes: number;
   pool: Record<string, unknown>;
+  /** `mode: "none"` only when the server was started with ASH_SANDBOX_ALLOW_UNISOLATED=true. */
+  isolation: { mode: "bwrap" | "none"; seccomp: boolean; unisolatedAllowed: boolean };
   limits: { mode: "cgroup2" | "cgroup1" | "rlimit"; [key: string]: unknown };
   database: "sqlite" | "postgres";
   [key: string]: unknown;

@@ -40,9 +40,12 @@ export interface CreateSandboxOptions extends LimitHost {
   env?: EnvMap;
   /** More host directories to show read-only (absolute). */
   readOnlyPaths?: string[];
-  /** Refuse to create the sandbox when bwrap isolation is unavailable. */
-  strict?: boolean;
-  /** Force an isolation kind instead of detecting it ("bwrap" fails when unusable). */
+  /**
+   * Run without isolation when bwrap is unusable (it is refused otherwise):
+   * then the sandbox can read whatever its uid can on the host.
+   */
+  allowUnisolated?: boolean;
+  /** Force an isolation kind instead of detecting it ("bwrap" fails when unusable; "none" needs allowUnisolated). */
   isolation?: IsolationKind;
   /** Force a limit mechanism instead of detecting one. */
   limitMode?: LimitMode;
@@ -130,13 +133,13 @@ const limitModeCache = new Map<string, Promise<{ mode: LimitMode; detail: string
 
 /** What sandboxes on this host get, for startup logs and /health. */
 export async function describeSandboxHost(options: {
-  strict?: boolean;
+  allowUnisolated?: boolean;
   isolation?: IsolationKind;
   limitMode?: LimitMode;
   user?: { uid?: number; gid?: number };
 } & LimitHost = {}): Promise<IsolationReport & { limitMode: LimitMode; limitDetail: string }> {
   const user = sandboxUserFor(options.user);
-  const report = await detectIsolation({ strict: options.strict ?? false, user, force: options.isolation });
+  const report = await detectIsolation({ allowUnisolated: options.allowUnisolated ?? false, user, force: options.isolation });
   const limits = options.limitMode
     ? { mode: options.limitMode, detail: `forced: ${options.limitMode}` }
     : await cachedLimitMode(options);
@@ -196,8 +199,8 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   buildSandboxEnv({ dirs: { homeDir, configDir }, declared: options.env });
 
   const user = sandboxUserFor(options.user);
-  const host = await describeSandboxHost({ ...options, strict: options.strict ?? false });
-  const isolation: IsolationReport = { isolation: host.isolation, strict: host.strict, detail: host.detail };
+  const host = await describeSandboxHost(options);
+  const isolation: IsolationReport = { isolation: host.isolation, allowUnisolated: host.allowUnisolated, seccomp: host.seccomp, detail: host.detail };
   const tools: SandboxTools = findSandboxTools();
 
   const group = await createResourceGroup(host.limitMode, id, limits, options);

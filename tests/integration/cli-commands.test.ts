@@ -100,6 +100,7 @@ describe("ash health", () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(new RegExp(`^ok · Ash \\d+\\.\\d+\\.\\d+ at ${server.url.replace(/\./g, "\\.")} · up `));
     expect(text.stdout).toMatch(/database: sqlite/);
+    expect(text.stdout).toMatch(/isolation: bwrap\+seccomp/);
 
     const json = await ash(["health", "--json"]);
     expect(json.code).toBe(0);
