@@ -1,6 +1,6 @@
 import { AshClient } from "../client/client";
 import { AshApiError, AshConnectionError, AshError } from "../client/errors";
-import { AgentFolderError } from "./agent-folder";
+import { AgentFolderError } from "../agents/local-folder";
 import { sentence } from "./output";
 import { resolveServer } from "./settings";
 

@@ -15,7 +15,7 @@
  * from the shared run spec, so sandboxes behave as they do in production.
  */
 import { AbstractStartedContainer, GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
-import { readAgentFolder } from "../cli/agent-folder";
+import { readAgentFolder } from "../agents/local-folder";
 import { AshClient } from "../client/client";
 import type { Agent } from "../client/types";
 import { CONTAINER_PORT, defaultImage, isolationOptions } from "../runspec/run-spec";

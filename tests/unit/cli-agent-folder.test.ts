@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { AgentFolderError, agentNameFromFolder, parseEnvFile, readAgentFolder } from "../../src/cli/agent-folder";
+import { AgentFolderError, agentNameFromFolder, parseEnvFile, readAgentFolder } from "../../src/agents/local-folder";
 
 let base: string;
 

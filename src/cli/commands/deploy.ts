@@ -1,6 +1,6 @@
 import { stat } from "node:fs/promises";
 import { defineCommand } from "citty";
-import { AGENT_NAME, agentNameFromFolder, parseEnvAssignment, readAgentFolder } from "../agent-folder";
+import { AGENT_NAME, agentNameFromFolder, parseEnvAssignment, readAgentFolder } from "../../agents/local-folder";
 import { jsonArg, serverArgs, usageError, withServer } from "../errors";
 import { line, note, printJson, style } from "../output";
 
