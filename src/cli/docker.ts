@@ -1,8 +1,8 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import Docker from "dockerode";
-import { CONTAINER_NAME, CONTAINER_PORT, MANAGED_LABEL } from "../runspec";
-import { CliError, EXIT } from "./errors";
+import { CONTAINER_PORT, containerName, MANAGED_LABEL } from "../runspec";
+import { CliError, EXIT, parseInput } from "./errors";
 import { note, style } from "./output";
 
 /**
@@ -58,11 +58,13 @@ export interface AshContainer {
 }
 
 /**
- * The `ash-server` container, if there is one. A container of that name that Ash
- * did not create is never touched: that is an error the user has to resolve.
+ * The server's container (`ash-server`, or ASH_CONTAINER_NAME), if there is one. A
+ * container of that name that Ash did not create is never touched: that is an error
+ * the user has to resolve.
  */
 export async function findAshContainer(docker: Docker): Promise<AshContainer | undefined> {
-  const container = docker.getContainer(CONTAINER_NAME);
+  const name = parseInput(() => containerName());
+  const container = docker.getContainer(name);
   let info: Docker.ContainerInspectInfo;
   try {
     info = await container.inspect();
@@ -72,7 +74,7 @@ export async function findAshContainer(docker: Docker): Promise<AshContainer | u
   }
   if (info.Config?.Labels?.[MANAGED_LABEL] !== "true") {
     throw new CliError(
-      `A container named ${CONTAINER_NAME} exists that Ash did not create (it has no ${MANAGED_LABEL}=true label); rename or remove it ("docker rm -f ${CONTAINER_NAME}") and try again.`,
+      `A container named ${name} exists that Ash did not create (it has no ${MANAGED_LABEL}=true label); rename or remove it ("docker rm -f ${name}") and try again.`,
     );
   }
   return { container, info };

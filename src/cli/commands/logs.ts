@@ -1,4 +1,5 @@
 import { defineCommand } from "citty";
+import { containerName } from "../../runspec";
 import { connectDocker, copyLogs, findAshContainer } from "../docker";
 import { CliError, EXIT, parseInput } from "../errors";
 
@@ -20,7 +21,7 @@ export default defineCommand({
     const tail = parseInput(() => parseTail(flags.tail));
     const docker = await connectDocker();
     const found = await findAshContainer(docker);
-    if (!found) throw new CliError("There is no ash-server container, so there is no log; start the server with `ash start`.");
+    if (!found) throw new CliError(`There is no ${containerName()} container, so there is no log; start the server with \`ash start\`.`);
     const abort = new AbortController();
     const stop = () => abort.abort();
     process.once("SIGINT", stop);

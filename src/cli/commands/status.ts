@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { DEFAULT_PORT } from "../../runspec";
+import { containerName, DEFAULT_PORT } from "../../runspec";
 import { connectDocker, fetchHealth, findAshContainer, publishedPort, serverUrl } from "../docker";
 import { line, printFields, printJson, style, timeAgo } from "../output";
 
@@ -60,7 +60,7 @@ export default defineCommand({
     }
     const c = report.container;
     if (!c) {
-      line("Ash is not running (there is no ash-server container); start it with `ash start`.");
+      line(`Ash is not running (there is no ${containerName()} container); start it with \`ash start\`.`);
       return 1;
     }
     if (!c.running) {

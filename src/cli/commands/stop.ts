@@ -1,4 +1,5 @@
 import { defineCommand } from "citty";
+import { containerName } from "../../runspec";
 import { connectDocker, findAshContainer } from "../docker";
 import { line, note, style } from "../output";
 
@@ -11,7 +12,7 @@ export default defineCommand({
     const docker = await connectDocker();
     const found = await findAshContainer(docker);
     if (!found) {
-      line("Ash is not running (there is no ash-server container).");
+      line(`Ash is not running (there is no ${containerName()} container).`);
       return 0;
     }
     const dataDir = found.info.Config.Labels?.["ai.ash.data-dir"];
