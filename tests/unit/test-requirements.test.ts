@@ -32,7 +32,8 @@ describe("what the suites need", () => {
 
   // A machine without bubblewrap, made for real: a private mount namespace in
   // which /usr/bin/bwrap is covered by a file nobody may execute.
-  it.runIf(process.getuid?.() === 0)("fails the sandbox suite, instead of skipping it, on a machine without bwrap under the full test command", async () => {
+  const rootSkip = skipUnlessReady("a machine without bwrap, made in a mount namespace", process.getuid?.() === 0 ? undefined : "it needs root (unshare -m, mount --bind)");
+  it.skipIf(rootSkip)("fails the sandbox suite, instead of skipping it, on a machine without bwrap under the full test command", async () => {
     const script = 'mount --bind /dev/null "$(command -v bwrap)" && exec node node_modules/vitest/vitest.mjs run tests/integration/sandbox-isolation.test.ts';
     const required = await run("unshare", ["-m", "--propagation", "private", "sh", "-c", script], { ASH_TEST_REQUIRE_ALL: "1" });
     expect(required.code).not.toBe(0);
