@@ -22,7 +22,8 @@ fi
 took "$s"
 
 s=$(date +%s); phase "building the CLI"
-npm run build >/dev/null; took "$s"
+npm run build >"${TMPDIR:-/tmp}/ash-build.log" 2>&1 || { cat "${TMPDIR:-/tmp}/ash-build.log" >&2; exit 1; }
+took "$s"
 
 s=$(date +%s); phase "Docker engine"
 infra/docker-engine.sh; took "$s"
