@@ -1,6 +1,7 @@
 import { lstat, readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { AgentFile } from "../client/types";
+import { AGENT_NAME } from "../contract";
 
 /**
  * Reads an agent folder for `POST /api/agents`: every file as a relative path with base64
@@ -139,7 +140,7 @@ export function agentNameFromFolder(dir: string): string | undefined {
   return AGENT_NAME.test(name) ? name : undefined;
 }
 
-export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+export { AGENT_NAME };
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

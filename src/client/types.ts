@@ -1,4 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
+import type { SessionStatus } from "../contract";
+
+export type { SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -68,7 +71,6 @@ export type DeployAgentInput =
   | (DeployAgentCommon & { files: AgentFile[]; path?: never })
   | (DeployAgentCommon & { path: string; files?: never });
 
-export type SessionStatus = "starting" | "active" | "paused" | "stopped" | "ended" | "error";
 
 export interface Session {
   id: string;
