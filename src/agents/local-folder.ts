@@ -1,7 +1,6 @@
 import { lstat, readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
-import type { AgentFile } from "../client/types";
-import { AGENT_NAME } from "../contract";
+import { AGENT_NAME, type UploadedFile as AgentFile } from "../contract";
 
 /**
  * Reads an agent folder for `POST /api/agents`: every file as a relative path with base64

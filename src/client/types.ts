@@ -1,7 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
-import type { SessionStatus } from "../contract";
+import type { SessionStatus, UploadedFile as AgentFile } from "../contract";
 
-export type { SessionStatus };
+export type { AgentFile, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -50,12 +50,6 @@ export interface Agent {
 }
 
 /** One file of an agent folder; `content` is base64. */
-export interface AgentFile {
-  path: string;
-  content: string;
-  /** Permission bits; only "executable or not" is kept by the server. */
-  mode?: number;
-}
 
 interface DeployAgentCommon {
   /** Matches `^[a-zA-Z0-9_-]{1,64}$`. */

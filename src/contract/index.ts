@@ -20,3 +20,13 @@ export const AGENT_NAME_RULE = "letters, digits, - and _ (1 to 64)";
 /** Why a sandbox limit stopped a process: the `code` of the `error` event. */
 export const LIMIT_REASONS = ["sandbox_oom", "sandbox_pids", "sandbox_disk"] as const;
 export type LimitReason = (typeof LIMIT_REASONS)[number];
+
+/** One file of an agent upload (`POST /api/agents` `files[]`). */
+export interface UploadedFile {
+  /** Relative to the agent folder, `/`-separated. */
+  path: string;
+  /** Base64. */
+  content: string;
+  /** Permission bits; only "executable or not" is kept by the server. */
+  mode?: number;
+}

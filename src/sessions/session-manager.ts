@@ -15,7 +15,7 @@ import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
-import { conflict, gone, notFound } from "../server/errors";
+import { conflict, gone, notFound } from "../errors";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
 import { buildAgentEnv } from "./agent-env";
