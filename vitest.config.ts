@@ -11,7 +11,8 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["tests/unit/**/*.test.ts"], sequence: { groupOrder: 0 } },
+        // Mostly waiting on child processes and I/O: more workers than the 2 cores of CI pay off.
+        test: { name: "unit", include: ["tests/unit/**/*.test.ts"], maxWorkers: 4, sequence: { groupOrder: 0 } },
       },
       {
         extends: true,
