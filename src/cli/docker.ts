@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { Readable, Writable } from "node:stream";
 import Docker from "dockerode";
 import { CONTAINER_PORT, containerName, MANAGED_LABEL } from "../runspec";
 import { CliError, EXIT, parseInput } from "./errors";
@@ -213,47 +214,49 @@ export async function pullImage(docker: Docker, image: string, progress: PullPro
 
 // ---- Logs ---------------------------------------------------------------------
 
-export interface LogFrame {
-  stream: "stdout" | "stderr";
-  data: Buffer;
+/**
+ * Splits Docker's multiplexed log stream (containers without a TTY: 8-byte
+ * frame headers naming stdout or stderr) into the two writers, with
+ * dockerode's own demuxer; settles when the source ends or closes.
+ */
+export function demuxLogs(
+  modem: { demuxStream(source: NodeJS.ReadableStream, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): void },
+  source: NodeJS.ReadableStream,
+  stdout: NodeJS.WritableStream,
+  stderr: NodeJS.WritableStream,
+  signal?: AbortSignal,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const stop = () => {
+      (source as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      resolve();
+    };
+    signal?.addEventListener("abort", stop, { once: true });
+    modem.demuxStream(source, stdout, stderr);
+    source.on("end", resolve);
+    source.on("close", resolve);
+    source.on("error", (error) => (signal?.aborted ? resolve() : reject(error)));
+  });
 }
 
-/**
- * Splits Docker's multiplexed log stream (containers without a TTY): each frame
- * is an 8-byte header (stream type, 3 zero bytes, big-endian length) and its
- * payload. Chunks may cut a header or payload anywhere, so bytes are kept until
- * a frame is whole.
- */
-export class LogDemuxer {
-  private pending: Buffer = Buffer.alloc(0);
-
-  push(chunk: Buffer): LogFrame[] {
-    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    const frames: LogFrame[] = [];
-    while (this.pending.length >= 8) {
-      const type = this.pending[0];
-      const length = this.pending.readUInt32BE(4);
-      if (this.pending.length < 8 + length) break;
-      const data = this.pending.subarray(8, 8 + length);
-      this.pending = this.pending.subarray(8 + length);
-      if (type === 1 || type === 2) frames.push({ stream: type === 2 ? "stderr" : "stdout", data });
-    }
-    return frames;
-  }
-
-  /** Bytes of an incomplete frame left at the end. */
-  get leftover(): number {
-    return this.pending.length;
-  }
+/** A writer that keeps what it is given. */
+function collector(): { sink: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      chunks.push(Buffer.from(chunk));
+      done();
+    },
+  });
+  return { sink, text: () => Buffer.concat(chunks).toString("utf8") };
 }
 
 /** The last `lines` lines the container wrote (stdout and stderr interleaved), as text. */
 export async function recentLogs(container: Docker.Container, lines: number): Promise<string> {
   const buffer = await container.logs({ stdout: true, stderr: true, tail: lines, follow: false });
-  return new LogDemuxer()
-    .push(Buffer.from(buffer))
-    .map((frame) => frame.data.toString("utf8"))
-    .join("");
+  const { sink, text } = collector();
+  await demuxLogs(container.modem, Readable.from([Buffer.from(buffer)]), sink, sink);
+  return text();
 }
 
 /** Copies the container's logs to `stdout`/`stderr`; with `follow`, until the container stops or `signal` aborts. */
@@ -263,29 +266,14 @@ export async function copyLogs(
   stdout: NodeJS.WritableStream = process.stdout,
   stderr: NodeJS.WritableStream = process.stderr,
 ): Promise<void> {
-  const tail = options.tail ?? "all";
-  const demuxer = new LogDemuxer();
-  const write = (frames: LogFrame[]) => {
-    for (const frame of frames) (frame.stream === "stderr" ? stderr : stdout).write(frame.data);
-  };
+  const tail = (options.tail ?? "all") as number;
   if (!options.follow) {
-    write(demuxer.push(Buffer.from(await container.logs({ stdout: true, stderr: true, tail: tail as number, follow: false }))));
+    const buffer = await container.logs({ stdout: true, stderr: true, tail, follow: false });
+    await demuxLogs(container.modem, Readable.from([Buffer.from(buffer)]), stdout, stderr);
     return;
   }
-  const stream = (await container.logs({ stdout: true, stderr: true, tail: tail as number, follow: true })) as NodeJS.ReadableStream & {
-    destroy?: () => void;
-  };
-  await new Promise<void>((resolve, reject) => {
-    const stop = () => {
-      stream.destroy?.();
-      resolve();
-    };
-    options.signal?.addEventListener("abort", stop, { once: true });
-    stream.on("data", (chunk: Buffer) => write(demuxer.push(chunk)));
-    stream.on("end", resolve);
-    stream.on("close", resolve);
-    stream.on("error", (error) => (options.signal?.aborted ? resolve() : reject(error)));
-  });
+  const stream = await container.logs({ stdout: true, stderr: true, tail, follow: true });
+  await demuxLogs(container.modem, stream, stdout, stderr, options.signal);
 }
 
 // ---- Health -------------------------------------------------------------------

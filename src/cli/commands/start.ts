@@ -1,4 +1,5 @@
 import { mkdir, readFile } from "node:fs/promises";
+import { PassThrough } from "node:stream";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { defineCommand } from "citty";
@@ -21,7 +22,7 @@ import {
   connectDocker,
   findAshContainer,
   imageExists,
-  LogDemuxer,
+  demuxLogs,
   publishedPort,
   pullImage,
   PullProgress,
@@ -218,18 +219,11 @@ async function readInitialKey(dataDir: string, container: Docker.Container): Pro
 async function readThroughDocker(container: Docker.Container): Promise<string | undefined> {
   const exec = await container.exec({ Cmd: ["cat", "/data/initial-api-key"], AttachStdout: true, AttachStderr: true });
   const stream = await exec.start({ hijack: true, stdin: false });
+  const stdout = new PassThrough();
   const chunks: Buffer[] = [];
-  await new Promise<void>((resolve, reject) => {
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("end", resolve);
-    stream.on("error", reject);
-  });
-  const text = new LogDemuxer()
-    .push(Buffer.concat(chunks))
-    .filter((frame) => frame.stream === "stdout")
-    .map((frame) => frame.data.toString("utf8"))
-    .join("")
-    .trim();
+  stdout.on("data", (chunk: Buffer) => chunks.push(chunk));
+  await demuxLogs(container.modem, stream, stdout, new PassThrough().resume());
+  const text = Buffer.concat(chunks).toString("utf8").trim();
   if ((await exec.inspect()).ExitCode !== 0) return undefined;
   return text || undefined;
 }
