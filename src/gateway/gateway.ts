@@ -46,6 +46,12 @@ export interface GatewayHooks {
   rejected?(reason: "missing" | "unknown" | "wrong_sandbox"): void;
 }
 
+/**
+ * What a token may call: the Messages API (and its token counter) and the model list. Nothing else
+ * of the upstream API is reachable with the real key (no batches, which would escape budgets).
+ */
+const FORWARDED = [/^POST \/v1\/messages\/?$/, /^POST \/v1\/messages\/count_tokens\/?$/, /^GET \/v1\/models(\/[^/]+)?\/?$/];
+
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
 
 function hashToken(token: string): Buffer {
@@ -139,6 +145,11 @@ export class ModelGateway {
       this.hooks.rejected?.(!token ? "missing" : !grant ? "unknown" : "wrong_sandbox");
       req.resume();
       return anthropicError(res, 401, "authentication_error", "This gateway accepts only the live token of the session's own sandbox.");
+    }
+    const pathname = (req.url ?? "/").split("?")[0]!;
+    if (!FORWARDED.some((route) => route.test(`${req.method} ${pathname}`))) {
+      req.resume();
+      return anthropicError(res, 404, "not_found_error", `The model gateway does not forward ${req.method} ${pathname}.`);
     }
     const refusal = this.hooks.admit?.(grant);
     if (refusal) {

@@ -32,7 +32,7 @@ export interface NetworkTools {
   socat?: string;
 }
 
-/** Ends a service's host-side listener. */
+/** A service's host-side listener, on its unix socket. */
 function listenUnix(path: string, service: SandboxService): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = createServer({ noDelay: true }, (socket) => service.accept(socket));

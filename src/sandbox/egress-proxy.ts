@@ -300,3 +300,17 @@ export function createSocksProxy(policy: () => EgressPolicy, hooks: EgressHooks 
     client.on("data", onData);
   };
 }
+
+/**
+ * A fixed TCP forward to one destination the operator configured (the
+ * OpenTelemetry collector a sandbox's CLI exports to): no allowlist, since
+ * the sandbox cannot choose where it goes.
+ */
+export function createForward(host: string, port: number): (socket: Socket) => void {
+  return (client) => {
+    client.on("error", () => undefined);
+    const upstream = connect({ host, port, noDelay: true });
+    upstream.on("error", () => client.destroy());
+    pipeBoth(client, upstream);
+  };
+}

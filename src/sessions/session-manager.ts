@@ -576,6 +576,7 @@ export class SessionManager {
       agentEnv,
       extraEnv,
       egress: agentVersion?.settings.egress ?? [],
+      env,
     });
     const settings = session.settings as SessionSettings & { forkOf?: string };
     const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
