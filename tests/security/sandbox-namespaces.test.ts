@@ -10,6 +10,7 @@ import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
 import { createSandbox, describeSandboxHost, sweepResourceGroups, type Sandbox } from "../../src/sandbox";
 import { SYSCALL_NUMBERS, type SeccompArch } from "../../src/sandbox/seccomp";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
+import { sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 
 const host = await describeSandboxHost({ allowUnisolated: true });
 const arch: SeccompArch | undefined = process.arch === "x64" ? "x86_64" : process.arch === "arm64" ? "aarch64" : undefined;
@@ -28,7 +29,6 @@ const ENOSYS = 38;
  */
 const PROBE = String.raw`
 import ctypes, json, os, sys
-import { sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 nr = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
