@@ -155,7 +155,9 @@ export async function openSandboxNetwork(options: {
     const script = `${bridges.join("\n")}\nexec sleep 2147483647`;
     holder = spawn(
       options.tools.bwrap,
-      ["--unshare-user", "--unshare-net", "--ro-bind", "/", "/", "--dev", "/dev", "--die-with-parent", "--json-status-fd", "3", "--", "/bin/sh", "-c", script],
+      // Its own PID namespace: when the server dies (even by SIGKILL), its init goes and takes
+      // every bridge with it, forks included.
+      ["--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--die-with-parent", "--json-status-fd", "3", "--", "/bin/sh", "-c", script],
       { stdio: ["ignore", "ignore", "pipe", "pipe"], detached: true, env: { PATH: "/usr/bin:/bin" } },
     );
     let stderr = "";
