@@ -118,3 +118,30 @@ describe.each(backends)("model usage and budgets on $name", (backend) => {
     expect(second.find((e) => e.event === "error")?.data).toMatchObject({ code: "budget_exceeded", budget: "agent", limit: 1 });
   });
 });
+
+describe("the server's default budget (ASH_DEFAULT_MAX_TOKENS)", () => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_DEFAULT_MAX_TOKENS: "1" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("plain") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  it("applies to sessions whose agent and request set none, and a session's own budget wins", async () => {
+    const limited = (await (await server.api("/api/sessions", { method: "POST", json: { agent: "plain" } })).json()).session;
+    await readEvents(await server.api(`/api/sessions/${limited.id}/messages`, { method: "POST", json: { content: "first" } }));
+    const second = await readEvents(await server.api(`/api/sessions/${limited.id}/messages`, { method: "POST", json: { content: "second" } }));
+    expect(second.find((e) => e.event === "error")?.data).toMatchObject({ code: "budget_exceeded", budget: "server", limit: 1 });
+    const own = (await (await server.api("/api/sessions", { method: "POST", json: { agent: "plain", maxTokens: 10_000_000 } })).json()).session;
+    for (const content of ["first", "second"]) {
+      const events = await readEvents(await server.api(`/api/sessions/${own.id}/messages`, { method: "POST", json: { content } }));
+      expect(events.some((e) => e.event === "turn_complete")).toBe(true);
+    }
+  });
+});

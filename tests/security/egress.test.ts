@@ -35,10 +35,10 @@ describe("egress from a sandbox", () => {
       modelUrl: model.url,
       env: {
         // Test-only name answers: both names point at the host's loopback; only one is allowlisted.
-        ASH_EGRESS_TEST_HOSTS: `allowed.test=127.0.0.1,denied.test=127.0.0.1`,
+        ASH_EGRESS_TEST_HOSTS: `allowed.test=127.0.0.1,denied.test=127.0.0.1,manifest.test=127.0.0.1`,
       },
     });
-    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("net", {}, { egress: [`allowed.test:${allowedPort}`] }) })).status).toBe(201);
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("net", { "ash.json": JSON.stringify({ egress: [`manifest.test:${allowedPort}`] }) }, { egress: [`allowed.test:${allowedPort}`] }) })).status).toBe(201);
     sessionId = (await (await server.api("/api/sessions", { method: "POST", json: { agent: "net" } })).json()).session.id;
   });
   afterAll(async () => {
@@ -95,6 +95,9 @@ describe("egress from a sandbox", () => {
     expect(tunnel.stdout).toBe(`allowed-site-ok allowed.test:${allowedPort}`);
     const socks = await exec(`curl -sS -m 10 --noproxy '' -x "$ALL_PROXY" http://allowed.test:${allowedPort}/`);
     expect(socks.stdout).toBe(`allowed-site-ok allowed.test:${allowedPort}`);
+    // Named in the agent folder's ash.json rather than on deploy.
+    const manifest = await exec(`curl -sS -m 10 http://manifest.test:${allowedPort}/`);
+    expect(manifest.stdout).toBe(`allowed-site-ok manifest.test:${allowedPort}`);
     // The same site under a name not on the list, and the allowed name on another port.
     const denied = await exec(`curl -sS -m 10 http://denied.test:${allowedPort}/; echo " rc=$?"`);
     expect(denied.stdout).toContain("Ash egress proxy: the connection to denied.test");
