@@ -58,7 +58,7 @@ RUN npm prune --omit=dev --offline \
 # runtime
 FROM ${BASE_IMAGE} AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap procps util-linux ca-certificates \
+ && apt-get install -y --no-install-recommends bubblewrap procps util-linux ca-certificates socat \
  && rm -rf /var/lib/apt/lists/*
 # Sandboxes run as this user (bubblewrap + setpriv); the server itself stays root
 # so it can build namespaces and cgroups for them.

@@ -15,14 +15,15 @@
 #   postgresql       the PostgreSQL suites (infra/postgres.sh runs a private cluster)
 #   zstd             workspace snapshots stream through it
 #   iproute2         per-sandbox network namespaces (ip)
+#   socat            bridges each sandbox's loopback ports to the model gateway and egress proxies
 set -eu
 
 say() { printf 'host packages: %s\n' "$*"; }
 die() { printf 'host packages: %s\n' "$*" >&2; exit 1; }
 
 case "${1:-}" in
-  start) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip" ;;
-  test) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip docker-compose:docker-compose docker-registry:docker-registry postgresql:/usr/lib/postgresql" ;;
+  start) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat" ;;
+  test) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat docker-compose:docker-compose docker-registry:docker-registry postgresql:/usr/lib/postgresql" ;;
   *) die "usage: infra/host-packages.sh start|test" ;;
 esac
 

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { ConfigError } from "./config-error";
 import { boolean, integer, isHttpUrl, text, type Env } from "./env-values";
@@ -42,6 +43,19 @@ export interface ServerConfig {
   logFormat: "human" | "json";
   /** Ready sandboxes kept per agent name (ASH_WARM_POOL); empty: no warm pool. */
   warmPool: Record<string, number>;
+  /** Token budget of a session when neither the session nor its agent sets one (ASH_DEFAULT_MAX_TOKENS). */
+  defaultMaxTokens?: number;
+  /** What sandboxes may reach through the egress proxies. */
+  egress: EgressConfig;
+}
+
+export interface EgressConfig {
+  /** ASH_EGRESS_ALLOW: host names every agent may reach (exact, `*.suffix`, optional `:port`). */
+  allow: string[];
+  /** ASH_EGRESS_ALLOW_PRIVATE: allowlisted names may resolve to private (RFC 1918, ULA, CGNAT) addresses. */
+  allowPrivate: boolean;
+  /** ASH_EGRESS_TEST_HOSTS: for tests only, fixed name=address answers used instead of DNS. */
+  testHosts: Record<string, string>;
 }
 
 export type SnapshotConfig =
@@ -92,7 +106,39 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     snapshots: snapshotConfig(env),
     logFormat,
     warmPool: warmPoolConfig(env),
+    defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
+    egress: {
+      allow: egressAllowConfig(env),
+      allowPrivate: boolean(env, "ASH_EGRESS_ALLOW_PRIVATE", false),
+      testHosts: egressTestHosts(env),
+    },
   };
+}
+
+const HOST_PATTERN = /^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$|^[0-9a-f:]+$/i;
+
+/** ASH_EGRESS_ALLOW: comma- or space-separated host names. */
+function egressAllowConfig(env: Env): string[] {
+  const raw = text(env, "ASH_EGRESS_ALLOW");
+  if (raw === undefined) return [];
+  const hosts = raw.split(/[\s,]+/).filter(Boolean);
+  for (const host of hosts) {
+    if (!HOST_PATTERN.test(host)) throw new ConfigError(`ASH_EGRESS_ALLOW must list host names (example.com, *.example.com, host:port), got "${host}"`);
+  }
+  return hosts;
+}
+
+/** ASH_EGRESS_TEST_HOSTS: `name=address` pairs, comma-separated (tests only). */
+function egressTestHosts(env: Env): Record<string, string> {
+  const raw = text(env, "ASH_EGRESS_TEST_HOSTS");
+  const hosts: Record<string, string> = {};
+  if (raw === undefined) return hosts;
+  for (const item of raw.split(",")) {
+    const match = /^\s*([a-z0-9_.-]+)\s*=\s*([0-9a-f:.]+)\s*$/i.exec(item);
+    if (!match || isIP(match[2]!) === 0) throw new ConfigError(`ASH_EGRESS_TEST_HOSTS must be name=address pairs, got "${item.trim()}"`);
+    hosts[match[1]!.toLowerCase()] = match[2]!;
+  }
+  return hosts;
 }
 
 /**

@@ -93,4 +93,28 @@ export const migrations: Migration[] = [
       `CREATE UNIQUE INDEX transcripts_by_uuid ON transcripts (session_id, sdk_session_id, subpath, uuid)`,
     ],
   },
+  {
+    id: 2,
+    name: "model usage and agent settings (budgets, egress)",
+    statements: [
+      // JSON: {maxTokens?, egress?}; NULL for versions deployed before.
+      `ALTER TABLE agent_versions ADD COLUMN settings TEXT`,
+      `CREATE TABLE usage_records (
+        id TEXT PRIMARY KEY,
+        session_id TEXT,
+        agent_name TEXT NOT NULL,
+        turn_id TEXT,
+        key_id TEXT,
+        model TEXT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cache_creation_tokens BIGINT NOT NULL,
+        cache_read_tokens BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX usage_by_created ON usage_records (created_at, id)`,
+      `CREATE INDEX usage_by_session ON usage_records (session_id, created_at)`,
+      `CREATE INDEX usage_by_agent ON usage_records (agent_name, created_at)`,
+    ],
+  },
 ];

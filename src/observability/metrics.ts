@@ -18,6 +18,7 @@ export const TURN_OUTCOMES = [
   "sandbox_disk",
   "sandbox_crashed",
   "server_shutdown",
+  "budget_exceeded",
   "error",
 ] as const;
 export type TurnOutcome = (typeof TURN_OUTCOMES)[number];
@@ -70,6 +71,10 @@ export class Metrics {
   private readonly sandboxes;
   private readonly sessions;
   private readonly telemetryQueue;
+  private readonly modelTokensTotal;
+  private readonly gatewayRejectedTotal;
+  private readonly budgetRefusalsTotal;
+  private readonly egressTotal;
 
   constructor(options: MetricsOptions = {}) {
     const r = (this.registry = new Registry({ collectTimeoutMs: options.collectTimeoutMs, onCollectError: options.onCollectError }));
@@ -108,6 +113,10 @@ export class Metrics {
     this.telemetryDroppedTotal = r.counter("ash_telemetry_dropped_total", "Telemetry events given up on: buffer full, delivery failed after retries, or left at shutdown.");
     this.telemetryQueue = r.gauge("ash_telemetry_queue_events", "Telemetry events waiting to be sent.");
     this.telemetryQueue.set(undefined, 0);
+    this.modelTokensTotal = r.counter("ash_model_tokens_total", "Model tokens the gateway saw in responses, by agent, model and kind (input, output, cache_creation, cache_read).", ["agent", "model", "kind"]);
+    this.gatewayRejectedTotal = r.counter("ash_gateway_rejected_total", "Model gateway calls refused for lack of a live session token, by reason (missing, unknown, wrong_sandbox).", ["reason"]);
+    this.budgetRefusalsTotal = r.counter("ash_budget_refusals_total", "Model calls the gateway refused because a session's token budget was used up.");
+    this.egressTotal = r.counter("ash_egress_connections_total", "Connections sandboxes asked the egress proxies for, by result (allowed, denied).", ["result"]);
 
     const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
     r.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.").set(undefined, startSeconds);
@@ -152,6 +161,30 @@ export class Metrics {
     const status = Number.isInteger(request.status) && request.status >= 100 && request.status <= 599 ? String(request.status) : "other";
     this.httpRequests.inc({ route: request.route, method, status });
     this.httpDuration.observe({ route: request.route, method }, SECONDS(request.durationMs));
+  }
+
+  /** One model response's tokens. */
+  modelTokens(agent: string, usage: { model: string; inputTokens: number; outputTokens: number; cacheCreationTokens: number; cacheReadTokens: number }): void {
+    const model = usage.model.slice(0, 100);
+    const add = (kind: string, value: number) => {
+      if (value > 0) this.modelTokensTotal.inc({ agent, model, kind }, value);
+    };
+    add("input", usage.inputTokens);
+    add("output", usage.outputTokens);
+    add("cache_creation", usage.cacheCreationTokens);
+    add("cache_read", usage.cacheReadTokens);
+  }
+
+  gatewayRejected(reason: "missing" | "unknown" | "wrong_sandbox"): void {
+    this.gatewayRejectedTotal.inc({ reason: oneOf(["missing", "unknown", "wrong_sandbox"], reason, "other") });
+  }
+
+  budgetRefused(): void {
+    this.budgetRefusalsTotal.inc();
+  }
+
+  egress(allowed: boolean): void {
+    this.egressTotal.inc({ result: allowed ? "allowed" : "denied" });
   }
 
   databaseError(): void {

@@ -10,6 +10,7 @@ export type StreamEventType =
   | "message"
   | "turn_complete"
   | "error"
+  | "egress_denied"
   | "done";
 
 export interface StreamEvent {
@@ -27,7 +28,8 @@ export type TurnErrorCode =
   | "sandbox_disk"
   | "sandbox_crashed"
   | "server_restart"
-  | "server_shutdown";
+  | "server_shutdown"
+  | "budget_exceeded";
 
 /**
  * Turns one raw Agent SDK message into the granular events clients read,

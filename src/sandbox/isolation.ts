@@ -157,10 +157,20 @@ export interface SandboxTools {
   bwrap?: string;
   setpriv?: string;
   prlimit?: string;
+  /** Joins a sandbox's network namespace (egress-net.ts). */
+  nsenter?: string;
+  /** Bridges a sandbox's loopback ports to the server's unix sockets. */
+  socat?: string;
 }
 
 export function findSandboxTools(): SandboxTools {
-  return { bwrap: findExecutable("bwrap"), setpriv: findExecutable("setpriv"), prlimit: findExecutable("prlimit") };
+  return {
+    bwrap: findExecutable("bwrap"),
+    setpriv: findExecutable("setpriv"),
+    prlimit: findExecutable("prlimit"),
+    nsenter: findExecutable("nsenter"),
+    socat: findExecutable("socat"),
+  };
 }
 
 const probes = new Map<string, Promise<{ ok: boolean; detail: string }>>();

@@ -15,6 +15,8 @@ export interface LaunchContext {
   user: SandboxUser | null;
   group: ResourceGroup;
   mount: Omit<MountPlan, "cwd">;
+  /** The sandbox's network namespace (egress-net.ts): every process joins it before bwrap. */
+  netnsFd?: number;
 }
 
 export interface LaunchRequest {
@@ -54,6 +56,8 @@ const ARGS_FD = 3;
 const STATUS_FD = 4;
 /** bwrap reads the seccomp filter (see seccomp.ts) from here. */
 const SECCOMP_FD = 5;
+/** nsenter joins the network namespace held open at this descriptor. */
+const NETNS_FD = 6;
 
 function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): string[] {
   const options: string[] = [];
@@ -114,15 +118,26 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   const switchUser = ctx.user ? setprivArgs(ctx.tools.setpriv!, ctx.user) : [];
   const limited = prlimitArgs(ctx.tools.prlimit, ctx.group.rlimits);
   const useBwrap = ctx.isolation === "bwrap";
+  const joinNet = useBwrap && ctx.netnsFd !== undefined;
+  if (joinNet && !ctx.tools.nsenter) throw new Error("nsenter (util-linux) is needed to join the sandbox's network namespace");
+  const enterNet = joinNet ? [ctx.tools.nsenter!, `--net=/proc/self/fd/${NETNS_FD}`] : [];
   const inner = useBwrap
-    ? [ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--seccomp", String(SECCOMP_FD), "--", ...switchUser, request.command, ...request.args]
+    ? [...enterNet, ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--seccomp", String(SECCOMP_FD), "--", ...switchUser, request.command, ...request.args]
     : [...switchUser, request.command, ...request.args];
   const argv = ["-c", JOIN_GROUPS_SCRIPT, "ash-sandbox", ...ctx.group.procsFiles, "--", ...limited, ...inner];
 
   const child = spawn("/bin/sh", argv, {
     cwd: useBwrap ? ctx.mount.workspaceDir : request.cwd,
     env: request.env,
-    stdio: [request.stdin, "pipe", "pipe", useBwrap ? "pipe" : "ignore", useBwrap ? "pipe" : "ignore", useBwrap ? "pipe" : "ignore"],
+    stdio: [
+      request.stdin,
+      "pipe",
+      "pipe",
+      useBwrap ? "pipe" : "ignore",
+      useBwrap ? "pipe" : "ignore",
+      useBwrap ? "pipe" : "ignore",
+      ...(joinNet ? [ctx.netnsFd!] : []),
+    ],
     // Own process group: a timeout or destroy can kill everything it started.
     detached: true,
   });

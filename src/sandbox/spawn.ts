@@ -13,6 +13,7 @@ import {
   type SandboxTools,
 } from "./isolation";
 import { launch, type Launch, type LaunchContext } from "./launch";
+import { openSandboxNetwork, type SandboxNetwork, type SandboxService } from "./egress-net";
 import {
   DEFAULT_LIMITS,
   createResourceGroup,
@@ -55,6 +56,12 @@ export interface CreateSandboxOptions extends LimitHost {
   diskCheckIntervalMs?: number;
   /** Lines kept for logs(); default 1000. */
   logCapacity?: number;
+  /**
+   * Services bridged into the sandbox's own network namespace (which has
+   * only loopback either way), and the variables every process gets to find
+   * them; these win over `env`.
+   */
+  network?: { services: SandboxService[]; env?: (addresses: SandboxNetwork["addresses"]) => Record<string, string> };
 }
 
 export interface ExecOptions {
@@ -98,6 +105,8 @@ export interface Sandbox {
   readonly isolation: IsolationReport;
   readonly limitMode: LimitMode;
   readonly limits: SandboxLimits;
+  /** Where each network service is reached from inside. */
+  readonly networkAddresses: SandboxNetwork["addresses"];
   /** Which limits the kernel enforces here (the disk watcher runs in every mode). */
   readonly enforced: { memory: boolean; processes: boolean; cpu: boolean; fileSize: boolean };
   /** Drop-in for the Agent SDK's `spawnClaudeCodeProcess` option. */
@@ -225,6 +234,20 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     await group.destroy().catch(() => {});
     throw error;
   }
+  let network: SandboxNetwork;
+  try {
+    network = await openSandboxNetwork({
+      dir: join(rootDir, "net"),
+      services: options.network?.services ?? [],
+      isolated: isolation.isolation === "bwrap",
+      tools,
+    });
+  } catch (error) {
+    await group.destroy().catch(() => {});
+    await rm(rootDir, { recursive: true, force: true });
+    throw error;
+  }
+  const networkEnv = options.network?.env?.(network.addresses) ?? {};
   const baseReadOnly = [dirname(process.execPath), ...(options.readOnlyPaths ?? [])];
   const context: LaunchContext = {
     isolation: isolation.isolation,
@@ -232,6 +255,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     user,
     group,
     mount: { workspaceDir, homeDir, readOnlyPaths: baseReadOnly, tmpSizeBytes: mib(limits.diskMb) },
+    netnsFd: network.nsFd,
   };
 
   const logs = new LogBuffer(options.logCapacity);
@@ -304,7 +328,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
 
   const spawnClaudeCode = (spawnOptions: SpawnOptions): SpawnedProcess => {
     assertAlive();
-    const env = buildSandboxEnv({ dirs: { homeDir, configDir }, passed: spawnOptions.env, declared: options.env });
+    const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, passed: spawnOptions.env, declared: options.env }), ...networkEnv };
     const cwd = resolveCwd(spawnOptions.cwd);
     // The CLI binary (or node's script) usually lives in node_modules, which no system mount covers.
     const extra: string[] = [];
@@ -332,7 +356,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     const cap = execOptions.maxOutputBytes ?? 1024 * 1024;
     if (!(timeoutMs > 0)) throw new Error(`exec timeoutMs must be positive, got ${timeoutMs}`);
     if (!(cap >= 0)) throw new Error(`exec maxOutputBytes must be >= 0, got ${cap}`);
-    const env = buildSandboxEnv({ dirs: { homeDir, configDir }, declared: { ...options.env, ...execOptions.env } });
+    const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, declared: { ...options.env, ...execOptions.env } }), ...networkEnv };
     const cwd = resolveCwd(execOptions.cwd);
     const launched = start("/bin/sh", ["-c", command], env, cwd, execOptions.stdin === undefined ? "ignore" : "pipe", []);
     if (execOptions.stdin !== undefined) {
@@ -396,6 +420,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     for (const launched of running) launched.killTree();
     await Promise.all([...running].map((launched) => launched.exited));
     await group.destroy();
+    await network.close();
     if (!destroyOptions.keepFiles) await rm(rootDir, { recursive: true, force: true });
   }
 
@@ -409,6 +434,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     isolation,
     limitMode: group.mode,
     limits,
+    networkAddresses: network.addresses,
     enforced: {
       // In rlimit mode memory and processes are rlimits, which need prlimit.
       memory: group.enforced.memory && (group.mode !== "rlimit" || Boolean(tools.prlimit)),

@@ -9,6 +9,7 @@ import { registerMessages } from "./routes/messages";
 import { registerWorkspace } from "./routes/workspace";
 import { registerOpenApi } from "./routes/openapi";
 import { registerMetrics } from "./routes/metrics";
+import { registerUsage } from "./routes/usage";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -42,5 +43,6 @@ export function createApp(ctx: AppContext): H3 {
   registerSessions(app, ctx);
   registerMessages(app, ctx);
   registerWorkspace(app, ctx);
+  registerUsage(app, ctx);
   return app;
 }

@@ -45,6 +45,11 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
     const swept = await sweepResourceGroups("cgroup1", [], { cgroup1Parent });
     if (swept.length > 0) log.info(`removed ${swept.length} resource group(s) left by the previous run`);
   }
+  if (host.isolation === "bwrap" && !findSandboxTools().socat) {
+    throw new ConfigError(
+      "socat is not installed: sandboxes have no network of their own, and socat bridges their loopback ports to the model gateway and the egress proxies. Install it (Debian/Ubuntu: apt-get install socat).",
+    );
+  }
   if (host.isolation === "none") {
     log.warn(`sandboxes run UNISOLATED because ASH_SANDBOX_ALLOW_UNISOLATED=true: ${host.detail}. Every session can read the database, other sessions' files and the server's processes.`);
   }
@@ -68,11 +73,11 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       for (const name of names) await rm(join(folder, name), { recursive: true, force: true });
       return names.length;
     },
-    async create({ id, env, populate }) {
+    async create({ id, env, populate, network }) {
       // The workspace is filled before the sandbox is made: making it hands
       // every file to the sandbox user.
       await populate(join(config.dataDir, "sandboxes", id, "workspace"));
-      const sandbox = await createSandbox({ dataDir: config.dataDir, id, env, limits, allowUnisolated, cgroup1Parent });
+      const sandbox = await createSandbox({ dataDir: config.dataDir, id, env, limits, allowUnisolated, cgroup1Parent, network });
       return {
         id: sandbox.id,
         workspaceDir: sandbox.workspaceDir,

@@ -13,6 +13,8 @@ export function presentAgent(agent: AgentRecord) {
     // Values are secrets as often as not: only the names are shown.
     env: Object.fromEntries(Object.keys(agent.env).map((k) => [k, "***"])),
     systemPrompt: agent.systemPrompt,
+    egress: agent.settings.egress ?? [],
+    maxTokens: agent.settings.maxTokens ?? null,
   };
 }
 
@@ -27,5 +29,6 @@ export function presentSession(session: SessionRecord) {
     lastActiveAt: new Date(session.lastActiveAt).toISOString(),
     model: session.model ?? undefined,
     parentSessionId: session.parentSessionId ?? undefined,
+    maxTokens: session.settings.maxTokens ?? null,
   };
 }

@@ -83,6 +83,7 @@ export async function startServer(
       close: () =>
         (closing ??= (async () => {
           await sessions!.shutdown();
+          sessions!.gateway.close();
           await listener.close();
           // After the sessions: their last events and spans are sent too.
           await obs.shutdown(5000);

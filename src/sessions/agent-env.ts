@@ -1,9 +1,16 @@
 import type { ServerConfig } from "../config";
+import type { ModelUpstream } from "../gateway/gateway";
+
+/** Variables that carry the model key and endpoint: the gateway uses them, the sandbox never sees them. */
+export const MODEL_ACCESS_NAMES = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"] as const;
 
 /**
- * The whole environment of a session's CLI process. It starts empty, never
- * from the server's own environment, so server secrets (ASH_API_KEY,
- * ASH_DATABASE_URL, other sessions' keys) cannot reach a session.
+ * The whole environment of a session's CLI process, without any model key.
+ * It starts empty, never from the server's own environment, so server
+ * secrets (ASH_API_KEY, ASH_DATABASE_URL, other sessions' keys) cannot reach
+ * a session. The key and endpoint (the server's, or the agent's and
+ * session's own ANTHROPIC_* variables) go to the model gateway instead
+ * (modelUpstreamOf); the sandbox gets a session token for it.
  */
 export function buildAgentEnv(input: { config: ServerConfig; agentEnv: Record<string, string>; extraEnv: Record<string, string> }): Record<string, string> {
   const { config } = input;
@@ -19,7 +26,17 @@ export function buildAgentEnv(input: { config: ServerConfig; agentEnv: Record<st
     // The session runs inside our sandbox; this lets the CLI accept bypassPermissions.
     IS_SANDBOX: "1",
   };
-  if (config.anthropicApiKey) env.ANTHROPIC_API_KEY = config.anthropicApiKey;
-  if (config.anthropicBaseUrl) env.ANTHROPIC_BASE_URL = config.anthropicBaseUrl;
-  return { ...env, ...input.agentEnv, ...input.extraEnv };
+  const merged = { ...env, ...input.agentEnv, ...input.extraEnv };
+  for (const name of MODEL_ACCESS_NAMES) delete merged[name];
+  return merged;
+}
+
+/** Where the gateway sends this session's calls and with which key: the session's, the agent's, else the server's. */
+export function modelUpstreamOf(input: { config: ServerConfig; agentEnv: Record<string, string>; extraEnv: Record<string, string> }): ModelUpstream {
+  const { config, agentEnv, extraEnv } = input;
+  const own = (env: Record<string, string>) => Boolean(env.ANTHROPIC_API_KEY || env.ANTHROPIC_AUTH_TOKEN);
+  const source = own(extraEnv) ? { env: extraEnv, keyId: "session" } : own(agentEnv) ? { env: agentEnv, keyId: "agent" } : undefined;
+  const baseUrl = extraEnv.ANTHROPIC_BASE_URL || agentEnv.ANTHROPIC_BASE_URL || config.anthropicBaseUrl || "https://api.anthropic.com";
+  if (source) return { baseUrl, apiKey: source.env.ANTHROPIC_API_KEY || undefined, authToken: source.env.ANTHROPIC_AUTH_TOKEN || undefined, keyId: source.keyId };
+  return { baseUrl, apiKey: config.anthropicApiKey, keyId: config.anthropicApiKey ? "server" : "none" };
 }

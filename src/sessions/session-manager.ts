@@ -5,7 +5,12 @@ import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import { getAgent, getAgentFiles, getAgentVersion, listAgents, type AgentRecord } from "../db/queries/agents";
-import { getSession, insertSession, updateSession, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
+import { getSession, insertSession, updateSession, updateSessionSettings, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
+import { insertUsage, sessionTokenTotal } from "../db/queries/usage";
+import { ModelGateway, type GatewayGrant, type GatewayRefusal } from "../gateway/gateway";
+import { emptyUsage, totalTokens, type ModelUsage } from "../gateway/usage-tap";
+import type { EgressAttempt } from "../sandbox/egress-proxy";
+import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
 import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
 import { copyEvents } from "../db/queries/events";
 import { copyMessages } from "../db/queries/messages";
@@ -31,6 +36,29 @@ interface LiveSession {
   lastUsedAt: number;
   /** Set while it is being put to sleep: it still holds its pool slot until its processes are gone. */
   closing?: Promise<void>;
+  /** Its model gateway token's grant, revoked when the sandbox goes. */
+  grant: GatewayGrant;
+  budget: BudgetState;
+  /** Tokens of the running turn, as the gateway read them. */
+  turnUsage?: TurnUsage;
+}
+
+/** Which budget applies to a session, and what it has used. */
+interface BudgetState {
+  limit?: number;
+  which?: "session" | "agent" | "server";
+  used: number;
+  /** Set when the gateway refused a call of the running turn for it. */
+  exceeded?: { budget: string; limit: number; used: number };
+}
+
+interface TurnUsage {
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  cacheCreationTokens: number;
+  cacheReadTokens: number;
+  totalTokens: number;
 }
 
 interface RunningTurn {
@@ -77,6 +105,10 @@ const EVICTION_REASON: Record<string, EvictionReason> = {
  */
 export class SessionManager {
   readonly pool: SandboxPool;
+  /** The model gateway every sandbox's CLI calls instead of the model API. */
+  readonly gateway: ModelGateway;
+  /** What new sandboxes get to reach the model and the network (also used by the warm pool). */
+  readonly access: SandboxAccessDeps;
   /** ASH_WARM_POOL's spares; idle when it names no agent. */
   readonly warm: WarmPool;
   private readonly live = new Map<string, LiveSession>();
@@ -100,7 +132,14 @@ export class SessionManager {
       (key, reason) => this.evict(key, reason),
       { count: () => this.warm.readyCount, yieldOne: () => this.warm.yieldOne() },
     );
-    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve() });
+    const { metrics } = o.observability;
+    this.gateway = new ModelGateway({
+      admit: (grant) => this.admit(grant),
+      usage: (grant, usage) => this.recordUsage(grant, usage),
+      rejected: (reason) => metrics.gatewayRejected(reason),
+    });
+    this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.egressSeen(grant, attempt, allowed) };
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access });
   }
 
   get liveCount(): number {
@@ -340,7 +379,102 @@ export class SessionManager {
     for (const log of this.logs.values()) log.close();
   }
 
+  /** Sets (or, with null, clears) a session's token budget; applies at once to a live session. */
+  async setMaxTokens(sessionId: string, maxTokens: number | null): Promise<SessionRecord> {
+    const session = await this.requireSession(sessionId);
+    const settings: SessionSettings = { ...session.settings };
+    if (maxTokens === null) delete settings.maxTokens;
+    else settings.maxTokens = maxTokens;
+    await updateSessionSettings(this.o.db, sessionId, settings);
+    const live = this.live.get(sessionId);
+    if (live) {
+      live.session.settings = settings;
+      const agentVersion = await getAgentVersion(this.o.db, session.agentId, session.agentVersion);
+      const fresh = this.budgetLimit(settings, agentVersion?.settings.maxTokens);
+      live.budget.limit = fresh.limit;
+      live.budget.which = fresh.which;
+    }
+    return (await getSession(this.o.db, sessionId))!;
+  }
+
   // ---------------------------------------------------------------------------
+
+  private budgetLimit(settings: SessionSettings, agentMax: number | undefined): Pick<BudgetState, "limit" | "which"> {
+    if (settings.maxTokens !== undefined) return { limit: settings.maxTokens, which: "session" };
+    if (agentMax !== undefined) return { limit: agentMax, which: "agent" };
+    if (this.o.config.defaultMaxTokens !== undefined) return { limit: this.o.config.defaultMaxTokens, which: "server" };
+    return {};
+  }
+
+  /** The budget that applies to a session and what it used so far (all its stored usage). */
+  private async budgetFor(session: SessionRecord, agentMax: number | undefined): Promise<BudgetState> {
+    return { ...this.budgetLimit(session.settings, agentMax), used: await sessionTokenTotal(this.o.db, session.id) };
+  }
+
+  private liveOf(grant: GatewayGrant): LiveSession | undefined {
+    const live = grant.sessionId ? this.live.get(grant.sessionId) : undefined;
+    return live && live.grant === grant ? live : undefined;
+  }
+
+  /** The gateway asks before forwarding each call: refuses a call without a model key, or past the budget. */
+  private admit(grant: GatewayGrant): GatewayRefusal | undefined {
+    if (!grant.upstream.apiKey && !grant.upstream.authToken) {
+      return { status: 401, type: "authentication_error", message: "invalid x-api-key: the Ash server has no ANTHROPIC_API_KEY for this agent" };
+    }
+    const live = this.liveOf(grant);
+    if (!live) return undefined;
+    const { budget } = live;
+    if (budget.limit !== undefined && budget.used >= budget.limit) {
+      budget.exceeded = { budget: budget.which ?? "session", limit: budget.limit, used: budget.used };
+      this.o.observability.metrics.budgetRefused();
+      return {
+        status: 403,
+        type: "permission_error",
+        message: `Token budget exceeded: this session has used ${budget.used} of its ${budget.limit} tokens (${budget.which} budget).`,
+      };
+    }
+    return undefined;
+  }
+
+  /** One model response's usage: counted for the budget and the turn at once, stored in the background. */
+  private recordUsage(grant: GatewayGrant, usage: ModelUsage): void {
+    const total = totalTokens(usage);
+    const live = this.liveOf(grant);
+    if (live) {
+      live.budget.used += total;
+      const turn = live.turnUsage;
+      if (turn && grant.turnId) {
+        turn.requests++;
+        turn.inputTokens += usage.inputTokens;
+        turn.outputTokens += usage.outputTokens;
+        turn.cacheCreationTokens += usage.cacheCreationTokens;
+        turn.cacheReadTokens += usage.cacheReadTokens;
+        turn.totalTokens += total;
+      }
+    }
+    this.o.observability.metrics.modelTokens(grant.agentName, usage);
+    const record = {
+      id: randomUUID(),
+      sessionId: grant.sessionId ?? null,
+      agentName: grant.agentName,
+      turnId: grant.turnId ?? null,
+      keyId: grant.upstream.keyId,
+      ...usage,
+      createdAt: Date.now(),
+    };
+    insertUsage(this.o.db, record).catch((error) => this.o.log.error(`storing model usage failed:`, error));
+  }
+
+  /** A proxied connection: counted; a refused one also goes into the session's event stream. */
+  private egressSeen(grant: GatewayGrant, attempt: EgressAttempt & { reason?: string }, allowed: boolean): void {
+    this.o.observability.metrics.egress(allowed);
+    if (allowed || !grant.sessionId) return;
+    const sessionId = grant.sessionId;
+    this.o.log.info(`session ${sessionId}: egress to ${attempt.host}:${attempt.port} denied (${attempt.reason})`);
+    void this.logFor(sessionId)
+      .then((log) => log.append([{ type: "egress_denied", data: { host: attempt.host, port: attempt.port, protocol: attempt.protocol, reason: attempt.reason } }]))
+      .catch((error) => this.o.log.error(`session ${sessionId}: storing an egress_denied event failed:`, error));
+  }
 
   private async unknownAgent(name: string) {
     const names = (await listAgents(this.o.db)).map((a) => a.name);
@@ -378,13 +512,23 @@ export class SessionManager {
   /** Makes a warm spare this new session's live sandbox: its transcripts, its model, its DB rows. */
   private adopt(session: SessionRecord, agentRecord: AgentRecord, spare: WarmSpare): Promise<LiveSession> {
     // Registered before any await: the spare's pool slot passes to the session without a gap.
-    const live: LiveSession = { session: { ...session, sandboxId: spare.sandbox.id }, sandbox: spare.sandbox, agent: spare.agent, busy: false, lastUsedAt: Date.now() };
+    spare.grant.sessionId = session.id;
+    const live: LiveSession = {
+      session: { ...session, sandboxId: spare.sandbox.id },
+      sandbox: spare.sandbox,
+      agent: spare.agent,
+      busy: false,
+      lastUsedAt: Date.now(),
+      grant: spare.grant,
+      budget: { used: 0 },
+    };
     this.live.set(session.id, live);
     return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id, "ash.sandbox_id": spare.sandbox.id, "ash.warm": true }, async () => {
       const startedAt = performance.now();
       const { db } = this.o;
       try {
         await spare.transcripts.bind(session.id);
+        live.budget = await this.budgetFor(session, agentRecord.settings.maxTokens);
         if (session.model) spare.agent.useModel(session.model);
         await insertSandbox(db, { id: spare.sandbox.id, sessionId: session.id, serverId: this.o.serverId });
         await updateSession(db, session.id, { sandboxId: spare.sandbox.id, status: "active" });
@@ -421,15 +565,29 @@ export class SessionManager {
     const sandboxId = randomUUID();
     named(sandboxId);
     // TRACEPARENT (and, with ASH_SANDBOX_OTEL, the CLI's export settings) join the agent's spans to this trace.
-    const env = { ...buildAgentEnv({ config, agentEnv: agentVersion?.env ?? {}, extraEnv: session.settings.extraEnv ?? {} }), ...tracing.traceparentEnv() };
+    const agentEnv = agentVersion?.env ?? {};
+    const extraEnv = session.settings.extraEnv ?? {};
+    const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };
+    const budget = await this.budgetFor(session, agentVersion?.settings.maxTokens);
+    const access = prepareSandboxAccess(this.access, {
+      sandboxId,
+      agentName: session.agentName,
+      sessionId: session.id,
+      agentEnv,
+      extraEnv,
+      egress: agentVersion?.settings.egress ?? [],
+      env,
+    });
     const settings = session.settings as SessionSettings & { forkOf?: string };
     const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
     const resume = session.sdkSessionId ?? forking;
     let restored = false;
-    const sandbox = await this.o.sandboxes.create({
+    const sandbox = await this.o.sandboxes
+      .create({
       id: sandboxId,
       sessionId: session.id,
       env,
+      network: access.network,
       // Runs before the sandbox exists, so everything written here is handed to the sandbox user.
       populate: (workspaceDir) =>
         tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
@@ -438,11 +596,15 @@ export class SessionManager {
           if (!restored) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
           if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"));
         }),
-    });
+      })
+      .catch((error) => {
+        this.gateway.revoke(access.grant);
+        throw error;
+      });
     try {
       const agent = new AgentSession({
         cwd: sandbox.workspaceDir,
-        env: { ...env, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+        env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
         model: session.model ?? undefined,
         systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
         mcpServers: settings.mcpServers,
@@ -458,11 +620,12 @@ export class SessionManager {
       agent.start();
       await insertSandbox(db, { id: sandboxId, sessionId: session.id, serverId: this.o.serverId });
       await updateSession(db, session.id, { sandboxId, status: session.status === "starting" ? "active" : session.status });
-      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, busy: false, lastUsedAt: Date.now() };
+      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, busy: false, lastUsedAt: Date.now(), grant: access.grant, budget };
       this.live.set(session.id, live);
       this.o.log.debug(`session ${session.id}: sandbox ${sandboxId} up${restored ? " (restored)" : ""}`);
       return { live, restored };
     } catch (error) {
+      this.gateway.revoke(access.grant);
       await sandbox.destroy().catch(() => undefined);
       throw error;
     }
@@ -490,6 +653,9 @@ export class SessionManager {
     };
 
     arm();
+    live.grant.turnId = randomUUID();
+    live.turnUsage = { requests: 0, inputTokens: 0, outputTokens: 0, cacheCreationTokens: 0, cacheReadTokens: 0, totalTokens: 0 };
+    live.budget.exceeded = undefined;
     const countersBefore = live.sandbox.limitCounters();
     let outcome: TurnOutcome;
     try {
@@ -506,6 +672,7 @@ export class SessionManager {
       outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
     } finally {
       clearTimeout(watchdog);
+      live.grant.turnId = undefined;
     }
     await lastAppend.catch(() => undefined);
 
@@ -514,7 +681,8 @@ export class SessionManager {
       await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
     }
 
-    const final = this.finalEvents(turn, outcome, limitHit(countersBefore, live.sandbox.limitCounters()));
+    const final = this.finalEvents(turn, outcome, limitHit(countersBefore, live.sandbox.limitCounters()))
+      .map((e) => (e.type === "turn_complete" ? { ...e, data: { ...(e.data as object), gatewayUsage: live.turnUsage ?? null } } : e));
     emit(final);
     await lastAppend.catch(() => undefined);
 
@@ -542,6 +710,22 @@ export class SessionManager {
   private finalEvents(turn: RunningTurn, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
     const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
     const limitText = (l: LimitKillReason) => ({ sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" })[l];
+    const exceeded = turn.live.budget.exceeded;
+    if (exceeded && !turn.interrupted && !this.shuttingDown) {
+      const which = { session: "the session's token budget (maxTokens)", agent: "the agent's default token budget (maxTokens on deploy)", server: "the server's default token budget (ASH_DEFAULT_MAX_TOKENS)" }[exceeded.budget] ?? "a token budget";
+      return [
+        {
+          type: "error",
+          data: {
+            error: `The model call was refused: this session has used ${exceeded.used} tokens, which reaches ${which} of ${exceeded.limit}. Raise it with PATCH /api/sessions/:id {"maxTokens": n} to continue.`,
+            code: "budget_exceeded",
+            budget: exceeded.budget,
+            limit: exceeded.limit,
+            used: exceeded.used,
+          },
+        },
+      ];
+    }
     if (outcome.kind === "result") {
       const r = outcome.result;
       if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
@@ -618,6 +802,8 @@ export class SessionManager {
         if (save) await this.snapshot(live).catch(() => undefined);
         await live.agent.close(status === "stopped" ? 0 : 2000);
       } finally {
+        // A sleeping or ended session's token is dead at once; a woken one gets a new token.
+        this.gateway.revoke(live.grant);
         await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
         await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
         if (this.live.get(sessionId) === live) this.live.delete(sessionId);

@@ -1,4 +1,11 @@
 import type { SpawnedProcess, SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
+import type { SandboxNetwork, SandboxService } from "../sandbox/egress-net";
+
+export interface SandboxNetworkOptions {
+  services: SandboxService[];
+  /** Variables every process in the sandbox gets, from where the services are reached. */
+  env: (addresses: SandboxNetwork["addresses"]) => Record<string, string>;
+}
 
 export type LimitKillReason = "sandbox_oom" | "sandbox_pids" | "sandbox_disk";
 
@@ -20,7 +27,14 @@ export interface SandboxFactory {
    * Makes a sandbox whose workspace `populate` has filled first (from a
    * snapshot or the agent's files), so the files belong to the sandbox user.
    */
-  create(options: { id: string; sessionId: string; env: Record<string, string>; populate: (workspaceDir: string) => Promise<void> }): Promise<SandboxHandle>;
+  create(options: {
+    id: string;
+    sessionId: string;
+    env: Record<string, string>;
+    populate: (workspaceDir: string) => Promise<void>;
+    /** The model gateway and egress proxies, bridged into the sandbox's own network namespace. */
+    network?: SandboxNetworkOptions;
+  }): Promise<SandboxHandle>;
   /** What /health reports. */
   describe(): { isolation: { mode: string; seccomp: boolean; unisolatedAllowed: boolean }; limits: Record<string, unknown> };
   /**

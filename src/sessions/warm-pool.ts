@@ -9,6 +9,8 @@ import { AgentSession } from "../runtime/agent-session";
 import { createBindableTranscriptStore, PROJECT_DIR_NAME, type BindableTranscriptStore } from "../runtime/transcript-store";
 import type { SandboxFactory, SandboxHandle } from "./types";
 import { buildAgentEnv } from "./agent-env";
+import type { GatewayGrant } from "../gateway/gateway";
+import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
 
 /** A sandbox with an agent's files in place and its CLI already started, waiting for a session. */
 export interface WarmSpare {
@@ -18,6 +20,8 @@ export interface WarmSpare {
   sandbox: SandboxHandle;
   agent: AgentSession;
   transcripts: BindableTranscriptStore;
+  /** Its gateway token's grant: bound to the session that takes the spare. */
+  grant: GatewayGrant;
 }
 
 export interface WarmPoolOptions {
@@ -27,6 +31,7 @@ export interface WarmPoolOptions {
   log: ConsolaInstance;
   /** A pool slot only when one is free: a spare never pushes a session out. */
   tryReserve: () => (() => void) | undefined;
+  access: SandboxAccessDeps;
 }
 
 /** How often the pool checks for deploys and refills (also right after a spare is taken or dropped). */
@@ -176,17 +181,26 @@ export class WarmPool {
     const { db, config } = this.o;
     const id = randomUUID();
     const env = buildAgentEnv({ config, agentEnv: agent.env, extraEnv: {} });
-    const sandbox = await this.o.sandboxes.create({
-      id,
-      sessionId: `warm:${agent.name}`,
-      env,
-      populate: async (workspaceDir) => writeFiles(workspaceDir, await getAgentFiles(db, agent.id, agent.version)),
-    });
+    const access = prepareSandboxAccess(this.o.access, { sandboxId: id, agentName: agent.name, agentEnv: agent.env, extraEnv: {}, egress: agent.settings.egress ?? [] });
+    const created = await this.o.sandboxes
+      .create({
+        id,
+        sessionId: `warm:${agent.name}`,
+        env,
+        network: access.network,
+        populate: async (workspaceDir) => writeFiles(workspaceDir, await getAgentFiles(db, agent.id, agent.version)),
+      })
+      .catch((error) => {
+        this.o.access.gateway.revoke(access.grant);
+        throw error;
+      });
+    // A spare that is dropped takes its token along.
+    const sandbox = { ...created, destroy: () => (this.o.access.gateway.revoke(access.grant), created.destroy()) };
     try {
       const transcripts = createBindableTranscriptStore(db);
       const session = new AgentSession({
         cwd: sandbox.workspaceDir,
-        env: { ...env, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+        env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
         systemPrompt: agent.systemPrompt ?? undefined,
         transcriptStore: transcripts,
         spawn: (options) => sandbox.spawnClaudeCode(options),
@@ -201,7 +215,7 @@ export class WarmPool {
         throw error;
       }
       this.o.log.debug(`warm pool ${agent.name}: spare ${id} ready (version ${agent.version})`);
-      return { agentId: agent.id, agentName: agent.name, version: agent.version, sandbox, agent: session, transcripts };
+      return { agentId: agent.id, agentName: agent.name, version: agent.version, sandbox, agent: session, transcripts, grant: access.grant };
     } catch (error) {
       await sandbox.destroy().catch(() => undefined);
       throw error;

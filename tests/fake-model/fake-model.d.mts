@@ -11,6 +11,8 @@ export interface RecordedRequest {
   headers: Record<string, string | string[] | undefined>;
   body: any;
   receivedAt: number;
+  /** The usage the answer reported (unset for errors and hangs). */
+  usage?: { input_tokens: number; output_tokens: number };
 }
 
 export interface FakeModel {

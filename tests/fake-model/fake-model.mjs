@@ -56,7 +56,8 @@ export async function startFakeModel(options = {}) {
     } catch {
       return sendJson(res, 400, { type: "error", error: { type: "invalid_request_error", message: "bad json" } });
     }
-    requests.push({ headers: req.headers, body: parsed, receivedAt: Date.now() });
+    const entry = { headers: req.headers, body: parsed, receivedAt: Date.now(), usage: undefined };
+    requests.push(entry);
 
     const reply = (respond && respond(parsed)) || replyFromDirectives(parsed);
     if (reply.hang) {
@@ -70,8 +71,11 @@ export async function startFakeModel(options = {}) {
         error: { type: reply.status >= 500 ? "api_error" : "invalid_request_error", message: `fake model answered ${reply.status}` },
       });
     }
-    if (parsed.stream) return streamReply(res, parsed, reply);
-    return sendJson(res, 200, wholeMessage(parsed, reply));
+    const message = wholeMessage(parsed, reply);
+    // What this answer reports, so tests can compare it with what was measured.
+    entry.usage = message.usage;
+    if (parsed.stream) return streamReply(res, message, reply);
+    return sendJson(res, 200, message);
   });
 
   await new Promise((resolve, reject) => {
@@ -186,8 +190,7 @@ function wholeMessage(request, reply) {
   };
 }
 
-async function streamReply(res, request, reply) {
-  const message = wholeMessage(request, reply);
+async function streamReply(res, message, reply) {
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
   let closed = false;
   res.on("close", () => (closed = true));

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
 import { createSandbox, describeSandboxHost, sweepResourceGroups, type Sandbox } from "../../src/sandbox";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
+import { createForward } from "../../src/sandbox/egress-proxy";
 import { sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 
 // The real Claude Code CLI, spawned by the real Agent SDK through the
@@ -25,7 +26,16 @@ describe.skipIf(skip)("Claude Code CLI inside a sandbox", () => {
     dataDir = mkdtempSync(join(tmpdir(), "ash-cli-"));
     chmodSync(dataDir, 0o711);
     model = await startFakeModel();
-    box = await createSandbox({ dataDir, cgroup1Parent: cgroupParent, env: { AGENT_FLAVOR: "sandboxed" } });
+    // The sandbox has no network of its own: the model is reached through a service on its loopback.
+    box = await createSandbox({
+      dataDir,
+      cgroup1Parent: cgroupParent,
+      env: { AGENT_FLAVOR: "sandboxed" },
+      network: {
+        services: [{ name: "model", port: 4141, accept: createForward("127.0.0.1", model.port) }],
+        env: (addresses) => ({ ANTHROPIC_BASE_URL: `http://${addresses.model!.host}:${addresses.model!.port}` }),
+      },
+    });
   });
 
   afterAll(async () => {

@@ -8,6 +8,22 @@ export interface AgentRecord {
   updatedAt: number;
   env: Record<string, string>;
   systemPrompt: string | null;
+  settings: AgentSettings;
+}
+
+/** Per-version choices beyond env and prompt: a token budget per session, egress hosts. */
+export interface AgentSettings {
+  maxTokens?: number;
+  egress?: string[];
+}
+
+function settingsOf(raw: unknown): AgentSettings {
+  if (typeof raw !== "string" || !raw) return {};
+  try {
+    return JSON.parse(raw) as AgentSettings;
+  } catch {
+    return {};
+  }
 }
 
 export interface AgentFile {
@@ -16,7 +32,7 @@ export interface AgentFile {
   content: Buffer;
 }
 
-const SELECT_AGENT = `SELECT a.id, a.name, a.version, a.created_at, a.updated_at, v.env, v.system_prompt
+const SELECT_AGENT = `SELECT a.id, a.name, a.version, a.created_at, a.updated_at, v.env, v.system_prompt, v.settings
   FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.version`;
 
 function toAgent(row: any): AgentRecord {
@@ -28,6 +44,7 @@ function toAgent(row: any): AgentRecord {
     updatedAt: Number(row.updated_at),
     env: JSON.parse(row.env),
     systemPrompt: row.system_prompt ?? null,
+    settings: settingsOf(row.settings),
   };
 }
 
@@ -42,8 +59,10 @@ export async function listAgents(db: Queryable): Promise<AgentRecord[]> {
 
 /** The env and prompt of one version, which a session keeps even after a redeploy. */
 export async function getAgentVersion(db: Queryable, agentId: string, version: number) {
-  const row = await db.get<any>(`SELECT env, system_prompt FROM agent_versions WHERE agent_id = ? AND version = ?`, [agentId, version]);
-  return row ? { env: JSON.parse(row.env) as Record<string, string>, systemPrompt: (row.system_prompt ?? null) as string | null } : undefined;
+  const row = await db.get<any>(`SELECT env, system_prompt, settings FROM agent_versions WHERE agent_id = ? AND version = ?`, [agentId, version]);
+  return row
+    ? { env: JSON.parse(row.env) as Record<string, string>, systemPrompt: (row.system_prompt ?? null) as string | null, settings: settingsOf(row.settings) }
+    : undefined;
 }
 
 export async function getAgentFiles(db: Queryable, agentId: string, version: number): Promise<AgentFile[]> {
@@ -58,7 +77,7 @@ export async function getAgentFiles(db: Queryable, agentId: string, version: num
  */
 export async function deployAgent(
   db: AshDatabase,
-  input: { id: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[] },
+  input: { id: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings?: AgentSettings },
 ): Promise<AgentRecord> {
   return db.transaction(async (tx) => {
     const now = Date.now();
@@ -72,11 +91,12 @@ export async function deployAgent(
     } else {
       await tx.run(`INSERT INTO agents (id, name, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)`, [id, input.name, version, now, now]);
     }
-    await tx.run(`INSERT INTO agent_versions (agent_id, version, env, system_prompt, created_at) VALUES (?, ?, ?, ?, ?)`, [
+    await tx.run(`INSERT INTO agent_versions (agent_id, version, env, system_prompt, settings, created_at) VALUES (?, ?, ?, ?, ?, ?)`, [
       id,
       version,
       JSON.stringify(input.env),
       input.systemPrompt,
+      JSON.stringify(input.settings ?? {}),
       now,
     ]);
     for (const file of input.files) {

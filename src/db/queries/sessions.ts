@@ -10,6 +10,8 @@ export interface SessionSettings {
   permissionMode?: string;
   allowedTools?: string[];
   disallowedTools?: string[];
+  /** Token budget of this session (model gateway); unset: the agent's, else the server's. */
+  maxTokens?: number;
 }
 
 export interface SessionRecord {
@@ -113,6 +115,11 @@ export async function updateSession(
   }
   if (sets.length === 0) return;
   await db.run(`UPDATE sessions SET ${sets.join(", ")} WHERE id = ?`, [...params, id]);
+}
+
+/** Replaces a session's settings (PATCH). */
+export async function updateSessionSettings(db: Queryable, id: string, settings: SessionSettings): Promise<void> {
+  await db.run(`UPDATE sessions SET settings = ? WHERE id = ?`, [JSON.stringify(settings), id]);
 }
 
 export async function countSessionsByStatus(db: Queryable): Promise<Record<string, number>> {

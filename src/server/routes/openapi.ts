@@ -52,6 +52,7 @@ export function openApiDocument(version: string) {
             lastActiveAt: { type: "string", format: "date-time" },
             model: { type: "string" },
             parentSessionId: { type: "string" },
+            maxTokens: { type: ["integer", "null"] },
           },
         },
       },
@@ -69,6 +70,8 @@ export function openApiDocument(version: string) {
             path: { type: "string", description: "A folder inside the data directory, instead of files" },
             env: { type: "object", additionalProperties: { type: "string" } },
             systemPrompt: { type: "string" },
+            egress: { type: "array", items: { type: "string" }, description: "Hosts its sessions may reach through the egress proxies: example.com, *.example.com, host:port (added to ash.json's)" },
+            maxTokens: { type: "integer", minimum: 1, description: "Default token budget of each of its sessions" },
           },
         })),
         get: op("List agents", { "200": { description: "{agents}" } }),
@@ -92,13 +95,34 @@ export function openApiDocument(version: string) {
             permissionMode: { enum: ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] },
             allowedTools: { type: "array", items: { type: "string" } },
             disallowedTools: { type: "array", items: { type: "string" } },
+            maxTokens: { type: "integer", minimum: 1, description: "Token budget (input + output + cache tokens); past it the turn ends with error budget_exceeded" },
           },
         })),
         get: op("List sessions, newest first", { "200": { description: "{sessions, nextCursor}" } }, {
           parameters: ["agent", "status", "limit", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
         }),
       },
-      "/api/sessions/{id}": { parameters: [idParam], get: op("One session", { "200": sessionAnswer }), delete: op("End a session (history is kept)", { "200": sessionAnswer }) },
+      "/api/sessions/{id}": {
+        parameters: [idParam],
+        get: op("One session", { "200": sessionAnswer }),
+        patch: op("Change a session's token budget (null: back to the agent's or server's); a session stopped by its budget works again once it is raised", { "200": sessionAnswer }, body({
+          type: "object",
+          required: ["maxTokens"],
+          additionalProperties: false,
+          properties: { maxTokens: { type: ["integer", "null"], minimum: 1 } },
+        })),
+        delete: op("End a session (history is kept)", { "200": sessionAnswer }),
+      },
+      "/api/usage": {
+        get: op("Model usage as the gateway measured it, one record per model response, oldest first", { "200": { description: "{usage:[{id, sessionId, agentName, turnId, keyId, model, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens, createdAt}], nextCursor}" } }, {
+          parameters: ["session", "agent", "from", "to", "limit", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+        }),
+      },
+      "/api/usage/stats": {
+        get: op("Usage sums, grouped by agent and model", { "200": { description: "{totals, groups:[{agentName, model, requests, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens}]}" } }, {
+          parameters: ["session", "agent", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+        }),
+      },
       "/api/sessions/{id}/pause": { parameters: [idParam], post: op("Save the workspace and free the sandbox", { "200": sessionAnswer, "409": error, "410": error }) },
       "/api/sessions/{id}/resume": { parameters: [idParam], post: op("Make the session active again", { "200": sessionAnswer, "410": error, "503": error }) },
       "/api/sessions/{id}/stop": { parameters: [idParam], post: op("Like pause, but the running turn and process end at once", { "200": sessionAnswer, "410": error }) },

@@ -19,8 +19,11 @@ const createSchema = z
     permissionMode: z.enum(PERMISSION_MODES).optional(),
     allowedTools: z.array(z.string()).optional(),
     disallowedTools: z.array(z.string()).optional(),
+    maxTokens: z.number().int().min(1).optional(),
   })
   .strict();
+
+const patchSchema = z.object({ maxTokens: z.number().int().min(1).nullable() }).strict();
 
 const STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"];
 
@@ -50,6 +53,11 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions/:id/resume", async (event) => ({ session: presentSession(await ctx.sessions.resume(id(event))) }));
   app.post("/api/sessions/:id/stop", async (event) => ({ session: presentSession(await ctx.sessions.stop(id(event))) }));
   app.post("/api/sessions/:id/fork", async (event) => json(201, { session: presentSession(await ctx.sessions.fork(id(event))) }));
+  // Raising (or clearing, with null) the token budget lets a session that hit it work again.
+  app.patch("/api/sessions/:id", async (event) => {
+    const body = validate(patchSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    return { session: presentSession(await ctx.sessions.setMaxTokens(id(event), body.maxTokens)) };
+  });
   app.delete("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.end(id(event))) }));
 }
 

@@ -1,0 +1,240 @@
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import type { Socket } from "node:net";
+import { UsageTap, type ModelUsage } from "./usage-tap";
+
+/** Where a session's model calls really go, and with which key. */
+export interface ModelUpstream {
+  /** e.g. https://api.anthropic.com (a path prefix is kept). */
+  baseUrl: string;
+  apiKey?: string;
+  authToken?: string;
+  /** Names the key in usage records (never the key itself): "server", "agent", "session". */
+  keyId: string;
+}
+
+/**
+ * What one token stands for: one sandbox of one agent, bound to a session
+ * (a warm spare's sandbox is bound when a session takes it). The token itself
+ * is not kept, only its SHA-256.
+ */
+export interface GatewayGrant {
+  readonly id: string;
+  readonly sandboxId: string;
+  readonly agentName: string;
+  sessionId?: string;
+  /** The turn running now, if any: usage is filed under it. */
+  turnId?: string;
+  readonly upstream: ModelUpstream;
+  revoked: boolean;
+}
+
+/** An Anthropic-shaped refusal of a call before it is forwarded. */
+export interface GatewayRefusal {
+  status: number;
+  type: string;
+  message: string;
+}
+
+export interface GatewayHooks {
+  /** Checked before every forwarded call (budgets); a refusal is answered and not forwarded. */
+  admit?(grant: GatewayGrant): GatewayRefusal | undefined;
+  /** One model response's usage, once it has ended. */
+  usage?(grant: GatewayGrant, usage: ModelUsage, path: string): void;
+  /** A call without a live token (or on another sandbox's socket). */
+  rejected?(reason: "missing" | "unknown" | "wrong_sandbox"): void;
+}
+
+/**
+ * What a token may call: the Messages API (and its token counter) and the model list. Nothing else
+ * of the upstream API is reachable with the real key (no batches, which would escape budgets).
+ */
+const FORWARDED = [/^POST \/v1\/messages\/?$/, /^POST \/v1\/messages\/count_tokens\/?$/, /^GET \/v1\/models(\/[^/]+)?\/?$/];
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+
+function hashToken(token: string): Buffer {
+  return createHash("sha256").update(token, "utf8").digest();
+}
+
+function anthropicError(res: ServerResponse, status: number, type: string, message: string): void {
+  const body = JSON.stringify({ type: "error", error: { type, message } });
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** The presented token: the key header the CLI sends (x-api-key), or a bearer token (ANTHROPIC_AUTH_TOKEN). */
+function presentedToken(req: IncomingMessage): string | undefined {
+  const key = req.headers["x-api-key"];
+  if (typeof key === "string" && key) return key.trim();
+  const auth = req.headers.authorization;
+  const match = typeof auth === "string" ? /^Bearer\s+(\S+)\s*$/i.exec(auth) : null;
+  return match?.[1];
+}
+
+/**
+ * The model gateway: sandboxes call it with a per-sandbox token instead of a
+ * real key; it checks the token (and that it came over that sandbox's own
+ * socket), adds the real key, forwards the call and streams the answer back
+ * chunk by chunk, reading the usage on the way.
+ */
+export class ModelGateway {
+  private readonly grants = new Map<string, GatewayGrant>();
+  /** Which sandbox a connection came in on (its own unix socket). */
+  private readonly socketSandbox = new WeakMap<Socket, string>();
+  private readonly server: Server;
+  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
+  hooks: GatewayHooks;
+
+  constructor(hooks: GatewayHooks = {}) {
+    this.hooks = hooks;
+    this.server = createServer({ noDelay: true, keepAliveTimeout: 60_000 }, (req, res) => this.handle(req, res));
+    this.server.on("clientError", (_error, socket) => socket.destroy());
+  }
+
+  /** Makes a token for a sandbox; the token is returned once and only its hash is kept. */
+  issue(input: { sandboxId: string; agentName: string; sessionId?: string; upstream: ModelUpstream }): { token: string; grant: GatewayGrant } {
+    const token = `ash-gw-${randomBytes(32).toString("base64url")}`;
+    const grant: GatewayGrant = { id: randomUUID(), revoked: false, ...input };
+    this.grants.set(hashToken(token).toString("hex"), grant);
+    return { token, grant };
+  }
+
+  /** Ends a grant: its token is refused from now on. */
+  revoke(grant: GatewayGrant): void {
+    grant.revoked = true;
+    for (const [hash, g] of this.grants) if (g === grant) this.grants.delete(hash);
+  }
+
+  /** Live grants (tests, /health). */
+  get liveGrants(): number {
+    return this.grants.size;
+  }
+
+  /** Grants bound to a session. */
+  grantsOf(sessionId: string): GatewayGrant[] {
+    return [...this.grants.values()].filter((g) => g.sessionId === sessionId);
+  }
+
+  /** A connection handler for one sandbox's gateway socket. */
+  acceptFor(sandboxId: string): (socket: Socket) => void {
+    return (socket) => {
+      this.socketSandbox.set(socket, sandboxId);
+      this.server.emit("connection", socket);
+    };
+  }
+
+  /** Serves connections not tied to a sandbox (benchmarks): the token alone decides. */
+  accept(socket: Socket): void {
+    this.server.emit("connection", socket);
+  }
+
+  private lookup(token: string): GatewayGrant | undefined {
+    // Looked up by hash: timing can tell at most something about a hash of a 256-bit random value.
+    const grant = this.grants.get(hashToken(token).toString("hex"));
+    return grant && !grant.revoked ? grant : undefined;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const token = presentedToken(req);
+    const grant = token ? this.lookup(token) : undefined;
+    const viaSandbox = this.socketSandbox.get(req.socket);
+    if (!grant || (viaSandbox !== undefined && viaSandbox !== grant.sandboxId)) {
+      this.hooks.rejected?.(!token ? "missing" : !grant ? "unknown" : "wrong_sandbox");
+      req.resume();
+      return anthropicError(res, 401, "authentication_error", "This gateway accepts only the live token of the session's own sandbox.");
+    }
+    const pathname = (req.url ?? "/").split("?")[0]!;
+    if (!FORWARDED.some((route) => route.test(`${req.method} ${pathname}`))) {
+      req.resume();
+      return anthropicError(res, 404, "not_found_error", `The model gateway does not forward ${req.method} ${pathname}.`);
+    }
+    const refusal = this.hooks.admit?.(grant);
+    if (refusal) {
+      req.resume();
+      return anthropicError(res, refusal.status, refusal.type, refusal.message);
+    }
+    this.forward(grant, req, res);
+  }
+
+  private forward(grant: GatewayGrant, req: IncomingMessage, res: ServerResponse): void {
+    const base = new URL(grant.upstream.baseUrl);
+    const path = base.pathname.replace(/\/+$/, "") + (req.url ?? "/");
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value === undefined || HOP_BY_HOP.has(name) || name === "x-api-key" || name === "authorization") continue;
+      headers[name] = value;
+    }
+    headers.host = base.host;
+    // Uncompressed, so the usage can be read as it passes.
+    headers["accept-encoding"] = "identity";
+    if (grant.upstream.apiKey) headers["x-api-key"] = grant.upstream.apiKey;
+    else if (grant.upstream.authToken) headers.authorization = `Bearer ${grant.upstream.authToken}`;
+    const https = base.protocol === "https:";
+    const send = https ? httpsRequest : httpRequest;
+    const isMessages = req.method === "POST" && /\/v1\/messages\/?(\?.*)?$/.test(req.url ?? "");
+    const upstream = send(
+      {
+        protocol: base.protocol,
+        hostname: base.hostname.replace(/^\[(.*)\]$/, "$1"),
+        port: base.port || (https ? 443 : 80),
+        method: req.method,
+        path,
+        headers,
+        agent: https ? this.httpsAgent : this.httpAgent,
+      },
+      (answer) => {
+        const out: Record<string, string | string[]> = {};
+        for (const [name, value] of Object.entries(answer.headers)) if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+        res.writeHead(answer.statusCode ?? 502, out);
+        res.flushHeaders();
+        const streaming = /text\/event-stream/i.test(String(answer.headers["content-type"] ?? ""));
+        const tap = isMessages && (answer.statusCode ?? 500) < 300 ? new UsageTap(streaming, "unknown") : undefined;
+        let reported = false;
+        const report = () => {
+          if (!tap || reported) return;
+          reported = true;
+          const usage = tap.finish();
+          if (tap.found) this.hooks.usage?.(grant, usage, req.url ?? "/");
+        };
+        // Written on first, then read: the tap never holds a chunk back.
+        answer.on("data", (chunk: Buffer) => {
+          if (!res.write(chunk)) {
+            answer.pause();
+            res.once("drain", () => answer.resume());
+          }
+          tap?.push(chunk);
+        });
+        answer.on("end", () => {
+          report();
+          res.end();
+        });
+        answer.on("error", () => {
+          report();
+          res.destroy();
+        });
+        res.on("close", () => {
+          if (!answer.complete) {
+            report();
+            answer.destroy();
+          }
+        });
+      },
+    );
+    upstream.setNoDelay?.(true);
+    upstream.on("error", (error) => {
+      if (!res.headersSent) anthropicError(res, 502, "api_error", `The model gateway could not reach the model API: ${(error as NodeJS.ErrnoException).code ?? error.message}`);
+      else res.destroy();
+    });
+    req.pipe(upstream);
+    req.on("aborted", () => upstream.destroy());
+  }
+
+  close(): void {
+    this.server.close();
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+}

@@ -1,0 +1,183 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { chmod, mkdir, rm } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+
+/**
+ * A service the server offers a sandbox (the model gateway, the egress
+ * proxies): inside the sandbox it is a TCP port on the sandbox's own
+ * loopback; on the host it is a unix socket of this sandbox only, so the
+ * server knows which sandbox every connection comes from.
+ */
+export interface SandboxService {
+  name: string;
+  /** The loopback port inside the sandbox. */
+  port: number;
+  accept(socket: Socket): void;
+}
+
+export interface SandboxNetwork {
+  /** Where a process reaches each service: inside the sandbox, or on the host when unisolated. */
+  readonly addresses: Record<string, { host: string; port: number }>;
+  /** A descriptor of the sandbox's network namespace (bwrap mode), for nsenter; undefined when unisolated. */
+  readonly nsFd: number | undefined;
+  close(): Promise<void>;
+}
+
+export interface NetworkTools {
+  bwrap?: string;
+  socat?: string;
+}
+
+/** A service's host-side listener, on its unix socket. */
+function listenUnix(path: string, service: SandboxService): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer({ noDelay: true }, (socket) => service.accept(socket));
+    server.once("error", reject);
+    server.listen(path, () => resolve(server));
+  });
+}
+
+function listenLoopback(service: SandboxService): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer({ noDelay: true }, (socket) => service.accept(socket));
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve(server));
+  });
+}
+
+/** True when every port listens on loopback in the namespace of `pid` (read from its /proc/net/tcp). */
+function listening(pid: number, ports: number[]): boolean {
+  let table: string;
+  try {
+    table = readFileSync(`/proc/${pid}/net/tcp`, "utf8");
+  } catch {
+    return false;
+  }
+  const open = new Set<number>();
+  for (const line of table.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[3] === "0A") open.add(parseInt(fields[1]!.split(":")[1]!, 16));
+  }
+  return ports.every((port) => open.has(port));
+}
+
+function childPidOf(status: Readable): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let pending = "";
+    status.on("data", (chunk: Buffer) => {
+      pending += chunk.toString("utf8");
+      const match = /"child-pid":\s*(\d+)/.exec(pending);
+      if (match) resolve(Number(match[1]));
+    });
+    status.on("end", () => reject(new Error("the network namespace holder ended before it started")));
+    status.on("error", reject);
+  });
+}
+
+/**
+ * Gives a sandbox its own network namespace that has only loopback, with
+ * the services bridged onto loopback ports (socat, one per service).
+ *
+ * The namespace is made by a small "holder" bwrap with its own user
+ * namespace: a network namespace owned by a user namespace of ours can
+ * have its loopback brought up without CAP_NET_ADMIN on the host, which
+ * containers started with only SYS_ADMIN do not have (bwrap's own
+ * --unshare-net fails there). Every sandboxed process then joins this
+ * namespace (nsenter, before bwrap), and all processes of the sandbox share
+ * it. The server holds a descriptor of the namespace, so it cannot be
+ * replaced by another process's namespace if the holder dies.
+ *
+ * Unisolated (no bwrap), there is no namespace: each service listens on a
+ * random host loopback port instead, and egress is not enforced.
+ */
+export async function openSandboxNetwork(options: {
+  /** Folder for the sockets (made 0700, root's). */
+  dir: string;
+  services: SandboxService[];
+  isolated: boolean;
+  tools: NetworkTools;
+  /** Bound on the number of connections one bridge serves at once. */
+  maxConnections?: number;
+}): Promise<SandboxNetwork> {
+  const servers: Server[] = [];
+  let holder: ChildProcess | undefined;
+  let nsFd: number | undefined;
+  const close = async () => {
+    if (holder && holder.exitCode === null && holder.signalCode === null) {
+      const gone = new Promise((resolve) => holder!.once("exit", resolve));
+      try {
+        process.kill(-holder.pid!, "SIGKILL");
+      } catch {
+        holder.kill("SIGKILL");
+      }
+      await Promise.race([gone, sleep(2000)]);
+    }
+    if (nsFd !== undefined) {
+      closeSync(nsFd);
+      nsFd = undefined;
+    }
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(() => resolve(undefined)))));
+    if (options.isolated) await rm(options.dir, { recursive: true, force: true });
+  };
+
+  try {
+    if (!options.isolated) {
+      const addresses: Record<string, { host: string; port: number }> = {};
+      for (const service of options.services) {
+        const server = await listenLoopback(service);
+        servers.push(server);
+        addresses[service.name] = { host: "127.0.0.1", port: (server.address() as { port: number }).port };
+      }
+      return { addresses, nsFd: undefined, close };
+    }
+    if (!options.tools.bwrap) throw new Error("bwrap is needed for a sandbox's network namespace");
+    if (options.services.length > 0 && !options.tools.socat) {
+      throw new Error("socat is not installed: it bridges the sandbox's loopback ports to the server (Debian/Ubuntu: apt-get install socat)");
+    }
+    await mkdir(options.dir, { recursive: true, mode: 0o700 });
+    await chmod(options.dir, 0o700);
+    const bridges: string[] = [];
+    for (const service of options.services) {
+      const path = join(options.dir, `${service.name}.sock`);
+      servers.push(await listenUnix(path, service));
+      await chmod(path, 0o600);
+      if (!/^[A-Za-z0-9_./-]+$/.test(path)) throw new Error(`Unsupported characters in the socket path ${path}`);
+      bridges.push(
+        `${options.tools.socat} TCP4-LISTEN:${service.port},bind=127.0.0.1,fork,reuseaddr,backlog=1024,max-children=${options.maxConnections ?? 256} UNIX-CONNECT:${path} &`,
+      );
+    }
+    // The holder sees the host's files read-only (it runs the bridges, which
+    // reach the sockets by their host paths); sandboxed processes never do.
+    const script = `${bridges.join("\n")}\nexec sleep 2147483647`;
+    holder = spawn(
+      options.tools.bwrap,
+      // Its own PID namespace: when the server dies (even by SIGKILL), its init goes and takes
+      // every bridge with it, forks included.
+      ["--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--die-with-parent", "--json-status-fd", "3", "--", "/bin/sh", "-c", script],
+      { stdio: ["ignore", "ignore", "pipe", "pipe"], detached: true, env: { PATH: "/usr/bin:/bin" } },
+    );
+    let stderr = "";
+    holder.stderr!.on("data", (d) => (stderr += d));
+    const exited = new Promise<never>((_, reject) =>
+      holder!.once("exit", (code) => reject(new Error(`the sandbox's network namespace could not be made (exit ${code}): ${stderr.trim()}`))),
+    );
+    exited.catch(() => undefined);
+    const pid = await Promise.race([childPidOf(holder.stdio[3] as Readable), exited]);
+    nsFd = openSync(`/proc/${pid}/ns/net`, "r");
+    const ports = options.services.map((s) => s.port);
+    for (let attempt = 0; !listening(pid, ports); attempt++) {
+      if (holder.exitCode !== null) await exited;
+      if (attempt >= 500) throw new Error(`the sandbox's loopback bridges did not start: ${stderr.trim()}`);
+      await sleep(attempt < 20 ? 2 : 10);
+    }
+    const addresses = Object.fromEntries(options.services.map((s) => [s.name, { host: "127.0.0.1", port: s.port }]));
+    return { addresses, nsFd, close };
+  } catch (error) {
+    await close().catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,68 @@
+import { getQuery, type H3 } from "h3";
+import type { AppContext } from "../context";
+import { badRequest } from "../errors";
+import { listUsage, usageStats, type UsageFilter, type UsageRecord } from "../../db/queries/usage";
+
+function timeOf(name: string, value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
+  if (!Number.isFinite(ms)) throw badRequest(`The query parameter "${name}" must be an ISO 8601 time or epoch milliseconds.`);
+  return ms;
+}
+
+function filterOf(q: Record<string, string | undefined>): UsageFilter {
+  return { sessionId: q.session || undefined, agentName: q.agent || undefined, from: timeOf("from", q.from), to: timeOf("to", q.to) };
+}
+
+function present(r: UsageRecord) {
+  return {
+    id: r.id,
+    sessionId: r.sessionId,
+    agentName: r.agentName,
+    turnId: r.turnId,
+    keyId: r.keyId,
+    model: r.model,
+    inputTokens: r.inputTokens,
+    outputTokens: r.outputTokens,
+    cacheCreationTokens: r.cacheCreationTokens,
+    cacheReadTokens: r.cacheReadTokens,
+    createdAt: new Date(r.createdAt).toISOString(),
+  };
+}
+
+/** What the model gateway measured: one record per model response, and sums. */
+export function registerUsage(app: H3, ctx: AppContext): void {
+  app.get("/api/usage", async (event) => {
+    const q = getQuery(event) as Record<string, string | undefined>;
+    const limit = q.limit === undefined ? 100 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('The query parameter "limit" must be a whole number from 1 to 1000.');
+    let cursor: { createdAt: number; id: string } | undefined;
+    if (q.cursor) {
+      try {
+        const [createdAt, rid] = JSON.parse(Buffer.from(q.cursor, "base64url").toString("utf8"));
+        if (typeof createdAt === "number" && typeof rid === "string") cursor = { createdAt, id: rid };
+      } catch {
+        // refused below
+      }
+      if (!cursor) throw badRequest('The query parameter "cursor" is not one this server gave out.');
+    }
+    const rows = await listUsage(ctx.db, { ...filterOf(q), limit: limit + 1, cursor });
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
+    return { usage: page.map(present), nextCursor };
+  });
+
+  app.get("/api/usage/stats", async (event) => {
+    const groups = await usageStats(ctx.db, filterOf(getQuery(event) as Record<string, string | undefined>));
+    const sum = (key: "requests" | "inputTokens" | "outputTokens" | "cacheCreationTokens" | "cacheReadTokens") => groups.reduce((n, g) => n + g[key], 0);
+    const totals = {
+      requests: sum("requests"),
+      inputTokens: sum("inputTokens"),
+      outputTokens: sum("outputTokens"),
+      cacheCreationTokens: sum("cacheCreationTokens"),
+      cacheReadTokens: sum("cacheReadTokens"),
+    };
+    return { totals: { ...totals, totalTokens: totals.inputTokens + totals.outputTokens + totals.cacheCreationTokens + totals.cacheReadTokens }, groups };
+  });
+}
