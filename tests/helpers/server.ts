@@ -157,9 +157,11 @@ export function agentUpload(name: string, files: Record<string, string> = {}, ex
 
 /** Runs the server with an environment expected to make it fail; returns its exit code and output. */
 export async function runServerExpectingFailure(env: Record<string, string>, timeoutMs = 30_000): Promise<{ code: number | null; output: string }> {
+  // A free port unless the test names one: a server already on 4100 (the user's) must not decide the outcome.
+  const port = String(await freePort());
   const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "src/server/main.ts")], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...env },
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ASH_HOST: "127.0.0.1", ASH_PORT: port, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
