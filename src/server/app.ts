@@ -14,6 +14,8 @@ import { registerMetrics } from "./routes/metrics";
 export function createApp(ctx: AppContext): H3 {
   const { http, metrics, telemetry, settings } = ctx.observability;
   const app = new H3({
+    // Expected 4xx answers are not logged as crashes; real 500s are logged below.
+    silent: true,
     onError: (error, event) =>
       toErrorResponse(error, (cause) => {
         ctx.log.error("request failed:", cause);
