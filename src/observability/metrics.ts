@@ -35,6 +35,10 @@ export type LimitKind = (typeof LIMIT_KINDS)[number];
 export const SANDBOX_STATES = ["busy", "idle", "evicted"] as const;
 export const SESSION_STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"] as const;
 
+/** Errors nothing was waiting for: a rejected promise nobody handled, an exception nothing caught, a request answered 500. */
+export const UNEXPECTED_ERROR_KINDS = ["rejection", "exception", "request"] as const;
+export type UnexpectedErrorKind = (typeof UNEXPECTED_ERROR_KINDS)[number];
+
 const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /** Sandboxes by state: `busy` (running a turn), `idle` (live, no turn), `evicted` (not ended, no live sandbox). */
@@ -70,6 +74,7 @@ export class Metrics {
   private readonly sandboxes;
   private readonly sessions;
   private readonly telemetryQueue;
+  private readonly unexpectedErrors;
 
   constructor(options: MetricsOptions = {}) {
     const r = (this.registry = new Registry({ collectTimeoutMs: options.collectTimeoutMs, onCollectError: options.onCollectError }));
@@ -108,6 +113,13 @@ export class Metrics {
     this.telemetryDroppedTotal = r.counter("ash_telemetry_dropped_total", "Telemetry events given up on: buffer full, delivery failed after retries, or left at shutdown.");
     this.telemetryQueue = r.gauge("ash_telemetry_queue_events", "Telemetry events waiting to be sent.");
     this.telemetryQueue.set(undefined, 0);
+    this.unexpectedErrors = r.counter(
+      "ash_unhandled_errors_total",
+      "Errors nothing handled, by kind: rejection (a promise), exception (uncaught), request (answered 500). The server logs each and keeps serving.",
+      ["kind"],
+    );
+    // Every kind from the start, so an alert on increase() has a zero to begin with.
+    for (const kind of UNEXPECTED_ERROR_KINDS) this.unexpectedErrors.inc({ kind }, 0);
 
     const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
     r.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.").set(undefined, startSeconds);
@@ -156,6 +168,10 @@ export class Metrics {
 
   databaseError(): void {
     this.databaseErrors.inc();
+  }
+
+  unexpectedError(kind: UnexpectedErrorKind): void {
+    this.unexpectedErrors.inc({ kind: oneOf(UNEXPECTED_ERROR_KINDS, kind, "other") });
   }
 
   telemetrySent(count: number): void {

@@ -19,6 +19,7 @@ export function createApp(ctx: AppContext): H3 {
     onError: (error, event) =>
       toErrorResponse(error, (cause) => {
         ctx.log.error("request failed:", cause);
+        metrics.unexpectedError("request");
         telemetry.emit({ type: "server_error", data: { method: event.req.method, route: event.context.matchedRoute?.route ?? null, message: ctx.observability.redact(cause instanceof Error ? cause.message : String(cause)) } });
       }),
     onRequest: http.onRequest,
