@@ -117,8 +117,16 @@ describe("input validation", () => {
       expect((await server.api("/api/sessions", { method: "POST", body: deepArray })).status).toBe(400);
       const unclosed = "[".repeat(200_000);
       expect((await server.api("/api/sessions", { method: "POST", body: unclosed })).status).toBe(400);
-      // Brackets in strings (with escaped quotes) are text, not nesting.
       const session = await newSession("deep");
+      // Content blocks pass extra fields through: 65 levels is refused, 64 is taken.
+      const nested = (levels: number) => `{"content":[{"type":"text","text":"hi","meta":${"[".repeat(levels - 3)}${"]".repeat(levels - 3)}}]}`;
+      const over = await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", body: nested(65) });
+      expect(over.status).toBe(400);
+      expect((await over.json()).error).toMatch(/deeper than 64/);
+      const atLimit = await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", body: nested(64) });
+      expect(atLimit.status).toBe(200);
+      expect((await readEvents(atLimit)).at(-1)?.event).toBe("done");
+      // Brackets in strings (with escaped quotes) are text, not nesting.
       const text = `[[[ \\" ${"[".repeat(5000)} {{{`;
       const events = await turn(session.id, text);
       expect(events.some((e) => e.event === "turn_complete")).toBe(true);
