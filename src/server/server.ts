@@ -1,5 +1,5 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { createServer as createNetServer } from "node:net";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -67,7 +67,7 @@ export async function startServer(
       void handle(req, res);
     });
     await listenOn(http, config.port, config.host);
-    const port = (http.address() as import("node:net").AddressInfo).port;
+    const port = (http.address() as AddressInfo).port;
     http.on("error", (error) => log.error("HTTP server error:", error));
     log.info(`listening on http://${config.host}:${port} (database: ${db.dialect}, data: ${config.dataDir})`);
     let closing: Promise<void> | undefined;
