@@ -70,6 +70,7 @@ describe("input validation", () => {
       expect(body).toEqual({ error: expect.stringMatching(message), statusCode: 400 });
       expect((await server.api(`/api/agents/${name}`)).status).toBe(404);
       expect(await readdir(join(server.dataDir, "agents")).catch(() => [])).not.toContain(name);
+      await stillServes();
     });
 
     it("keeps the previous version whole when a redeploy is refused, and its sessions keep working", async () => {
@@ -151,6 +152,7 @@ describe("input validation", () => {
       const r = await fetch(`${server.url}/api/sessions/${sessionId}/stream`, { headers: { authorization: `Bearer ${server.apiKey}`, "last-event-id": value } });
       expect(r.status).toBe(400);
       expect(await r.json()).toEqual({ error: expect.stringMatching(/Last-Event-ID/), statusCode: 400 });
+      await stillServes();
     });
 
     it.each(odd)("refuses ?after=%j with 400 naming the parameter", async (value) => {
