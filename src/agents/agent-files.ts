@@ -7,34 +7,71 @@ import { badRequest, unprocessable } from "../errors";
 export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const MAX_FILES = 5000;
 
+/** Linux's limits: a name (one path component) and a whole path, in bytes. */
+const MAX_NAME_BYTES = 255;
+const MAX_PATH_BYTES = 4096;
+
 /**
  * Checks one uploaded path: relative, inside the folder, no `..`, no
- * absolute or drive paths, no empty or control-character segments.
+ * absolute or drive paths, no empty or control-character segments, no name
+ * or path longer than the file system takes. Returns it normalized.
  */
 export function checkAgentPath(path: string): string {
-  const where = `files: "${path.slice(0, 200)}"`;
   if (typeof path !== "string" || path.length === 0) throw badRequest("files: every file needs a path.");
-  if (path.length > 1024) throw badRequest(`${where} is too long.`);
+  const where = `files: "${quoted(path)}"`;
+  if (path.includes("\0")) throw badRequest(`${where} contains a NUL byte.`);
   if (/[\u0000-\u001f]/.test(path)) throw badRequest(`${where} contains control characters.`);
+  if (Buffer.byteLength(path) > MAX_PATH_BYTES) throw badRequest(`${where} is longer than ${MAX_PATH_BYTES} bytes.`);
   if (isAbsolute(path) || /^[a-zA-Z]:/.test(path) || path.startsWith("\\")) throw badRequest(`${where} must be relative to the agent folder.`);
   const parts = path.split(/[\\/]/);
   if (parts.some((p) => p === "..")) throw badRequest(`${where} must not contain "..".`);
+  const long = parts.find((p) => Buffer.byteLength(p) > MAX_NAME_BYTES);
+  if (long !== undefined) throw badRequest(`${where} has a name longer than ${MAX_NAME_BYTES} bytes.`);
   const clean = parts.filter((p) => p !== "" && p !== ".");
   if (clean.length === 0) throw badRequest(`${where} does not name a file.`);
   return clean.join("/");
 }
 
-/** Decodes an upload's `files`, refusing duplicates and requiring CLAUDE.md. */
+/** A path for an error sentence: cut short, control characters shown as escapes. */
+function quoted(path: string): string {
+  const short = path.length > 200 ? `${path.slice(0, 200)}…` : path;
+  return short.replace(/[\u0000-\u001f"\\]/g, (c) => (c === '"' ? '\\"' : c === "\\" ? "\\\\" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+}
+
+/**
+ * Decodes an upload's `files`, checking the whole set before anything is
+ * written: every path on its own, then paths that would land on the same
+ * file (duplicates, also after normalizing: `a/./b` and `a//b`), and a file
+ * that is also needed as a folder (`x` and `x/y`, in either order).
+ * CLAUDE.md is required.
+ */
 export function decodeUploadedFiles(files: Array<{ path: string; content: string; mode?: number }>): AgentFile[] {
   if (files.length > MAX_FILES) throw badRequest(`files: at most ${MAX_FILES} files can be uploaded.`);
-  const seen = new Set<string>();
+  const byPath = new Map<string, string>();
   const decoded = files.map((f) => {
     const path = checkAgentPath(f.path);
-    if (seen.has(path)) throw badRequest(`files: "${path}" appears twice.`);
-    seen.add(path);
-    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(f.content)) throw badRequest(`files: the content of "${path}" is not base64.`);
+    if (/[\\/]$/.test(f.path)) throw badRequest(`files: "${quoted(f.path)}" names a folder; upload the files in it instead.`);
+    const earlier = byPath.get(path);
+    if (earlier !== undefined) {
+      throw badRequest(earlier === f.path ? `files: "${quoted(path)}" appears twice.` : `files: "${quoted(earlier)}" and "${quoted(f.path)}" are the same file.`);
+    }
+    byPath.set(path, f.path);
+    if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(f.content)) throw badRequest(`files: the content of "${quoted(path)}" is not base64.`);
     return { path, mode: f.mode && f.mode & 0o111 ? 0o755 : 0o644, content: Buffer.from(f.content, "base64") };
   });
+  // Every folder some file needs; a file may not have one of these paths.
+  const folders = new Map<string, string>();
+  for (const file of decoded) {
+    const parts = file.path.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const folder = parts.slice(0, i).join("/");
+      if (!folders.has(folder)) folders.set(folder, file.path);
+    }
+  }
+  for (const file of decoded) {
+    const inside = folders.get(file.path);
+    if (inside !== undefined) throw badRequest(`files: "${quoted(file.path)}" is a file, but "${quoted(inside)}" needs it to be a folder.`);
+  }
   requireClaudeMd(decoded);
   return decoded;
 }
@@ -86,22 +123,60 @@ export async function readAgentFolder(dataDir: string, path: string): Promise<Ag
   return files;
 }
 
+export interface StagedAgent {
+  /** Puts the staged files in place of the current ones, in one rename. */
+  commit(): Promise<string>;
+  /** Removes the staged files; the current ones stay. */
+  discard(): Promise<void>;
+}
+
+/**
+ * Writes an agent's files beside `<data>/agents/<name>/` without touching the
+ * current version, so a deploy can write its database rows in between and
+ * still back out of either step.
+ */
+export async function stageAgent(dataDir: string, name: string, files: AgentFile[]): Promise<StagedAgent> {
+  const agentsDir = join(dataDir, "agents");
+  const target = join(agentsDir, name);
+  const staging = join(agentsDir, `.staging-${name}-${randomUUID()}`);
+  const discard = () => rm(staging, { recursive: true, force: true });
+  try {
+    await writeFiles(staging, files);
+  } catch (error) {
+    await discard().catch(() => undefined);
+    throw error;
+  }
+  return {
+    discard,
+    async commit() {
+      const old = join(agentsDir, `.old-${name}-${randomUUID()}`);
+      let moved = false;
+      try {
+        await rename(target, old).then(
+          () => (moved = true),
+          (e) => {
+            if (e.code !== "ENOENT") throw e;
+          },
+        );
+        await rename(staging, target);
+      } catch (error) {
+        // The previous version goes back where it was.
+        if (moved) await rename(old, target).catch(() => undefined);
+        await discard().catch(() => undefined);
+        throw error;
+      }
+      await rm(old, { recursive: true, force: true });
+      return target;
+    },
+  };
+}
+
 /**
  * Writes an agent's files to `<data>/agents/<name>/`, replacing the previous
  * version in one rename so a reader never sees half of each.
  */
 export async function materializeAgent(dataDir: string, name: string, files: AgentFile[]): Promise<string> {
-  const agentsDir = join(dataDir, "agents");
-  const target = join(agentsDir, name);
-  const staging = join(agentsDir, `.staging-${name}-${randomUUID()}`);
-  await writeFiles(staging, files);
-  const old = join(agentsDir, `.old-${name}-${randomUUID()}`);
-  await rename(target, old).catch((e) => {
-    if (e.code !== "ENOENT") throw e;
-  });
-  await rename(staging, target);
-  await rm(old, { recursive: true, force: true });
-  return target;
+  return (await stageAgent(dataDir, name, files)).commit();
 }
 
 /** Writes files under `dir`, which must not escape it (paths were checked on upload). */

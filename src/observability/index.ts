@@ -15,6 +15,7 @@ export type { Tracing } from "./tracing";
 export type { HttpObserver } from "./http";
 export { TurnObserver, type TurnSummary } from "./turn";
 export { observeDatabase } from "./database";
+export { installUnexpectedErrorHandlers } from "./unexpected-errors";
 
 type Env = Record<string, string | undefined>;
 

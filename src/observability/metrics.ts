@@ -36,6 +36,10 @@ export type LimitKind = (typeof LIMIT_KINDS)[number];
 export const SANDBOX_STATES = ["busy", "idle", "evicted"] as const;
 export const SESSION_STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"] as const;
 
+/** Errors nothing was waiting for: a rejected promise nobody handled, an exception nothing caught, a request answered 500. */
+export const UNEXPECTED_ERROR_KINDS = ["rejection", "exception", "request"] as const;
+export type UnexpectedErrorKind = (typeof UNEXPECTED_ERROR_KINDS)[number];
+
 const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /** Sandboxes by state: `busy` (running a turn), `idle` (live, no turn), `evicted` (not ended, no live sandbox). */
@@ -75,6 +79,7 @@ export class Metrics {
   private readonly gatewayRejectedTotal;
   private readonly budgetRefusalsTotal;
   private readonly egressTotal;
+  private readonly unexpectedErrors;
 
   constructor(options: MetricsOptions = {}) {
     const r = (this.registry = new Registry({ collectTimeoutMs: options.collectTimeoutMs, onCollectError: options.onCollectError }));
@@ -117,6 +122,13 @@ export class Metrics {
     this.gatewayRejectedTotal = r.counter("ash_gateway_rejected_total", "Model gateway calls refused for lack of a live session token, by reason (missing, unknown, wrong_sandbox).", ["reason"]);
     this.budgetRefusalsTotal = r.counter("ash_budget_refusals_total", "Model calls the gateway refused because a session's token budget was used up.");
     this.egressTotal = r.counter("ash_egress_connections_total", "Connections sandboxes asked the egress proxies for, by result (allowed, denied).", ["result"]);
+    this.unexpectedErrors = r.counter(
+      "ash_unhandled_errors_total",
+      "Errors nothing handled, by kind: rejection (a promise), exception (uncaught), request (answered 500). The server logs each and keeps serving.",
+      ["kind"],
+    );
+    // Every kind from the start, so an alert on increase() has a zero to begin with.
+    for (const kind of UNEXPECTED_ERROR_KINDS) this.unexpectedErrors.inc({ kind }, 0);
 
     const startSeconds = Math.round(Date.now() / 1000 - process.uptime());
     r.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.").set(undefined, startSeconds);
@@ -189,6 +201,10 @@ export class Metrics {
 
   databaseError(): void {
     this.databaseErrors.inc();
+  }
+
+  unexpectedError(kind: UnexpectedErrorKind): void {
+    this.unexpectedErrors.inc({ kind: oneOf(UNEXPECTED_ERROR_KINDS, kind, "other") });
   }
 
   telemetrySent(count: number): void {

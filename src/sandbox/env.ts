@@ -23,6 +23,17 @@ export function isPassedThrough(name: string): boolean {
   return PASSED_NAMES.has(name) || PASSED_PREFIXES.some((prefix) => name.startsWith(prefix));
 }
 
+/**
+ * The model key and the CLI's own settings (ANTHROPIC_*, CLAUDE_CODE_*,
+ * CLAUDE_AGENT_SDK_*) are for the agent's CLI only. A sandbox's declared
+ * variables may carry them (the server's key, an agent-level key), so they
+ * are taken out before a command that is not the CLI (exec) starts.
+ */
+export function withoutModelSettings(env: EnvMap): EnvMap {
+  return Object.fromEntries(Object.entries(env).filter(([name]) => !MODEL_PREFIXES.some((prefix) => name.startsWith(prefix))));
+}
+const MODEL_PREFIXES = ["ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_AGENT_SDK_"];
+
 /** Variables the sandbox defines itself; nothing overrides them. */
 const FIXED_NAMES = new Set(["HOME", "TMPDIR", "CLAUDE_CONFIG_DIR"]);
 

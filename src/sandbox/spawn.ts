@@ -3,7 +3,7 @@ import { chmod, chown, lchown, lstat, mkdir, readdir, rm } from "node:fs/promise
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { SpawnOptions, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import { DiskWatcher, measureDiskUsage } from "./disk-usage";
-import { buildSandboxEnv, type EnvMap } from "./env";
+import { buildSandboxEnv, withoutModelSettings, type EnvMap } from "./env";
 import {
   detectIsolation,
   executableDir,
@@ -356,7 +356,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     const cap = execOptions.maxOutputBytes ?? 1024 * 1024;
     if (!(timeoutMs > 0)) throw new Error(`exec timeoutMs must be positive, got ${timeoutMs}`);
     if (!(cap >= 0)) throw new Error(`exec maxOutputBytes must be >= 0, got ${cap}`);
-    const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, declared: { ...options.env, ...execOptions.env } }), ...networkEnv };
+    // No model key here: exec runs what an API caller asked for, not the agent's CLI.
+    const declared = { ...withoutModelSettings(options.env ?? {}), ...execOptions.env };
+    const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, declared }), ...networkEnv };
     const cwd = resolveCwd(execOptions.cwd);
     const launched = start("/bin/sh", ["-c", command], env, cwd, execOptions.stdin === undefined ? "ignore" : "pipe", []);
     if (execOptions.stdin !== undefined) {

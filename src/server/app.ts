@@ -15,9 +15,12 @@ import { registerUsage } from "./routes/usage";
 export function createApp(ctx: AppContext): H3 {
   const { http, metrics, telemetry, settings } = ctx.observability;
   const app = new H3({
+    // Expected 4xx answers are not logged as crashes; real 500s are logged below.
+    silent: true,
     onError: (error, event) =>
       toErrorResponse(error, (cause) => {
         ctx.log.error("request failed:", cause);
+        metrics.unexpectedError("request");
         telemetry.emit({ type: "server_error", data: { method: event.req.method, route: event.context.matchedRoute?.route ?? null, message: ctx.observability.redact(cause instanceof Error ? cause.message : String(cause)) } });
       }),
     onRequest: http.onRequest,

@@ -2,7 +2,7 @@ import { consola } from "consola";
 import { ConfigError, loadConfig } from "../config";
 import { startServer } from "./server";
 import { createServerParts } from "./parts";
-import { configureLogging, createObservability, type Observability } from "../observability";
+import { configureLogging, createObservability, installUnexpectedErrorHandlers, type Observability } from "../observability";
 import { version } from "../version";
 
 // `ash-server`: the process the image runs. SIGTERM/SIGINT stop it gracefully.
@@ -21,6 +21,9 @@ async function main(): Promise<void> {
     }
     throw error;
   }
+
+  // Errors nothing handled are logged and counted; the server keeps serving (docs/decisions/server-unexpected-errors.md).
+  installUnexpectedErrorHandlers({ metrics: obs.metrics, log: (message) => consola.error(message), redact: (text) => obs.redact(text) });
 
   let server;
   try {

@@ -1,8 +1,8 @@
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
-import { createServer as createNetServer } from "node:net";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { listen, type Listener } from "listhen";
 import { toNodeHandler } from "h3/node";
 import { consola, type ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
@@ -60,20 +60,17 @@ export async function startServer(
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
     const ctx: AppContext = { config, db, keys, sessions, ...parts, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
-    const listener: Listener = await listen(toNodeHandler(app), {
-      port: config.port,
-      hostname: config.host,
-      isProd: true,
-      autoClose: false,
-      showURL: false,
-      qr: false,
-      public: config.host !== "127.0.0.1" && config.host !== "localhost",
-    } as any);
-    const port = (listener.address as any).port as number;
-    if (config.port !== 0 && port !== config.port) {
-      await listener.close();
-      throw new Error(`Port ${config.port} is already in use.`);
-    }
+    // Plain node:http under h3's own node adapter: it binds exactly the asked
+    // port and leaves shutdown to us (listhen's shutdown layer crashed the
+    // process when a response finished on a socket that was already gone).
+    const handle = toNodeHandler(app);
+    const http = createHttpServer((req, res) => {
+      endAfterBody(req, res);
+      void handle(req, res);
+    });
+    await listenOn(http, config.port, config.host);
+    const port = (http.address() as AddressInfo).port;
+    http.on("error", (error) => log.error("HTTP server error:", error));
     log.info(`listening on http://${config.host}:${port} (database: ${db.dialect}, data: ${config.dataDir})`);
     let closing: Promise<void> | undefined;
     return {
@@ -84,7 +81,7 @@ export async function startServer(
         (closing ??= (async () => {
           await sessions!.shutdown();
           sessions!.gateway.close();
-          await listener.close();
+          await closeHttp(http, 5000);
           // After the sessions: their last events and spans are sent too.
           await obs.shutdown(5000);
           await db.close();
@@ -110,6 +107,83 @@ async function serverIdOf(dataDir: string): Promise<string> {
   const id = randomUUID();
   await writeFile(file, id + "\n", { mode: 0o600 });
   return id;
+}
+
+// What is left of a refused body (413, or answered before it was read) is
+// read and dropped up to this much, then the connection is cut.
+const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
+const DRAIN_MAX_MS = 30_000;
+
+/**
+ * When an answer is complete before its request body was read (a 413, a 401),
+ * the answer's bytes go out at once but the response only ends once the rest
+ * of the body has been read and dropped. Ending at once would let Node close
+ * the socket while the client is still sending, the kernel would reset the
+ * connection, and the client could lose the answer. The drain is bounded in
+ * bytes and time; past that the connection is cut.
+ */
+function endAfterBody(req: IncomingMessage, res: ServerResponse): void {
+  const end = res.end;
+  res.end = function (this: ServerResponse, ...args: any[]) {
+    if (req.complete || req.destroyed) return end.apply(this, args as any);
+    const callback = typeof args[args.length - 1] === "function" ? args.pop() : undefined;
+    if (args[0] !== undefined && args[0] !== null) this.write(args[0], args[1] ?? "utf8");
+    drainUnreadBody(req, () => (end as (cb?: () => void) => ServerResponse).call(this, callback));
+    return this;
+  } as typeof res.end;
+}
+
+function drainUnreadBody(req: IncomingMessage, then: () => void): void {
+  let drained = 0;
+  const finish = (cut: boolean) => {
+    clearTimeout(timer);
+    req.off("data", onData);
+    req.off("end", onEnd);
+    req.off("close", onClose);
+    if (cut) req.socket?.destroy();
+    then();
+  };
+  const onData = (chunk: Buffer) => {
+    drained += chunk.byteLength;
+    if (drained > DRAIN_MAX_BYTES) finish(true);
+  };
+  const onEnd = () => finish(false);
+  const onClose = () => finish(false);
+  const timer = setTimeout(() => finish(true), DRAIN_MAX_MS);
+  timer.unref();
+  req.on("data", onData);
+  req.once("end", onEnd);
+  req.once("close", onClose);
+  req.resume();
+}
+
+function listenOn(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: any) =>
+      reject(new Error(error?.code === "EADDRINUSE" ? `Port ${port} is already in use.` : `Cannot listen on ${host}:${port}: ${error?.message}`));
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Stops accepting connections and waits for the open ones to finish (by now
+ * the sessions have ended their turns, so event streams are closing); idle
+ * keep-alive connections go at once, anything still open after `graceMs` is cut.
+ */
+function closeHttp(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    const force = setTimeout(() => server.closeAllConnections(), graceMs);
+    server.close(() => {
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
 }
 
 function assertPortFree(port: number, host: string): Promise<void> {

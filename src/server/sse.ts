@@ -18,6 +18,12 @@ export function formatFrame(event: StoredEvent): string {
 export function eventStreamResponse(log: EventLog, after: number, options: { endAfterDone: boolean; signal?: AbortSignal }): Response {
   let cursor = after;
   let finished = false;
+  // While the stream is open the session keeps this log (see SessionManager.forgetLog).
+  const detach = log.attach();
+  const finish = () => {
+    finished = true;
+    detach();
+  };
   const stream = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -29,7 +35,7 @@ export function eventStreamResponse(log: EventLog, after: number, options: { end
               text += formatFrame(event);
               cursor = event.seq;
               if (options.endAfterDone && event.type === "done") {
-                finished = true;
+                finish();
                 break;
               }
             }
@@ -38,7 +44,7 @@ export function eventStreamResponse(log: EventLog, after: number, options: { end
             return;
           }
           if (log.isClosed || options.signal?.aborted) {
-            finished = true;
+            finish();
             controller.close();
             return;
           }
@@ -51,7 +57,7 @@ export function eventStreamResponse(log: EventLog, after: number, options: { end
         }
       },
       cancel() {
-        finished = true;
+        finish();
       },
     },
     { highWaterMark: 1 },

@@ -15,3 +15,22 @@ export function validate<T extends z.ZodType>(schema: T, value: unknown): z.infe
   if (issue.code === "invalid_type" && (issue as any).input === undefined) throw badRequest(`The field "${field}" is required.`);
   throw badRequest(field ? `The field "${field}" is invalid: ${issue.message}.` : `The request body is invalid: ${issue.message}.`);
 }
+
+/**
+ * A sequence number as a client sends it back (Last-Event-ID, ?after=):
+ * plain decimal digits only, so "-0", "0x10", "1e3" or " 5 " are refused
+ * instead of being read as some other number.
+ */
+export function parseSequence(raw: string, what: string): number {
+  if (!/^[0-9]{1,16}$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
+    throw badRequest(`${what} must be a sequence number this server sent (decimal digits only).`);
+  }
+  return Number(raw);
+}
+
+/** A whole number in [min, max] written as plain decimal digits. */
+export function parseWholeNumber(raw: string, what: string, min: number, max: number): number {
+  const value = /^[0-9]{1,16}$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) throw badRequest(`${what} must be a whole number from ${min} to ${max}.`);
+  return value;
+}

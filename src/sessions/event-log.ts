@@ -32,6 +32,7 @@ export class EventLog {
   private waiters = new Set<() => void>();
   private closed = false;
   private failure?: Error;
+  private readerCount = 0;
 
   private constructor(
     private readonly db: AshDatabase,
@@ -137,6 +138,41 @@ export class EventLog {
       const timer = setTimeout(done, ms);
       this.waiters.add(done);
     });
+  }
+
+  /** Open event streams reading this log (see `attach`). */
+  get readers(): number {
+    return this.readerCount;
+  }
+
+  /** Nothing waits to be written. */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.flushing === undefined;
+  }
+
+  /** Resolves when every event appended so far is written (or the log broke). */
+  settled(): Promise<void> {
+    return this.flushUntil(this.seq).catch(() => undefined);
+  }
+
+  /** Counts a reader until the returned function is called (once). */
+  attach(): () => void {
+    this.readerCount++;
+    let detached = false;
+    return () => {
+      if (!detached) {
+        detached = true;
+        this.readerCount--;
+      }
+    };
+  }
+
+  /**
+   * Lets go of the in-memory copy of recent events (a session that went to
+   * sleep or ended); readers then read from the database.
+   */
+  dropCache(): void {
+    this.recent = [];
   }
 
   /** Ends every open reader (server shutdown). */

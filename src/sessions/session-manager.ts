@@ -297,6 +297,7 @@ export class SessionManager {
       await updateSession(this.o.db, sessionId, { status: "ended", sandboxId: null, touch: true });
       this.o.observability.telemetry.emit({ type: "session_ended", sessionId, agent: session.agentName });
     }
+    this.forgetLog(sessionId, true);
     return (await getSession(this.o.db, sessionId))!;
   }
 
@@ -807,10 +808,32 @@ export class SessionManager {
         await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
         await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
         if (this.live.get(sessionId) === live) this.live.delete(sessionId);
+        this.forgetLog(sessionId);
       }
     });
     return live.closing;
   }
+
+  /**
+   * A session that went to sleep or ended lets go of its event log's memory;
+   * the log itself is dropped when no turn, write or open stream still uses
+   * it (the next one is opened from the database). Ending also closes it, so
+   * its streams finish.
+   */
+  private forgetLog(sessionId: string, ended = false): void {
+    const log = this.logs.get(sessionId);
+    if (!log) return;
+    log.dropCache();
+    const drop = () => {
+      if (this.logs.get(sessionId) === log && !this.turns.has(sessionId) && !this.claimed.has(sessionId)) this.logs.delete(sessionId);
+    };
+    if (ended) {
+      // Its streams finish; new readers of an ended session read the database.
+      log.close();
+      void log.settled().then(drop);
+    } else if (log.idle && log.readers === 0) drop();
+  }
+
 
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */
   private async closeInterruptedTurns(): Promise<void> {

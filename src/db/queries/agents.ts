@@ -113,6 +113,24 @@ export async function deployAgent(
   });
 }
 
+/**
+ * Takes back a deploy whose files could not be put in place: its version's
+ * rows go, and the agent points at the version before (or goes, if this was
+ * its first). Only when no later deploy has happened since.
+ */
+export async function undoDeploy(db: AshDatabase, agent: { id: string; version: number }): Promise<void> {
+  await db.transaction(async (tx) => {
+    const row = await tx.get<any>(`SELECT version FROM agents WHERE id = ?`, [agent.id]);
+    if (!row || Number(row.version) !== agent.version) return;
+    const used = await tx.get<any>(`SELECT 1 AS used FROM sessions WHERE agent_id = ? AND agent_version = ? LIMIT 1`, [agent.id, agent.version]);
+    if (used) return;
+    await tx.run(`DELETE FROM agent_files WHERE agent_id = ? AND version = ?`, [agent.id, agent.version]);
+    await tx.run(`DELETE FROM agent_versions WHERE agent_id = ? AND version = ?`, [agent.id, agent.version]);
+    if (agent.version > 1) await tx.run(`UPDATE agents SET version = ? WHERE id = ?`, [agent.version - 1, agent.id]);
+    else await tx.run(`DELETE FROM agents WHERE id = ?`, [agent.id]);
+  });
+}
+
 /** Removes the agent from the list; sessions made from it keep their own copy. */
 export async function deleteAgent(db: AshDatabase, name: string): Promise<boolean> {
   return db.transaction(async (tx) => {

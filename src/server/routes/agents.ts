@@ -6,8 +6,8 @@ import { readJsonBody } from "../body";
 import { validate } from "../validate";
 import { badRequest, notFound, unprocessable } from "../errors";
 import { presentAgent } from "../present";
-import { AGENT_NAME, decodeUploadedFiles, materializeAgent, readAgentFolder, removeAgentFolder } from "../../agents/agent-files";
-import { deleteAgent, deployAgent, getAgent, listAgents, type AgentFile } from "../../db/queries/agents";
+import { AGENT_NAME, decodeUploadedFiles, readAgentFolder, removeAgentFolder, stageAgent } from "../../agents/agent-files";
+import { deleteAgent, deployAgent, getAgent, listAgents, undoDeploy, type AgentFile } from "../../db/queries/agents";
 
 const envSchema = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string());
 
@@ -52,20 +52,28 @@ export function registerAgents(app: H3, ctx: AppContext): void {
   app.post("/api/agents", async (event) => {
     const body = validate(deploySchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     if (!body.files === !body.path) throw badRequest('Give either "files" (an upload) or "path" (a folder in the data directory), not both.');
+    // The whole upload is checked before anything is written.
     const files = body.files ? decodeUploadedFiles(body.files) : await readAgentFolder(ctx.config.dataDir, body.path!);
     const manifest = manifestOf(files);
     const egress = [...new Set([...(manifest.egress ?? []), ...(body.egress ?? [])])];
     const maxTokens = body.maxTokens ?? manifest.maxTokens;
-    const agent = await deployAgent(ctx.db, {
-      id: randomUUID(),
-      name: body.name,
-      env: body.env ?? {},
-      systemPrompt: body.systemPrompt ?? null,
-      files,
-      settings: { ...(egress.length ? { egress } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}) },
-    });
+    const settings = { ...(egress.length ? { egress } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}) };
     // The folder under <data>/agents/ mirrors the latest version; the database holds them all.
-    await materializeAgent(ctx.config.dataDir, agent.name, files);
+    // A version is written whole or not at all: files staged first, then the rows, then the swap.
+    const staged = await stageAgent(ctx.config.dataDir, body.name, files);
+    let agent;
+    try {
+      agent = await deployAgent(ctx.db, { id: randomUUID(), name: body.name, env: body.env ?? {}, systemPrompt: body.systemPrompt ?? null, files, settings });
+    } catch (error) {
+      await staged.discard().catch(() => undefined);
+      throw error;
+    }
+    try {
+      await staged.commit();
+    } catch (error) {
+      await undoDeploy(ctx.db, agent).catch((undo) => ctx.log.error(`agent ${agent.name}: taking back version ${agent.version} failed:`, undo));
+      throw error;
+    }
     return new Response(JSON.stringify({ agent: presentAgent(agent) }), { status: 201, headers: { "content-type": "application/json; charset=utf-8" } });
   });
 

@@ -2,8 +2,7 @@ import { getQuery, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
 import { readJsonBody } from "../body";
-import { validate } from "../validate";
-import { badRequest } from "../errors";
+import { parseSequence, parseWholeNumber, validate } from "../validate";
 import { eventStreamResponse } from "../sse";
 import { id } from "./sessions";
 import { listMessages } from "../../db/queries/messages";
@@ -32,9 +31,14 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   app.get("/api/sessions/:id/stream", async (event) => {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
-    const header = event.req.headers.get("last-event-id") ?? (getQuery(event) as any).after ?? "0";
-    const after = Number(header);
-    if (!Number.isInteger(after) || after < 0) throw badRequest("Last-Event-ID must be a sequence number this server sent.");
+    const header = event.req.headers.get("last-event-id");
+    const query = (getQuery(event) as Record<string, unknown>).after;
+    const after =
+      header !== null
+        ? parseSequence(header, "The Last-Event-ID header")
+        : query !== undefined
+          ? parseSequence(typeof query === "string" ? query : "", 'The query parameter "after"')
+          : 0;
     const log = await ctx.sessions.logFor(sessionId);
     return eventStreamResponse(log, after, { endAfterDone: false });
   });
@@ -58,10 +62,9 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   });
 }
 
-function pageOf(q: Record<string, string | undefined>, maxLimit: number): { after: number; limit: number } {
-  const after = q.after === undefined ? 0 : Number(q.after);
-  const limit = q.limit === undefined ? Math.min(100, maxLimit) : Number(q.limit);
-  if (!Number.isInteger(after) || after < 0) throw badRequest('The query parameter "after" must be a sequence number (0 or more).');
-  if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) throw badRequest(`The query parameter "limit" must be a whole number from 1 to ${maxLimit}.`);
+function pageOf(q: Record<string, unknown>, maxLimit: number): { after: number; limit: number } {
+  const text = (v: unknown) => (typeof v === "string" ? v : "");
+  const after = q.after === undefined ? 0 : parseSequence(text(q.after), 'The query parameter "after"');
+  const limit = q.limit === undefined ? Math.min(100, maxLimit) : parseWholeNumber(text(q.limit), 'The query parameter "limit"', 1, maxLimit);
   return { after, limit };
 }

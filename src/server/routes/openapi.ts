@@ -6,6 +6,10 @@ import type { AppContext } from "../context";
 const error = { $ref: "#/components/responses/Error" };
 const sessionAnswer = { description: "The session as it now is", content: { "application/json": { schema: { type: "object", properties: { session: { $ref: "#/components/schemas/Session" } } } } } };
 const idParam = { name: "id", in: "path", required: true, schema: { type: "string" } };
+// Sequence numbers are plain decimal digits; anything else ("-0", "0x10", "1e3", " 5 ") is 400.
+const sequence = { type: "string", pattern: "^[0-9]{1,16}$" };
+const afterParam = { name: "after", in: "query", schema: sequence };
+const limitParam = { name: "limit", in: "query", schema: { type: "string", pattern: "^[0-9]{1,16}$" } };
 
 function op(summary: string, responses: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   return { summary, responses: { ...responses, "400": error, "401": error, "404": error }, ...extra };
@@ -18,7 +22,12 @@ function body(schema: unknown) {
 export function openApiDocument(version: string) {
   return {
     openapi: "3.1.0",
-    info: { title: "Ash", version, description: "Agents as an API: deploy an agent folder, open sessions, stream turns." },
+    info: {
+      title: "Ash",
+      version,
+      description:
+        "Agents as an API: deploy an agent folder, open sessions, stream turns. JSON bodies are at most ASH_MAX_BODY_BYTES (413 beyond) and nest arrays and objects at most 64 deep (400 beyond).",
+    },
     security: [{ bearer: [] }],
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
@@ -135,11 +144,19 @@ export function openApiDocument(version: string) {
           additionalProperties: false,
           properties: { content: { oneOf: [{ type: "string" }, { type: "array" }] }, model: { type: "string" }, maxTurns: { type: "integer" }, includePartialMessages: { type: "boolean", default: true } },
         })),
-        get: op("The session's history", { "200": { description: "{messages}" } }),
+        get: op("The session's history", { "200": { description: "{messages}" } }, { parameters: [afterParam, limitParam] }),
       },
-      "/api/sessions/{id}/stream": { parameters: [idParam], get: op("Every event after Last-Event-ID, then live ones", { "200": { description: "text/event-stream" } }) },
+      "/api/sessions/{id}/stream": {
+        parameters: [idParam],
+        get: op("Every event after Last-Event-ID (or ?after=), then live ones", { "200": { description: "text/event-stream" } }, {
+          parameters: [{ name: "Last-Event-ID", in: "header", schema: sequence }, afterParam],
+        }),
+      },
       "/api/sessions/{id}/interrupt": { parameters: [idParam], post: op("Stop the running turn", { "200": { description: "{interrupted}" } }) },
-      "/api/sessions/{id}/events": { parameters: [idParam], get: op("Stored stream events, in order", { "200": { description: "{events}" } }) },
+      "/api/sessions/{id}/events": {
+        parameters: [idParam],
+        get: op("Stored stream events, in order", { "200": { description: "{events}" } }, { parameters: [afterParam, limitParam, { name: "type", in: "query", schema: { type: "string" } }] }),
+      },
       "/api/sessions/{id}/files": { parameters: [idParam], get: op("List the workspace's files", { "200": { description: "{files}" } }) },
       "/api/sessions/{id}/files/{path}": { parameters: [idParam, { name: "path", in: "path", required: true, schema: { type: "string" } }], get: op("Read one file", { "200": { description: "{path, size, encoding, content}" } }) },
       "/api/sessions/{id}/workspace": { parameters: [idParam], get: op("The workspace as tar.gz", { "200": { description: "application/gzip" } }) },

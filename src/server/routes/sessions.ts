@@ -2,7 +2,7 @@ import { getQuery, getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
 import { readJsonBody } from "../body";
-import { validate } from "../validate";
+import { parseWholeNumber, validate } from "../validate";
 import { badRequest } from "../errors";
 import { presentSession } from "../present";
 import { listSessions } from "../../db/queries/sessions";
@@ -37,8 +37,7 @@ export function registerSessions(app: H3, ctx: AppContext): void {
 
   app.get("/api/sessions", async (event) => {
     const q = getQuery(event) as Record<string, string | undefined>;
-    const limit = q.limit === undefined ? 50 : Number(q.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw badRequest('The query parameter "limit" must be a whole number from 1 to 500.');
+    const limit = q.limit === undefined ? 50 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 500);
     if (q.status && !STATUSES.includes(q.status)) throw badRequest(`The query parameter "status" must be one of ${STATUSES.join(", ")}.`);
     const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;
     const rows = await listSessions(ctx.db, { agent: q.agent, status: q.status, limit: limit + 1, cursor });
