@@ -358,7 +358,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     if (!(cap >= 0)) throw new Error(`exec maxOutputBytes must be >= 0, got ${cap}`);
     // No model key here: exec runs what an API caller asked for, not the agent's CLI.
     const declared = { ...withoutModelSettings(options.env ?? {}), ...execOptions.env };
-    const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, declared }), ...networkEnv };
+    const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, declared }), ...(withoutModelSettings(networkEnv) as Record<string, string>) };
     const cwd = resolveCwd(execOptions.cwd);
     const launched = start("/bin/sh", ["-c", command], env, cwd, execOptions.stdin === undefined ? "ignore" : "pipe", []);
     if (execOptions.stdin !== undefined) {

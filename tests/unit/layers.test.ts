@@ -12,7 +12,7 @@ const LAYERS: string[][] = [
   ["contract", "errors", "version", "config-error", "env-values", "config"],
   ["db"],
   ["observability"],
-  ["agents", "sandbox", "runtime"],
+  ["agents", "sandbox", "runtime", "gateway"],
   ["sessions"],
   ["server"],
   ["client", "runspec"],
