@@ -1,5 +1,4 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
@@ -56,10 +55,16 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       return names.length;
     },
     async create({ id, env, populate }) {
-      // The workspace is filled before the sandbox is made: making it hands
-      // every file to the sandbox user.
-      await populate(join(config.dataDir, "sandboxes", id, "workspace"));
-      const sandbox = await createSandbox({ dataDir: config.dataDir, id, env, limits, strict: config.sandbox.strict, cgroup1Parent });
+      // Filled before any process of the sandbox runs; then handed to the sandbox user.
+      const sandbox = await createSandbox({
+        dataDir: config.dataDir,
+        id,
+        env,
+        limits,
+        strict: config.sandbox.strict,
+        cgroup1Parent,
+        populate: ({ workspaceDir }) => populate(workspaceDir),
+      });
       return {
         id: sandbox.id,
         workspaceDir: sandbox.workspaceDir,
@@ -71,6 +76,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         },
         logs: () => sandbox.logs().map((l) => `${new Date(l.at).toISOString()} ${l.source}/${l.stream}: ${l.line}`),
         limitCounters: () => sandbox.limitCounters(),
+        io: sandbox.io,
+        note: (line) => sandbox.note(line),
         destroy: () => sandbox.destroy(),
       };
     },
@@ -83,25 +90,20 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       : { dataDir: config.dataDir },
   );
   log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/sessions"}`);
+  // A save is refused past the disk limit: restoring it would put the next sandbox over at once.
+  const maxBytes = Math.floor(limits.diskMb * 1024 * 1024);
   const snapshots: SnapshotStore = {
-    async save(sessionId, workspaceDir, metadata) {
-      const info = await store.snapshotWorkspace(sessionId, workspaceDir, { agentName: String(metadata.agentName ?? ""), ...metadata });
+    async save(sessionId, sandbox, metadata) {
+      const info = await store.snapshotWorkspace(sessionId, sandbox.io, { agentName: String(metadata.agentName ?? ""), ...metadata }, {
+        maxBytes,
+        onNote: (line) => sandbox.note(line),
+      });
       return { bytes: info.bytes };
     },
-    restore: (sessionId, targetDir) => store.restoreWorkspace(sessionId, targetDir),
-    async copy(fromSessionId, toSessionId) {
-      const info = await store.readSnapshotInfo(fromSessionId);
-      if (!info) return false;
-      const scratch = await mkdtemp(join(tmpdir(), "ash-fork-"));
-      try {
-        const dir = join(scratch, "workspace");
-        if (!(await store.restoreWorkspace(fromSessionId, dir))) return false;
-        await store.snapshotWorkspace(toSessionId, dir, { ...info.extra, agentName: info.agentName, forkOf: fromSessionId });
-        return true;
-      } finally {
-        await rm(scratch, { recursive: true, force: true });
-      }
-    },
+    has: async (sessionId) => (await store.readSnapshotInfo(sessionId)) !== null,
+    restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io),
+    copy: (fromSessionId, toSessionId) => store.copySnapshot(fromSessionId, toSessionId, { forkOf: fromSessionId }),
+    archive: (sessionId) => store.archive(sessionId),
     async list(sessionId) {
       const entries = await store.listSnapshotFiles(sessionId);
       return entries ? entries.filter((e) => e.type === "file").map((e) => ({ path: e.path, size: e.size, mode: e.mode })) : null;
