@@ -6,43 +6,51 @@
 #   scripts/test.sh tests/unit      only what is named (vitest filters)
 #
 # Ends with one line "N passed, N failed[, N skipped]" and a non-zero exit when
-# anything failed.
+# anything failed. What it finds running (a Docker engine, the PostgreSQL
+# cluster) it leaves running; it stops only what it started itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-root="$(pwd)"
-log() { printf '\n== %s\n' "$*"; }
+t0=$(date +%s)
+phase() { printf '\n== %s (%s s)\n' "$*" "$(( $(date +%s) - t0 ))"; }
 
 summary=""
+started_postgres=""
+started_engine=""
 cleanup() {
-  log "cleaning up"
+  phase "cleaning up"
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     ids=$(docker ps -aq --filter label=ash.test 2>/dev/null)
     [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   fi
-  infra/postgres.sh stop >/dev/null 2>&1 || true
-  infra/registry.sh stop >/dev/null 2>&1 || true
-  infra/docker-engine-stop.sh >/dev/null 2>&1 || true
+  [ -n "$started_postgres" ] && { infra/postgres.sh stop >/dev/null 2>&1 || true; }
+  [ -n "$started_engine" ] && { infra/docker-engine-stop.sh >/dev/null 2>&1 || true; }
   # The summary line closes the output, where CI reads it.
   [ -n "$summary" ] && echo "$summary"
 }
 trap cleanup EXIT
+fail_setup() { echo "$*" >&2; summary="0 passed, 1 failed"; exit 1; }
 
-log "installing packages"
+phase "system packages"
+infra/host-packages.sh test || fail_setup "the system packages could not be installed"
+
+phase "npm packages"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund || { summary="0 passed, 1 failed"; exit 1; }
+  npm ci --no-audit --no-fund || fail_setup "npm ci failed"
 fi
 
-log "building"
-npm run build >/dev/null || { echo "build failed"; summary="0 passed, 1 failed"; exit 1; }
+phase "building"
+npm run build >/dev/null || fail_setup "build failed"
 
-log "starting PostgreSQL"
+phase "starting PostgreSQL"
+infra/postgres.sh status >/dev/null 2>&1 || started_postgres=1
 if infra/postgres.sh start; then
   export ASH_TEST_POSTGRES_URL="$(infra/postgres.sh url)"
 else
   echo "PostgreSQL could not be started: its suites will fail"
 fi
 
-log "starting the Docker engine and building the image"
+phase "starting the Docker engine and building the image"
+docker info >/dev/null 2>&1 || started_engine=1
 if infra/docker-engine.sh; then
   if infra/base-image.sh && infra/build-image.sh ash:test; then
     export ASH_TEST_IMAGE=ash:test
@@ -58,7 +66,7 @@ export ASH_TEST_REQUIRE_ALL=1
 export TESTCONTAINERS_RYUK_DISABLED=true
 export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
 
-log "running tests"
+phase "running tests"
 report="$(mktemp)"
 npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
 status=$?

@@ -31,8 +31,11 @@ export interface ServerConfig {
     cpuPercent: number;
     maxProcesses: number;
     diskMb: number;
-    /** Refuse to start sessions without namespace isolation. */
-    strict: boolean;
+    /**
+     * Run sessions without isolation when bwrap is unusable (ASH_SANDBOX_ALLOW_UNISOLATED).
+     * Off, the server refuses to start instead.
+     */
+    allowUnisolated: boolean;
   };
   /** Where workspace snapshots go: files under `<dataDir>/sessions`, or an S3-compatible bucket. */
   snapshots: SnapshotConfig;
@@ -84,12 +87,26 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       cpuPercent: integer(env, "ASH_SANDBOX_CPU_PERCENT", 100, 1, 100_000),
       maxProcesses: integer(env, "ASH_SANDBOX_MAX_PROCESSES", 256, 8, 1_000_000),
       diskMb: integer(env, "ASH_SANDBOX_DISK_MB", 1024, 1, 1024 * 1024),
-      strict: boolean(env, "ASH_SANDBOX_STRICT", false),
+      allowUnisolated: allowUnisolated(env),
     },
     snapshots: snapshotConfig(env),
     logFormat,
     warmPool: warmPoolConfig(env),
   };
+}
+
+/**
+ * ASH_SANDBOX_ALLOW_UNISOLATED (default false). The retired ASH_SANDBOX_STRICT
+ * is still read: its `true` is now the default; `false` no longer turns
+ * isolation off (that takes the new, explicit name).
+ */
+function allowUnisolated(env: Env): boolean {
+  const allow = boolean(env, "ASH_SANDBOX_ALLOW_UNISOLATED", false);
+  const strict = boolean(env, "ASH_SANDBOX_STRICT", true);
+  if (allow && text(env, "ASH_SANDBOX_STRICT") !== undefined && strict) {
+    throw new ConfigError("ASH_SANDBOX_STRICT=true contradicts ASH_SANDBOX_ALLOW_UNISOLATED=true; unset ASH_SANDBOX_STRICT (isolation is required unless unisolated sandboxes are allowed)");
+  }
+  return allow;
 }
 
 /** ASH_WARM_POOL: `agent=N` pairs separated by commas, e.g. `support=2,triage=1`. */

@@ -2,7 +2,7 @@ import { lstat, mkdir, readdir, readFile, realpath, rename, rm, writeFile, chmod
 import { join, relative, resolve, sep, dirname, isAbsolute } from "node:path";
 import { randomUUID } from "node:crypto";
 import type { AgentFile } from "../db/queries/agents";
-import { badRequest, unprocessable } from "../server/errors";
+import { badRequest, unprocessable } from "../errors";
 
 export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const MAX_FILES = 5000;

@@ -1,50 +1,16 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { Readable, Writable } from "node:stream";
 import Docker from "dockerode";
-import { CONTAINER_NAME, CONTAINER_PORT, MANAGED_LABEL } from "../runspec";
-import { CliError } from "./errors";
-import { exitWith, note, sentence, style } from "./output";
+import { CONTAINER_PORT, containerName, MANAGED_LABEL } from "../runspec";
+import { CliError, EXIT, parseInput } from "./errors";
+import { note, style } from "./output";
 
 /**
  * Docker helpers for the lifecycle commands (`ash start/status/logs/stop`):
  * reaching the daemon, finding Ash's container, pulling with progress, reading
  * logs and waiting for `/health`.
  */
-
-export const EXIT = {
-  /** The operation failed (unhealthy server, busy port, missing image, …). */
-  FAILED: 1,
-  /** A flag or value was wrong; nothing was changed. */
-  USAGE: 2,
-  /** Docker is not installed, not running or not reachable. */
-  NO_DOCKER: 3,
-} as const;
-
-/**
- * The error boundary of the lifecycle commands: a `CliError` (or a bad flag value
- * reported by the renderers as a plain `Error` during `parse`) becomes one sentence on
- * stderr and its exit code; anything else is an unexpected error with exit code 1.
- */
-export async function lifecycle(action: () => Promise<number | void>): Promise<never> {
-  try {
-    return await exitWith((await action()) ?? 0);
-  } catch (error) {
-    const message = error instanceof CliError ? error.message : `Unexpected error: ${(error as Error)?.message ?? String(error)}`;
-    note(style.red(sentence(message), process.stderr));
-    if (process.env.DEBUG && error instanceof Error && error.stack) note(style.dim(error.stack, process.stderr));
-    return await exitWith(error instanceof CliError ? error.exitCode : EXIT.FAILED);
-  }
-}
-
-/** Runs a renderer or parser on user input; its error becomes a usage error (exit 2). */
-export function parseInput<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    if (error instanceof CliError) throw error;
-    throw new CliError((error as Error).message, EXIT.USAGE);
-  }
-}
 
 async function dockerCliPresent(): Promise<boolean> {
   try {
@@ -73,7 +39,7 @@ export async function connectDocker(): Promise<Docker> {
     if (!(await dockerCliPresent()) && (code === "ENOENT" || code === "ECONNREFUSED")) {
       throw new CliError("Docker is not installed: Ash runs its server in Docker. Install Docker Engine or Docker Desktop, then run this again.", EXIT.NO_DOCKER);
     }
-    throw new CliError(`Docker is installed but its daemon does not answer at ${where}: start Docker (Docker Desktop or "sudo systemctl start docker") and try again.`, EXIT.NO_DOCKER);
+    throw new CliError(`Docker is installed but its daemon does not answer at ${where}: start Docker (Docker Desktop, "sudo systemctl start docker", or on a machine without systemd "sudo dockerd &" or infra/docker-engine.sh from the Ash checkout) and try again.`, EXIT.NO_DOCKER);
   }
 }
 
@@ -93,11 +59,13 @@ export interface AshContainer {
 }
 
 /**
- * The `ash-server` container, if there is one. A container of that name that Ash
- * did not create is never touched: that is an error the user has to resolve.
+ * The server's container (`ash-server`, or ASH_CONTAINER_NAME), if there is one. A
+ * container of that name that Ash did not create is never touched: that is an error
+ * the user has to resolve.
  */
 export async function findAshContainer(docker: Docker): Promise<AshContainer | undefined> {
-  const container = docker.getContainer(CONTAINER_NAME);
+  const name = parseInput(() => containerName());
+  const container = docker.getContainer(name);
   let info: Docker.ContainerInspectInfo;
   try {
     info = await container.inspect();
@@ -107,7 +75,7 @@ export async function findAshContainer(docker: Docker): Promise<AshContainer | u
   }
   if (info.Config?.Labels?.[MANAGED_LABEL] !== "true") {
     throw new CliError(
-      `A container named ${CONTAINER_NAME} exists that Ash did not create (it has no ${MANAGED_LABEL}=true label); rename or remove it ("docker rm -f ${CONTAINER_NAME}") and try again.`,
+      `A container named ${name} exists that Ash did not create (it has no ${MANAGED_LABEL}=true label); rename or remove it ("docker rm -f ${name}") and try again.`,
     );
   }
   return { container, info };
@@ -246,47 +214,49 @@ export async function pullImage(docker: Docker, image: string, progress: PullPro
 
 // ---- Logs ---------------------------------------------------------------------
 
-export interface LogFrame {
-  stream: "stdout" | "stderr";
-  data: Buffer;
+/**
+ * Splits Docker's multiplexed log stream (containers without a TTY: 8-byte
+ * frame headers naming stdout or stderr) into the two writers, with
+ * dockerode's own demuxer; settles when the source ends or closes.
+ */
+export function demuxLogs(
+  modem: { demuxStream(source: NodeJS.ReadableStream, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): void },
+  source: NodeJS.ReadableStream,
+  stdout: NodeJS.WritableStream,
+  stderr: NodeJS.WritableStream,
+  signal?: AbortSignal,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const stop = () => {
+      (source as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      resolve();
+    };
+    signal?.addEventListener("abort", stop, { once: true });
+    modem.demuxStream(source, stdout, stderr);
+    source.on("end", resolve);
+    source.on("close", resolve);
+    source.on("error", (error) => (signal?.aborted ? resolve() : reject(error)));
+  });
 }
 
-/**
- * Splits Docker's multiplexed log stream (containers without a TTY): each frame
- * is an 8-byte header (stream type, 3 zero bytes, big-endian length) and its
- * payload. Chunks may cut a header or payload anywhere, so bytes are kept until
- * a frame is whole.
- */
-export class LogDemuxer {
-  private pending: Buffer = Buffer.alloc(0);
-
-  push(chunk: Buffer): LogFrame[] {
-    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    const frames: LogFrame[] = [];
-    while (this.pending.length >= 8) {
-      const type = this.pending[0];
-      const length = this.pending.readUInt32BE(4);
-      if (this.pending.length < 8 + length) break;
-      const data = this.pending.subarray(8, 8 + length);
-      this.pending = this.pending.subarray(8 + length);
-      if (type === 1 || type === 2) frames.push({ stream: type === 2 ? "stderr" : "stdout", data });
-    }
-    return frames;
-  }
-
-  /** Bytes of an incomplete frame left at the end. */
-  get leftover(): number {
-    return this.pending.length;
-  }
+/** A writer that keeps what it is given. */
+function collector(): { sink: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      chunks.push(Buffer.from(chunk));
+      done();
+    },
+  });
+  return { sink, text: () => Buffer.concat(chunks).toString("utf8") };
 }
 
 /** The last `lines` lines the container wrote (stdout and stderr interleaved), as text. */
 export async function recentLogs(container: Docker.Container, lines: number): Promise<string> {
   const buffer = await container.logs({ stdout: true, stderr: true, tail: lines, follow: false });
-  return new LogDemuxer()
-    .push(Buffer.from(buffer))
-    .map((frame) => frame.data.toString("utf8"))
-    .join("");
+  const { sink, text } = collector();
+  await demuxLogs(container.modem, Readable.from([Buffer.from(buffer)]), sink, sink);
+  return text();
 }
 
 /** Copies the container's logs to `stdout`/`stderr`; with `follow`, until the container stops or `signal` aborts. */
@@ -296,29 +266,14 @@ export async function copyLogs(
   stdout: NodeJS.WritableStream = process.stdout,
   stderr: NodeJS.WritableStream = process.stderr,
 ): Promise<void> {
-  const tail = options.tail ?? "all";
-  const demuxer = new LogDemuxer();
-  const write = (frames: LogFrame[]) => {
-    for (const frame of frames) (frame.stream === "stderr" ? stderr : stdout).write(frame.data);
-  };
+  const tail = (options.tail ?? "all") as number;
   if (!options.follow) {
-    write(demuxer.push(Buffer.from(await container.logs({ stdout: true, stderr: true, tail: tail as number, follow: false }))));
+    const buffer = await container.logs({ stdout: true, stderr: true, tail, follow: false });
+    await demuxLogs(container.modem, Readable.from([Buffer.from(buffer)]), stdout, stderr);
     return;
   }
-  const stream = (await container.logs({ stdout: true, stderr: true, tail: tail as number, follow: true })) as NodeJS.ReadableStream & {
-    destroy?: () => void;
-  };
-  await new Promise<void>((resolve, reject) => {
-    const stop = () => {
-      stream.destroy?.();
-      resolve();
-    };
-    options.signal?.addEventListener("abort", stop, { once: true });
-    stream.on("data", (chunk: Buffer) => write(demuxer.push(chunk)));
-    stream.on("end", resolve);
-    stream.on("close", resolve);
-    stream.on("error", (error) => (options.signal?.aborted ? resolve() : reject(error)));
-  });
+  const stream = await container.logs({ stdout: true, stderr: true, tail, follow: true });
+  await demuxLogs(container.modem, stream, stdout, stderr, options.signal);
 }
 
 // ---- Health -------------------------------------------------------------------
@@ -377,41 +332,4 @@ export function busyPortMessage(error: unknown, port: number): string | undefine
     return `Port ${port} is already in use on this machine: stop what uses it or pick another port with --port.`;
   }
   return undefined;
-}
-
-// ---- Flags ----------------------------------------------------------------------
-
-interface FlagDef {
-  type?: string;
-  alias?: string | string[];
-}
-
-/**
- * citty ignores flags it does not know, so `ash start --prot 8080` would quietly
- * start on 4100. This refuses any option the command does not define.
- */
-export function rejectUnknownFlags(rawArgs: readonly string[], defs: Record<string, FlagDef>, command: string): void {
-  const kinds = new Map<string, string>();
-  for (const [name, def] of Object.entries(defs)) {
-    if (def.type === "positional") continue;
-    const names = [name, ...(Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [])];
-    for (const n of names) kinds.set(n, def.type ?? "string");
-    if (def.type === "boolean") kinds.set(`no-${name}`, "boolean");
-  }
-  kinds.set("help", "boolean");
-  kinds.set("h", "boolean");
-  for (let i = 0; i < rawArgs.length; i++) {
-    const arg = rawArgs[i];
-    if (arg === "--") break;
-    if (!arg.startsWith("-") || arg === "-") continue;
-    const long = arg.startsWith("--");
-    const body = arg.slice(long ? 2 : 1);
-    const eq = body.indexOf("=");
-    // A short flag may carry its value attached (-eKEY=VALUE).
-    const name = long ? (eq === -1 ? body : body.slice(0, eq)) : body[0];
-    const attached = long ? eq !== -1 : body.length > 1;
-    const kind = kinds.get(name);
-    if (!kind) throw new CliError(`Unknown option ${long ? `--${name}` : `-${name}`} for ash ${command}; see \`ash ${command} --help\`.`, EXIT.USAGE);
-    if (kind !== "boolean" && !attached) i++;
-  }
 }

@@ -1,22 +1,84 @@
 import { AshClient } from "../client/client";
 import { AshApiError, AshConnectionError, AshError } from "../client/errors";
-import { AgentFolderError } from "./agent-folder";
-import { exitWith, note, sentence, style } from "./output";
+import { AgentFolderError } from "../agents/local-folder";
+import { sentence } from "./output";
 import { resolveServer } from "./settings";
 
 /**
- * The CLI's error boundary: every command runs inside `withServer`, and whatever goes wrong
- * reaches the user as one sentence on stderr and a non-zero exit code, never a stack trace.
+ * What can go wrong in a command, phrased for the user. Commands throw these
+ * (or anything else); the boundary in ./boundary.ts prints one sentence and
+ * exits with the code, never a stack trace.
  */
+
+export const EXIT = {
+  /** The operation failed (unhealthy server, busy port, missing image, ...). */
+  FAILED: 1,
+  /** A flag, value or input was wrong; nothing was changed. */
+  USAGE: 2,
+  /** Docker is not installed, not running or not reachable. */
+  NO_DOCKER: 3,
+} as const;
 
 /** A failure the command already phrased for the user. */
 export class CliError extends Error {
   constructor(
     message: string,
-    readonly exitCode = 1,
+    readonly exitCode: number = EXIT.FAILED,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = "CliError";
+  }
+}
+
+/** A bad flag or value: exit code 2, nothing changed. */
+export function usageError(message: string): CliError {
+  return new CliError(message, EXIT.USAGE);
+}
+
+/** Runs a renderer or parser on user input; its error becomes a usage error (exit 2). */
+export function parseInput<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    throw usageError((error as Error).message);
+  }
+}
+
+interface FlagDef {
+  type?: string;
+  alias?: string | string[];
+}
+
+/**
+ * citty ignores flags it does not know, so `ash start --prot 8080` would quietly
+ * start on 4100. The boundary calls this for every command: any option the
+ * command does not define is refused.
+ */
+export function rejectUnknownFlags(rawArgs: readonly string[], defs: Record<string, FlagDef>, command: string): void {
+  const kinds = new Map<string, string>();
+  for (const [name, def] of Object.entries(defs)) {
+    if (def.type === "positional") continue;
+    const names = [name, ...(Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [])];
+    for (const n of names) kinds.set(n, def.type ?? "string");
+    if (def.type === "boolean") kinds.set(`no-${name}`, "boolean");
+  }
+  kinds.set("help", "boolean");
+  kinds.set("h", "boolean");
+  for (let i = 0; i < rawArgs.length; i++) {
+    const arg = rawArgs[i]!;
+    if (arg === "--") break;
+    if (!arg.startsWith("-") || arg === "-") continue;
+    const long = arg.startsWith("--");
+    const body = arg.slice(long ? 2 : 1);
+    const eq = body.indexOf("=");
+    // A short flag may carry its value attached (-eKEY=VALUE).
+    const name = long ? (eq === -1 ? body : body.slice(0, eq)) : body[0]!;
+    const attached = long ? eq !== -1 : body.length > 1;
+    const kind = kinds.get(name);
+    if (!kind) throw usageError(`Unknown option ${long ? `--${name}` : `-${name}`} for ash ${command}; see \`ash ${command} --help\`.`);
+    if (kind !== "boolean" && !attached) i++;
   }
 }
 
@@ -40,12 +102,13 @@ export interface ServerContext {
 
 /**
  * Resolves the server from the flags (then ASH_SERVER_URL / ASH_API_KEY, then the settings
- * file, then the default), runs `action`, and exits with its code (0 when it returns nothing).
+ * file, then the default) and runs `action`; a failure is rethrown as one sentence that knows
+ * which server and key were used.
  */
 export async function withServer(
   args: { url?: string; "api-key"?: string; apiKey?: string },
   action: (ctx: ServerContext) => Promise<number | void>,
-): Promise<never> {
+): Promise<number> {
   let url = args.url || process.env.ASH_SERVER_URL || "http://localhost:4100";
   let hasKey = false;
   try {
@@ -56,19 +119,25 @@ export async function withServer(
     try {
       client = new AshClient({ url: server.url, apiKey: server.apiKey });
     } catch (error) {
-      throw new CliError(`${(error as Error).message}`);
+      throw usageError(`${(error as Error).message}`);
     }
-    const code = await action({ client, url: server.url, hasKey });
-    return await exitWith(code ?? 0);
+    return (await action({ client, url: server.url, hasKey })) ?? 0;
   } catch (error) {
-    note(style.red(describeError(error, { url, hasKey }), process.stderr));
-    if (process.env.DEBUG && error instanceof Error && error.stack) note(style.dim(error.stack, process.stderr));
-    return await exitWith(error instanceof CliError ? error.exitCode : 1);
+    if (error instanceof CliError) throw error;
+    throw new CliError(describeError(error, { url, hasKey }), exitCodeOf(error), { cause: error });
   }
 }
 
+/** Bad input is 2 (nothing changed), everything else 1. */
+function exitCodeOf(error: unknown): number {
+  if (error instanceof CliError) return error.exitCode;
+  if (error instanceof AgentFolderError) return EXIT.USAGE;
+  if (error instanceof AshApiError && [400, 413, 422].includes(error.statusCode)) return EXIT.USAGE;
+  return EXIT.FAILED;
+}
+
 /** One sentence for any failure, naming what to do about it where we know. */
-export function describeError(error: unknown, context: { url: string; hasKey: boolean }): string {
+export function describeError(error: unknown, context: { url: string; hasKey: boolean } = { url: "the server", hasKey: false }): string {
   if (error instanceof CliError || error instanceof AgentFolderError) return sentence(error.message);
   if (error instanceof AshConnectionError) return `No Ash server answers at ${error.url || context.url}; start it with \`ash start\`.`;
   if (error instanceof AshApiError) {

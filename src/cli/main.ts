@@ -1,26 +1,5 @@
-import { defineCommand, runMain } from "citty";
-import { version } from "../version";
+import { runAsh } from "./app";
+import { exitWith } from "./output";
 
-// Each command lives in its own module and is loaded only when it is run,
-// so `ash --help` and quick commands do not pay for dockerode or the client.
-const main = defineCommand({
-  meta: {
-    name: "ash",
-    version,
-    description: "Run the Ash agent server and talk to it",
-  },
-  subCommands: {
-    start: () => import("./commands/start").then((m) => m.default),
-    status: () => import("./commands/status").then((m) => m.default),
-    logs: () => import("./commands/logs").then((m) => m.default),
-    stop: () => import("./commands/stop").then((m) => m.default),
-    compose: () => import("./commands/compose").then((m) => m.default),
-    health: () => import("./commands/health").then((m) => m.default),
-    deploy: () => import("./commands/deploy").then((m) => m.default),
-    agent: () => import("./commands/agent").then((m) => m.default),
-    session: () => import("./commands/session").then((m) => m.default),
-    chat: () => import("./commands/chat").then((m) => m.default),
-  },
-});
-
-runMain(main);
+// The `ash` binary: one command line, one exit code.
+void runAsh(process.argv.slice(2)).then(exitWith);

@@ -1,4 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
+import type { SessionStatus, UploadedFile as AgentFile } from "../contract";
+
+export type { AgentFile, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -28,6 +31,8 @@ export interface HealthStatus {
   activeSessions: number;
   activeSandboxes: number;
   pool: Record<string, unknown>;
+  /** `mode: "none"` only when the server was started with ASH_SANDBOX_ALLOW_UNISOLATED=true. */
+  isolation: { mode: "bwrap" | "none"; seccomp: boolean; unisolatedAllowed: boolean };
   limits: { mode: "cgroup2" | "cgroup1" | "rlimit"; [key: string]: unknown };
   database: "sqlite" | "postgres";
   [key: string]: unknown;
@@ -45,12 +50,6 @@ export interface Agent {
 }
 
 /** One file of an agent folder; `content` is base64. */
-export interface AgentFile {
-  path: string;
-  content: string;
-  /** Permission bits; only "executable or not" is kept by the server. */
-  mode?: number;
-}
 
 interface DeployAgentCommon {
   /** Matches `^[a-zA-Z0-9_-]{1,64}$`. */
@@ -66,7 +65,6 @@ export type DeployAgentInput =
   | (DeployAgentCommon & { files: AgentFile[]; path?: never })
   | (DeployAgentCommon & { path: string; files?: never });
 
-export type SessionStatus = "starting" | "active" | "paused" | "stopped" | "ended" | "error";
 
 export interface Session {
   id: string;

@@ -4,6 +4,9 @@
  * queries of the process wait instead of running inside someone else's
  * transaction. See docs/decisions/db-sqlite-transaction-mutex.md.
  */
+import { constants } from "node:fs";
+import { chmod, mkdir, open } from "node:fs/promises";
+import { dirname } from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { consola } from "consola";
 import { createDatabase } from "db0";
@@ -27,6 +30,8 @@ export async function openSqlite(options: SqliteOptions): Promise<AshDatabase> {
   const db0 = createDatabase(sqliteConnector({ path: options.path }));
   let raw: BetterSqlite3.Database;
   try {
+    // Before the first query: db0 opens the file lazily.
+    await ownerOnly(options.path);
     raw = await db0.getInstance();
     configure(raw, options);
   } catch (err) {
@@ -104,4 +109,18 @@ function configure(raw: BetterSqlite3.Database, options: SqliteOptions): void {
   raw.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5_000))}`);
   raw.pragma("foreign_keys = ON");
   raw.pragma("synchronous = NORMAL");
+}
+
+/**
+ * The database holds agents' secrets and every message: readable by its owner
+ * only. SQLite gives the -wal and -shm files the database file's mode, so the
+ * file is made (or corrected to) 0600 before SQLite opens it.
+ */
+async function ownerOnly(path: string): Promise<void> {
+  if (path === ":memory:" || path === "") return;
+  await mkdir(dirname(path), { recursive: true });
+  const handle = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600).catch(() => undefined);
+  await handle?.chmod(0o600);
+  await handle?.close();
+  for (const suffix of ["-wal", "-shm"]) await chmod(path + suffix, 0o600).catch(() => undefined);
 }

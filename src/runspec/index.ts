@@ -13,6 +13,7 @@ export {
   parsePort,
   checkImageName,
   CONTAINER_NAME,
+  containerName,
   CONTAINER_PORT,
   DEFAULT_PORT,
   MANAGED_LABEL,

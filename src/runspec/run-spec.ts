@@ -45,6 +45,19 @@ export interface RunSpec {
 
 export const DEFAULT_PORT = 4100;
 export const CONTAINER_NAME = template.name;
+
+/**
+ * The container `ash start` manages: ASH_CONTAINER_NAME when set (a second Ash on
+ * the same machine, e.g. a test run beside a user's server), else ash-server.
+ */
+export function containerName(env: Record<string, string | undefined> = process.env): string {
+  const name = env.ASH_CONTAINER_NAME?.trim();
+  if (!name) return CONTAINER_NAME;
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/.test(name)) {
+    throw new Error(`ASH_CONTAINER_NAME must be a Docker container name (letters, digits, _ . -), got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
 export const CONTAINER_PORT = template.containerPort;
 /** The label every container `ash start` creates carries (`ai.ash.managed=true`). */
 export const MANAGED_LABEL = "ai.ash.managed";
@@ -116,7 +129,7 @@ export function renderRunSpec(options: RunSpecOptions): RunSpec {
   }
 
   return {
-    name: filled.name,
+    name: containerName(hostEnv),
     image,
     labels: filled.labels,
     env,

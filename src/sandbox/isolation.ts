@@ -2,7 +2,9 @@ import { spawn } from "node:child_process";
 import { lstatSync, mkdtempSync, mkdirSync, chownSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, isAbsolute, join, sep } from "node:path";
+import type { Writable } from "node:stream";
 import { findExecutable } from "./executables";
+import { sandboxSeccompProgram } from "./seccomp";
 import type { SandboxUser } from "./user";
 
 export type IsolationKind = "bwrap" | "none";
@@ -10,15 +12,23 @@ export type IsolationKind = "bwrap" | "none";
 /** Which isolation sandboxes get on this host, and why. */
 export interface IsolationReport {
   isolation: IsolationKind;
-  /** True when a sandbox without bwrap is refused. */
-  strict: boolean;
+  /** True when sandboxes without bwrap were explicitly allowed (they are refused otherwise). */
+  allowUnisolated: boolean;
+  /** True when the seccomp filter (seccomp.ts) is loaded in every sandbox. */
+  seccomp: boolean;
   /** One sentence for logs and /health: what runs and what is missing. */
   detail: string;
 }
 
-/** Raised when strict mode is on and bwrap cannot be used. */
+/** Raised when bwrap cannot be used and unisolated sandboxes were not explicitly allowed. */
 export class SandboxIsolationError extends Error {
   override name = "SandboxIsolationError";
+  constructor(
+    /** Why bwrap cannot be used here. */
+    readonly reason: string,
+  ) {
+    super(`Sandbox isolation is required but unavailable: ${reason}`);
+  }
 }
 
 /** System trees every sandbox sees read-only. Symlinks (usrmerge) are recreated as symlinks. */
@@ -187,11 +197,14 @@ async function runProbe(tools: SandboxTools, user: SandboxUser | null): Promise<
     const expectedUid = user ? user.uid : process.getuid?.() ?? 0;
     const argv = [
       ...bwrapOptions({ workspaceDir, homeDir, readOnlyPaths: [], cwd: workspaceDir, tmpSizeBytes: 1 << 20 }),
+      // The same filter as every launch, so a kernel that cannot load it fails here, not per session.
+      "--seccomp", "3",
       "--",
       ...(user ? setprivArgs(tools.setpriv!, user) : []),
-      "/bin/sh", "-c", `test "$(id -u)" = ${expectedUid} && touch probe && test ! -e '${hidden}' && echo sandboxed`,
+      "/bin/sh", "-c",
+      `test "$(id -u)" = ${expectedUid} && touch probe && test ! -e '${hidden}' && grep -q '^Seccomp:[[:space:]]*2' /proc/self/status && echo sandboxed`,
     ];
-    const { code, stdout, stderr } = await run(tools.bwrap, argv, 10_000);
+    const { code, stdout, stderr } = await run(tools.bwrap, argv, 10_000, sandboxSeccompProgram());
     if (code === 0 && stdout.trim() === "sandboxed" && statSync(join(workspaceDir, "probe")).isFile()) {
       return { ok: true, detail: `bwrap works (${user ? `uid ${user.uid}` : "current user"})` };
     }
@@ -203,13 +216,16 @@ async function runProbe(tools: SandboxTools, user: SandboxUser | null): Promise<
   }
 }
 
-function run(command: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(command: string, args: string[], timeoutMs: number, fd3: Buffer): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: { PATH: "/usr/bin:/bin" } });
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe", "pipe"], env: { PATH: "/usr/bin:/bin" } });
+    const input = child.stdio[3] as Writable;
+    input.on("error", () => {});
+    input.end(fd3);
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
+    child.stdout!.on("data", (d) => (stdout += d));
+    child.stderr!.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     child.on("error", (error) => {
       clearTimeout(timer);
@@ -223,11 +239,13 @@ function run(command: string, args: string[], timeoutMs: number): Promise<{ code
 }
 
 /**
- * Decides the isolation for new sandboxes. `force: "none"` skips bwrap
- * (tests of the fallback); strict mode turns "bwrap unusable" into an error.
+ * Decides the isolation for new sandboxes. Without a working bwrap this
+ * throws, unless `allowUnisolated` says running without isolation was
+ * chosen on purpose. `force: "none"` skips bwrap (tests of that mode; it
+ * needs `allowUnisolated` too).
  */
 export async function detectIsolation(options: {
-  strict: boolean;
+  allowUnisolated: boolean;
   user: SandboxUser | null;
   tools?: SandboxTools;
   force?: IsolationKind;
@@ -239,14 +257,18 @@ export async function detectIsolation(options: {
       ? { ok: false, detail: "bwrap turned off by configuration" }
       : await probeBwrap(tools, options.user);
   if (probe.ok) {
-    return { isolation: "bwrap", strict: options.strict, detail: `bwrap mount/pid/ipc/uts namespaces, running as ${who}` };
+    return {
+      isolation: "bwrap",
+      allowUnisolated: options.allowUnisolated,
+      seccomp: true,
+      detail: `bwrap mount/pid/ipc/uts namespaces and a seccomp filter (no namespaces, mounts, keyring, bpf), running as ${who}`,
+    };
   }
-  if (options.strict || options.force === "bwrap") {
-    throw new SandboxIsolationError(`Sandbox isolation required but unavailable: ${probe.detail}`);
-  }
+  if (!options.allowUnisolated || options.force === "bwrap") throw new SandboxIsolationError(probe.detail);
   return {
     isolation: "none",
-    strict: false,
-    detail: `no filesystem or process isolation (${probe.detail}); running as ${who} with the allowlisted environment only`,
+    allowUnisolated: true,
+    seccomp: false,
+    detail: `UNISOLATED: no filesystem, process or system-call isolation (${probe.detail}); running as ${who} with the allowlisted environment only`,
   };
 }

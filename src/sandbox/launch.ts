@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Readable, Writable } from "node:stream";
 import { bwrapOptions, setprivArgs, type IsolationKind, type MountPlan, type SandboxTools } from "./isolation";
 import type { LimitCounters, ResourceGroup, RlimitSettings } from "./limits";
+import { sandboxSeccompProgram } from "./seccomp";
 import type { SandboxUser } from "./user";
 
 /** What every process of one sandbox shares. */
@@ -51,6 +52,8 @@ export const JOIN_GROUP_FAILED = 125;
 
 const ARGS_FD = 3;
 const STATUS_FD = 4;
+/** bwrap reads the seccomp filter (see seccomp.ts) from here. */
+const SECCOMP_FD = 5;
 
 function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): string[] {
   const options: string[] = [];
@@ -112,14 +115,14 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   const limited = prlimitArgs(ctx.tools.prlimit, ctx.group.rlimits);
   const useBwrap = ctx.isolation === "bwrap";
   const inner = useBwrap
-    ? [ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--", ...switchUser, request.command, ...request.args]
+    ? [ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--seccomp", String(SECCOMP_FD), "--", ...switchUser, request.command, ...request.args]
     : [...switchUser, request.command, ...request.args];
   const argv = ["-c", JOIN_GROUPS_SCRIPT, "ash-sandbox", ...ctx.group.procsFiles, "--", ...limited, ...inner];
 
   const child = spawn("/bin/sh", argv, {
     cwd: useBwrap ? ctx.mount.workspaceDir : request.cwd,
     env: request.env,
-    stdio: [request.stdin, "pipe", "pipe", useBwrap ? "pipe" : "ignore", useBwrap ? "pipe" : "ignore"],
+    stdio: [request.stdin, "pipe", "pipe", useBwrap ? "pipe" : "ignore", useBwrap ? "pipe" : "ignore", useBwrap ? "pipe" : "ignore"],
     // Own process group: a timeout or destroy can kill everything it started.
     detached: true,
   });
@@ -134,6 +137,9 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
     argsPipe.on("error", () => {});
     const options = bwrapOptions({ ...ctx.mount, cwd: request.cwd });
     argsPipe.end(Buffer.from(options.map((option) => `${option}\0`).join("")));
+    const seccompPipe = (child.stdio as unknown as Writable[])[SECCOMP_FD]!;
+    seccompPipe.on("error", () => {});
+    seccompPipe.end(sandboxSeccompProgram());
     const status = child.stdio[STATUS_FD] as Readable;
     let pending = "";
     status.on("data", (chunk: Buffer) => {

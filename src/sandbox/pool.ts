@@ -1,4 +1,4 @@
-import { unavailable } from "../server/errors";
+import { unavailable } from "../errors";
 
 /** What the pool needs to know about a live sandbox to choose whom to evict. */
 export interface PoolMember {

@@ -41,9 +41,12 @@ export interface CreateSandboxOptions extends LimitHost {
   env?: EnvMap;
   /** More host directories to show read-only (absolute). */
   readOnlyPaths?: string[];
-  /** Refuse to create the sandbox when bwrap isolation is unavailable. */
-  strict?: boolean;
-  /** Force an isolation kind instead of detecting it ("bwrap" fails when unusable). */
+  /**
+   * Run without isolation when bwrap is unusable (it is refused otherwise):
+   * then the sandbox can read whatever its uid can on the host.
+   */
+  allowUnisolated?: boolean;
+  /** Force an isolation kind instead of detecting it ("bwrap" fails when unusable; "none" needs allowUnisolated). */
   isolation?: IsolationKind;
   /** Force a limit mechanism instead of detecting one. */
   limitMode?: LimitMode;
@@ -145,13 +148,13 @@ const limitModeCache = new Map<string, Promise<{ mode: LimitMode; detail: string
 
 /** What sandboxes on this host get, for startup logs and /health. */
 export async function describeSandboxHost(options: {
-  strict?: boolean;
+  allowUnisolated?: boolean;
   isolation?: IsolationKind;
   limitMode?: LimitMode;
   user?: { uid?: number; gid?: number };
 } & LimitHost = {}): Promise<IsolationReport & { limitMode: LimitMode; limitDetail: string }> {
   const user = sandboxUserFor(options.user);
-  const report = await detectIsolation({ strict: options.strict ?? false, user, force: options.isolation });
+  const report = await detectIsolation({ allowUnisolated: options.allowUnisolated ?? false, user, force: options.isolation });
   const limits = options.limitMode
     ? { mode: options.limitMode, detail: `forced: ${options.limitMode}` }
     : await cachedLimitMode(options);
@@ -211,13 +214,20 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   buildSandboxEnv({ dirs: { homeDir, configDir }, declared: options.env });
 
   const user = sandboxUserFor(options.user);
-  const host = await describeSandboxHost({ ...options, strict: options.strict ?? false });
-  const isolation: IsolationReport = { isolation: host.isolation, strict: host.strict, detail: host.detail };
+  const host = await describeSandboxHost(options);
+  const isolation: IsolationReport = { isolation: host.isolation, allowUnisolated: host.allowUnisolated, seccomp: host.seccomp, detail: host.detail };
   const tools: SandboxTools = findSandboxTools();
 
   const group = await createResourceGroup(host.limitMode, id, limits, options);
   try {
     await mkdir(join(resolve(options.dataDir), "sandboxes"), { recursive: true });
+    // Without bwrap the sandbox user reaches its folder through the data dir's own
+    // path, so the data dir (0700 otherwise) must be traversable, not readable.
+    if (isolation.isolation === "none" && user) {
+      for (const dir of [resolve(options.dataDir), join(resolve(options.dataDir), "sandboxes")]) {
+        await chmod(dir, ((await lstat(dir)).mode & 0o777) | 0o011);
+      }
+    }
     // The sandbox root is only traversable: without bwrap, one sandbox user
     // cannot list the others' folders.
     await mkdir(rootDir, { recursive: true, mode: 0o711 });

@@ -1,28 +1,24 @@
 import { HTTPError } from "h3";
 import { isUnavailableError } from "../db/errors";
 
+import { DomainError, type DomainErrorKind } from "../errors";
+
 /**
  * Every error answer is `{"error": "<sentence>", "statusCode": n}` (API.md).
- * Handlers throw these; the app's error hook turns them into the body.
+ * Handlers and the layers below throw DomainErrors; the app's error hook turns
+ * them into the body here, the one place that knows their HTTP status.
  */
-export class ApiError extends Error {
-  constructor(
-    readonly statusCode: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
+export { badRequest, conflict, gone, notFound, tooLarge, unavailable, unprocessable } from "../errors";
 
-export const badRequest = (message: string) => new ApiError(400, message);
-export const notFound = (message: string) => new ApiError(404, message);
-export const conflict = (message: string) => new ApiError(409, message);
-export const gone = (message: string) => new ApiError(410, message);
-export const tooLarge = (message: string) => new ApiError(413, message);
-export const unprocessable = (message: string) => new ApiError(422, message);
-export const unavailable = (message: string, retryAfterSeconds = 5) =>
-  new ApiError(503, message, { "retry-after": String(retryAfterSeconds) });
+const STATUS: Record<DomainErrorKind, number> = {
+  invalid: 400,
+  not_found: 404,
+  conflict: 409,
+  gone: 410,
+  too_large: 413,
+  unprocessable: 422,
+  capacity: 503,
+};
 
 export function errorResponse(statusCode: number, message: string, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify({ error: message, statusCode }), {
@@ -34,7 +30,10 @@ export function errorResponse(statusCode: number, message: string, headers: Reco
 /** Maps anything thrown to the contract's error answer; only real bugs become 500. */
 export function toErrorResponse(error: unknown, log: (error: unknown) => void): Response {
   const cause = error instanceof HTTPError && (error as any).cause ? (error as any).cause : error;
-  if (cause instanceof ApiError) return errorResponse(cause.statusCode, cause.message, cause.headers);
+  if (cause instanceof DomainError) {
+    const headers: Record<string, string> = cause.retryAfterSeconds === undefined ? {} : { "retry-after": String(cause.retryAfterSeconds) };
+    return errorResponse(STATUS[cause.kind], cause.message, headers);
+  }
   if (isUnavailableError(cause)) {
     return errorResponse(503, "The database is not reachable right now; try again shortly.", { "retry-after": "5" });
   }

@@ -27,7 +27,8 @@ async function main(): Promise<void> {
     server = await startServer(config, createServerParts, obs);
   } catch (error: any) {
     consola.error(error?.message ?? String(error));
-    process.exit(1);
+    // 2, like a bad setting: the host cannot do what the configuration asks (sandbox isolation).
+    process.exit(error instanceof ConfigError ? 2 : 1);
   }
   let stopping = false;
   const stop = async (signal: string) => {

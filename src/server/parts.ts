@@ -1,7 +1,8 @@
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
-import type { ServerConfig } from "../config";
+import { ConfigError, type ServerConfig } from "../config";
+import { SandboxIsolationError, findSandboxTools } from "../sandbox/isolation";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
 import { listCgroup1Groups } from "../sandbox/cgroup1";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
@@ -26,20 +27,32 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   // servers on one host never touch each other's groups, and whatever a
   // crashed run left there can be swept at start.
   const cgroup1Parent = `${DEFAULT_CGROUP1_PARENT}/${serverId}`;
-  const host = await describeSandboxHost({ strict: config.sandbox.strict, cgroup1Parent });
+  const allowUnisolated = config.sandbox.allowUnisolated;
+  const host = await describeSandboxHost({ allowUnisolated, cgroup1Parent }).catch((error) => {
+    if (!(error instanceof SandboxIsolationError)) throw error;
+    const missing = !findSandboxTools().bwrap;
+    throw new ConfigError(
+      `Sandbox isolation is required but bubblewrap cannot be used: ${error.reason}. ` +
+        (missing
+          ? "Install it (Debian/Ubuntu: apt-get install bubblewrap) and run the server as root"
+          : "bwrap is installed but cannot build a sandbox here: run the server as root") +
+        "; in Docker add --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined. " +
+        "Or set ASH_SANDBOX_ALLOW_UNISOLATED=true to run sessions without isolation (unsafe: they can then read the database, other sessions' files and the server's processes).",
+    );
+  });
   if (host.limitMode === "cgroup1") {
     const swept = await sweepResourceGroups("cgroup1", [], { cgroup1Parent });
     if (swept.length > 0) log.info(`removed ${swept.length} resource group(s) left by the previous run`);
   }
-  if (config.sandbox.strict && host.isolation !== "bwrap") {
-    throw new Error(`ASH_SANDBOX_STRICT is set but namespace isolation is unavailable: ${host.detail}`);
+  if (host.isolation === "none") {
+    log.warn(`sandboxes run UNISOLATED because ASH_SANDBOX_ALLOW_UNISOLATED=true: ${host.detail}. Every session can read the database, other sessions' files and the server's processes.`);
   }
-  log.info(`sandboxes: isolation ${host.isolation} (${host.detail}); limits ${host.limitMode} (${host.limitDetail})`);
+  log.info(`sandboxes: isolation ${host.isolation}${host.seccomp ? "+seccomp" : ""} (${host.detail}); limits ${host.limitMode} (${host.limitDetail})`);
 
   const sandboxes: SandboxFactory = {
     describe: () => ({
-      isolation: host.isolation,
-      limits: { mode: host.limitMode, memoryMb: limits.memoryMb, diskMb: limits.diskMb, maxProcesses: limits.maxProcesses, cpuPercent: limits.cpuPercent, strict: config.sandbox.strict },
+      isolation: { mode: host.isolation, seccomp: host.seccomp, unisolatedAllowed: allowUnisolated },
+      limits: { mode: host.limitMode, memoryMb: limits.memoryMb, diskMb: limits.diskMb, maxProcesses: limits.maxProcesses, cpuPercent: limits.cpuPercent },
     }),
     async removeLeftovers(ids) {
       // Nothing of this server runs yet, and the data folder is its own: every
@@ -61,7 +74,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         id,
         env,
         limits,
-        strict: config.sandbox.strict,
+        allowUnisolated,
         cgroup1Parent,
         populate: ({ workspaceDir }) => populate(workspaceDir),
       });

@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -40,7 +40,9 @@ export async function startServer(
 ): Promise<RunningServer> {
   const log = consola.withTag("ash");
   const obs = observability ?? (await createObservability(process.env, { version, warn: (message) => log.warn(message) }));
-  await mkdir(config.dataDir, { recursive: true });
+  // The data folder holds the database, agents' secrets and users' workspaces: its owner's only.
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await chmod(config.dataDir, 0o700);
   // Fail on a taken port before doing any work, with a sentence that says so.
   if (config.port !== 0) await assertPortFree(config.port, config.host);
 
@@ -105,7 +107,7 @@ async function serverIdOf(dataDir: string): Promise<string> {
     if (error?.code !== "ENOENT") throw error;
   }
   const id = randomUUID();
-  await writeFile(file, id + "\n", { mode: 0o644 });
+  await writeFile(file, id + "\n", { mode: 0o600 });
   return id;
 }
 

@@ -16,7 +16,7 @@ import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } f
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
 import { SnapshotTooLargeError } from "../sandbox/snapshot";
-import { conflict, gone, notFound } from "../server/errors";
+import { conflict, gone, notFound } from "../errors";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
 import { buildAgentEnv } from "./agent-env";
@@ -562,7 +562,7 @@ export class SessionManager {
       if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
       if (r.is_error || r.subtype !== "success") {
         const detail = typeof r.result === "string" && r.result ? r.result : Array.isArray(r.errors) && r.errors.length ? r.errors.join("; ") : r.subtype;
-        return [error(`The model call failed: ${detail}`, "model_error")];
+        return [error(modelFailure(detail), "model_error")];
       }
       // The CLI survived, but a process it ran was stopped by a limit: say so.
       if (limit) return [turnCompleteOf(r), error(`A process in the sandbox was stopped because the sandbox exceeded ${limitText(limit)}.`, limit)];
@@ -696,4 +696,15 @@ function historyMessageOf(message: SDKMessage): PendingMessage | undefined {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * The CLI's own words for a missing or rejected key ("Not logged in · Please
+ * run /login") mean nothing to an API user: name the server setting instead.
+ */
+export function modelFailure(detail: string): string {
+  if (/not logged in|\/login|invalid (x-)?api[ -]key|authentication_error/i.test(detail)) {
+    return `The model refused the call: the server has no valid ANTHROPIC_API_KEY (${detail}). Set it where the server starts: export ANTHROPIC_API_KEY=sk-ant-... before \`ash start\` (or \`ash start -e ANTHROPIC_API_KEY=...\`), then \`ash stop\` and \`ash start\` again.`;
+  }
+  return `The model call failed: ${detail}`;
 }

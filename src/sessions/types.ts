@@ -29,7 +29,7 @@ export interface SandboxFactory {
    */
   create(options: { id: string; sessionId: string; env: Record<string, string>; populate: (workspaceDir: string) => Promise<void> }): Promise<SandboxHandle>;
   /** What /health reports. */
-  describe(): { isolation: string; limits: Record<string, unknown> };
+  describe(): { isolation: { mode: string; seccomp: boolean; unisolatedAllowed: boolean }; limits: Record<string, unknown> };
   /**
    * At start-up, before any sandbox of this run exists: removes what earlier
    * runs left (every sandbox folder; the resource groups of `ids`). Says how

@@ -15,13 +15,13 @@
  * from the shared run spec, so sandboxes behave as they do in production.
  */
 import { AbstractStartedContainer, GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
-import { readAgentFolder } from "../cli/agent-folder";
+import { readAgentFolder } from "../agents/local-folder";
 import { AshClient } from "../client/client";
+import { AGENT_NAME } from "../contract";
 import type { Agent } from "../client/types";
 import { CONTAINER_PORT, defaultImage, isolationOptions } from "../runspec/run-spec";
 import { generateSecret } from "../runspec/dotenv";
 
-const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 export class AshContainer extends GenericContainer {
   private apiKey = `ash_test_${generateSecret()}`;

@@ -18,6 +18,9 @@ import { renderRunSpec, toDockerRunArgs } from "../../src/runspec";
 import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 import { freePort } from "../helpers/ports";
 
+/** The container these tests manage (ASH_CONTAINER_NAME), beside any ash-server of the machine's user. */
+const NAME = "ash-e2e-lifecycle";
+
 const root = resolve(import.meta.dirname, "../..");
 const tsx = join(root, "node_modules/.bin/tsx");
 const main = join(root, "src/cli/main.ts");
@@ -41,8 +44,8 @@ function skipReason(): string | undefined {
   const docker = dockerImageProblem(image);
   if (docker) return docker;
   try {
-    if (execFileSync("docker", ["ps", "-aq", "--filter", "name=^/ash-server$"]).toString().trim()) {
-      return "an ash-server container already exists on this machine; the lifecycle tests will not touch it";
+    if (execFileSync("docker", ["ps", "-aq", "--filter", `name=^/${NAME}$`]).toString().trim()) {
+      return `a ${NAME} container already exists on this machine; the lifecycle tests will not touch it`;
     }
   } catch {
     return "docker ps failed";
@@ -60,7 +63,10 @@ const dockerGid = (() => {
     return undefined;
   }
 })();
-const nonRootSkip = process.getuid?.() !== 0 || !dockerGid || !existsSync("/usr/bin/setpriv");
+const nonRootSkip = skipUnlessReady(
+  "ash start as a user in the docker group",
+  process.getuid?.() !== 0 ? "it needs root to switch to another user" : !dockerGid ? "there is no docker group (docker.io makes it)" : !existsSync("/usr/bin/setpriv") ? "setpriv is missing" : undefined,
+);
 
 
 describe.skipIf(reason)("ash start / status / logs / stop with the real image", () => {
@@ -75,7 +81,8 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
       env: { ...cleanEnv(), HOME: home, NO_COLOR: "1", ANTHROPIC_API_KEY: modelKey, ...extraEnv },
     });
 
-  const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(ASH_|ANTHROPIC_)/.test(k)));
+  // Its own container name: a user's ash-server on this machine is never touched.
+  const cleanEnv = () => ({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(ASH_|ANTHROPIC_)/.test(k))), ASH_CONTAINER_NAME: NAME });
 
   /** Containers this file created, found by the data folder label the run spec puts on them. */
   const ourContainers = async () =>
@@ -127,7 +134,7 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
   });
 
   it("the container has the seed's flags and the sandbox options, not --privileged", async () => {
-    const info = await inspect("ash-server");
+    const info = await inspect(NAME);
     expect(info.Config.Labels["ai.ash.managed"]).toBe("true");
     expect(info.HostConfig.Init).toBe(true);
     expect(info.HostConfig.CgroupnsMode).toBe("host");
@@ -150,16 +157,16 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
       port,
       dataDir,
       env: [{ key: "ASH_E2E_MARK", value: "lifecycle" }, { key: "ASH_MAX_SANDBOXES", value: "7" }],
-      hostEnv: { ANTHROPIC_API_KEY: modelKey },
+      hostEnv: { ANTHROPIC_API_KEY: modelKey, ASH_CONTAINER_NAME: NAME },
     });
     const argv = toDockerRunArgs(spec);
     expect(argv.slice(0, 3)).toEqual(["docker", "run", "--detach"]);
     const name = `ash-dry-run-check-${process.pid}`;
-    const createArgs = ["create", ...argv.slice(3).map((arg) => (arg === "ash-server" ? name : arg))];
+    const createArgs = ["create", ...argv.slice(3).map((arg) => (arg === NAME ? name : arg))];
     const created = await run("docker", createArgs, { env: { ...process.env, ANTHROPIC_API_KEY: modelKey } });
     expect(created.stderr).toBe("");
     try {
-      const [fromCli, fromApi] = [await inspect(name), await inspect("ash-server")];
+      const [fromCli, fromApi] = [await inspect(name), await inspect(NAME)];
       for (const key of ["Init", "CgroupnsMode", "SecurityOpt", "Binds", "PortBindings", "RestartPolicy", "Privileged"]) {
         expect(fromCli.HostConfig[key], key).toEqual(fromApi.HostConfig[key]);
       }
@@ -184,7 +191,7 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
     expect(json.code).toBe(0);
     const report = JSON.parse(json.stdout);
     expect(report.healthy).toBe(true);
-    expect(report.container).toMatchObject({ name: "ash-server", running: true, port, image: image, dataDir });
+    expect(report.container).toMatchObject({ name: NAME, running: true, port, image: image, dataDir });
     expect(report.health.statusCode).toBe(200);
     expect(report.health.body.status).toBe("ok");
   });
@@ -251,13 +258,13 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
     expect(((await agents.json()) as { agents: { name: string }[] }).agents.map((a: { name: string }) => a.name)).toContain("kept-agent");
   });
 
-  it("a stopped ash-server container is replaced on start", async () => {
-    await run("docker", ["stop", "-t", "20", "ash-server"]);
-    const before = (await inspect("ash-server")).Id;
+  it("a stopped server container is replaced on start", async () => {
+    await run("docker", ["stop", "-t", "20", NAME]);
+    const before = (await inspect(NAME)).Id;
     const result = await ash(["start", "--image", image!, "--no-pull", "--port", String(port)]);
     expect(result.code).toBe(0);
-    expect(result.stderr).toContain("Removing the stopped ash-server container.");
-    expect((await inspect("ash-server")).Id).not.toBe(before);
+    expect(result.stderr).toContain(`Removing the stopped ${NAME} container.`);
+    expect((await inspect(NAME)).Id).not.toBe(before);
     expect(await ourContainers()).toHaveLength(1);
   });
 
@@ -285,11 +292,11 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
     expect(logs.stdout + logs.stderr).toContain("ASH_API_KEY");
     const status = await ash(["status"]);
     expect(status.code).toBe(1);
-    expect(status.stdout).toMatch(/the ash-server container is exited \(exit code \d+\)/);
+    expect(status.stdout).toMatch(new RegExp(`the ${NAME} container is exited \\(exit code \\d+\\)`));
     await removeOurs();
     const logsGone = await ash(["logs"]);
     expect(logsGone.code).toBe(1);
-    expect(logsGone.stderr).toContain("There is no ash-server container");
+    expect(logsGone.stderr).toContain(`There is no ${NAME} container`);
   });
 
   it.skipIf(nonRootSkip)("as a user who cannot read the server's root-owned key file, the key is read through Docker", async () => {
@@ -353,7 +360,7 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
     await removeOurs();
     const result = await ash(["start", "--dry-run", "--image", image!, "--port", String(port), "-e", "A=1"]);
     expect(result.code).toBe(0);
-    expect(result.stdout).toContain('"name": "ash-server"');
+    expect(result.stdout).toContain(`"name": "${NAME}"`);
     expect(result.stdout).toContain("<from your environment: $ANTHROPIC_API_KEY>");
     expect(result.stdout).not.toContain(modelKey);
     expect(result.stdout).toContain("docker run \\\n  --detach");
@@ -401,7 +408,7 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
       expect(result.stderr).toMatch(/^[0-9a-f]{12}: Pull complete$/m);
       expect(result.stderr).toContain(`Status: Downloaded newer image for ${pushed}`);
       expect((await run("docker", ["image", "inspect", pushed])).code).toBe(0);
-      expect((await inspect("ash-server")).Config.Image).toBe(pushed);
+      expect((await inspect(NAME)).Config.Image).toBe(pushed);
       expect((await ash(["stop"])).code).toBe(0);
     });
 
@@ -411,6 +418,9 @@ describe.skipIf(reason)("ash start / status / logs / stop with the real image", 
       const result = await ash(["start", "--image", absent, "--port", String(port)]);
       expect(result.code).toBe(1);
       expect(result.stderr).toContain(`Could not pull ${absent}:`);
+      // The checkout's scripts build ash-dev / ash:test; a failed pull points at them.
+      const local = ["ash-dev", "ash:test"].find((image) => execFileSync("docker", ["images", "-q", image]).toString().trim() !== "");
+      if (local) expect(result.stderr).toContain(`A locally built image ${local} exists: run \`ash start --image ${local} --no-pull\` to use it.`);
       expect(result.stderr).not.toContain("    at ");
       expect(await ourContainers()).toEqual([]);
     });

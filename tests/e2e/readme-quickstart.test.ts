@@ -12,7 +12,11 @@
  *   (ANTHROPIC_BASE_URL), and `<session-id>` is the id `session create` printed;
  * - `ash chat` reads its one line from a pipe.
  *
- * Needs `docker info`, ASH_TEST_IMAGE and a free port 4100; skipped otherwise.
+ * - it manages its own container (ASH_CONTAINER_NAME), so a user's ash-server
+ *   on this machine is left alone; when that server holds port 4100, `ash start`
+ *   gets `--port` with a free one (the only line changed).
+ *
+ * Needs `docker info` and ASH_TEST_IMAGE.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -26,6 +30,7 @@ import { dockerImageProblem, skipUnlessReady } from "../helpers/requirements";
 
 const root = resolve(import.meta.dirname, "../..");
 const image = process.env.ASH_TEST_IMAGE;
+const CONTAINER = "ash-e2e-quickstart";
 
 function run(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {}) {
   return new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
@@ -48,8 +53,8 @@ function quickStartProblem(): string | undefined {
   const docker = dockerImageProblem(image);
   if (docker) return docker;
   try {
-    execFileSync("docker", ["inspect", "ash-server"], { stdio: "ignore" });
-    return "an ash-server container already exists on this machine";
+    execFileSync("docker", ["inspect", CONTAINER], { stdio: "ignore" });
+    return `a ${CONTAINER} container already exists on this machine`;
   } catch {
     // good: none
   }
@@ -80,9 +85,10 @@ describe.skipIf(reason)("the README quick start, as written", () => {
   let modelContainer: string;
   let modelIp: string;
   const env: Record<string, string> = {};
+  let port = 4100;
 
   beforeAll(async () => {
-    if (!(await portIsFree(4100))) throw new Error("port 4100 is taken: the quick start needs it");
+    if (!(await portIsFree(4100))) port = await freePort();
     home = await mkdtemp(join(tmpdir(), "ash-quickstart-home-"));
     work = await mkdtemp(join(tmpdir(), "ash-quickstart-work-"));
     bin = join(home, "bin");
@@ -118,6 +124,7 @@ describe.skipIf(reason)("the README quick start, as written", () => {
       HOME: home,
       NO_COLOR: "1",
       ASH_IMAGE: pulled,
+      ASH_CONTAINER_NAME: CONTAINER,
       ANTHROPIC_BASE_URL: `http://${modelIp}:8080`,
     });
   }, 1_200_000);
@@ -145,7 +152,8 @@ describe.skipIf(reason)("the README quick start, as written", () => {
         env[exported[1]!] = exported[2]!;
         continue;
       }
-      const command = line.replace("<session-id>", sessionId);
+      let command = line.replace("<session-id>", sessionId);
+      if (command === "ash start" && port !== 4100) command = `ash start --port ${port}`;
       const input = command.startsWith("ash chat") ? "hello from the pipe\n" : undefined;
       const result = await run("bash", ["-c", command], { env: { ...env }, cwd: work, input, timeoutMs: 600_000 });
       expect(result.code, `${command}\n${result.stdout}\n${result.stderr}`).toBe(0);
@@ -156,7 +164,7 @@ describe.skipIf(reason)("the README quick start, as written", () => {
       }
     }
     const all = outputs.join("\n");
-    expect(all).toContain("http://localhost:4100");
+    expect(all).toContain(`http://localhost:${port}`);
     expect(all).toContain("Echo: Summarize the files you have");
     expect(all).toContain("Echo: hello from the pipe");
     // The image really came from the registry.

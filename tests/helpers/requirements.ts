@@ -27,3 +27,15 @@ export function dockerImageProblem(image = process.env.ASH_TEST_IMAGE): string |
   }
   return undefined;
 }
+
+/**
+ * Why the host-side sandbox suites cannot run here, or undefined: they need
+ * root and a bubblewrap that really builds namespaces (infra/host-packages.sh
+ * installs it). `isolation` is what describeSandboxHost() found.
+ */
+export function sandboxProblem(isolation: { isolation: string; detail: string }): string | undefined {
+  if (process.getuid?.() !== 0) return "they need root (bubblewrap mounts, setpriv, cgroups)";
+  if (isolation.isolation !== "bwrap") return `bubblewrap is not usable: ${isolation.detail} (infra/host-packages.sh test installs it)`;
+  return undefined;
+}
+

@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
+import { skipUnlessReady } from "../helpers/requirements";
 
 /**
  * `ash chat` and Ctrl-C, as a user meets them: the CLI is a child process talking to the real
@@ -13,7 +14,7 @@ import { agentUpload, startTestServer, type TestServer } from "../helpers/server
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const CLI = join(ROOT, "src/cli/main.ts");
-const hasScript = spawnSync("script", ["--version"]).status === 0;
+const scriptSkip = skipUnlessReady("ash chat in a terminal", spawnSync("script", ["--version"]).status === 0 ? undefined : "script(1) from util-linux is missing");
 
 let model: Awaited<ReturnType<typeof startFakeModel>>;
 let server: TestServer;
@@ -175,7 +176,7 @@ describe("ash chat", () => {
     expect(idle.stdout).toBe("");
   });
 
-  it.skipIf(!hasScript)("in a terminal: prompts, answers, interrupts on ^C, and quits on ^D", async () => {
+  it.skipIf(scriptSkip)("in a terminal: prompts, answers, interrupts on ^C, and quits on ^D", async () => {
     const cli = Cli.ashInTerminal(["chat", "pal"]);
     const prompts = () => cli.stdout.split("› ").length - 1;
     await cli.until(() => prompts() >= 1, "the first prompt");

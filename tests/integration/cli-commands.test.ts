@@ -100,6 +100,7 @@ describe("ash health", () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(new RegExp(`^ok · Ash \\d+\\.\\d+\\.\\d+ at ${server.url.replace(/\./g, "\\.")} · up `));
     expect(text.stdout).toMatch(/database: sqlite/);
+    expect(text.stdout).toMatch(/isolation: bwrap\+seccomp/);
 
     const json = await ash(["health", "--json"]);
     expect(json.code).toBe(0);
@@ -155,6 +156,7 @@ describe("ash deploy", () => {
       [["deploy", join(work, "missing")], /missing does not exist\.$/],
       [["deploy", noPrompt, "-e", "NOEQUALS"], /^"NOEQUALS" is not KEY=VALUE; write it like -e API_TOKEN=abc123\.$/],
       [["deploy", noPrompt, "--name", "bad name!"], /^"bad name!" is not a valid agent name; use letters, digits, - and _ \(up to 64\)\.$/],
+      [["deploy", join(noPrompt, "README.md")], /README\.md is a file, and an agent is a folder: give the folder that holds CLAUDE\.md/],
     ];
     const linked = await makeAgentFolder("linked", { "CLAUDE.md": "x" });
     await writeFile(join(work, "outside-secret.txt"), "secret");
@@ -164,7 +166,7 @@ describe("ash deploy", () => {
 
     for (const [args, sentence] of cases) {
       const run = await ash(args);
-      expect(run.code, args.join(" ")).toBe(1);
+      expect(run.code, args.join(" ")).toBe(2);
       expect(run.stdout).toBe("");
       expect(oneSentence(run.stderr)).toMatch(sentence);
     }

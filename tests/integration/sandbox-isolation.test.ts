@@ -4,14 +4,16 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
 import { createSandbox, describeSandboxHost, sweepResourceGroups, type Sandbox } from "../../src/sandbox";
+import { sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 
 // Real bwrap, real setpriv, real cgroups: this needs root on a host where
 // bwrap can build namespaces.
-const host = await describeSandboxHost();
-const usable = process.getuid?.() === 0 && host.isolation === "bwrap";
+// (allowUnisolated: the probe reports a missing bwrap instead of throwing, so the rule below decides.)
+const host = await describeSandboxHost({ allowUnisolated: true });
+const skip = skipUnlessReady("sandbox isolation", sandboxProblem(host));
 const cgroupParent = `ash-test-iso-${process.pid}`;
 
-describe.skipIf(!usable)("sandbox isolation (bwrap, as root)", () => {
+describe.skipIf(skip)("sandbox isolation (bwrap, as root)", () => {
   let dataDir: string;
   let a: Sandbox;
   let b: Sandbox;
@@ -41,7 +43,7 @@ describe.skipIf(!usable)("sandbox isolation (bwrap, as root)", () => {
   });
 
   it("reports bwrap isolation", () => {
-    expect(a.isolation.isolation).toBe("bwrap");
+    expect(a.isolation).toMatchObject({ isolation: "bwrap", seccomp: true, allowUnisolated: false });
     expect(a.user?.uid).toBeGreaterThan(0);
   });
 
@@ -154,18 +156,18 @@ describe.skipIf(!usable)("sandbox isolation (bwrap, as root)", () => {
     expect(readdirSync(join(dataDir, "sandboxes")).sort()).toEqual([a.id, b.id].sort());
   });
 
-  it("in strict mode refuses to create a sandbox without bwrap, and creates nothing", async () => {
-    await expect(createSandbox({ dataDir, id: "strict-one", strict: true, isolation: "none", cgroup1Parent: cgroupParent })).rejects.toThrow(
-      /isolation required/,
+  it("by default refuses to create a sandbox without bwrap, and creates nothing", async () => {
+    await expect(createSandbox({ dataDir, id: "strict-one", isolation: "none", cgroup1Parent: cgroupParent })).rejects.toThrow(
+      /isolation is required but unavailable/,
     );
     expect(existsSync(join(dataDir, "sandboxes", "strict-one"))).toBe(false);
   });
 
-  it("falls back to the non-root user with the allowlisted env when bwrap is off (and says so)", async () => {
-    const plain = await createSandbox({ dataDir, isolation: "none", cgroup1Parent: cgroupParent });
+  it("with unisolated sandboxes allowed, runs as the non-root user with the allowlisted env when bwrap is off (and says so)", async () => {
+    const plain = await createSandbox({ dataDir, isolation: "none", allowUnisolated: true, cgroup1Parent: cgroupParent });
     try {
-      expect(plain.isolation).toMatchObject({ isolation: "none", strict: false });
-      expect(plain.isolation.detail).toMatch(/no filesystem or process isolation/);
+      expect(plain.isolation).toMatchObject({ isolation: "none", allowUnisolated: true, seccomp: false });
+      expect(plain.isolation.detail).toMatch(/UNISOLATED: no filesystem, process or system-call isolation/);
       const result = await plain.exec("id -u; env");
       expect(Number(result.stdout.split("\n")[0])).toBe(plain.user!.uid);
       expect(result.stdout).not.toContain("ASH_API_KEY");

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -46,6 +46,27 @@ describe("start-up", () => {
       expect(output).toContain(`Port ${port} is already in use`);
     } finally {
       blocker.close();
+    }
+  });
+
+  it("keeps the data folder and the database readable by their owner only, also a folder that was open before", async () => {
+    const dataDir = await tempDir();
+    await chmod(dataDir, 0o755);
+    // A database from an earlier version, created world-readable.
+    await writeFile(join(dataDir, "ash.db"), "");
+    await chmod(join(dataDir, "ash.db"), 0o644);
+    const server = await startTestServer({ dataDir });
+    try {
+      const agent = await server.api("/api/agents", { method: "POST", json: { name: "perm-agent", files: [{ path: "CLAUDE.md", content: Buffer.from("hi").toString("base64") }], env: { SECRET: "s" } } });
+      expect(agent.status).toBe(201);
+      expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
+      for (const name of ["ash.db", "ash.db-wal", "ash.db-shm", "server-id"]) {
+        const info = await stat(join(dataDir, name)).catch(() => undefined);
+        expect(info, name).toBeDefined();
+        expect(info!.mode & 0o777, name).toBe(0o600);
+      }
+    } finally {
+      await server.stop();
     }
   });
 

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { AgentFolderError, agentNameFromFolder, parseEnvFile, readAgentFolder } from "../../src/cli/agent-folder";
+import { AgentFolderError, agentNameFromFolder, parseEnvFile, readAgentFolder } from "../../src/agents/local-folder";
 
 let base: string;
 
@@ -79,7 +79,7 @@ describe("readAgentFolder", () => {
     await put("empty/notes.md", "no prompt here");
     await expect(readAgentFolder(join(base, "empty"))).rejects.toThrow(/has no CLAUDE\.md/);
     await expect(readAgentFolder(join(base, "nope"))).rejects.toThrow(/does not exist/);
-    await expect(readAgentFolder(join(base, "empty/notes.md"))).rejects.toThrow(/is not a folder/);
+    await expect(readAgentFolder(join(base, "empty/notes.md"))).rejects.toThrow(/is a file, and an agent is a folder/);
     await expect(readAgentFolder(join(base, "empty"))).rejects.toBeInstanceOf(AgentFolderError);
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { parseArgs } from "citty";
-import { parseEnvAssignment } from "../../src/cli/agent-folder";
+import { parseEnvAssignment } from "../../src/agents/local-folder";
 import deploy, { envFromFlags, repeatedFlag } from "../../src/cli/commands/deploy";
 
 describe("repeated -e flags", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AshApiError, AshConnectionError, AshStreamError } from "../../src/client/errors";
-import { AgentFolderError } from "../../src/cli/agent-folder";
+import { AgentFolderError } from "../../src/agents/local-folder";
 import { CliError, describeError } from "../../src/cli/errors";
 import { assistantText, timeAgo, toolLine, truncate, turnSummary } from "../../src/cli/output";
 import { messageLines } from "../../src/cli/commands/session";

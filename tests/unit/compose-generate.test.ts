@@ -1,22 +1,13 @@
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseDotEnv, renderCompose } from "../../src/runspec";
 
-// `ash compose generate` run as a user runs it: the real CLI entry, in a fresh folder.
-const root = join(import.meta.dirname, "../..");
-const tsx = join(root, "node_modules/.bin/tsx");
-const main = join(root, "src/cli/main.ts");
+import { ashInProcess } from "../helpers/cli";
 
-function ash(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(tsx, [main, ...args], { cwd, env: { ...process.env, NO_COLOR: "1", HOME: cwd }, timeout: 60_000 }, (error: any, stdout, stderr) =>
-      resolve({ code: error ? (typeof error.code === "number" ? error.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
+// `ash compose generate` through the CLI's own boundary, in a fresh folder.
+const ash = (cwd: string, ...args: string[]) => ashInProcess(args, { cwd, env: { HOME: cwd } });
 
 let dir: string;
 beforeEach(async () => {
@@ -85,7 +76,7 @@ describe("ash compose generate", () => {
 
   it("says so when the output folder does not exist", async () => {
     const result = await ash(dir, "compose", "generate", "-o", "missing/compose.yml");
-    expect(result.code).toBe(1);
+    expect(result.code).toBe(2);
     expect(result.stderr).toContain("does not exist; create it first");
     await mkdir(join(dir, "missing"));
     expect((await ash(dir, "compose", "generate", "-o", "missing/compose.yml")).code).toBe(0);

@@ -3,6 +3,7 @@ import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { skipUnlessReady } from "../helpers/requirements";
 
 // The reference files must pass `docker-compose config` (the standalone 1.29 tool,
 // the oldest Compose this project supports), with and without their secrets.
@@ -25,7 +26,9 @@ function config(cwd: string, file: string, env: Record<string, string> = {}): Pr
   });
 }
 
-describe.skipIf(!compose)(`docker-compose ${compose ?? "(not installed: these checks are skipped)"} config`, () => {
+const composeSkip = skipUnlessReady("docker-compose config", compose ? undefined : "docker-compose is not installed (infra/host-packages.sh test installs it)");
+
+describe.skipIf(composeSkip)(`docker-compose ${compose ?? "(not installed)"} config`, () => {
   let dir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "ash-compose-config-"));

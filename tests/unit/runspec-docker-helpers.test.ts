@@ -2,7 +2,9 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { busyPortMessage, LogDemuxer, PullProgress, rejectUnknownFlags, serverUrl } from "../../src/cli/docker";
+import Docker from "dockerode";
+import { busyPortMessage, demuxLogs, PullProgress, serverUrl } from "../../src/cli/docker";
+import { rejectUnknownFlags } from "../../src/cli/errors";
 
 /** One frame of Docker's multiplexed log stream. */
 function frame(stream: 1 | 2, text: string): Buffer {
@@ -13,30 +15,34 @@ function frame(stream: 1 | 2, text: string): Buffer {
   return Buffer.concat([header, payload]);
 }
 
-describe("LogDemuxer", () => {
-  it("separates stdout and stderr frames", () => {
-    const frames = new LogDemuxer().push(Buffer.concat([frame(1, "out one\n"), frame(2, "err one\n"), frame(1, "out two\n")]));
-    expect(frames.map((f) => [f.stream, f.data.toString()])).toEqual([
-      ["stdout", "out one\n"],
-      ["stderr", "err one\n"],
-      ["stdout", "out two\n"],
-    ]);
+describe("demuxLogs (dockerode's demuxer)", () => {
+  const modem = new Docker().modem;
+  /** Feeds `chunks` through the demuxer; what reached each writer. */
+  async function split(chunks: Buffer[]) {
+    const source = new PassThrough();
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const stdout = new PassThrough().on("data", (c: Buffer) => out.push(c));
+    const stderr = new PassThrough().on("data", (c: Buffer) => err.push(c));
+    const done = demuxLogs(modem, source, stdout, stderr);
+    for (const chunk of chunks) source.write(chunk);
+    source.end();
+    await done;
+    return { out: Buffer.concat(out).toString(), err: Buffer.concat(err).toString() };
+  }
+
+  it("separates stdout and stderr frames", async () => {
+    expect(await split([Buffer.concat([frame(1, "out one\n"), frame(2, "err one\n"), frame(1, "out two\n")])])).toEqual({
+      out: "out one\nout two\n",
+      err: "err one\n",
+    });
   });
 
-  it("waits for the rest of a frame cut anywhere, even inside its header", () => {
+  it("waits for the rest of a frame cut anywhere, even inside its header or a character", async () => {
     const all = Buffer.concat([frame(2, "é stderr line\n"), frame(1, "stdout line\n")]);
     for (let cut = 1; cut < all.length; cut++) {
-      const demuxer = new LogDemuxer();
-      const frames = [...demuxer.push(all.subarray(0, cut)), ...demuxer.push(all.subarray(cut))];
-      expect(frames.map((f) => f.data.toString())).toEqual(["é stderr line\n", "stdout line\n"]);
-      expect(demuxer.leftover).toBe(0);
+      expect(await split([all.subarray(0, cut), all.subarray(cut)])).toEqual({ out: "stdout line\n", err: "é stderr line\n" });
     }
-  });
-
-  it("keeps an incomplete frame until it is whole", () => {
-    const demuxer = new LogDemuxer();
-    expect(demuxer.push(frame(1, "abc").subarray(0, 9))).toEqual([]);
-    expect(demuxer.leftover).toBe(9);
   });
 });
 
@@ -150,8 +156,17 @@ describe("without a reachable Docker engine", () => {
     const result = await ash(["status"], { DOCKER_HOST: "unix:///nonexistent/docker.sock" });
     expect(result.code).toBe(3);
     expect(result.stderr.trim()).toBe(
-      'Docker is installed but its daemon does not answer at unix:///nonexistent/docker.sock: start Docker (Docker Desktop or "sudo systemctl start docker") and try again.',
+      'Docker is installed but its daemon does not answer at unix:///nonexistent/docker.sock: start Docker (Docker Desktop, "sudo systemctl start docker", or on a machine without systemd "sudo dockerd &" or infra/docker-engine.sh from the Ash checkout) and try again.',
     );
+  });
+
+  it("says nothing about a missing model key when no server is started (the daemon is down)", async () => {
+    const env = { ...process.env, DOCKER_HOST: "unix:///nonexistent/docker.sock" } as Record<string, string>;
+    delete env.ANTHROPIC_API_KEY;
+    const result = await ash(["start", "--no-pull"], env);
+    expect(result.code).toBe(3);
+    expect(result.stderr).not.toContain("ANTHROPIC_API_KEY");
+    expect(result.stderr).toContain("daemon does not answer");
   });
 
   it("says Docker is not installed when there is neither a docker command nor a socket, with exit code 3", async () => {

@@ -31,6 +31,11 @@ describe("renderRunSpec: the container ash start creates", () => {
     expect(create.Labels).toMatchObject({ "ai.ash.managed": "true", "ai.ash.role": "server", "ai.ash.data-dir": dataDir });
   });
 
+  it("names the container after ASH_CONTAINER_NAME when set, and refuses a name Docker would refuse", () => {
+    expect(renderRunSpec({ dataDir, hostEnv: { ASH_CONTAINER_NAME: "ash-staging" } }).name).toBe("ash-staging");
+    expect(() => renderRunSpec({ dataDir, hostEnv: { ASH_CONTAINER_NAME: "-bad name" } })).toThrow(/ASH_CONTAINER_NAME must be a Docker container name/);
+  });
+
   it("has every flag of the seed: --init, --cgroupns=host, the /data bind, -p 4100:4100, -e ANTHROPIC_API_KEY", () => {
     expect(create.HostConfig.Init).toBe(true);
     expect(create.HostConfig.CgroupnsMode).toBe("host");

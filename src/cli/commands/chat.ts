@@ -1,7 +1,7 @@
 import { createInterface } from "node:readline";
 import { defineCommand } from "citty";
 import type { AshClient } from "../../client/client";
-import { CliError, describeError, isNotFound, serverArgs, unknownAgent, withServer } from "../errors";
+import { describeError, isNotFound, serverArgs, unknownAgent, usageError, withServer } from "../errors";
 import { exitWith, note, style, TurnPrinter, type TurnOutcome } from "../output";
 
 /**
@@ -78,7 +78,7 @@ export function interruptOnSigint(control: TurnControl, onQuit: () => void = () 
 /** A citty string flag as a positive whole number, or a sentence saying what is wrong. */
 export function parsePositiveInt(value: string | undefined, flag: string): number | undefined {
   if (value === undefined || value === "") return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new CliError(`${flag} takes a whole number of 1 or more, not "${value}".`);
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw usageError(`${flag} takes a whole number of 1 or more, not "${value}".`);
   return Number(value);
 }
 

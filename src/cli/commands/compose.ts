@@ -13,8 +13,7 @@ import {
   parseEnvAssignment,
   renderCompose,
 } from "../../runspec";
-import { lifecycle, parseInput, rejectUnknownFlags } from "../docker";
-import { CliError } from "../errors";
+import { CliError, parseInput, usageError } from "../errors";
 import { line, note, style } from "../output";
 
 const generateArgs = {
@@ -38,46 +37,44 @@ async function exists(path: string): Promise<boolean> {
 const generate = defineCommand({
   meta: { name: "generate", description: "Write a production Compose file (Ash + CockroachDB or PostgreSQL) and its .env" },
   args: generateArgs,
-  run: ({ args: flags, rawArgs }) =>
-    lifecycle(async () => {
-      rejectUnknownFlags(rawArgs, generateArgs, "compose generate");
-      const database = parseInput(() => parseDatabase(flags.database || undefined));
-      const yaml = parseInput(() =>
-        renderCompose({
-          database,
-          image: flags.image || undefined,
-          port: flags.port,
-          maxSandboxes: flags["max-sandboxes"],
-          idleTimeoutMs: flags["idle-timeout"],
-          env: collectRepeatedFlag(rawArgs, "e", "env").map(parseEnvAssignment),
-        }),
-      );
+  run: async ({ args: flags, rawArgs }) => {
+    const database = parseInput(() => parseDatabase(flags.database || undefined));
+    const yaml = parseInput(() =>
+      renderCompose({
+        database,
+        image: flags.image || undefined,
+        port: flags.port,
+        maxSandboxes: flags["max-sandboxes"],
+        idleTimeoutMs: flags["idle-timeout"],
+        env: collectRepeatedFlag(rawArgs, "e", "env").map(parseEnvAssignment),
+      }),
+    );
 
-      const output = resolve(flags.output || "docker-compose.yml");
-      const envPath = join(dirname(output), ".env");
-      const shown = (path: string) => relative(process.cwd(), path) || path;
-      if (!(await exists(dirname(output)))) throw new CliError(`The folder ${dirname(output)} does not exist; create it first.`);
-      if ((await exists(output)) && !flags.force) {
-        throw new CliError(`${shown(output)} already exists; nothing was written. Add --force to replace it (keys in .env are kept either way).`);
-      }
+    const output = resolve(flags.output || "docker-compose.yml");
+    const envPath = join(dirname(output), ".env");
+    const shown = (path: string) => relative(process.cwd(), path) || path;
+    if (!(await exists(dirname(output)))) throw usageError(`The folder ${dirname(output)} does not exist; create it first.`);
+    if ((await exists(output)) && !flags.force) {
+      throw new CliError(`${shown(output)} already exists; nothing was written. Add --force to replace it (keys in .env are kept either way).`);
+    }
 
-      // Secrets first: a Compose file that needs a missing key would not start.
-      const env = await ensureDotEnvSecrets(envPath, composeSecretNames(database), [
-        "Secrets for the Ash Compose file beside this one. Keep this file out of version control",
-        "and with your backups. Add ANTHROPIC_API_KEY=... here or export it in the shell.",
-      ]);
-      await writeFile(output, yaml);
+    // Secrets first: a Compose file that needs a missing key would not start.
+    const env = await ensureDotEnvSecrets(envPath, composeSecretNames(database), [
+      "Secrets for the Ash Compose file beside this one. Keep this file out of version control",
+      "and with your backups. Add ANTHROPIC_API_KEY=... here or export it in the shell.",
+    ]);
+    await writeFile(output, yaml);
 
-      line(`Wrote ${shown(output)} (Ash with ${database === "postgres" ? "PostgreSQL 16" : "CockroachDB"}).`);
-      for (const [name, value] of Object.entries(env.generated)) {
-        line(`${env.createdFile ? "Created" : "Added to"} ${shown(envPath)}: ${name}=${name === "ASH_API_KEY" ? style.bold(value) : "(generated)"}`);
-      }
-      if (env.kept.length) line(`Kept ${env.kept.join(" and ")} already in ${shown(envPath)}.`);
-      if (env.generated.ASH_API_KEY) note(style.dim("The API key is shown once here; it stays in .env.", process.stderr));
-      const file = shown(output) === "docker-compose.yml" ? "" : ` -f ${shown(output)}`;
-      line(`Start it with: docker compose${file} up -d   (or docker-compose${file} up -d)`);
-      return 0;
-    }),
+    line(`Wrote ${shown(output)} (Ash with ${database === "postgres" ? "PostgreSQL 16" : "CockroachDB"}).`);
+    for (const [name, value] of Object.entries(env.generated)) {
+      line(`${env.createdFile ? "Created" : "Added to"} ${shown(envPath)}: ${name}=${name === "ASH_API_KEY" ? style.bold(value) : "(generated)"}`);
+    }
+    if (env.kept.length) line(`Kept ${env.kept.join(" and ")} already in ${shown(envPath)}.`);
+    if (env.generated.ASH_API_KEY) note(style.dim("The API key is shown once here; it stays in .env.", process.stderr));
+    const file = shown(output) === "docker-compose.yml" ? "" : ` -f ${shown(output)}`;
+    line(`Start it with: docker compose${file} up -d   (or docker-compose${file} up -d)`);
+    return 0;
+  },
 });
 
 export default defineCommand({

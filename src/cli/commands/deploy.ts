@@ -1,6 +1,7 @@
+import { stat } from "node:fs/promises";
 import { defineCommand } from "citty";
-import { AGENT_NAME, agentNameFromFolder, parseEnvAssignment, readAgentFolder } from "../agent-folder";
-import { CliError, jsonArg, serverArgs, withServer } from "../errors";
+import { AGENT_NAME, agentNameFromFolder, parseEnvAssignment, readAgentFolder } from "../../agents/local-folder";
+import { jsonArg, serverArgs, usageError, withServer } from "../errors";
 import { line, note, printJson, style } from "../output";
 
 /**
@@ -15,7 +16,7 @@ export function repeatedFlag(rawArgs: string[], long: string, short?: string): s
     if (arg === "--") break;
     if (arg === `--${long}` || (short !== undefined && arg === `-${short}`)) {
       const value = rawArgs[i + 1];
-      if (value === undefined) throw new CliError(`${arg} needs a value after it.`);
+      if (value === undefined) throw usageError(`${arg} needs a value after it.`);
       values.push(value);
       i++;
     } else if (arg.startsWith(`--${long}=`)) {
@@ -54,12 +55,16 @@ export default defineCommand({
   },
   run: ({ args, rawArgs }) =>
     withServer(args, async ({ client }) => {
+      // A file given by mistake is named as such, not as a bad agent name.
+      if ((await stat(args.dir).catch(() => undefined))?.isFile()) {
+        throw usageError(`${args.dir} is a file, and an agent is a folder: give the folder that holds CLAUDE.md (and .claude/, .mcp.json, data files).`);
+      }
       const name = args.name || agentNameFromFolder(args.dir);
       if (!name) {
-        throw new CliError(`The folder name of ${args.dir} is not a valid agent name; pass one with --name (letters, digits, - and _, up to 64).`);
+        throw usageError(`The folder name of ${args.dir} is not a valid agent name; pass one with --name (letters, digits, - and _, up to 64).`);
       }
       if (!AGENT_NAME.test(name)) {
-        throw new CliError(`"${name}" is not a valid agent name; use letters, digits, - and _ (up to 64).`);
+        throw usageError(`"${name}" is not a valid agent name; use letters, digits, - and _ (up to 64).`);
       }
       const flagEnv = envFromFlags(rawArgs);
       const folder = await readAgentFolder(args.dir);

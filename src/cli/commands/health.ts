@@ -17,6 +17,7 @@ export default defineCommand({
         const sandboxes = health.activeSandboxes ?? 0;
         line(
           `${sessions} active session${sessions === 1 ? "" : "s"} · ${sandboxes} sandbox${sandboxes === 1 ? "" : "es"} · ` +
+            `isolation: ${health.isolation?.mode === "none" ? style.red("NONE (unisolated)") : `${health.isolation?.mode ?? "unknown"}${health.isolation?.seccomp ? "+seccomp" : ""}`} · ` +
             `limits: ${health.limits?.mode ?? "unknown"} · database: ${health.database ?? "unknown"}`,
         );
       }

@@ -1,6 +1,7 @@
 import { defineCommand } from "citty";
-import { connectDocker, copyLogs, EXIT, findAshContainer, lifecycle, parseInput, rejectUnknownFlags } from "../docker";
-import { CliError } from "../errors";
+import { containerName } from "../../runspec";
+import { connectDocker, copyLogs, findAshContainer } from "../docker";
+import { CliError, EXIT, parseInput } from "../errors";
 
 const args = {
   follow: { type: "boolean", alias: "f", description: "Keep printing new lines until Ctrl-C or the server stops" },
@@ -16,23 +17,21 @@ function parseTail(value: string | undefined): number | undefined {
 export default defineCommand({
   meta: { name: "logs", description: "Print the Ash server's log (stdout and stderr kept apart)" },
   args,
-  run: ({ args: flags, rawArgs }) =>
-    lifecycle(async () => {
-      rejectUnknownFlags(rawArgs, args, "logs");
-      const tail = parseInput(() => parseTail(flags.tail));
-      const docker = await connectDocker();
-      const found = await findAshContainer(docker);
-      if (!found) throw new CliError("There is no ash-server container, so there is no log; start the server with `ash start`.");
-      const abort = new AbortController();
-      const stop = () => abort.abort();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-      try {
-        await copyLogs(found.container, { follow: Boolean(flags.follow), tail, signal: abort.signal });
-      } finally {
-        process.off("SIGINT", stop);
-        process.off("SIGTERM", stop);
-      }
-      return 0;
-    }),
+  run: async ({ args: flags, rawArgs }) => {
+    const tail = parseInput(() => parseTail(flags.tail));
+    const docker = await connectDocker();
+    const found = await findAshContainer(docker);
+    if (!found) throw new CliError(`There is no ${containerName()} container, so there is no log; start the server with \`ash start\`.`);
+    const abort = new AbortController();
+    const stop = () => abort.abort();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    try {
+      await copyLogs(found.container, { follow: Boolean(flags.follow), tail, signal: abort.signal });
+    } finally {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    }
+    return 0;
+  },
 });

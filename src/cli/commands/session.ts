@@ -2,10 +2,11 @@ import { createWriteStream } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { defineCommand } from "citty";
+import { isSessionStatus, SESSION_STATUSES } from "../../contract";
 import type { AshClient } from "../../client/client";
 import type { TokenUsage } from "../../client/events";
 import type { Session, SessionStatus, StoredMessage } from "../../client/types";
-import { CliError, isNotFound, jsonArg, serverArgs, unknownAgent, unknownSession, withServer } from "../errors";
+import { CliError, isNotFound, jsonArg, serverArgs, unknownAgent, unknownSession, usageError, withServer } from "../errors";
 import { line, note, printFields, printJson, printTable, resultText, style, terminalWidth, timeAgo, toolLine, truncate, turnSummary } from "../output";
 import { interruptOnSigint, parsePositiveInt, TurnControl, turnExitCode } from "./chat";
 
@@ -48,7 +49,6 @@ function printSession(s: Session): void {
   ]);
 }
 
-const STATUSES: SessionStatus[] = ["starting", "active", "paused", "stopped", "ended", "error"];
 
 const create = defineCommand({
   meta: { name: "create", description: "Start a session with a deployed agent; prints its id" },
@@ -85,7 +85,7 @@ const send = defineCommand({
   run: ({ args }) =>
     withServer(args, async ({ client }) => {
       const maxTurns = parsePositiveInt(args["max-turns"], "--max-turns");
-      if (!args.message.trim()) throw new CliError("The message is empty; write something to send.");
+      if (!args.message.trim()) throw usageError("The message is empty; write something to send.");
       const control = new TurnControl(client, args.id, { json: args.json, model: args.model || undefined, maxTurns });
       const stop = interruptOnSigint(control);
       try {
@@ -100,7 +100,7 @@ const list = defineCommand({
   meta: { name: "list", description: "List sessions, newest first" },
   args: {
     agent: { type: "string", description: "Only sessions of this agent", valueHint: "name" },
-    status: { type: "string", description: `Only sessions with this status (${STATUSES.join(", ")})`, valueHint: "status" },
+    status: { type: "string", description: `Only sessions with this status (${SESSION_STATUSES.join(", ")})`, valueHint: "status" },
     limit: { type: "string", description: "How many to show (default: the server's page size)", valueHint: "n" },
     cursor: { type: "string", description: "Continue after a previous page", valueHint: "cursor" },
     ...serverArgs,
@@ -108,8 +108,8 @@ const list = defineCommand({
   },
   run: ({ args }) =>
     withServer(args, async ({ client }) => {
-      if (args.status && !STATUSES.includes(args.status as SessionStatus)) {
-        throw new CliError(`"${args.status}" is not a session status; use one of ${STATUSES.join(", ")}.`);
+      if (args.status && !isSessionStatus(args.status)) {
+        throw usageError(`"${args.status}" is not a session status; use one of ${SESSION_STATUSES.join(", ")}.`);
       }
       const page = await client.listSessions({
         agent: args.agent || undefined,
@@ -237,7 +237,7 @@ const history = defineCommand({
 });
 
 function parsePositiveIntOrZero(value: string, flag: string): number {
-  if (!/^\d+$/.test(value)) throw new CliError(`${flag} takes a whole number, not "${value}".`);
+  if (!/^\d+$/.test(value)) throw usageError(`${flag} takes a whole number, not "${value}".`);
   return Number(value);
 }
 

@@ -1,4 +1,5 @@
 import { mkdir, readFile } from "node:fs/promises";
+import { PassThrough } from "node:stream";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { defineCommand } from "citty";
@@ -21,18 +22,15 @@ import {
   connectDocker,
   findAshContainer,
   imageExists,
-  lifecycle,
-  LogDemuxer,
-  parseInput,
+  demuxLogs,
   publishedPort,
   pullImage,
   PullProgress,
   recentLogs,
-  rejectUnknownFlags,
   serverUrl,
   waitForHealth,
 } from "../docker";
-import { CliError } from "../errors";
+import { CliError, parseInput } from "../errors";
 import { line, note, printJson, style } from "../output";
 import { ashHome, readSettings, settingsPath, writeSettings } from "../settings";
 
@@ -64,102 +62,103 @@ function parseTimeout(value: string | undefined): number {
 export default defineCommand({
   meta: { name: "start", description: "Run the Ash server in Docker (pull, start, wait until healthy)" },
   args,
-  run: ({ args: flags, rawArgs }) =>
-    lifecycle(async () => {
-      rejectUnknownFlags(rawArgs, args, "start");
-      const timeoutMs = parseInput(() => parseTimeout(flags.timeout));
-      const spec = parseInput(() =>
-        renderRunSpec({
-          image: flags.image || undefined,
-          port: flags.port,
-          dataDir: expandHome(flags["data-dir"] || ashHome()),
-          databaseUrl: flags["database-url"],
-          env: collectRepeatedFlag(rawArgs, "e", "env").map(parseEnvAssignment),
-        }),
-      );
+  run: async ({ args: flags, rawArgs }) => {
+    const timeoutMs = parseInput(() => parseTimeout(flags.timeout));
+    const spec = parseInput(() =>
+      renderRunSpec({
+        image: flags.image || undefined,
+        port: flags.port,
+        dataDir: expandHome(flags["data-dir"] || ashHome()),
+        databaseUrl: flags["database-url"],
+        env: collectRepeatedFlag(rawArgs, "e", "env").map(parseEnvAssignment),
+      }),
+    );
 
-      if (flags["dry-run"]) {
-        printJson(printableSpec(spec));
-        line();
-        line(formatDockerRun(spec));
-        return 0;
-      }
-
-      const baseUrl = spec.env.ANTHROPIC_BASE_URL;
-      if (baseUrl && /^https?:\/\/(localhost|127\.[\d.]+|\[::1\])(:|\/|$)/i.test(baseUrl)) {
-        note(style.dim(`ANTHROPIC_BASE_URL is ${baseUrl}: inside the container that is the container itself, not this machine; use an address the container can reach (Docker Desktop: host.docker.internal).`, process.stderr));
-      }
-      for (const name of spec.missingHostEnv) {
-        note(style.dim(`${name} is not set in your shell: the server starts, but agents cannot reach the model until you run \`ash stop\` and start again with it set.`, process.stderr));
-      }
-
-      // 1. Docker installed and answering.
-      const docker = await connectDocker();
-
-      // 2. One server at a time: a running one is reported, a stopped one is replaced.
-      const existing = await findAshContainer(docker);
-      if (existing?.info.State.Running) {
-        const port = publishedPort(existing.info) ?? DEFAULT_PORT;
-        line(`Ash is already running at ${serverUrl(port)} (container ${existing.info.Name.replace(/^\//, "")}, image ${existing.info.Config.Image}).`);
-        if (port !== spec.ports[0].host || existing.info.Config.Image !== spec.image) {
-          note(style.dim("It was started with other settings; run `ash stop` first to start it with these.", process.stderr));
-        }
-        return 0;
-      }
-      if (existing) {
-        note(style.dim(`Removing the stopped ${spec.name} container.`, process.stderr));
-        await existing.container.remove({ force: true });
-      }
-
-      // 3. The data folder, made by us (not by Docker as root) so it belongs to the user.
-      await mkdir(spec.dataDir, { recursive: true, mode: 0o700 });
-
-      // 4. The image.
-      if (flags.pull) {
-        note(`Pulling ${spec.image}…`);
-        await pullImage(docker, spec.image, new PullProgress(spec.image));
-      } else if (!(await imageExists(docker, spec.image))) {
-        throw new CliError(`The image ${spec.image} is not on this machine and --no-pull was given: pull or build it first, or run without --no-pull.`);
-      }
-
-      // 5. The container.
-      let container: Docker.Container;
-      try {
-        container = await applyRunSpec(docker, spec);
-      } catch (error) {
-        const busy = busyPortMessage(error, spec.ports[0].host);
-        if (busy) throw new CliError(busy);
-        const detail = (error as any)?.json?.message ?? (error as Error).message;
-        throw new CliError(`Docker could not start the ${spec.name} container: ${detail}`);
-      }
-
-      // 6. Healthy?
-      const url = serverUrl(spec.ports[0].host);
-      note(`Waiting for ${url}/health…`);
-      const health = await waitForHealth(url, container, timeoutMs);
-      if (!health.ok) {
-        const logs = await recentLogs(container, 30).catch(() => "");
-        if (logs.trim()) {
-          note(style.dim("Last lines of the server's log:", process.stderr));
-          process.stderr.write(logs.endsWith("\n") ? logs : logs + "\n");
-        }
-        if (health.reason === "exited") {
-          throw new CliError(`The server exited with code ${health.exitCode} before answering; the log above says why. Run \`ash start\` again once it is fixed.`);
-        }
-        const seen = health.last ? `it answered ${health.last.status}` : "nothing answered";
-        throw new CliError(
-          `The server did not become healthy within ${timeoutMs / 1000} s (${seen} at ${url}/health). It is still starting or stuck: see \`ash logs\`, or \`ash stop\`; a slow machine may need --timeout.`,
-        );
-      }
-
-      // 7. Where it is and how to talk to it.
-      const key = await resolveApiKey(spec, url, container);
-      line(style.green("Ash is running."));
-      line(`  URL:          ${url}`);
-      line(`  Data folder:  ${spec.dataDir}`);
-      line(`  API key:      ${key}`);
+    if (flags["dry-run"]) {
+      printJson(printableSpec(spec));
+      line();
+      line(formatDockerRun(spec));
       return 0;
-    }),
+    }
+
+    const baseUrl = spec.env.ANTHROPIC_BASE_URL;
+    if (baseUrl && /^https?:\/\/(localhost|127\.[\d.]+|\[::1\])(:|\/|$)/i.test(baseUrl)) {
+      note(style.dim(`ANTHROPIC_BASE_URL is ${baseUrl}: inside the container that is the container itself, not this machine; use an address the container can reach (Docker Desktop: host.docker.internal).`, process.stderr));
+    }
+    // 1. Docker installed and answering.
+    const docker = await connectDocker();
+
+    // 2. One server at a time: a running one is reported, a stopped one is replaced.
+    const existing = await findAshContainer(docker);
+    if (existing?.info.State.Running) {
+      const port = publishedPort(existing.info) ?? DEFAULT_PORT;
+      line(`Ash is already running at ${serverUrl(port)} (container ${existing.info.Name.replace(/^\//, "")}, image ${existing.info.Config.Image}).`);
+      if (port !== spec.ports[0].host || existing.info.Config.Image !== spec.image) {
+        note(style.dim("It was started with other settings; run `ash stop` first to start it with these.", process.stderr));
+      }
+      return 0;
+    }
+    if (existing) {
+      note(style.dim(`Removing the stopped ${spec.name} container.`, process.stderr));
+      await existing.container.remove({ force: true });
+    }
+
+    // Only now that a server is really being started.
+    for (const name of spec.missingHostEnv) {
+      note(style.dim(`${name} is not set in your shell: the server starts, but agents cannot reach the model until you run \`ash stop\`, \`export ${name}=...\` and start again.`, process.stderr));
+    }
+
+    // 3. The data folder, made by us (not by Docker as root) so it belongs to the user.
+    await mkdir(spec.dataDir, { recursive: true, mode: 0o700 });
+
+    // 4. The image.
+    if (flags.pull) {
+      note(`Pulling ${spec.image}…`);
+      await pullImage(docker, spec.image, new PullProgress(spec.image)).catch(async (error: unknown) => {
+        throw await withLocalImageHint(docker, error);
+      });
+    } else if (!(await imageExists(docker, spec.image))) {
+      throw new CliError(`The image ${spec.image} is not on this machine and --no-pull was given: pull or build it first, or run without --no-pull.`);
+    }
+
+    // 5. The container.
+    let container: Docker.Container;
+    try {
+      container = await applyRunSpec(docker, spec);
+    } catch (error) {
+      const busy = busyPortMessage(error, spec.ports[0].host);
+      if (busy) throw new CliError(busy);
+      const detail = (error as any)?.json?.message ?? (error as Error).message;
+      throw new CliError(`Docker could not start the ${spec.name} container: ${detail}`);
+    }
+
+    // 6. Healthy?
+    const url = serverUrl(spec.ports[0].host);
+    note(`Waiting for ${url}/health…`);
+    const health = await waitForHealth(url, container, timeoutMs);
+    if (!health.ok) {
+      const logs = await recentLogs(container, 30).catch(() => "");
+      if (logs.trim()) {
+        note(style.dim("Last lines of the server's log:", process.stderr));
+        process.stderr.write(logs.endsWith("\n") ? logs : logs + "\n");
+      }
+      if (health.reason === "exited") {
+        throw new CliError(`The server exited with code ${health.exitCode} before answering; the log above says why. Run \`ash start\` again once it is fixed.`);
+      }
+      const seen = health.last ? `it answered ${health.last.status}` : "nothing answered";
+      throw new CliError(
+        `The server did not become healthy within ${timeoutMs / 1000} s (${seen} at ${url}/health). It is still starting or stuck: see \`ash logs\`, or \`ash stop\`; a slow machine may need --timeout.`,
+      );
+    }
+
+    // 7. Where it is and how to talk to it.
+    const key = await resolveApiKey(spec, url, container);
+    line(style.green("Ash is running."));
+    line(`  URL:          ${url}`);
+    line(`  Data folder:  ${spec.dataDir}`);
+    line(`  API key:      ${key}`);
+    return 0;
+  },
 });
 
 /**
@@ -220,18 +219,24 @@ async function readInitialKey(dataDir: string, container: Docker.Container): Pro
 async function readThroughDocker(container: Docker.Container): Promise<string | undefined> {
   const exec = await container.exec({ Cmd: ["cat", "/data/initial-api-key"], AttachStdout: true, AttachStderr: true });
   const stream = await exec.start({ hijack: true, stdin: false });
+  const stdout = new PassThrough();
   const chunks: Buffer[] = [];
-  await new Promise<void>((resolve, reject) => {
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("end", resolve);
-    stream.on("error", reject);
-  });
-  const text = new LogDemuxer()
-    .push(Buffer.concat(chunks))
-    .filter((frame) => frame.stream === "stdout")
-    .map((frame) => frame.data.toString("utf8"))
-    .join("")
-    .trim();
+  stdout.on("data", (chunk: Buffer) => chunks.push(chunk));
+  await demuxLogs(container.modem, stream, stdout, new PassThrough().resume());
+  const text = Buffer.concat(chunks).toString("utf8").trim();
   if ((await exec.inspect()).ExitCode !== 0) return undefined;
   return text || undefined;
+}
+
+/** Images this checkout's scripts build: a failed pull points at them when they exist. */
+const LOCAL_IMAGES = ["ash-dev", "ash:test"];
+
+async function withLocalImageHint(docker: Docker, error: unknown): Promise<unknown> {
+  if (!(error instanceof CliError)) return error;
+  for (const image of LOCAL_IMAGES) {
+    if (await imageExists(docker, image)) {
+      return new CliError(`${error.message}\nA locally built image ${image} exists: run \`ash start --image ${image} --no-pull\` to use it.`, error.exitCode);
+    }
+  }
+  return error;
 }

@@ -39,14 +39,6 @@ export async function loadTranscript(db: Queryable, key: TranscriptKey): Promise
   return rows.length === 0 ? null : rows.map((r) => JSON.parse(r.entry));
 }
 
-export async function listTranscriptSubpaths(db: Queryable, sessionId: string, sdkSessionId: string): Promise<string[]> {
-  const rows = await db.all<any>(`SELECT DISTINCT subpath FROM transcripts WHERE session_id = ? AND sdk_session_id = ? AND subpath <> ''`, [
-    sessionId,
-    sdkSessionId,
-  ]);
-  return rows.map((r) => r.subpath);
-}
-
 /** A fork starts from a copy of its parent's transcript. */
 export async function copyTranscript(db: Queryable, fromSessionId: string, toSessionId: string): Promise<void> {
   await db.run(

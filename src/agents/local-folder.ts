@@ -1,6 +1,6 @@
 import { lstat, readdir, readFile, realpath, stat } from "node:fs/promises";
 import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
-import type { AgentFile } from "../client/types";
+import { AGENT_NAME, type UploadedFile as AgentFile } from "../contract";
 
 /**
  * Reads an agent folder for `POST /api/agents`: every file as a relative path with base64
@@ -46,7 +46,7 @@ export async function readAgentFolder(dir: string): Promise<AgentFolder> {
   const root = resolve(dir);
   const info = await stat(root).catch(() => undefined);
   if (!info) throw new AgentFolderError(`${dir} does not exist.`);
-  if (!info.isDirectory()) throw new AgentFolderError(`${dir} is not a folder; give the agent's folder (the one with CLAUDE.md).`);
+  if (!info.isDirectory()) throw new AgentFolderError(`${dir} is a file, and an agent is a folder: give the folder that holds CLAUDE.md (and .claude/, .mcp.json, data files).`);
   const realRoot = await realpath(root);
 
   const claude = await lstat(join(root, "CLAUDE.md")).catch(() => undefined);
@@ -139,7 +139,7 @@ export function agentNameFromFolder(dir: string): string | undefined {
   return AGENT_NAME.test(name) ? name : undefined;
 }
 
-export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+export { AGENT_NAME };
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

@@ -1,0 +1,32 @@
+/**
+ * The words of the HTTP contract that every layer uses: the server validates
+ * with them, the database stores them, the client and the CLI show them. One
+ * definition each, with no imports, so any layer (the browser-safe client
+ * included) can depend on this module.
+ */
+
+/** What a session can be (API.md, "Sessions"). */
+export const SESSION_STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"] as const;
+export type SessionStatus = (typeof SESSION_STATUSES)[number];
+
+export function isSessionStatus(value: unknown): value is SessionStatus {
+  return typeof value === "string" && (SESSION_STATUSES as readonly string[]).includes(value);
+}
+
+/** An agent's name: letters, digits, `-` and `_`, 1 to 64 characters. */
+export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+export const AGENT_NAME_RULE = "letters, digits, - and _ (1 to 64)";
+
+/** Why a sandbox limit stopped a process: the `code` of the `error` event. */
+export const LIMIT_REASONS = ["sandbox_oom", "sandbox_pids", "sandbox_disk"] as const;
+export type LimitReason = (typeof LIMIT_REASONS)[number];
+
+/** One file of an agent upload (`POST /api/agents` `files[]`). */
+export interface UploadedFile {
+  /** Relative to the agent folder, `/`-separated. */
+  path: string;
+  /** Base64. */
+  content: string;
+  /** Permission bits; only "executable or not" is kept by the server. */
+  mode?: number;
+}

@@ -1,0 +1,27 @@
+/**
+ * What the domain says went wrong, in its own words: not found, conflict, gone,
+ * bad input, a request that cannot be served, too large, no capacity. Lower
+ * layers (agents, sandbox, sessions) throw these; the server maps each kind to
+ * its HTTP status in one place (src/server/errors.ts).
+ */
+export type DomainErrorKind = "invalid" | "not_found" | "conflict" | "gone" | "too_large" | "unprocessable" | "capacity";
+
+export class DomainError extends Error {
+  override name = "DomainError";
+  constructor(
+    readonly kind: DomainErrorKind,
+    message: string,
+    /** For "capacity": when to try again. */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+  }
+}
+
+export const badRequest = (message: string) => new DomainError("invalid", message);
+export const notFound = (message: string) => new DomainError("not_found", message);
+export const conflict = (message: string) => new DomainError("conflict", message);
+export const gone = (message: string) => new DomainError("gone", message);
+export const tooLarge = (message: string) => new DomainError("too_large", message);
+export const unprocessable = (message: string) => new DomainError("unprocessable", message);
+export const unavailable = (message: string, retryAfterSeconds = 5) => new DomainError("capacity", message, retryAfterSeconds);
