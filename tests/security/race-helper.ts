@@ -6,8 +6,11 @@ import { join } from "node:path";
 /**
  * Run inside a sandbox with python3: `setup <outside-path>` pads race/ with
  * 4,000 files and makes 20 pairs of a regular file and a symlink (half to
- * /proc/self/environ, half to `outside-path`); `swap` exchanges each pair
- * with renameat2(RENAME_EXCHANGE) until race/stop exists (at most 120 s).
+ * /proc/self/environ, half to `outside-path`); `swap <seconds> <rounds>`
+ * exchanges each pair with renameat2(RENAME_EXCHANGE) until race/stop
+ * exists, the seconds have passed or the rounds are done, whichever comes
+ * first. It runs in the foreground of its own exec call: the exec's
+ * process namespace ends with it, so nothing outlives the call.
  */
 export const SWAPPER = String.raw`
 import ctypes, os, sys, time
@@ -25,16 +28,17 @@ if sys.argv[1] == "setup":
         os.symlink("/proc/self/environ" if i % 2 == 0 else sys.argv[2], b)
     print("ready")
 else:
+    seconds, rounds = float(sys.argv[2]), int(sys.argv[3])
     if os.path.exists("race/stop"): os.unlink("race/stop")
-    open("race/swapping", "w").close()
-    deadline, n = time.time() + 120, 0
-    while time.time() < deadline:
+    deadline, n, ok = time.monotonic() + seconds, 0, 0
+    while n < rounds and time.monotonic() < deadline:
         for a, b in pairs:
-            libc.syscall(SYS_renameat2, ctypes.c_int(AT_FDCWD), a, ctypes.c_int(AT_FDCWD), b, ctypes.c_uint(RENAME_EXCHANGE))
+            if libc.syscall(SYS_renameat2, ctypes.c_int(AT_FDCWD), a, ctypes.c_int(AT_FDCWD), b, ctypes.c_uint(RENAME_EXCHANGE)) == 0: ok += 1
         n += 1
-        if n % 200 == 0 and os.path.exists("race/stop"): break
-    os.unlink("race/swapping")
-    print("swapped", n)
+        if n == 1: open("race/swapping", "w").close()
+        if n % 50 == 0 and os.path.exists("race/stop"): break
+    if os.path.exists("race/swapping"): os.unlink("race/swapping")
+    print("swapped", n, ok)
 `;
 
 /** Every byte stored under a folder, file by file (for scanning snapshots). */
