@@ -121,7 +121,7 @@ export interface SnapshotStore {
    */
   snapshotWorkspace(sessionId: string, io: WorkspaceIo, metadata: SnapshotMetadataInput, options?: SnapshotSaveOptions): Promise<SnapshotInfo>;
   /** Extracts the snapshot into the (empty) workspace through `io`; false when there is none. */
-  restoreWorkspace(sessionId: string, io: WorkspaceIo): Promise<boolean>;
+  restoreWorkspace(sessionId: string, io: WorkspaceIo, options?: { onNote?: (line: string) => void }): Promise<boolean>;
   /** A tar archive of the snapshot, or null when there is none. */
   archive(sessionId: string): Promise<Readable | null>;
   /** Copies one session's snapshot to another (a fork); false when there is none. */
@@ -630,14 +630,15 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
     yield TAR_END;
   }
 
-  async function restoreWorkspace(sessionId: string, io: WorkspaceIo): Promise<boolean> {
+  async function restoreWorkspace(sessionId: string, io: WorkspaceIo, restoreOptions: { onNote?: (line: string) => void } = {}): Promise<boolean> {
     assertSessionId(sessionId);
     return locked(sessionId, async () => {
       const view = await readView(sessionId);
       if (!view) return false;
-      await tarIn(io, async (stdin) => {
+      const notes = await tarIn(io, async (stdin) => {
         for await (const data of archiveOf(sessionId, view)) if (data.length) await writeAll(stdin, data);
       });
+      for (const line of notes) restoreOptions.onNote?.(`not restored: ${line}`);
       return true;
     });
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { chmod, chown, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { chmod, chown, lchown, lstat, mkdir, readdir } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { SpawnOptions, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import { DiskWatcher, measureDiskUsage } from "./disk-usage";
@@ -27,6 +27,7 @@ import {
   type SandboxLimits,
 } from "./limits";
 import { LogBuffer, type SandboxLogLine } from "./log-buffer";
+import { removeTree } from "./remove-tree";
 import { SandboxedProcess } from "./sandbox-process";
 import { resolveSandboxUser, type SandboxUser } from "./user";
 
@@ -426,8 +427,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     await Promise.all(all.map((launched) => launched.exited));
     // Kills whatever is left in the cgroups and waits until they are empty.
     await group.destroy();
-    // Only now, with no process of the sandbox left to race it (fs.rm never follows symlinks).
-    if (!destroyOptions.keepFiles) await rm(rootDir, { recursive: true, force: true });
+    // Only now, with no process of the sandbox left to race it (rm never follows
+    // symlinks, and has no path-length limit however deep the sandbox nested folders).
+    if (!destroyOptions.keepFiles) await removeTree(rootDir);
   }
 
   return {

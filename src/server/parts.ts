@@ -1,10 +1,11 @@
-import { readdir, rm } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
 import { ConfigError, type ServerConfig } from "../config";
 import { SandboxIsolationError, findSandboxTools } from "../sandbox/isolation";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
 import { listCgroup1Groups } from "../sandbox/cgroup1";
+import { removeTree } from "../sandbox/remove-tree";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
 import { createSnapshotStore } from "../sandbox/snapshot";
@@ -64,7 +65,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       for (const group of groups) if (wanted.has(group.id)) await group.destroy().catch(() => undefined);
       const folder = join(config.dataDir, "sandboxes");
       const names = await readdir(folder).catch(() => [] as string[]);
-      for (const name of names) await rm(join(folder, name), { recursive: true, force: true });
+      for (const name of names) await removeTree(join(folder, name));
       return names.length;
     },
     async create({ id, env, populate }) {
@@ -114,7 +115,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       return { bytes: info.bytes };
     },
     has: async (sessionId) => (await store.readSnapshotInfo(sessionId)) !== null,
-    restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io),
+    restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io, { onNote: (line) => sandbox.note(line) }),
     copy: (fromSessionId, toSessionId) => store.copySnapshot(fromSessionId, toSessionId, { forkOf: fromSessionId }),
     archive: (sessionId) => store.archive(sessionId),
     async list(sessionId) {
