@@ -27,6 +27,7 @@ export type TurnErrorCode =
   | "sandbox_pids"
   | "sandbox_disk"
   | "sandbox_crashed"
+  | "workspace_save_failed"
   | "server_restart"
   | "server_shutdown"
   | "budget_exceeded";

@@ -1,47 +1,62 @@
-import { lstat, readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { setprivArgs } from "./isolation";
+import type { SandboxUser } from "./user";
+
+/** Who measures: the sandbox's own user (through setpriv), or the server's user when it is not root. */
+export interface MeasureAs {
+  user: SandboxUser | null;
+  setpriv?: string;
+}
+
+const DU_SCRIPT = 'du -sxb -- "$@"; echo --; du -sx -B1 -- "$@"';
 
 /**
- * Bytes used under `dirs`, counting each entry as the larger of its length
- * and its allocated blocks: a sparse file counts at its full length (that
- * is what a snapshot would copy) and a heap of empty files still counts.
- * Symlinks are not followed. Stops early once `stopAbove` is passed.
+ * Bytes used under `dirs`: the larger of the apparent size (a sparse file
+ * counts at its full length, which is what a save would copy) and the
+ * allocated blocks. Measured by `du` running as the sandbox user, so root
+ * never walks a tree the sandbox can rearrange under it; what that user
+ * cannot list (a folder it made mode 000) is not counted.
  */
-export async function measureDiskUsage(dirs: string[], stopAbove = Number.POSITIVE_INFINITY): Promise<number> {
-  let total = 0;
-  const pending = [...dirs];
-  while (pending.length > 0 && total <= stopAbove) {
-    const dir = pending.pop()!;
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      continue; // removed while walking, or not a directory
-    }
-    const stats = await Promise.all(names.map((name) => lstat(join(dir, name)).catch(() => undefined)));
-    stats.forEach((info, index) => {
-      if (!info) return;
-      total += Math.max(info.size, info.blocks * 512);
-      if (info.isDirectory()) pending.push(join(dir, names[index]!));
+export function measureDiskUsage(dirs: string[], as: MeasureAs): Promise<number> {
+  if (as.user && !as.setpriv) return Promise.reject(new Error("setpriv is needed to measure a sandbox's disk use"));
+  const prefix = as.user ? setprivArgs(as.setpriv!, as.user) : [];
+  const argv = [...prefix, "/bin/sh", "-c", DU_SCRIPT, "du", ...dirs];
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "ignore"], env: { PATH: "/usr/bin:/bin", LC_ALL: "C" }, cwd: "/" });
+    let out = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (text: string) => {
+      if (out.length < 64 * 1024) out += text;
     });
-  }
-  return total;
+    child.once("error", reject);
+    child.once("close", () => {
+      const [apparent = "", allocated = ""] = out.split("\n--\n");
+      const sum = (text: string) => text.split("\n").reduce((total, line) => total + (Number.parseInt(line, 10) || 0), 0);
+      resolve(Math.max(sum(apparent), sum(allocated)));
+    });
+  });
 }
 
 /**
  * Measures a sandbox's writable dirs at a bounded interval and calls
- * `onExceeded` once when they pass the limit. The interval stretches to ten
- * times the last walk's duration (up to `maxIntervalMs`), so a huge tree
- * costs at most ~10% of a core.
+ * `onExceeded` when they pass the limit. The interval stretches to ten
+ * times the last measurement's duration (up to `maxIntervalMs`).
+ *
+ * After it fired, it fires again only when use grows past the level it
+ * fired at (plus a little slack): a workspace left over the limit does not
+ * kill every new process, so the agent can still run to delete files.
+ * Going back under the limit restores the plain rule.
  */
 export class DiskWatcher {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private fired = false;
+  /** Use at the last firing, while it stays over the limit. */
+  private firedAt: number | undefined;
   lastBytes = 0;
 
   constructor(
-    private readonly dirs: string[],
+    private readonly measure: () => Promise<number>,
     private readonly limitBytes: number,
     private readonly onExceeded: (bytes: number) => void,
     private readonly intervalMs = 1000,
@@ -57,12 +72,20 @@ export class DiskWatcher {
     if (this.timer) clearTimeout(this.timer);
   }
 
+  /** The use above which the watcher fires now. */
+  get threshold(): number {
+    if (this.firedAt === undefined) return this.limitBytes;
+    return Math.max(this.limitBytes, this.firedAt) + Math.max(16 * 1024 * 1024, this.limitBytes / 64);
+  }
+
   /** Measures now; fires `onExceeded` if over the limit. */
   async check(): Promise<number> {
-    const bytes = await measureDiskUsage(this.dirs, this.limitBytes);
+    const bytes = await this.measure();
     this.lastBytes = bytes;
-    if (bytes > this.limitBytes && !this.fired && !this.stopped) {
+    if (bytes <= this.limitBytes) this.firedAt = undefined;
+    if (bytes > this.threshold && !this.fired && !this.stopped) {
       this.fired = true;
+      this.firedAt = bytes;
       this.onExceeded(bytes);
     }
     return bytes;
@@ -80,7 +103,7 @@ export class DiskWatcher {
       try {
         await this.check();
       } catch {
-        // a walk racing deletions may fail; the next tick measures again
+        // a failed measurement is retried at the next tick
       }
       const took = performance.now() - started;
       this.schedule(Math.min(this.maxIntervalMs, Math.max(this.intervalMs, took * 10)));

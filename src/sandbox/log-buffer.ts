@@ -3,7 +3,7 @@ export interface SandboxLogLine {
   /** Epoch milliseconds when the line was complete. */
   at: number;
   /** "claude" for the CLI's stderr, "exec" for commands run with exec(). */
-  source: "claude" | "exec";
+  source: "claude" | "exec" | "server";
   stream: "stdout" | "stderr";
   line: string;
 }

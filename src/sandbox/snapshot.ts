@@ -1,12 +1,27 @@
 import { createHash, randomBytes } from "node:crypto";
-import { chmod, lchown, lstat, mkdir, readFile, readdir, rename, rm, rmdir, symlink, utimes, writeFile } from "node:fs/promises";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { rm } from "node:fs/promises";
+import { isAbsolute, join, resolve } from "node:path";
+import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createStorage, type Driver, type Storage } from "unstorage";
 import fsDriver from "unstorage/drivers/fs";
 import s3Driver from "unstorage/drivers/s3";
-import { assertSessionId, fileKey, filePath, normalizeRelativePath } from "./snapshot-keys";
-import { walkWorkspace, type WalkedDir, type WalkedLink } from "./snapshot-walk";
+import { assertSessionId, fileKey, normalizeRelativePath } from "./snapshot-keys";
+import { TAR_END, tarHeader, tarPadding, mtimeMsOf } from "./tar-stream";
+import {
+  displayName,
+  entryPath,
+  isUtf8Name,
+  listTree,
+  rawName,
+  relativeLinkTarget,
+  tarIn,
+  tarOut,
+  tarOutDone,
+  writeAll,
+  type ListedEntry,
+  type WorkspaceIo,
+} from "./workspace-io";
 
 /** What the caller records with a snapshot. Fields other than agentName are kept as `extra`. */
 export interface SnapshotMetadataInput {
@@ -14,20 +29,29 @@ export interface SnapshotMetadataInput {
   [field: string]: unknown;
 }
 
-export interface SnapshotFileEntry {
+/** One entry of a format-2 manifest. */
+export interface SnapshotEntry {
+  type: "file" | "dir" | "symlink";
+  /** The name as UTF-8 text (lossy when `raw` is set). */
   path: string;
-  size: number;
-  /** Permission bits, e.g. 0o755 (493) for an executable. */
+  /** base64 of the name's bytes, when they are not UTF-8. */
+  raw?: string;
+  /** Permission bits (files without setuid/setgid). */
   mode: number;
-  mtimeMs: number;
-  sha256: string;
-  /** Where the bytes live: "workspace", or "staging/<generation>" until promoted. */
-  loc: string;
+  /** "seconds.nanoseconds" as the filesystem reported it. */
+  mtime: string;
+  /** Files: bytes. */
+  size?: number;
+  /** Files: SHA-256 of each piece of at most CHUNK bytes, in order; the bytes are the blob of that name. */
+  chunks?: string[];
+  /** Symlinks: target relative to the link's folder (text; `targetRaw` holds bytes that are not UTF-8). */
+  target?: string;
+  targetRaw?: string;
 }
 
-/** The content of metadata.json. */
-export interface SnapshotRecord {
-  format: 1;
+/** metadata.json, format 2: a manifest over content-addressed blobs (`blobs/<sha256>`). */
+export interface SnapshotRecordV2 {
+  format: 2;
   sessionId: string;
   agentName: string;
   /** ISO 8601. */
@@ -35,15 +59,30 @@ export interface SnapshotRecord {
   generation: string;
   fileCount: number;
   bytes: number;
-  files: SnapshotFileEntry[];
-  dirs: WalkedDir[];
-  symlinks: WalkedLink[];
-  /** Paths left out: symlinks leading outside the workspace, sockets, fifos, devices. */
+  entries: SnapshotEntry[];
+  /** Entries left out, each with why (sockets, fifos, devices, unreadable, links leading outside). */
   skipped: string[];
   extra: Record<string, unknown>;
-  /** Set between the commit of a generation and the end of its promotion into workspace/. */
+}
+
+/** metadata.json as earlier versions wrote it (files under `workspace/<escaped path>`); still read. */
+export interface SnapshotRecordV1 {
+  format: 1;
+  sessionId: string;
+  agentName: string;
+  persistedAt: string;
+  generation: string;
+  fileCount: number;
+  bytes: number;
+  files: Array<{ path: string; size: number; mode: number; mtimeMs: number; sha256: string; loc: string }>;
+  dirs: Array<{ path: string; mode: number }>;
+  symlinks: Array<{ path: string; target: string }>;
+  skipped: string[];
+  extra: Record<string, unknown>;
   pending?: { generation: string; remove: string[] };
 }
+
+export type SnapshotRecord = SnapshotRecordV2 | SnapshotRecordV1;
 
 export interface SnapshotInfo {
   sessionId: string;
@@ -61,22 +100,32 @@ export interface SnapshotListEntry {
   type: "file" | "dir" | "symlink";
   /** Bytes (files); 0 otherwise. */
   size: number;
-  /** Permission bits (files and dirs). */
+  /** Permission bits. */
   mode?: number;
   mtimeMs?: number;
   /** Symlink target, relative. */
   target?: string;
 }
 
+export interface SnapshotSaveOptions {
+  /** Refuse (SnapshotTooLargeError) when the workspace's files add up to more. */
+  maxBytes?: number;
+  /** Called with one line per entry left out or not readable. */
+  onNote?: (line: string) => void;
+}
+
 export interface SnapshotStore {
-  /** Copies a workspace into the store; the previous snapshot stays readable until this one is complete. */
-  snapshotWorkspace(sessionId: string, workspaceDir: string, metadata: SnapshotMetadataInput): Promise<SnapshotInfo>;
   /**
-   * Writes the snapshot's files into `targetDir`, which must be empty or
-   * missing; false when the session has no snapshot. With `owner`, every
-   * restored entry is chowned to it (the sandbox user).
+   * Saves a workspace read through `io` (a process with only the sandbox's
+   * rights); the previous snapshot stays whole until this one is committed.
    */
-  restoreWorkspace(sessionId: string, targetDir: string, options?: { owner?: { uid: number; gid: number } }): Promise<boolean>;
+  snapshotWorkspace(sessionId: string, io: WorkspaceIo, metadata: SnapshotMetadataInput, options?: SnapshotSaveOptions): Promise<SnapshotInfo>;
+  /** Extracts the snapshot into the (empty) workspace through `io`; false when there is none. */
+  restoreWorkspace(sessionId: string, io: WorkspaceIo, options?: { onNote?: (line: string) => void }): Promise<boolean>;
+  /** A tar archive of the snapshot, or null when there is none. */
+  archive(sessionId: string): Promise<Readable | null>;
+  /** Copies one session's snapshot to another (a fork); false when there is none. */
+  copySnapshot(fromSessionId: string, toSessionId: string, extra?: Record<string, unknown>): Promise<boolean>;
   /** Removes the snapshot; false when there was none. */
   deleteSnapshot(sessionId: string): Promise<boolean>;
   /** One file's bytes, or null when the snapshot or the file does not exist. */
@@ -95,7 +144,7 @@ export interface S3SnapshotOptions {
   region: string;
   accessKeyId: string;
   secretAccessKey: string;
-  /** Folder in the bucket; default `sessions`, giving `sessions/<session-id>/workspace/...`. */
+  /** Folder in the bucket; default `sessions`, giving `sessions/<session-id>/blobs/...`. */
   prefix?: string;
 }
 
@@ -104,7 +153,7 @@ export type SnapshotStoreOptions =
   | { dataDir: string }
   /** Objects under `<prefix>/<session-id>/` in an S3-compatible bucket. */
   | { s3: S3SnapshotOptions }
-  /** Any unstorage driver. Keys: `<session-id>:workspace:<path>`, `<session-id>:metadata.json`. */
+  /** Any unstorage driver. Keys: `<session-id>:blobs:<sha256>`, `<session-id>:metadata.json`. */
   | { driver: Driver };
 
 /** Raised when stored bytes do not match the snapshot's record of them. */
@@ -112,22 +161,40 @@ export class SnapshotCorruptError extends Error {
   override name = "SnapshotCorruptError";
 }
 
+/** Raised when a workspace is over the size a snapshot may have; the previous snapshot is kept. */
+export class SnapshotTooLargeError extends Error {
+  override name = "SnapshotTooLargeError";
+  constructor(
+    readonly bytes: number,
+    readonly limitBytes: number,
+  ) {
+    super(
+      `The workspace holds ${mb(bytes)} of files, more than the sandbox's disk limit of ${mb(limitBytes)}; ` +
+        `it was not saved and the last save is kept. Delete files in the workspace (ask the agent, or use exec) to get under the limit.`,
+    );
+  }
+}
+
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+
 const POINTER = "metadata.json";
 /** Written before metadata.json; read when metadata.json is torn. */
 const POINTER_NEXT = "metadata.next.json";
-/** Keys a snapshot in progress may write, so a crashed one can be cleaned up without listing. */
+/** Marks a save in progress; `staging:p<n>` list the keys it may have written. */
 const INTENT = "staging.json";
-const PARALLEL_FILES = 8;
-const IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+/** Files are stored in pieces of at most this size: bounded memory, and big files dedupe by piece. */
+const CHUNK = 4 * 1024 * 1024;
+const PARALLEL = 8;
+/** Blobs written per intent part, and bytes held before they are written. */
+const BATCH_KEYS = 512;
+const BATCH_BYTES = 32 * 1024 * 1024;
 
-/** Byte access the snapshot logic needs, with fs-only shortcuts where a driver is a plain folder. */
+/** Byte access the snapshot logic needs. */
 interface Blobs {
   get(key: string): Promise<Buffer | null>;
   set(key: string, value: Buffer): Promise<void>;
   remove(key: string): Promise<void>;
-  /** fs: rename a staged file into workspace/ instead of copying it. */
-  move?(fromKey: string, toKey: string): Promise<boolean>;
-  /** fs: remove a folder left empty (or a whole session). */
+  /** fs: remove a folder (or a whole session). */
   removeTree?(sessionId: string, sub?: string): Promise<void>;
 }
 
@@ -167,19 +234,8 @@ function storageBlobs(storage: Storage, retry = false, prefix = ""): Blobs {
 
 function fsBlobs(base: string): Blobs {
   const storage = createStorage({ driver: fsDriver({ base, ignore: [] }) });
-  const pathOf = (key: string) => join(base, key.replace(/:/g, "/"));
   return {
     ...storageBlobs(storage),
-    async move(fromKey, toKey) {
-      await mkdir(dirname(pathOf(toKey)), { recursive: true });
-      try {
-        await rename(pathOf(fromKey), pathOf(toKey));
-        return true;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
-        throw error;
-      }
-    },
     async removeTree(sessionId, sub) {
       await rm(sub ? join(base, sessionId, sub) : join(base, sessionId), { recursive: true, force: true });
     },
@@ -189,33 +245,47 @@ function fsBlobs(base: string): Blobs {
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 const newGeneration = () => `g${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
 
-/** Runs `task` over items, at most PARALLEL_FILES at once and about IN_FLIGHT_BYTES of file data in memory. */
-async function forEachBounded<T>(items: T[], sizeOf: (item: T) => number, task: (item: T) => Promise<void>): Promise<void> {
+/** Runs `task` over items, at most PARALLEL at once. */
+async function forEachParallel<T>(items: T[], task: (item: T) => Promise<void>): Promise<void> {
   let index = 0;
-  let inFlight = 0;
   let failure: unknown;
-  const waiters: Array<() => void> = [];
-  const release = (size: number) => {
-    inFlight -= size;
-    waiters.splice(0).forEach((wake) => wake());
-  };
   const worker = async () => {
     while (failure === undefined && index < items.length) {
       const item = items[index++]!;
-      const size = sizeOf(item);
-      while (inFlight > 0 && inFlight + size > IN_FLIGHT_BYTES) await new Promise<void>((wake) => waiters.push(wake));
-      inFlight += size;
       try {
         await task(item);
       } catch (error) {
         failure ??= error;
-      } finally {
-        release(size);
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL_FILES, items.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
   if (failure !== undefined) throw failure;
+}
+
+/** An entry's name as raw bytes (latin1 held). */
+const rawPathOf = (entry: SnapshotEntry) => (entry.raw !== undefined ? Buffer.from(entry.raw, "base64").toString("latin1") : rawName(entry.path));
+const rawTargetOf = (entry: SnapshotEntry) =>
+  entry.targetRaw !== undefined ? Buffer.from(entry.targetRaw, "base64").toString("latin1") : rawName(entry.target ?? "");
+
+function named(raw: string): { path: string; raw?: string } {
+  return isUtf8Name(raw) ? { path: displayName(raw) } : { path: displayName(raw), raw: Buffer.from(raw, "latin1").toString("base64") };
+}
+
+function linkTarget(raw: string): { target: string; targetRaw?: string } {
+  return isUtf8Name(raw) ? { target: displayName(raw) } : { target: displayName(raw), targetRaw: Buffer.from(raw, "latin1").toString("base64") };
+}
+
+const byRawPath = (a: { raw: string }, b: { raw: string }) => (a.raw < b.raw ? -1 : a.raw > b.raw ? 1 : 0);
+
+/** A committed snapshot as every reader sees it, whichever format is on disk. */
+interface View {
+  record: SnapshotRecord;
+  entries: Array<SnapshotEntry & { legacy?: { loc: string; sha256: string } }>;
+}
+
+function describeKind(kind: string): string {
+  return { p: "a named pipe", s: "a socket", b: "a block device", c: "a character device", D: "a door" }[kind] ?? "not a regular file";
 }
 
 export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStore {
@@ -237,99 +307,183 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
   }
 
   const locks = new Map<string, Promise<unknown>>();
-  /** One snapshot/restore/delete per session at a time. */
+  /** One save/restore/copy/delete per session at a time. */
   function locked<T>(sessionId: string, fn: () => Promise<T>): Promise<T> {
     const previous = locks.get(sessionId) ?? Promise.resolve();
     const next = previous.catch(() => {}).then(fn);
     locks.set(sessionId, next);
-    void next.finally(() => {
-      if (locks.get(sessionId) === next) locks.delete(sessionId);
-    }).catch(() => {});
+    void next
+      .finally(() => {
+        if (locks.get(sessionId) === next) locks.delete(sessionId);
+      })
+      .catch(() => {});
     return next;
   }
 
-  const workspaceKey = (sessionId: string, path: string) => fileKey(`${sessionId}:workspace`, path);
-  const keyAt = (sessionId: string, loc: string, path: string) =>
-    loc === "workspace" ? workspaceKey(sessionId, path) : fileKey(`${sessionId}:${loc.replace(/\//g, ":")}`, path);
+  const blobKey = (sessionId: string, hash: string) => `${sessionId}:blobs:${hash}`;
+  const partKey = (sessionId: string, n: number) => `${sessionId}:staging:p${n}`;
+  // Format 1 kept each file at its escaped path.
+  const legacyKey = (sessionId: string, loc: string, path: string) =>
+    loc === "workspace" ? fileKey(`${sessionId}:workspace`, path) : fileKey(`${sessionId}:${loc.replace(/\//g, ":")}`, path);
 
   async function readRecord(key: string): Promise<SnapshotRecord | null> {
     const raw = await blobs.get(key);
     if (!raw) return null;
     try {
       const record = JSON.parse(raw.toString("utf8")) as SnapshotRecord;
-      return record && record.format === 1 && Array.isArray(record.files) ? record : null;
+      if (record?.format === 2 && Array.isArray(record.entries)) return record;
+      if (record?.format === 1 && Array.isArray(record.files)) return record;
+      return null;
     } catch {
       return null; // torn write
     }
   }
 
-  /** The committed record: metadata.json, or metadata.next.json if metadata.json was torn mid-write. */
-  async function readPointer(sessionId: string): Promise<SnapshotRecord | null> {
-    return (await readRecord(`${sessionId}:${POINTER}`)) ?? (await readRecord(`${sessionId}:${POINTER_NEXT}`));
+  /** The committed snapshot: metadata.json, or metadata.next.json if metadata.json was torn mid-write. */
+  async function readView(sessionId: string): Promise<View | null> {
+    const record = (await readRecord(`${sessionId}:${POINTER}`)) ?? (await readRecord(`${sessionId}:${POINTER_NEXT}`));
+    if (!record) return null;
+    if (record.format === 2) return { record, entries: record.entries };
+    const entries: View["entries"] = [
+      ...record.dirs.map((dir) => ({ type: "dir" as const, path: dir.path, mode: dir.mode, mtime: "0.000000000" })),
+      ...record.files.map((file) => ({
+        type: "file" as const,
+        path: file.path,
+        mode: file.mode,
+        mtime: `${Math.floor(file.mtimeMs / 1000)}.${String(Math.round(file.mtimeMs % 1000) * 1_000_000).padStart(9, "0")}`,
+        size: file.size,
+        legacy: { loc: file.loc, sha256: file.sha256 },
+      })),
+      ...record.symlinks.map((link) => ({ type: "symlink" as const, path: link.path, mode: 0o777, mtime: "0.000000000", target: link.target })),
+    ];
+    return { record, entries };
   }
 
-  async function writePointer(record: SnapshotRecord): Promise<void> {
+  /** Every key the committed snapshot needs. */
+  function referencedKeys(sessionId: string, view: View | null): Set<string> {
+    const keys = new Set<string>();
+    for (const entry of view?.entries ?? []) {
+      for (const hash of entry.chunks ?? []) keys.add(blobKey(sessionId, hash));
+      if (entry.legacy) {
+        keys.add(legacyKey(sessionId, entry.legacy.loc, entry.path));
+        keys.add(legacyKey(sessionId, "workspace", entry.path));
+      }
+    }
+    return keys;
+  }
+
+  async function writePointer(record: SnapshotRecordV2): Promise<void> {
     const body = Buffer.from(JSON.stringify(record));
     await blobs.set(`${record.sessionId}:${POINTER_NEXT}`, body);
     await blobs.set(`${record.sessionId}:${POINTER}`, body);
   }
 
-  /** A file's bytes from its recorded place; if a promotion already moved it, from workspace/. Verified by hash. */
-  async function readEntry(sessionId: string, entry: SnapshotFileEntry): Promise<Buffer> {
-    const places = entry.loc === "workspace" ? ["workspace"] : [entry.loc, "workspace"];
-    for (const loc of places) {
-      const data = await blobs.get(keyAt(sessionId, loc, entry.path));
-      if (data && data.length === entry.size && sha256(data) === entry.sha256) return data;
-    }
-    throw new SnapshotCorruptError(`Snapshot of session ${sessionId} has no intact copy of ${entry.path}`);
-  }
-
-  /** Finishes moving a committed generation's staged files into workspace/, then drops the pending mark. */
-  async function promote(record: SnapshotRecord): Promise<SnapshotRecord> {
-    const { sessionId } = record;
-    if (!record.pending) return record;
-    const staging = `staging/${record.pending.generation}`;
-    const staged = record.files.filter((file) => file.loc === staging);
-    await forEachBounded(staged, (file) => file.size, async (file) => {
-      const from = keyAt(sessionId, staging, file.path);
-      const to = workspaceKey(sessionId, file.path);
-      if (blobs.move && (await blobs.move(from, to))) return;
-      const data = await readEntry(sessionId, file);
-      await blobs.set(to, data);
-      await blobs.remove(from);
-    });
-    await forEachBounded(record.pending.remove, () => 0, (path) => blobs.remove(workspaceKey(sessionId, path)));
-    const done: SnapshotRecord = { ...record, files: record.files.map((file) => ({ ...file, loc: "workspace" })) };
-    delete done.pending;
-    await writePointer(done);
-    await blobs.remove(`${sessionId}:${INTENT}`);
-    await blobs.removeTree?.(sessionId, "staging");
-    await pruneEmptyDirs(sessionId, record.pending.remove);
-    return done;
-  }
-
-  /** fs only: folders in workspace/ emptied by removed files. */
-  async function pruneEmptyDirs(sessionId: string, removed: string[]): Promise<void> {
-    if (!blobs.removeTree || !("dataDir" in options)) return;
-    const root = join(resolve(options.dataDir), "sessions", sessionId, "workspace");
-    const dirs = new Set<string>();
-    for (const path of removed) for (let dir = dirname(path); dir !== "."; dir = dirname(dir)) dirs.add(dir);
-    for (const dir of [...dirs].sort((a, b) => b.length - a.length)) await rmdir(join(root, filePath(dir))).catch(() => {});
-  }
-
-  /** Removes what a snapshot that crashed before its commit wrote. */
-  async function dropAbandonedStaging(sessionId: string): Promise<void> {
-    const intent = await blobs.get(`${sessionId}:${INTENT}`);
-    if (intent) {
-      try {
-        const { keys } = JSON.parse(intent.toString("utf8")) as { keys: string[] };
-        await forEachBounded(keys, () => 0, (key) => blobs.remove(key));
-      } catch {
-        // a torn intent: fs cleanup below still removes the folder
+  /** A file's bytes, piece by piece, each checked against its hash. */
+  async function* fileBytes(sessionId: string, entry: View["entries"][number]): AsyncGenerator<Buffer> {
+    if (entry.legacy) {
+      const places = entry.legacy.loc === "workspace" ? ["workspace"] : [entry.legacy.loc, "workspace"];
+      for (const loc of places) {
+        const data = await blobs.get(legacyKey(sessionId, loc, entry.path));
+        if (data && data.length === entry.size && sha256(data) === entry.legacy.sha256) {
+          yield data;
+          return;
+        }
       }
+      throw new SnapshotCorruptError(`Snapshot of session ${sessionId} has no intact copy of ${entry.path}`);
+    }
+    let total = 0;
+    for (const hash of entry.chunks ?? []) {
+      const data = await blobs.get(blobKey(sessionId, hash));
+      if (!data || sha256(data) !== hash) throw new SnapshotCorruptError(`Snapshot of session ${sessionId} has no intact copy of ${entry.path}`);
+      total += data.length;
+      yield data;
+    }
+    if (total !== (entry.size ?? 0)) throw new SnapshotCorruptError(`Snapshot of session ${sessionId} has a wrong size for ${entry.path}`);
+  }
+
+  /**
+   * Removes what a save that crashed wrote and never committed (or what a
+   * committed save had still to delete): every key its intent parts list
+   * that the committed snapshot does not need.
+   */
+  async function recover(sessionId: string, view: View | null): Promise<void> {
+    const intent = await blobs.get(`${sessionId}:${INTENT}`);
+    if (!intent) return;
+    const needed = referencedKeys(sessionId, view);
+    let legacyKeys: string[] = [];
+    try {
+      legacyKeys = (JSON.parse(intent.toString("utf8")) as { keys?: string[] }).keys ?? [];
+    } catch {
+      // torn: the parts below still name what was written
+    }
+    await forEachParallel(legacyKeys.filter((key) => !needed.has(key)), (key) => blobs.remove(key));
+    for (let n = 0; ; n++) {
+      const part = await blobs.get(partKey(sessionId, n));
+      if (!part) break;
+      let keys: string[] = [];
+      try {
+        keys = JSON.parse(part.toString("utf8")) as string[];
+      } catch {
+        // torn part: written before any blob it lists, so none of them exists
+      }
+      await forEachParallel(keys.filter((key) => typeof key === "string" && key.startsWith(`${sessionId}:`) && !needed.has(key)), (key) => blobs.remove(key));
+      await blobs.remove(partKey(sessionId, n));
     }
     await blobs.removeTree?.(sessionId, "staging");
     await blobs.remove(`${sessionId}:${INTENT}`);
+  }
+
+  /** Writes blobs in batches, each named in an intent part before it is written. */
+  function blobWriter(sessionId: string, known: Set<string>) {
+    let parts = 0;
+    let batch: Array<{ key: string; data: Buffer }> = [];
+    let batchBytes = 0;
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const current = batch;
+      batch = [];
+      batchBytes = 0;
+      await blobs.set(partKey(sessionId, parts++), Buffer.from(JSON.stringify(current.map((b) => b.key))));
+      await forEachParallel(current, (b) => blobs.set(b.key, b.data));
+    };
+    return {
+      async add(data: Buffer): Promise<string> {
+        const hash = sha256(data);
+        const key = blobKey(sessionId, hash);
+        // A blob the committed snapshot uses is never written again: a torn rewrite would damage it.
+        if (!known.has(key)) {
+          known.add(key);
+          batch.push({ key, data });
+          batchBytes += data.length;
+          if (batch.length >= BATCH_KEYS || batchBytes >= BATCH_BYTES) await flush();
+        }
+        return hash;
+      },
+      flush,
+      /** Names keys about to be deleted, so a crash in the middle still finishes the job later. */
+      async intendRemoval(keys: string[]) {
+        for (let at = 0; at < keys.length; at += 4096) await blobs.set(partKey(sessionId, parts++), Buffer.from(JSON.stringify(keys.slice(at, at + 4096))));
+      },
+      get parts() {
+        return parts;
+      },
+    };
+  }
+
+  async function finishIntent(sessionId: string, parts: number): Promise<void> {
+    for (let n = 0; n < parts; n++) await blobs.remove(partKey(sessionId, n));
+    await blobs.removeTree?.(sessionId, "staging");
+    await blobs.remove(`${sessionId}:${INTENT}`);
+  }
+
+  /** After a commit: deletes what only the previous snapshot used. */
+  async function collect(sessionId: string, previous: View | null, record: SnapshotRecordV2, writer: ReturnType<typeof blobWriter>): Promise<void> {
+    const now = referencedKeys(sessionId, { record, entries: record.entries });
+    const stale = [...referencedKeys(sessionId, previous)].filter((key) => !now.has(key));
+    await writer.intendRemoval(stale);
+    await forEachParallel(stale, (key) => blobs.remove(key));
+    if (previous?.record.format === 1) await blobs.removeTree?.(sessionId, "workspace");
+    await finishIntent(sessionId, writer.parts);
   }
 
   function infoOf(record: SnapshotRecord): SnapshotInfo {
@@ -337,108 +491,204 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
     return { sessionId, agentName, persistedAt, generation, fileCount, bytes, skipped, extra };
   }
 
-  async function snapshotWorkspace(sessionId: string, workspaceDir: string, metadata: SnapshotMetadataInput): Promise<SnapshotInfo> {
+  async function snapshotWorkspace(sessionId: string, io: WorkspaceIo, metadata: SnapshotMetadataInput, saveOptions: SnapshotSaveOptions = {}): Promise<SnapshotInfo> {
     assertSessionId(sessionId);
     if (!metadata || typeof metadata.agentName !== "string" || metadata.agentName === "") {
       throw new Error("Snapshot metadata needs an agentName");
     }
-    if (!isAbsolute(workspaceDir)) throw new Error(`workspaceDir must be absolute: ${workspaceDir}`);
-    const info = await lstat(workspaceDir).catch(() => null);
-    if (!info?.isDirectory()) throw new Error(`Workspace ${workspaceDir} is not a directory`);
+    const note = saveOptions.onNote ?? (() => {});
+    const maxBytes = saveOptions.maxBytes ?? Number.POSITIVE_INFINITY;
 
     return locked(sessionId, async () => {
-      let previous = await readPointer(sessionId);
-      if (previous?.pending) previous = await promote(previous);
-      await dropAbandonedStaging(sessionId);
+      const previous = await readView(sessionId);
+      await recover(sessionId, previous);
 
-      const tree = await walkWorkspace(workspaceDir);
-      const generation = newGeneration();
-      const staging = `staging/${generation}`;
-      const before = new Map((previous?.files ?? []).map((file) => [file.path, file]));
-      // rsync's quick check: same size and mtime as last time means the copy in workspace/ is current.
-      const unchanged = (path: string, size: number, mtimeMs: number) => {
-        const old = before.get(path);
-        return old !== undefined && old.size === size && old.mtimeMs === mtimeMs && old.loc === "workspace";
+      // 1. What is there, as the sandbox user sees it.
+      const listed: ListedEntry[] = [];
+      const { errors } = await listTree(io, (entry) => listed.push(entry));
+      for (const line of errors) note(`not saved: ${line}`);
+      const listedBytes = listed.reduce((sum, entry) => sum + (entry.type === "file" ? entry.size : 0), 0);
+      if (listedBytes > maxBytes) throw new SnapshotTooLargeError(listedBytes, maxBytes);
+
+      // 2. rsync's quick check: same size and mtime as the committed entry means its blobs are current.
+      const before = new Map<string, SnapshotEntry>();
+      for (const entry of previous?.entries ?? []) if (entry.type === "file" && entry.chunks) before.set(rawPathOf(entry), entry);
+      const result = new Map<string, SnapshotEntry>();
+      const skipped: string[] = [];
+      const skip = (raw: string, why: string) => {
+        skipped.push(displayName(raw));
+        note(`not saved: ${JSON.stringify(displayName(raw))}: ${why}`);
       };
-      const changed = tree.files.filter((file) => !unchanged(file.path, file.size, file.mtimeMs));
-      await blobs.set(
-        `${sessionId}:${INTENT}`,
-        Buffer.from(JSON.stringify({ generation, keys: changed.map((file) => keyAt(sessionId, staging, file.path)) })),
-      );
+      const changed: string[] = [];
+      const addLink = (raw: string, target: string, mtime: string) => {
+        const relative = relativeLinkTarget(io.root, raw, target);
+        if (relative === null) skip(raw, "a symlink leading outside the workspace");
+        else result.set(raw, { type: "symlink", ...named(raw), mode: 0o777, mtime, ...linkTarget(relative) });
+      };
+      for (const entry of listed) {
+        if (entry.type === "dir") result.set(entry.path, { type: "dir", ...named(entry.path), mode: entry.mode & 0o1777, mtime: entry.mtime });
+        else if (entry.type === "symlink") addLink(entry.path, entry.target ?? "", entry.mtime);
+        else if (entry.type === "other") skip(entry.path, describeKind(entry.kind));
+        else {
+          const old = before.get(entry.path);
+          // setuid/setgid bits are dropped: a restore must never mint a privileged binary.
+          if (old && old.size === entry.size && old.mtime === entry.mtime) result.set(entry.path, { ...old, ...named(entry.path), mode: entry.mode & 0o777 });
+          else changed.push(entry.path);
+        }
+      }
+      listed.length = 0;
 
-      const hashes = new Map<string, { sha256: string; size: number }>();
-      await forEachBounded(changed, (file) => file.size, async (file) => {
-        const data = await readFile(join(workspaceDir, file.path));
-        hashes.set(file.path, { sha256: sha256(data), size: data.length });
-        await blobs.set(keyAt(sessionId, staging, file.path), data);
-      });
+      const generation = newGeneration();
+      await blobs.set(`${sessionId}:${INTENT}`, Buffer.from(JSON.stringify({ generation })));
+      const writer = blobWriter(sessionId, referencedKeys(sessionId, previous));
 
-      const files: SnapshotFileEntry[] = tree.files.map((file) => {
-        const fresh = hashes.get(file.path);
-        if (fresh) return { ...file, size: fresh.size, sha256: fresh.sha256, loc: staging };
-        return { ...file, sha256: before.get(file.path)!.sha256, loc: "workspace" };
-      });
-      const kept = new Set(files.map((file) => file.path));
+      // 3. The changed files' bytes, streamed by tar as the sandbox user.
+      if (changed.length > 0) {
+        const wanted = new Set(changed);
+        const { proc, reader } = tarOut(io, changed);
+        let streamed = 0;
+        try {
+          for (let entry = await reader.next(); entry; entry = await reader.next()) {
+            const raw = entryPath(entry.path);
+            if (raw === null || !wanted.has(raw)) continue;
+            wanted.delete(raw);
+            if (entry.type === "dir") result.set(raw, { type: "dir", ...named(raw), mode: entry.mode & 0o1777, mtime: entry.mtime });
+            else if (entry.type === "symlink") addLink(raw, entry.linkpath, entry.mtime);
+            else if (entry.type !== "file") skip(raw, "not a regular file");
+            else {
+              const chunks: string[] = [];
+              let size = 0;
+              for (;;) {
+                const pieces: Buffer[] = [];
+                let have = 0;
+                while (have < CHUNK) {
+                  const piece = await reader.read(CHUNK - have);
+                  if (!piece) break;
+                  pieces.push(piece);
+                  have += piece.length;
+                }
+                if (have === 0 && size > 0) break;
+                size += have;
+                streamed += have;
+                if (streamed > maxBytes) throw new SnapshotTooLargeError(streamed, maxBytes);
+                chunks.push(await writer.add(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, have)));
+                if (have < CHUNK) break;
+              }
+              result.set(raw, { type: "file", ...named(raw), mode: entry.mode & 0o777, mtime: entry.mtime, size, chunks });
+            }
+          }
+        } catch (error) {
+          proc.kill();
+          await proc.done;
+          throw error;
+        }
+        for (const line of await tarOutDone(proc)) note(`not saved: ${line}`);
+        // Gone or unreadable by the time tar got there.
+        for (const raw of wanted) skipped.push(displayName(raw));
+      }
+      await writer.flush();
+
+      // 4. The commit point: from here on the new manifest is the snapshot.
+      const entries = [...result].map(([raw, entry]) => ({ raw, entry })).sort(byRawPath).map(({ entry }) => entry);
+      const files = entries.filter((entry) => entry.type === "file");
       const { agentName, ...extra } = metadata;
-      const record: SnapshotRecord = {
-        format: 1,
+      const record: SnapshotRecordV2 = {
+        format: 2,
         sessionId,
         agentName,
         persistedAt: new Date().toISOString(),
         generation,
         fileCount: files.length,
-        bytes: files.reduce((sum, file) => sum + file.size, 0),
-        files,
-        dirs: tree.dirs,
-        symlinks: tree.symlinks,
-        skipped: tree.skipped,
+        bytes: files.reduce((sum, file) => sum + (file.size ?? 0), 0),
+        entries,
+        skipped,
         extra,
-        pending: { generation, remove: [...before.keys()].filter((path) => !kept.has(path)) },
       };
-      // The commit point: from here on the new generation is the snapshot.
       await writePointer(record);
-      return infoOf(await promote(record));
+      await collect(sessionId, previous, record, writer);
+      return infoOf(record);
     });
   }
 
-  async function restoreWorkspace(
-    sessionId: string,
-    targetDir: string,
-    restoreOptions: { owner?: { uid: number; gid: number } } = {},
-  ): Promise<boolean> {
+  /** The snapshot as a tar archive: folders, then files, then symlinks. */
+  async function* archiveOf(sessionId: string, view: View): AsyncGenerator<Buffer> {
+    const sorted = view.entries.map((entry) => ({ raw: rawPathOf(entry), entry })).sort(byRawPath);
+    for (const pass of ["dir", "file", "symlink"] as const) {
+      for (const { raw, entry } of sorted) {
+        if (entry.type !== pass) continue;
+        if (pass === "symlink") {
+          yield tarHeader({ type: "symlink", path: raw, mode: 0o777, mtime: entry.mtime, linkpath: rawTargetOf(entry) });
+        } else if (pass === "dir") {
+          yield tarHeader({ type: "dir", path: raw, mode: entry.mode, mtime: entry.mtime });
+        } else {
+          yield tarHeader({ type: "file", path: raw, mode: entry.mode, mtime: entry.mtime, size: entry.size ?? 0 });
+          yield* fileBytes(sessionId, entry);
+          yield tarPadding(entry.size ?? 0);
+        }
+      }
+    }
+    yield TAR_END;
+  }
+
+  async function restoreWorkspace(sessionId: string, io: WorkspaceIo, restoreOptions: { onNote?: (line: string) => void } = {}): Promise<boolean> {
     assertSessionId(sessionId);
-    if (!isAbsolute(targetDir)) throw new Error(`targetDir must be absolute: ${targetDir}`);
     return locked(sessionId, async () => {
-      const record = await readPointer(sessionId);
-      if (!record) return false;
-      const owner = restoreOptions.owner;
-      await mkdir(targetDir, { recursive: true });
-      // Into an empty folder only: an existing symlink named like a snapshot
-      // folder would make these root-owned writes land outside the target.
-      if ((await readdir(targetDir)).length > 0) throw new Error(`Restore target ${targetDir} is not empty`);
-      const dirs = [...record.dirs].sort((a, b) => a.path.length - b.path.length);
-      for (const dir of dirs) await mkdir(join(targetDir, dir.path), { recursive: true });
-      await forEachBounded(record.files, (file) => file.size, async (file) => {
-        const data = await readEntry(sessionId, file);
-        const path = join(targetDir, file.path);
-        await writeFile(path, data, { mode: file.mode });
-        await chmod(path, file.mode);
-        await utimes(path, new Date(), new Date(file.mtimeMs));
-        if (owner) await lchown(path, owner.uid, owner.gid);
+      const view = await readView(sessionId);
+      if (!view) return false;
+      const notes = await tarIn(io, async (stdin) => {
+        for await (const data of archiveOf(sessionId, view)) if (data.length) await writeAll(stdin, data);
       });
-      for (const link of record.symlinks) {
-        const path = join(targetDir, link.path);
-        await rm(path, { force: true, recursive: true });
-        await symlink(link.target, path);
-        if (owner) await lchown(path, owner.uid, owner.gid);
+      for (const line of notes) restoreOptions.onNote?.(`not restored: ${line}`);
+      return true;
+    });
+  }
+
+  async function archive(sessionId: string): Promise<Readable | null> {
+    assertSessionId(sessionId);
+    const view = await readView(sessionId);
+    return view ? Readable.from(archiveOf(sessionId, view), { objectMode: false }) : null;
+  }
+
+  async function copySnapshot(fromSessionId: string, toSessionId: string, extra: Record<string, unknown> = {}): Promise<boolean> {
+    assertSessionId(fromSessionId);
+    assertSessionId(toSessionId);
+    const view = await locked(fromSessionId, () => readView(fromSessionId));
+    if (!view) return false;
+    return locked(toSessionId, async () => {
+      const previous = await readView(toSessionId);
+      await recover(toSessionId, previous);
+      await blobs.set(`${toSessionId}:${INTENT}`, Buffer.from(JSON.stringify({ generation: newGeneration() })));
+      const writer = blobWriter(toSessionId, referencedKeys(toSessionId, previous));
+      const entries: SnapshotEntry[] = [];
+      for (const entry of view.entries) {
+        const { legacy, ...plain } = entry;
+        if (entry.type !== "file") {
+          entries.push(plain);
+          continue;
+        }
+        const chunks: string[] = [];
+        for await (const data of fileBytes(fromSessionId, entry)) {
+          for (let at = 0; at < data.length || (at === 0 && chunks.length === 0); at += CHUNK) chunks.push(await writer.add(data.subarray(at, at + CHUNK)));
+        }
+        entries.push({ ...plain, chunks });
+        void legacy;
       }
-      // Deepest first, after the files: a read-only folder must not stop writes into it.
-      for (const dir of [...dirs].reverse()) {
-        const path = join(targetDir, dir.path);
-        await chmod(path, dir.mode);
-        if (owner) await lchown(path, owner.uid, owner.gid);
-      }
-      if (owner) await lchown(targetDir, owner.uid, owner.gid);
+      await writer.flush();
+      const source = view.record;
+      const record: SnapshotRecordV2 = {
+        format: 2,
+        sessionId: toSessionId,
+        agentName: source.agentName,
+        persistedAt: new Date().toISOString(),
+        generation: newGeneration(),
+        fileCount: source.fileCount,
+        bytes: source.bytes,
+        entries,
+        skipped: source.skipped,
+        extra: { ...source.extra, ...extra },
+      };
+      await writePointer(record);
+      await collect(toSessionId, previous, record, writer);
       return true;
     });
   }
@@ -446,51 +696,54 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
   async function deleteSnapshot(sessionId: string): Promise<boolean> {
     assertSessionId(sessionId);
     return locked(sessionId, async () => {
-      const record = await readPointer(sessionId);
+      const view = await readView(sessionId);
       const intent = await blobs.get(`${sessionId}:${INTENT}`);
-      if (!record && !intent) return false;
-      await dropAbandonedStaging(sessionId);
-      if (record) {
-        const keys = new Set(record.files.flatMap((file) => [keyAt(sessionId, file.loc, file.path), workspaceKey(sessionId, file.path)]));
-        await forEachBounded([...keys], () => 0, (key) => blobs.remove(key));
-      }
+      if (!view && !intent) return false;
+      await recover(sessionId, view);
+      await forEachParallel([...referencedKeys(sessionId, view)], (key) => blobs.remove(key));
       await blobs.remove(`${sessionId}:${POINTER}`);
       await blobs.remove(`${sessionId}:${POINTER_NEXT}`);
       await blobs.removeTree?.(sessionId);
-      return record !== null;
+      return view !== null;
     });
   }
 
   async function readSnapshotFile(sessionId: string, path: string): Promise<Buffer | null> {
     assertSessionId(sessionId);
-    const wanted = normalizeRelativePath(path);
-    const record = await readPointer(sessionId);
-    const entry = record?.files.find((file) => file.path === wanted);
-    if (!record || !entry) return null;
-    return readEntry(sessionId, entry);
+    const wanted = rawName(normalizeRelativePath(path));
+    const view = await readView(sessionId);
+    const entry = view?.entries.find((e) => e.type === "file" && rawPathOf(e) === wanted);
+    if (!view || !entry) return null;
+    const parts: Buffer[] = [];
+    for await (const data of fileBytes(sessionId, entry)) parts.push(data);
+    return Buffer.concat(parts);
   }
 
   async function listSnapshotFiles(sessionId: string): Promise<SnapshotListEntry[] | null> {
     assertSessionId(sessionId);
-    const record = await readPointer(sessionId);
-    if (!record) return null;
-    const entries: SnapshotListEntry[] = [
-      ...record.dirs.map((dir) => ({ path: dir.path, type: "dir" as const, size: 0, mode: dir.mode })),
-      ...record.files.map((file) => ({ path: file.path, type: "file" as const, size: file.size, mode: file.mode, mtimeMs: file.mtimeMs })),
-      ...record.symlinks.map((link) => ({ path: link.path, type: "symlink" as const, size: 0, target: link.target })),
-    ];
+    const view = await readView(sessionId);
+    if (!view) return null;
+    const entries: SnapshotListEntry[] = view.entries.map((entry) =>
+      entry.type === "file"
+        ? { path: entry.path, type: "file", size: entry.size ?? 0, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) }
+        : entry.type === "dir"
+          ? { path: entry.path, type: "dir", size: 0, mode: entry.mode }
+          : { path: entry.path, type: "symlink", size: 0, target: entry.target },
+    );
     return entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
 
   async function readSnapshotInfo(sessionId: string): Promise<SnapshotInfo | null> {
     assertSessionId(sessionId);
-    const record = await readPointer(sessionId);
-    return record ? infoOf(record) : null;
+    const view = await readView(sessionId);
+    return view ? infoOf(view.record) : null;
   }
 
   return {
     snapshotWorkspace,
     restoreWorkspace,
+    archive,
+    copySnapshot,
     deleteSnapshot,
     readSnapshotFile,
     listSnapshotFiles,

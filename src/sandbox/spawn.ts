@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { chmod, chown, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { chmod, chown, lchown, lstat, mkdir, readdir } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { SpawnOptions, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import { DiskWatcher, measureDiskUsage } from "./disk-usage";
+import { IO_ENV, ioProcessOf, type WorkspaceIo } from "./workspace-io";
 import { buildSandboxEnv, withoutModelSettings, type EnvMap } from "./env";
 import {
   detectIsolation,
@@ -27,6 +28,7 @@ import {
   type SandboxLimits,
 } from "./limits";
 import { LogBuffer, type SandboxLogLine } from "./log-buffer";
+import { removeTree } from "./remove-tree";
 import { SandboxedProcess } from "./sandbox-process";
 import { resolveSandboxUser, type SandboxUser } from "./user";
 
@@ -62,6 +64,12 @@ export interface CreateSandboxOptions extends LimitHost {
    * them; these win over `env`.
    */
   network?: { services: SandboxService[]; env?: (addresses: SandboxNetwork["addresses"]) => Record<string, string> };
+  /**
+   * Fills the new, empty folders before they are handed to the sandbox user
+   * (agent files, transcripts). Runs before any process of the sandbox
+   * exists, so nothing can race these writes.
+   */
+  populate?: (dirs: { workspaceDir: string; homeDir: string; configDir: string }) => Promise<void>;
 }
 
 export interface ExecOptions {
@@ -122,8 +130,16 @@ export interface Sandbox {
    * a tool it ran): compare two readings to learn what happened in between.
    */
   limitCounters(): LimitCounters & { diskKills: number };
-  /** Bytes in the workspace and home, measured now. */
+  /** Bytes in the workspace and home, measured now (as the sandbox user). */
   diskUsage(): Promise<number>;
+  /**
+   * Runs a host tool (tar, find) as the sandbox's own user inside its
+   * namespaces and cgroups, with a bare environment: how the server reads
+   * and writes the workspace without ever resolving a path in it itself.
+   */
+  readonly io: WorkspaceIo;
+  /** Adds a line from the server (e.g. what a save left out) to logs(). */
+  note(line: string): void;
   /** Processes now running in the sandbox (running launches in rlimit mode). */
   processCount(): Promise<number>;
   /** Kills every process, removes the cgroups and (unless keepFiles) the sandbox's folder. */
@@ -226,10 +242,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     // cannot list the others' folders.
     await mkdir(rootDir, { recursive: true, mode: 0o711 });
     await chmod(rootDir, 0o711);
-    for (const dir of [workspaceDir, homeDir, configDir]) {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      if (user) await chownTree(dir, user);
-    }
+    for (const dir of [workspaceDir, homeDir, configDir]) await mkdir(dir, { recursive: true, mode: 0o700 });
+    await options.populate?.({ workspaceDir, homeDir, configDir });
+    if (user) for (const dir of [workspaceDir, homeDir]) await chownTree(dir, user);
   } catch (error) {
     await group.destroy().catch(() => {});
     throw error;
@@ -244,7 +259,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     });
   } catch (error) {
     await group.destroy().catch(() => {});
-    await rm(rootDir, { recursive: true, force: true });
+    await removeTree(rootDir);
     throw error;
   }
   const networkEnv = options.network?.env?.(network.addresses) ?? {};
@@ -266,8 +281,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   /** Launches alive when the disk limit was passed. */
   const diskKilled = new WeakSet<Launch>();
 
+  const measure = () => measureDiskUsage([workspaceDir, homeDir], { user, setpriv: tools.setpriv });
   const watcher = new DiskWatcher(
-    [workspaceDir, homeDir],
+    measure,
     mib(limits.diskMb),
     () => {
       for (const launched of running) {
@@ -316,6 +332,19 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     }
     return full;
   }
+
+  /** Workspace I/O processes: killed on destroy like the rest, but they never decide a limit reason. */
+  const ioRunning = new Set<Launch>();
+  const io: WorkspaceIo = {
+    root: workspaceDir,
+    run(command, args, runOptions = {}) {
+      assertAlive();
+      const launched = launch(context, { command, args, env: { ...IO_ENV, HOME: homeDir }, cwd: workspaceDir, stdin: runOptions.stdin ? "pipe" : "ignore" });
+      ioRunning.add(launched);
+      void launched.exited.then(() => ioRunning.delete(launched));
+      return ioProcessOf(launched, launched.exited, () => launched.killTree());
+    },
+  };
 
   function start(command: string, args: string[], env: Record<string, string>, cwd: string, stdin: "pipe" | "ignore", extraReadOnly: string[]) {
     const ctx = extraReadOnly.length
@@ -419,11 +448,15 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     if (destroyed) return;
     destroyed = true;
     watcher.stop();
-    for (const launched of running) launched.killTree();
-    await Promise.all([...running].map((launched) => launched.exited));
+    const all = [...running, ...ioRunning];
+    for (const launched of all) launched.killTree();
+    await Promise.all(all.map((launched) => launched.exited));
+    // Kills whatever is left in the cgroups and waits until they are empty.
     await group.destroy();
     await network.close();
-    if (!destroyOptions.keepFiles) await rm(rootDir, { recursive: true, force: true });
+    // Only now, with no process of the sandbox left to race it (rm never follows
+    // symlinks, and has no path-length limit however deep the sandbox nested folders).
+    if (!destroyOptions.keepFiles) await removeTree(rootDir);
   }
 
   return {
@@ -449,7 +482,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     logs: (limit) => logs.recent(limit),
     limitKillReason: () => lastReason,
     limitCounters: () => ({ ...group.counters(), diskKills }),
-    diskUsage: () => measureDiskUsage([workspaceDir, homeDir]),
+    diskUsage: measure,
+    io,
+    note: (line) => logs.push({ at: Date.now(), source: "server", stream: "stderr", line }),
     async processCount() {
       const members = await group.members();
       return group.procsFiles.length ? members.length : running.size;

@@ -1,11 +1,11 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
 import { ConfigError, type ServerConfig } from "../config";
 import { SandboxIsolationError, findSandboxTools } from "../sandbox/isolation";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
 import { listCgroup1Groups } from "../sandbox/cgroup1";
+import { removeTree } from "../sandbox/remove-tree";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
 import { createSnapshotStore } from "../sandbox/snapshot";
@@ -70,14 +70,21 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       for (const group of groups) if (wanted.has(group.id)) await group.destroy().catch(() => undefined);
       const folder = join(config.dataDir, "sandboxes");
       const names = await readdir(folder).catch(() => [] as string[]);
-      for (const name of names) await rm(join(folder, name), { recursive: true, force: true });
+      for (const name of names) await removeTree(join(folder, name));
       return names.length;
     },
     async create({ id, env, populate, network }) {
-      // The workspace is filled before the sandbox is made: making it hands
-      // every file to the sandbox user.
-      await populate(join(config.dataDir, "sandboxes", id, "workspace"));
-      const sandbox = await createSandbox({ dataDir: config.dataDir, id, env, limits, allowUnisolated, cgroup1Parent, network });
+      // Filled before any process of the sandbox runs; then handed to the sandbox user.
+      const sandbox = await createSandbox({
+        dataDir: config.dataDir,
+        id,
+        env,
+        limits,
+        allowUnisolated,
+        cgroup1Parent,
+        network,
+        populate: ({ workspaceDir }) => populate(workspaceDir),
+      });
       return {
         id: sandbox.id,
         workspaceDir: sandbox.workspaceDir,
@@ -89,6 +96,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         },
         logs: () => sandbox.logs().map((l) => `${new Date(l.at).toISOString()} ${l.source}/${l.stream}: ${l.line}`),
         limitCounters: () => sandbox.limitCounters(),
+        io: sandbox.io,
+        note: (line) => sandbox.note(line),
         destroy: () => sandbox.destroy(),
       };
     },
@@ -101,25 +110,20 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       : { dataDir: config.dataDir },
   );
   log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/sessions"}`);
+  // A save is refused past the disk limit: restoring it would put the next sandbox over at once.
+  const maxBytes = Math.floor(limits.diskMb * 1024 * 1024);
   const snapshots: SnapshotStore = {
-    async save(sessionId, workspaceDir, metadata) {
-      const info = await store.snapshotWorkspace(sessionId, workspaceDir, { agentName: String(metadata.agentName ?? ""), ...metadata });
+    async save(sessionId, sandbox, metadata) {
+      const info = await store.snapshotWorkspace(sessionId, sandbox.io, { agentName: String(metadata.agentName ?? ""), ...metadata }, {
+        maxBytes,
+        onNote: (line) => sandbox.note(line),
+      });
       return { bytes: info.bytes };
     },
-    restore: (sessionId, targetDir) => store.restoreWorkspace(sessionId, targetDir),
-    async copy(fromSessionId, toSessionId) {
-      const info = await store.readSnapshotInfo(fromSessionId);
-      if (!info) return false;
-      const scratch = await mkdtemp(join(tmpdir(), "ash-fork-"));
-      try {
-        const dir = join(scratch, "workspace");
-        if (!(await store.restoreWorkspace(fromSessionId, dir))) return false;
-        await store.snapshotWorkspace(toSessionId, dir, { ...info.extra, agentName: info.agentName, forkOf: fromSessionId });
-        return true;
-      } finally {
-        await rm(scratch, { recursive: true, force: true });
-      }
-    },
+    has: async (sessionId) => (await store.readSnapshotInfo(sessionId)) !== null,
+    restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io, { onNote: (line) => sandbox.note(line) }),
+    copy: (fromSessionId, toSessionId) => store.copySnapshot(fromSessionId, toSessionId, { forkOf: fromSessionId }),
+    archive: (sessionId) => store.archive(sessionId),
     async list(sessionId) {
       const entries = await store.listSnapshotFiles(sessionId);
       return entries ? entries.filter((e) => e.type === "file").map((e) => ({ path: e.path, size: e.size, mode: e.mode })) : null;

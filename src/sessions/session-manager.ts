@@ -20,6 +20,7 @@ import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
+import { SnapshotTooLargeError } from "../sandbox/snapshot";
 import { conflict, gone, notFound } from "../errors";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
@@ -237,7 +238,9 @@ export class SessionManager {
         live.lastUsedAt = Date.now();
       };
       this.turns.set(sessionId, turn);
-      turn.done = this.runTurn(turn, log, options, release).finally(release);
+      turn.done = this.runTurn(turn, log, options, release)
+        .catch((error) => this.o.log.error(`session ${sessionId}: the turn failed:`, error))
+        .finally(release);
       return { log, after };
     } catch (error) {
       const live = this.live.get(sessionId);
@@ -583,26 +586,32 @@ export class SessionManager {
     const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
     const resume = session.sdkSessionId ?? forking;
     let restored = false;
+    const hasSnapshot = await snapshots.has(session.id);
     const sandbox = await this.o.sandboxes
       .create({
-      id: sandboxId,
-      sessionId: session.id,
-      env,
-      network: access.network,
-      // Runs before the sandbox exists, so everything written here is handed to the sandbox user.
-      populate: (workspaceDir) =>
-        tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
-          restored = await snapshots.restore(session.id, workspaceDir);
-          restoreSpan.setAttribute("ash.restored", restored);
-          if (!restored) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
+        id: sandboxId,
+        sessionId: session.id,
+        env,
+        network: access.network,
+        // Runs before any process of the sandbox exists, so nothing races these writes.
+        populate: async (workspaceDir) => {
+          if (!hasSnapshot) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
           if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"));
-        }),
+        },
       })
       .catch((error) => {
         this.gateway.revoke(access.grant);
         throw error;
       });
     try {
+      // Extracted by a process of the sandbox's own user, never by the server.
+      if (hasSnapshot) {
+        restored = await tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
+          const done = await snapshots.restore(session.id, sandbox);
+          restoreSpan.setAttribute("ash.restored", done);
+          return done;
+        });
+      }
       const agent = new AgentSession({
         cwd: sandbox.workspaceDir,
         env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
@@ -694,7 +703,12 @@ export class SessionManager {
         await updateSession(this.o.db, live.session.id, { status, sandboxId: null }).catch(() => undefined);
       } else {
         // Saved before `done`: a client told the turn is done can rely on its files.
-        await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live));
+        // A failed save fails this turn only; the session and its sandbox go on.
+        const failure = await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live)).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        if (failure !== undefined) emit([saveFailedEvent(failure)]);
       }
     } finally {
       // Counted and its span closed even when saving the workspace failed.
@@ -766,7 +780,7 @@ export class SessionManager {
     try {
       await tracing.withSpan("sandbox.snapshot", { "ash.session_id": live.session.id }, async (span) => {
         const startedAt = performance.now();
-        const { bytes } = await this.o.snapshots.save(live.session.id, live.sandbox.workspaceDir, {
+        const { bytes } = await this.o.snapshots.save(live.session.id, live.sandbox, {
           agentName: live.session.agentName,
           sessionId: live.session.id,
           sandboxId: live.sandbox.id,
@@ -776,6 +790,11 @@ export class SessionManager {
       });
     } catch (error) {
       this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);
+      try {
+        live.sandbox.note(`saving the workspace failed: ${error instanceof Error ? error.message : String(error)}`);
+      } catch {
+        // the sandbox is gone
+      }
       throw error;
     }
   }
@@ -862,6 +881,15 @@ function limitHit(before: ReturnType<SandboxHandle["limitCounters"]>, after: Ret
   if (after.pidsMaxHits > before.pidsMaxHits) return "sandbox_pids";
   if (after.diskKills > before.diskKills) return "sandbox_disk";
   return null;
+}
+
+/** The `error` event of a turn whose workspace could not be saved. */
+function saveFailedEvent(error: unknown): StreamEvent {
+  if (error instanceof SnapshotTooLargeError) return { type: "error", data: { error: error.message, code: "sandbox_disk" } };
+  return {
+    type: "error",
+    data: { error: "Saving the workspace failed, so the last save is kept; the session's logs say why. The session can go on.", code: "workspace_save_failed" },
+  };
 }
 
 /** Which raw SDK messages also go into the session's history (GET /messages). */

@@ -1,5 +1,7 @@
+import type { Readable } from "node:stream";
 import type { SpawnedProcess, SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
 import type { SandboxNetwork, SandboxService } from "../sandbox/egress-net";
+import type { WorkspaceIo } from "../sandbox/workspace-io";
 
 export interface SandboxNetworkOptions {
   services: SandboxService[];
@@ -19,13 +21,18 @@ export interface SandboxHandle {
   logs(): string[];
   /** Running totals of limit hits (memory, processes, disk), for telling what a turn ran into. */
   limitCounters(): { oomKills: number; pidsMaxHits: number; diskKills: number };
+  /** Reads and writes the workspace as the sandbox's own user: the server never opens paths in it. */
+  readonly io: WorkspaceIo;
+  /** Adds a line to logs(). */
+  note(line: string): void;
   destroy(): Promise<void>;
 }
 
 export interface SandboxFactory {
   /**
-   * Makes a sandbox whose workspace `populate` has filled first (from a
-   * snapshot or the agent's files), so the files belong to the sandbox user.
+   * Makes a sandbox whose folders `populate` has filled first (the agent's
+   * files, transcripts) before any process of it ran; the files then go to
+   * the sandbox user. A snapshot is restored afterwards, through `io`.
    */
   create(options: {
     id: string;
@@ -53,10 +60,19 @@ export interface SnapshotFile {
 
 /** Workspace snapshots, kept outside the sandbox (src/sandbox/snapshot). */
 export interface SnapshotStore {
-  /** Resolves with the snapshot's size in bytes. */
-  save(sessionId: string, workspaceDir: string, metadata: Record<string, unknown>): Promise<{ bytes: number }>;
-  restore(sessionId: string, targetDir: string): Promise<boolean>;
+  /**
+   * Saves the live workspace (read through the sandbox's io); resolves with
+   * the snapshot's size in bytes. Refuses a workspace over the disk limit
+   * (the previous snapshot is kept).
+   */
+  save(sessionId: string, sandbox: SandboxHandle, metadata: Record<string, unknown>): Promise<{ bytes: number }>;
+  /** True when the session has a snapshot to restore. */
+  has(sessionId: string): Promise<boolean>;
+  /** Restores into the sandbox's (empty) workspace through its io; false when there is no snapshot. */
+  restore(sessionId: string, sandbox: SandboxHandle): Promise<boolean>;
   copy(fromSessionId: string, toSessionId: string): Promise<boolean>;
   list(sessionId: string): Promise<SnapshotFile[] | null>;
   read(sessionId: string, path: string): Promise<Buffer | null>;
+  /** The snapshot as a tar archive, or null when there is none. */
+  archive(sessionId: string): Promise<Readable | null>;
 }

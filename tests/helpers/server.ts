@@ -1,10 +1,11 @@
 // Starts the real server (src/server/main.ts) as a child process with its own
 // data directory and port, so tests can stop, kill -9 and restart it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { freePort } from "./ports";
+import { removeTree } from "../../src/sandbox/remove-tree";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -126,7 +127,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       const stopped = server.stop();
       await Promise.race([stopped, new Promise((r) => setTimeout(r, 20_000))]);
       await server.kill();
-      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+      // A sandbox may have left folders nested past PATH_MAX: removeTree copes.
+      if (!options.dataDir) await removeTree(dataDir);
     },
   };
   return server;

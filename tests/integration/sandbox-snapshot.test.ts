@@ -24,6 +24,7 @@ import s3Driver from "unstorage/drivers/s3";
 import S3rver from "s3rver";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { createSnapshotStore, SnapshotCorruptError } from "../../src/sandbox";
+import { trustedFolderIo } from "../../src/sandbox/workspace-io";
 
 const root = mkdtempSync(join(tmpdir(), "ash-snap-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -54,6 +55,12 @@ function makeWorkspace(): string {
   symlinkSync("/etc/hostname", join(ws, "link-outside"));
   symlinkSync("../../../../etc", join(ws, "src", "escape"));
   return ws;
+}
+
+/** Restores into a new folder (the store only extracts into an empty workspace). */
+async function restoreInto(store: ReturnType<typeof createSnapshotStore>, id: string, target: string): Promise<boolean> {
+  mkdirSync(target, { recursive: true });
+  return store.restoreWorkspace(id, trustedFolderIo(target));
 }
 
 /** path -> [sha256, mode] of regular files, and link -> target, for comparing trees. */
@@ -88,13 +95,13 @@ describe("workspace snapshots (fs driver)", () => {
   it("round-trips bytes, modes, empty dirs and inside symlinks; skips links leading outside", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    const info = await store.snapshotWorkspace("sess-1", ws, { agentName: "helper-agent", turn: 3 });
+    const info = await store.snapshotWorkspace("sess-1", trustedFolderIo(ws), { agentName: "helper-agent", turn: 3 });
     expect(info).toMatchObject({ sessionId: "sess-1", agentName: "helper-agent", fileCount: 7, extra: { turn: 3 } });
     expect(info.skipped.sort()).toEqual(["link-outside", "src/escape"]);
     expect(new Date(info.persistedAt).getTime()).not.toBeNaN();
 
     const target = join(root, "restored-1");
-    expect(await store.restoreWorkspace("sess-1", target)).toBe(true);
+    expect(await restoreInto(store, "sess-1", target)).toBe(true);
     const expected = describeTree(ws);
     delete expected["link-outside"];
     delete expected["src/escape"];
@@ -103,24 +110,25 @@ describe("workspace snapshots (fs driver)", () => {
     expect(statSync(join(target, "blob.bin")).mtimeMs).toBeCloseTo(statSync(join(ws, "blob.bin")).mtimeMs, -1);
   });
 
-  it("lays files out as sessions/<id>/workspace/ plus metadata.json", async () => {
+  it("lays files out as sessions/<id>/blobs/<sha256> plus metadata.json (format 2)", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-2", ws, { agentName: "layout-agent" });
+    await store.snapshotWorkspace("sess-2", trustedFolderIo(ws), { agentName: "layout-agent" });
     const sessionDir = join(dataDir, "sessions", "sess-2");
-    expect(readFileSync(join(sessionDir, "workspace", "run.sh"), "utf8")).toBe("#!/bin/sh\necho run\n");
-    expect(existsSync(join(sessionDir, "workspace", "node_modules", "pkg", "index.js"))).toBe(true);
+    const runSha = createHash("sha256").update("#!/bin/sh\necho run\n").digest("hex");
+    expect(readFileSync(join(sessionDir, "blobs", runSha), "utf8")).toBe("#!/bin/sh\necho run\n");
     const metadata = JSON.parse(readFileSync(join(sessionDir, "metadata.json"), "utf8"));
-    expect(metadata).toMatchObject({ agentName: "layout-agent", fileCount: 7, sessionId: "sess-2" });
+    expect(metadata).toMatchObject({ format: 2, agentName: "layout-agent", fileCount: 7, sessionId: "sess-2" });
     expect(metadata.bytes).toBe(300_000 + 6 + 19 + 6 + 0 + 3 + 19);
-    expect(metadata.files.find((f: { path: string }) => f.path === "run.sh").mode).toBe(0o755);
+    expect(metadata.entries.find((f: { path: string }) => f.path === "run.sh")).toMatchObject({ mode: 0o755, chunks: [runSha] });
     expect(existsSync(join(sessionDir, "staging"))).toBe(false);
+    expect(existsSync(join(sessionDir, "staging.json"))).toBe(false);
   });
 
   it("reads and lists a paused session's files without restoring them", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-3", ws, { agentName: "a" });
+    await store.snapshotWorkspace("sess-3", trustedFolderIo(ws), { agentName: "a" });
     expect(await store.readSnapshotFile("sess-3", "src/deep/er/data.bin")).toEqual(Buffer.from([0, 255, 0, 13, 10, 0]));
     expect((await store.readSnapshotFile("sess-3", "we:ird?name.."))?.toString()).toBe("odd");
     expect(await store.readSnapshotFile("sess-3", "missing.txt")).toBeNull();
@@ -137,20 +145,22 @@ describe("workspace snapshots (fs driver)", () => {
   it("replaces a snapshot: changed and new files updated, deleted ones gone, unchanged ones not rewritten", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-4", ws, { agentName: "a" });
-    const storedBlob = join(dataDir, "sessions", "sess-4", "workspace", "blob.bin");
+    await store.snapshotWorkspace("sess-4", trustedFolderIo(ws), { agentName: "a" });
+    const blobSha = createHash("sha256").update(readFileSync(join(ws, "blob.bin"))).digest("hex");
+    const storedBlob = join(dataDir, "sessions", "sess-4", "blobs", blobSha);
     const inodeBefore = statSync(storedBlob).ino;
 
     writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho changed\n");
     rmSync(join(ws, "src"), { recursive: true });
     writeFileSync(join(ws, "new.txt"), "new");
-    const info = await store.snapshotWorkspace("sess-4", ws, { agentName: "a" });
+    const info = await store.snapshotWorkspace("sess-4", trustedFolderIo(ws), { agentName: "a" });
     expect(info.fileCount).toBe(7 - 1 + 1);
 
     expect(statSync(storedBlob).ino).toBe(inodeBefore);
-    expect(existsSync(join(dataDir, "sessions", "sess-4", "workspace", "src"))).toBe(false);
+    // The deleted folder's only file is no longer stored.
+    expect(existsSync(join(dataDir, "sessions", "sess-4", "blobs", createHash("sha256").update(Buffer.from([0, 255, 0, 13, 10, 0])).digest("hex")))).toBe(false);
     const target = join(root, "restored-4");
-    await store.restoreWorkspace("sess-4", target);
+    await restoreInto(store, "sess-4", target);
     const expected = describeTree(ws);
     delete expected["link-outside"];
     delete expected["link-inside"]; // its target folder is gone, so it now points nowhere
@@ -165,116 +175,131 @@ describe("workspace snapshots (fs driver)", () => {
     let crash = false;
     let writes = 0;
     const store = createSnapshotStore({
-      // From the third staged file on, every write fails: the process is as good as dead.
-      driver: failingFsDriver(base, (key) => crash && key.includes(":staging:") && ++writes >= 3),
+      // From the third new blob on, every write fails: the process is as good as dead.
+      driver: failingFsDriver(base, (key) => crash && key.includes(":blobs:") && ++writes >= 3),
     });
-    await store.snapshotWorkspace("sess-5", ws, { agentName: "a" });
+    await store.snapshotWorkspace("sess-5", trustedFolderIo(ws), { agentName: "a" });
     const before = describeTree(ws);
 
     for (const name of ["blob.bin", "run.sh", "private.key", "empty.txt", "new-1", "new-2"]) writeFileSync(join(ws, name), `v2 ${name}`);
     crash = true;
-    await expect(store.snapshotWorkspace("sess-5", ws, { agentName: "a" })).rejects.toThrow(/simulated crash/);
+    await expect(store.snapshotWorkspace("sess-5", trustedFolderIo(ws), { agentName: "a" })).rejects.toThrow(/simulated crash/);
 
     const target = join(root, "restored-5");
-    expect(await store.restoreWorkspace("sess-5", target)).toBe(true);
+    expect(await restoreInto(store, "sess-5", target)).toBe(true);
     const restored = describeTree(target);
     delete before["link-outside"];
     delete before["src/escape"];
     expect(restored).toEqual(before);
     expect((await store.readSnapshotFile("sess-5", "run.sh"))?.toString()).toBe("#!/bin/sh\necho run\n");
 
-    // The next snapshot succeeds and clears the abandoned staging files.
+    // The next snapshot succeeds and clears the abandoned blobs and intent.
     crash = false;
-    await store.snapshotWorkspace("sess-5", ws, { agentName: "a" });
+    await store.snapshotWorkspace("sess-5", trustedFolderIo(ws), { agentName: "a" });
     expect((await store.readSnapshotFile("sess-5", "run.sh"))?.toString()).toBe("v2 run.sh");
-    const leftovers = existsSync(join(base, "sess-5", "staging"))
-      ? readdirSync(join(base, "sess-5", "staging"), { recursive: true }).filter((p) => statSync(join(base, "sess-5", "staging", String(p))).isFile())
-      : [];
-    expect(leftovers).toEqual([]);
+    const staging = join(base, "sess-5", "staging");
+    expect(existsSync(staging) ? readdirSync(staging, { recursive: true }).filter((p) => statSync(join(staging, String(p))).isFile()) : []).toEqual([]);
+    const metadata = JSON.parse(readFileSync(join(base, "sess-5", "metadata.json"), "utf8"));
+    const needed = new Set(metadata.entries.flatMap((e: { chunks?: string[] }) => e.chunks ?? []));
+    expect(readdirSync(join(base, "sess-5", "blobs")).filter((name) => !needed.has(name))).toEqual([]);
   });
 
-  it("serves the new snapshot when a crash hits after the commit, and finishes it on the next snapshot", async () => {
+  it("keeps the new snapshot when a crash hits after the commit, and clears the old blobs on the next save", async () => {
     const ws = makeWorkspace();
     const base = join(dataDir, "sessions");
     let crash = false;
+    const inner = fsDriver({ base, ignore: [] });
     const store = createSnapshotStore({
-      driver: failingFsDriver(base, (key) => crash && key.startsWith("sess-6:workspace:")),
+      driver: { ...inner, name: "fs-crash-on-remove", async removeItem(key, opts) {
+        if (crash && key.includes(":blobs:")) throw new Error(`simulated crash while removing ${key}`);
+        return inner.removeItem!(key, opts);
+      } },
     });
-    await store.snapshotWorkspace("sess-6", ws, { agentName: "a" });
+    await store.snapshotWorkspace("sess-6", trustedFolderIo(ws), { agentName: "a" });
+    const oldSha = createHash("sha256").update("#!/bin/sh\necho run\n").digest("hex");
     writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho v2\n");
     crash = true;
-    await expect(store.snapshotWorkspace("sess-6", ws, { agentName: "a" })).rejects.toThrow(/simulated crash/);
+    await expect(store.snapshotWorkspace("sess-6", trustedFolderIo(ws), { agentName: "a" })).rejects.toThrow(/simulated crash/);
 
     expect((await store.readSnapshotFile("sess-6", "run.sh"))?.toString()).toBe("#!/bin/sh\necho v2\n");
     const target = join(root, "restored-6");
-    await store.restoreWorkspace("sess-6", target);
+    await restoreInto(store, "sess-6", target);
     expect(readFileSync(join(target, "run.sh"), "utf8")).toBe("#!/bin/sh\necho v2\n");
 
     crash = false;
-    await store.snapshotWorkspace("sess-6", ws, { agentName: "a" });
-    const metadata = JSON.parse(readFileSync(join(base, "sess-6", "metadata.json"), "utf8"));
-    expect(metadata.pending).toBeUndefined();
-    expect(metadata.files.every((f: { loc: string }) => f.loc === "workspace")).toBe(true);
-    expect(readFileSync(join(base, "sess-6", "workspace", "run.sh"), "utf8")).toBe("#!/bin/sh\necho v2\n");
+    await store.snapshotWorkspace("sess-6", trustedFolderIo(ws), { agentName: "a" });
+    expect(existsSync(join(base, "sess-6", "blobs", oldSha))).toBe(false);
+    expect(existsSync(join(base, "sess-6", "staging.json"))).toBe(false);
   });
 
   it("survives a metadata.json torn mid-write", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-7", ws, { agentName: "torn" });
+    await store.snapshotWorkspace("sess-7", trustedFolderIo(ws), { agentName: "torn" });
     const pointer = join(dataDir, "sessions", "sess-7", "metadata.json");
     truncateSync(pointer, Math.floor(statSync(pointer).size / 2));
     expect(await store.readSnapshotInfo("sess-7")).toMatchObject({ agentName: "torn", fileCount: 7 });
     const target = join(root, "restored-7");
-    expect(await store.restoreWorkspace("sess-7", target)).toBe(true);
+    expect(await restoreInto(store, "sess-7", target)).toBe(true);
     expect(readFileSync(join(target, "run.sh"), "utf8")).toBe("#!/bin/sh\necho run\n");
   });
 
   it("refuses to hand out bytes that do not match the record", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-8", ws, { agentName: "a" });
-    writeFileSync(join(dataDir, "sessions", "sess-8", "workspace", "run.sh"), "tampered");
+    await store.snapshotWorkspace("sess-8", trustedFolderIo(ws), { agentName: "a" });
+    writeFileSync(join(dataDir, "sessions", "sess-8", "blobs", createHash("sha256").update("#!/bin/sh\necho run\n").digest("hex")), "tampered");
     await expect(store.readSnapshotFile("sess-8", "run.sh")).rejects.toThrow(SnapshotCorruptError);
   });
 
   it("deletes a snapshot completely; a missing one reads as absent", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-9", ws, { agentName: "a" });
+    await store.snapshotWorkspace("sess-9", trustedFolderIo(ws), { agentName: "a" });
     expect(await store.deleteSnapshot("sess-9")).toBe(true);
     expect(existsSync(join(dataDir, "sessions", "sess-9"))).toBe(false);
     expect(await store.deleteSnapshot("sess-9")).toBe(false);
     expect(await store.readSnapshotInfo("sess-9")).toBeNull();
-    expect(await store.restoreWorkspace("sess-9", join(root, "never"))).toBe(false);
+    expect(await restoreInto(store, "sess-9", join(root, "never"))).toBe(false);
   });
 
-  it("restores with the sandbox user as owner", async () => {
-    const ws = makeWorkspace();
+  it("still reads and restores a format-1 snapshot, and replaces it with format 2 on the next save", async () => {
+    const base = join(dataDir, "sessions", "old-1");
+    mkdirSync(join(base, "workspace", "sub"), { recursive: true });
+    writeFileSync(join(base, "workspace", "sub", "a.txt"), "alpha");
+    writeFileSync(join(base, "workspace", "we%3Aird"), "odd");
+    const sha = (text: string) => createHash("sha256").update(text).digest("hex");
+    writeFileSync(join(base, "metadata.json"), JSON.stringify({
+      format: 1, sessionId: "old-1", agentName: "legacy", persistedAt: new Date().toISOString(), generation: "g1", fileCount: 2, bytes: 8,
+      files: [
+        { path: "sub/a.txt", size: 5, mode: 0o640, mtimeMs: 1_700_000_000_000, sha256: sha("alpha"), loc: "workspace" },
+        { path: "we:ird", size: 3, mode: 0o644, mtimeMs: 1_700_000_000_000, sha256: sha("odd"), loc: "workspace" },
+      ],
+      dirs: [{ path: "sub", mode: 0o755 }], symlinks: [{ path: "link", target: "sub/a.txt" }], skipped: [], extra: {},
+    }));
     const store = createSnapshotStore({ dataDir });
-    await store.snapshotWorkspace("sess-10", ws, { agentName: "a" });
-    const target = join(root, "restored-10");
-    await store.restoreWorkspace("sess-10", target, { owner: { uid: 10001, gid: 10001 } });
-    for (const path of ["", "run.sh", "src/deep/er", "link-inside"]) {
-      expect(lstatSync(join(target, path)).uid).toBe(10001);
-    }
+    expect((await store.readSnapshotFile("old-1", "we:ird"))?.toString()).toBe("odd");
+    const target = join(root, "restored-old");
+    expect(await restoreInto(store, "old-1", target)).toBe(true);
+    expect(readFileSync(join(target, "sub", "a.txt"), "utf8")).toBe("alpha");
+    expect(statSync(join(target, "sub", "a.txt")).mode & 0o777).toBe(0o640);
+    expect(readlinkSync(join(target, "link"))).toBe("sub/a.txt");
+
+    await store.snapshotWorkspace("old-1", trustedFolderIo(target), { agentName: "legacy" });
+    expect(JSON.parse(readFileSync(join(base, "metadata.json"), "utf8")).format).toBe(2);
+    expect(existsSync(join(base, "workspace"))).toBe(false);
+    expect((await store.readSnapshotFile("old-1", "sub/a.txt"))?.toString()).toBe("alpha");
   });
 
   it("rejects bad input with a clear error and writes nothing", async () => {
     const ws = makeWorkspace();
     const store = createSnapshotStore({ dataDir });
-    await expect(store.snapshotWorkspace("../evil", ws, { agentName: "a" })).rejects.toThrow(/Invalid session id/);
-    await expect(store.snapshotWorkspace("ok", ws, { agentName: "" })).rejects.toThrow(/agentName/);
-    await expect(store.snapshotWorkspace("ok", join(root, "no-such-dir"), { agentName: "a" })).rejects.toThrow(/not a directory/);
-    await expect(store.snapshotWorkspace("ok", "relative/ws", { agentName: "a" })).rejects.toThrow(/absolute/);
-    expect(existsSync(join(dataDir, "sessions", "ok"))).toBe(false);
-
-    await store.snapshotWorkspace("ok", ws, { agentName: "a" });
-    const busy = join(root, "busy-target");
-    mkdirSync(busy);
-    writeFileSync(join(busy, "existing"), "x");
-    await expect(store.restoreWorkspace("ok", busy)).rejects.toThrow(/not empty/);
-    expect(readdirSync(busy)).toEqual(["existing"]);
+    await expect(store.snapshotWorkspace("../evil", trustedFolderIo(ws), { agentName: "a" })).rejects.toThrow(/Invalid session id/);
+    await expect(store.snapshotWorkspace("ok", trustedFolderIo(ws), { agentName: "" })).rejects.toThrow(/agentName/);
+    await expect(store.snapshotWorkspace("ok", trustedFolderIo(join(root, "no-such-dir")), { agentName: "a" })).rejects.toThrow(/Listing the workspace failed/);
+    expect(existsSync(join(dataDir, "sessions", "ok", "metadata.json"))).toBe(false);
+    await expect(store.snapshotWorkspace("ok", trustedFolderIo(ws), { agentName: "a" }, { maxBytes: 1000 })).rejects.toThrow(/more than the sandbox's disk limit/);
+    expect(await store.readSnapshotInfo("ok")).toBeNull();
     expect(() => createSnapshotStore({ dataDir: "relative" })).toThrow(/absolute/);
   });
 });
@@ -287,22 +312,22 @@ describe("workspace snapshots (another unstorage driver)", () => {
     const driver: Driver = {
       ...inner,
       async setItemRaw(key, value, opts) {
-        if (crash && key.includes(":staging:")) throw new Error("simulated crash");
+        if (crash && key.includes(":blobs:")) throw new Error("simulated crash");
         return inner.setItemRaw!(key, value, opts);
       },
     };
     const store = createSnapshotStore({ driver });
-    await store.snapshotWorkspace("mem-1", ws, { agentName: "m" });
+    await store.snapshotWorkspace("mem-1", trustedFolderIo(ws), { agentName: "m" });
     const target = join(root, "restored-mem");
-    expect(await store.restoreWorkspace("mem-1", target)).toBe(true);
+    expect(await restoreInto(store, "mem-1", target)).toBe(true);
     expect(readFileSync(join(target, "blob.bin")).equals(readFileSync(join(ws, "blob.bin")))).toBe(true);
 
     writeFileSync(join(ws, "blob.bin"), "replaced");
     crash = true;
-    await expect(store.snapshotWorkspace("mem-1", ws, { agentName: "m" })).rejects.toThrow(/simulated crash/);
+    await expect(store.snapshotWorkspace("mem-1", trustedFolderIo(ws), { agentName: "m" })).rejects.toThrow(/simulated crash/);
     expect((await store.readSnapshotFile("mem-1", "blob.bin"))?.length).toBe(300_000);
     crash = false;
-    await store.snapshotWorkspace("mem-1", ws, { agentName: "m" });
+    await store.snapshotWorkspace("mem-1", trustedFolderIo(ws), { agentName: "m" });
     expect((await store.readSnapshotFile("mem-1", "blob.bin"))?.toString()).toBe("replaced");
 
     expect(await store.deleteSnapshot("mem-1")).toBe(true);
@@ -320,15 +345,15 @@ describe("workspace snapshots (S3-compatible bucket)", () => {
       const s3 = { endpoint: `http://127.0.0.1:${port}`, bucket: "ash", region: "us-east-1", accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
       const store = createSnapshotStore({ s3 });
       const ws = makeWorkspace();
-      const info = await store.snapshotWorkspace("s3-sess", ws, { agentName: "bucket-agent" });
+      const info = await store.snapshotWorkspace("s3-sess", trustedFolderIo(ws), { agentName: "bucket-agent" });
       expect(info.fileCount).toBe(7);
       // The bucket mirrors the fs layout under the prefix.
       const objects = listFiles(join(bucketDir, "ash"));
       expect(objects).toContain("sessions/s3-sess/metadata.json");
-      expect(objects).toContain("sessions/s3-sess/workspace/src/deep/er/data.bin");
+      expect(objects).toContain(`sessions/s3-sess/blobs/${createHash("sha256").update(Buffer.from([0, 255, 0, 13, 10, 0])).digest("hex")}`);
 
       const target = join(root, "restored-s3");
-      expect(await store.restoreWorkspace("s3-sess", target)).toBe(true);
+      expect(await restoreInto(store, "s3-sess", target)).toBe(true);
       const expected = describeTree(ws);
       delete expected["link-outside"];
       delete expected["src/escape"];
@@ -339,12 +364,12 @@ describe("workspace snapshots (S3-compatible bucket)", () => {
       writeFileSync(join(ws, "blob.bin"), "v2");
       let puts = 0;
       const crashing = createSnapshotStore({
-        driver: prefixedDriver(s3Driver(s3), "sessions", (key) => key.includes(":staging:") && ++puts >= 2),
+        driver: prefixedDriver(s3Driver(s3), "sessions", (key) => key.includes(":blobs:") && ++puts >= 2),
       });
-      await expect(crashing.snapshotWorkspace("s3-sess", ws, { agentName: "x" })).rejects.toThrow(/simulated crash/);
+      await expect(crashing.snapshotWorkspace("s3-sess", trustedFolderIo(ws), { agentName: "x" })).rejects.toThrow(/simulated crash/);
       expect((await store.readSnapshotFile("s3-sess", "run.sh"))?.toString()).toBe("#!/bin/sh\necho run\n");
 
-      await store.snapshotWorkspace("s3-sess", ws, { agentName: "bucket-agent" });
+      await store.snapshotWorkspace("s3-sess", trustedFolderIo(ws), { agentName: "bucket-agent" });
       expect((await store.readSnapshotFile("s3-sess", "run.sh"))?.toString()).toBe("#!/bin/sh\necho v2\n");
       expect(await store.deleteSnapshot("s3-sess")).toBe(true);
       expect(listFiles(join(bucketDir, "ash")).filter((p) => p.startsWith("sessions/s3-sess/"))).toEqual([]);

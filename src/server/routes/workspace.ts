@@ -1,16 +1,14 @@
 import { getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import { Readable } from "node:stream";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { create as createTar } from "tar";
+import { createGzip } from "node:zlib";
 import type { AppContext } from "../context";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
 import { gone, notFound } from "../errors";
 import { checkAgentPath } from "../../agents/agent-files";
 import { listWorkspaceFiles, readWorkspaceFile } from "../../sessions/workspace-files";
+import type { WorkspaceIo } from "../../sandbox/workspace-io";
 import { id } from "./sessions";
 
 const execSchema = z
@@ -30,7 +28,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     const path = checkAgentPath(raw);
     await ctx.sessions.requireSession(sessionId);
     const sandbox = ctx.sessions.liveSandbox(sessionId);
-    const content = sandbox ? await readWorkspaceFile(sandbox.workspaceDir, path) : await ctx.snapshots.read(sessionId, path);
+    const content = sandbox ? await readWorkspaceFile(sandbox.io, path) : await ctx.snapshots.read(sessionId, path);
     if (content === null) throw notFound(`No file "${path}" in this session's workspace.`);
     const text = isUtf8Text(content);
     return { path, size: content.length, encoding: text ? "utf8" : "base64", content: content.toString(text ? "utf8" : "base64") };
@@ -40,20 +38,16 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
     const sandbox = ctx.sessions.liveSandbox(sessionId);
-    let dir = sandbox?.workspaceDir;
-    let cleanup: string | undefined;
-    if (!dir) {
-      cleanup = await mkdtemp(join(tmpdir(), "ash-workspace-"));
-      if (!(await ctx.snapshots.restore(sessionId, cleanup))) {
-        await rm(cleanup, { recursive: true, force: true });
-        throw notFound("This session has no workspace yet.");
-      }
-      dir = cleanup;
-    }
-    const tar = createTar({ gzip: true, cwd: dir, portable: true, follow: false }, ["."]);
-    // tar's stream is not a Node Readable; wrap it so it converts to a web stream.
-    const stream = Readable.toWeb(new Readable({ read() {} }).wrap(tar as any)) as ReadableStream;
-    if (cleanup) tar.on("end", () => void rm(cleanup!, { recursive: true, force: true }));
+    // Live: tar runs as the sandbox user and the server only relays its bytes. Asleep: built from the snapshot.
+    let archive: Readable | null;
+    if (sandbox) {
+      const { proc } = tarOutRaw(sandbox.io);
+      archive = proc;
+    } else archive = await ctx.snapshots.archive(sessionId);
+    if (!archive) throw notFound("This session has no workspace yet.");
+    const gzip = createGzip();
+    archive.on("error", (error) => gzip.destroy(error));
+    const stream = Readable.toWeb(archive.pipe(gzip)) as ReadableStream;
     return new Response(stream, {
       headers: { "content-type": "application/gzip", "content-disposition": `attachment; filename="workspace-${sessionId}.tar.gz"` },
     });
@@ -79,8 +73,15 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
 async function listFiles(ctx: AppContext, sessionId: string) {
   await ctx.sessions.requireSession(sessionId);
   const sandbox = ctx.sessions.liveSandbox(sessionId);
-  if (sandbox) return listWorkspaceFiles(sandbox.workspaceDir);
+  if (sandbox) return listWorkspaceFiles(sandbox.io);
   return (await ctx.snapshots.list(sessionId)) ?? [];
+}
+
+/** The live workspace as tar produces it; stderr notes are dropped. */
+function tarOutRaw(io: WorkspaceIo): { proc: Readable } {
+  const proc = io.run("tar", ["-c", "--format=posix", "--numeric-owner", "--hard-dereference", "-f", "-", "."]);
+  proc.done.catch(() => undefined);
+  return { proc: proc.stdout };
 }
 
 function isUtf8Text(content: Buffer): boolean {

@@ -1,0 +1,268 @@
+import { spawn } from "node:child_process";
+import { posix } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { canonicalMtime, tarReader, type TarEntry, type TarReader } from "./tar-stream";
+
+/**
+ * Workspace I/O runs in a process that only has the sandbox's own rights
+ * (launched like the agent: its cgroups, its mounts, its uid). The server
+ * only sees the bytes such a process writes to stdout or reads from stdin,
+ * and never opens a path inside the workspace itself: a symlink swapped in
+ * at any moment can only redirect that process to what the sandbox user
+ * could read or write anyway.
+ */
+export interface IoProcess {
+  stdout: Readable;
+  stdin: Writable | null;
+  /** Settles when the process has exited; stderr is kept up to a few KiB. */
+  done: Promise<{ code: number | null; stderr: string }>;
+  kill(): void;
+}
+
+export interface WorkspaceIo {
+  /** The workspace's absolute path, as the process sees it (its working directory). */
+  readonly root: string;
+  run(command: string, args: string[], options?: { stdin?: boolean }): IoProcess;
+}
+
+const STDERR_KEEP = 16 * 1024;
+
+/** Wraps a spawned child into an IoProcess. */
+export function ioProcessOf(
+  child: { stdout: Readable | null; stderr: Readable | null; stdin: Writable | null },
+  exited: Promise<{ code: number | null }>,
+  kill: () => void,
+): IoProcess {
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    if (stderr.length < STDERR_KEEP) stderr += chunk.toString("utf8").slice(0, STDERR_KEEP - stderr.length);
+  });
+  child.stderr?.on("error", () => {});
+  child.stdin?.on("error", () => {});
+  const stderrDone = child.stderr ? new Promise<void>((done) => child.stderr!.once("close", done)) : Promise.resolve();
+  return {
+    stdout: child.stdout!,
+    stdin: child.stdin,
+    done: exited.then(async ({ code }) => {
+      await Promise.race([stderrDone, new Promise((r) => setTimeout(r, 200))]);
+      return { code, stderr };
+    }),
+    kill,
+  };
+}
+
+/**
+ * Runs the tools directly as the server's user on a folder. Only for folders
+ * no sandbox can write (tests, benchmarks, tools): a sandbox's workspace
+ * goes through the sandbox's own io.
+ */
+export function trustedFolderIo(root: string): WorkspaceIo {
+  return {
+    root,
+    run(command, args, options = {}) {
+      const child = spawn(command, args, { cwd: root, env: IO_ENV, stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"] });
+      const exited = new Promise<{ code: number | null }>((resolve) => {
+        child.once("close", (code) => resolve({ code }));
+        child.once("error", () => {
+          // It never started: end its streams so readers finish.
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+          resolve({ code: null });
+        });
+      });
+      return ioProcessOf(child, exited, () => child.kill("SIGKILL"));
+    },
+  };
+}
+
+/** The whole environment of an io process: nothing of the server's. */
+export const IO_ENV: Record<string, string> = { PATH: "/usr/bin:/bin", LC_ALL: "C" };
+
+export interface ListedEntry {
+  type: "file" | "dir" | "symlink" | "other";
+  /** Relative path, raw bytes as latin1. */
+  path: string;
+  size: number;
+  /** Permission bits. */
+  mode: number;
+  mtime: string;
+  /** Symlink target, raw bytes as latin1. */
+  target?: string;
+  /** find's type letter, for notes on skipped entries. */
+  kind: string;
+}
+
+/** Bytes of a latin1-held name as the text a person reads (lossy only when it is not UTF-8). */
+export function displayName(raw: string): string {
+  return Buffer.from(raw, "latin1").toString("utf8");
+}
+
+/** The raw form (latin1 held) of a UTF-8 name a caller passes. */
+export function rawName(text: string): string {
+  return Buffer.from(text, "utf8").toString("latin1");
+}
+
+/** True when the raw bytes are valid UTF-8 (then `displayName` round-trips). */
+export function isUtf8Name(raw: string): boolean {
+  const bytes = Buffer.from(raw, "latin1");
+  return Buffer.from(bytes.toString("utf8"), "utf8").equals(bytes);
+}
+
+/** Settles with the process's exit; rejects with its stderr when `ok` says the exit is a failure. */
+async function finished(proc: IoProcess, what: string, ok: (code: number | null) => boolean): Promise<{ code: number | null; stderr: string }> {
+  const result = await proc.done;
+  if (!ok(result.code)) throw new Error(`${what} failed (exit ${result.code}): ${result.stderr.trim().split("\n").slice(-3).join("; ")}`);
+  return result;
+}
+
+const FIND_FORMAT = "%y\\0%s\\0%T@\\0%m\\0%P\\0%l\\0";
+
+/**
+ * Everything under the workspace, as the sandbox user sees it. `onEntry`
+ * gets entries as they arrive (nothing is held here); entries the user
+ * cannot list end up in `errors`.
+ */
+export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) => void): Promise<{ errors: string[] }> {
+  const proc = io.run("find", [".", "-mindepth", "1", "-printf", FIND_FORMAT]);
+  let pending: Buffer = Buffer.alloc(0);
+  const fields: string[] = [];
+  let failure: unknown;
+  try {
+    for await (const chunk of proc.stdout as AsyncIterable<Buffer>) {
+      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+      let start = 0;
+      for (let nul = pending.indexOf(0, start); nul !== -1; nul = pending.indexOf(0, start)) {
+        fields.push(pending.subarray(start, nul).toString("latin1"));
+        start = nul + 1;
+        if (fields.length === 6) {
+          const [y, size, mtime, mode, path, link] = fields.splice(0, 6) as [string, string, string, string, string, string];
+          if (path === "" || path.split("/").includes("..")) continue;
+          const type = y === "f" ? "file" : y === "d" ? "dir" : y === "l" ? "symlink" : "other";
+          onEntry({ type, path, size: Number(size) || 0, mode: Number.parseInt(mode, 8) || 0, mtime: canonicalMtime(mtime), target: type === "symlink" ? link : undefined, kind: y });
+        }
+      }
+      pending = pending.subarray(start);
+    }
+  } catch (error) {
+    failure = error;
+    proc.kill();
+  }
+  // find exits 1 when it could not read some folder: the rest is still right.
+  const { stderr } = await finished(proc, "Listing the workspace", (code) => code === 0 || code === 1);
+  if (failure) throw failure;
+  return { errors: stderr.split("\n").filter(Boolean) };
+}
+
+const TAR_CREATE = ["--format=posix", "--numeric-owner", "--hard-dereference", "--pax-option=delete=atime,delete=ctime", "-f", "-"];
+
+/**
+ * A tar stream of the named entries (raw latin1 names, relative), or of
+ * everything when `paths` is undefined. Entries that vanish or cannot be
+ * read are left out by tar (it says so on stderr and exits 1 or 2); the
+ * stream is still well-formed, which the reader checks.
+ */
+export function tarOut(io: WorkspaceIo, paths?: string[]): { proc: IoProcess; reader: TarReader } {
+  const args = paths
+    ? ["-c", ...TAR_CREATE, "--no-recursion", "--null", "--verbatim-files-from", "-T", "-"]
+    : ["-c", ...TAR_CREATE, "."];
+  const proc = io.run("tar", args, { stdin: Boolean(paths) });
+  if (paths) {
+    const stdin = proc.stdin!;
+    void (async () => {
+      for (const path of paths) {
+        if (!stdin.write(Buffer.from(`./${path}\0`, "latin1"))) await new Promise((r) => stdin.once("drain", r));
+      }
+      stdin.end();
+    })().catch(() => {});
+  }
+  return { proc, reader: tarReader(proc.stdout as AsyncIterable<Buffer>) };
+}
+
+/** A relative, normalized entry name from an archive, or null when it is unusable (absolute, "..", empty). */
+export function entryPath(name: string): string | null {
+  if (name.startsWith("/")) return null;
+  const parts = name.split("/").filter((part) => part !== "" && part !== ".");
+  if (parts.length === 0 || parts.includes("..")) return null;
+  return parts.join("/");
+}
+
+/** Waits for a tarOut process; a stderr note per entry tar could not read. */
+export async function tarOutDone(proc: IoProcess): Promise<string[]> {
+  const { stderr } = await finished(proc, "Reading the workspace", (code) => code === 0 || code === 1 || code === 2);
+  return stderr.split("\n").filter(Boolean);
+}
+
+/**
+ * Extracts a tar stream into the (empty) workspace as the sandbox user.
+ * Entries tar could not make (a path past PATH_MAX, say) are left out and
+ * come back as notes: tar read the whole stream, so the rest is in place.
+ */
+export async function tarIn(io: WorkspaceIo, produce: (stdin: Writable) => Promise<void>): Promise<string[]> {
+  const proc = io.run(
+    "tar",
+    ["-x", "-f", "-", "--numeric-owner", "--no-same-owner", "--same-permissions", "--delay-directory-restore", "--warning=no-timestamp"],
+    { stdin: true },
+  );
+  const stdin = proc.stdin!;
+  proc.stdout.resume();
+  let failure: unknown;
+  try {
+    await produce(stdin);
+  } catch (error) {
+    failure = error;
+    proc.kill();
+  }
+  stdin.end();
+  const result = await proc.done;
+  if (failure) throw failure;
+  // 1 and 2 after the whole stream was taken: some entries failed, each named on stderr.
+  if (result.code !== 0 && result.code !== 1 && result.code !== 2) {
+    throw new Error(`Restoring the workspace failed (exit ${result.code}): ${result.stderr.trim().split("\n").slice(-3).join("; ")}`);
+  }
+  return result.code === 0 ? [] : result.stderr.split("\n").filter(Boolean);
+}
+
+/** Writes to a stream, waiting when it is full; fails when the reader went away. */
+export async function writeAll(stream: Writable, data: Buffer): Promise<void> {
+  if (stream.destroyed || stream.writableEnded) throw new Error("The restoring process ended early");
+  if (stream.write(data)) return;
+  await new Promise<void>((resolve, reject) => {
+    const cleanup = () => {
+      stream.off("drain", onDrain);
+      stream.off("close", onClose);
+    };
+    const onDrain = () => (cleanup(), resolve());
+    const onClose = () => (cleanup(), reject(new Error("The restoring process ended early")));
+    stream.on("drain", onDrain);
+    stream.on("close", onClose);
+  });
+}
+
+/**
+ * A symlink's target rewritten relative to the link's folder when it
+ * resolves inside the workspace, else null (it would dangle elsewhere after
+ * a restore into another sandbox folder). Raw latin1 strings throughout.
+ */
+export function relativeLinkTarget(root: string, linkPath: string, target: string): string | null {
+  const rawRoot = rawName(root);
+  const base = posix.dirname(`/${linkPath}`);
+  let inside: string;
+  if (target.startsWith("/")) {
+    const resolved = posix.resolve(target);
+    if (resolved === rawRoot) inside = "/";
+    else if (resolved.startsWith(`${rawRoot}/`)) inside = resolved.slice(rawRoot.length);
+    else return null;
+  } else {
+    inside = posix.resolve(base, target);
+    // resolve() clamps at "/": count whether the target climbs above the root.
+    let depth = base === "/" ? 0 : base.split("/").length - 1;
+    for (const part of target.split("/")) {
+      if (part === "..") depth--;
+      else if (part !== "" && part !== ".") depth++;
+      if (depth < 0) return null;
+    }
+  }
+  return posix.relative(base, inside) || ".";
+}
+
+export type { TarEntry };
