@@ -62,6 +62,27 @@ describe("sandbox limits seen from a session", () => {
     await stillFine();
   });
 
+  it("refuses to save a workspace over the disk limit, says how much and what to do, and lets the next turn clean up", async () => {
+    const id = await newSession();
+    expect((await turn(id, "#bash echo keep > keep.txt")).map((e) => e.event)).toContain("turn_complete");
+    // The watcher stops the writer, but what it wrote stays: the workspace is now over the limit.
+    const over = await turn(id, "#bash head -c 100000000 /dev/zero > filler.bin; sleep 3; ls -la");
+    const messages = over.filter((e) => e.event === "error").map((e) => String(e.data.error));
+    expect(over.filter((e) => e.event === "error").every((e) => e.data.code === "sandbox_disk")).toBe(true);
+    expect(messages.join(" ")).toMatch(/MiB of files, more than the sandbox's disk limit of 60\.0 MiB; it was not saved and the last save is kept\. Delete files/);
+    expect(over.at(-1)?.event).toBe("done");
+    await stillFine();
+    // The next turn runs, and the agent can clean up after itself.
+    const cleanup = await turn(id, "#bash rm filler.bin && ls");
+    expect(cleanup.map((e) => e.event)).toContain("turn_complete");
+    expect(cleanup.filter((e) => e.event === "error")).toEqual([]);
+    // Saved again: the paused session's workspace is the cleaned one.
+    expect((await server.api(`/api/sessions/${id}/pause`, { method: "POST" })).status).toBe(200);
+    const files = (await (await server.api(`/api/sessions/${id}/files`)).json()).files.map((f: { path: string }) => f.path);
+    expect(files).toContain("keep.txt");
+    expect(files).not.toContain("filler.bin");
+  });
+
   it("reports the limit on exec too", async () => {
     const id = await newSession();
     const r = await (await server.api(`/api/sessions/${id}/exec`, { method: "POST", json: { command: MEMORY_HOG } })).json();
