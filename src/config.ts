@@ -2,6 +2,7 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { ConfigError } from "./config-error";
 import { boolean, integer, isHttpUrl, text, type Env } from "./env-values";
+import { AGENT_NAME, AGENT_NAME_RULE } from "./contract";
 
 /**
  * Everything the server reads from its environment, parsed once at start-up.
@@ -161,9 +162,10 @@ function warmPoolConfig(env: Env): Record<string, number> {
   const pool: Record<string, number> = {};
   if (raw === undefined) return pool;
   for (const item of raw.split(",")) {
-    const match = /^\s*([a-zA-Z0-9_-]{1,64})\s*=\s*(\d+)\s*$/.exec(item);
+    const match = /^\s*([^=\s]+)\s*=\s*(\d+)\s*$/.exec(item);
     if (!match) throw new ConfigError(`ASH_WARM_POOL must be a comma-separated list of agent=count, got "${item.trim()}"`);
     const [, name, count] = match;
+    if (!AGENT_NAME.test(name!)) throw new ConfigError(`ASH_WARM_POOL names "${name}", which is not an agent name (${AGENT_NAME_RULE})`);
     if (Object.hasOwn(pool, name!)) throw new ConfigError(`ASH_WARM_POOL names agent "${name}" twice`);
     const n = Number(count);
     if (n < 1 || n > 100) throw new ConfigError(`ASH_WARM_POOL count for "${name}" must be between 1 and 100, got ${n}`);

@@ -4,7 +4,6 @@ import { randomUUID } from "node:crypto";
 import type { AgentFile } from "../db/queries/agents";
 import { badRequest, unprocessable } from "../errors";
 
-export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const MAX_FILES = 5000;
 
 /** Linux's limits: a name (one path component) and a whole path, in bytes. */

@@ -52,7 +52,7 @@ export interface Agent {
 /** One file of an agent folder; `content` is base64. */
 
 interface DeployAgentCommon {
-  /** Matches `^[a-zA-Z0-9_-]{1,64}$`. */
+  /** Letters, digits, `-` and `_`, 1 to 64 (`AGENT_NAME` in the contract). */
   name: string;
   /** Environment variables for the agent's sandboxes. */
   env?: Record<string, string>;

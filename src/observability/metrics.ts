@@ -1,4 +1,5 @@
 import { Registry, type GaugeSample } from "./registry";
+import { SESSION_STATUSES, type SessionStatus } from "../contract";
 
 /**
  * Ash's metrics, named for what happened ("a turn finished", "a sandbox was
@@ -34,7 +35,7 @@ export const LIMIT_KINDS = ["sandbox_oom", "sandbox_pids", "sandbox_disk"] as co
 export type LimitKind = (typeof LIMIT_KINDS)[number];
 
 export const SANDBOX_STATES = ["busy", "idle", "evicted"] as const;
-export const SESSION_STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"] as const;
+export { SESSION_STATUSES };
 
 /** Errors nothing was waiting for: a rejected promise nobody handled, an exception nothing caught, a request answered 500. */
 export const UNEXPECTED_ERROR_KINDS = ["rejection", "exception", "request"] as const;
@@ -44,7 +45,7 @@ const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 /** Sandboxes by state: `busy` (running a turn), `idle` (live, no turn), `evicted` (not ended, no live sandbox). */
 export type SandboxCounts = { busy: number; idle: number; evicted: number };
-export type SessionCounts = Partial<Record<(typeof SESSION_STATUSES)[number], number>>;
+export type SessionCounts = Partial<Record<SessionStatus, number>>;
 type Source<T> = () => T | Promise<T>;
 
 const SECONDS = (ms: number) => Math.max(0, ms) / 1000;

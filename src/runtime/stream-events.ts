@@ -1,4 +1,5 @@
 import type { SDKMessage } from "@anthropic-ai/claude-agent-sdk";
+import type { LimitReason } from "../contract";
 
 /** The event names of the streaming contract (API.md, "Messages: one turn, streamed"). */
 export type StreamEventType =
@@ -23,9 +24,7 @@ export type TurnErrorCode =
   | "model_error"
   | "model_timeout"
   | "interrupted"
-  | "sandbox_oom"
-  | "sandbox_pids"
-  | "sandbox_disk"
+  | LimitReason
   | "sandbox_crashed"
   | "workspace_save_failed"
   | "server_restart"

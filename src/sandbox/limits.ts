@@ -22,7 +22,7 @@ export const DEFAULT_LIMITS: SandboxLimits = { memoryMb: 2048, maxProcesses: 256
 export type LimitMode = "cgroup2" | "cgroup1" | "rlimit";
 
 /** Why a sandboxed process was stopped by a limit. */
-export type LimitReason = "sandbox_oom" | "sandbox_pids" | "sandbox_disk";
+export type { LimitReason } from "../contract";
 
 /** Monotonic counters of limit events in a group; compared before and after a process. */
 export interface LimitCounters {

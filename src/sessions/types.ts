@@ -2,6 +2,7 @@ import type { Readable } from "node:stream";
 import type { SpawnedProcess, SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
 import type { SandboxNetwork, SandboxService } from "../sandbox/egress-net";
 import type { WorkspaceIo } from "../sandbox/workspace-io";
+import type { LimitReason } from "../contract";
 
 export interface SandboxNetworkOptions {
   services: SandboxService[];
@@ -9,7 +10,8 @@ export interface SandboxNetworkOptions {
   env: (addresses: SandboxNetwork["addresses"]) => Record<string, string>;
 }
 
-export type LimitKillReason = "sandbox_oom" | "sandbox_pids" | "sandbox_disk";
+/** Which limit stopped a process of the sandbox. */
+export type LimitKillReason = LimitReason;
 
 /** A running sandbox as the session layer uses it (made by src/sandbox). */
 export interface SandboxHandle {

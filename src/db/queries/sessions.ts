@@ -1,6 +1,7 @@
 import type { Queryable } from "../types";
 
-export type SessionStatus = "starting" | "active" | "paused" | "stopped" | "ended" | "error";
+export type { SessionStatus } from "../../contract";
+import type { SessionStatus } from "../../contract";
 
 /** Per-session choices made at creation (API: POST /api/sessions). */
 export interface SessionSettings {

@@ -6,8 +6,9 @@ import { readJsonBody } from "../body";
 import { validate } from "../validate";
 import { badRequest, notFound, unprocessable } from "../errors";
 import { presentAgent } from "../present";
-import { AGENT_NAME, decodeUploadedFiles, readAgentFolder, removeAgentFolder, stageAgent } from "../../agents/agent-files";
+import { decodeUploadedFiles, readAgentFolder, removeAgentFolder, stageAgent } from "../../agents/agent-files";
 import { deleteAgent, deployAgent, getAgent, listAgents, undoDeploy, type AgentFile } from "../../db/queries/agents";
+import { AGENT_NAME, AGENT_NAME_RULE } from "../../contract";
 
 const envSchema = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string());
 
@@ -19,7 +20,7 @@ const agentManifestSchema = z.object({ egress: z.array(egressHost).max(500).opti
 
 const deploySchema = z
   .object({
-    name: z.string().regex(AGENT_NAME, "must match ^[a-zA-Z0-9_-]{1,64}$"),
+    name: z.string().regex(AGENT_NAME, `must be ${AGENT_NAME_RULE}`),
     files: z.array(z.object({ path: z.string(), content: z.string(), mode: z.number().int().optional() }).strict()).optional(),
     path: z.string().min(1).optional(),
     env: envSchema.optional(),

@@ -1,5 +1,6 @@
 import type { H3 } from "h3";
 import type { AppContext } from "../context";
+import { AGENT_NAME, SESSION_STATUSES } from "../../contract";
 
 // The API reference, served as OpenAPI 3.1 at GET /openapi.json (public, like /health).
 
@@ -56,7 +57,7 @@ export function openApiDocument(version: string) {
             agentName: { type: "string" },
             agentVersion: { type: "integer" },
             sandboxId: { type: ["string", "null"] },
-            status: { enum: ["starting", "active", "paused", "stopped", "ended", "error"] },
+            status: { enum: [...SESSION_STATUSES] },
             createdAt: { type: "string", format: "date-time" },
             lastActiveAt: { type: "string", format: "date-time" },
             model: { type: "string" },
@@ -74,7 +75,7 @@ export function openApiDocument(version: string) {
           required: ["name"],
           additionalProperties: false,
           properties: {
-            name: { type: "string", pattern: "^[a-zA-Z0-9_-]{1,64}$" },
+            name: { type: "string", pattern: AGENT_NAME.source },
             files: { type: "array", items: { type: "object", required: ["path", "content"], properties: { path: { type: "string" }, content: { type: "string", contentEncoding: "base64" }, mode: { type: "integer" } } } },
             path: { type: "string", description: "A folder inside the data directory, instead of files" },
             env: { type: "object", additionalProperties: { type: "string" } },

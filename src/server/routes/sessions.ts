@@ -6,6 +6,7 @@ import { parseWholeNumber, validate } from "../validate";
 import { badRequest } from "../errors";
 import { presentSession } from "../present";
 import { listSessions } from "../../db/queries/sessions";
+import { isSessionStatus, SESSION_STATUSES } from "../../contract";
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
 
@@ -25,7 +26,6 @@ const createSchema = z
 
 const patchSchema = z.object({ maxTokens: z.number().int().min(1).nullable() }).strict();
 
-const STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"];
 
 export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions", async (event) => {
@@ -38,7 +38,7 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.get("/api/sessions", async (event) => {
     const q = getQuery(event) as Record<string, string | undefined>;
     const limit = q.limit === undefined ? 50 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 500);
-    if (q.status && !STATUSES.includes(q.status)) throw badRequest(`The query parameter "status" must be one of ${STATUSES.join(", ")}.`);
+    if (q.status && !isSessionStatus(q.status)) throw badRequest(`The query parameter "status" must be one of ${SESSION_STATUSES.join(", ")}.`);
     const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;
     const rows = await listSessions(ctx.db, { agent: q.agent, status: q.status, limit: limit + 1, cursor });
     const page = rows.slice(0, limit);
