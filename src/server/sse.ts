@@ -1,7 +1,8 @@
 import type { StoredEvent } from "../db/queries/events";
 import type { EventLog } from "../sessions/event-log";
 
-const PING_EVERY_MS = 15_000;
+/** A `: ping` comment after this much silence keeps proxies from closing an idle stream (API.md). */
+export const PING_EVERY_MS = 15_000;
 const encoder = new TextEncoder();
 
 export function formatFrame(event: StoredEvent): string {
@@ -15,7 +16,12 @@ export function formatFrame(event: StoredEvent): string {
  * buffer (its events wait in the database instead). A client that goes away
  * only stops its own stream; the turn goes on.
  */
-export function eventStreamResponse(log: EventLog, after: number, options: { endAfterDone: boolean; signal?: AbortSignal }): Response {
+export function eventStreamResponse(
+  log: EventLog,
+  after: number,
+  options: { endAfterDone: boolean; signal?: AbortSignal; pingEveryMs?: number },
+): Response {
+  const pingEveryMs = options.pingEveryMs ?? PING_EVERY_MS;
   let cursor = after;
   let finished = false;
   // While the stream is open the session keeps this log (see SessionManager.forgetLog).
@@ -49,8 +55,8 @@ export function eventStreamResponse(log: EventLog, after: number, options: { end
             return;
           }
           const before = Date.now();
-          await log.waitForMore(cursor, PING_EVERY_MS);
-          if (log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= PING_EVERY_MS - 5) {
+          await log.waitForMore(cursor, pingEveryMs);
+          if (log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= pingEveryMs - 5) {
             controller.enqueue(encoder.encode(": ping\n\n"));
             return;
           }
