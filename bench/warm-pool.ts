@@ -13,7 +13,7 @@ const model = await startFakeModel();
 /** Waits (bounded: 60 s) until the agent's spare is ready, so every warm sample really starts warm. */
 async function spareReady(server: TestServer): Promise<void> {
   for (let i = 0; i < 600; i++) {
-    const h = await (await fetch(`${server.url}/health`)).json();
+    const h = (await (await fetch(`${server.url}/health`)).json()) as any;
     if (h.pool.warm?.agents?.bench === 1) return;
     await new Promise((r) => setTimeout(r, 100));
   }

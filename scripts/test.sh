@@ -38,8 +38,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund || fail_setup "npm ci failed"
 fi
 
-phase "building"
+phase "building and type-checking (src, tests, bench)"
 npm run build >/dev/null || fail_setup "build failed"
+npm run typecheck || fail_setup "type check failed"
 
 phase "starting PostgreSQL"
 infra/postgres.sh status >/dev/null 2>&1 || started_postgres=1

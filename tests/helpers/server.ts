@@ -9,6 +9,9 @@ import { removeTree } from "../../src/sandbox/remove-tree";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
+/** A response whose JSON the test reads as the API documents it (tests assert the shape). */
+export type ApiResponse = Omit<Response, "json"> & { json(): Promise<any> };
+
 export interface TestServer {
   url: string;
   port: number;
@@ -19,7 +22,7 @@ export interface TestServer {
   /** The server process id. */
   pid(): number;
   /** Authorized fetch against the server. */
-  api(path: string, init?: RequestInit & { json?: unknown }): Promise<Response>;
+  api(path: string, init?: RequestInit & { json?: unknown }): Promise<ApiResponse>;
   /** SIGTERM and wait for exit. */
   stop(): Promise<number | null>;
   /** SIGKILL: a crash. */

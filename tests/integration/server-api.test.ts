@@ -23,7 +23,7 @@ describe.each(backends)("HTTP API on $name", (backend) => {
   it("answers /health without a key, with the database and limits", async () => {
     const r = await fetch(`${server.url}/health`);
     expect(r.status).toBe(200);
-    const body = await r.json();
+    const body = (await r.json()) as any;
     expect(body).toMatchObject({ status: "ok", version: expect.any(String), database: backend.name, activeSessions: 0 });
     expect(body.limits).toBeTypeOf("object");
     expect(body.pool).toMatchObject({ max: expect.any(Number) });
@@ -132,7 +132,7 @@ describe.each(backends)("HTTP API on $name", (backend) => {
   });
 
   it("serves its API reference as OpenAPI", async () => {
-    const doc = await (await fetch(`${server.url}/openapi.json`)).json();
+    const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as any;
     expect(doc.openapi).toMatch(/^3\./);
     expect(Object.keys(doc.paths)).toContain("/api/sessions/{id}/messages");
   });

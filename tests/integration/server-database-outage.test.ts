@@ -47,7 +47,7 @@ describeWithPostgres("the server when PostgreSQL goes away", () => {
 
     await pg.stop();
     await waitForHealth(503);
-    const health = await (await fetch(`${server.url}/health`)).json();
+    const health = (await (await fetch(`${server.url}/health`)).json()) as any;
     expect(health.status).toBe("degraded");
     const down = await server.api("/api/agents");
     expect(down.status).toBe(503);

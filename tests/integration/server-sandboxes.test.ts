@@ -24,7 +24,7 @@ describe("sandbox pool and eviction", () => {
     expect(r.status).toBe(200);
     return readEvents(r);
   };
-  const health = async () => (await fetch(`${server.url}/health`)).json();
+  const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
 
   it("runs 5 sessions in turn on 2 sandboxes, each keeping its memory and files", async () => {
     const sampler = sampleMax(() => countClaudeProcesses(server.dataDir));

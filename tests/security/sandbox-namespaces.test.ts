@@ -173,7 +173,7 @@ describe.skipIf(skip)("no namespaces, mounts, keyring or bpf inside a session (s
     };
 
   it("reports bwrap with the seccomp filter in /health", async () => {
-    const health = await (await fetch(`${server.url}/health`)).json();
+    const health = (await (await fetch(`${server.url}/health`)).json()) as any;
     expect(health.isolation).toEqual({ mode: "bwrap", seccomp: true, unisolatedAllowed: false });
   });
 

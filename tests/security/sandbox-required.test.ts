@@ -66,7 +66,7 @@ describe("sandbox isolation is required by default", () => {
 
     it("starts, warns in its log, and /health says sandboxes run unisolated", async () => {
       expect(server.output()).toMatch(/sandboxes run UNISOLATED because ASH_SANDBOX_ALLOW_UNISOLATED=true/);
-      const health = await (await fetch(`${server.url}/health`)).json();
+      const health = (await (await fetch(`${server.url}/health`)).json()) as any;
       expect(health.isolation).toEqual({ mode: "none", seccomp: false, unisolatedAllowed: true });
     });
 
@@ -92,7 +92,7 @@ describe("sandbox isolation is required by default", () => {
 
     it("logs and reports bwrap with the seccomp filter", async () => {
       expect(server.output()).toMatch(/sandboxes: isolation bwrap\+seccomp/);
-      const health = await (await fetch(`${server.url}/health`)).json();
+      const health = (await (await fetch(`${server.url}/health`)).json()) as any;
       expect(health.isolation).toEqual({ mode: "bwrap", seccomp: true, unisolatedAllowed: false });
     });
   });

@@ -85,11 +85,11 @@ describe("HTTP metrics and spans", () => {
   });
 
   it("GET /metrics needs the key by default: 401 with the contract's error body", async () => {
-    for (const headers of [{}, { authorization: "Bearer wrong" }]) {
+    for (const headers of [{}, { authorization: "Bearer wrong" }] as Record<string, string>[]) {
       const res = await get(app, "/metrics", { headers });
       expect(res.status).toBe(401);
       expect(res.headers.get("www-authenticate")).toBe("Bearer");
-      const body = await res.json();
+      const body = (await res.json()) as any;
       expect(body.statusCode).toBe(401);
       expect(body.error).toMatch(/API key/);
     }

@@ -66,7 +66,7 @@ describe("log redaction", () => {
     let text = "";
     stdout.on("data", (d) => (text += d));
     stderr.on("data", (d) => (text += d));
-    const log = createConsola({ level: 5, fancy: false, stdout: stdout as any, stderr: stderr as any });
+    const log = createConsola({ level: 5, stdout: stdout as any, stderr: stderr as any });
     configureLogging({ logFormat: "human" }, { instance: log, env: ENV });
     logEverything(log);
 
