@@ -1,5 +1,5 @@
 import { constants, existsSync, readFileSync } from "node:fs";
-import { access, mkdir } from "node:fs/promises";
+import { access, mkdir, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { childGroups, killMembers, readCounter, readMembers, removeGroupDir, writeControl, writeOptionalControl } from "./cgroup-fs";
 import type { ResourceGroup, SandboxLimits } from "./limits";
@@ -108,6 +108,18 @@ export async function createCgroup1Group(parent: string, id: string, limits: San
   }
   const fileSizeBytes = Math.floor(limits.diskMb * 1024 * 1024);
   return { ...group(), rlimits: { fileSizeBytes } };
+}
+
+/**
+ * Removes the parent folder itself from every controller once its groups are
+ * gone (a server's own `ash/<server-id>`); one that still holds a group stays.
+ */
+export async function removeCgroup1Parent(parent: string): Promise<void> {
+  const mounts = cgroup1Mounts();
+  for (const controller of CONTROLLERS) {
+    const mount = mounts[controller];
+    if (mount) await rmdir(join(mount, parent)).catch(() => undefined);
+  }
 }
 
 /** Groups under the parent (for sweeping leftovers of a crashed server). */

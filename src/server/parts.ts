@@ -4,7 +4,7 @@ import type { ConsolaInstance } from "consola";
 import { ConfigError, type ServerConfig } from "../config";
 import { SandboxIsolationError, findSandboxTools } from "../sandbox/isolation";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
-import { listCgroup1Groups } from "../sandbox/cgroup1";
+import { listCgroup1Groups, removeCgroup1Parent } from "../sandbox/cgroup1";
 import { removeTree } from "../sandbox/remove-tree";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
@@ -72,6 +72,10 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       const names = await readdir(folder).catch(() => [] as string[]);
       for (const name of names) await removeTree(join(folder, name));
       return names.length;
+    },
+    async close() {
+      // Each sandbox removed its own groups; the folder this server made for them goes last.
+      if (host.limitMode === "cgroup1") await removeCgroup1Parent(cgroup1Parent);
     },
     async create({ id, env, populate, network }) {
       // Filled before any process of the sandbox runs; then handed to the sandbox user.

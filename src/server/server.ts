@@ -80,6 +80,7 @@ export async function startServer(
       close: () =>
         (closing ??= (async () => {
           await sessions!.shutdown();
+          await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
           await closeHttp(http, 5000);
           // After the sessions: their last events and spans are sent too.

@@ -52,6 +52,8 @@ export interface SandboxFactory {
    * many folders went.
    */
   removeLeftovers(ids: string[]): Promise<number>;
+  /** At shutdown, after every sandbox is gone: removes what this server made for all of them (its cgroup folders). */
+  close(): Promise<void>;
 }
 
 export interface SnapshotFile {
