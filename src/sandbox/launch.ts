@@ -44,13 +44,12 @@ export interface Launch {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Exit status of the wrapper when it could not join a cgroup. */
+const JOIN_GROUP_FAILED = 125;
+
 // Joins the cgroups named before "--" (so nothing runs outside them, not
 // even bwrap), then becomes the rest of the command line.
-const JOIN_GROUPS_SCRIPT =
-  'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do echo $$ > "$1" || { echo "ash-sandbox: cannot join cgroup $1" >&2; exit 125; }; shift; done; shift; exec "$@"';
-
-/** Exit status of the wrapper when it could not join a cgroup. */
-export const JOIN_GROUP_FAILED = 125;
+const JOIN_GROUPS_SCRIPT = `while [ "$#" -gt 0 ] && [ "$1" != -- ]; do echo $$ > "$1" || { echo "ash-sandbox: cannot join cgroup $1" >&2; exit ${JOIN_GROUP_FAILED}; }; shift; done; shift; exec "$@"`;
 
 const ARGS_FD = 3;
 const STATUS_FD = 4;
