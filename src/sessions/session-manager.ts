@@ -605,13 +605,12 @@ export class SessionManager {
       });
     try {
       // Extracted by a process of the sandbox's own user, never by the server.
-      if (hasSnapshot) {
-        restored = await tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
-          const done = await snapshots.restore(session.id, sandbox);
-          restoreSpan.setAttribute("ash.restored", done);
-          return done;
-        });
-      }
+      // The span is there either way, so a trace shows whether the workspace came from a snapshot.
+      restored = await tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
+        const done = hasSnapshot ? await snapshots.restore(session.id, sandbox) : false;
+        restoreSpan.setAttribute("ash.restored", done);
+        return done;
+      });
       const agent = new AgentSession({
         cwd: sandbox.workspaceDir,
         env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
