@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
+import { SANDBOX_PORTS } from "../../src/sessions/sandbox-access";
 
 const SERVER_KEY = "sk-ant-server-secret-7731a9c2e4";
 const AGENT_KEY = "sk-ant-agent-secret-51f0b8d6aa";
@@ -49,7 +50,7 @@ describe("the model key never enters a sandbox", () => {
   // A minimal Messages call with a given key, from inside a sandbox, to its own gateway port.
   const callGateway = (token: string) =>
     `curl -s -o /dev/null -w 'STATUS=%{http_code}' -H 'x-api-key: ${token}' -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' ` +
-    `-d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}' "$ANTHROPIC_BASE_URL/v1/messages"`;
+    `-d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}' "http://127.0.0.1:${SANDBOX_PORTS.gateway}/v1/messages"`;
 
   it.each([
     ["the server's key", "plain", SERVER_KEY],
@@ -60,13 +61,15 @@ describe("the model key never enters a sandbox", () => {
     if (agent === "ownkey") expect((await exec(session.id, "env")).stdout).toContain("OTHER_VALUE=kept-8812");
     const env = await exec(session.id, "env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'");
     expect(env.stdout).not.toContain(key);
-    expect(env.stdout).toMatch(/ANTHROPIC_BASE_URL=http:\/\/127\.0\.0\.1:\d+/);
+    // exec carries no model setting at all, not even the gateway's address.
+    expect(env.stdout).not.toMatch(/^ANTHROPIC_/m);
     // Every file the sandbox can read outside the system trees (those are the host's own, read-only).
     const files = await exec(session.id, `grep -rlsF '${key}' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=usr --exclude-dir=lib --exclude-dir=lib64 --exclude-dir=bin --exclude-dir=sbin; echo scanned`);
     expect(files.stdout.trim()).toBe("scanned");
     const tool = await bashTool(session.id, "env; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; cat \"$HOME\"/.claude/*.json \"$HOME\"/.claude.json 2>/dev/null");
     expect(tool).not.toContain(key);
     expect(tool).toContain("ash-gw-");
+    expect(tool).toMatch(/ANTHROPIC_BASE_URL=http:\/\/127\.0\.0\.1:\d+/);
     // The model still got the real key, added by the gateway.
     const seen = model.requests.at(-1)!.headers["x-api-key"];
     expect(seen).toBe(key);
