@@ -5,7 +5,7 @@
  *
  * Needs `docker info` and ASH_TEST_IMAGE (a local image); skipped otherwise.
  */
-import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -117,8 +117,11 @@ describe.skipIf(reason)("an agent served by the real image", () => {
     const top = await readdir(dataDir);
     expect(top).toEqual(expect.arrayContaining(["ash.db", "agents", "sessions", "sandboxes"]));
     await stat(join(dataDir, "agents", "e2e", "CLAUDE.md"));
-    await stat(join(dataDir, "sessions", sessionId, "metadata.json"));
-    await stat(join(dataDir, "sessions", sessionId, "workspace", "out.txt"));
+    // The workspace's manifest, and its file contents stored once each under their SHA-256.
+    const manifest = JSON.parse(await readFile(join(dataDir, "sessions", sessionId, "metadata.json"), "utf8"));
+    const out = manifest.entries.find((e: { path: string }) => e.path === "out.txt");
+    expect(out?.type).toBe("file");
+    for (const hash of out.chunks) await stat(join(dataDir, "sessions", sessionId, "blobs", hash));
   });
 
   it("keeps every agent, session and message through a container restart on the same volume", async () => {
