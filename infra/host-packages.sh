@@ -50,7 +50,15 @@ start=$(date +%s)
 say "installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 log="${TMPDIR:-/tmp}/ash-host-packages.log"
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } >"$log" 2>&1; then
+# Each list in full (apt-get leaves what is there as it is), so every package the
+# commands need is named here in the open.
+install_all() {
+  case "$1" in
+    start) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat ;;
+    test) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat docker-compose docker-registry postgresql ;;
+  esac
+}
+if ! { apt-get update -qq && install_all "$1"; } >"$log" 2>&1; then
   tail -n 20 "$log" >&2
   die "apt-get could not install$missing (log: $log)"
 fi
