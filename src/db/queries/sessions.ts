@@ -2,6 +2,7 @@ import type { Queryable } from "../types";
 
 export type { SessionStatus } from "../../contract";
 import type { SessionStatus } from "../../contract";
+import { pastCursor, whereOf } from "./where";
 
 /** Per-session choices made at creation (API: POST /api/sessions). */
 export interface SessionSettings {
@@ -78,22 +79,13 @@ export async function listSessions(
   db: Queryable,
   filter: { agent?: string; status?: string; limit: number; cursor?: { createdAt: number; id: string } },
 ): Promise<SessionRecord[]> {
-  const where: string[] = [];
-  const params: unknown[] = [];
-  if (filter.agent) {
-    where.push(`agent_name = ?`);
-    params.push(filter.agent);
-  }
-  if (filter.status) {
-    where.push(`status = ?`);
-    params.push(filter.status);
-  }
-  if (filter.cursor) {
-    where.push(`(created_at < ? OR (created_at = ? AND id < ?))`);
-    params.push(filter.cursor.createdAt, filter.cursor.createdAt, filter.cursor.id);
-  }
-  const sql = `SELECT ${COLUMNS} FROM sessions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC, id DESC LIMIT ?`;
-  return (await db.all(sql, [...params, filter.limit])).map(toSession);
+  const where = whereOf([
+    Boolean(filter.agent) && ["agent_name = ?", filter.agent],
+    Boolean(filter.status) && ["status = ?", filter.status],
+    pastCursor(filter.cursor, "older"),
+  ]);
+  const sql = `SELECT ${COLUMNS} FROM sessions ${where.sql} ORDER BY created_at DESC, id DESC LIMIT ?`;
+  return (await db.all(sql, [...where.params, filter.limit])).map(toSession);
 }
 
 export async function updateSession(

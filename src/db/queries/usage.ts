@@ -1,4 +1,5 @@
 import type { Queryable } from "../types";
+import { pastCursor, whereOf, type Condition } from "./where";
 
 /** One model response's tokens, as the model gateway read them. */
 export interface UsageRecord {
@@ -58,37 +59,19 @@ export interface UsageFilter {
   to?: number;
 }
 
-function whereOf(filter: UsageFilter): { sql: string; params: unknown[] } {
-  const where: string[] = [];
-  const params: unknown[] = [];
-  if (filter.sessionId) {
-    where.push(`session_id = ?`);
-    params.push(filter.sessionId);
-  }
-  if (filter.agentName) {
-    where.push(`agent_name = ?`);
-    params.push(filter.agentName);
-  }
-  if (filter.from !== undefined) {
-    where.push(`created_at >= ?`);
-    params.push(filter.from);
-  }
-  if (filter.to !== undefined) {
-    where.push(`created_at < ?`);
-    params.push(filter.to);
-  }
-  return { sql: where.length ? `WHERE ${where.join(" AND ")}` : "", params };
+function conditionsOf(filter: UsageFilter): Condition[] {
+  return [
+    filter.sessionId !== undefined && filter.sessionId !== "" && ["session_id = ?", filter.sessionId],
+    filter.agentName !== undefined && filter.agentName !== "" && ["agent_name = ?", filter.agentName],
+    filter.from !== undefined && ["created_at >= ?", filter.from],
+    filter.to !== undefined && ["created_at < ?", filter.to],
+  ];
 }
 
 /** Oldest first; `cursor` is the last record of the previous page. */
 export async function listUsage(db: Queryable, filter: UsageFilter & { limit: number; cursor?: { createdAt: number; id: string } }): Promise<UsageRecord[]> {
-  const { sql, params } = whereOf(filter);
-  let where = sql;
-  if (filter.cursor) {
-    where += `${where ? " AND" : "WHERE"} (created_at > ? OR (created_at = ? AND id > ?))`;
-    params.push(filter.cursor.createdAt, filter.cursor.createdAt, filter.cursor.id);
-  }
-  const rows = await db.all(`SELECT ${COLUMNS} FROM usage_records ${where} ORDER BY created_at, id LIMIT ?`, [...params, filter.limit]);
+  const { sql, params } = whereOf([...conditionsOf(filter), pastCursor(filter.cursor, "newer")]);
+  const rows = await db.all(`SELECT ${COLUMNS} FROM usage_records ${sql} ORDER BY created_at, id LIMIT ?`, [...params, filter.limit]);
   return rows.map(toRecord);
 }
 
@@ -104,7 +87,7 @@ export interface UsageSums {
 
 /** Sums grouped by agent and model. */
 export async function usageStats(db: Queryable, filter: UsageFilter): Promise<UsageSums[]> {
-  const { sql, params } = whereOf(filter);
+  const { sql, params } = whereOf(conditionsOf(filter));
   const rows = await db.all<any>(
     `SELECT agent_name, model, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
         SUM(cache_creation_tokens) AS cache_creation_tokens, SUM(cache_read_tokens) AS cache_read_tokens
