@@ -49,9 +49,8 @@ export interface SnapshotEntry {
   targetRaw?: string;
 }
 
-/** metadata.json, format 2: a manifest over content-addressed blobs (`blobs/<sha256>`). */
-export interface SnapshotRecordV2 {
-  format: 2;
+/** What every format of metadata.json records about a save; also what callers learn of one. */
+export interface SnapshotInfo {
   sessionId: string;
   agentName: string;
   /** ISO 8601. */
@@ -59,41 +58,28 @@ export interface SnapshotRecordV2 {
   generation: string;
   fileCount: number;
   bytes: number;
-  entries: SnapshotEntry[];
   /** Entries left out, each with why (sockets, fifos, devices, unreadable, links leading outside). */
   skipped: string[];
   extra: Record<string, unknown>;
 }
 
+/** metadata.json, format 2: a manifest over content-addressed blobs (`blobs/<sha256>`). */
+export interface SnapshotRecordV2 extends SnapshotInfo {
+  format: 2;
+  entries: SnapshotEntry[];
+}
+
 /** metadata.json as earlier versions wrote it (files under `workspace/<escaped path>`); still read. */
-export interface SnapshotRecordV1 {
+export interface SnapshotRecordV1 extends SnapshotInfo {
   format: 1;
-  sessionId: string;
-  agentName: string;
-  persistedAt: string;
-  generation: string;
-  fileCount: number;
-  bytes: number;
   files: Array<{ path: string; size: number; mode: number; mtimeMs: number; sha256: string; loc: string }>;
   dirs: Array<{ path: string; mode: number }>;
   symlinks: Array<{ path: string; target: string }>;
-  skipped: string[];
-  extra: Record<string, unknown>;
   pending?: { generation: string; remove: string[] };
 }
 
 export type SnapshotRecord = SnapshotRecordV2 | SnapshotRecordV1;
 
-export interface SnapshotInfo {
-  sessionId: string;
-  agentName: string;
-  persistedAt: string;
-  generation: string;
-  fileCount: number;
-  bytes: number;
-  skipped: string[];
-  extra: Record<string, unknown>;
-}
 
 export interface SnapshotListEntry {
   path: string;
