@@ -39,3 +39,9 @@ export function sandboxProblem(isolation: { isolation: string; detail: string })
   return undefined;
 }
 
+/** Why the cgroup v1 suites cannot run here, or undefined: root and a host whose limits are cgroup v1. */
+export function cgroup1Problem(host: { limitMode: string; limitDetail?: string }): string | undefined {
+  if (process.getuid?.() !== 0) return "they need root to make cgroups";
+  if (host.limitMode !== "cgroup1") return `this host's limit mode is ${host.limitMode}${host.limitDetail ? `: ${host.limitDetail}` : ""}`;
+  return undefined;
+}

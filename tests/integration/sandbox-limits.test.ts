@@ -5,15 +5,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
 import { createSandbox, describeSandboxHost, detectLimitMode, sweepResourceGroups, type CreateSandboxOptions, type Sandbox } from "../../src/sandbox";
-import { skipUnlessReady } from "../helpers/requirements";
+import { cgroup1Problem, skipUnlessReady } from "../helpers/requirements";
 
 const host = await describeSandboxHost();
 const mounts = cgroup1Mounts();
 const isRoot = process.getuid?.() === 0;
-const cgroup1Skip = skipUnlessReady(
-  "sandbox limits with cgroup v1",
-  !isRoot ? "they need root to make cgroups" : host.limitMode !== "cgroup1" ? `this host's limit mode is ${host.limitMode}: ${host.limitDetail}` : undefined,
-);
+const cgroup1Skip = skipUnlessReady("sandbox limits with cgroup v1", cgroup1Problem(host));
 const rootSkip = skipUnlessReady("sandbox limits with rlimits", isRoot ? undefined : "they need root to switch users");
 const cgroupParent = `ash-test-lim-${process.pid}`;
 

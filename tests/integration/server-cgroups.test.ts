@@ -7,14 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cgroup1Mounts } from "../../src/sandbox/cgroup1";
 import { describeSandboxHost } from "../../src/sandbox";
 import { agentUpload, readEvents, startTestServer, type TestServer } from "../helpers/server";
-import { skipUnlessReady } from "../helpers/requirements";
+import { cgroup1Problem, skipUnlessReady } from "../helpers/requirements";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 
 const host = await describeSandboxHost({ allowUnisolated: true });
-const skip = skipUnlessReady(
-  "cgroup folders at shutdown",
-  process.getuid?.() !== 0 ? "it needs root to make cgroups" : host.limitMode !== "cgroup1" ? `this host's limit mode is ${host.limitMode}` : undefined,
-);
+const skip = skipUnlessReady("cgroup folders at shutdown", cgroup1Problem(host));
 
 describe.skipIf(skip)("a stopped server's cgroup folders", () => {
   let server: TestServer;
