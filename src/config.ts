@@ -41,6 +41,8 @@ export interface ServerConfig {
   };
   /** Where workspace snapshots go: files under `<dataDir>/sessions`, or an S3-compatible bucket. */
   snapshots: SnapshotConfig;
+  /** How long checkpoints are kept and how the snapshot garbage collector runs. */
+  checkpoints: CheckpointConfig;
   logFormat: "human" | "json";
   /** Ready sandboxes kept per agent name (ASH_WARM_POOL); empty: no warm pool. */
   warmPool: Record<string, number>;
@@ -57,6 +59,17 @@ export interface EgressConfig {
   allowPrivate: boolean;
   /** ASH_EGRESS_TEST_HOSTS: for tests only, fixed name=address answers used instead of DNS. */
   testHosts: Record<string, string>;
+}
+
+export interface CheckpointConfig {
+  /** ASH_CHECKPOINTS_KEEP: checkpoints kept per session, newest first (its newest is always kept). */
+  keep: number;
+  /** ASH_CHECKPOINTS_MAX_AGE_MS: older checkpoints go (except a session's newest). */
+  maxAgeMs: number;
+  /** ASH_SNAPSHOT_GC_INTERVAL_MS: how often unused snapshot data is collected. */
+  gcIntervalMs: number;
+  /** ASH_SNAPSHOT_GC_GRACE_MS: data written or used more recently than this is never collected. */
+  gcGraceMs: number;
 }
 
 export type SnapshotConfig =
@@ -105,6 +118,12 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       allowUnisolated: allowUnisolated(env),
     },
     snapshots: snapshotConfig(env),
+    checkpoints: {
+      keep: integer(env, "ASH_CHECKPOINTS_KEEP", 100, 1, 1_000_000),
+      maxAgeMs: integer(env, "ASH_CHECKPOINTS_MAX_AGE_MS", 30 * 24 * 3600_000, 60_000, 100 * 365 * 24 * 3600_000),
+      gcIntervalMs: integer(env, "ASH_SNAPSHOT_GC_INTERVAL_MS", 10 * 60_000, 100, 7 * 24 * 3600_000),
+      gcGraceMs: integer(env, "ASH_SNAPSHOT_GC_GRACE_MS", 3600_000, 0, 7 * 24 * 3600_000),
+    },
     logFormat,
     warmPool: warmPoolConfig(env),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),

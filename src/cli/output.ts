@@ -289,3 +289,11 @@ export async function exitWith(code: number): Promise<never> {
   ]);
   process.exit(code);
 }
+
+/** A byte count the way people read it: 512 B, 3.4 kB, 12.0 MB, 1.2 GB. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} kB`;
+  if (bytes < 1024 * 1024 * 1024) return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  return `${(bytes / 1024 / 1024 / 1024).toFixed(1)} GB`;
+}

@@ -17,6 +17,7 @@ import type {
   Session,
   SessionPage,
   StoredMessage,
+  Checkpoint,
   WorkspaceFile,
   WorkspaceListing,
 } from "./types";
@@ -155,9 +156,29 @@ export class AshClient {
     return this.sessionCall("POST", `/api/sessions/${seg(id)}/stop`);
   }
 
-  /** A new session with a copy of this one's history and workspace. */
-  async forkSession(id: string): Promise<Session> {
-    return this.sessionCall("POST", `/api/sessions/${seg(id)}/fork`);
+  /**
+   * A new session with a copy of this one's history, conversation and workspace: as they are
+   * now, or with `checkpoint` as they were after that checkpoint's turn.
+   */
+  async forkSession(id: string, options: { checkpoint?: number } = {}): Promise<Session> {
+    const body = options.checkpoint === undefined ? undefined : { checkpoint: options.checkpoint };
+    const { session } = await this.json<{ session: Session }>("POST", `/api/sessions/${seg(id)}/fork`, { body });
+    return session;
+  }
+
+  /** The session's checkpoints (one per completed turn), oldest first. */
+  async listCheckpoints(id: string): Promise<Checkpoint[]> {
+    const { checkpoints } = await this.json<{ checkpoints: Checkpoint[] }>("GET", `/api/sessions/${seg(id)}/checkpoints`);
+    return checkpoints ?? [];
+  }
+
+  /**
+   * Moves the session back to a checkpoint: its files and conversation as after that turn.
+   * Later messages stay in the history, marked `rewound`; the session is `paused` after.
+   */
+  async rewindSession(id: string, checkpoint: number): Promise<Session> {
+    const { session } = await this.json<{ session: Session }>("POST", `/api/sessions/${seg(id)}/rewind`, { body: { checkpoint } });
+    return session;
   }
 
   /** `DELETE /api/sessions/:id`: status `ended`, not resumable; the history is kept. */

@@ -27,6 +27,10 @@ export interface StreamEventData {
   message: AgentSdkMessage;
   turn_complete: { numTurns: number; result?: string; usage?: TokenUsage };
   error: { error: string; code?: string };
+  /** The sandbox asked the egress proxies for a connection its allowlist does not permit. */
+  egress_denied: { host: string; port: number; protocol: string; reason: string };
+  /** The session was rewound to checkpoint `checkpoint` (after turn `turn`); later events are history. */
+  rewound: { sessionId: string; checkpoint: number; turn: number };
   done: { sessionId: string };
 }
 
@@ -52,6 +56,8 @@ export const STREAM_EVENT_TYPES: readonly StreamEventType[] = [
   "message",
   "turn_complete",
   "error",
+  "egress_denied",
+  "rewound",
   "done",
 ];
 

@@ -111,6 +111,27 @@ export interface StoredMessage {
   content: unknown;
   sequence: number;
   createdAt: string;
+  /** Present (true) when a rewind took the message off the session's line; it stays in the history. */
+  rewound?: true;
+}
+
+/** A completed turn's saved state: the workspace and the conversation as they were after it. */
+export interface Checkpoint {
+  /** 1, 2, 3… in the order they were made; what rewind and fork take. */
+  checkpoint: number;
+  /** User turns in the conversation at this point. */
+  turn: number;
+  /** The checkpoint this one followed; null for the first. */
+  parent: number | null;
+  createdAt: string;
+  /** The start of the user message that began the turn; null for files saved between turns. */
+  prompt: string | null;
+  fileCount: number;
+  bytes: number;
+  filesChanged: number;
+  bytesChanged: number;
+  /** True when a rewind moved the session away from it (it can still be forked). */
+  rewound: boolean;
 }
 
 export interface MessageQuery {

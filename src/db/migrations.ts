@@ -117,4 +117,52 @@ export const migrations: Migration[] = [
       `CREATE INDEX usage_by_agent ON usage_records (agent_name, created_at)`,
     ],
   },
+  {
+    id: 3,
+    name: "checkpoints and the workspace object catalog",
+    statements: [
+      // The workspace version a session's files were last saved as, rewound or forked to (NULL: none yet,
+      // or a snapshot from before versions, kept under the session's own folder).
+      `ALTER TABLE sessions ADD COLUMN workspace_version TEXT`,
+      // Set when a rewind took the message off the session's line; still listed, marked.
+      `ALTER TABLE messages ADD COLUMN rewound_at BIGINT`,
+      // One per completed turn: the workspace version and the conversation position after it.
+      `CREATE TABLE checkpoints (
+        session_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        turn INTEGER NOT NULL,
+        parent INTEGER,
+        version TEXT NOT NULL,
+        sdk_session_id TEXT,
+        transcript_uuid TEXT,
+        transcript_idx BIGINT,
+        message_seq BIGINT NOT NULL,
+        event_seq BIGINT NOT NULL,
+        file_count BIGINT NOT NULL,
+        bytes BIGINT NOT NULL,
+        files_changed BIGINT NOT NULL,
+        bytes_changed BIGINT NOT NULL,
+        prompt TEXT,
+        rewound_at BIGINT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (session_id, number)
+      )`,
+      `CREATE INDEX checkpoints_by_version ON checkpoints (version)`,
+      `CREATE INDEX sessions_by_workspace_version ON sessions (workspace_version)`,
+      // Which stored objects each version needs; what the garbage collector keeps.
+      `CREATE TABLE version_objects (
+        version TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        PRIMARY KEY (version, object_key)
+      )`,
+      `CREATE INDEX version_objects_by_key ON version_objects (object_key)`,
+      // Every object a save wrote or reused, touched before its bytes are written and again when a
+      // version that needs it commits; deleting_at marks one the collector is removing.
+      `CREATE TABLE snapshot_objects (
+        object_key TEXT PRIMARY KEY,
+        touched_at BIGINT NOT NULL,
+        deleting_at BIGINT
+      )`,
+    ],
+  },
 ];

@@ -12,6 +12,8 @@ export type StreamEventType =
   | "turn_complete"
   | "error"
   | "egress_denied"
+  /** A rewind moved the session back to a checkpoint; events before this one after it are history. */
+  | "rewound"
   | "done";
 
 export interface StreamEvent {

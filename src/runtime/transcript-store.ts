@@ -2,7 +2,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { SessionStore } from "@anthropic-ai/claude-agent-sdk";
 import type { AshDatabase } from "../db/types";
-import { appendTranscript, loadTranscript } from "../db/queries/transcripts";
+import { appendTranscript, loadTranscript, transcriptPosition } from "../db/queries/transcripts";
 
 /** The CLI's project folder name inside CLAUDE_CONFIG_DIR/projects (fixed, so restores know where to write). */
 export const PROJECT_DIR_NAME = "ash-session";
@@ -56,8 +56,17 @@ export function createBindableTranscriptStore(db: AshDatabase): BindableTranscri
 }
 
 /** Writes a stored transcript where a CLI with CLAUDE_CONFIG_DIR=`configDir` finds it for `resume`. */
-export async function materializeTranscript(db: AshDatabase, sessionId: string, sdkSessionId: string, configDir: string): Promise<boolean> {
-  const entries = await loadTranscript(db, { sessionId, sdkSessionId, subpath: "" });
+export async function materializeTranscript(
+  db: AshDatabase,
+  sessionId: string,
+  sdkSessionId: string,
+  configDir: string,
+  /** A rewind or a fork at a checkpoint: the conversation as it stood then (its last line, or the line holding `uuid`). */
+  at?: { uuid: string | null; idx: number | null },
+): Promise<boolean> {
+  const key = { sessionId, sdkSessionId, subpath: "" };
+  const upTo = at ? await transcriptPosition(db, key, at.uuid, at.idx) : undefined;
+  const entries = await loadTranscript(db, key, upTo);
   if (!entries) return false;
   const dir = join(configDir, "projects", PROJECT_DIR_NAME);
   await mkdir(dir, { recursive: true });

@@ -12,13 +12,16 @@ export const MAX_JSON_DEPTH = 64;
  * Bodies that are cut off, too large, too deeply nested or not JSON get a 4xx;
  * none of them reach a route.
  */
-export async function readJsonBody(event: H3Event, maxBytes: number): Promise<unknown> {
+export async function readJsonBody(event: H3Event, maxBytes: number, options: { optional?: boolean } = {}): Promise<unknown> {
   const declared = Number(event.req.headers.get("content-length") ?? NaN);
   if (Number.isFinite(declared) && declared > maxBytes) throw bodyTooLarge(maxBytes);
   const nodeReq = (event.req as { runtime?: { node?: { req?: IncomingMessage } } }).runtime?.node?.req;
   const bytes = nodeReq ? await readNodeBody(nodeReq, maxBytes) : await readWebBody(event.req.body, maxBytes);
   const text = bytes.toString("utf8");
-  if (text.trim() === "") throw badRequest("A JSON body is required.");
+  if (text.trim() === "") {
+    if (options.optional) return undefined;
+    throw badRequest("A JSON body is required.");
+  }
   if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) throw badRequest(`The request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.`);
   try {
     return JSON.parse(text);

@@ -2,7 +2,7 @@ import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import type { SessionManager } from "../sessions/session-manager";
-import type { SandboxFactory, SnapshotStore } from "../sessions/types";
+import type { SandboxFactory } from "../sessions/types";
 import type { KeyRing } from "./auth";
 import type { Observability } from "../observability";
 
@@ -13,7 +13,6 @@ export interface AppContext {
   keys: KeyRing;
   sessions: SessionManager;
   sandboxes: SandboxFactory;
-  snapshots: SnapshotStore;
   log: ConsolaInstance;
   version: string;
   startedAt: number;

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
@@ -9,7 +10,7 @@ import { removeTree } from "../sandbox/remove-tree";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
 import { createSnapshotStore } from "../sandbox/snapshot";
-import type { SandboxFactory, SnapshotStore } from "../sessions/types";
+import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import type { ServerParts } from "./server";
 
 /**
@@ -116,23 +117,38 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/sessions"}`);
   // A save is refused past the disk limit: restoring it would put the next sandbox over at once.
   const maxBytes = Math.floor(limits.diskMb * 1024 * 1024);
-  const snapshots: SnapshotStore = {
-    async save(sessionId, sandbox, metadata) {
-      const info = await store.snapshotWorkspace(sessionId, sandbox.io, { agentName: String(metadata.agentName ?? ""), ...metadata }, {
-        maxBytes,
-        onNote: (line) => sandbox.note(line),
-      });
-      return { bytes: info.bytes };
+  const files = (entries: Awaited<ReturnType<typeof store.listSnapshotFiles>>) =>
+    entries ? entries.filter((e) => e.type === "file").map((e) => ({ path: e.path, size: e.size, mode: e.mode })) : null;
+  const workspaces: WorkspaceStore = {
+    async save(sandbox, { base, onWrite }) {
+      const id = randomUUID();
+      await onWrite([id]);
+      if (base) await store.copySnapshot(base, id);
+      const info = await store.snapshotWorkspace(id, sandbox.io, { agentName: "session" }, { maxBytes, onNote: (line) => sandbox.note(line) });
+      return { id, fileCount: info.fileCount, bytes: info.bytes, changedFiles: info.fileCount, changedBytes: info.bytes, objects: [id] };
     },
-    has: async (sessionId) => (await store.readSnapshotInfo(sessionId)) !== null,
-    restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io, { onNote: (line) => sandbox.note(line) }),
-    copy: (fromSessionId, toSessionId) => store.copySnapshot(fromSessionId, toSessionId, { forkOf: fromSessionId }),
-    archive: (sessionId) => store.archive(sessionId),
-    async list(sessionId) {
-      const entries = await store.listSnapshotFiles(sessionId);
-      return entries ? entries.filter((e) => e.type === "file").map((e) => ({ path: e.path, size: e.size, mode: e.mode })) : null;
+    async restore(version, sandbox) {
+      if (!(await store.restoreWorkspace(version, sandbox.io, { onNote: (line) => sandbox.note(line) }))) throw new Error(`workspace version ${version} is missing`);
     },
-    read: (sessionId, path) => store.readSnapshotFile(sessionId, path),
+    verify: async () => false,
+    list: async (version) => files(await store.listSnapshotFiles(version)) ?? [],
+    read: (version, path) => store.readSnapshotFile(version, path),
+    async archive(version) {
+      const archive = await store.archive(version);
+      if (!archive) throw new Error(`workspace version ${version} is missing`);
+      return archive;
+    },
+    async removeObjects(keys) {
+      for (const key of keys) await store.deleteSnapshot(key);
+    },
+    legacy: {
+      has: async (sessionId) => (await store.readSnapshotInfo(sessionId)) !== null,
+      restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io, { onNote: (line) => sandbox.note(line) }),
+      list: async (sessionId) => files(await store.listSnapshotFiles(sessionId)),
+      read: (sessionId, path) => store.readSnapshotFile(sessionId, path),
+      archive: (sessionId) => store.archive(sessionId),
+      delete: (sessionId) => store.deleteSnapshot(sessionId),
+    },
   };
-  return { sandboxes, snapshots };
+  return { sandboxes, workspaces };
 }

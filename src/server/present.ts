@@ -1,3 +1,4 @@
+import type { CheckpointRecord } from "../db/queries/checkpoints";
 import type { AgentRecord } from "../db/queries/agents";
 import type { SessionRecord } from "../db/queries/sessions";
 
@@ -30,5 +31,20 @@ export function presentSession(session: SessionRecord) {
     model: session.model ?? undefined,
     parentSessionId: session.parentSessionId ?? undefined,
     maxTokens: session.settings.maxTokens ?? null,
+  };
+}
+
+export function presentCheckpoint(c: CheckpointRecord) {
+  return {
+    checkpoint: c.number,
+    turn: c.turn,
+    parent: c.parent,
+    createdAt: new Date(c.createdAt).toISOString(),
+    prompt: c.prompt,
+    fileCount: c.fileCount,
+    bytes: c.bytes,
+    filesChanged: c.filesChanged,
+    bytesChanged: c.bytesChanged,
+    rewound: c.rewoundAt !== null,
   };
 }

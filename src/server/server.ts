@@ -12,7 +12,7 @@ import { migrations } from "../db/migrations";
 import { countEvictedSessions, countSessionsByStatus } from "../db/queries/sessions";
 import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
-import type { SandboxFactory, SnapshotStore } from "../sessions/types";
+import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import { version } from "../version";
 import { KeyRing } from "./auth";
 import { createApp } from "./app";
@@ -29,7 +29,7 @@ export interface RunningServer {
 
 export interface ServerParts {
   sandboxes: SandboxFactory;
-  snapshots: SnapshotStore;
+  workspaces: WorkspaceStore;
 }
 
 /** Starts the whole server on `config.port`: database, migrations, keys, sessions, HTTP. */
@@ -53,12 +53,12 @@ export async function startServer(
     const keys = await KeyRing.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m) });
     const serverId = await serverIdOf(config.dataDir);
     const parts = await makeParts(config, log, serverId);
-    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, snapshots: parts.snapshots, log, observability: obs });
+    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, log, observability: obs });
     await sessions.start();
     const live = sessions;
     obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
-    const ctx: AppContext = { config, db, keys, sessions, ...parts, log, version, startedAt: Date.now(), observability: obs };
+    const ctx: AppContext = { config, db, keys, sessions, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the

@@ -13,8 +13,9 @@ import type { EgressAttempt } from "../sandbox/egress-proxy";
 import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
 import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
 import { copyEvents } from "../db/queries/events";
-import { copyMessages } from "../db/queries/messages";
-import { copyTranscript } from "../db/queries/transcripts";
+import { copyMessages, lastMessageSeq, rewindMessages } from "../db/queries/messages";
+import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
+import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
 import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
 import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "../runtime/transcript-store";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
@@ -23,7 +24,8 @@ import { SandboxPool } from "../sandbox/pool";
 import { SnapshotTooLargeError } from "../sandbox/snapshot";
 import { conflict, gone, notFound } from "../errors";
 import { EventLog, type PendingMessage } from "./event-log";
-import type { LimitKillReason, SandboxFactory, SandboxHandle, SnapshotStore } from "./types";
+import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
+import { Workspaces, type CheckpointInput } from "./workspaces";
 import { buildAgentEnv } from "./agent-env";
 import { spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
@@ -81,12 +83,22 @@ export interface SessionManagerOptions {
   db: AshDatabase;
   serverId: string;
   sandboxes: SandboxFactory;
-  snapshots: SnapshotStore;
+  workspaceStore: WorkspaceStore;
   log: ConsolaInstance;
   observability: Observability;
 }
 
 const KILL_GRACE_MS = 5000;
+
+/**
+ * Kept in a session's settings until its CLI first starts: continue the
+ * conversation of Claude Code session `forkOf` under a new id (a fork or a
+ * rewind), cut at `forkAt` (a checkpoint's position) when set.
+ */
+interface ForkState {
+  forkOf?: string;
+  forkAt?: { uuid: string | null; idx: number | null };
+}
 
 /** deactivate()'s reasons as ash_evictions_total labels them. */
 const EVICTION_REASON: Record<string, EvictionReason> = {
@@ -112,6 +124,8 @@ export class SessionManager {
   readonly access: SandboxAccessDeps;
   /** ASH_WARM_POOL's spares; idle when it names no agent. */
   readonly warm: WarmPool;
+  /** Saved workspaces, checkpoints and their garbage collection. */
+  readonly workspaces: Workspaces;
   private readonly live = new Map<string, LiveSession>();
   private readonly activating = new Map<string, Promise<LiveSession>>();
   private readonly turns = new Map<string, RunningTurn>();
@@ -140,6 +154,7 @@ export class SessionManager {
       rejected: (reason) => metrics.gatewayRejected(reason),
     });
     this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.egressSeen(grant, attempt, allowed) };
+    this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access });
   }
 
@@ -169,6 +184,7 @@ export class SessionManager {
     }, every);
     this.sweeper.unref();
     this.warm.start();
+    this.workspaces.start();
   }
 
   createSession(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
@@ -304,17 +320,37 @@ export class SessionManager {
     return (await getSession(this.o.db, sessionId))!;
   }
 
-  /** A new session with a copy of the history, the conversation and the workspace. */
-  async fork(sessionId: string): Promise<SessionRecord> {
-    const parent = await this.requireSession(sessionId);
+  /**
+   * A new session with a copy of the history, the conversation and the
+   * workspace: as they are now, or as they were after `checkpoint`. The files
+   * are the same stored version (no copy); history rows are copied.
+   */
+  async fork(sessionId: string, checkpoint?: number): Promise<SessionRecord> {
+    let parent = await this.requireSession(sessionId);
     if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; fork it when the turn is done.");
+    let at: CheckpointRecord | undefined;
+    if (checkpoint !== undefined) {
+      at = await getCheckpoint(this.o.db, sessionId, checkpoint);
+      if (!at) throw notFound(`Session ${sessionId} has no checkpoint ${checkpoint}.${await this.checkpointHint(sessionId)}`);
+    } else {
+      const live = this.live.get(sessionId);
+      // Saved first: the fork gets the files as they are this moment.
+      if (live) await this.snapshot(live);
+      else if (!parent.workspaceVersion && (await this.workspaces.has(parent))) await this.snapshot(await this.activate(parent));
+      parent = await this.requireSession(sessionId);
+    }
     const live = this.live.get(sessionId);
-    if (live) await this.snapshot(live);
     const id = randomUUID();
-    const settings: SessionSettings & { forkOf?: string } = { ...parent.settings };
-    const parentSdk = live?.agent.sdkSessionId ?? parent.sdkSessionId;
-    if (parentSdk) settings.forkOf = parentSdk;
-    else delete settings.forkOf;
+    const settings: SessionSettings & ForkState = { ...parent.settings };
+    delete settings.forkOf;
+    delete settings.forkAt;
+    const parentSdk = at ? at.sdkSessionId : (live?.agent.sdkSessionId ?? parent.sdkSessionId ?? (parent.settings as ForkState).forkOf);
+    if (parentSdk) {
+      settings.forkOf = parentSdk;
+      if (at) settings.forkAt = { uuid: at.transcriptUuid, idx: at.transcriptIdx };
+      else if (!parent.sdkSessionId && (parent.settings as ForkState).forkAt) settings.forkAt = (parent.settings as ForkState).forkAt;
+    }
+    const version = at ? at.version : parent.workspaceVersion;
     await this.o.db.transaction(async (tx) => {
       await insertSession(tx, {
         id,
@@ -328,12 +364,67 @@ export class SessionManager {
         settings,
         parentSessionId: parent.id,
       });
+      if (version) await this.workspaces.adopt(tx, id, version);
       await copyTranscript(tx, parent.id, id);
-      await copyEvents(tx, parent.id, id);
-      await copyMessages(tx, parent.id, id, randomUUID);
+      await copyEvents(tx, parent.id, id, at?.eventSeq);
+      await copyMessages(tx, parent.id, id, randomUUID, at ? { sequence: at.messageSeq, time: at.createdAt } : undefined);
+      if (at) await copyCheckpoints(tx, parent.id, id, at);
+      else {
+        const head = await headCheckpoint(tx, parent.id);
+        if (head) await copyCheckpoints(tx, parent.id, id, head);
+      }
     });
-    await this.o.snapshots.copy(parent.id, id);
     return (await getSession(this.o.db, id))!;
+  }
+
+  /** Checkpoints of a session, oldest first. */
+  async checkpoints(sessionId: string): Promise<CheckpointRecord[]> {
+    await this.requireSession(sessionId);
+    return listCheckpoints(this.o.db, sessionId);
+  }
+
+  /**
+   * Moves a session back to a checkpoint: its files and its conversation as
+   * they were after that turn. What came later stays in the history, marked
+   * rewound; the present files are saved first, so nothing is lost.
+   */
+  async rewind(sessionId: string, checkpoint: number): Promise<SessionRecord> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; fork it at a checkpoint instead.");
+    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before rewinding.");
+    const at = await getCheckpoint(this.o.db, sessionId, checkpoint);
+    if (!at) throw notFound(`Session ${sessionId} has no checkpoint ${checkpoint}.${await this.checkpointHint(sessionId)}`);
+    if (at.rewoundAt !== null) throw conflict(`Checkpoint ${checkpoint} was itself rewound away; fork the session at it instead.`);
+    // Put to sleep (saving the files), so the next message starts from the checkpoint.
+    await this.deactivate(sessionId, "paused", "paused");
+    // Files changed since the last turn (exec, uploads) become a checkpoint of their own.
+    const saved = await this.workspaces.statsOfSaved(sessionId);
+    if (this.turns.has(sessionId) || this.claimed.has(sessionId) || this.activating.has(sessionId)) throw conflict("The session was woken while rewinding; try again.");
+    const now = Date.now();
+    const settings: SessionSettings & ForkState = { ...session.settings };
+    delete settings.forkOf;
+    delete settings.forkAt;
+    if (at.sdkSessionId) {
+      settings.forkOf = at.sdkSessionId;
+      settings.forkAt = { uuid: at.transcriptUuid, idx: at.transcriptIdx };
+    }
+    const log = await this.logFor(sessionId);
+    await this.o.db.transaction(async (tx) => {
+      await this.workspaces.checkpointSaved(tx, sessionId, saved);
+      await this.workspaces.adopt(tx, sessionId, at.version);
+      await rewindCheckpoints(tx, sessionId, at.number, now);
+      await rewindMessages(tx, sessionId, at.messageSeq, now);
+      await updateSessionSettings(tx, sessionId, settings);
+      await updateSession(tx, sessionId, { sdkSessionId: null, sandboxId: null, status: "paused", touch: true });
+    });
+    await log.append([{ type: "rewound", data: { sessionId, checkpoint: at.number, turn: at.turn } }]);
+    await log.append([{ type: "done", data: { sessionId } }]);
+    return (await getSession(this.o.db, sessionId))!;
+  }
+
+  private async checkpointHint(sessionId: string): Promise<string> {
+    const all = await listCheckpoints(this.o.db, sessionId);
+    return all.length ? ` Its checkpoints are ${all[0]!.number} to ${all[all.length - 1]!.number} (GET /api/sessions/${sessionId}/checkpoints).` : " It has none yet: one is made after each completed turn.";
   }
 
   /** The live sandbox of a session, woken up if it was asleep (exec, files). */
@@ -374,12 +465,14 @@ export class SessionManager {
     this.shuttingDown = true;
     if (this.sweeper) clearInterval(this.sweeper);
     const spares = this.warm.shutdown();
+    const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
     const running = [...this.turns.values()];
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
     for (const [id] of this.turns) await this.killTurn(id, "server_shutdown");
     await Promise.all([...this.live.keys()].map((id) => this.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
     await spares.catch(() => undefined);
+    await collector;
     for (const log of this.logs.values()) log.close();
   }
 
@@ -563,7 +656,7 @@ export class SessionManager {
   }
 
   private async bringUpNow(session: SessionRecord, named: (sandboxId: string) => void): Promise<{ live: LiveSession; restored: boolean }> {
-    const { db, config, snapshots } = this.o;
+    const { db, config } = this.o;
     const { tracing } = this.o.observability;
     const agentVersion = await getAgentVersion(db, session.agentId, session.agentVersion);
     const sandboxId = randomUUID();
@@ -582,11 +675,11 @@ export class SessionManager {
       egress: agentVersion?.settings.egress ?? [],
       env,
     });
-    const settings = session.settings as SessionSettings & { forkOf?: string };
+    const settings = session.settings as SessionSettings & ForkState;
     const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
     const resume = session.sdkSessionId ?? forking;
     let restored = false;
-    const hasSnapshot = await snapshots.has(session.id);
+    const hasSnapshot = await this.workspaces.has(session);
     const sandbox = await this.o.sandboxes
       .create({
         id: sandboxId,
@@ -596,7 +689,7 @@ export class SessionManager {
         // Runs before any process of the sandbox exists, so nothing races these writes.
         populate: async (workspaceDir) => {
           if (!hasSnapshot) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
-          if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"));
+          if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"), forking ? settings.forkAt : undefined);
         },
       })
       .catch((error) => {
@@ -607,7 +700,7 @@ export class SessionManager {
       // Extracted by a process of the sandbox's own user, never by the server.
       // The span is there either way, so a trace shows whether the workspace came from a snapshot.
       restored = await tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
-        const done = hasSnapshot ? await snapshots.restore(session.id, sandbox) : false;
+        const done = hasSnapshot ? await this.workspaces.restore(session, sandbox) : false;
         restoreSpan.setAttribute("ash.restored", done);
         return done;
       });
@@ -666,6 +759,7 @@ export class SessionManager {
     live.turnUsage = { requests: 0, inputTokens: 0, outputTokens: 0, cacheCreationTokens: 0, cacheReadTokens: 0, totalTokens: 0 };
     live.budget.exceeded = undefined;
     const countersBefore = live.sandbox.limitCounters();
+    let lastUuid: string | null = null;
     let outcome: TurnOutcome;
     try {
       outcome = await live.agent.runTurn(options.content, {
@@ -673,6 +767,9 @@ export class SessionManager {
         maxTurns: options.maxTurns,
         onMessage: (message) => {
           arm();
+          const m = message as { type?: string; uuid?: string; parent_tool_use_id?: string | null };
+          // The conversation's position after this turn: its last entry of the main thread.
+          if (m.type === "assistant" && typeof m.uuid === "string" && !m.parent_tool_use_id) lastUuid = m.uuid;
           const events = mapSdkMessage(message, { partials });
           emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
         },
@@ -703,7 +800,8 @@ export class SessionManager {
       } else {
         // Saved before `done`: a client told the turn is done can rely on its files.
         // A failed save fails this turn only; the session and its sandbox go on.
-        const failure = await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live)).then(
+        const checkpoint = await this.checkpointInput(live, log, options.content, lastUuid);
+        const failure = await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live, checkpoint)).then(
           () => undefined,
           (error: unknown) => error,
         );
@@ -719,6 +817,20 @@ export class SessionManager {
     if (limit) this.o.observability.telemetry.emit({ type: "sandbox_limit", sessionId: live.session.id, agent: live.session.agentName, data: { code: (limit.data as any).code } });
     emit([{ type: "done", data: { sessionId: live.session.id } }]);
     await lastAppend.catch(() => undefined);
+  }
+
+  /** Where the conversation stands after a turn, for its checkpoint. */
+  private async checkpointInput(live: LiveSession, log: EventLog, content: SendOptions["content"], transcriptUuid: string | null): Promise<CheckpointInput> {
+    const sdkSessionId = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? null;
+    const { db } = this.o;
+    return {
+      sdkSessionId,
+      transcriptUuid,
+      transcriptIdx: sdkSessionId ? await lastTranscriptIdx(db, { sessionId: live.session.id, sdkSessionId, subpath: "" }) : null,
+      messageSeq: await lastMessageSeq(db, live.session.id),
+      eventSeq: log.lastSeq,
+      prompt: promptOf(content),
+    };
   }
 
   private finalEvents(turn: RunningTurn, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
@@ -774,18 +886,17 @@ export class SessionManager {
     await turn.done;
   }
 
-  private async snapshot(live: LiveSession): Promise<void> {
+  /** Saves the live workspace; after a turn, as that turn's checkpoint. */
+  private async snapshot(live: LiveSession, checkpoint?: CheckpointInput): Promise<void> {
     const { tracing, metrics } = this.o.observability;
     try {
       await tracing.withSpan("sandbox.snapshot", { "ash.session_id": live.session.id }, async (span) => {
         const startedAt = performance.now();
-        const { bytes } = await this.o.snapshots.save(live.session.id, live.sandbox, {
-          agentName: live.session.agentName,
-          sessionId: live.session.id,
-          sandboxId: live.sandbox.id,
-        });
-        span.setAttribute("ash.snapshot.bytes", bytes);
-        metrics.snapshotTaken({ bytes, durationMs: performance.now() - startedAt });
+        const { version } = await this.workspaces.save(live.session.id, live.sandbox, checkpoint);
+        live.session.workspaceVersion = version.id;
+        span.setAttribute("ash.snapshot.bytes", version.bytes);
+        span.setAttribute("ash.snapshot.changed_bytes", version.changedBytes);
+        metrics.snapshotTaken({ bytes: version.bytes, durationMs: performance.now() - startedAt });
       });
     } catch (error) {
       this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);
@@ -900,6 +1011,13 @@ function historyMessageOf(message: SDKMessage): PendingMessage | undefined {
   }
   if (m.type === "result") return { id: randomUUID(), role: "result", content: { subtype: m.subtype, result: m.result ?? null, isError: m.is_error, usage: m.usage ?? null } };
   return undefined;
+}
+
+/** The start of a user message, as a checkpoint lists it. */
+function promptOf(content: SendOptions["content"]): string | null {
+  const text = typeof content === "string" ? content : content.map((b: any) => (b && b.type === "text" && typeof b.text === "string" ? b.text : "")).join(" ");
+  const trimmed = text.trim();
+  return trimmed ? trimmed.slice(0, 200) : null;
 }
 
 function sleep(ms: number): Promise<void> {

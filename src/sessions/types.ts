@@ -62,21 +62,45 @@ export interface SnapshotFile {
   mode?: number;
 }
 
-/** Workspace snapshots, kept outside the sandbox (src/sandbox/snapshot). */
-export interface SnapshotStore {
+/** An immutable saved state of a workspace in the shared store (src/sandbox/snapshot). */
+export interface SavedVersion {
+  id: string;
+  fileCount: number;
+  bytes: number;
+  /** Against the version the save started from (everything, without one). */
+  changedFiles: number;
+  changedBytes: number;
+  /** Every stored object the version needs, for the garbage collector. */
+  objects: string[];
+}
+
+/**
+ * Workspace versions, kept outside the sandbox. Reading and writing a live
+ * workspace goes through the sandbox's io (its own user); versions are
+ * immutable and shared by checkpoints and forks.
+ */
+export interface WorkspaceStore {
   /**
-   * Saves the live workspace (read through the sandbox's io); resolves with
-   * the snapshot's size in bytes. Refuses a workspace over the disk limit
-   * (the previous snapshot is kept).
+   * Saves the live workspace, re-reading only what changed since `base`.
+   * `onWrite` hears of objects before they are written. Refuses a workspace
+   * over the disk limit.
    */
-  save(sessionId: string, sandbox: SandboxHandle, metadata: Record<string, unknown>): Promise<{ bytes: number }>;
-  /** True when the session has a snapshot to restore. */
-  has(sessionId: string): Promise<boolean>;
-  /** Restores into the sandbox's (empty) workspace through its io; false when there is no snapshot. */
-  restore(sessionId: string, sandbox: SandboxHandle): Promise<boolean>;
-  copy(fromSessionId: string, toSessionId: string): Promise<boolean>;
-  list(sessionId: string): Promise<SnapshotFile[] | null>;
-  read(sessionId: string, path: string): Promise<Buffer | null>;
-  /** The snapshot as a tar archive, or null when there is none. */
-  archive(sessionId: string): Promise<Readable | null>;
+  save(sandbox: SandboxHandle, options: { base: string | null; onWrite: (keys: string[]) => Promise<void> }): Promise<SavedVersion>;
+  /** Extracts a version into the sandbox's (empty) workspace. */
+  restore(version: string, sandbox: SandboxHandle): Promise<void>;
+  /** True when the live workspace is exactly the version (types, sizes, mtimes, modes, links). */
+  verify(version: string, sandbox: SandboxHandle): Promise<boolean>;
+  list(version: string): Promise<SnapshotFile[]>;
+  read(version: string, path: string): Promise<Buffer | null>;
+  archive(version: string): Promise<Readable>;
+  removeObjects(keys: string[]): Promise<void>;
+  /** Snapshots made before versions, one per session under its own folder: still restored and read. */
+  legacy: {
+    has(sessionId: string): Promise<boolean>;
+    restore(sessionId: string, sandbox: SandboxHandle): Promise<boolean>;
+    list(sessionId: string): Promise<SnapshotFile[] | null>;
+    read(sessionId: string, path: string): Promise<Buffer | null>;
+    archive(sessionId: string): Promise<Readable | null>;
+    delete(sessionId: string): Promise<boolean>;
+  };
 }

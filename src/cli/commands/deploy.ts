@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import { defineCommand } from "citty";
 import { AGENT_NAME, agentNameFromFolder, parseEnvAssignment, readAgentFolder } from "../../agents/local-folder";
 import { jsonArg, serverArgs, usageError, withServer } from "../errors";
-import { line, note, printJson, style } from "../output";
+import { formatBytes, line, note, printJson, style } from "../output";
 
 /**
  * Every value of a flag that may be given more than once (`-e A=1 -e B=2`). citty keeps only
@@ -36,12 +36,6 @@ export function envFromFlags(rawArgs: string[]): Record<string, string> {
     env[key] = value;
   }
   return env;
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} kB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
 export default defineCommand({

@@ -7,7 +7,7 @@ import type { AshClient } from "../../client/client";
 import type { TokenUsage } from "../../client/events";
 import type { Session, SessionStatus, StoredMessage } from "../../client/types";
 import { CliError, isNotFound, jsonArg, serverArgs, unknownAgent, unknownSession, usageError, withServer } from "../errors";
-import { line, note, printFields, printJson, printTable, resultText, style, terminalWidth, timeAgo, toolLine, truncate, turnSummary } from "../output";
+import { formatBytes, line, note, printFields, printJson, printTable, resultText, style, terminalWidth, timeAgo, toolLine, truncate, turnSummary } from "../output";
 import { interruptOnSigint, parsePositiveInt, TurnControl, turnExitCode } from "./chat";
 
 const idArg = { id: { type: "positional", description: "Session id", required: true } } as const;
@@ -153,14 +153,64 @@ function lifecycle(name: string, description: string, call: (client: AshClient, 
 }
 
 const fork = defineCommand({
-  meta: { name: "fork", description: "Copy a session (history and workspace) into a new one; prints the new id" },
+  meta: { name: "fork", description: "Copy a session (history, conversation and workspace) into a new one; prints the new id" },
+  args: {
+    ...idArg,
+    checkpoint: { type: "string", description: "Fork as the session was after this checkpoint (see `ash session checkpoints`)", valueHint: "n" },
+    ...serverArgs,
+    ...jsonArg,
+  },
+  run: ({ args }) =>
+    withServer(args, async ({ client }) => {
+      const checkpoint = parsePositiveInt(args.checkpoint, "--checkpoint");
+      const session = await forSession(client, args.id, () => client.forkSession(args.id, { checkpoint }));
+      if (args.json) return printJson(session);
+      line(session.id);
+      const at = checkpoint === undefined ? "" : ` at checkpoint ${checkpoint}`;
+      note(style.dim(`Forked from ${args.id}${at}; the new session is ${session.status}.`, process.stderr));
+    }),
+});
+
+const checkpoints = defineCommand({
+  meta: { name: "checkpoints", description: "List a session's checkpoints: one per completed turn, to rewind or fork to" },
   args: { ...idArg, ...serverArgs, ...jsonArg },
   run: ({ args }) =>
     withServer(args, async ({ client }) => {
-      const session = await forSession(client, args.id, () => client.forkSession(args.id));
+      const list = await forSession(client, args.id, () => client.listCheckpoints(args.id));
+      if (args.json) return printJson(list);
+      if (list.length === 0) {
+        note("No checkpoints yet: one is made after each completed turn.");
+        return;
+      }
+      const width = terminalWidth(process.stdout, 100);
+      printTable(
+        ["CHECKPOINT", "TURN", "WHEN", "FILES", "CHANGED", "PROMPT"],
+        list.map((c) => [
+          c.rewound ? `${c.checkpoint} (rewound)` : String(c.checkpoint),
+          String(c.turn),
+          timeAgo(c.createdAt),
+          `${c.fileCount} · ${formatBytes(c.bytes)}`,
+          `${c.filesChanged} · ${formatBytes(c.bytesChanged)}`,
+          truncate((c.prompt ?? "(files saved between turns)").replace(/\s+/g, " "), Math.max(20, width - 60)),
+        ]),
+      );
+    }),
+});
+
+const rewind = defineCommand({
+  meta: { name: "rewind", description: "Move a session back to a checkpoint: files and conversation as after that turn" },
+  args: {
+    ...idArg,
+    checkpoint: { type: "positional", description: "Checkpoint number (see `ash session checkpoints`)", required: true },
+    ...serverArgs,
+    ...jsonArg,
+  },
+  run: ({ args }) =>
+    withServer(args, async ({ client }) => {
+      const checkpoint = parsePositiveInt(args.checkpoint, "the checkpoint")!;
+      const session = await forSession(client, args.id, () => client.rewindSession(args.id, checkpoint));
       if (args.json) return printJson(session);
-      line(session.id);
-      note(style.dim(`Forked from ${args.id}; the new session is ${session.status}.`, process.stderr));
+      line(`Rewound session ${args.id} to checkpoint ${checkpoint}; later messages stay in its history, marked rewound.`);
     }),
 });
 
@@ -352,6 +402,8 @@ export default defineCommand({
     logs,
     interrupt,
     fork,
+    checkpoints,
+    rewind,
     pause: lifecycle("pause", "Save the workspace and free the sandbox", (c, id) => c.pauseSession(id)),
     resume: lifecycle("resume", "Make a paused or stopped session active again", (c, id) => c.resumeSession(id)),
     stop: lifecycle("stop", "End the sandbox process now (the session can be resumed)", (c, id) => c.stopSession(id)),

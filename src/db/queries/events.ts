@@ -37,10 +37,10 @@ export async function lastEventSeq(db: Queryable, sessionId: string): Promise<nu
   return Number(row?.seq ?? 0);
 }
 
-/** Copies a session's whole event history to another (fork). */
-export async function copyEvents(db: Queryable, fromSessionId: string, toSessionId: string): Promise<void> {
+/** Copies a session's event history to another (fork): all of it, or up to and including `upTo`. */
+export async function copyEvents(db: Queryable, fromSessionId: string, toSessionId: string, upTo?: number): Promise<void> {
   await db.run(
-    `INSERT INTO events (session_id, seq, type, data, created_at) SELECT ?, seq, type, data, created_at FROM events WHERE session_id = ?`,
-    [toSessionId, fromSessionId],
+    `INSERT INTO events (session_id, seq, type, data, created_at) SELECT ?, seq, type, data, created_at FROM events WHERE session_id = ? AND seq <= ?`,
+    [toSessionId, fromSessionId, upTo ?? Number.MAX_SAFE_INTEGER],
   );
 }

@@ -27,11 +27,13 @@ export interface SessionRecord {
   model: string | null;
   settings: SessionSettings;
   parentSessionId: string | null;
+  /** The workspace version its files were last saved as (or rewound or forked to); null before the first save. */
+  workspaceVersion: string | null;
   createdAt: number;
   lastActiveAt: number;
 }
 
-const COLUMNS = `id, agent_id, agent_name, agent_version, status, sandbox_id, sdk_session_id, model, settings, parent_session_id, created_at, last_active_at`;
+const COLUMNS = `id, agent_id, agent_name, agent_version, status, sandbox_id, sdk_session_id, model, settings, parent_session_id, workspace_version, created_at, last_active_at`;
 
 function toSession(row: any): SessionRecord {
   return {
@@ -45,14 +47,19 @@ function toSession(row: any): SessionRecord {
     model: row.model ?? null,
     settings: JSON.parse(row.settings),
     parentSessionId: row.parent_session_id ?? null,
+    workspaceVersion: row.workspace_version ?? null,
     createdAt: Number(row.created_at),
     lastActiveAt: Number(row.last_active_at),
   };
 }
 
-export async function insertSession(db: Queryable, s: Omit<SessionRecord, "createdAt" | "lastActiveAt">): Promise<SessionRecord> {
+export async function insertSession(
+  db: Queryable,
+  s: Omit<SessionRecord, "createdAt" | "lastActiveAt" | "workspaceVersion"> & { workspaceVersion?: string | null },
+): Promise<SessionRecord> {
   const now = Date.now();
-  await db.run(`INSERT INTO sessions (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+  const workspaceVersion = s.workspaceVersion ?? null;
+  await db.run(`INSERT INTO sessions (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
     s.id,
     s.agentId,
     s.agentName,
@@ -63,10 +70,11 @@ export async function insertSession(db: Queryable, s: Omit<SessionRecord, "creat
     s.model,
     JSON.stringify(s.settings),
     s.parentSessionId,
+    workspaceVersion,
     now,
     now,
   ]);
-  return { ...s, createdAt: now, lastActiveAt: now };
+  return { ...s, workspaceVersion, createdAt: now, lastActiveAt: now };
 }
 
 export async function getSession(db: Queryable, id: string): Promise<SessionRecord | undefined> {
@@ -91,11 +99,17 @@ export async function listSessions(
 export async function updateSession(
   db: Queryable,
   id: string,
-  patch: Partial<Pick<SessionRecord, "status" | "sandboxId" | "sdkSessionId" | "model">> & { touch?: boolean },
+  patch: Partial<Pick<SessionRecord, "status" | "sandboxId" | "sdkSessionId" | "model" | "workspaceVersion">> & { touch?: boolean },
 ): Promise<void> {
   const sets: string[] = [];
   const params: unknown[] = [];
-  const columns: Record<string, string> = { status: "status", sandboxId: "sandbox_id", sdkSessionId: "sdk_session_id", model: "model" };
+  const columns: Record<string, string> = {
+    status: "status",
+    sandboxId: "sandbox_id",
+    sdkSessionId: "sdk_session_id",
+    model: "model",
+    workspaceVersion: "workspace_version",
+  };
   for (const [key, column] of Object.entries(columns)) {
     if (key in patch) {
       sets.push(`${column} = ?`);

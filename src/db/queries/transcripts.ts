@@ -30,11 +30,13 @@ export async function appendTranscript(db: AshDatabase, key: TranscriptKey, entr
   });
 }
 
-export async function loadTranscript(db: Queryable, key: TranscriptKey): Promise<Record<string, unknown>[] | null> {
-  const rows = await db.all<any>(`SELECT entry FROM transcripts WHERE session_id = ? AND sdk_session_id = ? AND subpath = ? ORDER BY idx`, [
+/** The stored lines in order; with `upTo`, only those up to and including that line. */
+export async function loadTranscript(db: Queryable, key: TranscriptKey, upTo?: number): Promise<Record<string, unknown>[] | null> {
+  const rows = await db.all<any>(`SELECT entry FROM transcripts WHERE session_id = ? AND sdk_session_id = ? AND subpath = ? AND idx <= ? ORDER BY idx`, [
     key.sessionId,
     key.sdkSessionId,
     key.subpath,
+    upTo ?? Number.MAX_SAFE_INTEGER,
   ]);
   return rows.length === 0 ? null : rows.map((r) => JSON.parse(r.entry));
 }
@@ -45,4 +47,31 @@ export async function copyTranscript(db: Queryable, fromSessionId: string, toSes
     `INSERT INTO transcripts (session_id, sdk_session_id, subpath, idx, uuid, entry) SELECT ?, sdk_session_id, subpath, idx, uuid, entry FROM transcripts WHERE session_id = ?`,
     [toSessionId, fromSessionId],
   );
+}
+
+/**
+ * Where a conversation stands: the line holding `uuid` when it is stored,
+ * else `fallback` (lines stored when the position was taken), else the end.
+ */
+export async function transcriptPosition(db: Queryable, key: TranscriptKey, uuid: string | null, fallback: number | null): Promise<number | undefined> {
+  if (uuid) {
+    const row = await db.get<any>(`SELECT idx FROM transcripts WHERE session_id = ? AND sdk_session_id = ? AND subpath = ? AND uuid = ?`, [
+      key.sessionId,
+      key.sdkSessionId,
+      key.subpath,
+      uuid,
+    ]);
+    if (row) return Number(row.idx);
+  }
+  return fallback ?? undefined;
+}
+
+/** The index of the last stored line (-1: none). */
+export async function lastTranscriptIdx(db: Queryable, key: TranscriptKey): Promise<number> {
+  const row = await db.get<any>(`SELECT MAX(idx) AS idx FROM transcripts WHERE session_id = ? AND sdk_session_id = ? AND subpath = ?`, [
+    key.sessionId,
+    key.sdkSessionId,
+    key.subpath,
+  ]);
+  return Number(row?.idx ?? -1);
 }

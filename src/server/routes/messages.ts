@@ -49,7 +49,14 @@ export function registerMessages(app: H3, ctx: AppContext): void {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
     const { after, limit } = pageOf(getQuery(event) as Record<string, string | undefined>, 1000);
-    return { messages: (await listMessages(ctx.db, sessionId, { after, limit })).map((m) => ({ ...m, createdAt: new Date(m.createdAt).toISOString() })) };
+    // A message a rewind took off the session's line is still listed, with `rewound: true`.
+    return {
+      messages: (await listMessages(ctx.db, sessionId, { after, limit })).map(({ rewoundAt, ...m }) => ({
+        ...m,
+        createdAt: new Date(m.createdAt).toISOString(),
+        ...(rewoundAt ? { rewound: true } : {}),
+      })),
+    };
   });
 
   app.get("/api/sessions/:id/events", async (event) => {

@@ -136,7 +136,27 @@ export function openApiDocument(version: string) {
       "/api/sessions/{id}/pause": { parameters: [idParam], post: op("Save the workspace and free the sandbox", { "200": sessionAnswer, "409": error, "410": error }) },
       "/api/sessions/{id}/resume": { parameters: [idParam], post: op("Make the session active again", { "200": sessionAnswer, "410": error, "503": error }) },
       "/api/sessions/{id}/stop": { parameters: [idParam], post: op("Like pause, but the running turn and process end at once", { "200": sessionAnswer, "410": error }) },
-      "/api/sessions/{id}/fork": { parameters: [idParam], post: op("A new session with a copy of history and workspace", { "201": sessionAnswer, "409": error }) },
+      "/api/sessions/{id}/fork": {
+        parameters: [idParam],
+        post: op("A new session with the history, conversation and files as they are now, or as after `checkpoint`", { "201": sessionAnswer, "404": error, "409": error }, body({
+          type: "object",
+          additionalProperties: false,
+          properties: { checkpoint: { type: "integer", minimum: 1 } },
+        })),
+      },
+      "/api/sessions/{id}/checkpoints": {
+        parameters: [idParam],
+        get: op("One checkpoint per completed turn, oldest first", { "200": { description: "{checkpoints:[{checkpoint, turn, parent, createdAt, prompt, fileCount, bytes, filesChanged, bytesChanged, rewound}]}" } }),
+      },
+      "/api/sessions/{id}/rewind": {
+        parameters: [idParam],
+        post: op("Move the session back to a checkpoint: files and conversation as after that turn; later history stays, marked rewound", { "200": sessionAnswer, "404": error, "409": error, "410": error }, body({
+          type: "object",
+          required: ["checkpoint"],
+          additionalProperties: false,
+          properties: { checkpoint: { type: "integer", minimum: 1 } },
+        })),
+      },
       "/api/sessions/{id}/messages": {
         parameters: [idParam],
         post: op("Send a message; the answer is the turn's event stream (text/event-stream), ending with `done`", { "200": { description: "SSE frames: id, event, data" }, "409": error, "410": error, "503": error }, body({

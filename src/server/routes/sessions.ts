@@ -4,7 +4,7 @@ import type { AppContext } from "../context";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
 import { badRequest } from "../errors";
-import { presentSession } from "../present";
+import { presentCheckpoint, presentSession } from "../present";
 import { listSessions } from "../../db/queries/sessions";
 import { isSessionStatus, SESSION_STATUSES } from "../../contract";
 
@@ -25,6 +25,10 @@ const createSchema = z
   .strict();
 
 const patchSchema = z.object({ maxTokens: z.number().int().min(1).nullable() }).strict();
+
+const checkpointNumber = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const forkSchema = z.object({ checkpoint: checkpointNumber.optional() }).strict();
+const rewindSchema = z.object({ checkpoint: checkpointNumber }).strict();
 
 
 export function registerSessions(app: H3, ctx: AppContext): void {
@@ -51,7 +55,17 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions/:id/pause", async (event) => ({ session: presentSession(await ctx.sessions.pause(id(event))) }));
   app.post("/api/sessions/:id/resume", async (event) => ({ session: presentSession(await ctx.sessions.resume(id(event))) }));
   app.post("/api/sessions/:id/stop", async (event) => ({ session: presentSession(await ctx.sessions.stop(id(event))) }));
-  app.post("/api/sessions/:id/fork", async (event) => json(201, { session: presentSession(await ctx.sessions.fork(id(event))) }));
+  // No body (or no `checkpoint`): the files and conversation as they are now; else as after that checkpoint's turn.
+  app.post("/api/sessions/:id/fork", async (event) => {
+    const body = await readJsonBody(event, ctx.config.maxBodyBytes, { optional: true });
+    const { checkpoint } = body === undefined ? {} : validate(forkSchema, body);
+    return json(201, { session: presentSession(await ctx.sessions.fork(id(event), checkpoint)) });
+  });
+  app.get("/api/sessions/:id/checkpoints", async (event) => ({ checkpoints: (await ctx.sessions.checkpoints(id(event))).map(presentCheckpoint) }));
+  app.post("/api/sessions/:id/rewind", async (event) => {
+    const { checkpoint } = validate(rewindSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    return { session: presentSession(await ctx.sessions.rewind(id(event), checkpoint)) };
+  });
   // Raising (or clearing, with null) the token budget lets a session that hit it work again.
   app.patch("/api/sessions/:id", async (event) => {
     const body = validate(patchSchema, await readJsonBody(event, ctx.config.maxBodyBytes));

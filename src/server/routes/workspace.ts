@@ -28,7 +28,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     const path = checkAgentPath(raw);
     await ctx.sessions.requireSession(sessionId);
     const sandbox = ctx.sessions.liveSandbox(sessionId);
-    const content = sandbox ? await readWorkspaceFile(sandbox.io, path) : await ctx.snapshots.read(sessionId, path);
+    const content = sandbox ? await readWorkspaceFile(sandbox.io, path) : await ctx.sessions.workspaces.read(sessionId, path);
     if (content === null) throw notFound(`No file "${path}" in this session's workspace.`);
     const text = isUtf8Text(content);
     return { path, size: content.length, encoding: text ? "utf8" : "base64", content: content.toString(text ? "utf8" : "base64") };
@@ -43,7 +43,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     if (sandbox) {
       const { proc } = tarOutRaw(sandbox.io);
       archive = proc;
-    } else archive = await ctx.snapshots.archive(sessionId);
+    } else archive = await ctx.sessions.workspaces.archive(sessionId);
     if (!archive) throw notFound("This session has no workspace yet.");
     const gzip = createGzip();
     archive.on("error", (error) => gzip.destroy(error));
@@ -74,7 +74,7 @@ async function listFiles(ctx: AppContext, sessionId: string) {
   await ctx.sessions.requireSession(sessionId);
   const sandbox = ctx.sessions.liveSandbox(sessionId);
   if (sandbox) return listWorkspaceFiles(sandbox.io);
-  return (await ctx.snapshots.list(sessionId)) ?? [];
+  return (await ctx.sessions.workspaces.list(sessionId)) ?? [];
 }
 
 /** The live workspace as tar produces it; stderr notes are dropped. */
