@@ -163,6 +163,13 @@ export const migrations: Migration[] = [
         touched_at BIGINT NOT NULL,
         deleting_at BIGINT
       )`,
+      // Saves in progress on any server (heartbeat kept fresh while they run): the collector leaves
+      // every object touched since the oldest one started, however long it takes.
+      `CREATE TABLE snapshot_saves (
+        id TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL
+      )`,
     ],
   },
 ];

@@ -1,9 +1,14 @@
+import { randomUUID } from "node:crypto";
 import type { ConsolaInstance } from "consola";
 import type { AshDatabase, Queryable } from "../db/types";
 import { getSession, updateSession, type SessionRecord } from "../db/queries/sessions";
 import { headCheckpoint, insertCheckpoint, nextCheckpointNumber, pruneCheckpoints, sessionsToPrune, type CheckpointRecord } from "../db/queries/checkpoints";
 import {
+  beginSave,
   commitVersion,
+  endSave,
+  heartbeatSave,
+  oldestRunningSave,
   forgetObjects,
   forgetUnusedVersions,
   markGarbage,
@@ -38,6 +43,9 @@ export interface CheckpointInput {
 
 const SAVE_ATTEMPTS = 3;
 const GC_BATCH = 1000;
+/** A running save refreshes its row this often; one silent for SAVE_STALE_MS died with its server. */
+const SAVE_HEARTBEAT_MS = 10_000;
+const SAVE_STALE_MS = 120_000;
 
 /**
  * A session's files over time: saves into the shared version store, the
@@ -60,6 +68,20 @@ export class Workspaces {
 
   /** Saves the live workspace; with `checkpoint`, records it as the session's next checkpoint. */
   async save(sessionId: string, sandbox: SandboxHandle, checkpoint?: CheckpointInput): Promise<{ version: SavedVersion; checkpoint?: CheckpointRecord }> {
+    const { db } = this.o;
+    const lease = randomUUID();
+    await beginSave(db, lease, Date.now());
+    const heartbeat = setInterval(() => void heartbeatSave(db, lease, Date.now()).catch(() => undefined), SAVE_HEARTBEAT_MS);
+    heartbeat.unref();
+    try {
+      return await this.saveNow(sessionId, sandbox, checkpoint);
+    } finally {
+      clearInterval(heartbeat);
+      await endSave(db, lease).catch((error) => this.o.log.warn(`session ${sessionId}: clearing its save lease failed:`, error));
+    }
+  }
+
+  private async saveNow(sessionId: string, sandbox: SandboxHandle, checkpoint?: CheckpointInput): Promise<{ version: SavedVersion; checkpoint?: CheckpointRecord }> {
     const { db, store } = this.o;
     for (let attempt = 1; ; attempt++) {
       const base = (await getSession(db, sessionId))?.workspaceVersion ?? null;
@@ -212,7 +234,10 @@ export class Workspaces {
     await db.transaction((tx) => forgetUnusedVersions(tx));
     let removed = 0;
     for (;;) {
-      const keys = await db.transaction((tx) => markGarbage(tx, Date.now() - retention.gcGraceMs, Date.now(), GC_BATCH));
+      // Nothing touched since the oldest running save began (on any server) is collected.
+      const running = await oldestRunningSave(db, Date.now() - SAVE_STALE_MS);
+      const before = Math.min(Date.now() - retention.gcGraceMs, running ?? Number.POSITIVE_INFINITY);
+      const keys = await db.transaction((tx) => markGarbage(tx, before, Date.now(), GC_BATCH));
       if (keys.length === 0) break;
       await store.removeObjects(keys);
       await forgetObjects(db, keys);

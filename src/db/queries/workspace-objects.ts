@@ -106,3 +106,26 @@ export async function countObjects(db: Queryable): Promise<{ objects: number; ve
 export async function versionObjects(db: Queryable, version: string): Promise<string[]> {
   return (await db.all<any>(`SELECT object_key FROM version_objects WHERE version = ?`, [version])).map((r) => r.object_key);
 }
+
+/** A save in progress: registered before it writes anything, removed when it ends. */
+export async function beginSave(db: Queryable, id: string, now: number): Promise<void> {
+  await db.run(`INSERT INTO snapshot_saves (id, started_at, heartbeat_at) VALUES (?, ?, ?)`, [id, now, now]);
+}
+
+export async function heartbeatSave(db: Queryable, id: string, now: number): Promise<void> {
+  await db.run(`UPDATE snapshot_saves SET heartbeat_at = ? WHERE id = ?`, [now, id]);
+}
+
+export async function endSave(db: Queryable, id: string): Promise<void> {
+  await db.run(`DELETE FROM snapshot_saves WHERE id = ?`, [id]);
+}
+
+/**
+ * When the oldest save still running started (a save whose heartbeat is older
+ * than `staleBefore` died with its server and is forgotten); null when none runs.
+ */
+export async function oldestRunningSave(db: Queryable, staleBefore: number): Promise<number | null> {
+  await db.run(`DELETE FROM snapshot_saves WHERE heartbeat_at < ?`, [staleBefore]);
+  const row = await db.get<any>(`SELECT MIN(started_at) AS t FROM snapshot_saves`);
+  return row?.t === null || row?.t === undefined ? null : Number(row.t);
+}
