@@ -82,6 +82,45 @@ describe.each(backends)("restarts on $name", (backend) => {
     expect(model.userTexts().some((t) => t.includes("echo survived > crash.txt"))).toBe(true);
   });
 
+  it("a kill -9 during a turn's save leaves the previous checkpoint whole, and the session wakes whole", async () => {
+    const session = await newSession();
+    await turn(session.id, "#bash mkdir -p tree && echo base > state.txt");
+    // Each round: a turn that rewrites 1,500 files, the server killed as soon as the turn's
+    // result is out (the save runs between it and `done`), at a point that moves each round.
+    for (let round = 0; round < 3; round++) {
+      const r = await server.api(`/api/sessions/${session.id}/messages`, {
+        method: "POST",
+        json: { content: `#bash for i in $(seq 1 1500); do echo r${round}-$i > tree/f$i; done; echo round-${round} > state.txt` },
+      });
+      const reader = r.body!.getReader();
+      let seen = "";
+      while (!parseFrames(seen).some((e) => e.event === "turn_complete" || e.event === "done")) {
+        const chunk = await reader.read();
+        if (chunk.done) break;
+        seen += new TextDecoder().decode(chunk.value);
+      }
+      await new Promise((resolve) => setTimeout(resolve, round * 40));
+      await server.kill();
+      await reader.cancel().catch(() => undefined);
+      await server.restart();
+
+      // Every checkpoint listed restores exactly: the state file and all files of one round.
+      const checkpoints = (await (await server.api(`/api/sessions/${session.id}/checkpoints`)).json()).checkpoints as Array<{ checkpoint: number }>;
+      expect(checkpoints.length).toBeGreaterThanOrEqual(round + 1);
+      const last = checkpoints.at(-1)!.checkpoint;
+      const fork = (await (await server.api(`/api/sessions/${session.id}/fork`, { method: "POST", json: { checkpoint: last } })).json()).session;
+      const check = await turn(fork.id, "#bash cat state.txt; cat tree/f* 2>/dev/null | cut -d- -f1 | sort | uniq -c");
+      const out = String(check.find((e) => e.event === "tool_result")?.data.content ?? "");
+      const state = /^(base|round-\d)$/m.exec(out)?.[1];
+      expect(state).toBeDefined();
+      if (state === "base") expect(out).not.toMatch(/ r\d\b/);
+      else expect(out).toMatch(new RegExp(`^\\s*3000 r${state!.slice(6)}$`, "m"));
+      // The session itself wakes with a whole state too.
+      const own = await turn(session.id, "#bash cat state.txt");
+      expect(String(own.find((e) => e.event === "tool_result")?.data.content)).toMatch(/^(base|round-\d)\n?$/);
+    }
+  });
+
   it("on SIGTERM ends the running turn cleanly, closes open streams and exits 0", async () => {
     const session = await newSession();
     const post = await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#slow 60000" } });
