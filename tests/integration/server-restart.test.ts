@@ -114,7 +114,7 @@ describe.each(backends)("restarts on $name", (backend) => {
       const state = /^(base|round-\d)$/m.exec(out)?.[1];
       expect(state).toBeDefined();
       if (state === "base") expect(out).not.toMatch(/ r\d\b/);
-      else expect(out).toMatch(new RegExp(`^\\s*3000 r${state!.slice(6)}$`, "m"));
+      else expect(out).toMatch(new RegExp(`^\\s*1500 r${state!.slice(6)}$`, "m"));
       // The session itself wakes with a whole state too.
       const own = await turn(session.id, "#bash cat state.txt");
       expect(String(own.find((e) => e.event === "tool_result")?.data.content)).toMatch(/^(base|round-\d)\n?$/);
