@@ -5,7 +5,7 @@ import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
 import { badRequest } from "../errors";
 import { presentSession } from "../present";
-import { listSessions } from "../../db/queries/sessions";
+import { listSessions, type SessionRecord } from "../../db/queries/sessions";
 import { isSessionStatus, SESSION_STATUSES } from "../../contract";
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
@@ -28,11 +28,12 @@ const patchSchema = z.object({ maxTokens: z.number().int().min(1).nullable() }).
 
 
 export function registerSessions(app: H3, ctx: AppContext): void {
+  const present = (session: SessionRecord) => presentSession(session, session.status === "ended" ? "asleep" : ctx.sessions.stateOf(session.id));
   app.post("/api/sessions", async (event) => {
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const { agent, model, ...settings } = body;
     const session = await ctx.sessions.createSession({ agent, model, settings });
-    return json(201, { session: presentSession(session) });
+    return json(201, { session: present(session) });
   });
 
   app.get("/api/sessions", async (event) => {
@@ -44,20 +45,20 @@ export function registerSessions(app: H3, ctx: AppContext): void {
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
-    return { sessions: page.map(presentSession), nextCursor };
+    return { sessions: page.map(present), nextCursor };
   });
 
-  app.get("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.requireSession(id(event))) }));
-  app.post("/api/sessions/:id/pause", async (event) => ({ session: presentSession(await ctx.sessions.pause(id(event))) }));
-  app.post("/api/sessions/:id/resume", async (event) => ({ session: presentSession(await ctx.sessions.resume(id(event))) }));
-  app.post("/api/sessions/:id/stop", async (event) => ({ session: presentSession(await ctx.sessions.stop(id(event))) }));
-  app.post("/api/sessions/:id/fork", async (event) => json(201, { session: presentSession(await ctx.sessions.fork(id(event))) }));
+  app.get("/api/sessions/:id", async (event) => ({ session: present(await ctx.sessions.requireSession(id(event))) }));
+  app.post("/api/sessions/:id/pause", async (event) => ({ session: present(await ctx.sessions.pause(id(event))) }));
+  app.post("/api/sessions/:id/resume", async (event) => ({ session: present(await ctx.sessions.resume(id(event))) }));
+  app.post("/api/sessions/:id/stop", async (event) => ({ session: present(await ctx.sessions.stop(id(event))) }));
+  app.post("/api/sessions/:id/fork", async (event) => json(201, { session: present(await ctx.sessions.fork(id(event))) }));
   // Raising (or clearing, with null) the token budget lets a session that hit it work again.
   app.patch("/api/sessions/:id", async (event) => {
     const body = validate(patchSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    return { session: presentSession(await ctx.sessions.setMaxTokens(id(event), body.maxTokens)) };
+    return { session: present(await ctx.sessions.setMaxTokens(id(event), body.maxTokens)) };
   });
-  app.delete("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.end(id(event))) }));
+  app.delete("/api/sessions/:id", async (event) => ({ session: present(await ctx.sessions.end(id(event))) }));
 }
 
 export function id(event: Parameters<typeof getRouterParam>[0]): string {
