@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { cpus, totalmem } from "node:os";
 import { resolve } from "node:path";
 import { ConfigError } from "./config-error";
 import { boolean, integer, isHttpUrl, text, type Env } from "./env-values";
@@ -18,6 +19,10 @@ export interface ServerConfig {
   apiKey?: string;
   maxSandboxes: number;
   idleTimeoutMs: number;
+  /** How long a session's agent process outlives its last turn (ASH_KEEPALIVE_MS); then only its sandbox stays. */
+  keepaliveMs: number;
+  /** Agent processes starting at once (ASH_START_CONCURRENCY); more wait in order. */
+  startConcurrency: number;
   anthropicApiKey?: string;
   anthropicBaseUrl?: string;
   /** Largest JSON body accepted, in bytes (agent uploads included). */
@@ -46,10 +51,16 @@ export interface ServerConfig {
   logFormat: "human" | "json";
   /** Ready sandboxes kept per agent name (ASH_WARM_POOL); empty: no warm pool. */
   warmPool: Record<string, number>;
+  /** Agents with a session created this recently get a spare (ASH_WARM_DEMAND_MS); 0: only ASH_WARM_POOL's. */
+  warmDemandMs: number;
+  /** Memory the demand spares may hold in all, in MB (ASH_WARM_MEMORY_MB). */
+  warmMemoryMb: number;
   /** Token budget of a session when neither the session nor its agent sets one (ASH_DEFAULT_MAX_TOKENS). */
   defaultMaxTokens?: number;
   /** What sandboxes may reach through the egress proxies. */
   egress: EgressConfig;
+  /** ASH_TEST_START_HOLD_FILE, for tests only: agent processes' start-up does not end before this file exists. */
+  testStartHoldFile?: string;
 }
 
 export interface EgressConfig {
@@ -104,6 +115,8 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     apiKey,
     maxSandboxes: integer(env, "ASH_MAX_SANDBOXES", 50, 1, 100_000),
     idleTimeoutMs: integer(env, "ASH_IDLE_TIMEOUT_MS", 30 * 60_000, 1000, 7 * 24 * 3600_000),
+    keepaliveMs: integer(env, "ASH_KEEPALIVE_MS", DEFAULT_KEEPALIVE_MS, 0, 7 * 24 * 3600_000),
+    startConcurrency: integer(env, "ASH_START_CONCURRENCY", Math.max(1, cpus().length), 1, 1024),
     anthropicApiKey: text(env, "ANTHROPIC_API_KEY"),
     anthropicBaseUrl: baseUrl,
     maxBodyBytes: integer(env, "ASH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
@@ -126,14 +139,20 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     },
     logFormat,
     warmPool: warmPoolConfig(env),
+    warmDemandMs: integer(env, "ASH_WARM_DEMAND_MS", 3600_000, 0, 7 * 24 * 3600_000),
+    warmMemoryMb: integer(env, "ASH_WARM_MEMORY_MB", Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)), 0, 1024 * 1024),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     egress: {
       allow: egressAllowConfig(env),
       allowPrivate: boolean(env, "ASH_EGRESS_ALLOW_PRIVATE", false),
       testHosts: egressTestHosts(env),
     },
+    testStartHoldFile: text(env, "ASH_TEST_START_HOLD_FILE"),
   };
 }
+
+/** See docs/decisions/sessions-hot-window.md for why two minutes. */
+const DEFAULT_KEEPALIVE_MS = 120_000;
 
 const HOST_PATTERN = /^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$|^[0-9a-f:]+$/i;
 

@@ -1,7 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
-import type { SessionStatus, UploadedFile as AgentFile } from "../contract";
+import type { SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
 
-export type { AgentFile, SessionStatus };
+export type { AgentFile, SessionState, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -71,6 +71,8 @@ export interface Session {
   agentName: string;
   sandboxId: string | null;
   status: SessionStatus;
+  /** Where its processes are: hot (agent process running), idle (only the sandbox), asleep (nothing running); servers before it omit it. */
+  state?: SessionState;
   createdAt: string;
   lastActiveAt: string;
   model?: string | null;

@@ -13,6 +13,15 @@ export function isSessionStatus(value: unknown): value is SessionStatus {
   return typeof value === "string" && (SESSION_STATUSES as readonly string[]).includes(value);
 }
 
+/**
+ * Where a session's processes are (the `state` beside `status`): `hot`, its
+ * agent process runs; `idle`, only its sandbox and folder are kept (the next
+ * message starts the process again); `asleep`, its workspace is saved and
+ * nothing runs.
+ */
+export const SESSION_STATES = ["hot", "idle", "asleep"] as const;
+export type SessionState = (typeof SESSION_STATES)[number];
+
 /** An agent's name: letters, digits, `-` and `_`, 1 to 64 characters. */
 export const AGENT_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 export const AGENT_NAME_RULE = "letters, digits, - and _ (1 to 64)";

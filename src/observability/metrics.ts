@@ -1,5 +1,5 @@
 import { Registry, type GaugeSample } from "./registry";
-import { SESSION_STATUSES, type SessionStatus } from "../contract";
+import { SESSION_STATES, SESSION_STATUSES, type SessionState, type SessionStatus } from "../contract";
 
 /**
  * Ash's metrics, named for what happened ("a turn finished", "a sandbox was
@@ -46,6 +46,9 @@ const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 /** Sandboxes by state: `busy` (running a turn), `idle` (live, no turn), `evicted` (not ended, no live sandbox). */
 export type SandboxCounts = { busy: number; idle: number; evicted: number };
 export type SessionCounts = Partial<Record<SessionStatus, number>>;
+export type SessionStateCounts = Record<SessionState, number>;
+/** The agent process start queue: starts running, waiting (sessions' and spares'), and the most that ever ran at once. */
+export type StartCounts = { running: number; queued: number; queuedSpares: number; peak: number };
 type Source<T> = () => T | Promise<T>;
 
 const SECONDS = (ms: number) => Math.max(0, ms) / 1000;
@@ -81,6 +84,10 @@ export class Metrics {
   private readonly budgetRefusalsTotal;
   private readonly egressTotal;
   private readonly unexpectedErrors;
+  private readonly sessionStates;
+  private readonly agentStarts;
+  private readonly agentStartsPeak;
+  private readonly wakes;
 
   constructor(options: MetricsOptions = {}) {
     const r = (this.registry = new Registry({ collectTimeoutMs: options.collectTimeoutMs, onCollectError: options.onCollectError }));
@@ -88,6 +95,11 @@ export class Metrics {
     r.gauge("ash_build_info", "Always 1; the version label says which Ash is running.", ["version"]).set({ version: options.version ?? "unknown" }, 1);
     this.sandboxes = r.gauge("ash_sandboxes", "Sandboxes by state: busy (running a turn), idle (live, no turn), evicted (session not ended, no live sandbox).", ["state"]);
     this.sessions = r.gauge("ash_sessions", "Sessions by status.", ["status"]);
+    this.sessionStates = r.gauge("ash_session_states", "Open sessions by where their processes are: hot (agent process running), idle (only the sandbox kept), asleep (workspace saved, nothing running).", ["state"]);
+    this.agentStarts = r.gauge("ash_agent_starts", "Agent processes starting (running: spawned, start-up not over; queued: waiting for a slot, for a session or a spare).", ["state"]);
+    this.agentStartsPeak = r.gauge("ash_agent_starts_peak", "The most agent processes that were ever starting at once (at most ASH_START_CONCURRENCY).");
+    this.wakes = r.counter("ash_agent_restarts_total", "Agent processes started again for an idle session (its sandbox kept, no restore).");
+    this.wakes.inc(undefined, 0);
     this.turns = r.counter("ash_turns_total", "Turns finished, by outcome (complete, or the error code the turn ended with).", ["outcome"]);
     this.turnDuration = r.histogram("ash_turn_duration_seconds", "Time from the start of a turn (its sandbox up) to its end, the workspace saved.", [], [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800]);
     this.turnFirstEvent = r.histogram(
@@ -230,6 +242,32 @@ export class Metrics {
       const counts = await source();
       return SESSION_STATUSES.map((status): GaugeSample => ({ labels: { status }, value: counts[status] ?? 0 }));
     });
+  }
+
+  /** Where `ash_session_states` is read from on each scrape. */
+  collectSessionStates(source: Source<SessionStateCounts>): void {
+    this.sessionStates.collectWith(async () => {
+      const counts = await source();
+      return SESSION_STATES.map((state): GaugeSample => ({ labels: { state }, value: counts[state] ?? 0 }));
+    });
+  }
+
+  /** Where `ash_agent_starts` and `ash_agent_starts_peak` are read from on each scrape. */
+  collectStarts(source: () => StartCounts): void {
+    this.agentStarts.collectWith(() => {
+      const c = source();
+      return [
+        { labels: { state: "running" }, value: c.running },
+        { labels: { state: "queued" }, value: c.queued - c.queuedSpares },
+        { labels: { state: "queued_spare" }, value: c.queuedSpares },
+      ];
+    });
+    this.agentStartsPeak.collectWith(() => [{ value: source().peak }]);
+  }
+
+  /** An idle session's agent process was started again. */
+  woken(): void {
+    this.wakes.inc();
   }
 
   /** Where `ash_telemetry_queue_events` is read from on each scrape. */

@@ -1,5 +1,6 @@
 import { query, type Query, type SDKMessage, type SessionStore, type SpawnedProcess, type SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
 import { InputQueue } from "./input-queue";
+import type { StartPriority, StartQueue, StartTicket } from "./start-queue";
 
 export interface AgentSessionOptions {
   /** The Claude Code CLI's working directory: the session's workspace. */
@@ -21,6 +22,9 @@ export interface AgentSessionOptions {
   /** Spawns the CLI inside the session's sandbox. */
   spawn?: (options: SpawnOptions) => SpawnedProcess;
   stderr?: (text: string) => void;
+  /** Where the process waits for a start slot (with this priority) before it is spawned; none: at once. */
+  startQueue?: StartQueue;
+  startPriority?: StartPriority;
 }
 
 export interface TurnOptions {
@@ -52,6 +56,13 @@ export class AgentSession {
   private readonly abort = new AbortController();
   private q?: Query;
   private turn?: RunningTurn;
+  /** Set by start(): the process is spawned once it has a start slot. */
+  private launch?: Promise<void>;
+  private ticket?: StartTicket;
+  /** Set by close(): a start still waiting for its slot never spawns. */
+  private closed = false;
+  /** The CLI answered the SDK's initialize request: its start-up is over. */
+  private handshaken = false;
   private exited = false;
   private exitError?: Error;
   /** The SDK's own session id, known after the CLI's `system/init`. */
@@ -65,8 +76,14 @@ export class AgentSession {
     this.initialized = new Promise((resolve) => (this.markInitialized = resolve));
   }
 
+  /** Started (or waiting to start) and neither exited nor closed. */
   get alive(): boolean {
-    return this.q !== undefined && !this.exited;
+    return this.launch !== undefined && !this.exited && !this.closed;
+  }
+
+  /** Started but not yet done with its start-up (waiting for a slot, or spawned and loading). */
+  get starting(): boolean {
+    return this.launch !== undefined && !this.handshaken && !this.exited && !this.closed;
   }
 
   get busy(): boolean {
@@ -74,6 +91,22 @@ export class AgentSession {
   }
 
   start(): void {
+    if (this.launch) return;
+    const queue = this.options.startQueue;
+    if (!queue) {
+      this.spawn(() => undefined);
+      this.launch = Promise.resolve();
+      return;
+    }
+    const ticket = (this.ticket = queue.enqueue(this.options.startPriority ?? "session"));
+    this.launch = ticket.ready.then((release) => {
+      if (this.closed) return release();
+      this.spawn(release);
+    });
+  }
+
+  /** Spawns the CLI; `release` frees its start slot once the start-up is over (or failed). */
+  private spawn(release: () => void): void {
     const o = this.options;
     this.q = query({
       prompt: this.input,
@@ -100,7 +133,19 @@ export class AgentSession {
       },
     });
     void this.pump(this.q);
+    const q = this.q;
+    void q.initializationResult().then(
+      () => {
+        this.handshaken = true;
+        release();
+      },
+      () => release(),
+    );
+    // A process that dies during start-up gives its slot back too (pump's finish()).
+    this.releaseStart = release;
   }
+
+  private releaseStart?: () => void;
 
   /** Makes `model` this session's model from the next turn on (a turn's own model still wins for that turn). */
   useModel(model: string): void {
@@ -109,15 +154,18 @@ export class AgentSession {
 
   /** Sends one user message and resolves when its turn has ended. */
   runTurn(content: string | unknown[], options: TurnOptions): Promise<TurnOutcome> {
-    if (!this.q) this.start();
-    if (this.exited) return Promise.resolve({ kind: "process_exit", error: this.exitError ?? new Error("the agent process has exited") });
+    if (!this.launch) this.start();
+    if (this.exited || this.closed) return Promise.resolve({ kind: "process_exit", error: this.exitError ?? new Error("the agent process has exited") });
     if (this.turn) throw new Error("a turn is already running");
     return new Promise<TurnOutcome>((resolve) => {
       this.turn = { options, modelCalls: new Set(), resolve, limitHit: false };
       const model = options.model ?? this.pendingModel;
       this.pendingModel = undefined;
-      const apply = model ? this.q!.setModel(model).catch(() => undefined) : Promise.resolve();
-      void apply.then(() => {
+      // A process still waiting for its start slot gets the message once it is spawned.
+      void this.launch!.then(async () => {
+        if (!this.q || this.exited) return;
+        if (model) await this.q.setModel(model).catch(() => undefined);
+        if (this.exited || this.closed) return;
         this.input.push({
           type: "user",
           message: { role: "user", content: content as any },
@@ -140,13 +188,19 @@ export class AgentSession {
    * exits first or takes longer than `timeoutMs`.
    */
   async started(timeoutMs: number): Promise<void> {
-    if (!this.q) throw new Error("the agent process was not started");
+    if (!this.launch) throw new Error("the agent process was not started");
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`the agent process did not start within ${timeoutMs} ms`)), timeoutMs);
     });
     try {
-      await Promise.race([this.q.initializationResult(), timeout]);
+      await Promise.race([
+        this.launch.then(() => {
+          if (!this.q) throw new Error("the agent process was stopped before it started");
+          return this.q.initializationResult();
+        }),
+        timeout,
+      ]);
     } finally {
       clearTimeout(timer);
     }
@@ -160,7 +214,16 @@ export class AgentSession {
 
   /** Ends the CLI process: closes its input, then aborts after a grace period. */
   async close(graceMs = 2000): Promise<void> {
-    if (!this.q || this.exited) return;
+    if (this.closed || this.exited) return;
+    this.closed = true;
+    if (!this.q) {
+      // Still waiting for a start slot: it never spawns.
+      this.ticket?.cancel();
+      this.finish(new Error("the agent process was stopped before it started"));
+      return;
+    }
+    // A process still starting up has no turn or transcript to finish: end it at once.
+    if (!this.handshaken) graceMs = 0;
     this.input.close();
     const exited = new Promise<void>((resolve) => {
       const check = setInterval(() => {
@@ -213,6 +276,7 @@ export class AgentSession {
 
   private finish(error: Error): void {
     this.exited = true;
+    this.releaseStart?.();
     this.exitError = error;
     this.markInitialized();
     const turn = this.turn;

@@ -1,6 +1,7 @@
 import type { CheckpointRecord } from "../db/queries/checkpoints";
 import type { AgentRecord } from "../db/queries/agents";
 import type { SessionRecord } from "../db/queries/sessions";
+import type { SessionState } from "../contract";
 
 // The JSON shapes of API.md. Times are ISO 8601 strings.
 
@@ -19,13 +20,15 @@ export function presentAgent(agent: AgentRecord) {
   };
 }
 
-export function presentSession(session: SessionRecord) {
+/** `state` says where its processes are (hot, idle, asleep); `status` keeps its meaning. */
+export function presentSession(session: SessionRecord, state: SessionState) {
   return {
     id: session.id,
     agentName: session.agentName,
     agentVersion: session.agentVersion,
     sandboxId: session.sandboxId,
     status: session.status,
+    state,
     createdAt: new Date(session.createdAt).toISOString(),
     lastActiveAt: new Date(session.lastActiveAt).toISOString(),
     model: session.model ?? undefined,

@@ -9,7 +9,7 @@ import type { ServerConfig } from "../config";
 import { openDatabase } from "../db/connect";
 import { migrate } from "../db/migrate";
 import { migrations } from "../db/migrations";
-import { countEvictedSessions, countSessionsByStatus } from "../db/queries/sessions";
+import { countEvictedSessions, countSessionsByStatus, countSleepingSessions } from "../db/queries/sessions";
 import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
@@ -58,6 +58,8 @@ export async function startServer(
     const live = sessions;
     obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
+    obs.metrics.collectSessionStates(async () => ({ ...live.liveStateCounts(), asleep: await countSleepingSessions(db) }));
+    obs.metrics.collectStarts(() => ({ running: live.starts.active, queued: live.starts.queued(), queuedSpares: live.starts.queued("spare"), peak: live.starts.peak }));
     const ctx: AppContext = { config, db, keys, sessions, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked

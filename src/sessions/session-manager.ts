@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { dirname, join } from "node:path";
-import type { SDKMessage } from "@anthropic-ai/claude-agent-sdk";
+import type { SDKMessage, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
@@ -17,6 +17,8 @@ import { copyMessages, lastMessageSeq, rewindMessages } from "../db/queries/mess
 import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
 import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
+import { StartQueue } from "../runtime/start-queue";
+import { holdOutputUntil } from "../runtime/hold-start";
 import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "../runtime/transcript-store";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
@@ -29,12 +31,19 @@ import { Workspaces, type CheckpointInput } from "./workspaces";
 import { buildAgentEnv } from "./agent-env";
 import { spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
+import type { SessionState } from "../contract";
 
 /** A session whose sandbox and CLI process are running. */
 interface LiveSession {
   session: SessionRecord;
   sandbox: SandboxHandle;
   agent: AgentSession;
+  /** A new agent process for the same sandbox, resuming `resume` (what waking an idle session starts). */
+  respawn: (resume: string | undefined) => AgentSession;
+  /** Its agent process was stopped after ASH_KEEPALIVE_MS without a turn; the sandbox stays. */
+  parked?: boolean;
+  /** The stopping of its parked agent process, awaited before a new one resumes the transcript. */
+  parking?: Promise<void>;
   busy: boolean;
   lastUsedAt: number;
   /** Set while it is being put to sleep: it still holds its pool slot until its processes are gone. */
@@ -126,6 +135,8 @@ export class SessionManager {
   readonly warm: WarmPool;
   /** Saved workspaces, checkpoints and their garbage collection. */
   readonly workspaces: Workspaces;
+  /** Agent processes starting at once (ASH_START_CONCURRENCY), sessions before spares. */
+  readonly starts: StartQueue;
   private readonly live = new Map<string, LiveSession>();
   private readonly activating = new Map<string, Promise<LiveSession>>();
   private readonly turns = new Map<string, RunningTurn>();
@@ -133,6 +144,7 @@ export class SessionManager {
   private readonly claimed = new Set<string>();
   private readonly logs = new Map<string, EventLog>();
   private sweeper?: NodeJS.Timeout;
+  private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
 
   constructor(private readonly o: SessionManagerOptions) {
@@ -141,7 +153,7 @@ export class SessionManager {
       () =>
         [...this.live.values()].map((l) => ({
           key: l.session.id,
-          busy: l.busy || l.closing !== undefined || this.turns.has(l.session.id),
+          busy: l.busy || l.closing !== undefined || this.turns.has(l.session.id) || this.activating.has(l.session.id),
           lastUsedAt: l.lastUsedAt,
         })),
       (key, reason) => this.evict(key, reason),
@@ -155,7 +167,8 @@ export class SessionManager {
     });
     this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
-    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access });
+    this.starts = new StartQueue(o.config.startConcurrency);
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts });
   }
 
   get liveCount(): number {
@@ -183,6 +196,10 @@ export class SessionManager {
       this.pool.evictIdle(this.o.config.idleTimeoutMs).catch((error) => this.o.log.error("idle eviction failed:", error));
     }, every);
     this.sweeper.unref();
+    // Stops agent processes idle past ASH_KEEPALIVE_MS (their sandboxes stay until the idle timeout).
+    const keepalive = this.o.config.keepaliveMs;
+    this.keeper = setInterval(() => this.parkIdle(), Math.max(100, Math.min(keepalive / 4, 5000)));
+    this.keeper.unref();
     this.warm.start();
     this.workspaces.start();
   }
@@ -199,6 +216,7 @@ export class SessionManager {
   private async createSessionNow(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
     const agent = await getAgent(this.o.db, input.agent);
     if (!agent) throw await this.unknownAgent(input.agent);
+    this.warm.demand(agent.name);
     const warm = this.warm.serves(agent.name) && spareCanServe(input);
     // With a ready spare the slot comes with it; otherwise reserve one as usual.
     let release: (() => void) | undefined = warm && this.warm.readyCount > 0 ? undefined : await this.pool.reserve();
@@ -431,7 +449,9 @@ export class SessionManager {
   async sandboxOf(sessionId: string): Promise<SandboxHandle> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended.");
-    const live = await this.activate(session);
+    // An idle session's files and sandbox are there: exec and file access need no agent process.
+    const idle = this.live.get(sessionId);
+    const live = idle?.parked && !idle.closing ? idle : await this.activate(session);
     live.lastUsedAt = Date.now();
     if (session.status !== "active") await updateSession(this.o.db, sessionId, { status: "active", touch: true });
     return live.sandbox;
@@ -464,6 +484,7 @@ export class SessionManager {
   async shutdown(timeoutMs = 10_000): Promise<void> {
     this.shuttingDown = true;
     if (this.sweeper) clearInterval(this.sweeper);
+    if (this.keeper) clearInterval(this.keeper);
     const spares = this.warm.shutdown();
     const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
@@ -593,6 +614,13 @@ export class SessionManager {
       reserved?.();
       return pending;
     }
+    if (live?.parked) {
+      // Idle: the sandbox and its folder are as they were; only the agent process starts again.
+      reserved?.();
+      const waking = this.wake(live).finally(() => this.activating.delete(session.id));
+      this.activating.set(session.id, waking);
+      return waking;
+    }
     const promise = (async () => {
       if (live) await this.deactivate(session.id, "evicted", "process_exited", false);
       const release = reserved ?? (await this.pool.reserve());
@@ -606,6 +634,54 @@ export class SessionManager {
     return promise;
   }
 
+  /** A spawned agent process, its start-up held back while ASH_TEST_START_HOLD_FILE is missing (tests only). */
+  private held(child: SpawnedProcess): SpawnedProcess {
+    const file = this.o.config.testStartHoldFile;
+    return file ? holdOutputUntil(file, child) : child;
+  }
+
+  /** Starts the agent process of an idle session again, resuming its conversation from the transcript in its sandbox. */
+  private async wake(live: LiveSession): Promise<LiveSession> {
+    await live.parking;
+    const resume = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? undefined;
+    live.agent = live.respawn(resume);
+    live.agent.start();
+    live.parked = false;
+    live.lastUsedAt = Date.now();
+    this.o.observability.metrics.woken();
+    this.o.log.debug(`session ${live.session.id}: agent process started again in sandbox ${live.sandbox.id}`);
+    return live;
+  }
+
+  /**
+   * Stops the agent process of every session without a turn for
+   * ASH_KEEPALIVE_MS. Its sandbox (folder, resource groups) stays until the
+   * idle timeout, so the next message only starts the process again.
+   */
+  private parkIdle(now = Date.now()): void {
+    for (const [id, live] of this.live) {
+      if (live.parked || live.closing || live.busy || this.turns.has(id) || this.claimed.has(id) || this.activating.has(id)) continue;
+      if (!live.agent.alive || now - live.lastUsedAt < this.o.config.keepaliveMs) continue;
+      live.parked = true;
+      this.o.log.debug(`session ${id}: agent process stopped after ${this.o.config.keepaliveMs} ms without a turn`);
+      live.parking = live.agent.close(2000).catch(() => undefined);
+    }
+  }
+
+  /** hot: the agent process runs (or starts); idle: only the sandbox is there; asleep: neither. */
+  stateOf(sessionId: string): SessionState {
+    const live = this.live.get(sessionId);
+    if (live && !live.closing) return live.parked ? "idle" : "hot";
+    return this.activating.has(sessionId) ? "hot" : "asleep";
+  }
+
+  /** Live sessions by state, for ash_session_states (asleep ones are counted in the database). */
+  liveStateCounts(): { hot: number; idle: number } {
+    let idle = 0;
+    for (const live of this.live.values()) if (live.parked) idle++;
+    return { hot: this.live.size - idle, idle };
+  }
+
   /** Makes a warm spare this new session's live sandbox: its transcripts, its model, its DB rows. */
   private adopt(session: SessionRecord, agentRecord: AgentRecord, spare: WarmSpare): Promise<LiveSession> {
     // Registered before any await: the spare's pool slot passes to the session without a gap.
@@ -614,6 +690,7 @@ export class SessionManager {
       session: { ...session, sandboxId: spare.sandbox.id },
       sandbox: spare.sandbox,
       agent: spare.agent,
+      respawn: (resume) => spare.respawn(session.id, resume, session.model ?? undefined),
       busy: false,
       lastUsedAt: Date.now(),
       grant: spare.grant,
@@ -704,25 +781,29 @@ export class SessionManager {
         restoreSpan.setAttribute("ash.restored", done);
         return done;
       });
-      const agent = new AgentSession({
-        cwd: sandbox.workspaceDir,
-        env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
-        model: session.model ?? undefined,
-        systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
-        mcpServers: settings.mcpServers,
-        permissionMode: settings.permissionMode,
-        allowedTools: settings.allowedTools,
-        disallowedTools: settings.disallowedTools,
-        resume,
-        fork: forking !== undefined,
-        transcriptStore: createTranscriptStore(db, session.id),
-        spawn: (options) => sandbox.spawnClaudeCode(options),
-        stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
-      });
+      // Also what wakes an idle session: the same process in the same sandbox, resuming its conversation.
+      const respawn = (again: string | undefined) =>
+        new AgentSession({
+          cwd: sandbox.workspaceDir,
+          env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+          model: session.model ?? undefined,
+          systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
+          mcpServers: settings.mcpServers,
+          permissionMode: settings.permissionMode,
+          allowedTools: settings.allowedTools,
+          disallowedTools: settings.disallowedTools,
+          resume: again ?? resume,
+          fork: again === undefined && forking !== undefined,
+          transcriptStore: createTranscriptStore(db, session.id),
+          spawn: (options) => this.held(sandbox.spawnClaudeCode(options)),
+          stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
+          startQueue: this.starts,
+        });
+      const agent = respawn(undefined);
       agent.start();
       await insertSandbox(db, { id: sandboxId, sessionId: session.id, serverId: this.o.serverId });
       await updateSession(db, session.id, { sandboxId, status: session.status === "starting" ? "active" : session.status });
-      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, busy: false, lastUsedAt: Date.now(), grant: access.grant, budget };
+      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, respawn, busy: false, lastUsedAt: Date.now(), grant: access.grant, budget };
       this.live.set(session.id, live);
       this.o.log.debug(`session ${session.id}: sandbox ${sandboxId} up${restored ? " (restored)" : ""}`);
       return { live, restored };

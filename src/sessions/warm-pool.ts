@@ -6,7 +6,8 @@ import { getAgent, getAgentFiles, type AgentRecord } from "../db/queries/agents"
 import type { SessionSettings } from "../db/queries/sessions";
 import { writeFiles } from "../agents/agent-files";
 import { AgentSession } from "../runtime/agent-session";
-import { createBindableTranscriptStore, PROJECT_DIR_NAME, type BindableTranscriptStore } from "../runtime/transcript-store";
+import { createBindableTranscriptStore, createTranscriptStore, PROJECT_DIR_NAME, type BindableTranscriptStore } from "../runtime/transcript-store";
+import type { StartQueue } from "../runtime/start-queue";
 import type { SandboxFactory, SandboxHandle } from "./types";
 import { buildAgentEnv } from "./agent-env";
 import type { GatewayGrant } from "../gateway/gateway";
@@ -22,6 +23,8 @@ export interface WarmSpare {
   transcripts: BindableTranscriptStore;
   /** Its gateway token's grant: bound to the session that takes the spare. */
   grant: GatewayGrant;
+  /** A new agent process in this sandbox for the session that took it (waking it when idle). */
+  respawn(sessionId: string, resume: string | undefined, model: string | undefined): AgentSession;
 }
 
 export interface WarmPoolOptions {
@@ -32,10 +35,26 @@ export interface WarmPoolOptions {
   /** A pool slot only when one is free: a spare never pushes a session out. */
   tryReserve: () => (() => void) | undefined;
   access: SandboxAccessDeps;
+  /** Spares start through the same queue as sessions, after every waiting session start. */
+  starts: StartQueue;
+  now?: () => number;
+}
+
+/** A spare being made: dropped when done, or stopped at once. */
+interface Pending {
+  drop: boolean;
+  done: Promise<void>;
+  stop?: () => void;
 }
 
 /** How often the pool checks for deploys and refills (also right after a spare is taken or dropped). */
 const CHECK_EVERY_MS = 1000;
+
+/**
+ * What one spare holds, for the ASH_WARM_MEMORY_MB budget: a started agent
+ * process and its sandbox measured 192 MB RSS (docs/benchmarks.md).
+ */
+export const SPARE_MEMORY_MB = 200;
 
 /** A spare whose CLI takes longer than this to start is given up (and tried again on the next check). */
 const SPARE_START_TIMEOUT_MS = 60_000;
@@ -50,7 +69,9 @@ const SPARE_START_TIMEOUT_MS = 60_000;
 export class WarmPool {
   private readonly ready = new Map<string, WarmSpare[]>();
   /** Spares being made, per agent, each with the way to drop it when it is done. */
-  private readonly making = new Map<string, Set<{ drop: boolean; done: Promise<void> }>>();
+  private readonly making = new Map<string, Set<Pending>>();
+  /** When a session of each agent was last created: demand for a spare. */
+  private readonly lastDemand = new Map<string, number>();
   private timer?: NodeJS.Timeout;
   private checking?: Promise<void>;
   private stopped = false;
@@ -59,7 +80,38 @@ export class WarmPool {
 
   /** Whether `agent` has a warm pool at all. */
   serves(agent: string): boolean {
-    return (this.o.config.warmPool[agent] ?? 0) > 0;
+    return (this.wanted()[agent] ?? 0) > 0;
+  }
+
+  /** A session of `agent` was just created: it gets a spare for ASH_WARM_DEMAND_MS. */
+  demand(agent: string): void {
+    if (this.o.config.warmDemandMs === 0) return;
+    this.lastDemand.set(agent, this.now());
+    this.check();
+  }
+
+  /**
+   * Spares wanted per agent: ASH_WARM_POOL's counts, and one for every other
+   * agent with a session created in the last ASH_WARM_DEMAND_MS, most recent
+   * first, as many as ASH_WARM_MEMORY_MB holds.
+   */
+  wanted(): Record<string, number> {
+    const wanted: Record<string, number> = { ...this.o.config.warmPool };
+    let room = Math.floor(this.o.config.warmMemoryMb / SPARE_MEMORY_MB);
+    const since = this.now() - this.o.config.warmDemandMs;
+    const recent = [...this.lastDemand].filter(([, at]) => at >= since).sort((a, b) => b[1] - a[1]);
+    for (const [name] of this.lastDemand) if (!recent.some(([n]) => n === name)) this.lastDemand.delete(name);
+    for (const [name] of recent) {
+      if (room <= 0) break;
+      if (Object.hasOwn(wanted, name)) continue;
+      wanted[name] = 1;
+      room--;
+    }
+    return wanted;
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
   }
 
   /** Ready spares in all. */
@@ -71,11 +123,11 @@ export class WarmPool {
 
   /** Ready spares per configured agent, for /health. */
   counts(): Record<string, number> {
-    return Object.fromEntries(Object.keys(this.o.config.warmPool).map((name) => [name, this.ready.get(name)?.length ?? 0]));
+    return Object.fromEntries(Object.keys(this.wanted()).map((name) => [name, this.ready.get(name)?.length ?? 0]));
   }
 
   start(): void {
-    if (Object.keys(this.o.config.warmPool).length === 0) return;
+    if (Object.keys(this.o.config.warmPool).length === 0 && this.o.config.warmDemandMs === 0) return;
     this.timer = setInterval(() => this.check(), CHECK_EVERY_MS);
     this.timer.unref();
     this.check();
@@ -108,6 +160,8 @@ export class WarmPool {
       for (const pending of set) {
         if (pending.drop) continue;
         pending.drop = true;
+        // Its agent process stops at once, even mid-start: a session must not wait for a spare's start-up.
+        pending.stop?.();
         await pending.done;
         return true;
       }
@@ -118,7 +172,7 @@ export class WarmPool {
   async shutdown(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    for (const set of this.making.values()) for (const pending of set) pending.drop = true;
+    for (const set of this.making.values()) for (const pending of set) (pending.drop = true), pending.stop?.();
     await this.checking?.catch(() => undefined);
     const all = [...this.ready.values()].flat();
     this.ready.clear();
@@ -136,7 +190,16 @@ export class WarmPool {
   }
 
   private async checkNow(): Promise<void> {
-    for (const [name, wanted] of Object.entries(this.o.config.warmPool)) {
+    const all = this.wanted();
+    // Agents no longer wanted (their demand stopped): their spares go, ready or being made.
+    for (const [name, list] of this.ready) {
+      if (all[name] || list.length === 0) continue;
+      this.ready.delete(name);
+      this.o.log.debug(`warm pool ${name}: no recent sessions; dropping ${list.length} spare(s)`);
+      await Promise.all(list.map((s) => this.destroy(s)));
+    }
+    for (const [name, set] of this.making) if (!all[name]) for (const pending of set) pending.drop = true;
+    for (const [name, wanted] of Object.entries(all)) {
       if (this.stopped) return;
       const agent = await getAgent(this.o.db, name);
       const list = this.ready.get(name) ?? [];
@@ -153,13 +216,13 @@ export class WarmPool {
       while ((this.ready.get(name)?.length ?? 0) + making.size < wanted) {
         const release = this.o.tryReserve();
         if (!release) return;
-        const pending = { drop: false, done: Promise.resolve() };
+        const pending: Pending = { drop: false, done: Promise.resolve() };
         making.add(pending);
-        pending.done = this.make(agent)
+        pending.done = this.make(agent, pending)
           .then(async (spare) => {
             // Dropped while it was made (a session needed the slot, a redeploy, shutdown): end it at once.
             const current = this.stopped ? undefined : await getAgent(this.o.db, name).catch(() => undefined);
-            if (pending.drop || !current || current.version !== spare.version) {
+            if (pending.drop || !current || current.version !== spare.version || !this.wanted()[name]) {
               await this.destroy(spare);
             } else {
               const now = this.ready.get(name) ?? [];
@@ -177,7 +240,7 @@ export class WarmPool {
   }
 
   /** The same sandbox and CLI a plain session of this agent version gets (see SessionManager.bringUpNow). */
-  private async make(agent: AgentRecord): Promise<WarmSpare> {
+  private async make(agent: AgentRecord, pending: Pending): Promise<WarmSpare> {
     const { db, config } = this.o;
     const id = randomUUID();
     const env = buildAgentEnv({ config, agentEnv: agent.env, extraEnv: {} });
@@ -198,14 +261,21 @@ export class WarmPool {
     const sandbox = { ...created, destroy: () => (this.o.access.gateway.revoke(access.grant), created.destroy()) };
     try {
       const transcripts = createBindableTranscriptStore(db);
-      const session = new AgentSession({
-        cwd: sandbox.workspaceDir,
-        env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
-        systemPrompt: agent.systemPrompt ?? undefined,
-        transcriptStore: transcripts,
-        spawn: (options) => sandbox.spawnClaudeCode(options),
-        stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
-      });
+      const build = (store: BindableTranscriptStore | ReturnType<typeof createTranscriptStore>, more: { resume?: string; model?: string; priority: "session" | "spare" }) =>
+        new AgentSession({
+          cwd: sandbox.workspaceDir,
+          env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+          systemPrompt: agent.systemPrompt ?? undefined,
+          transcriptStore: store,
+          spawn: (options) => sandbox.spawnClaudeCode(options),
+          stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
+          resume: more.resume,
+          model: more.model,
+          startQueue: this.o.starts,
+          startPriority: more.priority,
+        });
+      const session = build(transcripts, { priority: "spare" });
+      pending.stop = () => void session.close(0);
       session.start();
       // Ready means the CLI has done its start-up, so a claim skips all of it.
       try {
@@ -215,7 +285,16 @@ export class WarmPool {
         throw error;
       }
       this.o.log.debug(`warm pool ${agent.name}: spare ${id} ready (version ${agent.version})`);
-      return { agentId: agent.id, agentName: agent.name, version: agent.version, sandbox, agent: session, transcripts, grant: access.grant };
+      return {
+        agentId: agent.id,
+        agentName: agent.name,
+        version: agent.version,
+        sandbox,
+        agent: session,
+        transcripts,
+        grant: access.grant,
+        respawn: (sessionId, resume, model) => build(createTranscriptStore(db, sessionId), { resume, model, priority: "session" }),
+      };
     } catch (error) {
       await sandbox.destroy().catch(() => undefined);
       throw error;

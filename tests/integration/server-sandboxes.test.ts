@@ -11,7 +11,8 @@ describe("sandbox pool and eviction", () => {
 
   beforeAll(async () => {
     model = await startFakeModel();
-    server = await startTestServer({ modelUrl: model.url, env: { ASH_MAX_SANDBOXES: "2", ASH_IDLE_TIMEOUT_MS: "1500" } });
+    // No demand spares: this suite counts the sessions' own sandboxes.
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_MAX_SANDBOXES: "2", ASH_IDLE_TIMEOUT_MS: "1500", ASH_WARM_DEMAND_MS: "0" } });
     await server.api("/api/agents", { method: "POST", json: agentUpload("pooled") });
   });
   afterAll(async () => {

@@ -134,6 +134,12 @@ export async function countSessionsByStatus(db: Queryable): Promise<Record<strin
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
 
+/** Sessions not ended (nor failed) without a live sandbox anywhere: asleep, for ash_session_states. */
+export async function countSleepingSessions(db: Queryable): Promise<number> {
+  const row = await db.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM sessions WHERE status NOT IN ('ended', 'error') AND sandbox_id IS NULL`);
+  return Number(row?.n ?? 0);
+}
+
 /** Open sessions whose sandbox was put to sleep (no live sandbox), for ash_sandboxes{state="evicted"}. */
 export async function countEvictedSessions(db: Queryable): Promise<number> {
   const row = await db.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM sessions WHERE status = 'active' AND sandbox_id IS NULL`);

@@ -1,6 +1,6 @@
 import type { H3 } from "h3";
 import type { AppContext } from "../context";
-import { AGENT_NAME, SESSION_STATUSES } from "../../contract";
+import { AGENT_NAME, SESSION_STATES, SESSION_STATUSES } from "../../contract";
 
 // The API reference, served as OpenAPI 3.1 at GET /openapi.json (public, like /health).
 
@@ -58,6 +58,7 @@ export function openApiDocument(version: string) {
             agentVersion: { type: "integer" },
             sandboxId: { type: ["string", "null"] },
             status: { enum: [...SESSION_STATUSES] },
+            state: { enum: [...SESSION_STATES], description: "hot: agent process running; idle: only the sandbox kept; asleep: workspace saved, nothing running" },
             createdAt: { type: "string", format: "date-time" },
             lastActiveAt: { type: "string", format: "date-time" },
             model: { type: "string" },

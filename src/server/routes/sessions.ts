@@ -5,7 +5,7 @@ import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
 import { badRequest } from "../errors";
 import { presentCheckpoint, presentSession } from "../present";
-import { listSessions } from "../../db/queries/sessions";
+import { listSessions, type SessionRecord } from "../../db/queries/sessions";
 import { isSessionStatus, SESSION_STATUSES } from "../../contract";
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
@@ -32,11 +32,12 @@ const rewindSchema = z.object({ checkpoint: checkpointNumber }).strict();
 
 
 export function registerSessions(app: H3, ctx: AppContext): void {
+  const present = (session: SessionRecord) => presentSession(session, session.status === "ended" ? "asleep" : ctx.sessions.stateOf(session.id));
   app.post("/api/sessions", async (event) => {
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const { agent, model, ...settings } = body;
     const session = await ctx.sessions.createSession({ agent, model, settings });
-    return json(201, { session: presentSession(session) });
+    return json(201, { session: present(session) });
   });
 
   app.get("/api/sessions", async (event) => {
@@ -48,30 +49,30 @@ export function registerSessions(app: H3, ctx: AppContext): void {
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
-    return { sessions: page.map(presentSession), nextCursor };
+    return { sessions: page.map(present), nextCursor };
   });
 
-  app.get("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.requireSession(id(event))) }));
-  app.post("/api/sessions/:id/pause", async (event) => ({ session: presentSession(await ctx.sessions.pause(id(event))) }));
-  app.post("/api/sessions/:id/resume", async (event) => ({ session: presentSession(await ctx.sessions.resume(id(event))) }));
-  app.post("/api/sessions/:id/stop", async (event) => ({ session: presentSession(await ctx.sessions.stop(id(event))) }));
+  app.get("/api/sessions/:id", async (event) => ({ session: present(await ctx.sessions.requireSession(id(event))) }));
+  app.post("/api/sessions/:id/pause", async (event) => ({ session: present(await ctx.sessions.pause(id(event))) }));
+  app.post("/api/sessions/:id/resume", async (event) => ({ session: present(await ctx.sessions.resume(id(event))) }));
+  app.post("/api/sessions/:id/stop", async (event) => ({ session: present(await ctx.sessions.stop(id(event))) }));
   // No body (or no `checkpoint`): the files and conversation as they are now; else as after that checkpoint's turn.
   app.post("/api/sessions/:id/fork", async (event) => {
     const body = await readJsonBody(event, ctx.config.maxBodyBytes, { optional: true });
     const { checkpoint } = body === undefined ? {} : validate(forkSchema, body);
-    return json(201, { session: presentSession(await ctx.sessions.fork(id(event), checkpoint)) });
+    return json(201, { session: present(await ctx.sessions.fork(id(event), checkpoint)) });
   });
   app.get("/api/sessions/:id/checkpoints", async (event) => ({ checkpoints: (await ctx.sessions.checkpoints(id(event))).map(presentCheckpoint) }));
   app.post("/api/sessions/:id/rewind", async (event) => {
     const { checkpoint } = validate(rewindSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    return { session: presentSession(await ctx.sessions.rewind(id(event), checkpoint)) };
+    return { session: present(await ctx.sessions.rewind(id(event), checkpoint)) };
   });
   // Raising (or clearing, with null) the token budget lets a session that hit it work again.
   app.patch("/api/sessions/:id", async (event) => {
     const body = validate(patchSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    return { session: presentSession(await ctx.sessions.setMaxTokens(id(event), body.maxTokens)) };
+    return { session: present(await ctx.sessions.setMaxTokens(id(event), body.maxTokens)) };
   });
-  app.delete("/api/sessions/:id", async (event) => ({ session: presentSession(await ctx.sessions.end(id(event))) }));
+  app.delete("/api/sessions/:id", async (event) => ({ session: present(await ctx.sessions.end(id(event))) }));
 }
 
 export function id(event: Parameters<typeof getRouterParam>[0]): string {

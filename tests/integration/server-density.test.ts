@@ -1,0 +1,195 @@
+// Density: an agent process lives only for ASH_KEEPALIVE_MS after its last
+// turn (its sandbox stays), starts go through a bounded queue, and spares
+// follow demand. Real server, real sandboxes, fake model; no timing asserts.
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentUpload, readEvents, runServerExpectingFailure, startTestServer, type TestServer } from "../helpers/server";
+import { countClaudeProcesses } from "../helpers/processes";
+import { startFakeModel } from "../fake-model/fake-model.mjs";
+
+type Model = Awaited<ReturnType<typeof startFakeModel>>;
+
+async function createSession(server: TestServer, body: Record<string, unknown>) {
+  const r = await server.api("/api/sessions", { method: "POST", json: body });
+  expect(r.status).toBe(201);
+  return (await r.json()).session;
+}
+
+async function turn(server: TestServer, id: string, content: string) {
+  const r = await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } });
+  expect(r.status).toBe(200);
+  return readEvents(r);
+}
+
+async function getSession(server: TestServer, id: string) {
+  return (await (await server.api(`/api/sessions/${id}`)).json()).session;
+}
+
+/** One sample of a metric from /metrics (0 when absent). */
+async function metric(server: TestServer, line: string): Promise<number> {
+  const text = await (await server.api("/metrics")).text();
+  const found = text.split("\n").find((l) => l.startsWith(line + " "));
+  return found ? Number(found.slice(line.length + 1)) : 0;
+}
+
+/** Polls (bounded: 300 × 100 ms) until `ok` holds; returns whether it did. */
+async function until(ok: () => Promise<boolean>): Promise<boolean> {
+  for (let i = 0; i < 300; i++) {
+    if (await ok()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+describe("hot window (ASH_KEEPALIVE_MS)", () => {
+  let server: TestServer;
+  let model: Model;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_KEEPALIVE_MS: "500", ASH_WARM_DEMAND_MS: "0" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("keeper") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  it("stops the agent process after the window, keeps the sandbox, and the next turn remembers and finds its files", async () => {
+    const session = await createSession(server, { agent: "keeper" });
+    expect(session.state).toBe("hot");
+    const first = await turn(server, session.id, "#bash echo kept-file-marker > note.txt");
+    expect(first.map((e) => e.event)).toContain("turn_complete");
+    const resumedBefore = await metric(server, 'ash_resumes_total{from="snapshot"}');
+
+    // Past the window: idle, no agent process, the sandbox folder still there.
+    expect(await until(async () => (await getSession(server, session.id)).state === "idle")).toBe(true);
+    expect(await until(async () => (await countClaudeProcesses(server.dataDir)) === 0)).toBe(true);
+    const idle = await getSession(server, session.id);
+    expect(idle.status).toBe("active");
+    expect(idle.sandboxId).toBe(session.sandboxId);
+    expect(await readdir(`${server.dataDir}/sandboxes`)).toContain(session.sandboxId);
+    expect(await metric(server, 'ash_session_states{state="idle"}')).toBe(1);
+    expect(await metric(server, 'ash_session_states{state="hot"}')).toBe(0);
+
+    // The next turn starts a process in the same sandbox: the file is there and the conversation goes on.
+    const second = await turn(server, session.id, "#bash cat note.txt");
+    expect(second.find((e) => e.event === "tool_result")!.data.content).toContain("kept-file-marker");
+    expect(JSON.stringify(model.requests.at(-1)!.body)).toContain("echo kept-file-marker > note.txt");
+    const after = await getSession(server, session.id);
+    expect(after.sandboxId).toBe(session.sandboxId);
+    expect(after.state).toBe("hot");
+    // Woken, not restored.
+    expect(await metric(server, "ash_agent_restarts_total")).toBe(1);
+    expect(await metric(server, 'ash_resumes_total{from="snapshot"}')).toBe(resumedBefore);
+
+    // A third turn on the woken process still remembers the first.
+    const third = await turn(server, session.id, "what did I ask first?");
+    expect(third.map((e) => e.event)).toContain("turn_complete");
+    expect(model.userTexts().some((t: string) => t.includes("echo kept-file-marker"))).toBe(true);
+    await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
+  });
+
+  it("reads and runs commands in an idle session without starting its agent process", async () => {
+    const session = await createSession(server, { agent: "keeper" });
+    await turn(server, session.id, "#bash echo quiet > quiet.txt");
+    expect(await until(async () => (await getSession(server, session.id)).state === "idle")).toBe(true);
+    const exec = await (await server.api(`/api/sessions/${session.id}/exec`, { method: "POST", json: { command: "cat quiet.txt" } })).json();
+    expect(exec.stdout).toContain("quiet");
+    expect((await getSession(server, session.id)).state).toBe("idle");
+    const ended = (await (await server.api(`/api/sessions/${session.id}`, { method: "DELETE" })).json()).session;
+    expect(ended.state).toBe("asleep");
+  });
+});
+
+describe("density settings at start-up", () => {
+  it.each([
+    ["ASH_KEEPALIVE_MS", "soon", /ASH_KEEPALIVE_MS must be a whole number/],
+    ["ASH_KEEPALIVE_MS", "-5", /ASH_KEEPALIVE_MS must be a whole number/],
+    ["ASH_START_CONCURRENCY", "0", /ASH_START_CONCURRENCY must be between 1 and/],
+    ["ASH_WARM_DEMAND_MS", "1h", /ASH_WARM_DEMAND_MS must be a whole number/],
+    ["ASH_WARM_MEMORY_MB", "lots", /ASH_WARM_MEMORY_MB must be a whole number/],
+  ])("%s=%s stops the server with a sentence naming it", async (name, value, message) => {
+    const { code, output } = await runServerExpectingFailure({ [name]: value, ASH_DATA_DIR: "/nonexistent-ash-density" });
+    expect(code).not.toBe(0);
+    expect(output).toMatch(message);
+  });
+});
+
+describe("agent process starts (ASH_START_CONCURRENCY)", () => {
+  let server: TestServer;
+  let model: Model;
+  let hold: string;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    hold = join(await mkdtemp(join(tmpdir(), "ash-hold-")), "release");
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_START_CONCURRENCY: "2", ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: hold } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("burst") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  it("runs at most the configured number of starts at once, serves the rest in order, and ends a starting session without waiting", async () => {
+    const sessions = [];
+    for (let i = 0; i < 5; i++) sessions.push(await createSession(server, { agent: "burst" }));
+    // Every start is held (the file does not exist): two run, three wait.
+    expect(await until(async () => (await metric(server, 'ash_agent_starts{state="running"}')) === 2)).toBe(true);
+    expect(await metric(server, 'ash_agent_starts{state="queued"}')).toBe(3);
+    const streams = sessions.map((s) => server.api(`/api/sessions/${s.id}/messages`, { method: "POST", json: { content: `hello ${s.id}` } }));
+
+    // The first session's process is starting (held): DELETE answers while it still is.
+    const deleted = await server.api(`/api/sessions/${sessions[0].id}`, { method: "DELETE" });
+    expect(deleted.status).toBe(200);
+    expect((await deleted.json()).session.status).toBe("ended");
+    expect(existsSync(hold)).toBe(false);
+    // Its slot went to the next waiting start; still two at a time.
+    expect(await until(async () => (await metric(server, 'ash_agent_starts{state="queued"}')) === 2)).toBe(true);
+    expect(await metric(server, 'ash_agent_starts{state="running"}')).toBe(2);
+
+    // A stop and a pause of sessions whose process is starting or waiting do not wait either.
+    expect((await server.api(`/api/sessions/${sessions[4].id}/stop`, { method: "POST" })).status).toBe(200);
+    expect(existsSync(hold)).toBe(false);
+
+    await writeFile(hold, "");
+    const results = await Promise.all((await Promise.all(streams)).map((r) => readEvents(r as unknown as Response)));
+    for (const events of results.slice(1, 4)) expect(events.map((e) => e.event)).toContain("turn_complete");
+    expect(await metric(server, "ash_agent_starts_peak")).toBe(2);
+  });
+});
+
+describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
+  let server: TestServer;
+  let model: Model;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "10000" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("wanted") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
+
+  it("makes a spare for an agent once a session of it is created, and drops it when demand stops", async () => {
+    expect((await health()).pool.warm.total).toBe(0);
+    const first = await createSession(server, { agent: "wanted" });
+    const made = await until(async () => (await health()).pool.warm.agents.wanted === 1);
+    if (!made) console.log(server.output());
+    expect(made).toBe(true);
+    // The next session takes it.
+    const second = await createSession(server, { agent: "wanted" });
+    expect((await turn(server, second.id, "hi")).map((e) => e.event)).toContain("turn_complete");
+    for (const s of [first, second]) await server.api(`/api/sessions/${s.id}`, { method: "DELETE" });
+    // No session of the agent for ASH_WARM_DEMAND_MS: its spare goes.
+    expect(await until(async () => (await health()).pool.warm.total === 0 && (await readdir(`${server.dataDir}/sandboxes`)).length === 0)).toBe(true);
+  });
+});
