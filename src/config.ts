@@ -5,6 +5,9 @@ import { ConfigError } from "./config-error";
 import { boolean, integer, isHttpUrl, text, type Env } from "./env-values";
 import { AGENT_NAME, AGENT_NAME_RULE } from "./contract";
 
+/** Shorter credential master keys are refused (the vault checks the same). */
+const MIN_MASTER_KEY_LENGTH = 32;
+
 /**
  * Everything the server reads from its environment, parsed once at start-up.
  * A bad value stops start-up with one line that names the variable
@@ -59,6 +62,10 @@ export interface ServerConfig {
   defaultMaxTokens?: number;
   /** What sandboxes may reach through the egress proxies. */
   egress: EgressConfig;
+  /** ASH_CREDENTIAL_KEY: the master key stored credentials are sealed with; unset: no credentials. */
+  credentialKey?: string;
+  /** ASH_CREDENTIAL_KEY_PREVIOUS: the master key before a rotation; what it sealed is sealed again at start-up. */
+  credentialKeyPrevious?: string;
   /** ASH_TEST_START_HOLD_FILE, for tests only: agent processes' start-up does not end before this file exists. */
   testStartHoldFile?: string;
 }
@@ -103,6 +110,12 @@ export function loadConfig(env: Env = process.env): ServerConfig {
   if (apiKey !== undefined && apiKey.length < 8) {
     throw new ConfigError("ASH_API_KEY must be at least 8 characters long");
   }
+  const credentialKey = text(env, "ASH_CREDENTIAL_KEY");
+  const credentialKeyPrevious = text(env, "ASH_CREDENTIAL_KEY_PREVIOUS");
+  for (const [name, value] of [["ASH_CREDENTIAL_KEY", credentialKey], ["ASH_CREDENTIAL_KEY_PREVIOUS", credentialKeyPrevious]] as const) {
+    if (value !== undefined && value.length < MIN_MASTER_KEY_LENGTH) throw new ConfigError(`${name} must be at least ${MIN_MASTER_KEY_LENGTH} characters long (it guards every stored model key)`);
+  }
+  if (credentialKeyPrevious !== undefined && credentialKey === undefined) throw new ConfigError("ASH_CREDENTIAL_KEY_PREVIOUS needs ASH_CREDENTIAL_KEY: the new master key to seal credentials with");
   const logFormat = text(env, "ASH_LOG_FORMAT") ?? "human";
   if (logFormat !== "human" && logFormat !== "json") {
     throw new ConfigError('ASH_LOG_FORMAT must be "human" or "json"');
@@ -142,6 +155,8 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     warmDemandMs: integer(env, "ASH_WARM_DEMAND_MS", 3600_000, 0, 7 * 24 * 3600_000),
     warmMemoryMb: integer(env, "ASH_WARM_MEMORY_MB", Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)), 0, 1024 * 1024),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
+    credentialKey,
+    credentialKeyPrevious,
     egress: {
       allow: egressAllowConfig(env),
       allowPrivate: boolean(env, "ASH_EGRESS_ALLOW_PRIVATE", false),

@@ -4,14 +4,14 @@
  * layers (agents, sandbox, sessions) throw these; the server maps each kind to
  * its HTTP status in one place (src/server/errors.ts).
  */
-export type DomainErrorKind = "invalid" | "not_found" | "conflict" | "gone" | "too_large" | "unprocessable" | "capacity";
+export type DomainErrorKind = "invalid" | "forbidden" | "not_found" | "conflict" | "gone" | "too_large" | "unprocessable" | "rate_limited" | "capacity";
 
 export class DomainError extends Error {
   override name = "DomainError";
   constructor(
     readonly kind: DomainErrorKind,
     message: string,
-    /** For "capacity": when to try again. */
+    /** For "capacity" and "rate_limited": when to try again. */
     readonly retryAfterSeconds?: number,
   ) {
     super(message);
@@ -25,3 +25,5 @@ export const gone = (message: string) => new DomainError("gone", message);
 export const tooLarge = (message: string) => new DomainError("too_large", message);
 export const unprocessable = (message: string) => new DomainError("unprocessable", message);
 export const unavailable = (message: string, retryAfterSeconds = 5) => new DomainError("capacity", message, retryAfterSeconds);
+export const forbidden = (message: string) => new DomainError("forbidden", message);
+export const rateLimited = (message: string, retryAfterSeconds: number) => new DomainError("rate_limited", message, retryAfterSeconds);

@@ -172,4 +172,45 @@ export const migrations: Migration[] = [
       )`,
     ],
   },
+  {
+    id: 6,
+    name: "tenants, scoped API keys, the credentials vault",
+    statements: [
+      // limits: JSON {requestsPerMinute?, liveSessions?, runningTurns?, tokensPerDay?}; NULL: the server's defaults.
+      `CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        label TEXT NOT NULL,
+        limits TEXT,
+        created_at BIGINT NOT NULL
+      )`,
+      `INSERT INTO tenants (id, label, limits, created_at) VALUES ('default', 'default', NULL, 0)`,
+      `ALTER TABLE api_keys ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
+      // One of read, sessions, admin (each includes the ones before) or operator (admin of every tenant).
+      `ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'admin'`,
+      // The keys so far were the server's one key: the operator's.
+      `UPDATE api_keys SET scopes = 'operator'`,
+      `ALTER TABLE api_keys ADD COLUMN prefix TEXT`,
+      `ALTER TABLE api_keys ADD COLUMN expires_at BIGINT`,
+      `ALTER TABLE api_keys ADD COLUMN revoked_at BIGINT`,
+      `ALTER TABLE api_keys ADD COLUMN last_used_at BIGINT`,
+      `ALTER TABLE api_keys ADD COLUMN limits TEXT`,
+      `CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, created_at)`,
+      // A model key sealed with AES-256-GCM under a key derived from ASH_CREDENTIAL_KEY (master_key_id
+      // says which master key), bound to its id and tenant; never stored or answered in plaintext.
+      `CREATE TABLE credentials (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        label TEXT NOT NULL,
+        variable TEXT,
+        sealed TEXT NOT NULL,
+        master_key_id TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT
+      )`,
+      `CREATE INDEX credentials_by_tenant ON credentials (tenant_id, created_at)`,
+    ],
+  },
 ];
+

@@ -1,6 +1,7 @@
 import { H3 } from "h3";
 import type { AppContext } from "./context";
-import { bearerKey } from "./auth";
+import { bearerKey, scopeAllows } from "./auth";
+import { accessOf } from "./scopes";
 import { errorResponse, toErrorResponse } from "./errors";
 import { registerHealth } from "./routes/health";
 import { registerAgents } from "./routes/agents";
@@ -10,6 +11,8 @@ import { registerWorkspace } from "./routes/workspace";
 import { registerOpenApi } from "./routes/openapi";
 import { registerMetrics } from "./routes/metrics";
 import { registerUsage } from "./routes/usage";
+import { registerKeys } from "./routes/keys";
+import { registerCredentials } from "./routes/credentials";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -29,23 +32,34 @@ export function createApp(ctx: AppContext): H3 {
   // First: every request, answered by any route or middleware, is counted and traced.
   app.use(http.middleware);
 
-  app.use((event, next) => {
+  // Every route's access is decided in scopes.ts: public, a scope, or operator-only.
+  app.use(async (event, next) => {
     const path = event.url.pathname;
-    if (path === "/api" || path.startsWith("/api/")) {
-      if (!ctx.keys.verify(bearerKey(event.req.headers.get("authorization")))) {
-        return errorResponse(401, "Missing or wrong API key: send Authorization: Bearer <key>.", { "www-authenticate": "Bearer" });
-      }
+    const route = event.context.matchedRoute?.route;
+    const access = route === "/metrics" && settings.metrics.public ? "public" : accessOf(event.req.method === "HEAD" ? "GET" : event.req.method, route);
+    if (access === "public" || (access === undefined && !(path === "/api" || path.startsWith("/api/")))) return next();
+    const principal = await ctx.keys.authenticate(bearerKey(event.req.headers.get("authorization")));
+    if (!principal) {
+      const hint = path === "/metrics" ? ", or set ASH_METRICS_PUBLIC=true to serve /metrics without one" : "";
+      return errorResponse(401, `Missing, wrong, revoked or expired API key: send Authorization: Bearer <key>${hint}.`, { "www-authenticate": "Bearer" });
+    }
+    event.context.principal = principal;
+    if (access === undefined) return next(); // no such route: 404
+    if (access === "operator" ? !principal.operator : !principal.operator && !scopeAllows(principal.scope, access)) {
+      return errorResponse(403, access === "operator" ? "Only the server's own key (ASH_API_KEY or the first-boot key) may do this." : `This key's scope is ${principal.scope}; this needs the ${access} scope.`);
     }
     return next();
   });
 
   registerHealth(app, ctx);
-  registerMetrics(app, { metrics, requireKey: !settings.metrics.public, verify: (header) => ctx.keys.verify(bearerKey(header)) });
+  registerMetrics(app, { metrics, public: settings.metrics.public });
   registerOpenApi(app, ctx);
   registerAgents(app, ctx);
   registerSessions(app, ctx);
   registerMessages(app, ctx);
   registerWorkspace(app, ctx);
   registerUsage(app, ctx);
+  registerKeys(app, ctx);
+  registerCredentials(app, ctx);
   return app;
 }

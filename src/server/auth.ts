@@ -2,35 +2,64 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import type { AshDatabase } from "../db/types";
-import { insertApiKey, listApiKeyHashes } from "../db/queries/api-keys";
+import { apiKeyByHash, countApiKeys, insertApiKey, touchApiKey, type KeyLimits, type Scope } from "../db/queries/api-keys";
 import { isUniqueViolation } from "../db/errors";
 
 export const INITIAL_KEY_FILE = "initial-api-key";
+/** The first-boot key's fixed id: the insert happens once even when several servers start together. */
+export const INITIAL_KEY_ID = "initial";
+const TOUCH_EVERY_MS = 60_000;
 
 export function hashKey(key: string): Buffer {
   return createHash("sha256").update(key, "utf8").digest();
 }
 
-/**
- * Holds only hashes of the accepted keys. Keys are long random strings, so a
- * plain SHA-256 is enough; comparing hashes with timingSafeEqual, against
- * every stored hash, keeps the check's timing independent of the key.
- */
-export class KeyRing {
-  private constructor(private readonly hashes: Buffer[]) {}
+/** A new key: `ash_` and 32 random bytes. */
+export function newKey(): string {
+  return `ash_${randomBytes(32).toString("base64url")}`;
+}
 
-  static async load(db: AshDatabase, options: { apiKey?: string; dataDir: string; log: (message: string) => void }): Promise<KeyRing> {
-    // A key given in the environment is the only key: changing it revokes the old one.
-    if (options.apiKey) return new KeyRing([hashKey(options.apiKey)]);
-    const stored = await listApiKeyHashes(db);
-    if (stored.length > 0) return new KeyRing(stored.map((h) => Buffer.from(h, "hex")));
-    const key = `ash_${randomBytes(32).toString("base64url")}`;
+/** Who is calling: the key's id, its tenant and what it may do. */
+export interface Principal {
+  keyId: string;
+  tenantId: string;
+  scope: Scope;
+  /** Admin of every tenant (the server's own key). */
+  operator: boolean;
+  limits: KeyLimits;
+}
+
+const RANK: Record<Scope, number> = { read: 0, sessions: 1, admin: 2 };
+
+/** True when `has` includes `needs` (read < sessions < admin). */
+export function scopeAllows(has: Scope, needs: Scope): boolean {
+  return RANK[has] >= RANK[needs];
+}
+
+/**
+ * The API keys. The database holds only SHA-256 hashes (keys are 32 random
+ * bytes: a slow hash adds nothing); a presented key is hashed and looked up,
+ * so revoking or expiring one takes effect on the next request on every
+ * server. ASH_API_KEY, when set, is compared in memory in constant time and
+ * replaces the first-boot key.
+ */
+export class Keys {
+  private readonly touched = new Map<string, number>();
+
+  private constructor(
+    private readonly db: AshDatabase,
+    private readonly envHash: Buffer | undefined,
+  ) {}
+
+  static async load(db: AshDatabase, options: { apiKey?: string; dataDir: string; log: (message: string) => void }): Promise<Keys> {
+    if (options.apiKey) return new Keys(db, hashKey(options.apiKey));
+    if ((await countApiKeys(db)) > 0) return new Keys(db, undefined);
+    const key = newKey();
     try {
-      // A fixed id makes the first boot happen once, even when servers start together.
-      await insertApiKey(db, { id: "initial", keyHash: hashKey(key).toString("hex"), label: "generated on first boot" });
+      await insertApiKey(db, { id: INITIAL_KEY_ID, keyHash: hashKey(key).toString("hex"), label: "generated on first boot", operator: true, prefix: key.slice(0, 12) });
     } catch (error) {
       if (!isUniqueViolation(error)) throw error;
-      return new KeyRing((await listApiKeyHashes(db)).map((h) => Buffer.from(h, "hex")));
+      return new Keys(db, undefined);
     }
     const file = await open(join(options.dataDir, INITIAL_KEY_FILE), "wx", 0o600);
     try {
@@ -40,15 +69,25 @@ export class KeyRing {
       await file.close();
     }
     options.log(`No ASH_API_KEY was set: generated one and wrote it to ${INITIAL_KEY_FILE} in the data directory.`);
-    return new KeyRing([hashKey(key)]);
+    return new Keys(db, undefined);
   }
 
-  verify(presented: string | undefined): boolean {
-    if (!presented) return false;
+  /** The caller behind a presented key, or null for a missing, unknown, revoked or expired one. */
+  async authenticate(presented: string | undefined): Promise<Principal | null> {
+    if (!presented) return null;
     const candidate = hashKey(presented);
-    let ok = false;
-    for (const hash of this.hashes) ok = timingSafeEqual(candidate, hash) || ok;
-    return ok;
+    if (this.envHash && timingSafeEqual(candidate, this.envHash)) return { keyId: "env", tenantId: "default", scope: "admin", operator: true, limits: {} };
+    const row = await apiKeyByHash(this.db, candidate.toString("hex"));
+    if (!row || row.revokedAt !== null) return null;
+    const now = Date.now();
+    if (row.expiresAt !== null && row.expiresAt <= now) return null;
+    // ASH_API_KEY replaces the key generated on first boot.
+    if (this.envHash && row.id === INITIAL_KEY_ID) return null;
+    if (now - (this.touched.get(row.id) ?? 0) > TOUCH_EVERY_MS) {
+      this.touched.set(row.id, now);
+      void touchApiKey(this.db, row.id, now).catch(() => undefined);
+    }
+    return { keyId: row.id, tenantId: row.tenantId, scope: row.scope, operator: row.operator, limits: row.limits };
   }
 }
 
@@ -56,4 +95,18 @@ export class KeyRing {
 export function bearerKey(header: string | null): string | undefined {
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return match?.[1];
+}
+
+declare module "h3" {
+  interface H3EventContext {
+    /** Set by the app's access check on every request that presented a valid key. */
+    principal?: Principal;
+  }
+}
+
+/** The caller of a request that passed the access check. */
+export function principalOf(event: { context: { principal?: Principal } }): Principal {
+  const principal = event.context.principal;
+  if (!principal) throw new Error("no principal on a request that needs one: the route is missing from ROUTE_ACCESS");
+  return principal;
 }

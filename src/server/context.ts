@@ -3,14 +3,17 @@ import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import type { SessionManager } from "../sessions/session-manager";
 import type { SandboxFactory } from "../sessions/types";
-import type { KeyRing } from "./auth";
+import type { Keys } from "./auth";
+import type { Vault } from "../vault/vault";
 import type { Observability } from "../observability";
 
 /** What every route handler can reach. */
 export interface AppContext {
   config: ServerConfig;
   db: AshDatabase;
-  keys: KeyRing;
+  keys: Keys;
+  /** Seals and opens stored credentials; undefined without ASH_CREDENTIAL_KEY. */
+  vault?: Vault;
   sessions: SessionManager;
   sandboxes: SandboxFactory;
   log: ConsolaInstance;

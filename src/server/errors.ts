@@ -8,15 +8,17 @@ import { DomainError, type DomainErrorKind } from "../errors";
  * Handlers and the layers below throw DomainErrors; the app's error hook turns
  * them into the body here, the one place that knows their HTTP status.
  */
-export { badRequest, conflict, gone, notFound, tooLarge, unavailable, unprocessable } from "../errors";
+export { badRequest, conflict, forbidden, gone, notFound, rateLimited, tooLarge, unavailable, unprocessable } from "../errors";
 
 const STATUS: Record<DomainErrorKind, number> = {
   invalid: 400,
+  forbidden: 403,
   not_found: 404,
   conflict: 409,
   gone: 410,
   too_large: 413,
   unprocessable: 422,
+  rate_limited: 429,
   capacity: 503,
 };
 

@@ -14,7 +14,9 @@ import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import { version } from "../version";
-import { KeyRing } from "./auth";
+import { Keys } from "./auth";
+import { Vault } from "../vault/vault";
+import { resealCredentials } from "../vault/credentials";
 import { createApp } from "./app";
 import type { AppContext } from "./context";
 import { createObservability, observeDatabase, type Observability } from "../observability";
@@ -50,7 +52,12 @@ export async function startServer(
   let sessions: SessionManager | undefined;
   try {
     await migrate(db, migrations);
-    const keys = await KeyRing.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m) });
+    const vault = config.credentialKey ? new Vault(config.credentialKey, config.credentialKeyPrevious) : undefined;
+    if (vault && config.credentialKeyPrevious) {
+      const { resealed, unreadable } = await resealCredentials(db, vault);
+      log.info(`credentials: ${resealed} sealed again under the new master key${unreadable ? `; ${unreadable} sealed under a key this server does not have` : ""}`);
+    }
+    const keys = await Keys.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m) });
     const serverId = await serverIdOf(config.dataDir);
     const parts = await makeParts(config, log, serverId);
     sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, log, observability: obs });
@@ -60,7 +67,7 @@ export async function startServer(
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
     obs.metrics.collectSessionStates(async () => ({ ...live.liveStateCounts(), asleep: await countSleepingSessions(db) }));
     obs.metrics.collectStarts(() => ({ running: live.starts.active, queued: live.starts.queued(), queuedSpares: live.starts.queued("spare"), peak: live.starts.peak }));
-    const ctx: AppContext = { config, db, keys, sessions, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
+    const ctx: AppContext = { config, db, keys, vault, sessions, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the

@@ -1,0 +1,64 @@
+import type { Scope } from "../db/queries/api-keys";
+
+/**
+ * What each route needs, decided route by route: `public` (no key), a scope
+ * (read < sessions < admin; each includes the ones before), or `operator`
+ * (the server's own keys: what spans every tenant). A route missing here is
+ * refused to everyone but operators, and tests/unit/route-scopes.test.ts
+ * fails until it is decided.
+ */
+export type RouteAccess = Scope | "public" | "operator";
+
+export const ROUTE_ACCESS: Record<string, RouteAccess> = {
+  "GET /health": "public",
+  "GET /openapi.json": "public",
+  // Server-wide numbers name every tenant's agents.
+  "GET /metrics": "operator",
+
+  "GET /api/agents": "read",
+  "GET /api/agents/:name": "read",
+  "POST /api/agents": "admin",
+  "DELETE /api/agents/:name": "admin",
+
+  "GET /api/sessions": "read",
+  "GET /api/sessions/:id": "read",
+  "GET /api/sessions/:id/checkpoints": "read",
+  "GET /api/sessions/:id/events": "read",
+  "GET /api/sessions/:id/files": "read",
+  "GET /api/sessions/:id/files/**": "read",
+  "GET /api/sessions/:id/logs": "read",
+  "GET /api/sessions/:id/messages": "read",
+  "GET /api/sessions/:id/stream": "read",
+  "GET /api/sessions/:id/workspace": "read",
+  "POST /api/sessions": "sessions",
+  "POST /api/sessions/:id/messages": "sessions",
+  "POST /api/sessions/:id/exec": "sessions",
+  "POST /api/sessions/:id/fork": "sessions",
+  "POST /api/sessions/:id/interrupt": "sessions",
+  "POST /api/sessions/:id/pause": "sessions",
+  "POST /api/sessions/:id/resume": "sessions",
+  "POST /api/sessions/:id/rewind": "sessions",
+  "POST /api/sessions/:id/stop": "sessions",
+  "DELETE /api/sessions/:id": "sessions",
+  // Raising a session's token budget is the tenant admin's call, not the session user's.
+  "PATCH /api/sessions/:id": "admin",
+
+  "GET /api/usage": "read",
+  "GET /api/usage/stats": "read",
+
+  "GET /api/api-keys": "admin",
+  "POST /api/api-keys": "admin",
+  "DELETE /api/api-keys/:id": "admin",
+  "PATCH /api/api-keys/:id": "admin",
+  "GET /api/tenants": "operator",
+  "POST /api/tenants": "operator",
+  "GET /api/tenants/:id": "admin",
+  "PATCH /api/tenants/:id": "operator",
+  "GET /api/credentials": "admin",
+  "POST /api/credentials": "admin",
+  "DELETE /api/credentials/:id": "admin",
+};
+
+export function accessOf(method: string, route: string | undefined): RouteAccess | undefined {
+  return route === undefined ? undefined : ROUTE_ACCESS[`${method} ${route}`];
+}

@@ -1,0 +1,21 @@
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../src/server/app";
+import { ROUTE_ACCESS } from "../../src/server/scopes";
+import { createObservability } from "../../src/observability/index";
+import type { AppContext } from "../../src/server/context";
+
+// Every route the app serves has an access decision (public, a scope, or
+// operator-only) in src/server/scopes.ts, and every decision names a route:
+// a new route cannot ship without saying who may call it.
+describe("route access decisions", () => {
+  it("covers exactly the routes the app registers", async () => {
+    const observability = await createObservability({});
+    const app = createApp({ observability, config: { maxBodyBytes: 1024 } } as unknown as AppContext);
+    const routes = (app as unknown as { "~routes": Array<{ method?: string; route: string }> })["~routes"].map((r) => `${(r.method ?? "ALL").toUpperCase()} ${r.route}`);
+    expect(routes.length).toBeGreaterThan(20);
+    const missing = routes.filter((r) => !(r in ROUTE_ACCESS));
+    const stale = Object.keys(ROUTE_ACCESS).filter((r) => !routes.includes(r));
+    expect({ missing, stale }).toEqual({ missing: [], stale: [] });
+    await observability.shutdown(100);
+  });
+});
