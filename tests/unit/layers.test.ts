@@ -12,7 +12,7 @@ const LAYERS: string[][] = [
   ["contract", "errors", "version", "config-error", "env-values", "config"],
   ["db"],
   ["observability"],
-  ["agents", "sandbox", "runtime", "gateway"],
+  ["agents", "sandbox", "snapshots", "runtime", "gateway"],
   ["sessions"],
   ["server"],
   ["client", "runspec"],
