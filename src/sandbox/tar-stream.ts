@@ -292,13 +292,13 @@ function rawHeader(name: string, flag: string, size: number, mode: number, mtime
 const padTo = (size: number) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
 
 /** Header blocks (a pax record set, then ustar) for one entry; names are raw latin1 strings. */
-export function tarHeader(entry: { type: "file" | "dir" | "symlink"; path: string; size?: number; mode: number; mtime: string; linkpath?: string }): Buffer {
+export function tarHeader(entry: { type: "file" | "dir" | "symlink" | "hardlink"; path: string; size?: number; mode: number; mtime: string; linkpath?: string }): Buffer {
   const size = entry.type === "file" ? entry.size ?? 0 : 0;
   const records = [paxRecord("path", Buffer.from(entry.path, "latin1")), paxRecord("mtime", Buffer.from(entry.mtime, "latin1"))];
   if (entry.linkpath !== undefined) records.push(paxRecord("linkpath", Buffer.from(entry.linkpath, "latin1")));
   if (size > 0o77777777777) records.push(paxRecord("size", Buffer.from(String(size))));
   const pax = Buffer.concat(records);
-  const flag = entry.type === "file" ? "0" : entry.type === "dir" ? "5" : "2";
+  const flag = entry.type === "file" ? "0" : entry.type === "dir" ? "5" : entry.type === "hardlink" ? "1" : "2";
   // The ustar fields hold a plain fallback name; readers take the pax path.
   const fallback = Buffer.from(entry.path, "latin1").subarray(0, 99).toString("latin1");
   return Buffer.concat([

@@ -132,6 +132,8 @@ export interface S3SnapshotOptions {
   secretAccessKey: string;
   /** Folder in the bucket; default `sessions`, giving `sessions/<session-id>/blobs/...`. */
   prefix?: string;
+  /** Folder in the bucket for the shared workspace version objects (format 3); default `store`. */
+  storePrefix?: string;
 }
 
 export type SnapshotStoreOptions =
@@ -281,7 +283,7 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
     if (!isAbsolute(options.dataDir)) throw new Error(`dataDir must be absolute: ${options.dataDir}`);
     blobs = fsBlobs(join(resolve(options.dataDir), "sessions"));
   } else if ("s3" in options) {
-    const { prefix = "sessions", ...s3 } = options.s3;
+    const { prefix = "sessions", storePrefix: _store, ...s3 } = options.s3;
     for (const field of ["endpoint", "bucket", "region", "accessKeyId", "secretAccessKey"] as const) {
       if (!s3[field]) throw new Error(`S3 snapshot storage needs ${field}`);
     }
@@ -491,7 +493,7 @@ export function createSnapshotStore(options: SnapshotStoreOptions): SnapshotStor
 
       // 1. What is there, as the sandbox user sees it.
       const listed: ListedEntry[] = [];
-      const { errors } = await listTree(io, (entry) => listed.push(entry));
+      const { errors } = await listTree(io, (entry) => void listed.push(entry));
       for (const line of errors) note(`not saved: ${line}`);
       const listedBytes = listed.reduce((sum, entry) => sum + (entry.type === "file" ? entry.size : 0), 0);
       if (listedBytes > maxBytes) throw new SnapshotTooLargeError(listedBytes, maxBytes);
