@@ -133,6 +133,7 @@ export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) =>
   let pending: Buffer = Buffer.alloc(0);
   const fields: string[] = [];
   let failure: unknown;
+  let callerFailed = false;
   try {
     for await (const chunk of proc.stdout as AsyncIterable<Buffer>) {
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
@@ -154,8 +155,13 @@ export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) =>
             kind: y,
             links: Number(links) || 1,
           };
-          const waiting = onEntry(entry);
-          if (waiting) await waiting;
+          try {
+            const waiting = onEntry(entry);
+            if (waiting) await waiting;
+          } catch (error) {
+            callerFailed = true;
+            throw error;
+          }
         }
       }
       pending = pending.subarray(start);
@@ -165,13 +171,14 @@ export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) =>
     failure = error;
     proc.kill();
   }
-  if (failure) {
-    // The caller's own error (or a broken stream) wins over find's exit after the kill.
+  if (callerFailed) {
+    // The caller's own error wins over find's exit after the kill.
     await proc.done;
     throw failure;
   }
   // find exits 1 when it could not read some folder: the rest is still right.
   const { stderr } = await finished(proc, "Listing the workspace", (code) => code === 0 || code === 1);
+  if (failure) throw failure;
   return { errors: stderr.split("\n").filter(Boolean) };
 }
 

@@ -179,8 +179,16 @@ interface Node extends Open {
   closed: boolean;
   /** Highest sequence number of a pack still being filled that a piece here is in; -1 for none. */
   maxSeq: number;
-  /** Incremental saves: the base version's entries of this folder. */
-  base: Promise<Map<string, TreeEntry> | null> | null;
+  /** Incremental saves: the base version's tree of this folder. */
+  base: Promise<BaseFolder | null> | null;
+  /** The same, once the folder closed. */
+  before: BaseFolder | null;
+}
+
+interface BaseFolder {
+  id: string;
+  tree: Tree;
+  byName: Map<string, TreeEntry>;
 }
 
 export function createVersionStore(options: SnapshotStoreOptions): VersionStore {
@@ -245,6 +253,10 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
   }
 
   const entryMap = async (id: string) => new Map((await loadTree(id)).entries.map((entry) => [entry.name, entry] as const));
+  const baseFolder = async (id: string): Promise<BaseFolder> => {
+    const tree = await loadTree(id);
+    return { id, tree, byName: new Map(tree.entries.map((entry) => [entry.name, entry] as const)) };
+  };
 
   async function loadPack(id: string): Promise<Buffer> {
     const data = await reading(() => objects.get(`packs/${id}`));
@@ -411,6 +423,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       closed: false,
       maxSeq: -1,
       base: null,
+      before: null,
     });
     const root = newNode("", null, null);
 
@@ -420,7 +433,45 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       else awaitingSeal.push(node);
     }
 
+    /** True when every entry is the base folder's own (same pieces, sub-trees, links, modes, mtimes). */
+    function sameAsBase(node: Node): boolean {
+      const before = node.before;
+      if (!before) return false;
+      let count = 0;
+      for (const entry of node.entries) {
+        if (entry.dropped) return false;
+        count++;
+        const old = before.byName.get(entry.name);
+        if (!old || old.type !== entry.type) return false;
+        if (entry.type === "file") {
+          const file = old as Extract<TreeEntry, { type: "file" }>;
+          if (entry.pieces !== file.pieces || entry.mode !== file.mode || entry.mtime !== file.mtime || entry.size !== file.size) return false;
+        } else if (entry.type === "dir") {
+          const dir = old as Extract<TreeEntry, { type: "dir" }>;
+          if (entry.tree !== dir.tree || entry.mode !== dir.mode || entry.mtime !== dir.mtime) return false;
+        } else if (entry.type === "symlink") {
+          const link = old as Extract<TreeEntry, { type: "symlink" }>;
+          if (entry.target !== link.target || entry.mtime !== link.mtime) return false;
+        } else {
+          const link = old as Extract<TreeEntry, { type: "hardlink" }>;
+          if (entry.target !== link.target || entry.mode !== link.mode || entry.mtime !== link.mtime) return false;
+        }
+      }
+      return count === before.byName.size;
+    }
+
     function encodeNode(node: Node): void {
+      if (sameAsBase(node)) {
+        // Unchanged: the base's tree, as it is.
+        const { id, tree } = node.before!;
+        for (const pack of tree.packs) versionPacks.add(pack);
+        versionTrees.add(id);
+        for (const entry of tree.entries) {
+          if (entry.type === "file") (fileCount++, (bytes += entry.size));
+          else if (entry.type === "hardlink") fileCount++;
+        }
+        return finishNode(node, id);
+      }
       const entries: TreeEntry[] = [];
       for (const entry of node.entries) {
         if (entry.dropped) continue;
@@ -445,8 +496,13 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         treeBatch.push({ key: `trees/${id}`, data });
         treeBatchBytes += data.length;
       }
+      finishNode(node, id);
+    }
+
+    function finishNode(node: Node, id: string): void {
       node.entries = [];
       node.names = new Set();
+      node.before = null;
       if (!node.parent) {
         rootId = id;
         return;
@@ -514,14 +570,15 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         const baseId = base;
         // Trees of the base are stored already: an unchanged folder encodes to one of them and is not written again.
         knownTrees.add(baseId);
-        root.base = entryMap(baseId);
+        root.base = baseFolder(baseId);
         const changed = new Map<string, { node: Node; entry: Extract<Building, { type: "file" }> }>();
         let listedBytes = 0;
         const closeListed = async (node: Node) => {
           const before = await node.base;
+          node.before = before;
           for (const entry of node.entries) {
             if (entry.type !== "file") continue;
-            const old = before?.get(entry.name);
+            const old = before?.byName.get(entry.name);
             // rsync's quick check; hard-linked files are read again so their links are found.
             if (old?.type === "file" && old.size === entry.size && old.mtime === entry.mtime && entry.links === 1) {
               entry.pieces = old.pieces;
@@ -552,11 +609,11 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             const node = newNode(listed.path, parent, dirEntry);
             const parentBase = parent.base;
             node.base = parentBase
-              ? parentBase.then((entries) => {
-                  const old = entries?.get(name);
+              ? parentBase.then((folder) => {
+                  const old = folder?.byName.get(name);
                   if (old?.type !== "dir") return null;
                   knownTrees.add(old.tree);
-                  return entryMap(old.tree);
+                  return baseFolder(old.tree);
                 })
               : null;
             node.base?.catch(() => {});
