@@ -1,27 +1,33 @@
 // What saving and restoring a workspace costs, against plain tools on the
-// same tree in the same run (median of `rounds`):
-//   - 100 MB in 25,600 files and 10 MB in 2 files: first save, unchanged
-//     re-save and restore, against `tar -cf - . | zstd -1`, a `find -newer`
-//     stat walk and `zstd -d | tar -x`;
-//   - 100,000 small files saved by a real server (pause): /health latency
-//     p99 while it saves, and how much the server's RSS grows.
+// same tree in the same run (median and p95 of `rounds`):
+//   - 100 MB in 25,600 files and 10 MB in 2 files, in the version store
+//     (format 3): first save against `tar -cf - . | zstd -1`; a save with
+//     nothing changed, a save after 10 files changed and a verify against a
+//     `find -newer` stat walk; a restore against `zstd -d | tar -x`;
+//   - `many` small files (300,000 by default) saved by the version store in
+//     this process: a timer probe's lateness (how long the event loop was
+//     held) and how much this process's RSS grows while it saves;
+//   - with `--server`, the server part of earlier runs: 100,000 small files
+//     saved by a real server (pause), /health p99 and the server's RSS.
 // The store part runs the tools as this process's user on folders no sandbox
 // can write (trustedFolderIo); the server part goes through the sandbox.
 //
-//   npx tsx bench/workspace-snapshot.ts [rounds=3] [files=100000]
+//   npx tsx bench/workspace-snapshot.ts [rounds=5] [many=300000] [--server]
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { createSnapshotStore } from "../src/sandbox/snapshot";
+import { createVersionStore } from "../src/snapshots";
 import { trustedFolderIo } from "../src/sandbox/workspace-io";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer } from "../tests/helpers/server";
 import { row, summarize } from "./stats";
 
-const rounds = Number(process.argv[2] ?? 3);
-const manyFiles = Number(process.argv[3] ?? 100_000);
+const args = process.argv.slice(2).filter((arg) => !arg.startsWith("--"));
+const rounds = Number(args[0] ?? 5);
+const manyFiles = Number(args[1] ?? 300_000);
+const withServer = process.argv.includes("--server");
 const root = mkdtempSync(join(tmpdir(), "ash-bench-snap-"));
 
 function makeTree(dir: string, files: number, bytes: number): void {
@@ -39,7 +45,12 @@ const time = async (work: () => unknown | Promise<unknown>) => {
   return performance.now() - t;
 };
 const sh = (command: string, cwd: string) => execFileSync("/bin/sh", ["-c", command], { cwd, stdio: ["ignore", "ignore", "inherit"] });
+const p99 = (samples: number[]) => {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)] ?? NaN;
+};
 
+console.log(`load average at start: ${loadavg().map((n) => n.toFixed(2)).join(" ")}`);
 try {
   for (const [label, files, bytes] of [
     ["100 MB in 25,600 files", 25_600, 100 * 2 ** 20],
@@ -49,29 +60,87 @@ try {
     makeTree(ws, files, bytes);
     const samples: Record<string, number[]> = {};
     const add = (name: string, ms: number) => (samples[name] ??= []).push(ms);
+    let changedBytes = 0;
     for (let r = 0; r < rounds; r++) {
       const data = join(root, `store-${files}-${r}`);
-      const store = createSnapshotStore({ dataDir: data });
+      mkdirSync(data);
+      const store = createVersionStore({ dataDir: data });
       const io = trustedFolderIo(ws);
-      const meta = { agentName: "bench", sessionId: "s", sandboxId: "x" };
-      add("store: first save", await time(() => store.snapshotWorkspace("s", io, meta)));
+      let first = "";
+      add("version store: first save", await time(async () => (first = (await store.save(io)).id)));
       add("baseline: tar -cf - . | zstd -1", await time(() => sh(`tar -cf - . | zstd -q -1 -o ${data}/base.tar.zst -f`, ws)));
-      add("store: unchanged re-save", await time(() => store.snapshotWorkspace("s", io, meta)));
+      add("version store: save, nothing changed", await time(() => store.save(io, { base: first })));
       sh(`touch ${data}/mark`, ws);
       add("baseline: find -newer stat walk", await time(() => sh(`find . -newer ${data}/mark > /dev/null`, ws)));
+      add("version store: verify the live folder", await time(() => store.verify(first, io)));
+      // Ten files get new bytes (same size, new mtime).
+      const step = Math.max(1, Math.floor(files / 10));
+      const changed = Array.from({ length: Math.min(10, files) }, (_, k) => k * step);
+      for (const i of changed) writeFileSync(join(ws, `d${Math.floor(i / 256)}`, `f${i}`), randomBytes(Math.floor(bytes / files)));
+      let second = first;
+      add("version store: save, 10 files changed", await time(async () => {
+        const version = await store.save(io, { base: first });
+        second = version.id;
+        changedBytes = version.changedBytes;
+      }));
       const target = join(root, `restore-${files}-${r}`);
       mkdirSync(target);
-      add("store: restore", await time(() => store.restoreWorkspace("s", trustedFolderIo(target))));
+      add("version store: restore", await time(() => store.restore(second, trustedFolderIo(target))));
       const base = join(root, `base-${files}-${r}`);
       mkdirSync(base);
       add("baseline: zstd -d | tar -x", await time(() => sh(`zstd -q -d -c ${data}/base.tar.zst | tar -xf -`, base)));
       await store.dispose();
       for (const dir of [data, target, base]) rmSync(dir, { recursive: true, force: true });
     }
-    console.log(`\n${label}`);
+    console.log(`\n${label} (10 changed files: ${(changedBytes / 2 ** 20).toFixed(2)} MiB)`);
     for (const [name, s] of Object.entries(samples)) console.log(row(name, s));
+    rmSync(ws, { recursive: true, force: true });
   }
 
+  // Many small files, saved in this process: how long the event loop is held, and memory.
+  {
+    const ws = join(root, "many");
+    sh(`python3 -c "
+import os
+for i in range(${manyFiles}):
+    d = 'd%d' % (i // 1000)
+    if i % 1000 == 0: os.makedirs(d)
+    with open('%s/f%d' % (d, i), 'w') as f: f.write('%099d' % i)
+"`, root);
+    const saveRounds = Math.max(1, Math.min(3, rounds));
+    const late: number[] = [];
+    const saves: number[] = [];
+    const growth: number[] = [];
+    for (let r = 0; r < saveRounds; r++) {
+      const data = join(root, `store-many-${r}`);
+      mkdirSync(data);
+      const store = createVersionStore({ dataDir: data });
+      global.gc?.();
+      const rssBefore = process.memoryUsage.rss();
+      let rssPeak = rssBefore;
+      const tick = 10;
+      let last = performance.now();
+      const timer = setInterval(() => {
+        const now = performance.now();
+        late.push(now - last - tick);
+        last = now;
+        rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
+      }, tick);
+      saves.push(await time(() => store.save(trustedFolderIo(ws))));
+      clearInterval(timer);
+      growth.push((rssPeak - rssBefore) / 2 ** 20);
+      await store.dispose();
+      rmSync(data, { recursive: true, force: true });
+    }
+    const l = summarize(late);
+    console.log(`\n${manyFiles.toLocaleString("en")} files of 100 bytes, first save in this process`);
+    console.log(row("version store: first save", saves));
+    console.log(`${"timer probe lateness (10 ms timer) during the save".padEnd(52)} n=${l.n}  median ${l.median.toFixed(1)} ms  p99 ${p99(late).toFixed(1)} ms  max ${l.max.toFixed(1)} ms`);
+    console.log(row("RSS growth during the save", growth, "MB"));
+    rmSync(ws, { recursive: true, force: true });
+  }
+
+  if (withServer) {
   // A real server saving a workspace of many small files.
   const model = await startFakeModel();
   const server = await startTestServer({ modelUrl: model.url, env: { ASH_DATABASE_URL: "" } });
@@ -119,6 +188,7 @@ print('made')"`, timeout: 600_000 },
   } finally {
     await server.dispose();
     await model.close();
+  }
   }
 } finally {
   rmSync(root, { recursive: true, force: true });

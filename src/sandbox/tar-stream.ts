@@ -87,6 +87,14 @@ class ByteReader {
   }
 
   private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      // Within one chunk: a view, no copy.
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      this.buffered -= n;
+      return first.subarray(0, n);
+    }
     const out = Buffer.allocUnsafe(n);
     let at = 0;
     while (at < n) {
@@ -196,7 +204,7 @@ export function tarReader(source: AsyncIterable<Buffer>): TarReader {
       for (;;) {
         const header = await reader.exact(BLOCK);
         if (header === null) throw new TarFormatError("tar stream ended without its end marker");
-        if (header.every((byte) => byte === 0)) {
+        if (header[0] === 0 && header[156] === 0 && header.every((byte) => byte === 0)) {
           ended = true;
           // The writer only finishes once its padding is read.
           await reader.drain();
@@ -252,6 +260,9 @@ export function tarReader(source: AsyncIterable<Buffer>): TarReader {
 
 /** "sec.nnnnnnnnn" (nine digits) from any decimal seconds text. */
 export function canonicalMtime(text: string): string {
+  const dot = text.indexOf(".");
+  // The common case, find's "%T@" and tar's pax mtime: at least nine digits after the point.
+  if (dot > 0 && text.length - dot > 9 && text.charCodeAt(text.length - 1) > 32 && text.charCodeAt(0) > 32) return text.slice(0, dot + 10);
   const [sec = "0", frac = ""] = text.trim().split(".");
   return `${sec}.${(frac + "000000000").slice(0, 9)}`;
 }
@@ -292,13 +303,13 @@ function rawHeader(name: string, flag: string, size: number, mode: number, mtime
 const padTo = (size: number) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
 
 /** Header blocks (a pax record set, then ustar) for one entry; names are raw latin1 strings. */
-export function tarHeader(entry: { type: "file" | "dir" | "symlink"; path: string; size?: number; mode: number; mtime: string; linkpath?: string }): Buffer {
+export function tarHeader(entry: { type: "file" | "dir" | "symlink" | "hardlink"; path: string; size?: number; mode: number; mtime: string; linkpath?: string }): Buffer {
   const size = entry.type === "file" ? entry.size ?? 0 : 0;
   const records = [paxRecord("path", Buffer.from(entry.path, "latin1")), paxRecord("mtime", Buffer.from(entry.mtime, "latin1"))];
   if (entry.linkpath !== undefined) records.push(paxRecord("linkpath", Buffer.from(entry.linkpath, "latin1")));
   if (size > 0o77777777777) records.push(paxRecord("size", Buffer.from(String(size))));
   const pax = Buffer.concat(records);
-  const flag = entry.type === "file" ? "0" : entry.type === "dir" ? "5" : "2";
+  const flag = entry.type === "file" ? "0" : entry.type === "dir" ? "5" : entry.type === "hardlink" ? "1" : "2";
   // The ustar fields hold a plain fallback name; readers take the pax path.
   const fallback = Buffer.from(entry.path, "latin1").subarray(0, 99).toString("latin1");
   return Buffer.concat([

@@ -90,6 +90,8 @@ export interface ListedEntry {
   target?: string;
   /** find's type letter, for notes on skipped entries. */
   kind: string;
+  /** Hard link count. */
+  links: number;
 }
 
 /** Bytes of a latin1-held name as the text a person reads (lossy only when it is not UTF-8). */
@@ -115,18 +117,23 @@ async function finished(proc: IoProcess, what: string, ok: (code: number | null)
   return result;
 }
 
-const FIND_FORMAT = "%y\\0%s\\0%T@\\0%m\\0%P\\0%l\\0";
+const FIND_FORMAT = "%y\\0%s\\0%T@\\0%m\\0%n\\0%P\\0%l\\0";
+const FIND_FIELDS = 7;
+/** No field find prints is longer than a path (PATH_MAX) or a link target; anything longer is not find's output. */
+const MAX_FIELD = 64 * 1024;
 
 /**
- * Everything under the workspace, as the sandbox user sees it. `onEntry`
- * gets entries as they arrive (nothing is held here); entries the user
- * cannot list end up in `errors`.
+ * Everything under the workspace, as the sandbox user sees it, in find's
+ * order (a folder, then what is in it). `onEntry` gets entries as they
+ * arrive (nothing is held here); when it returns a promise, reading waits
+ * for it. Entries the user cannot list end up in `errors`.
  */
-export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) => void): Promise<{ errors: string[] }> {
+export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) => void | Promise<void>): Promise<{ errors: string[] }> {
   const proc = io.run("find", [".", "-mindepth", "1", "-printf", FIND_FORMAT]);
   let pending: Buffer = Buffer.alloc(0);
   const fields: string[] = [];
   let failure: unknown;
+  let callerFailed = false;
   try {
     for await (const chunk of proc.stdout as AsyncIterable<Buffer>) {
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
@@ -134,18 +141,40 @@ export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) =>
       for (let nul = pending.indexOf(0, start); nul !== -1; nul = pending.indexOf(0, start)) {
         fields.push(pending.subarray(start, nul).toString("latin1"));
         start = nul + 1;
-        if (fields.length === 6) {
-          const [y, size, mtime, mode, path, link] = fields.splice(0, 6) as [string, string, string, string, string, string];
-          if (path === "" || path.split("/").includes("..")) continue;
+        if (fields.length === FIND_FIELDS) {
+          const [y, size, mtime, mode, links, path, link] = fields.splice(0, FIND_FIELDS) as [string, string, string, string, string, string, string];
+          if (path === "" || path.startsWith("/") || path.split("/").includes("..")) continue;
           const type = y === "f" ? "file" : y === "d" ? "dir" : y === "l" ? "symlink" : "other";
-          onEntry({ type, path, size: Number(size) || 0, mode: Number.parseInt(mode, 8) || 0, mtime: canonicalMtime(mtime), target: type === "symlink" ? link : undefined, kind: y });
+          const entry: ListedEntry = {
+            type,
+            path,
+            size: Number(size) || 0,
+            mode: Number.parseInt(mode, 8) || 0,
+            mtime: canonicalMtime(mtime),
+            target: type === "symlink" ? link : undefined,
+            kind: y,
+            links: Number(links) || 1,
+          };
+          try {
+            const waiting = onEntry(entry);
+            if (waiting) await waiting;
+          } catch (error) {
+            callerFailed = true;
+            throw error;
+          }
         }
       }
       pending = pending.subarray(start);
+      if (pending.length > MAX_FIELD) throw new Error("Listing the workspace failed: a field longer than any path");
     }
   } catch (error) {
     failure = error;
     proc.kill();
+  }
+  if (callerFailed) {
+    // The caller's own error wins over find's exit after the kill.
+    await proc.done;
+    throw failure;
   }
   // find exits 1 when it could not read some folder: the rest is still right.
   const { stderr } = await finished(proc, "Listing the workspace", (code) => code === 0 || code === 1);
@@ -161,10 +190,14 @@ const TAR_CREATE = ["--format=posix", "--numeric-owner", "--hard-dereference", "
  * read are left out by tar (it says so on stderr and exits 1 or 2); the
  * stream is still well-formed, which the reader checks.
  */
-export function tarOut(io: WorkspaceIo, paths?: string[]): { proc: IoProcess; reader: TarReader } {
+export function tarOut(io: WorkspaceIo, paths?: string[], options: { hardLinks?: boolean; sorted?: boolean } = {}): { proc: IoProcess; reader: TarReader } {
+  // hardLinks: a second name of a file already in the stream comes as a hard link entry, not as a copy.
+  const create = options.hardLinks ? TAR_CREATE.filter((arg) => arg !== "--hard-dereference") : TAR_CREATE;
+  // sorted: each folder's entries in byte order of their names, so the stream is in a stable order.
+  const order = options.sorted ? ["--sort=name"] : [];
   const args = paths
-    ? ["-c", ...TAR_CREATE, "--no-recursion", "--null", "--verbatim-files-from", "-T", "-"]
-    : ["-c", ...TAR_CREATE, "."];
+    ? ["-c", ...create, "--no-recursion", "--null", "--verbatim-files-from", "-T", "-"]
+    : ["-c", ...create, ...order, "."];
   const proc = io.run("tar", args, { stdin: Boolean(paths) });
   if (paths) {
     const stdin = proc.stdin!;

@@ -12,7 +12,7 @@ const LAYERS: string[][] = [
   ["contract", "errors", "version", "config-error", "env-values", "config"],
   ["db"],
   ["observability"],
-  ["agents", "sandbox", "runtime", "gateway", "vault"],
+  ["agents", "sandbox", "snapshots", "runtime", "gateway", "vault"],
   ["sessions"],
   ["server"],
   ["client", "runspec"],

@@ -1,0 +1,126 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createStorage, type Driver, type Storage } from "unstorage";
+import s3Driver from "unstorage/drivers/s3";
+
+/**
+ * Immutable, content-addressed objects shared by every workspace version:
+ * `packs/<id>` (file bytes) and `trees/<id>` (one folder each). A put is
+ * all or nothing (a temporary file renamed into place; an object store's
+ * PUT), so a crash never leaves half an object under its key.
+ */
+export interface ObjectStore {
+  get(key: string): Promise<Buffer | null>;
+  put(key: string, data: Buffer): Promise<void>;
+  remove(key: string): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+const KEY = /^(packs|trees)\/[0-9a-f]{64}$/;
+
+export function isObjectKey(key: unknown): key is string {
+  return typeof key === "string" && KEY.test(key);
+}
+
+function assertKey(key: string): void {
+  if (!isObjectKey(key)) throw new Error(`Invalid object key: ${JSON.stringify(key)}`);
+}
+
+export function toBuffer(value: unknown): Buffer | null {
+  if (value === null || value === undefined) return null;
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof ArrayBuffer) return Buffer.from(value);
+  if (ArrayBuffer.isView(value)) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  if (typeof value === "string") return Buffer.from(value, "utf8");
+  throw new Error(`Unexpected stored value of type ${typeof value}`);
+}
+
+/**
+ * Object stores answer "InternalError, please try again" now and then
+ * (S3 documents retrying 500/503); each call is retried a few times.
+ */
+export async function retried<T>(call: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+      await sleep(50 * 4 ** (attempt - 1));
+    }
+  }
+}
+
+/** Temporary files older than this are left by a crashed put and removed. */
+const STALE_TMP_MS = 60 * 60 * 1000;
+
+/** `<base>/packs/<2 hex>/<id>`, `<base>/trees/<2 hex>/<id>`; puts go through `<base>/tmp/`. */
+export function fsObjects(base: string): ObjectStore {
+  const tmp = join(base, "tmp");
+  const made = new Set<string>();
+  const pathOf = (key: string) => {
+    const [kind, id] = key.split("/") as [string, string];
+    return { dir: join(base, kind, id.slice(0, 2)), file: join(base, kind, id.slice(0, 2), id) };
+  };
+  const ensure = async (dir: string) => {
+    if (made.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    made.add(dir);
+  };
+  let swept = false;
+  const sweep = async () => {
+    swept = true;
+    const now = Date.now();
+    for (const name of await readdir(tmp).catch(() => [] as string[])) {
+      const info = await stat(join(tmp, name)).catch(() => null);
+      if (info && now - info.mtimeMs > STALE_TMP_MS) await rm(join(tmp, name), { force: true });
+    }
+  };
+  return {
+    async get(key) {
+      assertKey(key);
+      try {
+        return await readFile(pathOf(key).file);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw error;
+      }
+    },
+    async put(key, data) {
+      assertKey(key);
+      if (!swept) await sweep();
+      const { dir, file } = pathOf(key);
+      await ensure(tmp);
+      await ensure(dir);
+      const temporary = join(tmp, `${key.replace("/", "-")}.${randomBytes(6).toString("hex")}`);
+      await writeFile(temporary, data);
+      // Same key, same bytes: replacing an existing object changes nothing a reader sees.
+      await rename(temporary, file);
+    },
+    async remove(key) {
+      assertKey(key);
+      await rm(pathOf(key).file, { force: true });
+    },
+    async dispose() {},
+  };
+}
+
+/** Any unstorage storage; keys become `<prefix>:packs:<id>`. Every call is retried. */
+export function storageObjects(storage: Storage, prefix: string): ObjectStore {
+  const full = (key: string) => (assertKey(key), `${prefix}:${key.replace("/", ":")}`);
+  return {
+    get: async (key) => toBuffer(await retried(() => storage.getItemRaw(full(key)))),
+    put: (key, data) => retried(() => storage.setItemRaw(full(key), data)),
+    remove: (key) => retried(() => storage.removeItem(full(key))),
+    dispose: () => storage.dispose(),
+  };
+}
+
+export function s3Objects(options: { endpoint: string; bucket: string; region: string; accessKeyId: string; secretAccessKey: string }, prefix: string): ObjectStore {
+  return storageObjects(createStorage({ driver: s3Driver(options) }), prefix);
+}
+
+export function driverObjects(driver: Driver, prefix: string): ObjectStore {
+  return storageObjects(createStorage({ driver }), prefix);
+}

@@ -1,0 +1,952 @@
+import { isAbsolute, join, resolve } from "node:path";
+import { Readable } from "node:stream";
+import { normalizeRelativePath } from "../sandbox/snapshot-keys";
+import { mtimeMsOf, TAR_END, TarFormatError, tarHeader, tarPadding, type TarReader } from "../sandbox/tar-stream";
+import {
+  displayName,
+  entryPath,
+  listTree,
+  rawName,
+  relativeLinkTarget,
+  tarIn,
+  tarOut,
+  tarOutDone,
+  writeAll,
+  type ListedEntry,
+  type WorkspaceIo,
+} from "../sandbox/workspace-io";
+import {
+  createSnapshotStore,
+  SnapshotCorruptError,
+  SnapshotTooLargeError,
+  type SnapshotInfo,
+  type SnapshotListEntry,
+  type SnapshotStoreOptions,
+} from "./legacy";
+import { driverObjects, fsObjects, isObjectKey, s3Objects, type ObjectStore } from "./objects";
+import { byName, decodeTree, encodeTree, sha256hex, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
+
+/** One saved state of a workspace: immutable, named by its root tree's id. */
+export interface WorkspaceVersion {
+  /** Root tree id. */
+  id: string;
+  /** Files (hard links included) and their bytes (each hard-linked file once). */
+  fileCount: number;
+  bytes: number;
+  /** Files whose bytes were read in this save (all of them without a base). */
+  changedFiles: number;
+  changedBytes: number;
+  /** Every object key this version needs: `packs/<id>` and `trees/<id>`. */
+  objects: string[];
+  /** Entries left out, each as "name: why". */
+  skipped: string[];
+}
+
+export interface VersionSaveOptions {
+  /** A version this save starts from: files with its size and mtime are not read again, and its bytes are reused. */
+  base?: string | null;
+  /** Refuse (SnapshotTooLargeError) when the workspace's files add up to more. */
+  maxBytes?: number;
+  /** One line per entry left out or not readable. */
+  onNote?: (line: string) => void;
+  /** Called with the keys of every batch of new objects before any of them is written. */
+  onWrite?: (keys: string[]) => Promise<void>;
+}
+
+export interface VersionStore {
+  save(io: WorkspaceIo, options?: VersionSaveOptions): Promise<WorkspaceVersion>;
+  /** Extracts a version into an empty workspace through `io`. */
+  restore(versionId: string, io: WorkspaceIo, options?: { onNote?: (line: string) => void }): Promise<void>;
+  /** True when the live tree matches the version by type, size, mtime, mode and link target. */
+  verify(versionId: string, io: WorkspaceIo): Promise<boolean>;
+  list(versionId: string): Promise<SnapshotListEntry[]>;
+  read(versionId: string, path: string): Promise<Buffer | null>;
+  /** A tar archive of the version. */
+  archive(versionId: string): Promise<Readable>;
+  objectsOf(versionId: string): Promise<string[]>;
+  removeObjects(keys: string[]): Promise<void>;
+  /** Per-session snapshots of formats 1 and 2 (`sessions/<id>/metadata.json`), still read. */
+  legacy: {
+    info(sessionId: string): Promise<SnapshotInfo | null>;
+    restore(sessionId: string, io: WorkspaceIo, options?: { onNote?: (line: string) => void }): Promise<boolean>;
+    list(sessionId: string): Promise<SnapshotListEntry[] | null>;
+    read(sessionId: string, path: string): Promise<Buffer | null>;
+    archive(sessionId: string): Promise<Readable | null>;
+    delete(sessionId: string): Promise<boolean>;
+  };
+  dispose(): Promise<void>;
+}
+
+/** Files are cut into pieces of at most this size (bounded memory; big files dedupe by piece). */
+const PIECE = 4 * 1024 * 1024;
+/** A pack is written once it holds this much. */
+const PACK_TARGET = 8 * 1024 * 1024;
+/** Packs being written while the next one fills. */
+const PACKS_IN_FLIGHT = 2;
+const TREE_BATCH = 256;
+const TREE_BATCH_BYTES = 4 * 1024 * 1024;
+/** Object reads and writes at once. */
+const PARALLEL = 8;
+/** Decoded trees kept (by the size of their bytes); they are immutable, so never stale. */
+const TREE_CACHE_BYTES = 32 * 1024 * 1024;
+/** Packs kept while restoring or reading. */
+const PACK_CACHE = 4;
+/** Bytes gathered before a write to the restoring tar. */
+const OUT_BATCH = 256 * 1024;
+
+const VERSION_ID = /^[0-9a-f]{64}$/;
+
+function assertVersionId(id: string): void {
+  if (typeof id !== "string" || !VERSION_ID.test(id)) throw new Error(`Invalid workspace version id: ${JSON.stringify(id)}`);
+}
+
+function describeKind(kind: string): string {
+  return { p: "a named pipe", s: "a socket", b: "a block device", c: "a character device", D: "a door", "6": "a named pipe", "3": "a character device", "4": "a block device" }[kind] ?? "not a regular file";
+}
+
+/** Runs `task` over items, at most PARALLEL at once. */
+async function forEachParallel<T>(items: T[], task: (item: T) => Promise<void>): Promise<void> {
+  let index = 0;
+  let failure: unknown;
+  const worker = async () => {
+    while (failure === undefined && index < items.length) {
+      const item = items[index++]!;
+      try {
+        await task(item);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
+  if (failure !== undefined) throw failure;
+}
+
+/** At most `n` calls at once. */
+function limiter(n: number) {
+  let active = 0;
+  const queue: Array<() => void> = [];
+  return async <T>(call: () => Promise<T>): Promise<T> => {
+    if (active >= n) await new Promise<void>((go) => queue.push(go));
+    active++;
+    try {
+      return await call();
+    } finally {
+      active--;
+      queue.shift()?.();
+    }
+  };
+}
+
+const join2 = (parent: string, name: string) => (parent ? `${parent}/${name}` : name);
+
+/** A folder being read, on a stack that follows a depth-first stream (find's or tar's order). */
+interface Open {
+  path: string;
+  names: Set<string>;
+}
+
+/** Where an entry goes: the open folder that is its parent, closing the folders the stream has left. */
+async function placeOn<T extends Open>(stack: T[], path: string, close: (node: T) => Promise<void> | void): Promise<{ parent: T; name: string } | null> {
+  const slash = path.lastIndexOf("/");
+  const parentPath = slash < 0 ? "" : path.slice(0, slash);
+  const name = path.slice(slash + 1);
+  let at = stack.length - 1;
+  while (at >= 0 && stack[at]!.path !== parentPath) at--;
+  // A folder the stream already left, or never named: not a depth-first stream; the entry is dropped.
+  if (at < 0 || name === "") return null;
+  while (stack.length - 1 > at) await close(stack.pop()!);
+  const parent = stack[at]!;
+  if (parent.names.has(name)) return null;
+  parent.names.add(name);
+  return { parent, name };
+}
+
+/** A file, folder or link while a save builds its folder's tree; files wait for their bytes. */
+type Building =
+  | { type: "file"; name: string; mode: number; mtime: string; size: number; pieces: Piece[] | null; links: number; dropped?: boolean }
+  | { type: "dir"; name: string; mode: number; mtime: string; tree: string; dropped?: boolean }
+  | { type: "symlink"; name: string; mtime: string; target: string; dropped?: boolean }
+  | { type: "hardlink"; name: string; mode: number; mtime: string; target: string; dropped?: boolean };
+
+interface Node extends Open {
+  parent: Node | null;
+  /** This folder's entry in its parent. */
+  entry: Extract<Building, { type: "dir" }> | null;
+  entries: Building[];
+  /** Files waiting for bytes and sub-folders not yet encoded. */
+  waiting: number;
+  closed: boolean;
+  /** Highest sequence number of a pack still being filled that a piece here is in; -1 for none. */
+  maxSeq: number;
+  /** Incremental saves: the base version's tree of this folder. */
+  base: Promise<BaseFolder | null> | null;
+  /** The same, once the folder closed. */
+  before: BaseFolder | null;
+}
+
+interface BaseFolder {
+  id: string;
+  tree: Tree;
+  byName: Map<string, TreeEntry>;
+}
+
+export function createVersionStore(options: SnapshotStoreOptions): VersionStore {
+  let objects: ObjectStore;
+  if ("dataDir" in options) {
+    if (!isAbsolute(options.dataDir)) throw new Error(`dataDir must be absolute: ${options.dataDir}`);
+    objects = fsObjects(join(resolve(options.dataDir), "store"));
+  } else if ("s3" in options) {
+    const { prefix: _prefix, storePrefix = "store", ...s3 } = options.s3;
+    for (const field of ["endpoint", "bucket", "region", "accessKeyId", "secretAccessKey"] as const) {
+      if (!s3[field]) throw new Error(`S3 snapshot storage needs ${field}`);
+    }
+    objects = s3Objects(s3, storePrefix.split("/").filter(Boolean).join(":") || "store");
+  } else {
+    objects = driverObjects(options.driver, "store");
+  }
+  const legacyStore = createSnapshotStore(options);
+  const reading = limiter(PARALLEL * 2);
+
+  // Decoded trees by id, least recently used first out.
+  const treeCache = new Map<string, { tree: Tree; size: number }>();
+  let treeCacheBytes = 0;
+  const treeLoads = new Map<string, Promise<Tree>>();
+
+  function cacheTree(id: string, tree: Tree, size: number): void {
+    if (treeCache.has(id)) return;
+    treeCache.set(id, { tree, size });
+    treeCacheBytes += size;
+    for (const [old, held] of treeCache) {
+      if (treeCacheBytes <= TREE_CACHE_BYTES) break;
+      treeCache.delete(old);
+      treeCacheBytes -= held.size;
+    }
+  }
+
+  /** A tree, checked against its id; a missing or damaged one is SnapshotCorruptError. */
+  function loadTree(id: string): Promise<Tree> {
+    const cached = treeCache.get(id);
+    if (cached) {
+      treeCache.delete(id);
+      treeCache.set(id, cached);
+      return Promise.resolve(cached.tree);
+    }
+    let loading = treeLoads.get(id);
+    if (!loading) {
+      loading = reading(async () => {
+        const bytes = await objects.get(`trees/${id}`);
+        if (!bytes) throw new SnapshotCorruptError(`Workspace version object trees/${id} is missing`);
+        if (sha256hex(bytes) !== id) throw new SnapshotCorruptError(`Workspace version object trees/${id} does not match its id`);
+        let tree: Tree;
+        try {
+          tree = decodeTree(bytes);
+        } catch (error) {
+          throw new SnapshotCorruptError(`Workspace version object trees/${id} is not a valid tree: ${(error as Error).message}`);
+        }
+        cacheTree(id, tree, bytes.length * 3);
+        return tree;
+      }).finally(() => treeLoads.delete(id));
+      treeLoads.set(id, loading);
+    }
+    return loading;
+  }
+
+  const entryMap = async (id: string) => new Map((await loadTree(id)).entries.map((entry) => [entry.name, entry] as const));
+  const baseFolder = async (id: string): Promise<BaseFolder> => {
+    const tree = await loadTree(id);
+    return { id, tree, byName: new Map(tree.entries.map((entry) => [entry.name, entry] as const)) };
+  };
+
+  async function loadPack(id: string): Promise<Buffer> {
+    const data = await reading(() => objects.get(`packs/${id}`));
+    if (!data) throw new SnapshotCorruptError(`Workspace version object packs/${id} is missing`);
+    return data;
+  }
+
+  /** Packs in memory while a version is read: the last few, and the next ones fetched ahead. */
+  function packReader(order: string[] = []) {
+    const held = new Map<string, Promise<Buffer>>();
+    const position = new Map(order.map((id, at) => [id, at] as const));
+    const fetch = (id: string) => {
+      let pack = held.get(id);
+      if (pack) {
+        held.delete(id);
+      } else {
+        pack = loadPack(id);
+        pack.catch(() => {});
+      }
+      held.set(id, pack);
+      while (held.size > PACK_CACHE + 2) held.delete(held.keys().next().value!);
+      return pack;
+    };
+    return {
+      async piece(piece: Piece, what: string): Promise<Buffer> {
+        const id = piece.pack as string;
+        const pack = fetch(id);
+        const at = position.get(id);
+        if (at !== undefined) for (const next of order.slice(at + 1, at + 3)) if (!held.has(next)) fetch(next);
+        const data = (await pack).subarray(piece.offset, piece.offset + piece.length);
+        if (data.length !== piece.length || sha256hex(data) !== piece.hash) throw new SnapshotCorruptError(`Workspace version has no intact copy of ${what}`);
+        return data;
+      },
+    };
+  }
+
+  async function save(io: WorkspaceIo, saveOptions: VersionSaveOptions = {}): Promise<WorkspaceVersion> {
+    const note = saveOptions.onNote ?? (() => {});
+    const onWrite = saveOptions.onWrite ?? (async () => {});
+    const maxBytes = saveOptions.maxBytes ?? Number.POSITIVE_INFINITY;
+    let base = saveOptions.base ?? null;
+    if (base !== null) assertVersionId(base);
+    if (base !== null) {
+      try {
+        await loadTree(base);
+      } catch (error) {
+        if (!(error instanceof SnapshotCorruptError)) throw error;
+        note(`the base version could not be read (${error.message}); saving everything`);
+        base = null;
+      }
+    }
+
+    // -- What this save found.
+    let fileCount = 0;
+    let bytes = 0;
+    let changedFiles = 0;
+    let changedBytes = 0;
+    const skipped: string[] = [];
+    const skip = (raw: string, why: string) => {
+      skipped.push(`${displayName(raw)}: ${why}`);
+      note(`not saved: ${JSON.stringify(displayName(raw))}: ${why}`);
+    };
+    const versionPacks = new Set<string>();
+    const versionTrees = new Set<string>();
+
+    // -- New objects: onWrite first, then the write.
+    const packWrites: Array<Promise<void>> = [];
+    const allWrites: Array<Promise<void>> = [];
+    let treeBatch: Array<{ key: string; data: Buffer }> = [];
+    let treeBatchBytes = 0;
+    const knownTrees = new Set<string>();
+    const flushTrees = async () => {
+      if (treeBatch.length === 0) return;
+      const batch = treeBatch;
+      treeBatch = [];
+      treeBatchBytes = 0;
+      await onWrite(batch.map((item) => item.key));
+      await forEachParallel(batch, (item) => objects.put(item.key, item.data));
+    };
+
+    // -- Packs: pieces by content hash; the base's and this save's are reused.
+    const index = new Map<string, { pack: string | number; offset: number; length: number }>();
+    const sealed: string[] = [];
+    let current: Buffer[] = [];
+    let currentBytes = 0;
+    let currentNames: string[] = [];
+    let awaitingSeal: Node[] = [];
+
+    const indexTree = (tree: Tree) => {
+      for (const entry of tree.entries) {
+        if (entry.type !== "file") continue;
+        for (const piece of entry.pieces) if (!index.has(piece.hash)) index.set(piece.hash, { pack: piece.pack, offset: piece.offset, length: piece.length });
+      }
+    };
+
+    async function seal(): Promise<void> {
+      if (current.length > 0) {
+        const data = current.length === 1 ? current[0]! : Buffer.concat(current, currentBytes);
+        // Named by its pieces' hashes, which fix its bytes: the same name always means the same bytes.
+        const id = sha256hex(currentNames.join("\n"));
+        sealed.push(id);
+        current = [];
+        currentBytes = 0;
+        currentNames = [];
+        const key = `packs/${id}`;
+        await onWrite([key]);
+        const write = objects.put(key, data);
+        write.catch(() => {});
+        packWrites.push(write);
+        allWrites.push(write);
+        while (packWrites.length >= PACKS_IN_FLIGHT) await packWrites.shift();
+      }
+      const ready = awaitingSeal;
+      awaitingSeal = [];
+      for (const node of ready) encodeNode(node);
+    }
+
+    async function addPiece(data: Buffer): Promise<Piece> {
+      const hash = sha256hex(data);
+      const known = index.get(hash);
+      if (known) return { ...known, hash };
+      const piece: Piece = { pack: sealed.length, offset: currentBytes, length: data.length, hash };
+      index.set(hash, { pack: piece.pack, offset: piece.offset, length: piece.length });
+      current.push(data);
+      currentBytes += data.length;
+      currentNames.push(`${hash}:${data.length}`);
+      if (currentBytes >= PACK_TARGET) await seal();
+      return piece;
+    }
+
+    let streamed = 0;
+    /** The rest of the current tar entry's body, as pieces. */
+    async function readPieces(reader: TarReader): Promise<{ pieces: Piece[]; size: number }> {
+      const pieces: Piece[] = [];
+      let size = 0;
+      for (;;) {
+        const parts: Buffer[] = [];
+        let have = 0;
+        while (have < PIECE) {
+          const part = await reader.read(PIECE - have);
+          if (!part) break;
+          parts.push(part);
+          have += part.length;
+        }
+        if (have === 0) break;
+        size += have;
+        streamed += have;
+        if (streamed > maxBytes) throw new SnapshotTooLargeError(streamed, maxBytes);
+        pieces.push(await addPiece(parts.length === 1 ? parts[0]! : Buffer.concat(parts, have)));
+        if (have < PIECE) break;
+      }
+      return { pieces, size };
+    }
+
+    // -- Folders: encoded once closed, every file has its bytes and every pack they are in is sealed.
+    let rootId: string | null = null;
+    const newNode = (path: string, parent: Node | null, entry: Node["entry"]): Node => ({
+      path,
+      names: new Set(),
+      parent,
+      entry,
+      entries: [],
+      waiting: 0,
+      closed: false,
+      maxSeq: -1,
+      base: null,
+      before: null,
+    });
+    const root = newNode("", null, null);
+
+    function settled(node: Node): void {
+      if (!node.closed || node.waiting > 0) return;
+      if (node.maxSeq < sealed.length) encodeNode(node);
+      else awaitingSeal.push(node);
+    }
+
+    /** True when every entry is the base folder's own (same pieces, sub-trees, links, modes, mtimes). */
+    function sameAsBase(node: Node): boolean {
+      const before = node.before;
+      if (!before) return false;
+      let count = 0;
+      for (const entry of node.entries) {
+        if (entry.dropped) return false;
+        count++;
+        const old = before.byName.get(entry.name);
+        if (!old || old.type !== entry.type) return false;
+        if (entry.type === "file") {
+          const file = old as Extract<TreeEntry, { type: "file" }>;
+          if (entry.pieces !== file.pieces || entry.mode !== file.mode || entry.mtime !== file.mtime || entry.size !== file.size) return false;
+        } else if (entry.type === "dir") {
+          const dir = old as Extract<TreeEntry, { type: "dir" }>;
+          if (entry.tree !== dir.tree || entry.mode !== dir.mode || entry.mtime !== dir.mtime) return false;
+        } else if (entry.type === "symlink") {
+          const link = old as Extract<TreeEntry, { type: "symlink" }>;
+          if (entry.target !== link.target || entry.mtime !== link.mtime) return false;
+        } else {
+          const link = old as Extract<TreeEntry, { type: "hardlink" }>;
+          if (entry.target !== link.target || entry.mode !== link.mode || entry.mtime !== link.mtime) return false;
+        }
+      }
+      return count === before.byName.size;
+    }
+
+    function encodeNode(node: Node): void {
+      if (sameAsBase(node)) {
+        // Unchanged: the base's tree, as it is.
+        const { id, tree } = node.before!;
+        for (const pack of tree.packs) versionPacks.add(pack);
+        versionTrees.add(id);
+        for (const entry of tree.entries) {
+          if (entry.type === "file") (fileCount++, (bytes += entry.size));
+          else if (entry.type === "hardlink") fileCount++;
+        }
+        return finishNode(node, id);
+      }
+      const entries: TreeEntry[] = [];
+      for (const entry of node.entries) {
+        if (entry.dropped) continue;
+        if (entry.type === "file") {
+          const pieces = entry.pieces!.map((piece) => (typeof piece.pack === "number" ? { ...piece, pack: sealed[piece.pack]! } : piece));
+          entries.push({ type: "file", name: entry.name, mode: entry.mode, mtime: entry.mtime, size: entry.size, pieces });
+          fileCount++;
+          bytes += entry.size;
+        } else if (entry.type === "dir") entries.push({ type: "dir", name: entry.name, mode: entry.mode, mtime: entry.mtime, tree: entry.tree });
+        else if (entry.type === "symlink") entries.push({ type: "symlink", name: entry.name, mtime: entry.mtime, target: entry.target });
+        else {
+          entries.push({ type: "hardlink", name: entry.name, mode: entry.mode, mtime: entry.mtime, target: entry.target });
+          fileCount++;
+        }
+      }
+      entries.sort(byName);
+      const { id, bytes: data, packs } = encodeTree(entries);
+      for (const pack of packs) versionPacks.add(pack);
+      versionTrees.add(id);
+      if (!knownTrees.has(id)) {
+        knownTrees.add(id);
+        treeBatch.push({ key: `trees/${id}`, data });
+        treeBatchBytes += data.length;
+      }
+      finishNode(node, id);
+    }
+
+    function finishNode(node: Node, id: string): void {
+      node.entries = [];
+      node.names = new Set();
+      node.before = null;
+      if (!node.parent) {
+        rootId = id;
+        return;
+      }
+      node.entry!.tree = id;
+      node.parent.waiting--;
+      settled(node.parent);
+    }
+
+    const noteMaxSeq = (node: Node, pieces: Piece[]) => {
+      for (const piece of pieces) if (typeof piece.pack === "number" && piece.pack > node.maxSeq) node.maxSeq = piece.pack;
+    };
+    const stack: Node[] = [root];
+    const closeFull = (node: Node) => {
+      node.closed = true;
+      settled(node);
+    };
+    const afterEntry = async () => {
+      if (treeBatch.length >= TREE_BATCH || treeBatchBytes >= TREE_BATCH_BYTES) await flushTrees();
+    };
+
+    let proc: { kill(): void; done: Promise<{ code: number | null; stderr: string }> } | null = null;
+    try {
+      if (base === null) {
+        // -- No base: one sorted tar stream of everything, as the sandbox user.
+        const out = tarOut(io, undefined, { hardLinks: true, sorted: true });
+        proc = out.proc;
+        const reader = out.reader;
+        for (let entry = await reader.next(); entry; entry = await reader.next()) {
+          const raw = entryPath(entry.path);
+          if (raw === null) continue;
+          const placed = await placeOn(stack, raw, closeFull);
+          if (!placed) {
+            skip(raw, "out of order or twice in the stream");
+            continue;
+          }
+          const { parent, name } = placed;
+          if (entry.type === "dir") {
+            const dirEntry = { type: "dir" as const, name, mode: entry.mode & 0o1777, mtime: entry.mtime, tree: "" };
+            parent.entries.push(dirEntry);
+            parent.waiting++;
+            stack.push(newNode(raw, parent, dirEntry));
+          } else if (entry.type === "file") {
+            const { pieces, size } = await readPieces(reader);
+            parent.entries.push({ type: "file", name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces, links: 1 });
+            noteMaxSeq(parent, pieces);
+            changedFiles++;
+            changedBytes += size;
+          } else if (entry.type === "symlink") {
+            const target = relativeLinkTarget(io.root, raw, entry.linkpath);
+            if (target === null) skip(raw, "a symlink leading outside the workspace");
+            else parent.entries.push({ type: "symlink", name, mtime: entry.mtime, target });
+          } else if (entry.type === "hardlink") {
+            const target = entryPath(entry.linkpath);
+            if (target === null) skip(raw, "a hard link to a name outside the workspace");
+            else parent.entries.push({ type: "hardlink", name, mode: entry.mode & 0o777, mtime: entry.mtime, target });
+          } else skip(raw, describeKind(entry.typeflag));
+          await afterEntry();
+        }
+        for (const line of await tarOutDone(out.proc)) note(`not saved: ${line}`);
+        proc = null;
+        while (stack.length > 0) closeFull(stack.pop()!);
+      } else {
+        // -- From a base: a stat walk; only files whose size or mtime changed are read.
+        const baseId = base;
+        // Trees of the base are stored already: an unchanged folder encodes to one of them and is not written again.
+        knownTrees.add(baseId);
+        root.base = baseFolder(baseId);
+        const changed = new Map<string, { node: Node; entry: Extract<Building, { type: "file" }> }>();
+        let listedBytes = 0;
+        const closeListed = async (node: Node) => {
+          const before = await node.base;
+          node.before = before;
+          for (const entry of node.entries) {
+            if (entry.type !== "file") continue;
+            const old = before?.byName.get(entry.name);
+            // rsync's quick check; hard-linked files are read again so their links are found.
+            if (old?.type === "file" && old.size === entry.size && old.mtime === entry.mtime && entry.links === 1) {
+              entry.pieces = old.pieces;
+            } else {
+              changed.set(join2(node.path, entry.name), { node, entry });
+              node.waiting++;
+            }
+          }
+          node.closed = true;
+          settled(node);
+          await afterEntry();
+        };
+        const { errors } = await listTree(io, async (listed: ListedEntry) => {
+          if (listed.type === "file") {
+            listedBytes += listed.size;
+            if (listedBytes > maxBytes) throw new SnapshotTooLargeError(listedBytes, maxBytes);
+          }
+          const placed = await placeOn(stack, listed.path, closeListed);
+          if (!placed) {
+            skip(listed.path, "out of order or twice in the listing");
+            return;
+          }
+          const { parent, name } = placed;
+          if (listed.type === "dir") {
+            const dirEntry = { type: "dir" as const, name, mode: listed.mode & 0o1777, mtime: listed.mtime, tree: "" };
+            parent.entries.push(dirEntry);
+            parent.waiting++;
+            const node = newNode(listed.path, parent, dirEntry);
+            const parentBase = parent.base;
+            node.base = parentBase
+              ? parentBase.then((folder) => {
+                  const old = folder?.byName.get(name);
+                  if (old?.type !== "dir") return null;
+                  knownTrees.add(old.tree);
+                  return baseFolder(old.tree);
+                })
+              : null;
+            node.base?.catch(() => {});
+            stack.push(node);
+          } else if (listed.type === "file") {
+            parent.entries.push({ type: "file", name, mode: listed.mode & 0o777, mtime: listed.mtime, size: listed.size, pieces: null, links: listed.links });
+          } else if (listed.type === "symlink") {
+            const target = relativeLinkTarget(io.root, listed.path, listed.target ?? "");
+            if (target === null) skip(listed.path, "a symlink leading outside the workspace");
+            else parent.entries.push({ type: "symlink", name, mtime: listed.mtime, target });
+          } else skip(listed.path, describeKind(listed.kind));
+        });
+        for (const line of errors) note(`not saved: ${line}`);
+        while (stack.length > 0) await closeListed(stack.pop()!);
+
+        if (changed.size > 0) {
+          // Bytes of files moved or copied from anywhere in the base are reused too.
+          await walkTrees(baseId, (tree, id) => {
+            knownTrees.add(id);
+            indexTree(tree);
+          });
+          const wanted = [...changed.keys()].sort(walkOrder);
+          const out = tarOut(io, wanted, { hardLinks: true });
+          proc = out.proc;
+          const reader = out.reader;
+          for (let entry = await reader.next(); entry; entry = await reader.next()) {
+            const raw = entryPath(entry.path);
+            const want = raw === null ? undefined : changed.get(raw);
+            if (!want || raw === null) continue;
+            changed.delete(raw);
+            const { node, entry: file } = want;
+            if (entry.type === "file") {
+              const { pieces, size } = await readPieces(reader);
+              Object.assign(file, { mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces });
+              noteMaxSeq(node, pieces);
+              changedFiles++;
+              changedBytes += size;
+            } else if (entry.type === "hardlink" && entryPath(entry.linkpath) !== null) {
+              const index = node.entries.indexOf(file);
+              node.entries[index] = { type: "hardlink", name: file.name, mode: entry.mode & 0o777, mtime: entry.mtime, target: entryPath(entry.linkpath)! };
+            } else {
+              file.dropped = true;
+              skip(raw, "changed into something else while it was saved");
+            }
+            node.waiting--;
+            settled(node);
+            await afterEntry();
+          }
+          for (const line of await tarOutDone(out.proc)) note(`not saved: ${line}`);
+          proc = null;
+          for (const [raw, { node, entry: file }] of changed) {
+            file.dropped = true;
+            skip(raw, "gone or unreadable when its bytes were read");
+            node.waiting--;
+            settled(node);
+          }
+        }
+      }
+      await seal();
+      if (rootId === null) throw new Error("Saving the workspace failed: its folders did not all close");
+      await flushTrees();
+      await Promise.all(allWrites);
+    } catch (error) {
+      let failed: unknown = error;
+      if (proc) {
+        proc.kill();
+        const { stderr } = await proc.done;
+        // A tool that could not start or broke off says why better than the stream it left.
+        if (error instanceof TarFormatError || (error as NodeJS.ErrnoException)?.code === "ERR_STREAM_PREMATURE_CLOSE") {
+          const why = stderr.trim().split("\n").slice(-3).join("; ") || (error as Error).message;
+          failed = new Error(`Reading the workspace failed: ${why}`, { cause: error });
+        }
+      }
+      await Promise.allSettled(allWrites);
+      throw failed;
+    }
+    return {
+      id: rootId,
+      fileCount,
+      bytes,
+      changedFiles,
+      changedBytes,
+      objects: [...[...versionPacks].map((id) => `packs/${id}`), ...[...versionTrees].map((id) => `trees/${id}`)],
+      skipped,
+    };
+  }
+
+  /** Calls `visit` for every tree of a version, parents before children. */
+  async function walkTrees(versionId: string, visit: (tree: Tree, id: string) => void): Promise<void> {
+    const seen = new Set<string>();
+    const pending: Array<Promise<void>> = [];
+    const walk = async (id: string): Promise<void> => {
+      if (seen.has(id)) return;
+      seen.add(id);
+      const tree = await loadTree(id);
+      visit(tree, id);
+      for (const entry of tree.entries) if (entry.type === "dir") start(entry.tree);
+    };
+    const start = (id: string) => {
+      const walking = walk(id);
+      walking.catch(() => {}); // awaited below, in order; the first failure is thrown there
+      pending.push(walking);
+    };
+    start(versionId);
+    for (let at = 0; at < pending.length; at++) await pending[at];
+  }
+
+  /** Every entry of a version in the walk order (folder, then what is in it, by name). */
+  async function* entriesOf(versionId: string): AsyncGenerator<{ path: string; entry: TreeEntry }> {
+    const rootTree = await loadTree(versionId);
+    const stack: Array<{ prefix: string; entries: TreeEntry[]; at: number }> = [{ prefix: "", entries: rootTree.entries, at: 0 }];
+    while (stack.length > 0) {
+      const top = stack.at(-1)!;
+      if (top.at >= top.entries.length) {
+        stack.pop();
+        continue;
+      }
+      const entry = top.entries[top.at++]!;
+      const path = join2(top.prefix, entry.name);
+      yield { path, entry };
+      if (entry.type === "dir") {
+        const tree = await loadTree(entry.tree);
+        // Fetch the sub-folders' trees ahead.
+        for (const child of tree.entries) if (child.type === "dir") void loadTree(child.tree).catch(() => {});
+        stack.push({ prefix: path, entries: tree.entries, at: 0 });
+      }
+    }
+  }
+
+  /** The version as a tar stream: each folder, then what is in it. */
+  async function* archiveOf(versionId: string, note: (line: string) => void): AsyncGenerator<Buffer> {
+    const order: string[] = [];
+    const inOrder = new Set<string>();
+    const linkTargets = new Set<string>();
+    for await (const { entry } of entriesOf(versionId)) {
+      if (entry.type === "file") {
+        for (const piece of entry.pieces) if (!inOrder.has(piece.pack as string)) (inOrder.add(piece.pack as string), order.push(piece.pack as string));
+      } else if (entry.type === "hardlink") linkTargets.add(entry.target);
+    }
+    const packs = packReader(order);
+    const written = new Set<string>();
+    let out: Buffer[] = [];
+    let outBytes = 0;
+    const put = (data: Buffer) => {
+      out.push(data);
+      outBytes += data.length;
+    };
+    const take = () => {
+      const data = Buffer.concat(out, outBytes);
+      out = [];
+      outBytes = 0;
+      return data;
+    };
+    const putFile = async (path: string, entry: Extract<TreeEntry, { type: "file" }>, mode = entry.mode, mtime = entry.mtime) => {
+      put(tarHeader({ type: "file", path, mode, mtime, size: entry.size }));
+      for (const piece of entry.pieces) put(await packs.piece(piece, displayName(path)));
+      put(tarPadding(entry.size));
+    };
+    for await (const { path, entry } of entriesOf(versionId)) {
+      if (entry.type === "dir") put(tarHeader({ type: "dir", path, mode: entry.mode, mtime: entry.mtime }));
+      else if (entry.type === "symlink") put(tarHeader({ type: "symlink", path, mode: 0o777, mtime: entry.mtime, linkpath: entry.target }));
+      else if (entry.type === "file") {
+        await putFile(path, entry);
+        if (linkTargets.has(path)) written.add(path);
+      } else if (written.has(entry.target)) {
+        put(tarHeader({ type: "hardlink", path, mode: entry.mode, mtime: entry.mtime, linkpath: entry.target }));
+      } else {
+        // Its first name is not in the archive before it: a copy keeps the bytes.
+        const target = await lookup(versionId, entry.target);
+        if (target?.type === "file") await putFile(path, target, entry.mode, entry.mtime);
+        else note(`${JSON.stringify(displayName(path))}: a hard link to a file the version does not hold`);
+      }
+      if (outBytes >= OUT_BATCH) yield take();
+    }
+    put(TAR_END);
+    yield take();
+  }
+
+  /** The entry at a relative raw path, or null. */
+  async function lookup(versionId: string, raw: string): Promise<TreeEntry | null> {
+    let tree = await loadTree(versionId);
+    const parts = raw.split("/");
+    for (let at = 0; at < parts.length; at++) {
+      const entry = tree.entries.find((e) => e.name === parts[at]);
+      if (!entry) return null;
+      if (at === parts.length - 1) return entry;
+      if (entry.type !== "dir") return null;
+      tree = await loadTree(entry.tree);
+    }
+    return null;
+  }
+
+  async function restore(versionId: string, io: WorkspaceIo, restoreOptions: { onNote?: (line: string) => void } = {}): Promise<void> {
+    assertVersionId(versionId);
+    const note = restoreOptions.onNote ?? (() => {});
+    await loadTree(versionId);
+    const notes = await tarIn(io, async (stdin) => {
+      for await (const data of archiveOf(versionId, (line) => note(`not restored: ${line}`))) if (data.length) await writeAll(stdin, data);
+    });
+    for (const line of notes) note(`not restored: ${line}`);
+  }
+
+  async function verify(versionId: string, io: WorkspaceIo): Promise<boolean> {
+    assertVersionId(versionId);
+    interface Live extends Open {
+      expected: Promise<Map<string, TreeEntry> | null>;
+      live: ListedEntry[];
+    }
+    const mismatch = new Error("mismatch");
+    const rootNode: Live = { path: "", names: new Set(), expected: entryMap(versionId), live: [] };
+    const stack: Live[] = [rootNode];
+    const same = (listed: ListedEntry, name: string, want: TreeEntry | undefined): boolean => {
+      if (!want) return false;
+      if (listed.type === "dir") return want.type === "dir" && want.mode === (listed.mode & 0o7777) && want.mtime === listed.mtime;
+      if (listed.type === "file") {
+        if (want.type === "hardlink") return want.mode === (listed.mode & 0o7777) && want.mtime === listed.mtime;
+        return want.type === "file" && want.size === listed.size && want.mode === (listed.mode & 0o7777) && want.mtime === listed.mtime;
+      }
+      if (listed.type === "symlink") return want.type === "symlink" && want.target === relativeLinkTarget(io.root, listed.path, listed.target ?? "") && want.mtime === listed.mtime;
+      void name;
+      return false;
+    };
+    const close = async (node: Live) => {
+      const expected = await node.expected;
+      if (!expected || expected.size !== node.live.length) throw mismatch;
+      for (const listed of node.live) {
+        const name = listed.path.slice(listed.path.lastIndexOf("/") + 1);
+        if (!same(listed, name, expected.get(name))) throw mismatch;
+      }
+    };
+    try {
+      const { errors } = await listTree(io, async (listed) => {
+        const placed = await placeOn(stack, listed.path, close);
+        if (!placed) throw mismatch;
+        placed.parent.live.push(listed);
+        if (listed.type === "dir") {
+          const name = placed.name;
+          const expected = placed.parent.expected.then((entries) => {
+            const want = entries?.get(name);
+            return want?.type === "dir" ? entryMap(want.tree) : null;
+          });
+          expected.catch(() => {});
+          stack.push({ path: listed.path, names: new Set(), expected, live: [] });
+        }
+      });
+      if (errors.length > 0) return false;
+      while (stack.length > 0) await close(stack.pop()!);
+      return true;
+    } catch (error) {
+      if (error === mismatch) return false;
+      throw error;
+    }
+  }
+
+  async function list(versionId: string): Promise<SnapshotListEntry[]> {
+    assertVersionId(versionId);
+    const sizes = new Map<string, number>();
+    const out: SnapshotListEntry[] = [];
+    for await (const { path, entry } of entriesOf(versionId)) {
+      const shown = displayName(path);
+      if (entry.type === "file") {
+        sizes.set(path, entry.size);
+        out.push({ path: shown, type: "file", size: entry.size, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) });
+      } else if (entry.type === "hardlink") out.push({ path: shown, type: "file", size: sizes.get(entry.target) ?? 0, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) });
+      else if (entry.type === "dir") out.push({ path: shown, type: "dir", size: 0, mode: entry.mode });
+      else out.push({ path: shown, type: "symlink", size: 0, target: displayName(entry.target) });
+    }
+    return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  async function read(versionId: string, path: string): Promise<Buffer | null> {
+    assertVersionId(versionId);
+    const raw = rawName(normalizeRelativePath(path));
+    let entry = await lookup(versionId, raw);
+    if (entry?.type === "hardlink") entry = await lookup(versionId, entry.target);
+    if (entry?.type !== "file") return null;
+    const packs = packReader();
+    const parts: Buffer[] = [];
+    for (const piece of entry.pieces) parts.push(await packs.piece(piece, path));
+    return Buffer.concat(parts);
+  }
+
+  async function archive(versionId: string): Promise<Readable> {
+    assertVersionId(versionId);
+    await loadTree(versionId);
+    return Readable.from(archiveOf(versionId, () => {}), { objectMode: false });
+  }
+
+  async function objectsOf(versionId: string): Promise<string[]> {
+    assertVersionId(versionId);
+    const packs = new Set<string>();
+    const trees: string[] = [];
+    await walkTrees(versionId, (tree, id) => {
+      trees.push(`trees/${id}`);
+      for (const pack of tree.packs) packs.add(`packs/${pack}`);
+    });
+    return [...packs, ...trees];
+  }
+
+  async function removeObjects(keys: string[]): Promise<void> {
+    for (const key of keys) if (!isObjectKey(key)) throw new Error(`Invalid object key: ${JSON.stringify(key)}`);
+    await forEachParallel([...new Set(keys)], async (key) => {
+      if (key.startsWith("trees/")) {
+        const held = treeCache.get(key.slice(6));
+        if (held) {
+          treeCache.delete(key.slice(6));
+          treeCacheBytes -= held.size;
+        }
+      }
+      await objects.remove(key);
+    });
+  }
+
+  return {
+    save,
+    restore,
+    verify,
+    list,
+    read,
+    archive,
+    objectsOf,
+    removeObjects,
+    legacy: {
+      info: (sessionId) => legacyStore.readSnapshotInfo(sessionId),
+      restore: (sessionId, io, restoreOptions) => legacyStore.restoreWorkspace(sessionId, io, restoreOptions),
+      list: (sessionId) => legacyStore.listSnapshotFiles(sessionId),
+      read: (sessionId, path) => legacyStore.readSnapshotFile(sessionId, path),
+      archive: (sessionId) => legacyStore.archive(sessionId),
+      delete: (sessionId) => legacyStore.deleteSnapshot(sessionId),
+    },
+    async dispose() {
+      await objects.dispose();
+      await legacyStore.dispose();
+    },
+  };
+}

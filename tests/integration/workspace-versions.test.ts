@@ -1,0 +1,358 @@
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+// @ts-expect-error s3rver ships no type declarations
+import S3rver from "s3rver";
+import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { createSnapshotStore, createVersionStore, SnapshotCorruptError, SnapshotTooLargeError, type VersionStore } from "../../src/snapshots";
+import { trustedFolderIo } from "../../src/sandbox/workspace-io";
+
+const root = mkdtempSync(join(tmpdir(), "ash-versions-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let counter = 0;
+let dataDir: string;
+beforeEach(() => {
+  dataDir = join(root, `data-${++counter}`);
+  mkdirSync(dataDir);
+});
+const fresh = (name: string) => {
+  const dir = join(root, `${name}-${++counter}`);
+  mkdirSync(dir);
+  return dir;
+};
+const sh = (command: string, cwd: string) => execFileSync("/bin/sh", ["-c", command], { cwd });
+
+/**
+ * Every entry under a folder as find sees it (NUL-separated, so any byte in
+ * a name is fine): type, size, mtime in ns, mode, link count, name, link target.
+ */
+function describeTree(dir: string, { links = true } = {}): string[] {
+  const out = execFileSync("find", [".", "-mindepth", "1", "-printf", `%y %s %T@ %m ${links ? "%n" : "-"} %P -> %l\\0`], { cwd: dir, maxBuffer: 1 << 28 });
+  return out.toString("latin1").split("\0").filter(Boolean).sort();
+}
+/** Plus every file's bytes. */
+function contentOf(dir: string): string {
+  return execFileSync("/bin/sh", ["-c", "find . -type f -print0 | sort -z | xargs -0 -r sha256sum"], { cwd: dir, maxBuffer: 1 << 28 }).toString("latin1");
+}
+
+/** A workspace meant to trip a store: names of any bytes, long names, links of every kind, modes, ns mtimes, a fifo. */
+function hostileWorkspace(): string {
+  const ws = fresh("ws");
+  mkdirSync(join(ws, "src", "deep", "er"), { recursive: true });
+  mkdirSync(join(ws, "empty-dir"));
+  mkdirSync(join(ws, "private"), { mode: 0o700 });
+  chmodSync(join(ws, "private"), 0o700);
+  mkdirSync(join(ws, "sticky"));
+  chmodSync(join(ws, "sticky"), 0o1777);
+  writeFileSync(join(ws, "blob.bin"), randomBytes(9_000_000));
+  writeFileSync(join(ws, "src", "deep", "er", "data.bin"), Buffer.from([0, 255, 0, 13, 10, 0]));
+  writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho run\n");
+  chmodSync(join(ws, "run.sh"), 0o755);
+  writeFileSync(join(ws, "private", "key"), "secret");
+  chmodSync(join(ws, "private", "key"), 0o600);
+  writeFileSync(join(ws, "empty.txt"), "");
+  writeFileSync(join(ws, "we:ird?name.."), "odd");
+  writeFileSync(join(ws, "x".repeat(255)), "long name");
+  // Names that are not UTF-8, with a newline, a tab and a backslash.
+  sh(`printf 'a' > "$(printf 'bad-\\377\\376')" && printf 'b' > "$(printf 'nl\\nname\\ttab\\\\')" && mkdir "$(printf 'dir-\\300')" && printf 'c' > "$(printf 'dir-\\300/f\\376')"`, ws);
+  symlinkSync("src/deep/er/data.bin", join(ws, "link-inside"));
+  symlinkSync(join(ws, "run.sh"), join(ws, "link-absolute-inside"));
+  symlinkSync("/etc/hostname", join(ws, "link-outside"));
+  symlinkSync("../../../../etc", join(ws, "src", "escape"));
+  symlinkSync("no-such-file", join(ws, "dangling"));
+  linkSync(join(ws, "run.sh"), join(ws, "src", "hard-run.sh"));
+  linkSync(join(ws, "blob.bin"), join(ws, "blob-again.bin"));
+  sh("mkfifo pipe", ws);
+  // Nanosecond mtimes, set last (folders too).
+  sh(`touch -h -d @1700000000.123456789 run.sh link-inside && touch -d @1600000000.987654321 src/deep && touch -d @1500000000.5 empty-dir`, ws);
+  return ws;
+}
+/** What a restore of hostileWorkspace() must equal: everything but the entries the store skips (the symlink that is rewritten differs in target). */
+function expectedOf(ws: string): string[] {
+  return describeTree(ws).filter((line) => !/ (link-outside|src\/escape|pipe|link-absolute-inside) -> /.test(line));
+}
+
+async function restoreInto(store: VersionStore, id: string): Promise<string> {
+  const target = fresh("restored");
+  await store.restore(id, trustedFolderIo(target));
+  return target;
+}
+
+describe("workspace versions (fs objects)", () => {
+  it("round-trips a hostile tree exactly: bytes, modes, ns mtimes, odd names, links, empty folders; notes what it skips", async () => {
+    const ws = hostileWorkspace();
+    const store = createVersionStore({ dataDir });
+    const notes: string[] = [];
+    const version = await store.save(trustedFolderIo(ws), { onNote: (line) => notes.push(line) });
+    expect(version.skipped.sort()).toEqual(["link-outside: a symlink leading outside the workspace", "pipe: a named pipe", "src/escape: a symlink leading outside the workspace"]);
+    expect(notes.some((line) => line.includes('"pipe": a named pipe'))).toBe(true);
+    // blob.bin and its hard link are stored once.
+    expect(version.bytes).toBe(9_000_000 + 6 + 19 + 6 + 3 + 9 + 1 + 1 + 1);
+    expect(version.fileCount).toBe(12);
+
+    const target = await restoreInto(store, version.id);
+    expect(describeTree(target).filter((line) => !line.includes(" link-absolute-inside -> "))).toEqual(expectedOf(ws));
+    expect(contentOf(target)).toBe(contentOf(ws));
+    // An absolute link into the workspace comes back relative; hard links come back as links.
+    expect(readFileSync(join(target, "link-absolute-inside"), "utf8")).toBe("#!/bin/sh\necho run\n");
+    expect(statSync(join(target, "src", "hard-run.sh")).ino).toBe(statSync(join(target, "run.sh")).ino);
+    expect(statSync(join(target, "blob-again.bin")).ino).toBe(statSync(join(target, "blob.bin")).ino);
+    expect(existsSync(join(target, "pipe"))).toBe(false);
+
+    // The same version read without restoring it.
+    expect(await store.read(version.id, "src/deep/er/data.bin")).toEqual(Buffer.from([0, 255, 0, 13, 10, 0]));
+    expect((await store.read(version.id, "src/hard-run.sh"))?.toString()).toBe("#!/bin/sh\necho run\n");
+    expect(await store.read(version.id, "missing")).toBeNull();
+    await expect(store.read(version.id, "../x")).rejects.toThrow(/Invalid snapshot path/);
+    const list = await store.list(version.id);
+    expect(list.find((e) => e.path === "run.sh")).toMatchObject({ type: "file", size: 19, mode: 0o755, mtimeMs: 1_700_000_000_123 });
+    expect(list.find((e) => e.path === "src/hard-run.sh")).toMatchObject({ type: "file", size: 19 });
+    expect(list.find((e) => e.path === "empty-dir")).toMatchObject({ type: "dir" });
+    expect(list.find((e) => e.path === "link-inside")).toMatchObject({ type: "symlink", target: "src/deep/er/data.bin" });
+    expect(list.some((e) => e.path === "link-outside")).toBe(false);
+
+    // The archive is what restore extracts.
+    const viaArchive = fresh("from-archive");
+    const chunks: Buffer[] = [];
+    for await (const chunk of await store.archive(version.id)) chunks.push(chunk as Buffer);
+    execFileSync("tar", ["-x", "-f", "-", "--delay-directory-restore"], { cwd: viaArchive, input: Buffer.concat(chunks) });
+    expect(contentOf(viaArchive)).toBe(contentOf(ws));
+
+    expect((await store.objectsOf(version.id)).sort()).toEqual([...version.objects].sort());
+    expect(version.objects.filter((key) => key.startsWith("packs/")).length).toBe(2);
+  });
+
+  it("saves incrementally: nothing new when nothing changed, only the changed files' bytes when 10 changed", async () => {
+    const ws = fresh("ws");
+    for (let d = 0; d < 10; d++) {
+      mkdirSync(join(ws, `d${d}`));
+      for (let f = 0; f < 50; f++) writeFileSync(join(ws, `d${d}`, `f${f}`), randomBytes(2000 + d * 50 + f));
+    }
+    const store = createVersionStore({ dataDir });
+    const written: string[][] = [];
+    const onWrite = async (keys: string[]) => void written.push(keys);
+    const first = await store.save(trustedFolderIo(ws), { onWrite });
+    expect(written.flat().sort()).toEqual([...first.objects].sort());
+
+    written.length = 0;
+    const same = await store.save(trustedFolderIo(ws), { base: first.id, onWrite });
+    expect(same.id).toBe(first.id);
+    expect(written).toEqual([]);
+    expect(same).toMatchObject({ changedFiles: 0, changedBytes: 0, fileCount: 500 });
+
+    let changedBytes = 0;
+    for (let d = 0; d < 10; d++) {
+      const bytes = randomBytes(3000);
+      changedBytes += bytes.length;
+      writeFileSync(join(ws, `d${d}`, `f${d}`), bytes);
+    }
+    const next = await store.save(trustedFolderIo(ws), { base: first.id, onWrite });
+    expect(next).toMatchObject({ changedFiles: 10, changedBytes });
+    const keys = written.flat();
+    const packs = keys.filter((key) => key.startsWith("packs/"));
+    expect(packs.length).toBe(1);
+    const [, id] = packs[0]!.split("/");
+    expect(statSync(join(dataDir, "store", "packs", id!.slice(0, 2), id!)).size).toBe(changedBytes);
+    // The ten changed folders and the root: nothing else is written.
+    expect(keys.filter((key) => key.startsWith("trees/")).length).toBe(11);
+    // The rest still comes from the first save's packs.
+    expect(next.objects.filter((key) => key.startsWith("packs/")).sort()).toEqual([...first.objects.filter((key) => key.startsWith("packs/")), packs[0]!].sort());
+    expect(contentOf(await restoreInto(store, next.id))).toBe(contentOf(ws));
+    expect(contentOf(await restoreInto(store, first.id))).not.toBe(contentOf(ws));
+  });
+
+  it("dedupes identical bytes across versions and across two forks saved from one base", async () => {
+    const ws = fresh("ws");
+    mkdirSync(join(ws, "lib"));
+    const shared = randomBytes(200_000);
+    writeFileSync(join(ws, "lib", "a.bin"), shared);
+    writeFileSync(join(ws, "lib", "b.bin"), randomBytes(100_000));
+    const store = createVersionStore({ dataDir });
+    const base = await store.save(trustedFolderIo(ws));
+
+    // A copy in a new folder and a moved folder: no new bytes.
+    mkdirSync(join(ws, "copy"));
+    writeFileSync(join(ws, "copy", "a.bin"), shared);
+    sh("mv lib lib2", ws);
+    const written: string[][] = [];
+    const moved = await store.save(trustedFolderIo(ws), { base: base.id, onWrite: async (keys) => void written.push(keys) });
+    // Read again (new paths), but every byte is found in the base.
+    expect(moved.changedBytes).toBe(500_000);
+    expect(written.flat().filter((key) => key.startsWith("packs/"))).toEqual([]);
+
+    // Two forks of one version: each stores only what it changed; both share the base's packs.
+    const forkA = await restoreInto(store, base.id);
+    const forkB = await restoreInto(store, base.id);
+    writeFileSync(join(forkA, "a-only.txt"), "A");
+    writeFileSync(join(forkB, "b-only.txt"), "B");
+    writeFileSync(join(forkB, "lib", "copied.bin"), shared);
+    const writesA: string[] = [];
+    const writesB: string[] = [];
+    const a = await store.save(trustedFolderIo(forkA), { base: base.id, onWrite: async (keys) => void writesA.push(...keys) });
+    const b = await store.save(trustedFolderIo(forkB), { base: base.id, onWrite: async (keys) => void writesB.push(...keys) });
+    const basePacks = base.objects.filter((key) => key.startsWith("packs/"));
+    for (const version of [a, b]) for (const pack of basePacks) expect(version.objects).toContain(pack);
+    const newPack = (keys: string[]) => keys.filter((key) => key.startsWith("packs/")).map((key) => statSync(join(dataDir, "store", "packs", key.slice(6, 8), key.slice(6))).size);
+    expect(newPack(writesA)).toEqual([1]);
+    expect(newPack(writesB)).toEqual([1]);
+    expect(contentOf(await restoreInto(store, b.id))).toBe(contentOf(forkB));
+  });
+
+  it("verifies a live folder against a version: true when it is the version, false after any change", async () => {
+    const ws = fresh("ws");
+    mkdirSync(join(ws, "sub"));
+    writeFileSync(join(ws, "sub", "a.txt"), "alpha");
+    writeFileSync(join(ws, "b.txt"), "beta");
+    symlinkSync("sub/a.txt", join(ws, "link"));
+    const store = createVersionStore({ dataDir });
+    const version = await store.save(trustedFolderIo(ws));
+    expect(await store.verify(version.id, trustedFolderIo(ws))).toBe(true);
+    expect(await store.verify(version.id, trustedFolderIo(await restoreInto(store, version.id)))).toBe(true);
+
+    const cases: Array<[string, (dir: string) => void]> = [
+      ["a modified file", (dir) => writeFileSync(join(dir, "sub", "a.txt"), "alpha2")],
+      ["a file touched", (dir) => sh("touch -d @1000000000 b.txt", dir)],
+      ["an added file", (dir) => sh("touch -r sub sub/new && touch -r . new2 && rm new2 && touch -d \"$(date -r . +@%s.%N)\" . ", dir)],
+      ["a removed file", (dir) => rmSync(join(dir, "b.txt"))],
+      ["a changed mode", (dir) => chmodSync(join(dir, "b.txt"), 0o600)],
+      ["a retargeted link", (dir) => (rmSync(join(dir, "link")), symlinkSync("b.txt", join(dir, "link")))],
+      ["an added empty folder", (dir) => mkdirSync(join(dir, "sub", "more"))],
+    ];
+    for (const [what, change] of cases) {
+      const dir = await restoreInto(store, version.id);
+      change(dir);
+      expect(await store.verify(version.id, trustedFolderIo(dir)), what).toBe(false);
+    }
+  });
+
+  it("detects damaged and missing objects instead of returning wrong bytes", async () => {
+    const ws = fresh("ws");
+    writeFileSync(join(ws, "a.txt"), "alpha");
+    mkdirSync(join(ws, "sub"));
+    writeFileSync(join(ws, "sub", "b.txt"), "beta");
+    const store = createVersionStore({ dataDir });
+    const version = await store.save(trustedFolderIo(ws));
+    const pathOf = (key: string) => join(dataDir, "store", key.split("/")[0]!, key.split("/")[1]!.slice(0, 2), key.split("/")[1]!);
+    const pack = version.objects.find((key) => key.startsWith("packs/"))!;
+    const bytes = readFileSync(pathOf(pack));
+    writeFileSync(pathOf(pack), Buffer.from(bytes.toString("latin1").replace("alpha", "ALPHA"), "latin1"));
+    await expect(store.read(version.id, "a.txt")).rejects.toThrow(SnapshotCorruptError);
+    await expect(store.restore(version.id, trustedFolderIo(fresh("restored")))).rejects.toThrow(SnapshotCorruptError);
+
+    // A tree whose bytes do not match its id (a fresh store: no cache).
+    const sub = version.objects.find((key) => key.startsWith("trees/") && key !== `trees/${version.id}`)!;
+    writeFileSync(pathOf(sub), readFileSync(pathOf(sub)).toString().replace("b.txt", "c.txt"));
+    const other = createVersionStore({ dataDir });
+    await expect(other.read(version.id, "sub/c.txt")).rejects.toThrow(SnapshotCorruptError);
+    await other.removeObjects([pack]);
+    await expect(other.list(version.id)).rejects.toThrow(SnapshotCorruptError);
+    expect(existsSync(pathOf(pack))).toBe(false);
+    await expect(other.removeObjects(["../metadata.json"])).rejects.toThrow(/Invalid object key/);
+  });
+
+  it("refuses a workspace over maxBytes and bad ids, and writes nothing for them", async () => {
+    const ws = fresh("ws");
+    writeFileSync(join(ws, "a.bin"), randomBytes(5000));
+    const store = createVersionStore({ dataDir });
+    const written: string[] = [];
+    await expect(store.save(trustedFolderIo(ws), { maxBytes: 1000, onWrite: async (keys) => void written.push(...keys) })).rejects.toThrow(SnapshotTooLargeError);
+    const base = await store.save(trustedFolderIo(ws));
+    writeFileSync(join(ws, "b.bin"), randomBytes(5000));
+    await expect(store.save(trustedFolderIo(ws), { base: base.id, maxBytes: 8000 })).rejects.toThrow(SnapshotTooLargeError);
+    expect(written).toEqual([]);
+    await expect(store.save(trustedFolderIo(ws), { base: "../../etc" })).rejects.toThrow(/Invalid workspace version id/);
+    await expect(store.restore("nope", trustedFolderIo(fresh("r")))).rejects.toThrow(/Invalid workspace version id/);
+    await expect(store.save(trustedFolderIo(join(root, "no-such-dir")))).rejects.toThrow(/failed/);
+    expect(() => createVersionStore({ dataDir: "relative" })).toThrow(/absolute/);
+  });
+
+  it("keeps every earlier version whole when a saving process is killed at any point", async () => {
+    const ws = fresh("ws");
+    for (let d = 0; d < 4; d++) {
+      mkdirSync(join(ws, `d${d}`));
+      for (let f = 0; f < 200; f++) writeFileSync(join(ws, `d${d}`, `f${f}`), randomBytes(4000));
+    }
+    writeFileSync(join(ws, "big.bin"), randomBytes(20_000_000));
+    const store = createVersionStore({ dataDir });
+    const versions: Array<{ id: string; content: string }> = [];
+    let base = (await store.save(trustedFolderIo(ws))).id;
+    versions.push({ id: base, content: contentOf(ws) });
+    const child = resolve(import.meta.dirname, "../helpers/save-version.ts");
+    for (let round = 0; round < 6; round++) {
+      for (let f = 0; f < 30; f++) writeFileSync(join(ws, `d${f % 4}`, `f${(f * 7 + round) % 200}`), randomBytes(4000));
+      writeFileSync(join(ws, "big.bin"), randomBytes(20_000_000));
+      const proc = spawn(process.execPath, ["--import", "tsx", child, dataDir, ws, base], { stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      proc.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+      const exited = new Promise<number | null>((done) => proc.once("close", done));
+      // Kill it somewhere between its start and (usually) before it ends.
+      setTimeout(() => proc.kill("SIGKILL"), 50 + round * 120);
+      const code = await exited;
+      if (code === 0 && out.trim()) {
+        base = JSON.parse(out).id as string;
+        versions.push({ id: base, content: contentOf(ws) });
+      }
+      for (const version of versions) expect(contentOf(await restoreInto(store, version.id))).toBe(version.content);
+    }
+    // A save after the crashes still works and reuses what exists.
+    const last = await store.save(trustedFolderIo(ws), { base });
+    expect(contentOf(await restoreInto(store, last.id))).toBe(contentOf(ws));
+  }, 120_000);
+
+  it("still reads the per-session snapshots of format 2 through `legacy`", async () => {
+    const ws = hostileWorkspace();
+    const old = createSnapshotStore({ dataDir });
+    await old.snapshotWorkspace("old-1", trustedFolderIo(ws), { agentName: "legacy-agent" });
+    await old.dispose();
+    const store = createVersionStore({ dataDir });
+    expect(await store.legacy.info("old-1")).toMatchObject({ agentName: "legacy-agent", fileCount: 12 });
+    expect((await store.legacy.read("old-1", "run.sh"))?.toString()).toBe("#!/bin/sh\necho run\n");
+    expect((await store.legacy.list("old-1"))?.find((e) => e.path === "run.sh")).toMatchObject({ size: 19 });
+    const target = fresh("restored");
+    expect(await store.legacy.restore("old-1", trustedFolderIo(target))).toBe(true);
+    expect(readFileSync(join(target, "src", "deep", "er", "data.bin"))).toEqual(Buffer.from([0, 255, 0, 13, 10, 0]));
+    expect(await store.legacy.archive("old-1")).not.toBeNull();
+    expect(await store.legacy.delete("old-1")).toBe(true);
+    expect(await store.legacy.info("old-1")).toBeNull();
+    expect(await store.legacy.restore("old-1", trustedFolderIo(fresh("r")))).toBe(false);
+  });
+});
+
+describe("workspace versions (S3-compatible bucket)", () => {
+  it("round-trips through a real S3 protocol server and shares objects under one prefix", async () => {
+    const bucketDir = join(root, "s3-data");
+    mkdirSync(bucketDir);
+    const server = new S3rver({ port: 0, address: "127.0.0.1", directory: bucketDir, silent: true, configureBuckets: [{ name: "ash" }] });
+    const { port } = await server.run();
+    try {
+      const s3 = { endpoint: `http://127.0.0.1:${port}`, bucket: "ash", region: "us-east-1", accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+      const store = createVersionStore({ s3 });
+      const ws = hostileWorkspace();
+      const first = await store.save(trustedFolderIo(ws));
+      const objects = (readdirSync(join(bucketDir, "ash"), { recursive: true }) as string[]).filter((p) => p.endsWith("._S3rver_object")).map((p) => p.replace(/\._S3rver_object$/, ""));
+      expect(objects.sort()).toEqual(first.objects.map((key) => `store/${key}`).sort());
+      const target = await restoreInto(store, first.id);
+      expect(contentOf(target)).toBe(contentOf(ws));
+      expect(describeTree(target).filter((line) => !line.includes(" link-absolute-inside -> "))).toEqual(expectedOf(ws));
+
+      writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho v2\n");
+      const second = await store.save(trustedFolderIo(ws), { base: first.id });
+      // Hard-linked files are read again (their second names come as links): run.sh and blob.bin.
+      expect(second.changedFiles).toBe(2);
+      // A second store (another server) on the same bucket reads it.
+      const other = createVersionStore({ s3 });
+      expect((await other.read(second.id, "src/hard-run.sh"))?.toString()).toBe("#!/bin/sh\necho v2\n");
+      expect(await other.verify(second.id, trustedFolderIo(ws))).toBe(false); // the fifo and the outside links are not in it
+      await other.removeObjects(second.objects);
+      // Objects the two versions share are gone, so the first one is damaged now (seen by a store with nothing cached).
+      const third = createVersionStore({ s3 });
+      await expect(third.objectsOf(first.id)).rejects.toThrow(SnapshotCorruptError);
+      for (const each of [store, other, third]) await each.dispose();
+    } finally {
+      await server.close();
+    }
+  });
+});
