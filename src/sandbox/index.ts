@@ -1,5 +1,5 @@
 // Sandboxes: one isolated, resource-limited place per session where the
-// Claude Code CLI and exec'd commands run, plus workspace snapshots.
+// Claude Code CLI and exec'd commands run (workspace snapshots: src/snapshots).
 export {
   createSandbox,
   describeSandboxHost,
@@ -25,14 +25,3 @@ export {
 export { buildSandboxEnv, isPassedThrough, type EnvMap } from "./env";
 export { resolveSandboxUser, SANDBOX_USER_NAME, FALLBACK_SANDBOX_ID, type SandboxUser } from "./user";
 export type { SandboxLogLine } from "./log-buffer";
-export {
-  createSnapshotStore,
-  SnapshotCorruptError,
-  type SnapshotInfo,
-  type SnapshotListEntry,
-  type SnapshotMetadataInput,
-  type S3SnapshotOptions,
-  type SnapshotRecord,
-  type SnapshotStore,
-  type SnapshotStoreOptions,
-} from "./snapshot";

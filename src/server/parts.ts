@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { ConsolaInstance } from "consola";
@@ -9,7 +8,7 @@ import { listCgroup1Groups, removeCgroup1Parent } from "../sandbox/cgroup1";
 import { removeTree } from "../sandbox/remove-tree";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
-import { createSnapshotStore } from "../sandbox/snapshot";
+import { createVersionStore, type SnapshotListEntry } from "../snapshots";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import type { ServerParts } from "./server";
 
@@ -109,45 +108,44 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   };
 
   const snap = config.snapshots;
-  const store = createSnapshotStore(
+  // Versions (packs and trees, shared by every session) under `store/`; old per-session snapshots stay where they were.
+  const store = createVersionStore(
     snap.kind === "s3"
-      ? { s3: { endpoint: snap.endpoint, bucket: snap.bucket, region: snap.region, accessKeyId: snap.accessKeyId, secretAccessKey: snap.secretAccessKey, prefix: snap.prefix } }
+      ? {
+          s3: {
+            endpoint: snap.endpoint,
+            bucket: snap.bucket,
+            region: snap.region,
+            accessKeyId: snap.accessKeyId,
+            secretAccessKey: snap.secretAccessKey,
+            prefix: snap.prefix,
+            storePrefix: `${snap.prefix}/store`,
+          },
+        }
       : { dataDir: config.dataDir },
   );
-  log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/sessions"}`);
+  log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/store"}`);
   // A save is refused past the disk limit: restoring it would put the next sandbox over at once.
   const maxBytes = Math.floor(limits.diskMb * 1024 * 1024);
-  const files = (entries: Awaited<ReturnType<typeof store.listSnapshotFiles>>) =>
-    entries ? entries.filter((e) => e.type === "file").map((e) => ({ path: e.path, size: e.size, mode: e.mode })) : null;
+  const files = (entries: SnapshotListEntry[]) => entries.filter((e) => e.type === "file").map((e) => ({ path: e.path, size: e.size, mode: e.mode }));
   const workspaces: WorkspaceStore = {
-    async save(sandbox, { base, onWrite }) {
-      const id = randomUUID();
-      await onWrite([id]);
-      if (base) await store.copySnapshot(base, id);
-      const info = await store.snapshotWorkspace(id, sandbox.io, { agentName: "session" }, { maxBytes, onNote: (line) => sandbox.note(line) });
-      return { id, fileCount: info.fileCount, bytes: info.bytes, changedFiles: info.fileCount, changedBytes: info.bytes, objects: [id] };
-    },
-    async restore(version, sandbox) {
-      if (!(await store.restoreWorkspace(version, sandbox.io, { onNote: (line) => sandbox.note(line) }))) throw new Error(`workspace version ${version} is missing`);
-    },
-    verify: async () => false,
-    list: async (version) => files(await store.listSnapshotFiles(version)) ?? [],
-    read: (version, path) => store.readSnapshotFile(version, path),
-    async archive(version) {
-      const archive = await store.archive(version);
-      if (!archive) throw new Error(`workspace version ${version} is missing`);
-      return archive;
-    },
-    async removeObjects(keys) {
-      for (const key of keys) await store.deleteSnapshot(key);
-    },
+    save: (sandbox, { base, onWrite }) => store.save(sandbox.io, { base, maxBytes, onWrite, onNote: (line) => sandbox.note(line) }),
+    restore: (version, sandbox) => store.restore(version, sandbox.io, { onNote: (line) => sandbox.note(line) }),
+    verify: (version, sandbox) => store.verify(version, sandbox.io),
+    list: async (version) => files(await store.list(version)),
+    read: (version, path) => store.read(version, path),
+    archive: (version) => store.archive(version),
+    removeObjects: (keys) => store.removeObjects(keys),
     legacy: {
-      has: async (sessionId) => (await store.readSnapshotInfo(sessionId)) !== null,
-      restore: (sessionId, sandbox) => store.restoreWorkspace(sessionId, sandbox.io, { onNote: (line) => sandbox.note(line) }),
-      list: async (sessionId) => files(await store.listSnapshotFiles(sessionId)),
-      read: (sessionId, path) => store.readSnapshotFile(sessionId, path),
-      archive: (sessionId) => store.archive(sessionId),
-      delete: (sessionId) => store.deleteSnapshot(sessionId),
+      has: async (sessionId) => (await store.legacy.info(sessionId)) !== null,
+      restore: (sessionId, sandbox) => store.legacy.restore(sessionId, sandbox.io, { onNote: (line) => sandbox.note(line) }),
+      list: async (sessionId) => {
+        const entries = await store.legacy.list(sessionId);
+        return entries ? files(entries) : null;
+      },
+      read: (sessionId, path) => store.legacy.read(sessionId, path),
+      archive: (sessionId) => store.legacy.archive(sessionId),
+      delete: (sessionId) => store.legacy.delete(sessionId),
     },
   };
   return { sandboxes, workspaces };

@@ -23,7 +23,7 @@ import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
-import { SnapshotTooLargeError } from "../sandbox/snapshot";
+import { SnapshotTooLargeError } from "../snapshots";
 import { conflict, gone, notFound } from "../errors";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";

@@ -23,7 +23,7 @@ import s3Driver from "unstorage/drivers/s3";
 // @ts-expect-error s3rver ships no type declarations
 import S3rver from "s3rver";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { createSnapshotStore, SnapshotCorruptError } from "../../src/sandbox";
+import { createSnapshotStore, SnapshotCorruptError } from "../../src/snapshots";
 import { trustedFolderIo } from "../../src/sandbox/workspace-io";
 
 const root = mkdtempSync(join(tmpdir(), "ash-snap-"));
