@@ -21,6 +21,8 @@ export const main = defineCommand({
     agent: () => import("./commands/agent").then((m) => m.default),
     session: () => import("./commands/session").then((m) => m.default),
     chat: () => import("./commands/chat").then((m) => m.default),
+    keys: () => import("./commands/keys").then((m) => m.default),
+    credentials: () => import("./commands/credentials").then((m) => m.default),
   },
 });
 

@@ -18,6 +18,13 @@ import type {
   SessionPage,
   StoredMessage,
   Checkpoint,
+  ApiKey,
+  CreatedApiKey,
+  CreateApiKeyInput,
+  UsageLimits,
+  Tenant,
+  Credential,
+  CreateCredentialInput,
   WorkspaceFile,
   WorkspaceListing,
 } from "./types";
@@ -302,6 +309,59 @@ export class AshClient {
       throw new AshError(`${method} ${path} answered ${type || "without a content type"} instead of an event stream.`);
     }
     return response;
+  }
+
+  // ---- Keys, tenants, credentials -------------------------------------------
+
+  /** API keys of the calling key's tenant (the operator: all, or one tenant's). */
+  async listApiKeys(query: { tenant?: string } = {}): Promise<ApiKey[]> {
+    const { keys } = await this.json<{ keys: ApiKey[] }>("GET", "/api/api-keys", { query: { ...query } });
+    return keys ?? [];
+  }
+
+  /** A new key; the answer's `key` is the only time the key is shown. */
+  async createApiKey(input: CreateApiKeyInput = {}): Promise<CreatedApiKey> {
+    return this.json<CreatedApiKey>("POST", "/api/api-keys", { body: input });
+  }
+
+  /** Revokes a key at once: its next request, on any server, is refused. */
+  async revokeApiKey(id: string): Promise<void> {
+    await this.call("DELETE", `/api/api-keys/${seg(id)}`);
+  }
+
+  async setApiKeyLimits(id: string, limits: UsageLimits): Promise<ApiKey> {
+    const { apiKey } = await this.json<{ apiKey: ApiKey }>("PATCH", `/api/api-keys/${seg(id)}`, { body: { limits } });
+    return apiKey;
+  }
+
+  async listTenants(): Promise<Tenant[]> {
+    const { tenants } = await this.json<{ tenants: Tenant[] }>("GET", "/api/tenants");
+    return tenants ?? [];
+  }
+
+  async createTenant(input: { id: string; label?: string; limits?: UsageLimits }): Promise<Tenant> {
+    const { tenant } = await this.json<{ tenant: Tenant }>("POST", "/api/tenants", { body: input });
+    return tenant;
+  }
+
+  async setTenantLimits(id: string, limits: UsageLimits): Promise<Tenant> {
+    const { tenant } = await this.json<{ tenant: Tenant }>("PATCH", `/api/tenants/${seg(id)}`, { body: { limits } });
+    return tenant;
+  }
+
+  async listCredentials(): Promise<Credential[]> {
+    const { credentials } = await this.json<{ credentials: Credential[] }>("GET", "/api/credentials");
+    return credentials ?? [];
+  }
+
+  /** Stores a secret sealed; only its id, type and label come back. */
+  async addCredential(input: CreateCredentialInput): Promise<Credential> {
+    const { credential } = await this.json<{ credential: Credential }>("POST", "/api/credentials", { body: input });
+    return credential;
+  }
+
+  async removeCredential(id: string): Promise<void> {
+    await this.call("DELETE", `/api/credentials/${seg(id)}`);
   }
 
   // ---- Transport ------------------------------------------------------------

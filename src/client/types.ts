@@ -199,3 +199,71 @@ export interface SandboxLogLine {
   at?: number;
   [key: string]: unknown;
 }
+
+/** What an API key may do; each includes the ones before (`operator` is the server's own key). */
+export type KeyScope = "read" | "sessions" | "admin" | "operator";
+
+/** Per key or per tenant; a missing field is the server's default (none). */
+export interface UsageLimits {
+  requestsPerMinute?: number;
+  liveSessions?: number;
+  runningTurns?: number;
+  tokensPerDay?: number;
+}
+
+export interface ApiKey {
+  id: string;
+  label: string;
+  tenant: string;
+  scope: KeyScope;
+  /** The key's first characters, to tell keys apart; never the key. */
+  keyPrefix: string | null;
+  createdAt: string;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  revoked: boolean;
+  limits: UsageLimits;
+}
+
+/** The answer to creating a key: the key itself, shown this once. */
+export interface CreatedApiKey extends ApiKey {
+  key: string;
+}
+
+export interface CreateApiKeyInput {
+  label?: string;
+  /** Default: the calling key's tenant. Only the operator makes keys for other tenants. */
+  tenant?: string;
+  /** Default `sessions`; at most the calling key's own. */
+  scope?: "read" | "sessions" | "admin";
+  /** An ISO 8601 time or epoch milliseconds, in the future. */
+  expiresAt?: string | number;
+  limits?: UsageLimits;
+}
+
+export interface Tenant {
+  id: string;
+  label: string;
+  limits: UsageLimits;
+  createdAt: string;
+}
+
+/** A stored credential; its secret is never answered. */
+export interface Credential {
+  id: string;
+  type: "anthropic" | "custom";
+  label: string;
+  /** For `custom`: the environment variable a session gets it as. */
+  variable?: string;
+  active: boolean;
+  createdAt: string;
+  lastUsedAt: string | null;
+}
+
+export interface CreateCredentialInput {
+  type: "anthropic" | "custom";
+  /** The secret: a model key, or a `custom` variable's value. */
+  key: string;
+  label?: string;
+  variable?: string;
+}

@@ -194,7 +194,7 @@ describe("checkpoints, fork at a turn, rewind", () => {
     const viaClient = await client.forkSession(id, { checkpoint: 2 });
     expect((await client.readFile(viaClient.id, "f.txt")).text()).toBe("second\n");
     expect((await client.rewindSession(viaClient.id, 1)).status).toBe("paused");
-    await expect(client.rewindSession(id, 77)).rejects.toMatchObject({ status: 404, message: expect.stringMatching(/no checkpoint 77/) });
+    await expect(client.rewindSession(id, 77)).rejects.toMatchObject({ statusCode: 404, message: expect.stringMatching(/no checkpoint 77/) });
 
     for (const [args, message] of [
       [["session", "rewind", id, "zero"], /whole number/],
