@@ -62,6 +62,8 @@ export interface ServerConfig {
   defaultMaxTokens?: number;
   /** What sandboxes may reach through the egress proxies. */
   egress: EgressConfig;
+  /** ASH_LIMIT_*: every key's limits where the key sets none (the server's own key has none). */
+  keyLimits: { requestsPerMinute?: number; liveSessions?: number; runningTurns?: number; tokensPerDay?: number };
   /** ASH_CREDENTIAL_KEY: the master key stored credentials are sealed with; unset: no credentials. */
   credentialKey?: string;
   /** ASH_CREDENTIAL_KEY_PREVIOUS: the master key before a rotation; what it sealed is sealed again at start-up. */
@@ -157,6 +159,12 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     credentialKey,
     credentialKeyPrevious,
+    keyLimits: {
+      requestsPerMinute: optionalInteger(env, "ASH_LIMIT_REQUESTS_PER_MINUTE", 1, 1_000_000_000),
+      liveSessions: optionalInteger(env, "ASH_LIMIT_LIVE_SESSIONS", 1, 1_000_000_000),
+      runningTurns: optionalInteger(env, "ASH_LIMIT_RUNNING_TURNS", 1, 1_000_000_000),
+      tokensPerDay: optionalInteger(env, "ASH_LIMIT_TOKENS_PER_DAY", 1, Number.MAX_SAFE_INTEGER),
+    },
     egress: {
       allow: egressAllowConfig(env),
       allowPrivate: boolean(env, "ASH_EGRESS_ALLOW_PRIVATE", false),
@@ -168,6 +176,11 @@ export function loadConfig(env: Env = process.env): ServerConfig {
 
 /** See docs/decisions/sessions-hot-window.md for why two minutes. */
 const DEFAULT_KEEPALIVE_MS = 120_000;
+
+/** An integer setting that is off when unset. */
+function optionalInteger(env: Env, name: string, min: number, max: number): number | undefined {
+  return text(env, name) === undefined ? undefined : integer(env, name, min, min, max);
+}
 
 const HOST_PATTERN = /^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$|^[0-9a-f:]+$/i;
 

@@ -2,6 +2,7 @@ import { H3 } from "h3";
 import type { AppContext } from "./context";
 import { bearerKey, scopeAllows } from "./auth";
 import { accessOf } from "./scopes";
+import { RequestBuckets } from "./rate-limit";
 import { errorResponse, toErrorResponse } from "./errors";
 import { registerHealth } from "./routes/health";
 import { registerAgents } from "./routes/agents";
@@ -32,6 +33,7 @@ export function createApp(ctx: AppContext): H3 {
   // First: every request, answered by any route or middleware, is counted and traced.
   app.use(http.middleware);
 
+  const buckets = new RequestBuckets();
   // Every route's access is decided in scopes.ts: public, a scope, or operator-only.
   app.use(async (event, next) => {
     const path = event.url.pathname;
@@ -44,6 +46,9 @@ export function createApp(ctx: AppContext): H3 {
       return errorResponse(401, `Missing, wrong, revoked or expired API key: send Authorization: Bearer <key>${hint}.`, { "www-authenticate": "Bearer" });
     }
     event.context.principal = principal;
+    // Requests a minute: the key's own (or the server's default), then its tenant's.
+    if (principal.limits.requestsPerMinute) buckets.take(`key:${principal.keyId}`, principal.limits.requestsPerMinute, "this key");
+    if (principal.tenantLimits.requestsPerMinute) buckets.take(`tenant:${principal.tenantId}`, principal.tenantLimits.requestsPerMinute, `tenant ${principal.tenantId}`);
     if (access === undefined) return next(); // no such route: 404
     if (access === "operator" ? !principal.operator : !principal.operator && !scopeAllows(principal.scope, access)) {
       return errorResponse(403, access === "operator" ? "Only the server's own key (ASH_API_KEY or the first-boot key) may do this." : `This key's scope is ${principal.scope}; this needs the ${access} scope.`);

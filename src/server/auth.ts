@@ -26,7 +26,10 @@ export interface Principal {
   scope: Scope;
   /** Admin of every tenant (the server's own key). */
   operator: boolean;
+  /** The key's own limits (the server's defaults fill what it leaves unset, except for operators). */
   limits: KeyLimits;
+  /** Its tenant's limits, shared by all the tenant's keys. */
+  tenantLimits: KeyLimits;
 }
 
 const RANK: Record<Scope, number> = { read: 0, sessions: 1, admin: 2 };
@@ -49,17 +52,20 @@ export class Keys {
   private constructor(
     private readonly db: AshDatabase,
     private readonly envHash: Buffer | undefined,
+    /** The server's default limits of every key that is not the operator's. */
+    private readonly defaults: KeyLimits,
   ) {}
 
-  static async load(db: AshDatabase, options: { apiKey?: string; dataDir: string; log: (message: string) => void }): Promise<Keys> {
-    if (options.apiKey) return new Keys(db, hashKey(options.apiKey));
-    if ((await countApiKeys(db)) > 0) return new Keys(db, undefined);
+  static async load(db: AshDatabase, options: { apiKey?: string; dataDir: string; log: (message: string) => void; defaults?: KeyLimits }): Promise<Keys> {
+    const defaults = options.defaults ?? {};
+    if (options.apiKey) return new Keys(db, hashKey(options.apiKey), defaults);
+    if ((await countApiKeys(db)) > 0) return new Keys(db, undefined, defaults);
     const key = newKey();
     try {
       await insertApiKey(db, { id: INITIAL_KEY_ID, keyHash: hashKey(key).toString("hex"), label: "generated on first boot", operator: true, prefix: key.slice(0, 12) });
     } catch (error) {
       if (!isUniqueViolation(error)) throw error;
-      return new Keys(db, undefined);
+      return new Keys(db, undefined, defaults);
     }
     const file = await open(join(options.dataDir, INITIAL_KEY_FILE), "wx", 0o600);
     try {
@@ -69,14 +75,14 @@ export class Keys {
       await file.close();
     }
     options.log(`No ASH_API_KEY was set: generated one and wrote it to ${INITIAL_KEY_FILE} in the data directory.`);
-    return new Keys(db, undefined);
+    return new Keys(db, undefined, defaults);
   }
 
   /** The caller behind a presented key, or null for a missing, unknown, revoked or expired one. */
   async authenticate(presented: string | undefined): Promise<Principal | null> {
     if (!presented) return null;
     const candidate = hashKey(presented);
-    if (this.envHash && timingSafeEqual(candidate, this.envHash)) return { keyId: "env", tenantId: "default", scope: "admin", operator: true, limits: {} };
+    if (this.envHash && timingSafeEqual(candidate, this.envHash)) return { keyId: "env", tenantId: "default", scope: "admin", operator: true, limits: {}, tenantLimits: {} };
     const row = await apiKeyByHash(this.db, candidate.toString("hex"));
     if (!row || row.revokedAt !== null) return null;
     const now = Date.now();
@@ -87,7 +93,8 @@ export class Keys {
       this.touched.set(row.id, now);
       void touchApiKey(this.db, row.id, now).catch(() => undefined);
     }
-    return { keyId: row.id, tenantId: row.tenantId, scope: row.scope, operator: row.operator, limits: row.limits };
+    const limits = row.operator ? row.limits : { ...this.defaults, ...row.limits };
+    return { keyId: row.id, tenantId: row.tenantId, scope: row.scope, operator: row.operator, limits, tenantLimits: row.tenantLimits };
   }
 }
 

@@ -57,7 +57,7 @@ export async function startServer(
       const { resealed, unreadable } = await resealCredentials(db, vault);
       log.info(`credentials: ${resealed} sealed again under the new master key${unreadable ? `; ${unreadable} sealed under a key this server does not have` : ""}`);
     }
-    const keys = await Keys.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m) });
+    const keys = await Keys.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m), defaults: withoutUnset(config.keyLimits) });
     const serverId = await serverIdOf(config.dataDir);
     const parts = await makeParts(config, log, serverId);
     sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, log, observability: obs });
@@ -207,3 +207,7 @@ function assertPortFree(port: number, host: string): Promise<void> {
 }
 
 export type { AshDatabase };
+
+function withoutUnset<T extends Record<string, unknown>>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -32,6 +32,7 @@ export interface ApiKeyRecord {
 }
 
 const COLUMNS = `id, tenant_id, label, scopes, prefix, created_at, expires_at, revoked_at, last_used_at, limits`;
+const KEY_COLUMNS = COLUMNS.split(", ").map((c) => `k.${c}`).join(", ");
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
 
 function toKey(row: any): ApiKeyRecord {
@@ -69,10 +70,10 @@ export async function insertApiKey(
   ]);
 }
 
-/** The key with this hash, revoked and expired ones included (the caller decides). */
-export async function apiKeyByHash(db: Queryable, keyHash: string): Promise<ApiKeyRecord | undefined> {
-  const row = await db.get(`SELECT ${COLUMNS} FROM api_keys WHERE key_hash = ?`, [keyHash]);
-  return row ? toKey(row) : undefined;
+/** The key with this hash and its tenant's limits, revoked and expired ones included (the caller decides). */
+export async function apiKeyByHash(db: Queryable, keyHash: string): Promise<(ApiKeyRecord & { tenantLimits: KeyLimits }) | undefined> {
+  const row = await db.get<any>(`SELECT ${KEY_COLUMNS}, t.limits AS tenant_limits FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?`, [keyHash]);
+  return row ? { ...toKey(row), tenantLimits: row.tenant_limits ? (JSON.parse(row.tenant_limits) as KeyLimits) : {} } : undefined;
 }
 
 export async function countApiKeys(db: Queryable): Promise<number> {
