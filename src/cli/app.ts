@@ -21,6 +21,7 @@ export const main = defineCommand({
     agent: () => import("./commands/agent").then((m) => m.default),
     session: () => import("./commands/session").then((m) => m.default),
     chat: () => import("./commands/chat").then((m) => m.default),
+    queue: () => import("./commands/queue").then((m) => m.default),
   },
 });
 

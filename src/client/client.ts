@@ -20,6 +20,11 @@ import type {
   Checkpoint,
   WorkspaceFile,
   WorkspaceListing,
+  EnqueueInput,
+  ListQueueQuery,
+  QueueItem,
+  QueuePage,
+  QueueStats,
 } from "./types";
 
 type Query = Record<string, string | number | boolean | undefined | null>;
@@ -193,6 +198,35 @@ export class AshClient {
   async interrupt(id: string): Promise<boolean> {
     const answer = await this.json<{ interrupted?: boolean }>("POST", `/api/sessions/${seg(id)}/interrupt`);
     return answer.interrupted !== false;
+  }
+
+  // ---- Queue ----------------------------------------------------------------
+
+  /** Queues a prompt; a server runs it in the background (follow it with `getQueueItem`). */
+  async enqueue(input: EnqueueInput): Promise<QueueItem> {
+    const { item } = await this.json<{ item: QueueItem }>("POST", "/api/queue", { body: input });
+    return item;
+  }
+
+  /** One page of queue items, newest first. */
+  async listQueue(query: ListQueueQuery = {}): Promise<QueuePage> {
+    const page = await this.json<{ items: QueueItem[]; nextCursor?: string | null }>("GET", "/api/queue", { query: { ...query } });
+    return { items: page.items, nextCursor: page.nextCursor ?? null };
+  }
+
+  async getQueueItem(id: string): Promise<QueueItem> {
+    const { item } = await this.json<{ item: QueueItem }>("GET", `/api/queue/${seg(id)}`);
+    return item;
+  }
+
+  /** Cancels a pending or running item (a running one's turn is interrupted); 409 once it has finished. */
+  async cancelQueueItem(id: string): Promise<QueueItem> {
+    const { item } = await this.json<{ item: QueueItem }>("DELETE", `/api/queue/${seg(id)}`);
+    return item;
+  }
+
+  async queueStats(): Promise<QueueStats> {
+    return this.json<QueueStats>("GET", "/api/queue/stats");
   }
 
   // ---- History, events, workspace ------------------------------------------

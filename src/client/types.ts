@@ -1,7 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
-import type { SessionStatus, UploadedFile as AgentFile } from "../contract";
+import type { EvalResultStatus, EvalRunStatus, QueueStatus, SessionStatus, UploadedFile as AgentFile } from "../contract";
 
-export type { AgentFile, SessionStatus };
+export type { AgentFile, EvalResultStatus, EvalRunStatus, QueueStatus, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -196,4 +196,66 @@ export interface SandboxLogLine {
   /** When the line was complete, in epoch milliseconds. */
   at?: number;
   [key: string]: unknown;
+}
+
+/** A prompt the servers run in the background (`/api/queue`). */
+export interface QueueItem {
+  id: string;
+  agent: string;
+  prompt: string;
+  status: QueueStatus;
+  /** Higher runs first; equal priorities run oldest first. */
+  priority: number;
+  /** Times it was started (a retry, or a rerun after its server died, is one more). */
+  attempts: number;
+  /** Retries after a failed attempt; up to `maxRetries + 1` attempts in all. */
+  maxRetries: number;
+  /** The session the latest attempt ran in. */
+  sessionId: string | null;
+  /** The session the prompt continues, when one was named. */
+  continueSessionId: string | null;
+  /** The turn's final text, once completed. */
+  result: string | null;
+  /** Why the latest attempt failed. */
+  error: string | null;
+  /** The server running it (while running). */
+  claimedBy: string | null;
+  leaseUntil: string | null;
+  /** When a pending item may start (a retry waits). */
+  nextAttemptAt: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+}
+
+export interface EnqueueInput {
+  agent: string;
+  prompt: string;
+  /** Continue this session of the agent instead of starting a new one. */
+  sessionId?: string;
+  /** -1000 to 1000, default 0. */
+  priority?: number;
+  /** 0 to 20, default 3. */
+  maxRetries?: number;
+}
+
+export interface ListQueueQuery {
+  status?: QueueStatus;
+  agent?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+export interface QueuePage {
+  /** Newest first. */
+  items: QueueItem[];
+  nextCursor: string | null;
+}
+
+export interface QueueStats extends Record<QueueStatus, number> {
+  total: number;
+  /** Items running on the server that answered. */
+  runningHere: number;
+  /** That server's ASH_QUEUE_CONCURRENCY. */
+  concurrency: number;
 }

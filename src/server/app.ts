@@ -10,6 +10,7 @@ import { registerWorkspace } from "./routes/workspace";
 import { registerOpenApi } from "./routes/openapi";
 import { registerMetrics } from "./routes/metrics";
 import { registerUsage } from "./routes/usage";
+import { registerQueue } from "./routes/queue";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -47,5 +48,6 @@ export function createApp(ctx: AppContext): H3 {
   registerMessages(app, ctx);
   registerWorkspace(app, ctx);
   registerUsage(app, ctx);
+  registerQueue(app, ctx);
   return app;
 }

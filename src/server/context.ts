@@ -2,6 +2,7 @@ import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import type { SessionManager } from "../sessions/session-manager";
+import type { QueueWorker } from "../queue/worker";
 import type { SandboxFactory } from "../sessions/types";
 import type { KeyRing } from "./auth";
 import type { Observability } from "../observability";
@@ -12,6 +13,8 @@ export interface AppContext {
   db: AshDatabase;
   keys: KeyRing;
   sessions: SessionManager;
+  /** Runs queued prompts on this server. */
+  queue: QueueWorker;
   sandboxes: SandboxFactory;
   log: ConsolaInstance;
   version: string;

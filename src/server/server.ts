@@ -12,6 +12,7 @@ import { migrations } from "../db/migrations";
 import { countEvictedSessions, countSessionsByStatus } from "../db/queries/sessions";
 import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
+import { QueueWorker } from "../queue/worker";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import { version } from "../version";
 import { KeyRing } from "./auth";
@@ -58,7 +59,8 @@ export async function startServer(
     const live = sessions;
     obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
-    const ctx: AppContext = { config, db, keys, sessions, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
+    const queue = new QueueWorker({ db, sessions, serverId, config: config.queue, log });
+    const ctx: AppContext = { config, db, keys, sessions, queue, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the
@@ -72,6 +74,7 @@ export async function startServer(
     const port = (http.address() as AddressInfo).port;
     http.on("error", (error) => log.error("HTTP server error:", error));
     log.info(`listening on http://${config.host}:${port} (database: ${db.dialect}, data: ${config.dataDir})`);
+    queue.start();
     let closing: Promise<void> | undefined;
     return {
       url: `http://127.0.0.1:${port}`,
@@ -79,7 +82,10 @@ export async function startServer(
       ctx,
       close: () =>
         (closing ??= (async () => {
+          // Claims nothing more; items whose turns the shutdown cuts short are handed back to the queue.
+          queue.stop();
           await sessions!.shutdown();
+          await queue.drain();
           await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
           await closeHttp(http, 5000);

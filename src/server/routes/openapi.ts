@@ -1,6 +1,6 @@
 import type { H3 } from "h3";
 import type { AppContext } from "../context";
-import { AGENT_NAME, SESSION_STATUSES } from "../../contract";
+import { AGENT_NAME, QUEUE_STATUSES, SESSION_STATUSES } from "../../contract";
 
 // The API reference, served as OpenAPI 3.1 at GET /openapi.json (public, like /health).
 
@@ -132,6 +132,29 @@ export function openApiDocument(version: string) {
         get: op("Usage sums, grouped by agent and model", { "200": { description: "{totals, groups:[{agentName, model, requests, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens}]}" } }, {
           parameters: ["session", "agent", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
         }),
+      },
+      "/api/queue": {
+        post: op("Queue a prompt; a server runs it in the background (at most ASH_QUEUE_CONCURRENCY at once per server), retrying failures with exponential backoff", { "201": { description: "{item}" }, "409": error }, body({
+          type: "object",
+          required: ["agent", "prompt"],
+          additionalProperties: false,
+          properties: {
+            agent: { type: "string", pattern: AGENT_NAME.source },
+            prompt: { type: "string", minLength: 1 },
+            sessionId: { type: "string", description: "Continue this session of the agent instead of starting a new one" },
+            priority: { type: "integer", minimum: -1000, maximum: 1000, default: 0, description: "Higher runs first" },
+            maxRetries: { type: "integer", minimum: 0, maximum: 20, default: 3 },
+          },
+        })),
+        get: op("Queue items, newest first", { "200": { description: "{items:[QueueItem], nextCursor}" } }, {
+          parameters: [{ name: "status", in: "query", schema: { enum: [...QUEUE_STATUSES] } }, { name: "agent", in: "query", schema: { type: "string" } }, limitParam, { name: "cursor", in: "query", schema: { type: "string" } }],
+        }),
+      },
+      "/api/queue/stats": { get: op("How many items have each status; what the answering server runs", { "200": { description: "{pending, running, completed, failed, cancelled, total, runningHere, concurrency}" } }) },
+      "/api/queue/{id}": {
+        parameters: [idParam],
+        get: op("One item: status, attempts, its session, its result or error", { "200": { description: "{item:{id, agent, prompt, status, priority, attempts, maxRetries, sessionId, continueSessionId, result, error, claimedBy, leaseUntil, nextAttemptAt, createdAt, startedAt, completedAt}}" } }),
+        delete: op("Cancel a pending or running item (a running turn is interrupted)", { "200": { description: "{item}" }, "409": error }),
       },
       "/api/sessions/{id}/pause": { parameters: [idParam], post: op("Save the workspace and free the sandbox", { "200": sessionAnswer, "409": error, "410": error }) },
       "/api/sessions/{id}/resume": { parameters: [idParam], post: op("Make the session active again", { "200": sessionAnswer, "410": error, "503": error }) },
