@@ -22,6 +22,7 @@ export const main = defineCommand({
     session: () => import("./commands/session").then((m) => m.default),
     chat: () => import("./commands/chat").then((m) => m.default),
     queue: () => import("./commands/queue").then((m) => m.default),
+    eval: () => import("./commands/eval").then((m) => m.default),
   },
 });
 

@@ -259,3 +259,90 @@ export interface QueueStats extends Record<QueueStatus, number> {
   /** That server's ASH_QUEUE_CONCURRENCY. */
   concurrency: number;
 }
+
+/** One evaluation case of an agent, as import takes it and export writes it. */
+export interface EvalCaseInput {
+  question: string;
+  /** Topics a good answer mentions (case-insensitive). */
+  expectedTopics?: string[];
+  /** Topics a good answer does not mention. */
+  unexpectedTopics?: string[];
+  referenceAnswer?: string | null;
+  category?: string | null;
+  tags?: string[];
+  /** The conversation before the question; its user turns are sent first, as real turns. */
+  history?: Array<{ role: "user" | "assistant"; content: string }>;
+}
+
+export interface EvalCase extends Required<EvalCaseInput> {
+  id: string;
+  agent: string;
+  createdAt: string;
+}
+
+export interface EvalExport {
+  format: "ash-evals/1";
+  agent: string;
+  cases: EvalCaseInput[];
+}
+
+export interface EvalRunInput {
+  /** Agent version to run against; default the latest. */
+  version?: number;
+  /** Cases at once (at most the server's ASH_EVAL_CONCURRENCY). */
+  concurrency?: number;
+  /** Grade answers by the model (default true). */
+  grade?: boolean;
+  category?: string;
+  tags?: string[];
+}
+
+export interface EvalRunSummary {
+  cases: number;
+  completed: number;
+  failed: number;
+  passed: number;
+  score: number | null;
+  autoScore: number | null;
+  gradeScore: number | null;
+  humanScored: number;
+}
+
+export interface EvalRun {
+  id: string;
+  agent: string;
+  agentVersion: number;
+  status: EvalRunStatus;
+  grade: boolean;
+  error: string | null;
+  createdAt: string;
+  completedAt: string | null;
+  summary: EvalRunSummary;
+}
+
+export interface EvalResult {
+  caseId: string;
+  question: string;
+  status: EvalResultStatus;
+  sessionId: string | null;
+  answer: string | null;
+  error: string | null;
+  /** The human score when given, else the mean of the automatic score and the grade. */
+  score: number | null;
+  autoScore: number | null;
+  pass: boolean | null;
+  checks: { expectedFound: string[]; expectedMissing: string[]; unexpectedFound: string[] } | null;
+  gradeScore: number | null;
+  grade: { score: number | null; reason: string | null; model: string; error?: string } | null;
+  humanScore: number | null;
+  humanNotes: string | null;
+  startedAt: string | null;
+  completedAt: string | null;
+}
+
+export interface EvalComparison {
+  base: EvalRun;
+  other: EvalRun;
+  cases: Array<{ caseId: string; question: string; base: number | null; other: number | null; delta: number | null; change: "improved" | "regressed" | "same" | "missing" }>;
+  summary: { improved: number; regressed: number; same: number; missing: number; delta: number | null };
+}

@@ -11,6 +11,7 @@ import { registerOpenApi } from "./routes/openapi";
 import { registerMetrics } from "./routes/metrics";
 import { registerUsage } from "./routes/usage";
 import { registerQueue } from "./routes/queue";
+import { registerEvals } from "./routes/evals";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -49,5 +50,6 @@ export function createApp(ctx: AppContext): H3 {
   registerWorkspace(app, ctx);
   registerUsage(app, ctx);
   registerQueue(app, ctx);
+  registerEvals(app, ctx);
   return app;
 }

@@ -3,6 +3,7 @@ import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import type { SessionManager } from "../sessions/session-manager";
 import type { QueueWorker } from "../queue/worker";
+import type { Evals } from "../evals/evals";
 import type { SandboxFactory } from "../sessions/types";
 import type { KeyRing } from "./auth";
 import type { Observability } from "../observability";
@@ -15,6 +16,8 @@ export interface AppContext {
   sessions: SessionManager;
   /** Runs queued prompts on this server. */
   queue: QueueWorker;
+  /** Evaluation runs started on this server. */
+  evals: Evals;
   sandboxes: SandboxFactory;
   log: ConsolaInstance;
   version: string;

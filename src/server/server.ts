@@ -13,6 +13,7 @@ import { countEvictedSessions, countSessionsByStatus } from "../db/queries/sessi
 import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
 import { QueueWorker } from "../queue/worker";
+import { Evals } from "../evals/evals";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import { version } from "../version";
 import { KeyRing } from "./auth";
@@ -60,7 +61,9 @@ export async function startServer(
     obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
     const queue = new QueueWorker({ db, sessions, serverId, config: config.queue, log });
-    const ctx: AppContext = { config, db, keys, sessions, queue, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
+    const evals = new Evals({ config, db, sessions, serverId, log });
+    await evals.start();
+    const ctx: AppContext = { config, db, keys, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the
@@ -84,8 +87,10 @@ export async function startServer(
         (closing ??= (async () => {
           // Claims nothing more; items whose turns the shutdown cuts short are handed back to the queue.
           queue.stop();
+          evals.stop();
           await sessions!.shutdown();
           await queue.drain();
+          await evals.drain();
           await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
           await closeHttp(http, 5000);
