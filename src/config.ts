@@ -70,6 +70,28 @@ export interface ServerConfig {
   credentialKeyPrevious?: string;
   /** ASH_TEST_START_HOLD_FILE, for tests only: agent processes' start-up does not end before this file exists. */
   testStartHoldFile?: string;
+  /** How this server takes part in running the queue. */
+  queue: QueueConfig;
+  /** How evaluation runs use this server. */
+  evals: EvalConfig;
+}
+
+export interface QueueConfig {
+  /** ASH_QUEUE_CONCURRENCY: queued prompts this server runs at once (0: it runs none). */
+  concurrency: number;
+  /** ASH_QUEUE_LEASE_MS: how long a claim holds without renewal; a dead server's item runs again after it. */
+  leaseMs: number;
+  /** ASH_QUEUE_POLL_MS: how often the server looks for queued work. */
+  pollMs: number;
+  /** ASH_QUEUE_RETRY_BASE_MS: the wait before the first retry, doubled for each later one. */
+  retryBaseMs: number;
+}
+
+export interface EvalConfig {
+  /** ASH_EVAL_CONCURRENCY: cases of one run that run at once. */
+  concurrency: number;
+  /** ASH_EVAL_GRADER_MODEL: the model that grades answers. */
+  graderModel: string;
 }
 
 export interface EgressConfig {
@@ -171,6 +193,16 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       testHosts: egressTestHosts(env),
     },
     testStartHoldFile: text(env, "ASH_TEST_START_HOLD_FILE"),
+    queue: {
+      concurrency: integer(env, "ASH_QUEUE_CONCURRENCY", 2, 0, 1000),
+      leaseMs: integer(env, "ASH_QUEUE_LEASE_MS", 60_000, 500, 3600_000),
+      pollMs: integer(env, "ASH_QUEUE_POLL_MS", 1000, 20, 600_000),
+      retryBaseMs: integer(env, "ASH_QUEUE_RETRY_BASE_MS", 5000, 0, 3600_000),
+    },
+    evals: {
+      concurrency: integer(env, "ASH_EVAL_CONCURRENCY", 2, 1, 100),
+      graderModel: text(env, "ASH_EVAL_GRADER_MODEL") ?? "claude-sonnet-4-5",
+    },
   };
 }
 

@@ -23,6 +23,8 @@ export const main = defineCommand({
     chat: () => import("./commands/chat").then((m) => m.default),
     keys: () => import("./commands/keys").then((m) => m.default),
     credentials: () => import("./commands/credentials").then((m) => m.default),
+    queue: () => import("./commands/queue").then((m) => m.default),
+    eval: () => import("./commands/eval").then((m) => m.default),
   },
 });
 

@@ -27,6 +27,18 @@ import type {
   CreateCredentialInput,
   WorkspaceFile,
   WorkspaceListing,
+  EnqueueInput,
+  ListQueueQuery,
+  QueueItem,
+  QueuePage,
+  QueueStats,
+  EvalCase,
+  EvalCaseInput,
+  EvalComparison,
+  EvalExport,
+  EvalResult,
+  EvalRun,
+  EvalRunInput,
 } from "./types";
 
 type Query = Record<string, string | number | boolean | undefined | null>;
@@ -200,6 +212,89 @@ export class AshClient {
   async interrupt(id: string): Promise<boolean> {
     const answer = await this.json<{ interrupted?: boolean }>("POST", `/api/sessions/${seg(id)}/interrupt`);
     return answer.interrupted !== false;
+  }
+
+  // ---- Queue ----------------------------------------------------------------
+
+  /** Queues a prompt; a server runs it in the background (follow it with `getQueueItem`). */
+  async enqueue(input: EnqueueInput): Promise<QueueItem> {
+    const { item } = await this.json<{ item: QueueItem }>("POST", "/api/queue", { body: input });
+    return item;
+  }
+
+  /** One page of queue items, newest first. */
+  async listQueue(query: ListQueueQuery = {}): Promise<QueuePage> {
+    const page = await this.json<{ items: QueueItem[]; nextCursor?: string | null }>("GET", "/api/queue", { query: { ...query } });
+    return { items: page.items, nextCursor: page.nextCursor ?? null };
+  }
+
+  async getQueueItem(id: string): Promise<QueueItem> {
+    const { item } = await this.json<{ item: QueueItem }>("GET", `/api/queue/${seg(id)}`);
+    return item;
+  }
+
+  /** Cancels a pending or running item (a running one's turn is interrupted); 409 once it has finished. */
+  async cancelQueueItem(id: string): Promise<QueueItem> {
+    const { item } = await this.json<{ item: QueueItem }>("DELETE", `/api/queue/${seg(id)}`);
+    return item;
+  }
+
+  async queueStats(): Promise<QueueStats> {
+    return this.json<QueueStats>("GET", "/api/queue/stats");
+  }
+
+  // ---- Evaluations ----------------------------------------------------------
+
+  async listEvalCases(agent: string): Promise<EvalCase[]> {
+    const { cases } = await this.json<{ cases: EvalCase[] }>("GET", `/api/agents/${seg(agent)}/evals/cases`);
+    return cases;
+  }
+
+  async addEvalCase(agent: string, input: EvalCaseInput): Promise<EvalCase> {
+    const answer = await this.json<{ case: EvalCase }>("POST", `/api/agents/${seg(agent)}/evals/cases`, { body: input });
+    return answer.case;
+  }
+
+  async deleteEvalCase(agent: string, caseId: string): Promise<void> {
+    await this.call("DELETE", `/api/agents/${seg(agent)}/evals/cases/${seg(caseId)}`);
+  }
+
+  /** Adds cases (or, with `replace`, replaces all of the agent's cases); takes what `exportEvalCases` gives. */
+  async importEvalCases(agent: string, cases: EvalCaseInput[], options: { replace?: boolean } = {}): Promise<{ imported: number; total: number; cases: EvalCase[] }> {
+    return this.json("POST", `/api/agents/${seg(agent)}/evals/import`, { body: { cases, ...(options.replace ? { replace: true } : {}) } });
+  }
+
+  async exportEvalCases(agent: string): Promise<EvalExport> {
+    return this.json<EvalExport>("GET", `/api/agents/${seg(agent)}/evals/export`);
+  }
+
+  /** Starts a run in the background; follow it with `getEvalRun`. */
+  async startEvalRun(agent: string, input: EvalRunInput = {}): Promise<EvalRun> {
+    const { run } = await this.json<{ run: EvalRun }>("POST", `/api/agents/${seg(agent)}/evals/runs`, { body: input });
+    return run;
+  }
+
+  /** Newest first. */
+  async listEvalRuns(agent: string, query: { limit?: number } = {}): Promise<EvalRun[]> {
+    const { runs } = await this.json<{ runs: EvalRun[] }>("GET", `/api/agents/${seg(agent)}/evals/runs`, { query: { ...query } });
+    return runs;
+  }
+
+  async getEvalRun(id: string): Promise<{ run: EvalRun; results: EvalResult[] }> {
+    return this.json("GET", `/api/eval-runs/${seg(id)}`);
+  }
+
+  /** A person's score from 0 to 1 (null takes it back) and notes for one case of a run. */
+  async scoreEvalResult(runId: string, caseId: string, humanScore: number | null, notes?: string | null): Promise<EvalResult> {
+    const { result } = await this.json<{ result: EvalResult }>("PATCH", `/api/eval-runs/${seg(runId)}/results/${seg(caseId)}`, {
+      body: { humanScore, ...(notes === undefined ? {} : { notes }) },
+    });
+    return result;
+  }
+
+  /** Case by case: `other`'s score minus `base`'s. */
+  async compareEvalRuns(base: string, other: string): Promise<EvalComparison> {
+    return this.json<EvalComparison>("GET", `/api/eval-runs/${seg(base)}/compare/${seg(other)}`);
   }
 
   // ---- History, events, workspace ------------------------------------------

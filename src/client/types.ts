@@ -1,7 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
-import type { SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
+import type { EvalResultStatus, EvalRunStatus, QueueStatus, SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
 
-export type { AgentFile, SessionState, SessionStatus };
+export type { AgentFile, EvalResultStatus, EvalRunStatus, QueueStatus, SessionState, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -266,4 +266,153 @@ export interface CreateCredentialInput {
   key: string;
   label?: string;
   variable?: string;
+}
+
+/** A prompt the servers run in the background (`/api/queue`). */
+export interface QueueItem {
+  id: string;
+  agent: string;
+  prompt: string;
+  status: QueueStatus;
+  /** Higher runs first; equal priorities run oldest first. */
+  priority: number;
+  /** Times it was started (a retry, or a rerun after its server died, is one more). */
+  attempts: number;
+  /** Retries after a failed attempt; up to `maxRetries + 1` attempts in all. */
+  maxRetries: number;
+  /** The session the latest attempt ran in. */
+  sessionId: string | null;
+  /** The session the prompt continues, when one was named. */
+  continueSessionId: string | null;
+  /** The turn's final text, once completed. */
+  result: string | null;
+  /** Why the latest attempt failed. */
+  error: string | null;
+  /** The server running it (while running). */
+  claimedBy: string | null;
+  leaseUntil: string | null;
+  /** When a pending item may start (a retry waits). */
+  nextAttemptAt: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+}
+
+export interface EnqueueInput {
+  agent: string;
+  prompt: string;
+  /** Continue this session of the agent instead of starting a new one. */
+  sessionId?: string;
+  /** -1000 to 1000, default 0. */
+  priority?: number;
+  /** 0 to 20, default 3. */
+  maxRetries?: number;
+}
+
+export interface ListQueueQuery {
+  status?: QueueStatus;
+  agent?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+export interface QueuePage {
+  /** Newest first. */
+  items: QueueItem[];
+  nextCursor: string | null;
+}
+
+export interface QueueStats extends Record<QueueStatus, number> {
+  total: number;
+  /** Items running on the server that answered. */
+  runningHere: number;
+  /** That server's ASH_QUEUE_CONCURRENCY. */
+  concurrency: number;
+}
+
+/** One evaluation case of an agent, as import takes it and export writes it. */
+export interface EvalCaseInput {
+  question: string;
+  /** Topics a good answer mentions (case-insensitive). */
+  expectedTopics?: string[];
+  /** Topics a good answer does not mention. */
+  unexpectedTopics?: string[];
+  referenceAnswer?: string | null;
+  category?: string | null;
+  tags?: string[];
+  /** The conversation before the question; its user turns are sent first, as real turns. */
+  history?: Array<{ role: "user" | "assistant"; content: string }>;
+}
+
+export interface EvalCase extends Required<EvalCaseInput> {
+  id: string;
+  agent: string;
+  createdAt: string;
+}
+
+export interface EvalExport {
+  format: "ash-evals/1";
+  agent: string;
+  cases: EvalCaseInput[];
+}
+
+export interface EvalRunInput {
+  /** Agent version to run against; default the latest. */
+  version?: number;
+  /** Cases at once (at most the server's ASH_EVAL_CONCURRENCY). */
+  concurrency?: number;
+  /** Grade answers by the model (default true). */
+  grade?: boolean;
+  category?: string;
+  tags?: string[];
+}
+
+export interface EvalRunSummary {
+  cases: number;
+  completed: number;
+  failed: number;
+  passed: number;
+  score: number | null;
+  autoScore: number | null;
+  gradeScore: number | null;
+  humanScored: number;
+}
+
+export interface EvalRun {
+  id: string;
+  agent: string;
+  agentVersion: number;
+  status: EvalRunStatus;
+  grade: boolean;
+  error: string | null;
+  createdAt: string;
+  completedAt: string | null;
+  summary: EvalRunSummary;
+}
+
+export interface EvalResult {
+  caseId: string;
+  question: string;
+  status: EvalResultStatus;
+  sessionId: string | null;
+  answer: string | null;
+  error: string | null;
+  /** The human score when given, else the mean of the automatic score and the grade. */
+  score: number | null;
+  autoScore: number | null;
+  pass: boolean | null;
+  checks: { expectedFound: string[]; expectedMissing: string[]; unexpectedFound: string[] } | null;
+  gradeScore: number | null;
+  grade: { score: number | null; reason: string | null; model: string; error?: string } | null;
+  humanScore: number | null;
+  humanNotes: string | null;
+  startedAt: string | null;
+  completedAt: string | null;
+}
+
+export interface EvalComparison {
+  base: EvalRun;
+  other: EvalRun;
+  cases: Array<{ caseId: string; question: string; base: number | null; other: number | null; delta: number | null; change: "improved" | "regressed" | "same" | "missing" }>;
+  summary: { improved: number; regressed: number; same: number; missing: number; delta: number | null };
 }

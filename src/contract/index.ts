@@ -39,3 +39,17 @@ export interface UploadedFile {
   /** Permission bits; only "executable or not" is kept by the server. */
   mode?: number;
 }
+
+/** What a queued prompt can be (`GET /api/queue?status=`). */
+export const QUEUE_STATUSES = ["pending", "running", "completed", "failed", "cancelled"] as const;
+export type QueueStatus = (typeof QUEUE_STATUSES)[number];
+
+export function isQueueStatus(value: unknown): value is QueueStatus {
+  return typeof value === "string" && (QUEUE_STATUSES as readonly string[]).includes(value);
+}
+
+/** What an evaluation run, and each of its cases, can be. */
+export const EVAL_RUN_STATUSES = ["running", "completed", "failed"] as const;
+export type EvalRunStatus = (typeof EVAL_RUN_STATUSES)[number];
+export const EVAL_RESULT_STATUSES = ["pending", "running", "completed", "failed"] as const;
+export type EvalResultStatus = (typeof EVAL_RESULT_STATUSES)[number];

@@ -173,6 +173,81 @@ export const migrations: Migration[] = [
     ],
   },
   {
+    id: 5,
+    name: "the work queue and evaluations",
+    statements: [
+      // Prompts waiting to run, running, or done. A server claims one by a conditional UPDATE
+      // (claimed_by, lease_until) and renews the lease while it runs; an expired lease lets any
+      // server claim it again. attempts counts claims; next_attempt_at delays a retry.
+      `CREATE TABLE queue_items (
+        id TEXT PRIMARY KEY,
+        agent_name TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        continue_session_id TEXT,
+        session_id TEXT,
+        priority INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        max_retries INTEGER NOT NULL,
+        next_attempt_at BIGINT NOT NULL,
+        claimed_by TEXT,
+        lease_until BIGINT,
+        result TEXT,
+        error TEXT,
+        created_at BIGINT NOT NULL,
+        started_at BIGINT,
+        completed_at BIGINT
+      )`,
+      `CREATE INDEX queue_items_ready ON queue_items (status, next_attempt_at)`,
+      `CREATE INDEX queue_items_by_created ON queue_items (created_at, id)`,
+      // Evaluation cases of an agent; topics, tags and prior turns are JSON arrays.
+      `CREATE TABLE eval_cases (
+        id TEXT PRIMARY KEY,
+        agent_name TEXT NOT NULL,
+        question TEXT NOT NULL,
+        expected_topics TEXT NOT NULL,
+        unexpected_topics TEXT NOT NULL,
+        reference_answer TEXT,
+        category TEXT,
+        tags TEXT NOT NULL,
+        history TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX eval_cases_by_agent ON eval_cases (agent_name, created_at)`,
+      `CREATE TABLE eval_runs (
+        id TEXT PRIMARY KEY,
+        agent_name TEXT NOT NULL,
+        agent_version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        server_id TEXT NOT NULL,
+        grade INTEGER NOT NULL,
+        case_count INTEGER NOT NULL,
+        error TEXT,
+        created_at BIGINT NOT NULL,
+        completed_at BIGINT
+      )`,
+      `CREATE INDEX eval_runs_by_agent ON eval_runs (agent_name, created_at)`,
+      // One per case of a run. Scores are JSON (auto checks, the model's grade, the human's).
+      `CREATE TABLE eval_results (
+        run_id TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        question TEXT NOT NULL,
+        status TEXT NOT NULL,
+        session_id TEXT,
+        answer TEXT,
+        error TEXT,
+        auto TEXT,
+        grade TEXT,
+        human TEXT,
+        started_at BIGINT,
+        completed_at BIGINT,
+        PRIMARY KEY (run_id, case_id)
+      )`,
+    ],
+  },
+  {
     id: 6,
     name: "tenants, scoped API keys, the credentials vault",
     statements: [

@@ -14,6 +14,8 @@ import { registerMetrics } from "./routes/metrics";
 import { registerUsage } from "./routes/usage";
 import { registerKeys } from "./routes/keys";
 import { registerCredentials } from "./routes/credentials";
+import { registerQueue } from "./routes/queue";
+import { registerEvals } from "./routes/evals";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -66,5 +68,7 @@ export function createApp(ctx: AppContext): H3 {
   registerUsage(app, ctx);
   registerKeys(app, ctx);
   registerCredentials(app, ctx);
+  registerQueue(app, ctx);
+  registerEvals(app, ctx);
   return app;
 }

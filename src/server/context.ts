@@ -2,6 +2,8 @@ import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import type { SessionManager } from "../sessions/session-manager";
+import type { QueueWorker } from "../queue/worker";
+import type { Evals } from "../evals/evals";
 import type { SandboxFactory } from "../sessions/types";
 import type { Keys } from "./auth";
 import type { Vault } from "../vault/vault";
@@ -15,6 +17,10 @@ export interface AppContext {
   /** Seals and opens stored credentials; undefined without ASH_CREDENTIAL_KEY. */
   vault?: Vault;
   sessions: SessionManager;
+  /** Runs queued prompts on this server. */
+  queue: QueueWorker;
+  /** Evaluation runs started on this server. */
+  evals: Evals;
   sandboxes: SandboxFactory;
   log: ConsolaInstance;
   version: string;

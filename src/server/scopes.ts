@@ -46,6 +46,25 @@ export const ROUTE_ACCESS: Record<string, RouteAccess> = {
   "GET /api/usage": "read",
   "GET /api/usage/stats": "read",
 
+  // Queued prompts run sessions; reading the queue is reading.
+  "POST /api/queue": "sessions",
+  "GET /api/queue": "read",
+  "GET /api/queue/stats": "read",
+  "GET /api/queue/:id": "read",
+  "DELETE /api/queue/:id": "sessions",
+
+  // Cases describe how an agent must behave: the admin's, like the agent; runs use sessions; scoring is a reviewer's call.
+  "GET /api/agents/:name/evals/cases": "read",
+  "POST /api/agents/:name/evals/cases": "admin",
+  "DELETE /api/agents/:name/evals/cases/:caseId": "admin",
+  "POST /api/agents/:name/evals/import": "admin",
+  "GET /api/agents/:name/evals/export": "read",
+  "POST /api/agents/:name/evals/runs": "sessions",
+  "GET /api/agents/:name/evals/runs": "read",
+  "GET /api/eval-runs/:id": "read",
+  "PATCH /api/eval-runs/:id/results/:caseId": "admin",
+  "GET /api/eval-runs/:id/compare/:other": "read",
+
   "GET /api/api-keys": "admin",
   "POST /api/api-keys": "admin",
   "DELETE /api/api-keys/:id": "admin",

@@ -12,6 +12,8 @@ import { migrations } from "../db/migrations";
 import { countEvictedSessions, countSessionsByStatus, countSleepingSessions } from "../db/queries/sessions";
 import type { AshDatabase } from "../db/types";
 import { SessionManager } from "../sessions/session-manager";
+import { QueueWorker } from "../queue/worker";
+import { Evals } from "../evals/evals";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import { version } from "../version";
 import { Keys } from "./auth";
@@ -67,7 +69,10 @@ export async function startServer(
     obs.metrics.collectSessions(() => countSessionsByStatus(db));
     obs.metrics.collectSessionStates(async () => ({ ...live.liveStateCounts(), asleep: await countSleepingSessions(db) }));
     obs.metrics.collectStarts(() => ({ running: live.starts.active, queued: live.starts.queued(), queuedSpares: live.starts.queued("spare"), peak: live.starts.peak }));
-    const ctx: AppContext = { config, db, keys, vault, sessions, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
+    const queue = new QueueWorker({ db, sessions, serverId, config: config.queue, log });
+    const evals = new Evals({ config, db, sessions, serverId, log });
+    await evals.start();
+    const ctx: AppContext = { config, db, keys, vault, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the
@@ -81,6 +86,7 @@ export async function startServer(
     const port = (http.address() as AddressInfo).port;
     http.on("error", (error) => log.error("HTTP server error:", error));
     log.info(`listening on http://${config.host}:${port} (database: ${db.dialect}, data: ${config.dataDir})`);
+    queue.start();
     let closing: Promise<void> | undefined;
     return {
       url: `http://127.0.0.1:${port}`,
@@ -88,7 +94,12 @@ export async function startServer(
       ctx,
       close: () =>
         (closing ??= (async () => {
+          // Claims nothing more; items whose turns the shutdown cuts short are handed back to the queue.
+          queue.stop();
+          evals.stop();
           await sessions!.shutdown();
+          await queue.drain();
+          await evals.drain();
           await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
           await closeHttp(http, 5000);

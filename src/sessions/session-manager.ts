@@ -204,7 +204,8 @@ export class SessionManager {
     this.workspaces.start();
   }
 
-  createSession(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
+  /** `agentVersion`: a deployed version other than the latest (evaluation runs); unset, the latest. */
+  createSession(input: { agent: string; agentVersion?: number; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
     return this.o.observability.tracing.withSpan("session.create", { "ash.agent": input.agent }, async (span) => {
       const session = await this.createSessionNow(input);
       span.setAttribute("ash.session_id", session.id);
@@ -213,11 +214,16 @@ export class SessionManager {
     });
   }
 
-  private async createSessionNow(input: { agent: string; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
+  private async createSessionNow(input: { agent: string; agentVersion?: number; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
     const agent = await getAgent(this.o.db, input.agent);
     if (!agent) throw await this.unknownAgent(input.agent);
     this.warm.demand(agent.name);
-    const warm = this.warm.serves(agent.name) && spareCanServe(input);
+    const version = input.agentVersion ?? agent.version;
+    if (version !== agent.version && !(await getAgentVersion(this.o.db, agent.id, version))) {
+      throw notFound(`Agent "${agent.name}" has no version ${version}; its latest is ${agent.version}.`);
+    }
+    // Spares are made from the latest version only.
+    const warm = version === agent.version && this.warm.serves(agent.name) && spareCanServe(input);
     // With a ready spare the slot comes with it; otherwise reserve one as usual.
     let release: (() => void) | undefined = warm && this.warm.readyCount > 0 ? undefined : await this.pool.reserve();
     let record: SessionRecord | undefined;
@@ -226,7 +232,7 @@ export class SessionManager {
         id: randomUUID(),
         agentId: agent.id,
         agentName: agent.name,
-        agentVersion: agent.version,
+        agentVersion: version,
         status: "starting",
         sandboxId: null,
         sdkSessionId: null,

@@ -13,7 +13,7 @@ const LAYERS: string[][] = [
   ["db"],
   ["observability"],
   ["agents", "sandbox", "snapshots", "runtime", "gateway", "vault"],
-  ["sessions"],
+  ["sessions", "queue", "evals"],
   ["server"],
   ["client", "runspec"],
   ["cli", "testcontainers", "index"],

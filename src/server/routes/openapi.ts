@@ -1,6 +1,6 @@
 import type { H3 } from "h3";
 import type { AppContext } from "../context";
-import { AGENT_NAME, SESSION_STATES, SESSION_STATUSES } from "../../contract";
+import { AGENT_NAME, QUEUE_STATUSES, SESSION_STATES, SESSION_STATUSES } from "../../contract";
 
 // The API reference, served as OpenAPI 3.1 at GET /openapi.json (public, like /health).
 
@@ -10,6 +10,21 @@ const idParam = { name: "id", in: "path", required: true, schema: { type: "strin
 // Sequence numbers are plain decimal digits; anything else ("-0", "0x10", "1e3", " 5 ") is 400.
 const sequence = { type: "string", pattern: "^[0-9]{1,16}$" };
 const afterParam = { name: "after", in: "query", schema: sequence };
+const nameParam = { name: "name", in: "path", required: true, schema: { type: "string", pattern: AGENT_NAME.source } };
+const evalCase = {
+  type: "object",
+  required: ["question"],
+  additionalProperties: false,
+  properties: {
+    question: { type: "string", minLength: 1 },
+    expectedTopics: { type: "array", items: { type: "string" }, description: "Mentioned by a good answer (case-insensitive)" },
+    unexpectedTopics: { type: "array", items: { type: "string" }, description: "Not mentioned by a good answer" },
+    referenceAnswer: { type: ["string", "null"] },
+    category: { type: ["string", "null"] },
+    tags: { type: "array", items: { type: "string" } },
+    history: { type: "array", items: { type: "object", required: ["role", "content"], properties: { role: { enum: ["user", "assistant"] }, content: { type: "string" } } }, description: "Earlier turns; the user ones are sent first" },
+  },
+};
 const limitParam = { name: "limit", in: "query", schema: { type: "string", pattern: "^[0-9]{1,16}$" } };
 
 function op(summary: string, responses: Record<string, unknown>, extra: Record<string, unknown> = {}) {
@@ -133,6 +148,85 @@ export function openApiDocument(version: string) {
         get: op("Usage sums, grouped by agent and model", { "200": { description: "{totals, groups:[{agentName, model, requests, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens}]}" } }, {
           parameters: ["session", "agent", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
         }),
+      },
+      "/api/queue": {
+        post: op("Queue a prompt; a server runs it in the background (at most ASH_QUEUE_CONCURRENCY at once per server), retrying failures with exponential backoff", { "201": { description: "{item}" }, "409": error }, body({
+          type: "object",
+          required: ["agent", "prompt"],
+          additionalProperties: false,
+          properties: {
+            agent: { type: "string", pattern: AGENT_NAME.source },
+            prompt: { type: "string", minLength: 1 },
+            sessionId: { type: "string", description: "Continue this session of the agent instead of starting a new one" },
+            priority: { type: "integer", minimum: -1000, maximum: 1000, default: 0, description: "Higher runs first" },
+            maxRetries: { type: "integer", minimum: 0, maximum: 20, default: 3 },
+          },
+        })),
+        get: op("Queue items, newest first", { "200": { description: "{items:[QueueItem], nextCursor}" } }, {
+          parameters: [{ name: "status", in: "query", schema: { enum: [...QUEUE_STATUSES] } }, { name: "agent", in: "query", schema: { type: "string" } }, limitParam, { name: "cursor", in: "query", schema: { type: "string" } }],
+        }),
+      },
+      "/api/queue/stats": { get: op("How many items have each status; what the answering server runs", { "200": { description: "{pending, running, completed, failed, cancelled, total, runningHere, concurrency}" } }) },
+      "/api/queue/{id}": {
+        parameters: [idParam],
+        get: op("One item: status, attempts, its session, its result or error", { "200": { description: "{item:{id, agent, prompt, status, priority, attempts, maxRetries, sessionId, continueSessionId, result, error, claimedBy, leaseUntil, nextAttemptAt, createdAt, startedAt, completedAt}}" } }),
+        delete: op("Cancel a pending or running item (a running turn is interrupted)", { "200": { description: "{item}" }, "409": error }),
+      },
+      "/api/agents/{name}/evals/cases": {
+        parameters: [nameParam],
+        get: op("The agent's evaluation cases, in the order they were added", { "200": { description: "{cases:[EvalCase]}" } }),
+        post: op("Add one case", { "201": { description: "{case}" } }, body(evalCase)),
+      },
+      "/api/agents/{name}/evals/cases/{caseId}": {
+        parameters: [nameParam, { name: "caseId", in: "path", required: true, schema: { type: "string" } }],
+        delete: op("Remove one case (runs keep their results)", { "200": { description: "{deleted}" } }),
+      },
+      "/api/agents/{name}/evals/import": {
+        parameters: [nameParam],
+        post: op("Add cases, or replace all of them; takes what export writes", { "201": { description: "{imported, total, cases}" } }, body({
+          type: "object",
+          required: ["cases"],
+          additionalProperties: false,
+          properties: { format: { const: "ash-evals/1" }, agent: { type: "string" }, cases: { type: "array", minItems: 1, maxItems: 1000, items: evalCase }, replace: { type: "boolean" } },
+        })),
+      },
+      "/api/agents/{name}/evals/export": { parameters: [nameParam], get: op("The agent's cases as JSON that import takes", { "200": { description: "{format: \"ash-evals/1\", agent, cases}" } }) },
+      "/api/agents/{name}/evals/runs": {
+        parameters: [nameParam],
+        post: op("Start a run in the background: each case a session of the agent version, at most ASH_EVAL_CONCURRENCY at once", { "202": { description: "{run}" }, "422": error }, body({
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            version: { type: "integer", minimum: 1, description: "Default: the latest" },
+            concurrency: { type: "integer", minimum: 1, maximum: 100 },
+            grade: { type: "boolean", default: true, description: "Have the model grade each answer" },
+            category: { type: "string" },
+            tags: { type: "array", items: { type: "string" }, description: "Only cases with all of these tags" },
+          },
+        })),
+        get: op("The agent's runs, newest first", { "200": { description: "{runs:[EvalRun]}" } }, { parameters: [limitParam] }),
+      },
+      "/api/eval-runs/{id}": {
+        parameters: [idParam],
+        get: op("A run and its results", {
+          "200": {
+            description:
+              "{run:{id, agent, agentVersion, status, grade, error, createdAt, completedAt, summary:{cases, completed, failed, passed, score, autoScore, gradeScore, humanScored}}, results:[{caseId, question, status, sessionId, answer, error, score, autoScore, pass, checks, gradeScore, grade, humanScore, humanNotes, startedAt, completedAt}]}",
+          },
+        }),
+      },
+      "/api/eval-runs/{id}/results/{caseId}": {
+        parameters: [idParam, { name: "caseId", in: "path", required: true, schema: { type: "string" } }],
+        patch: op("A person's score (0 to 1; null takes it back) and notes; it becomes the case's score", { "200": { description: "{result}" } }, body({
+          type: "object",
+          required: ["humanScore"],
+          additionalProperties: false,
+          properties: { humanScore: { type: ["number", "null"], minimum: 0, maximum: 1 }, notes: { type: ["string", "null"] } },
+        })),
+      },
+      "/api/eval-runs/{id}/compare/{other}": {
+        parameters: [idParam, { name: "other", in: "path", required: true, schema: { type: "string" } }],
+        get: op("Case by case: the other run's score minus this one's", { "200": { description: "{base, other, cases:[{caseId, question, base, other, delta, change}], summary:{improved, regressed, same, missing, delta}}" } }),
       },
       "/api/sessions/{id}/pause": { parameters: [idParam], post: op("Save the workspace and free the sandbox", { "200": sessionAnswer, "409": error, "410": error }) },
       "/api/sessions/{id}/resume": { parameters: [idParam], post: op("Make the session active again", { "200": sessionAnswer, "410": error, "503": error }) },
