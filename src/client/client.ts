@@ -3,6 +3,14 @@ import { parseEventId, type StreamEvent } from "./events";
 import { resumableEvents } from "./stream";
 import type {
   Agent,
+  AgentChange,
+  AgentFile,
+  AgentConfig,
+  AgentFileEntry,
+  AgentVersion,
+  Attachment,
+  CreateAgentVersionInput,
+  WorkspaceUpload,
   AshClientOptions,
   ContentBlock,
   CreateSessionInput,
@@ -109,6 +117,69 @@ export class AshClient {
 
   async deleteAgent(name: string): Promise<void> {
     await this.call("DELETE", `/api/agents/${seg(name)}`);
+  }
+
+  /** A new active version with the changes; running sessions keep theirs. */
+  async updateAgent(name: string, change: AgentChange): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("PATCH", `/api/agents/${seg(name)}`, { body: change });
+    return agent;
+  }
+
+  /** The files of the active version (or of `version`). */
+  async listAgentFiles(name: string, options: { version?: number } = {}): Promise<AgentFileEntry[]> {
+    const { files } = await this.json<{ files: AgentFileEntry[] }>("GET", `/api/agents/${seg(name)}/files`, { query: { version: options.version } });
+    return files;
+  }
+
+  /** One file of the active version (or of `version`), as bytes. */
+  async readAgentFile(name: string, path: string, options: { version?: number } = {}): Promise<WorkspaceFile> {
+    const clean = path.replace(/^\/+/, "");
+    if (!clean) throw new TypeError("readAgentFile needs a file path inside the agent folder.");
+    const response = await this.call("GET", `/api/agents/${seg(name)}/files/${clean.split("/").map(seg).join("/")}`, {
+      query: { format: "raw", version: options.version },
+      headers: { accept: "*/*" },
+    });
+    const content = new Uint8Array(await response.arrayBuffer());
+    return { path: clean, content, text: () => new TextDecoder().decode(content) };
+  }
+
+  /** Adds or replaces files (`content` base64): a new active version. */
+  async addAgentFiles(name: string, files: AgentFile[]): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("POST", `/api/agents/${seg(name)}/files`, { body: { files } });
+    return agent;
+  }
+
+  async listAgentVersions(name: string): Promise<AgentVersion[]> {
+    const { versions } = await this.json<{ versions: AgentVersion[] }>("GET", `/api/agents/${seg(name)}/versions`);
+    return versions;
+  }
+
+  /** A new version from the active one (or `cloneFrom`); active only with `activate: true`. */
+  async createAgentVersion(name: string, input: CreateAgentVersionInput = {}): Promise<AgentVersion> {
+    const { version } = await this.json<{ version: AgentVersion }>("POST", `/api/agents/${seg(name)}/versions`, { body: input });
+    return version;
+  }
+
+  async getAgentVersion(name: string, version: number): Promise<AgentVersion> {
+    const answer = await this.json<{ version: AgentVersion }>("GET", `/api/agents/${seg(name)}/versions/${seg(String(version))}`);
+    return answer.version;
+  }
+
+  /** Makes `version` the one new sessions get; answers the agent as it now is. */
+  async activateAgentVersion(name: string, version: number): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("POST", `/api/agents/${seg(name)}/versions/${seg(String(version))}/activate`);
+    return agent;
+  }
+
+  async getAgentConfig(name: string): Promise<AgentConfig> {
+    const { config } = await this.json<{ config: AgentConfig }>("GET", `/api/agents/${seg(name)}/config`);
+    return config;
+  }
+
+  /** `warmSpares` (null: back to the server's default); `maxTokens` and `egress` make a new version. */
+  async updateAgentConfig(name: string, change: { warmSpares?: number | null; maxTokens?: number | null; egress?: string[] }): Promise<AgentConfig> {
+    const { config } = await this.json<{ config: AgentConfig }>("PATCH", `/api/agents/${seg(name)}/config`, { body: change });
+    return config;
   }
 
   // ---- Sessions -------------------------------------------------------------
