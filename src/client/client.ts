@@ -34,6 +34,8 @@ type Query = Record<string, string | number | boolean | undefined | null>;
 
 interface CallOptions {
   body?: unknown;
+  /** Bytes sent as they are (with `headers["content-type"]`), instead of a JSON `body`. */
+  rawBody?: Uint8Array | Blob | ReadableStream<Uint8Array>;
   query?: Query;
   signal?: AbortSignal;
   headers?: Record<string, string>;
@@ -298,6 +300,39 @@ export class AshClient {
     return { path: clean, content, text: () => new TextDecoder().decode(content) };
   }
 
+  /**
+   * Writes files into the workspace (as the sandbox's own user; a sleeping session is woken),
+   * under `targetPath` when given. Answers the paths written.
+   */
+  async writeFiles(id: string, files: WorkspaceUpload[], options: { targetPath?: string } = {}): Promise<Array<{ path: string; size: number }>> {
+    const answer = await this.json<{ files: Array<{ path: string; size: number }> }>("POST", `/api/sessions/${seg(id)}/files`, {
+      body: { files, ...(options.targetPath !== undefined ? { targetPath: options.targetPath } : {}) },
+    });
+    return answer.files;
+  }
+
+  /** Removes a file or folder of the workspace. */
+  async deleteFile(id: string, path: string): Promise<void> {
+    const clean = path.replace(/^\/+/, "");
+    if (!clean) throw new TypeError("deleteFile needs a path inside the workspace.");
+    await this.call("DELETE", `/api/sessions/${seg(id)}/files/${clean.split("/").map(seg).join("/")}`);
+  }
+
+  /** Unpacks a tar.gz (or tar) into the workspace, or into `targetPath` inside it. */
+  async uploadWorkspace(
+    id: string,
+    archive: Uint8Array | Blob | ReadableStream<Uint8Array>,
+    options: { targetPath?: string; signal?: AbortSignal } = {},
+  ): Promise<{ files: number; entries: number; targetPath: string | null }> {
+    const response = await this.call("POST", `/api/sessions/${seg(id)}/workspace`, {
+      rawBody: archive,
+      query: { targetPath: options.targetPath },
+      headers: { "content-type": "application/gzip" },
+      signal: options.signal,
+    });
+    return (await response.json()) as { files: number; entries: number; targetPath: string | null };
+  }
+
   /** The whole workspace as a gzipped tar archive, streamed. */
   async downloadWorkspace(id: string, options: { signal?: AbortSignal } = {}): Promise<ReadableStream<Uint8Array>> {
     const response = await this.call("GET", `/api/sessions/${seg(id)}/workspace`, {
@@ -401,15 +436,16 @@ export class AshClient {
     }
     const headers: Record<string, string> = { accept: "application/json", ...options.headers };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
-    let body: string | undefined;
+    let body: RequestInit["body"];
     if (options.body !== undefined) {
       headers["content-type"] = "application/json";
       body = JSON.stringify(options.body);
-    }
+    } else if (options.rawBody !== undefined) body = options.rawBody as RequestInit["body"];
+    const streamed = typeof ReadableStream !== "undefined" && body instanceof ReadableStream;
 
     let response: Response;
     try {
-      response = await this.fetchImpl(url, { method, headers, body, signal: options.signal });
+      response = await this.fetchImpl(url, { method, headers, body, signal: options.signal, ...(streamed ? { duplex: "half" } : {}) } as RequestInit);
     } catch (error) {
       if (options.signal?.aborted) throw options.signal.reason ?? error;
       const code = networkErrorCode(error);

@@ -183,3 +183,125 @@ describe.each(backends)("agents as the original API has them, on $name", (backen
     expect((await client.getAgentConfig("typed-managed")).warmSpares).toBe(1);
   });
 });
+
+describe("session files, uploads and reads", () => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+  let client: AshClient;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_MAX_FILE_BYTES: "200000" } });
+    client = new AshClient({ url: server.url, apiKey: server.apiKey });
+    await server.api("/api/agents", { method: "POST", json: agentUpload("files-agent", { "data/hello.txt": "héllo\n" }) });
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const newSession = async () => (await (await server.api("/api/sessions", { method: "POST", json: { agent: "files-agent" } })).json()).session as { id: string };
+  const exec = async (id: string, command: string) => (await server.api(`/api/sessions/${id}/exec`, { method: "POST", json: { command } })).json();
+
+  it("serves a file's raw bytes by default, JSON with ?format=json, and says where the answer came from", async () => {
+    const { id } = await newSession();
+    const raw = await server.api(`/api/sessions/${id}/files/data/hello.txt`);
+    expect(raw.status).toBe(200);
+    expect(raw.headers.get("content-type")).toBe("text/plain; charset=utf-8");
+    expect(raw.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(raw.headers.get("content-disposition")).toBe(`attachment; filename="hello.txt"; filename*=UTF-8''hello.txt`);
+    expect(raw.headers.get("x-ash-source")).toBe("sandbox");
+    expect(await raw.text()).toBe("héllo\n");
+    const asJson = await (await server.api(`/api/sessions/${id}/files/data/hello.txt?format=json`)).json();
+    expect(asJson).toEqual({ path: "data/hello.txt", size: 7, encoding: "utf8", content: "héllo\n", source: "sandbox" });
+    expect((await (await server.api(`/api/sessions/${id}/files`)).json()).source).toBe("sandbox");
+    expect((await (await server.api(`/api/sessions/${id}/logs`)).json()).source).toBe("sandbox");
+
+    // A page a browser would run is served as bytes to download, with a name it cannot break out of.
+    await exec(id, `printf '<script>alert(1)</script>' > 'page "x".html'; head -c 300000 /dev/zero > big.bin`);
+    const html = await server.api(`/api/sessions/${id}/files/${encodeURIComponent('page "x".html')}`);
+    expect(html.headers.get("content-type")).toBe("application/octet-stream");
+    expect(html.headers.get("content-disposition")).toBe(`attachment; filename="page _x_.html"; filename*=UTF-8''page%20%22x%22.html`);
+    const big = await server.api(`/api/sessions/${id}/files/big.bin`);
+    expect(big.status).toBe(413);
+    expect((await big.json()).error).toMatch(/300000 bytes.*ASH_MAX_FILE_BYTES/);
+
+    await server.api(`/api/sessions/${id}/pause`, { method: "POST" });
+    const asleep = await server.api(`/api/sessions/${id}/files/data/hello.txt`);
+    expect(asleep.headers.get("x-ash-source")).toBe("snapshot");
+    expect(await asleep.text()).toBe("héllo\n");
+    expect((await (await server.api(`/api/sessions/${id}/files`)).json()).source).toBe("snapshot");
+    expect((await server.api(`/api/sessions/${id}/files/big.bin`)).status).toBe(413);
+    // Our client and CLI read either form.
+    expect((await client.readFile(id, "data/hello.txt")).text()).toBe("héllo\n");
+  });
+
+  it("writes a batch of files as the sandbox user, waking a sleeping session, and deletes them", async () => {
+    const { id } = await newSession();
+    await server.api(`/api/sessions/${id}/pause`, { method: "POST" });
+    const r = await server.api(`/api/sessions/${id}/files`, {
+      method: "POST",
+      json: { targetPath: "inbox", files: [{ path: "a.txt", content: "plain text", encoding: "utf8" }, { path: "sub/run.sh", content: b64("#!/bin/sh\necho ran\n"), mode: 0o755 }] },
+    });
+    expect(r.status).toBe(201);
+    expect(await r.json()).toEqual({ files: [{ path: "inbox/a.txt", size: 10 }, { path: "inbox/sub/run.sh", size: 19 }], targetPath: "inbox" });
+    expect((await (await server.api(`/api/sessions/${id}`)).json()).session.status).toBe("active");
+    const owners = await exec(id, "id -u; stat -c %u inbox/a.txt inbox/sub/run.sh inbox; ./inbox/sub/run.sh");
+    const [me, ...rest] = owners.stdout.trim().split("\n");
+    expect(rest).toEqual([me, me, me, "ran"]);
+
+    // Replacing a symlink the agent planted writes the file in its place and never follows it.
+    await exec(id, "ln -s /etc/hostname inbox/link.txt");
+    expect((await server.api(`/api/sessions/${id}/files`, { method: "POST", json: { files: [{ path: "inbox/link.txt", content: "mine", encoding: "utf8" }] } })).status).toBe(201);
+    expect((await exec(id, "test -L inbox/link.txt && echo link || cat inbox/link.txt")).stdout).toBe("mine");
+
+    for (const [body, status] of [
+      [{ files: [{ path: "../x", content: "" }] }, 400],
+      [{ files: [{ path: "/etc/x", content: "" }] }, 400],
+      [{ targetPath: "../up", files: [{ path: "x", content: "" }] }, 400],
+      [{ files: [{ path: "x", content: "%%%" }] }, 400],
+      [{ files: [{ path: "inbox/a.txt/deeper", content: "" }] }, 409],
+      [{ files: [] }, 400],
+    ] as const) {
+      const bad = await server.api(`/api/sessions/${id}/files`, { method: "POST", json: body });
+      expect(bad.status, JSON.stringify(body)).toBe(status);
+    }
+
+    const del = await server.api(`/api/sessions/${id}/files/inbox/sub`, { method: "DELETE" });
+    expect(del.status).toBe(200);
+    expect(await del.json()).toEqual({ path: "inbox/sub", deleted: true });
+    expect((await server.api(`/api/sessions/${id}/files/inbox/sub`, { method: "DELETE" })).status).toBe(404);
+    expect((await server.api(`/api/sessions/${id}/files/..%2F..%2Fetc`, { method: "DELETE" })).status).toBe(400);
+    expect((await exec(id, "ls inbox")).stdout).toBe("a.txt\nlink.txt\n");
+  });
+
+  it("unpacks an uploaded tar.gz into the workspace as the sandbox user", async () => {
+    const { tarGzOf } = await import("../helpers/tar-build");
+    const { id } = await newSession();
+    const archive = tarGzOf([
+      { name: "project/", type: "dir" },
+      { name: "project/readme.md", content: "# hi\n" },
+      { name: "project/bin/tool", content: "#!/bin/sh\necho tool\n", mode: 0o755 },
+      { name: "project/docs", type: "symlink", linkname: "readme.md" },
+      { name: "project/copy.md", type: "hardlink", linkname: "project/readme.md" },
+    ]);
+    const r = await server.api(`/api/sessions/${id}/workspace?targetPath=up`, { method: "POST", body: archive, headers: { "content-type": "application/gzip" } });
+    expect(r.status).toBe(201);
+    expect(await r.json()).toEqual({ extracted: true, files: 3, entries: 5, targetPath: "up" });
+    const check = await exec(id, "id -u; stat -c %u up/project/readme.md; ./up/project/bin/tool; readlink up/project/docs; cat up/project/copy.md");
+    const [me, owner, ...rest] = check.stdout.trim().split("\n");
+    expect(owner).toBe(me);
+    expect(rest).toEqual(["tool", "readme.md", "# hi"]);
+  });
+
+  it("answers the typed client's file methods", async () => {
+    const { id } = await newSession();
+    expect(await client.writeFiles(id, [{ path: "t.txt", content: "typed", encoding: "utf8" }])).toEqual([{ path: "t.txt", size: 5 }]);
+    expect((await client.readFile(id, "t.txt")).text()).toBe("typed");
+    const { tarGzOf } = await import("../helpers/tar-build");
+    expect(await client.uploadWorkspace(id, tarGzOf([{ name: "u.txt", content: "u" }]))).toMatchObject({ files: 1 });
+    expect((await client.readFile(id, "u.txt")).text()).toBe("u");
+    await client.deleteFile(id, "u.txt");
+    expect(await client.readFile(id, "u.txt").catch((e) => e.statusCode)).toBe(404);
+  });
+});
