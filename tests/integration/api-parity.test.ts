@@ -305,3 +305,65 @@ describe("session files, uploads and reads", () => {
     expect(await client.readFile(id, "u.txt").catch((e) => e.statusCode)).toBe(404);
   });
 });
+
+describe("health pool counters and deleted agents", () => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url });
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const pool = async () => (await (await fetch(`${server.url}/health`)).json()).pool;
+  const metric = async (kind: string) => {
+    const text = await (await server.api("/metrics")).text();
+    const line = text.split("\n").find((l) => l.startsWith(`ash_resume_hits_total{kind="${kind}"}`));
+    return line ? Number(line.split(" ").at(-1)) : 0;
+  };
+
+  it("counts warm and cold resumes in /health and /metrics", async () => {
+    await server.api("/api/agents", { method: "POST", json: agentUpload("resumer") });
+    const { session } = await (await server.api("/api/sessions", { method: "POST", json: { agent: "resumer" } })).json();
+    expect(await pool()).toMatchObject({ resumeWarmHits: 0, resumeColdHits: 0 });
+    expect((await server.api(`/api/sessions/${session.id}/resume`, { method: "POST" })).status).toBe(200);
+    expect(await pool()).toMatchObject({ resumeWarmHits: 1, resumeColdHits: 0 });
+    await server.api(`/api/sessions/${session.id}/pause`, { method: "POST" });
+    expect((await server.api(`/api/sessions/${session.id}/resume`, { method: "POST" })).status).toBe(200);
+    expect(await pool()).toMatchObject({ resumeWarmHits: 1, resumeColdHits: 1 });
+    expect(await metric("warm")).toBe(1);
+    expect(await metric("cold")).toBe(1);
+  });
+
+  it("keeps sessions of a deleted agent running on their version; new sessions of the name get 404", async () => {
+    await server.api("/api/agents", { method: "POST", json: agentUpload("doomed", { "data/v.txt": "v1" }) });
+    const { session } = await (await server.api("/api/sessions", { method: "POST", json: { agent: "doomed" } })).json();
+    await server.api(`/api/sessions/${session.id}/pause`, { method: "POST" });
+    const del = await server.api("/api/agents/doomed", { method: "DELETE" });
+    expect(del.status).toBe(200);
+    expect(await del.json()).toMatchObject({ ok: true, deleted: true, agent: { name: "doomed" } });
+
+    const fresh = await server.api("/api/sessions", { method: "POST", json: { agent: "doomed" } });
+    expect(fresh.status).toBe(404);
+    expect((await fresh.json()).error).toMatch(/No agent named "doomed"/);
+    // The paused session comes back on the version it started with, files and all.
+    expect((await server.api(`/api/sessions/${session.id}/resume`, { method: "POST" })).status).toBe(200);
+    const events = await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "hello" } }));
+    expect(events.at(-1)?.event).toBe("done");
+    expect(events.some((e) => e.event === "error")).toBe(false);
+    const file = await server.api(`/api/sessions/${session.id}/files/data/v.txt`);
+    expect(await file.text()).toBe("v1");
+
+    // A new agent of the same name is a new agent: version 1, and the old session keeps its own.
+    await server.api("/api/agents", { method: "POST", json: agentUpload("doomed", { "data/v.txt": "new" }) });
+    expect((await (await server.api("/api/agents/doomed")).json()).agent.version).toBe(1);
+    expect((await (await server.api(`/api/sessions/${session.id}`)).json()).session).toMatchObject({ agentName: "doomed", agentVersion: 1 });
+    await server.api(`/api/sessions/${session.id}/stop`, { method: "POST" });
+    await server.api(`/api/sessions/${session.id}/resume`, { method: "POST" });
+    expect(await (await server.api(`/api/sessions/${session.id}/files/data/v.txt`)).text()).toBe("v1");
+  });
+});
