@@ -319,7 +319,24 @@ describe("health pool counters and deleted agents", () => {
     await model?.close();
   });
 
-  const pool = async () => (await (await fetch(`${server.url}/health`)).json()).pool;
+  const pool = async () => ((await (await fetch(`${server.url}/health`)).json()) as any).pool;
+
+  it("documents every route it adds in its OpenAPI reference", async () => {
+    const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as any;
+    const expected: Array<[string, string[]]> = [
+      ["/api/agents/{name}", ["patch", "delete"]],
+      ["/api/agents/{name}/files", ["get", "post"]],
+      ["/api/agents/{name}/files/{path}", ["get"]],
+      ["/api/agents/{name}/versions", ["get", "post"]],
+      ["/api/agents/{name}/versions/{version}", ["get"]],
+      ["/api/agents/{name}/versions/{version}/activate", ["post"]],
+      ["/api/agents/{name}/config", ["get", "patch"]],
+      ["/api/sessions/{id}/files", ["get", "post"]],
+      ["/api/sessions/{id}/files/{path}", ["get", "delete"]],
+      ["/api/sessions/{id}/workspace", ["get", "post"]],
+    ];
+    for (const [path, methods] of expected) for (const method of methods) expect(doc.paths[path]?.[method], `${method} ${path}`).toBeDefined();
+  });
   const metric = async (kind: string) => {
     const text = await (await server.api("/metrics")).text();
     const line = text.split("\n").find((l) => l.startsWith(`ash_resume_hits_total{kind="${kind}"}`));
