@@ -56,8 +56,6 @@ export interface ServerConfig {
   maxUploadBytes: number;
   /** Largest file `GET /api/sessions/:id/files/*` serves, in bytes (ASH_MAX_FILE_BYTES). */
   maxFileBytes: number;
-  /** Largest attachment, in bytes (ASH_MAX_ATTACHMENT_BYTES). */
-  maxAttachmentBytes: number;
 }
 
 export interface EgressConfig {
@@ -137,7 +135,6 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     agentRoots: agentRootsConfig(env),
     maxUploadBytes: integer(env, "ASH_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
     maxFileBytes: integer(env, "ASH_MAX_FILE_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
-    maxAttachmentBytes: integer(env, "ASH_MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     egress: {
       allow: egressAllowConfig(env),
