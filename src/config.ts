@@ -70,6 +70,12 @@ export interface ServerConfig {
   credentialKeyPrevious?: string;
   /** ASH_TEST_START_HOLD_FILE, for tests only: agent processes' start-up does not end before this file exists. */
   testStartHoldFile?: string;
+  /** Absolute folders (besides the data directory) that `{name, path}` deploys may read (ASH_AGENT_ROOTS). */
+  agentRoots: string[];
+  /** Largest workspace upload (tar.gz, unpacked size) or file batch, in bytes (ASH_MAX_UPLOAD_BYTES). */
+  maxUploadBytes: number;
+  /** Largest file `GET /api/sessions/:id/files/*` serves, in bytes (ASH_MAX_FILE_BYTES). */
+  maxFileBytes: number;
   /** How this server takes part in running the queue. */
   queue: QueueConfig;
   /** How evaluation runs use this server. */
@@ -178,6 +184,9 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     warmPool: warmPoolConfig(env),
     warmDemandMs: integer(env, "ASH_WARM_DEMAND_MS", 3600_000, 0, 7 * 24 * 3600_000),
     warmMemoryMb: integer(env, "ASH_WARM_MEMORY_MB", Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)), 0, 1024 * 1024),
+    agentRoots: agentRootsConfig(env),
+    maxUploadBytes: integer(env, "ASH_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
+    maxFileBytes: integer(env, "ASH_MAX_FILE_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     credentialKey,
     credentialKeyPrevious,
@@ -286,4 +295,19 @@ function snapshotConfig(env: Env): SnapshotConfig {
   if (!accessKeyId) throw new ConfigError("AWS_ACCESS_KEY_ID is required when ASH_SNAPSHOT_STORE is an s3:// bucket");
   if (!secretAccessKey) throw new ConfigError("AWS_SECRET_ACCESS_KEY is required when ASH_SNAPSHOT_STORE is an s3:// bucket");
   return { kind: "s3", bucket: match[1]!, prefix: (match[2] ?? "sessions").replace(/\/+$/, "") || "sessions", endpoint, region, accessKeyId, secretAccessKey };
+}
+
+/** ASH_AGENT_ROOTS: absolute folders, separated by ":" (like PATH) or ",". */
+function agentRootsConfig(env: Env): string[] {
+  const raw = text(env, "ASH_AGENT_ROOTS");
+  if (!raw) return [];
+  const roots: string[] = [];
+  for (const item of raw.split(/[:,]/)) {
+    const root = item.trim();
+    if (!root) continue;
+    if (!root.startsWith("/")) throw new ConfigError(`ASH_AGENT_ROOTS must list absolute folders; "${root}" is not one`);
+    if (resolve(root) === "/") throw new ConfigError("ASH_AGENT_ROOTS must not list / (the whole file system)");
+    roots.push(resolve(root));
+  }
+  return roots;
 }

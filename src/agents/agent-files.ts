@@ -42,9 +42,10 @@ function quoted(path: string): string {
  * written: every path on its own, then paths that would land on the same
  * file (duplicates, also after normalizing: `a/./b` and `a//b`), and a file
  * that is also needed as a folder (`x` and `x/y`, in either order).
- * CLAUDE.md is required.
+ * CLAUDE.md is required unless `requireClaudeMd` is false (files added to
+ * an agent that has one).
  */
-export function decodeUploadedFiles(files: Array<{ path: string; content: string; mode?: number }>): AgentFile[] {
+export function decodeUploadedFiles(files: Array<{ path: string; content: string; mode?: number }>, options: { requireClaudeMd?: boolean } = {}): AgentFile[] {
   if (files.length > MAX_FILES) throw badRequest(`files: at most ${MAX_FILES} files can be uploaded.`);
   const byPath = new Map<string, string>();
   const decoded = files.map((f) => {
@@ -58,21 +59,44 @@ export function decodeUploadedFiles(files: Array<{ path: string; content: string
     if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(f.content)) throw badRequest(`files: the content of "${quoted(path)}" is not base64.`);
     return { path, mode: f.mode && f.mode & 0o111 ? 0o755 : 0o644, content: Buffer.from(f.content, "base64") };
   });
+  checkFolders(decoded);
+  if (options.requireClaudeMd !== false) requireClaudeMd(decoded);
+  return decoded;
+}
+
+/** Refuses a set where one file's path is a folder another file needs. */
+function checkFolders(files: AgentFile[]): void {
   // Every folder some file needs; a file may not have one of these paths.
   const folders = new Map<string, string>();
-  for (const file of decoded) {
+  for (const file of files) {
     const parts = file.path.split("/");
     for (let i = 1; i < parts.length; i++) {
       const folder = parts.slice(0, i).join("/");
       if (!folders.has(folder)) folders.set(folder, file.path);
     }
   }
-  for (const file of decoded) {
+  for (const file of files) {
     const inside = folders.get(file.path);
     if (inside !== undefined) throw badRequest(`files: "${quoted(file.path)}" is a file, but "${quoted(inside)}" needs it to be a folder.`);
   }
-  requireClaudeMd(decoded);
-  return decoded;
+}
+
+/**
+ * A version's files with `added` put in (same path: replaced) and `removed`
+ * taken out, checked as a whole like an upload. CLAUDE.md must remain.
+ */
+export function mergeAgentFiles(base: AgentFile[], added: AgentFile[], removed: string[] = []): AgentFile[] {
+  const byPath = new Map(base.map((f) => [f.path, f]));
+  for (const path of removed) {
+    const clean = checkAgentPath(path);
+    if (!byPath.delete(clean)) throw badRequest(`removeFiles: the agent has no file "${quoted(clean)}".`);
+  }
+  for (const file of added) byPath.set(file.path, file);
+  const merged = [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  if (merged.length > MAX_FILES) throw badRequest(`files: an agent can have at most ${MAX_FILES} files.`);
+  checkFolders(merged);
+  requireClaudeMd(merged);
+  return merged;
 }
 
 function requireClaudeMd(files: AgentFile[]): void {
@@ -82,19 +106,26 @@ function requireClaudeMd(files: AgentFile[]): void {
 }
 
 /**
- * Reads a folder that already sits inside the data directory (`{name, path}`
- * deploys). Symlinks are followed only when they stay inside the folder.
+ * Reads a folder on the server (`{name, path}` deploys): a path relative to
+ * the data directory, or an absolute one inside the data directory or one
+ * of the operator's agent roots (ASH_AGENT_ROOTS). The folder is resolved
+ * through its symlinks first, so a link that leads out of every root is
+ * refused; inside, symlinks are followed only when they stay in the folder.
  */
-export async function readAgentFolder(dataDir: string, path: string): Promise<AgentFile[]> {
+export async function readAgentFolder(dataDir: string, path: string, agentRoots: string[] = []): Promise<AgentFile[]> {
   const root = resolve(dataDir, path);
-  const dataReal = await realpath(dataDir);
+  const allowed = await Promise.all([dataDir, ...agentRoots].map((r) => realpath(r).catch(() => undefined)));
+  const where = agentRoots.length
+    ? `inside the data directory (a relative path) or inside one of the ${agentRoots.length} folder${agentRoots.length === 1 ? "" : "s"} the operator listed in ASH_AGENT_ROOTS`
+    : "inside the data directory (a relative path); the operator can allow more folders with ASH_AGENT_ROOTS";
   let rootReal: string;
   try {
     rootReal = await realpath(root);
   } catch {
-    throw badRequest(`path: no folder "${path}" in the data directory.`);
+    throw badRequest(`path: no folder "${quoted(path)}" on the server; it must be ${where}.`);
   }
-  if (rootReal !== dataReal && !rootReal.startsWith(dataReal + sep)) throw badRequest("path: the folder must be inside the data directory.");
+  const inside = allowed.some((r) => r !== undefined && (rootReal === r || rootReal.startsWith(r + sep)));
+  if (!inside) throw badRequest(`path: the folder must be ${where}, and symlinks must not lead out of it.`);
   if (!(await lstat(rootReal)).isDirectory()) throw badRequest(`path: "${path}" is not a folder.`);
 
   const files: AgentFile[] = [];

@@ -3,6 +3,14 @@ import { parseEventId, type StreamEvent } from "./events";
 import { resumableEvents } from "./stream";
 import type {
   Agent,
+  AgentChange,
+  AgentFile,
+  AgentConfig,
+  AgentFileEntry,
+  AgentVersion,
+  Attachment,
+  CreateAgentVersionInput,
+  WorkspaceUpload,
   AshClientOptions,
   ContentBlock,
   CreateSessionInput,
@@ -45,6 +53,8 @@ type Query = Record<string, string | number | boolean | undefined | null>;
 
 interface CallOptions {
   body?: unknown;
+  /** Bytes sent as they are (with `headers["content-type"]`), instead of a JSON `body`. */
+  rawBody?: Uint8Array | Blob | ReadableStream<Uint8Array>;
   query?: Query;
   signal?: AbortSignal;
   headers?: Record<string, string>;
@@ -128,6 +138,69 @@ export class AshClient {
 
   async deleteAgent(name: string): Promise<void> {
     await this.call("DELETE", `/api/agents/${seg(name)}`);
+  }
+
+  /** A new active version with the changes; running sessions keep theirs. */
+  async updateAgent(name: string, change: AgentChange): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("PATCH", `/api/agents/${seg(name)}`, { body: change });
+    return agent;
+  }
+
+  /** The files of the active version (or of `version`). */
+  async listAgentFiles(name: string, options: { version?: number } = {}): Promise<AgentFileEntry[]> {
+    const { files } = await this.json<{ files: AgentFileEntry[] }>("GET", `/api/agents/${seg(name)}/files`, { query: { version: options.version } });
+    return files;
+  }
+
+  /** One file of the active version (or of `version`), as bytes. */
+  async readAgentFile(name: string, path: string, options: { version?: number } = {}): Promise<WorkspaceFile> {
+    const clean = path.replace(/^\/+/, "");
+    if (!clean) throw new TypeError("readAgentFile needs a file path inside the agent folder.");
+    const response = await this.call("GET", `/api/agents/${seg(name)}/files/${clean.split("/").map(seg).join("/")}`, {
+      query: { format: "raw", version: options.version },
+      headers: { accept: "*/*" },
+    });
+    const content = new Uint8Array(await response.arrayBuffer());
+    return { path: clean, content, text: () => new TextDecoder().decode(content) };
+  }
+
+  /** Adds or replaces files (`content` base64): a new active version. */
+  async addAgentFiles(name: string, files: AgentFile[]): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("POST", `/api/agents/${seg(name)}/files`, { body: { files } });
+    return agent;
+  }
+
+  async listAgentVersions(name: string): Promise<AgentVersion[]> {
+    const { versions } = await this.json<{ versions: AgentVersion[] }>("GET", `/api/agents/${seg(name)}/versions`);
+    return versions;
+  }
+
+  /** A new version from the active one (or `cloneFrom`); active only with `activate: true`. */
+  async createAgentVersion(name: string, input: CreateAgentVersionInput = {}): Promise<AgentVersion> {
+    const { version } = await this.json<{ version: AgentVersion }>("POST", `/api/agents/${seg(name)}/versions`, { body: input });
+    return version;
+  }
+
+  async getAgentVersion(name: string, version: number): Promise<AgentVersion> {
+    const answer = await this.json<{ version: AgentVersion }>("GET", `/api/agents/${seg(name)}/versions/${seg(String(version))}`);
+    return answer.version;
+  }
+
+  /** Makes `version` the one new sessions get; answers the agent as it now is. */
+  async activateAgentVersion(name: string, version: number): Promise<Agent> {
+    const { agent } = await this.json<{ agent: Agent }>("POST", `/api/agents/${seg(name)}/versions/${seg(String(version))}/activate`);
+    return agent;
+  }
+
+  async getAgentConfig(name: string): Promise<AgentConfig> {
+    const { config } = await this.json<{ config: AgentConfig }>("GET", `/api/agents/${seg(name)}/config`);
+    return config;
+  }
+
+  /** `warmSpares` (null: back to the server's default); `maxTokens` and `egress` make a new version. */
+  async updateAgentConfig(name: string, change: { warmSpares?: number | null; maxTokens?: number | null; egress?: string[] }): Promise<AgentConfig> {
+    const { config } = await this.json<{ config: AgentConfig }>("PATCH", `/api/agents/${seg(name)}/config`, { body: change });
+    return config;
   }
 
   // ---- Sessions -------------------------------------------------------------
@@ -329,6 +402,39 @@ export class AshClient {
     return { path: clean, content, text: () => new TextDecoder().decode(content) };
   }
 
+  /**
+   * Writes files into the workspace (as the sandbox's own user; a sleeping session is woken),
+   * under `targetPath` when given. Answers the paths written.
+   */
+  async writeFiles(id: string, files: WorkspaceUpload[], options: { targetPath?: string } = {}): Promise<Array<{ path: string; size: number }>> {
+    const answer = await this.json<{ files: Array<{ path: string; size: number }> }>("POST", `/api/sessions/${seg(id)}/files`, {
+      body: { files, ...(options.targetPath !== undefined ? { targetPath: options.targetPath } : {}) },
+    });
+    return answer.files;
+  }
+
+  /** Removes a file or folder of the workspace. */
+  async deleteFile(id: string, path: string): Promise<void> {
+    const clean = path.replace(/^\/+/, "");
+    if (!clean) throw new TypeError("deleteFile needs a path inside the workspace.");
+    await this.call("DELETE", `/api/sessions/${seg(id)}/files/${clean.split("/").map(seg).join("/")}`);
+  }
+
+  /** Unpacks a tar.gz (or tar) into the workspace, or into `targetPath` inside it. */
+  async uploadWorkspace(
+    id: string,
+    archive: Uint8Array | Blob | ReadableStream<Uint8Array>,
+    options: { targetPath?: string; signal?: AbortSignal } = {},
+  ): Promise<{ files: number; entries: number; targetPath: string | null }> {
+    const response = await this.call("POST", `/api/sessions/${seg(id)}/workspace`, {
+      rawBody: archive,
+      query: { targetPath: options.targetPath },
+      headers: { "content-type": "application/gzip" },
+      signal: options.signal,
+    });
+    return (await response.json()) as { files: number; entries: number; targetPath: string | null };
+  }
+
   /** The whole workspace as a gzipped tar archive, streamed. */
   async downloadWorkspace(id: string, options: { signal?: AbortSignal } = {}): Promise<ReadableStream<Uint8Array>> {
     const response = await this.call("GET", `/api/sessions/${seg(id)}/workspace`, {
@@ -485,15 +591,16 @@ export class AshClient {
     }
     const headers: Record<string, string> = { accept: "application/json", ...options.headers };
     if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
-    let body: string | undefined;
+    let body: RequestInit["body"];
     if (options.body !== undefined) {
       headers["content-type"] = "application/json";
       body = JSON.stringify(options.body);
-    }
+    } else if (options.rawBody !== undefined) body = options.rawBody as RequestInit["body"];
+    const streamed = typeof ReadableStream !== "undefined" && body instanceof ReadableStream;
 
     let response: Response;
     try {
-      response = await this.fetchImpl(url, { method, headers, body, signal: options.signal });
+      response = await this.fetchImpl(url, { method, headers, body, signal: options.signal, ...(streamed ? { duplex: "half" } : {}) } as RequestInit);
     } catch (error) {
       if (options.signal?.aborted) throw options.signal.reason ?? error;
       const code = networkErrorCode(error);

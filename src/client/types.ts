@@ -63,7 +63,83 @@ interface DeployAgentCommon {
 /** Upload the folder's files, or name a folder already inside the server's data directory. */
 export type DeployAgentInput =
   | (DeployAgentCommon & { files: AgentFile[]; path?: never })
-  | (DeployAgentCommon & { path: string; files?: never });
+  | (DeployAgentCommon & { path: string; files?: never })
+  /** An agent from a prompt alone: the server makes its CLAUDE.md from `systemPrompt`. */
+  | (DeployAgentCommon & { systemPrompt: string; files?: never; path?: never });
+
+/** What a new agent version changes (`PATCH /api/agents/:name`, `POST /api/agents/:name/versions`). */
+export interface AgentChange {
+  /** A new prompt (for an agent deployed from a prompt alone: its CLAUDE.md); null removes an added prompt. */
+  systemPrompt?: string | null;
+  /** Variables to set; a null value removes one. */
+  env?: Record<string, string | null>;
+  /** Files to add or replace; `content` is base64. */
+  files?: AgentFile[];
+  /** Paths to take out. */
+  removeFiles?: string[];
+  egress?: string[];
+  maxTokens?: number | null;
+}
+
+export interface CreateAgentVersionInput extends AgentChange {
+  /** A label for the version (default `v<n>`). */
+  name?: string;
+  releaseNotes?: string;
+  /** Start from this version rather than the active one. */
+  cloneFrom?: number;
+  /** Make it the version new sessions get. */
+  activate?: boolean;
+}
+
+export interface AgentVersion {
+  agentName: string;
+  version: number;
+  versionNumber: number;
+  name: string;
+  isActive: boolean;
+  systemPrompt: string | null;
+  releaseNotes: string | null;
+  env: Record<string, string>;
+  fileCount: number;
+  createdAt: string;
+  [key: string]: unknown;
+}
+
+export interface AgentFileEntry {
+  path: string;
+  size: number;
+  mode: number;
+  modifiedAt: string;
+}
+
+export interface AgentConfig {
+  /** Ready sandboxes kept for the agent's new sessions. */
+  warmSpares: number;
+  maxTokens: number | null;
+  egress: string[];
+  /** The active version. */
+  version: number;
+}
+
+/** One file to write into a session's workspace (`POST /api/sessions/:id/files`). */
+export interface WorkspaceUpload {
+  path: string;
+  /** The bytes as base64 (default) or as text with `encoding: "utf8"`. */
+  content: string;
+  encoding?: "base64" | "utf8";
+  /** Permission bits; only "executable or not" is kept. */
+  mode?: number;
+}
+
+export interface Attachment {
+  id: string;
+  sessionId: string;
+  filename: string;
+  mimeType: string;
+  size: number;
+  createdAt: string;
+  [key: string]: unknown;
+}
 
 
 export interface Session {

@@ -173,6 +173,14 @@ export const migrations: Migration[] = [
     ],
   },
   {
+    id: 4,
+    name: "agent config (warm spares)",
+    statements: [
+      // JSON: choices about the agent that are not part of a version, such as {warmSpares}.
+      `ALTER TABLE agents ADD COLUMN config TEXT`,
+    ],
+  },
+  {
     id: 5,
     name: "the work queue and evaluations",
     statements: [

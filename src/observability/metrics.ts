@@ -67,6 +67,7 @@ export class Metrics {
   private readonly turnFirstEvent;
   private readonly evictions;
   private readonly resumes;
+  private readonly resumeHits;
   private readonly sandboxStart;
   private readonly snapshotBytes;
   private readonly snapshotDuration;
@@ -110,6 +111,11 @@ export class Metrics {
     );
     this.evictions = r.counter("ash_evictions_total", "Sandboxes taken down, by reason (idle, capacity, pause, stop, end, shutdown, crash).", ["reason"]);
     this.resumes = r.counter("ash_resumes_total", "Sessions brought back to a live sandbox, by where the workspace came from.", ["from"]);
+    this.resumeHits = r.counter(
+      "ash_resume_hits_total",
+      "Resumes by whether the session's sandbox was still up (warm) or had to be started again (cold).",
+      ["kind"],
+    );
     this.sandboxStart = r.histogram(
       "ash_sandbox_start_duration_seconds",
       "Time to bring a session's sandbox and agent process up, restore included.",
@@ -163,8 +169,20 @@ export class Metrics {
     this.evictions.inc({ reason: oneOf(EVICTION_REASONS, reason, "other") });
   }
 
+  /** A session came back on a new sandbox (a cold resume). */
   resumed(from: ResumeSource): void {
     this.resumes.inc({ from: oneOf(RESUME_SOURCES, from, "other") });
+    this.resumeHits.inc({ kind: "cold" });
+  }
+
+  /** A resume found the session's sandbox still up: nothing had to start. */
+  resumedWarm(): void {
+    this.resumeHits.inc({ kind: "warm" });
+  }
+
+  /** Resumes since start-up, for /health: `resumeWarmHits`, `resumeColdHits`. */
+  resumeCounts(): { resumeWarmHits: number; resumeColdHits: number } {
+    return { resumeWarmHits: this.resumeHits.get({ kind: "warm" }), resumeColdHits: this.resumeHits.get({ kind: "cold" }) };
   }
 
   sandboxStarted(start: { durationMs: number }): void {

@@ -1,11 +1,12 @@
 import type { CheckpointRecord } from "../db/queries/checkpoints";
-import type { AgentRecord } from "../db/queries/agents";
+import type { AgentConfig, AgentRecord, AgentVersionRecord } from "../db/queries/agents";
 import type { SessionRecord } from "../db/queries/sessions";
 import type { SessionState } from "../contract";
 
 // The JSON shapes of API.md. Times are ISO 8601 strings.
 
-export function presentAgent(agent: AgentRecord) {
+/** `extra.systemPrompt`: the prompt as the agent runs it (for one deployed from a prompt alone, its CLAUDE.md). */
+export function presentAgent(agent: AgentRecord, extra: { systemPrompt?: string | null; config?: AgentConfig } = {}) {
   return {
     id: agent.id,
     name: agent.name,
@@ -14,9 +15,33 @@ export function presentAgent(agent: AgentRecord) {
     updatedAt: new Date(agent.updatedAt).toISOString(),
     // Values are secrets as often as not: only the names are shown.
     env: Object.fromEntries(Object.keys(agent.env).map((k) => [k, "***"])),
-    systemPrompt: agent.systemPrompt,
+    systemPrompt: extra.systemPrompt !== undefined ? extra.systemPrompt : agent.systemPrompt,
     egress: agent.settings.egress ?? [],
     maxTokens: agent.settings.maxTokens ?? null,
+    /** Deployed from a prompt alone: its CLAUDE.md is that prompt. */
+    managed: Boolean(agent.settings.managed),
+    ...(extra.config?.warmSpares !== undefined ? { warmSpares: extra.config.warmSpares } : {}),
+  };
+}
+
+/** A version as `GET /api/agents/:name/versions` lists it (the original's field names, plus ours). */
+export function presentAgentVersion(v: AgentVersionRecord, systemPrompt: string | null) {
+  const createdAt = new Date(v.createdAt).toISOString();
+  return {
+    agentName: v.agentName,
+    version: v.version,
+    versionNumber: v.version,
+    name: v.settings.label ?? `v${v.version}`,
+    isActive: v.active,
+    systemPrompt,
+    releaseNotes: v.settings.releaseNotes ?? null,
+    env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "***"])),
+    egress: v.settings.egress ?? [],
+    maxTokens: v.settings.maxTokens ?? null,
+    managed: Boolean(v.settings.managed),
+    fileCount: v.fileCount,
+    createdAt,
+    updatedAt: createdAt,
   };
 }
 

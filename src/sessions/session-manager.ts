@@ -327,6 +327,7 @@ export class SessionManager {
   async resume(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be resumed.");
+    if (this.live.get(sessionId)?.agent.alive && !this.live.get(sessionId)?.closing) this.o.observability.metrics.resumedWarm();
     await this.activate(session);
     await updateSession(this.o.db, sessionId, { status: "active", touch: true });
     return (await getSession(this.o.db, sessionId))!;

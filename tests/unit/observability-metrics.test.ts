@@ -175,6 +175,7 @@ describe("Ash's metrics", () => {
       ash_turn_first_event_seconds: "histogram",
       ash_evictions_total: "counter",
       ash_resumes_total: "counter",
+      ash_resume_hits_total: "counter",
       ash_sandbox_start_duration_seconds: "histogram",
       ash_snapshot_bytes: "histogram",
       ash_snapshot_duration_seconds: "histogram",

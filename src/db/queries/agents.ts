@@ -15,6 +15,27 @@ export interface AgentRecord {
 export interface AgentSettings {
   maxTokens?: number;
   egress?: string[];
+  /** Deployed from a prompt alone: its CLAUDE.md is that prompt, rewritten when the prompt changes. */
+  managed?: boolean;
+  /** A name and notes for this version (`POST /api/agents/:name/versions`). */
+  label?: string;
+  releaseNotes?: string;
+}
+
+/** Per-agent choices that are not part of a version (they do not change what a session runs). */
+export interface AgentConfig {
+  /** Ready sandboxes kept for this agent's new sessions. */
+  warmSpares?: number;
+}
+
+function configOf(raw: unknown): AgentConfig {
+  if (typeof raw !== "string" || !raw) return {};
+  try {
+    const parsed = JSON.parse(raw);
+    return parsed && typeof parsed === "object" ? (parsed as AgentConfig) : {};
+  } catch {
+    return {};
+  }
 }
 
 function settingsOf(raw: unknown): AgentSettings {
@@ -72,22 +93,26 @@ export async function getAgentFiles(db: Queryable, agentId: string, version: num
 
 /**
  * Stores a deploy as one transaction: a new agent at version 1, or the next
- * version of an existing one. Files of every version are kept, so sessions
- * made from an older version can still be rebuilt.
+ * version of an existing one (one past the highest, whichever is active).
+ * Files of every version are kept, so sessions made from an older version
+ * can still be rebuilt. With `activate: false` (an existing agent only) the
+ * version is stored but new sessions keep getting the active one.
  */
 export async function deployAgent(
   db: AshDatabase,
-  input: { id: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings?: AgentSettings },
-): Promise<AgentRecord> {
+  input: { id: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings?: AgentSettings; activate?: boolean },
+): Promise<AgentRecord & { previousVersion: number | null }> {
   return db.transaction(async (tx) => {
     const now = Date.now();
     const existing = await tx.get<any>(`SELECT id, version FROM agents WHERE name = ?`, [input.name]);
     let id = input.id;
     let version = 1;
+    const activate = input.activate !== false || !existing;
     if (existing) {
       id = existing.id;
-      version = Number(existing.version) + 1;
-      await tx.run(`UPDATE agents SET version = ?, updated_at = ? WHERE id = ?`, [version, now, id]);
+      const top = await tx.get<any>(`SELECT MAX(version) AS top FROM agent_versions WHERE agent_id = ?`, [id]);
+      version = Math.max(Number(existing.version), Number(top?.top ?? 0)) + 1;
+      if (activate) await tx.run(`UPDATE agents SET version = ?, updated_at = ? WHERE id = ?`, [version, now, id]);
     } else {
       await tx.run(`INSERT INTO agents (id, name, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)`, [id, input.name, version, now, now]);
     }
@@ -108,8 +133,9 @@ export async function deployAgent(
         file.content.toString("base64"),
       ]);
     }
-    const row = await tx.get(`${SELECT_AGENT} WHERE a.id = ?`, [id]);
-    return toAgent(row);
+    const row = await tx.get(`SELECT a.id, a.name, v.version, a.created_at, a.updated_at, v.env, v.system_prompt, v.settings
+      FROM agents a JOIN agent_versions v ON v.agent_id = a.id WHERE a.id = ? AND v.version = ?`, [id, version]);
+    return { ...toAgent(row), previousVersion: existing ? Number(existing.version) : null };
   });
 }
 
@@ -118,7 +144,7 @@ export async function deployAgent(
  * rows go, and the agent points at the version before (or goes, if this was
  * its first). Only when no later deploy has happened since.
  */
-export async function undoDeploy(db: AshDatabase, agent: { id: string; version: number }): Promise<void> {
+export async function undoDeploy(db: AshDatabase, agent: { id: string; version: number; previousVersion: number | null }): Promise<void> {
   await db.transaction(async (tx) => {
     const row = await tx.get<any>(`SELECT version FROM agents WHERE id = ?`, [agent.id]);
     if (!row || Number(row.version) !== agent.version) return;
@@ -126,7 +152,7 @@ export async function undoDeploy(db: AshDatabase, agent: { id: string; version: 
     if (used) return;
     await tx.run(`DELETE FROM agent_files WHERE agent_id = ? AND version = ?`, [agent.id, agent.version]);
     await tx.run(`DELETE FROM agent_versions WHERE agent_id = ? AND version = ?`, [agent.id, agent.version]);
-    if (agent.version > 1) await tx.run(`UPDATE agents SET version = ? WHERE id = ?`, [agent.version - 1, agent.id]);
+    if (agent.previousVersion !== null) await tx.run(`UPDATE agents SET version = ? WHERE id = ?`, [agent.previousVersion, agent.id]);
     else await tx.run(`DELETE FROM agents WHERE id = ?`, [agent.id]);
   });
 }
@@ -139,4 +165,86 @@ export async function deleteAgent(db: AshDatabase, name: string): Promise<boolea
     await tx.run(`DELETE FROM agents WHERE id = ?`, [row.id]);
     return true;
   });
+}
+
+/** One stored version of an agent, active or not. */
+export interface AgentVersionRecord {
+  agentId: string;
+  agentName: string;
+  version: number;
+  active: boolean;
+  env: Record<string, string>;
+  systemPrompt: string | null;
+  settings: AgentSettings;
+  createdAt: number;
+  fileCount: number;
+}
+
+function toVersion(row: any): AgentVersionRecord {
+  return {
+    agentId: row.agent_id,
+    agentName: row.name,
+    version: Number(row.version),
+    active: Number(row.version) === Number(row.active_version),
+    env: JSON.parse(row.env),
+    systemPrompt: row.system_prompt ?? null,
+    settings: settingsOf(row.settings),
+    createdAt: Number(row.created_at),
+    fileCount: Number(row.file_count ?? 0),
+  };
+}
+
+const SELECT_VERSION = `SELECT v.agent_id, a.name, v.version, a.version AS active_version, v.env, v.system_prompt, v.settings, v.created_at,
+    (SELECT COUNT(*) FROM agent_files f WHERE f.agent_id = v.agent_id AND f.version = v.version) AS file_count
+  FROM agent_versions v JOIN agents a ON a.id = v.agent_id`;
+
+/** Every version of an agent, oldest first. */
+export async function listAgentVersions(db: Queryable, agentId: string): Promise<AgentVersionRecord[]> {
+  return (await db.all(`${SELECT_VERSION} WHERE v.agent_id = ? ORDER BY v.version`, [agentId])).map(toVersion);
+}
+
+export async function getAgentVersionRecord(db: Queryable, agentId: string, version: number): Promise<AgentVersionRecord | undefined> {
+  const row = await db.get(`${SELECT_VERSION} WHERE v.agent_id = ? AND v.version = ?`, [agentId, version]);
+  return row ? toVersion(row) : undefined;
+}
+
+/** Makes `version` the one new sessions get; false when the agent has no such version. Returns the one active before. */
+export async function activateAgentVersion(db: AshDatabase, agentId: string, version: number): Promise<{ previous: number } | undefined> {
+  return db.transaction(async (tx) => {
+    const row = await tx.get<any>(`SELECT a.version FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = ? WHERE a.id = ?`, [version, agentId]);
+    if (!row) return undefined;
+    await tx.run(`UPDATE agents SET version = ?, updated_at = ? WHERE id = ?`, [version, Date.now(), agentId]);
+    return { previous: Number(row.version) };
+  });
+}
+
+export async function getAgentConfig(db: Queryable, name: string): Promise<AgentConfig | undefined> {
+  const row = await db.get<any>(`SELECT config FROM agents WHERE name = ?`, [name]);
+  return row ? configOf(row.config) : undefined;
+}
+
+/** Merges `patch` into the agent's config (an undefined value removes the key); false when there is no such agent. */
+export async function updateAgentConfig(db: AshDatabase, name: string, patch: Partial<Record<keyof AgentConfig, number | null>>): Promise<AgentConfig | undefined> {
+  return db.transaction(async (tx) => {
+    const row = await tx.get<any>(`SELECT id, config FROM agents WHERE name = ?`, [name]);
+    if (!row) return undefined;
+    const config: Record<string, unknown> = { ...configOf(row.config) };
+    for (const [key, value] of Object.entries(patch)) {
+      if (value === null) delete config[key];
+      else if (value !== undefined) config[key] = value;
+    }
+    await tx.run(`UPDATE agents SET config = ?, updated_at = ? WHERE id = ?`, [JSON.stringify(config), Date.now(), row.id]);
+    return config as AgentConfig;
+  });
+}
+
+/** How many warm spares the agent asks for (`PATCH /api/agents/:name/config`), or undefined when it does not say. */
+export async function agentWarmSpares(db: Queryable, name: string): Promise<number | undefined> {
+  return (await getAgentConfig(db, name))?.warmSpares;
+}
+
+/** One file of one version, or undefined. */
+export async function getAgentFile(db: Queryable, agentId: string, version: number, path: string): Promise<AgentFile | undefined> {
+  const row = await db.get<any>(`SELECT path, mode, content_base64 FROM agent_files WHERE agent_id = ? AND version = ? AND path = ?`, [agentId, version, path]);
+  return row ? { path: row.path, mode: Number(row.mode), content: Buffer.from(row.content_base64, "base64") } : undefined;
 }

@@ -20,6 +20,8 @@ export function registerHealth(app: H3, ctx: AppContext): void {
         idleTimeoutMs: ctx.config.idleTimeoutMs,
         // Ready spares per ASH_WARM_POOL agent; they are part of `live`.
         warm: { total: ctx.sessions.warm.readyCount, agents: ctx.sessions.warm.counts() },
+        // Resumes that found the sandbox still up, and those that had to start one (restoring the workspace).
+        ...ctx.observability.metrics.resumeCounts(),
       },
       isolation: sandbox.isolation,
       limits: sandbox.limits,

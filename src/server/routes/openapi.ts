@@ -35,6 +35,22 @@ function body(schema: unknown) {
   return { requestBody: { required: true, content: { "application/json": { schema } } } };
 }
 
+const versionParam = { name: "version", in: "path", required: true, schema: { type: "string", pattern: "^v?[0-9]{1,10}$" } };
+const fileParam = { name: "path", in: "path", required: true, schema: { type: "string" } };
+/** What a new agent version changes. */
+const CHANGE = {
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            systemPrompt: { type: ["string", "null"], description: "A prompt-only agent: its new CLAUDE.md; otherwise the appended prompt (null removes it)" },
+            env: { type: "object", additionalProperties: { type: ["string", "null"] }, description: "Variables to set; null removes one" },
+            files: { type: "array", items: { $ref: "#/components/schemas/UploadedFile" }, description: "Files to add or replace" },
+            removeFiles: { type: "array", items: { type: "string" } },
+            egress: { type: "array", items: { type: "string" } },
+            maxTokens: { type: ["integer", "null"], minimum: 1 },
+          },
+        };
+
 export function openApiDocument(version: string) {
   return {
     openapi: "3.1.0",
@@ -54,6 +70,7 @@ export function openApiDocument(version: string) {
         },
       },
       schemas: {
+        UploadedFile: { type: "object", required: ["path", "content"], properties: { path: { type: "string" }, content: { type: "string", contentEncoding: "base64" }, mode: { type: "integer" } } },
         Agent: {
           type: "object",
           properties: {
@@ -84,7 +101,7 @@ export function openApiDocument(version: string) {
       },
     },
     paths: {
-      "/health": { get: { security: [], summary: "Liveness, capacity, isolation and limits; 503 while the database is unreachable", responses: { "200": { description: "ok" }, "503": { description: "degraded" } } } },
+      "/health": { get: { security: [], summary: "Liveness, capacity (pool, with resumeWarmHits and resumeColdHits), isolation and limits; 503 while the database is unreachable", responses: { "200": { description: "ok" }, "503": { description: "degraded" } } } },
       "/api/agents": {
         post: op("Deploy an agent folder (a new version when the name exists)", { "201": { description: "The agent" }, "413": error, "422": error }, body({
           type: "object",
@@ -93,9 +110,9 @@ export function openApiDocument(version: string) {
           properties: {
             name: { type: "string", pattern: AGENT_NAME.source },
             files: { type: "array", items: { type: "object", required: ["path", "content"], properties: { path: { type: "string" }, content: { type: "string", contentEncoding: "base64" }, mode: { type: "integer" } } } },
-            path: { type: "string", description: "A folder inside the data directory, instead of files" },
+            path: { type: "string", description: "A folder on the server instead of files: relative to the data directory, or absolute inside it or inside a folder of ASH_AGENT_ROOTS" },
             env: { type: "object", additionalProperties: { type: "string" } },
-            systemPrompt: { type: "string" },
+            systemPrompt: { type: "string", description: "Alone (no files, no path): the agent's CLAUDE.md is made from it (managed: true). With files: appended to CLAUDE.md's prompt" },
             egress: { type: "array", items: { type: "string" }, description: "Hosts its sessions may reach through the egress proxies: example.com, *.example.com, host:port (added to ash.json's)" },
             maxTokens: { type: "integer", minimum: 1, description: "Default token budget of each of its sessions" },
           },
@@ -105,7 +122,56 @@ export function openApiDocument(version: string) {
       "/api/agents/{name}": {
         parameters: [{ name: "name", in: "path", required: true, schema: { type: "string" } }],
         get: op("One agent", { "200": { description: "{agent}" } }),
-        delete: op("Delete an agent; its sessions keep their copy", { "200": { description: "{agent, deleted}" } }),
+        patch: op("A new active version with the changes; running sessions keep theirs", { "200": { description: "{agent}" }, "422": error }, body(CHANGE)),
+        delete: op("Delete an agent: new sessions of the name get 404; sessions made from it keep running on their version", { "200": { description: "{agent, deleted, ok}" } }),
+      },
+      "/api/agents/{name}/files": {
+        parameters: [nameParam],
+        get: op("The files of the active version (or ?version=)", { "200": { description: "{version, files:[{path, size, mode, modifiedAt}]}" } }, { parameters: [{ name: "version", in: "query", schema: { type: "string" } }] }),
+        post: op("Add or replace files (checked like a deploy): a new active version", { "201": { description: "{agent, files}" }, "413": error }, body({
+          type: "object",
+          required: ["files"],
+          additionalProperties: false,
+          properties: { files: { type: "array", items: { $ref: "#/components/schemas/UploadedFile" } } },
+        })),
+      },
+      "/api/agents/{name}/files/{path}": {
+        parameters: [nameParam, { name: "path", in: "path", required: true, schema: { type: "string" } }],
+        get: op("One file of the active version (or ?version=): JSON by default, ?format=raw for the bytes", { "200": { description: "{path, size, mode, encoding, content} or the bytes" } }, {
+          parameters: [{ name: "format", in: "query", schema: { enum: ["json", "raw"] } }, { name: "version", in: "query", schema: { type: "string" } }],
+        }),
+      },
+      "/api/agents/{name}/versions": {
+        parameters: [nameParam],
+        get: op("Every version, oldest first", { "200": { description: "{versions:[AgentVersion]}" } }),
+        post: op("A new version from the active one (or cloneFrom); active only with activate: true", { "201": { description: "{version: AgentVersion}" }, "422": error }, body({
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            ...CHANGE.properties,
+            name: { type: "string", maxLength: 255 },
+            releaseNotes: { type: "string", maxLength: 10000 },
+            cloneFrom: { type: "integer", minimum: 1 },
+            activate: { type: "boolean", default: false },
+          },
+        })),
+      },
+      "/api/agents/{name}/versions/{version}": {
+        parameters: [nameParam, versionParam],
+        get: op("One version", { "200": { description: "{version: AgentVersion}" } }),
+      },
+      "/api/agents/{name}/versions/{version}/activate": {
+        parameters: [nameParam, versionParam],
+        post: op("Make this the version new sessions (and warm spares) get; running and sleeping sessions keep theirs", { "200": { description: "{activated, versionNumber, agent}" } }),
+      },
+      "/api/agents/{name}/config": {
+        parameters: [nameParam],
+        get: op("The agent's config", { "200": { description: "{config:{warmSpares, maxTokens, egress, version}}" } }),
+        patch: op("warmSpares (null: the server's default) is the agent's own; maxTokens and egress make a new active version", { "200": { description: "{config}" } }, body({
+          type: "object",
+          additionalProperties: false,
+          properties: { warmSpares: { type: ["integer", "null"], minimum: 0, maximum: 100 }, maxTokens: { type: ["integer", "null"], minimum: 1 }, egress: { type: "array", items: { type: "string" } } },
+        })),
       },
       "/api/sessions": {
         post: op("Open a session on an agent", { "201": sessionAnswer, "503": error }, body({
@@ -273,11 +339,36 @@ export function openApiDocument(version: string) {
         parameters: [idParam],
         get: op("Stored stream events, in order", { "200": { description: "{events}" } }, { parameters: [afterParam, limitParam, { name: "type", in: "query", schema: { type: "string" } }] }),
       },
-      "/api/sessions/{id}/files": { parameters: [idParam], get: op("List the workspace's files", { "200": { description: "{files}" } }) },
-      "/api/sessions/{id}/files/{path}": { parameters: [idParam, { name: "path", in: "path", required: true, schema: { type: "string" } }], get: op("Read one file", { "200": { description: "{path, size, encoding, content}" } }) },
-      "/api/sessions/{id}/workspace": { parameters: [idParam], get: op("The workspace as tar.gz", { "200": { description: "application/gzip" } }) },
+      "/api/sessions/{id}/files": {
+        parameters: [idParam],
+        get: op("List the workspace's files; source says sandbox (live) or snapshot", { "200": { description: "{files, source}" } }),
+        post: op("Write files as the sandbox user (a sleeping session is woken), under targetPath when given", { "201": { description: "{files:[{path, size}], targetPath}" }, "409": error, "410": error, "413": error }, body({
+          type: "object",
+          required: ["files"],
+          additionalProperties: false,
+          properties: {
+            files: { type: "array", items: { type: "object", required: ["path", "content"], properties: { path: { type: "string" }, content: { type: "string" }, encoding: { enum: ["base64", "utf8"], default: "base64" }, mode: { type: "integer" } } } },
+            targetPath: { type: "string" },
+          },
+        })),
+      },
+      "/api/sessions/{id}/files/{path}": {
+        parameters: [idParam, fileParam],
+        get: op("One file: its raw bytes (streamed, typed by extension, nosniff, a download; X-Ash-Source says sandbox or snapshot), or ?format=json", { "200": { description: "the bytes, or {path, size, encoding, content, source}" }, "413": error }, {
+          parameters: [{ name: "format", in: "query", schema: { enum: ["raw", "json"], default: "raw" } }],
+        }),
+        delete: op("Remove a file or folder, as the sandbox user", { "200": { description: "{path, deleted}" }, "409": error, "410": error }),
+      },
+      "/api/sessions/{id}/workspace": {
+        parameters: [idParam],
+        get: op("The workspace as tar.gz", { "200": { description: "application/gzip" } }),
+        post: op("Unpack a tar.gz (or tar) body into the workspace (or ?targetPath=), as the sandbox user; checked whole first: no absolute names, no .., no links out, no devices; 413 past ASH_MAX_UPLOAD_BYTES unpacked", { "201": { description: "{extracted, files, entries, targetPath}" }, "409": error, "410": error, "413": error }, {
+          parameters: [{ name: "targetPath", in: "query", schema: { type: "string" } }],
+          requestBody: { required: true, content: { "application/gzip": { schema: { type: "string", format: "binary" } }, "application/x-tar": { schema: { type: "string", format: "binary" } } } },
+        }),
+      },
       "/api/sessions/{id}/exec": { parameters: [idParam], post: op("Run a command in the sandbox", { "200": { description: "{exitCode, stdout, stderr, timedOut}" }, "410": error }, body({ type: "object", required: ["command"], properties: { command: { type: "string" }, timeout: { type: "integer" } } })) },
-      "/api/sessions/{id}/logs": { parameters: [idParam], get: op("The sandbox's recent output lines", { "200": { description: "{logs}" } }) },
+      "/api/sessions/{id}/logs": { parameters: [idParam], get: op("The sandbox's recent output lines; source sandbox (live) or snapshot (asleep: none kept)", { "200": { description: "{logs, source}" } }) },
     },
   };
 }
