@@ -165,8 +165,13 @@ export interface StagedAgent {
  * current version, so a deploy can write its database rows in between and
  * still back out of either step.
  */
-export async function stageAgent(dataDir: string, name: string, files: AgentFile[]): Promise<StagedAgent> {
-  const agentsDir = join(dataDir, "agents");
+/** Where a tenant's agent folders are kept: `<data>/agents` for the default tenant, `<data>/tenants/<id>/agents` for others. */
+export function agentsDirOf(dataDir: string, tenantId: string): string {
+  return tenantId === "default" ? join(dataDir, "agents") : join(dataDir, "tenants", tenantId, "agents");
+}
+
+export async function stageAgent(dataDir: string, tenantId: string, name: string, files: AgentFile[]): Promise<StagedAgent> {
+  const agentsDir = agentsDirOf(dataDir, tenantId);
   const target = join(agentsDir, name);
   const staging = join(agentsDir, `.staging-${name}-${randomUUID()}`);
   const discard = () => rm(staging, { recursive: true, force: true });
@@ -202,11 +207,11 @@ export async function stageAgent(dataDir: string, name: string, files: AgentFile
 }
 
 /**
- * Writes an agent's files to `<data>/agents/<name>/`, replacing the previous
+ * Writes an agent's files to its folder (agentsDirOf), replacing the previous
  * version in one rename so a reader never sees half of each.
  */
-export async function materializeAgent(dataDir: string, name: string, files: AgentFile[]): Promise<string> {
-  return (await stageAgent(dataDir, name, files)).commit();
+export async function materializeAgent(dataDir: string, tenantId: string, name: string, files: AgentFile[]): Promise<string> {
+  return (await stageAgent(dataDir, tenantId, name, files)).commit();
 }
 
 /** Writes files under `dir`, which must not escape it (paths were checked on upload). */
@@ -221,6 +226,6 @@ export async function writeFiles(dir: string, files: AgentFile[]): Promise<void>
   }
 }
 
-export async function removeAgentFolder(dataDir: string, name: string): Promise<void> {
-  await rm(join(dataDir, "agents", name), { recursive: true, force: true });
+export async function removeAgentFolder(dataDir: string, tenantId: string, name: string): Promise<void> {
+  await rm(join(agentsDirOf(dataDir, tenantId), name), { recursive: true, force: true });
 }

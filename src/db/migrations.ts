@@ -266,12 +266,9 @@ export const migrations: Migration[] = [
         limits TEXT,
         created_at BIGINT NOT NULL
       )`,
-      `INSERT INTO tenants (id, label, limits, created_at) VALUES ('default', 'default', NULL, 0)`,
       `ALTER TABLE api_keys ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
       // One of read, sessions, admin (each includes the ones before) or operator (admin of every tenant).
       `ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'admin'`,
-      // The keys so far were the server's one key: the operator's.
-      `UPDATE api_keys SET scopes = 'operator'`,
       `ALTER TABLE api_keys ADD COLUMN prefix TEXT`,
       `ALTER TABLE api_keys ADD COLUMN expires_at BIGINT`,
       `ALTER TABLE api_keys ADD COLUMN revoked_at BIGINT`,
@@ -295,5 +292,50 @@ export const migrations: Migration[] = [
       `CREATE INDEX credentials_by_tenant ON credentials (tenant_id, created_at)`,
     ],
   },
+  {
+    id: 7,
+    name: "every agent, session, usage record, queued prompt and evaluation belongs to a tenant",
+    // Schema changes only: CockroachDB refuses a schema change after a write in one transaction,
+    // and new columns are not usable until their transaction commits; the data follows in 8 and 9.
+    statements: [
+      `ALTER TABLE sessions ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
+      // The key that made the session: its per-key limits count the session.
+      `ALTER TABLE sessions ADD COLUMN api_key_id TEXT`,
+      `CREATE INDEX sessions_by_tenant ON sessions (tenant_id, created_at)`,
+      `ALTER TABLE usage_records ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
+      `ALTER TABLE usage_records ADD COLUMN api_key_id TEXT`,
+      `CREATE INDEX usage_by_tenant ON usage_records (tenant_id, created_at)`,
+      `ALTER TABLE queue_items ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
+      `ALTER TABLE queue_items ADD COLUMN api_key_id TEXT`,
+      `ALTER TABLE eval_cases ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
+      `ALTER TABLE eval_runs ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default'`,
+      // Agent names are unique per tenant, not server-wide (a name taken elsewhere must not be visible).
+      `CREATE TABLE agents_by_tenant (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        config TEXT,
+        UNIQUE (tenant_id, name)
+      )`,
+    ],
+  },
+  {
+    id: 8,
+    name: "the default tenant, the operator's keys, agents copied to their tenant table",
+    statements: [
+      `INSERT INTO tenants (id, label, limits, created_at) VALUES ('default', 'default', NULL, 0) ON CONFLICT DO NOTHING`,
+      // The keys so far were the server's one key: the operator's.
+      `UPDATE api_keys SET scopes = 'operator'`,
+      `INSERT INTO agents_by_tenant (id, tenant_id, name, version, created_at, updated_at, config)
+         SELECT id, 'default', name, version, created_at, updated_at, config FROM agents`,
+    ],
+  },
+  {
+    id: 9,
+    name: "agents keyed by tenant and name",
+    statements: [`DROP TABLE agents`, `ALTER TABLE agents_by_tenant RENAME TO agents`],
+  },
 ];
-

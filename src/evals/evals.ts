@@ -35,6 +35,10 @@ export interface EvalsOptions {
 
 export interface StartRunInput {
   agent: string;
+  /** The tenant whose agent it is (default: the default tenant). */
+  tenantId?: string;
+  /** The key that started it. */
+  apiKeyId?: string | null;
   /** Unset: the agent's latest version. */
   version?: number;
   /** Cases at once, at most ASH_EVAL_CONCURRENCY. */
@@ -65,17 +69,18 @@ export class Evals {
 
   async startRun(input: StartRunInput): Promise<EvalRunRecord> {
     const { db, config, serverId } = this.o;
-    const agent = await getAgent(db, input.agent);
+    const tenantId = input.tenantId ?? "default";
+    const agent = await getAgent(db, tenantId, input.agent);
     if (!agent) throw notFound(`No agent named "${input.agent}".`);
     const version = input.version ?? agent.version;
     if (version !== agent.version && !(await getAgentVersion(db, agent.id, version))) {
       throw notFound(`Agent "${agent.name}" has no version ${version}; its latest is ${agent.version}.`);
     }
-    const cases = (await listEvalCases(db, agent.name)).filter(
+    const cases = (await listEvalCases(db, tenantId, agent.name)).filter(
       (c) => (input.category === undefined || c.category === input.category) && (input.tags ?? []).every((t) => c.tags.includes(t)),
     );
     if (cases.length === 0) throw unprocessable(`Agent "${agent.name}" has no evaluation cases${input.category || input.tags?.length ? " that match" : ""}; import some first.`);
-    const run = { id: randomUUID(), agentName: agent.name, agentVersion: version, serverId, grade: input.grade ?? true, createdAt: Date.now() };
+    const run = { id: randomUUID(), tenantId, agentName: agent.name, agentVersion: version, serverId, grade: input.grade ?? true, createdAt: Date.now() };
     await db.transaction((tx) => insertEvalRun(tx, run, cases));
     const concurrency = Math.min(input.concurrency ?? config.evals.concurrency, config.evals.concurrency);
     const done = this.execute(run.id, cases, concurrency)
@@ -123,7 +128,7 @@ export class Evals {
     await startEvalResult(db, run.id, c.id, Date.now());
     let sessionId: string | undefined;
     try {
-      sessionId = (await sessions.createSession({ agent: run.agentName, agentVersion: run.agentVersion, settings: {} })).id;
+      sessionId = (await sessions.createSession({ agent: run.agentName, tenantId: run.tenantId, agentVersion: run.agentVersion, settings: {} })).id;
       await setEvalResultSession(db, run.id, c.id, sessionId);
       // The conversation so far: each prior user turn is a real turn of the session.
       for (const turn of c.history) {
@@ -149,13 +154,13 @@ export class Evals {
 
   private async grade(run: EvalRunRecord, c: EvalCaseRecord, answer: string): Promise<GradeScore> {
     const { db, config } = this.o;
-    const agent = await getAgent(db, run.agentName);
+    const agent = await getAgent(db, run.tenantId, run.agentName);
     const version = agent ? await getAgentVersion(db, agent.id, run.agentVersion) : undefined;
     const upstream = modelUpstreamOf({ config, agentEnv: version?.env ?? {}, extraEnv: {} });
     return gradeAnswer(
       { upstream, model: config.evals.graderModel, question: c.question, referenceAnswer: c.referenceAnswer, expectedTopics: c.expectedTopics, answer },
       (usage) => {
-        insertUsage(db, { id: randomUUID(), sessionId: null, agentName: run.agentName, turnId: null, keyId: upstream.keyId, ...usage, createdAt: Date.now() }).catch(() => undefined);
+        insertUsage(db, { tenantId: run.tenantId, id: randomUUID(), sessionId: null, agentName: run.agentName, turnId: null, keyId: upstream.keyId, ...usage, createdAt: Date.now() }).catch(() => undefined);
       },
     );
   }

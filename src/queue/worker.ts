@@ -136,7 +136,7 @@ export class QueueWorker {
     }, Math.max(50, Math.floor(config.leaseMs / 3)));
     const created = item.continueSessionId === null;
     try {
-      entry.sessionId = item.continueSessionId ?? (await sessions.createSession({ agent: item.agentName, settings: {} })).id;
+      entry.sessionId = item.continueSessionId ?? (await sessions.createSession({ agent: item.agentName, tenantId: item.tenantId, apiKeyId: item.apiKeyId, settings: {} })).id;
       if (created && !(await setQueueItemSession(db, claim, entry.sessionId))) entry.lost = true;
       if (entry.lost) return;
       const result = await runTurnToEnd(sessions, entry.sessionId, item.prompt);

@@ -3,6 +3,7 @@ import type { AppContext } from "./context";
 import { bearerKey, scopeAllows } from "./auth";
 import { accessOf } from "./scopes";
 import { RequestBuckets } from "./rate-limit";
+import { getSession } from "../db/queries/sessions";
 import { errorResponse, toErrorResponse } from "./errors";
 import { registerHealth } from "./routes/health";
 import { registerAgents } from "./routes/agents";
@@ -54,6 +55,13 @@ export function createApp(ctx: AppContext): H3 {
     if (access === undefined) return next(); // no such route: 404
     if (access === "operator" ? !principal.operator : !principal.operator && !scopeAllows(principal.scope, access)) {
       return errorResponse(403, access === "operator" ? "Only the server's own key (ASH_API_KEY or the first-boot key) may do this." : `This key's scope is ${principal.scope}; this needs the ${access} scope.`);
+    }
+    // Every route about one session checks here that it is the caller's tenant's: another
+    // tenant's session does not exist for it (404, the same answer as for no session at all).
+    if (route?.startsWith("/api/sessions/:id")) {
+      const id = event.context.params?.id ?? "";
+      const session = await getSession(ctx.db, id);
+      if (!session || session.tenantId !== principal.tenantId) return errorResponse(404, `No session with id "${id}".`);
     }
     return next();
   });

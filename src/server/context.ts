@@ -6,6 +6,7 @@ import type { QueueWorker } from "../queue/worker";
 import type { Evals } from "../evals/evals";
 import type { SandboxFactory } from "../sessions/types";
 import type { Keys } from "./auth";
+import type { UsageLimiter } from "./limits";
 import type { Vault } from "../vault/vault";
 import type { Observability } from "../observability";
 
@@ -14,6 +15,8 @@ export interface AppContext {
   config: ServerConfig;
   db: AshDatabase;
   keys: Keys;
+  /** Per-key and per-tenant limits on live sessions, running turns and tokens a day. */
+  limits: UsageLimiter;
   /** Seals and opens stored credentials; undefined without ASH_CREDENTIAL_KEY. */
   vault?: Vault;
   sessions: SessionManager;

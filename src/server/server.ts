@@ -17,6 +17,7 @@ import { Evals } from "../evals/evals";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
 import { version } from "../version";
 import { Keys } from "./auth";
+import { UsageLimiter } from "./limits";
 import { Vault } from "../vault/vault";
 import { resealCredentials } from "../vault/credentials";
 import { createApp } from "./app";
@@ -62,7 +63,7 @@ export async function startServer(
     const keys = await Keys.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m), defaults: withoutUnset(config.keyLimits) });
     const serverId = await serverIdOf(config.dataDir);
     const parts = await makeParts(config, log, serverId);
-    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, log, observability: obs });
+    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, vault, log, observability: obs });
     await sessions.start();
     const live = sessions;
     obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
@@ -72,7 +73,7 @@ export async function startServer(
     const queue = new QueueWorker({ db, sessions, serverId, config: config.queue, log });
     const evals = new Evals({ config, db, sessions, serverId, log });
     await evals.start();
-    const ctx: AppContext = { config, db, keys, vault, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
+    const ctx: AppContext = { config, db, keys, limits: new UsageLimiter(db), vault, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the

@@ -31,12 +31,26 @@ export function buildAgentEnv(input: { config: ServerConfig; agentEnv: Record<st
   return merged;
 }
 
-/** Where the gateway sends this session's calls and with which key: the session's, the agent's, else the server's. */
-export function modelUpstreamOf(input: { config: ServerConfig; agentEnv: Record<string, string>; extraEnv: Record<string, string> }): ModelUpstream {
+/**
+ * Where the gateway sends this session's calls and with which key: the
+ * session's stored credential, else the session's, the agent's, else the server's.
+ */
+export function modelUpstreamOf(input: {
+  config: ServerConfig;
+  agentEnv: Record<string, string>;
+  extraEnv: Record<string, string>;
+  /** An opened `anthropic` credential (src/vault). */
+  credential?: { id: string; value: string };
+}): ModelUpstream {
   const { config, agentEnv, extraEnv } = input;
   const own = (env: Record<string, string>) => Boolean(env.ANTHROPIC_API_KEY || env.ANTHROPIC_AUTH_TOKEN);
   const source = own(extraEnv) ? { env: extraEnv, keyId: "session" } : own(agentEnv) ? { env: agentEnv, keyId: "agent" } : undefined;
   const baseUrl = extraEnv.ANTHROPIC_BASE_URL || agentEnv.ANTHROPIC_BASE_URL || config.anthropicBaseUrl || "https://api.anthropic.com";
+  if (input.credential) {
+    // OAuth tokens go as a bearer token, API keys as x-api-key.
+    const oauth = input.credential.value.startsWith("sk-ant-oat");
+    return { baseUrl, apiKey: oauth ? undefined : input.credential.value, authToken: oauth ? input.credential.value : undefined, keyId: `credential:${input.credential.id}` };
+  }
   if (source) return { baseUrl, apiKey: source.env.ANTHROPIC_API_KEY || undefined, authToken: source.env.ANTHROPIC_AUTH_TOKEN || undefined, keyId: source.keyId };
   return { baseUrl, apiKey: config.anthropicApiKey, keyId: config.anthropicApiKey ? "server" : "none" };
 }

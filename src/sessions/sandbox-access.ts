@@ -78,10 +78,12 @@ export function prepareSandboxAccess(
     egress: string[];
     /** The sandbox's declared environment (its OpenTelemetry export settings are routed too). */
     env?: Record<string, string>;
+    /** The session's stored model key, used by the gateway only. */
+    credential?: { id: string; value: string };
   },
 ): SandboxAccess & { token: string } {
   const { config, gateway } = deps;
-  const upstream = modelUpstreamOf({ config, agentEnv: input.agentEnv, extraEnv: input.extraEnv });
+  const upstream = modelUpstreamOf({ config, agentEnv: input.agentEnv, extraEnv: input.extraEnv, credential: input.credential });
   const { token, grant } = gateway.issue({ sandboxId: input.sandboxId, agentName: input.agentName, sessionId: input.sessionId, upstream });
   const telemetry = telemetryRoutes(input.env ?? {});
   const policy: EgressPolicy = {

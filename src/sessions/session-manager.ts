@@ -24,12 +24,14 @@ import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } f
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
 import { SnapshotTooLargeError } from "../snapshots";
-import { conflict, gone, notFound } from "../errors";
+import { conflict, gone, notFound, unavailable, unprocessable } from "../errors";
+import { openCredential, type OpenedCredential } from "../vault/credentials";
+import type { Vault } from "../vault/vault";
 import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
 import { Workspaces, type CheckpointInput } from "./workspaces";
 import { buildAgentEnv } from "./agent-env";
-import { spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
+import { poolKey, spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
 import type { SessionState } from "../contract";
 
@@ -80,8 +82,23 @@ interface RunningTurn {
   live: LiveSession;
 }
 
+export interface NewSession {
+  agent: string;
+  /** Default: the default tenant (the server's own key). */
+  tenantId?: string;
+  /** The API key that asks; null for the server's own work. */
+  apiKeyId?: string | null;
+  agentVersion?: number;
+  model?: string;
+  settings: SessionSettings;
+  /** Called once the session's row exists (limits on live sessions count it from then on). */
+  onRecorded?: () => void;
+}
+
 export interface SendOptions {
   content: string | unknown[];
+  /** Called once when the turn has ended (or did not start): limits on running turns count with it. */
+  onTurnEnd?: () => void;
   model?: string;
   maxTurns?: number;
   includePartialMessages?: boolean;
@@ -93,6 +110,8 @@ export interface SessionManagerOptions {
   serverId: string;
   sandboxes: SandboxFactory;
   workspaceStore: WorkspaceStore;
+  /** Opens sessions' stored credentials; undefined without ASH_CREDENTIAL_KEY. */
+  vault?: Vault;
   log: ConsolaInstance;
   observability: Observability;
 }
@@ -204,8 +223,11 @@ export class SessionManager {
     this.workspaces.start();
   }
 
-  /** `agentVersion`: a deployed version other than the latest (evaluation runs); unset, the latest. */
-  createSession(input: { agent: string; agentVersion?: number; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
+  /**
+   * A new session of the tenant's agent, made by `apiKeyId` (its limits count it).
+   * `agentVersion`: a deployed version other than the latest (evaluation runs); unset, the latest.
+   */
+  createSession(input: NewSession): Promise<SessionRecord> {
     return this.o.observability.tracing.withSpan("session.create", { "ash.agent": input.agent }, async (span) => {
       const session = await this.createSessionNow(input);
       span.setAttribute("ash.session_id", session.id);
@@ -214,16 +236,18 @@ export class SessionManager {
     });
   }
 
-  private async createSessionNow(input: { agent: string; agentVersion?: number; model?: string; settings: SessionSettings }): Promise<SessionRecord> {
-    const agent = await getAgent(this.o.db, input.agent);
-    if (!agent) throw await this.unknownAgent(input.agent);
-    this.warm.demand(agent.name);
+  private async createSessionNow(input: NewSession): Promise<SessionRecord> {
+    const tenantId = input.tenantId ?? "default";
+    const agent = await getAgent(this.o.db, tenantId, input.agent);
+    if (!agent) throw await this.unknownAgent(tenantId, input.agent);
+    const pooled = poolKey(agent);
+    this.warm.demand(pooled);
     const version = input.agentVersion ?? agent.version;
     if (version !== agent.version && !(await getAgentVersion(this.o.db, agent.id, version))) {
       throw notFound(`Agent "${agent.name}" has no version ${version}; its latest is ${agent.version}.`);
     }
     // Spares are made from the latest version only.
-    const warm = version === agent.version && this.warm.serves(agent.name) && spareCanServe(input);
+    const warm = version === agent.version && this.warm.serves(pooled) && spareCanServe(input);
     // With a ready spare the slot comes with it; otherwise reserve one as usual.
     let release: (() => void) | undefined = warm && this.warm.readyCount > 0 ? undefined : await this.pool.reserve();
     let record: SessionRecord | undefined;
@@ -239,7 +263,10 @@ export class SessionManager {
         model: input.model ?? null,
         settings: input.settings,
         parentSessionId: null,
+        tenantId,
+        apiKeyId: input.apiKeyId ?? null,
       });
+      input.onRecorded?.();
       const spare = warm && !release ? this.warm.take(agent) : undefined;
       if (spare) await this.adopt(record, agent, spare);
       else {
@@ -276,6 +303,7 @@ export class SessionManager {
         if (this.turns.get(sessionId) === turn) this.turns.delete(sessionId);
         live.busy = false;
         live.lastUsedAt = Date.now();
+        options.onTurnEnd?.();
       };
       this.turns.set(sessionId, turn);
       turn.done = this.runTurn(turn, log, options, release)
@@ -388,6 +416,8 @@ export class SessionManager {
         model: parent.model,
         settings,
         parentSessionId: parent.id,
+        tenantId: parent.tenantId,
+        apiKeyId: parent.apiKeyId,
       });
       if (version) await this.workspaces.adopt(tx, id, version);
       await copyTranscript(tx, parent.id, id);
@@ -579,6 +609,8 @@ export class SessionManager {
     }
     this.o.observability.metrics.modelTokens(grant.agentName, usage);
     const record = {
+      tenantId: live?.session.tenantId,
+      apiKeyId: live?.session.apiKeyId ?? null,
       id: randomUUID(),
       sessionId: grant.sessionId ?? null,
       agentName: grant.agentName,
@@ -601,8 +633,21 @@ export class SessionManager {
       .catch((error) => this.o.log.error(`session ${sessionId}: storing an egress_denied event failed:`, error));
   }
 
-  private async unknownAgent(name: string) {
-    const names = (await listAgents(this.o.db)).map((a) => a.name);
+  /** A session's stored credential, opened; a clear error when it is gone or the server cannot open it. */
+  private async openCredential(tenantId: string, id: string): Promise<OpenedCredential> {
+    if (!this.o.vault) throw unavailable("This session names a stored credential, but the server has no ASH_CREDENTIAL_KEY to open it.", 3600);
+    let opened: OpenedCredential | undefined;
+    try {
+      opened = await openCredential(this.o.db, this.o.vault, tenantId, id);
+    } catch (error) {
+      throw unavailable(`The session's credential ${id} cannot be opened: ${error instanceof Error ? error.message : String(error)}.`, 3600);
+    }
+    if (!opened) throw unprocessable(`The session's credential ${id} no longer exists; start a new session with another credentialId.`);
+    return opened;
+  }
+
+  private async unknownAgent(tenantId: string, name: string) {
+    const names = (await listAgents(this.o.db, tenantId)).map((a) => a.name);
     return notFound(`No agent named "${name}".${names.length ? ` Deployed agents: ${names.join(", ")}.` : " No agents are deployed yet."}`);
   }
 
@@ -747,10 +792,13 @@ export class SessionManager {
     named(sandboxId);
     // TRACEPARENT (and, with ASH_SANDBOX_OTEL, the CLI's export settings) join the agent's spans to this trace.
     const agentEnv = agentVersion?.env ?? {};
-    const extraEnv = session.settings.extraEnv ?? {};
+    const credential = session.settings.credentialId ? await this.openCredential(session.tenantId, session.settings.credentialId) : undefined;
+    // A custom credential is a variable the session asked for; a model key never enters the sandbox.
+    const extraEnv = { ...(session.settings.extraEnv ?? {}), ...(credential?.type === "custom" && credential.variable ? { [credential.variable]: credential.value } : {}) };
     const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };
     const budget = await this.budgetFor(session, agentVersion?.settings.maxTokens);
     const access = prepareSandboxAccess(this.access, {
+      credential: credential?.type === "anthropic" ? credential : undefined,
       sandboxId,
       agentName: session.agentName,
       sessionId: session.id,

@@ -138,7 +138,7 @@ export class WarmPool {
    * its slot passes from the pool's spares to the caller's live sessions at once).
    */
   take(agent: AgentRecord): WarmSpare | undefined {
-    const list = this.ready.get(agent.name);
+    const list = this.ready.get(poolKey(agent));
     if (!list) return undefined;
     const index = list.findIndex((s) => s.version === agent.version && s.agent.alive);
     if (index < 0) return undefined;
@@ -201,7 +201,7 @@ export class WarmPool {
     for (const [name, set] of this.making) if (!all[name]) for (const pending of set) pending.drop = true;
     for (const [name, wanted] of Object.entries(all)) {
       if (this.stopped) return;
-      const agent = await getAgent(this.o.db, name);
+      const agent = await getAgent(this.o.db, ...agentOfKey(name));
       const list = this.ready.get(name) ?? [];
       // Spares of an older version (or of a deleted agent, or whose CLI died) hold stale files: replace them.
       const stale = list.filter((s) => !agent || s.version !== agent.version || !s.agent.alive);
@@ -221,7 +221,7 @@ export class WarmPool {
         pending.done = this.make(agent, pending)
           .then(async (spare) => {
             // Dropped while it was made (a session needed the slot, a redeploy, shutdown): end it at once.
-            const current = this.stopped ? undefined : await getAgent(this.o.db, name).catch(() => undefined);
+            const current = this.stopped ? undefined : await getAgent(this.o.db, ...agentOfKey(name)).catch(() => undefined);
             if (pending.drop || !current || current.version !== spare.version || !this.wanted()[name]) {
               await this.destroy(spare);
             } else {
@@ -311,5 +311,28 @@ export class WarmPool {
 export function spareCanServe(input: { model?: string; settings: SessionSettings }): boolean {
   const s = input.settings;
   const empty = (v: unknown) => v === undefined || (typeof v === "object" && v !== null && Object.keys(v).length === 0);
-  return empty(s.extraEnv) && empty(s.mcpServers) && s.allowedTools === undefined && s.disallowedTools === undefined && s.permissionMode === undefined && !s.systemPrompt;
+  return (
+    empty(s.extraEnv) &&
+    empty(s.mcpServers) &&
+    s.allowedTools === undefined &&
+    s.disallowedTools === undefined &&
+    s.permissionMode === undefined &&
+    !s.systemPrompt &&
+    // A session's own credential changes the model key its gateway token maps to.
+    !s.credentialId
+  );
+}
+
+/**
+ * Spares are kept per agent of a tenant: the key is the agent's name for the
+ * default tenant (what ASH_WARM_POOL names) and `<tenant>/<name>` for others
+ * (neither may contain a `/`).
+ */
+export function poolKey(agent: { tenantId: string; name: string }): string {
+  return agent.tenantId === "default" ? agent.name : `${agent.tenantId}/${agent.name}`;
+}
+
+function agentOfKey(key: string): [tenantId: string, name: string] {
+  const at = key.indexOf("/");
+  return at < 0 ? ["default", key] : [key.slice(0, at), key.slice(at + 1)];
 }

@@ -2,6 +2,7 @@ import type { AshDatabase, Queryable } from "../types";
 
 export interface AgentRecord {
   id: string;
+  tenantId: string;
   name: string;
   version: number;
   createdAt: number;
@@ -53,12 +54,13 @@ export interface AgentFile {
   content: Buffer;
 }
 
-const SELECT_AGENT = `SELECT a.id, a.name, a.version, a.created_at, a.updated_at, v.env, v.system_prompt, v.settings
+const SELECT_AGENT = `SELECT a.id, a.tenant_id, a.name, a.version, a.created_at, a.updated_at, v.env, v.system_prompt, v.settings
   FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.version`;
 
 function toAgent(row: any): AgentRecord {
   return {
     id: row.id,
+    tenantId: row.tenant_id ?? "default",
     name: row.name,
     version: Number(row.version),
     createdAt: Number(row.created_at),
@@ -69,13 +71,14 @@ function toAgent(row: any): AgentRecord {
   };
 }
 
-export async function getAgent(db: Queryable, name: string): Promise<AgentRecord | undefined> {
-  const row = await db.get(`${SELECT_AGENT} WHERE a.name = ?`, [name]);
+/** The tenant's agent of that name (agents of other tenants do not exist for it). */
+export async function getAgent(db: Queryable, tenantId: string, name: string): Promise<AgentRecord | undefined> {
+  const row = await db.get(`${SELECT_AGENT} WHERE a.tenant_id = ? AND a.name = ?`, [tenantId, name]);
   return row ? toAgent(row) : undefined;
 }
 
-export async function listAgents(db: Queryable): Promise<AgentRecord[]> {
-  return (await db.all(`${SELECT_AGENT} ORDER BY a.name`)).map(toAgent);
+export async function listAgents(db: Queryable, tenantId: string): Promise<AgentRecord[]> {
+  return (await db.all(`${SELECT_AGENT} WHERE a.tenant_id = ? ORDER BY a.name`, [tenantId])).map(toAgent);
 }
 
 /** The env and prompt of one version, which a session keeps even after a redeploy. */
@@ -100,11 +103,11 @@ export async function getAgentFiles(db: Queryable, agentId: string, version: num
  */
 export async function deployAgent(
   db: AshDatabase,
-  input: { id: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings?: AgentSettings; activate?: boolean },
+  input: { id: string; tenantId: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings?: AgentSettings; activate?: boolean },
 ): Promise<AgentRecord & { previousVersion: number | null }> {
   return db.transaction(async (tx) => {
     const now = Date.now();
-    const existing = await tx.get<any>(`SELECT id, version FROM agents WHERE name = ?`, [input.name]);
+    const existing = await tx.get<any>(`SELECT id, version FROM agents WHERE tenant_id = ? AND name = ?`, [input.tenantId, input.name]);
     let id = input.id;
     let version = 1;
     const activate = input.activate !== false || !existing;
@@ -114,7 +117,7 @@ export async function deployAgent(
       version = Math.max(Number(existing.version), Number(top?.top ?? 0)) + 1;
       if (activate) await tx.run(`UPDATE agents SET version = ?, updated_at = ? WHERE id = ?`, [version, now, id]);
     } else {
-      await tx.run(`INSERT INTO agents (id, name, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)`, [id, input.name, version, now, now]);
+      await tx.run(`INSERT INTO agents (id, tenant_id, name, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`, [id, input.tenantId, input.name, version, now, now]);
     }
     await tx.run(`INSERT INTO agent_versions (agent_id, version, env, system_prompt, settings, created_at) VALUES (?, ?, ?, ?, ?, ?)`, [
       id,
@@ -133,7 +136,7 @@ export async function deployAgent(
         file.content.toString("base64"),
       ]);
     }
-    const row = await tx.get(`SELECT a.id, a.name, v.version, a.created_at, a.updated_at, v.env, v.system_prompt, v.settings
+    const row = await tx.get(`SELECT a.id, a.tenant_id, a.name, v.version, a.created_at, a.updated_at, v.env, v.system_prompt, v.settings
       FROM agents a JOIN agent_versions v ON v.agent_id = a.id WHERE a.id = ? AND v.version = ?`, [id, version]);
     return { ...toAgent(row), previousVersion: existing ? Number(existing.version) : null };
   });
@@ -158,9 +161,9 @@ export async function undoDeploy(db: AshDatabase, agent: { id: string; version: 
 }
 
 /** Removes the agent from the list; sessions made from it keep their own copy. */
-export async function deleteAgent(db: AshDatabase, name: string): Promise<boolean> {
+export async function deleteAgent(db: AshDatabase, tenantId: string, name: string): Promise<boolean> {
   return db.transaction(async (tx) => {
-    const row = await tx.get<any>(`SELECT id FROM agents WHERE name = ?`, [name]);
+    const row = await tx.get<any>(`SELECT id FROM agents WHERE tenant_id = ? AND name = ?`, [tenantId, name]);
     if (!row) return false;
     await tx.run(`DELETE FROM agents WHERE id = ?`, [row.id]);
     return true;
@@ -218,15 +221,20 @@ export async function activateAgentVersion(db: AshDatabase, agentId: string, ver
   });
 }
 
-export async function getAgentConfig(db: Queryable, name: string): Promise<AgentConfig | undefined> {
-  const row = await db.get<any>(`SELECT config FROM agents WHERE name = ?`, [name]);
+export async function getAgentConfig(db: Queryable, tenantId: string, name: string): Promise<AgentConfig | undefined> {
+  const row = await db.get<any>(`SELECT config FROM agents WHERE tenant_id = ? AND name = ?`, [tenantId, name]);
   return row ? configOf(row.config) : undefined;
 }
 
 /** Merges `patch` into the agent's config (an undefined value removes the key); false when there is no such agent. */
-export async function updateAgentConfig(db: AshDatabase, name: string, patch: Partial<Record<keyof AgentConfig, number | null>>): Promise<AgentConfig | undefined> {
+export async function updateAgentConfig(
+  db: AshDatabase,
+  tenantId: string,
+  name: string,
+  patch: Partial<Record<keyof AgentConfig, number | null>>,
+): Promise<AgentConfig | undefined> {
   return db.transaction(async (tx) => {
-    const row = await tx.get<any>(`SELECT id, config FROM agents WHERE name = ?`, [name]);
+    const row = await tx.get<any>(`SELECT id, config FROM agents WHERE tenant_id = ? AND name = ?`, [tenantId, name]);
     if (!row) return undefined;
     const config: Record<string, unknown> = { ...configOf(row.config) };
     for (const [key, value] of Object.entries(patch)) {
@@ -239,8 +247,8 @@ export async function updateAgentConfig(db: AshDatabase, name: string, patch: Pa
 }
 
 /** How many warm spares the agent asks for (`PATCH /api/agents/:name/config`), or undefined when it does not say. */
-export async function agentWarmSpares(db: Queryable, name: string): Promise<number | undefined> {
-  return (await getAgentConfig(db, name))?.warmSpares;
+export async function agentWarmSpares(db: Queryable, tenantId: string, name: string): Promise<number | undefined> {
+  return (await getAgentConfig(db, tenantId, name))?.warmSpares;
 }
 
 /** One file of one version, or undefined. */

@@ -26,6 +26,8 @@ export interface EvalCaseRecord extends EvalCaseInput {
 
 export interface EvalRunRecord {
   id: string;
+  /** The tenant of its agent; only that tenant sees it. */
+  tenantId: string;
   agentName: string;
   agentVersion: number;
   status: EvalRunStatus;
@@ -98,8 +100,9 @@ function toCase(row: any): EvalCaseRecord {
   };
 }
 
-export async function insertEvalCase(db: Queryable, c: EvalCaseInput & { id: string; agentName: string; createdAt: number }): Promise<void> {
-  await db.run(`INSERT INTO eval_cases (${CASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+export async function insertEvalCase(db: Queryable, c: EvalCaseInput & { id: string; tenantId: string; agentName: string; createdAt: number }): Promise<void> {
+  await db.run(`INSERT INTO eval_cases (tenant_id, ${CASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+    c.tenantId,
     c.id,
     c.agentName,
     c.question,
@@ -115,28 +118,29 @@ export async function insertEvalCase(db: Queryable, c: EvalCaseInput & { id: str
 }
 
 /** Oldest first (the order they were added or imported in). */
-export async function listEvalCases(db: Queryable, agentName: string): Promise<EvalCaseRecord[]> {
-  return (await db.all(`SELECT ${CASE_COLUMNS} FROM eval_cases WHERE agent_name = ? ORDER BY created_at, id`, [agentName])).map(toCase);
+export async function listEvalCases(db: Queryable, tenantId: string, agentName: string): Promise<EvalCaseRecord[]> {
+  return (await db.all(`SELECT ${CASE_COLUMNS} FROM eval_cases WHERE tenant_id = ? AND agent_name = ? ORDER BY created_at, id`, [tenantId, agentName])).map(toCase);
 }
 
-export async function getEvalCase(db: Queryable, agentName: string, id: string): Promise<EvalCaseRecord | undefined> {
-  const row = await db.get(`SELECT ${CASE_COLUMNS} FROM eval_cases WHERE agent_name = ? AND id = ?`, [agentName, id]);
+export async function getEvalCase(db: Queryable, tenantId: string, agentName: string, id: string): Promise<EvalCaseRecord | undefined> {
+  const row = await db.get(`SELECT ${CASE_COLUMNS} FROM eval_cases WHERE tenant_id = ? AND agent_name = ? AND id = ?`, [tenantId, agentName, id]);
   return row ? toCase(row) : undefined;
 }
 
-export async function deleteEvalCase(db: Queryable, agentName: string, id: string): Promise<boolean> {
-  return (await db.run(`DELETE FROM eval_cases WHERE agent_name = ? AND id = ?`, [agentName, id])).changes === 1;
+export async function deleteEvalCase(db: Queryable, tenantId: string, agentName: string, id: string): Promise<boolean> {
+  return (await db.run(`DELETE FROM eval_cases WHERE tenant_id = ? AND agent_name = ? AND id = ?`, [tenantId, agentName, id])).changes === 1;
 }
 
-export async function deleteEvalCasesOf(db: Queryable, agentName: string): Promise<number> {
-  return (await db.run(`DELETE FROM eval_cases WHERE agent_name = ?`, [agentName])).changes;
+export async function deleteEvalCasesOf(db: Queryable, tenantId: string, agentName: string): Promise<number> {
+  return (await db.run(`DELETE FROM eval_cases WHERE tenant_id = ? AND agent_name = ?`, [tenantId, agentName])).changes;
 }
 
-const RUN_COLUMNS = `id, agent_name, agent_version, status, server_id, grade, case_count, error, created_at, completed_at`;
+const RUN_COLUMNS = `id, tenant_id, agent_name, agent_version, status, server_id, grade, case_count, error, created_at, completed_at`;
 
 function toRun(row: any): EvalRunRecord {
   return {
     id: row.id,
+    tenantId: row.tenant_id ?? "default",
     agentName: row.agent_name,
     agentVersion: Number(row.agent_version),
     status: row.status,
@@ -171,8 +175,9 @@ function toResult(row: any): EvalResultRecord {
 
 /** A run and one pending result per case, together. */
 export async function insertEvalRun(db: Queryable, run: Omit<EvalRunRecord, "status" | "error" | "completedAt" | "caseCount">, cases: EvalCaseRecord[]): Promise<void> {
-  await db.run(`INSERT INTO eval_runs (${RUN_COLUMNS}) VALUES (?, ?, ?, 'running', ?, ?, ?, NULL, ?, NULL)`, [
+  await db.run(`INSERT INTO eval_runs (${RUN_COLUMNS}) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, NULL, ?, NULL)`, [
     run.id,
+    run.tenantId,
     run.agentName,
     run.agentVersion,
     run.serverId,
@@ -191,8 +196,8 @@ export async function getEvalRun(db: Queryable, id: string): Promise<EvalRunReco
 }
 
 /** Newest first. */
-export async function listEvalRuns(db: Queryable, agentName: string, limit: number): Promise<EvalRunRecord[]> {
-  return (await db.all(`SELECT ${RUN_COLUMNS} FROM eval_runs WHERE agent_name = ? ORDER BY created_at DESC, id DESC LIMIT ?`, [agentName, limit])).map(toRun);
+export async function listEvalRuns(db: Queryable, tenantId: string, agentName: string, limit: number): Promise<EvalRunRecord[]> {
+  return (await db.all(`SELECT ${RUN_COLUMNS} FROM eval_runs WHERE tenant_id = ? AND agent_name = ? ORDER BY created_at DESC, id DESC LIMIT ?`, [tenantId, agentName, limit])).map(toRun);
 }
 
 export async function finishEvalRun(db: Queryable, id: string, status: EvalRunStatus, error: string | null, now: number): Promise<void> {

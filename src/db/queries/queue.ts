@@ -6,6 +6,10 @@ export type { QueueStatus };
 
 export interface QueueItemRecord {
   id: string;
+  /** The tenant whose agent runs it (and who alone sees it). */
+  tenantId: string;
+  /** The API key that queued it; the session it makes counts against that key. */
+  apiKeyId: string | null;
   agentName: string;
   prompt: string;
   /** The session the prompt continues, when the caller named one. */
@@ -34,7 +38,7 @@ export interface Claim {
   attempt: number;
 }
 
-const COLUMNS = `id, agent_name, prompt, continue_session_id, session_id, priority, status, attempts, max_retries, next_attempt_at,
+const COLUMNS = `id, tenant_id, api_key_id, agent_name, prompt, continue_session_id, session_id, priority, status, attempts, max_retries, next_attempt_at,
   claimed_by, lease_until, result, error, created_at, started_at, completed_at`;
 
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
@@ -42,6 +46,8 @@ const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
 function toRecord(row: any): QueueItemRecord {
   return {
     id: row.id,
+    tenantId: row.tenant_id ?? "default",
+    apiKeyId: row.api_key_id ?? null,
     agentName: row.agent_name,
     prompt: row.prompt,
     continueSessionId: row.continue_session_id ?? null,
@@ -63,12 +69,12 @@ function toRecord(row: any): QueueItemRecord {
 
 export async function insertQueueItem(
   db: Queryable,
-  item: { id: string; agentName: string; prompt: string; continueSessionId: string | null; priority: number; maxRetries: number; createdAt: number },
+  item: { id: string; tenantId: string; apiKeyId: string | null; agentName: string; prompt: string; continueSessionId: string | null; priority: number; maxRetries: number; createdAt: number },
 ): Promise<QueueItemRecord> {
   await db.run(
-    `INSERT INTO queue_items (id, agent_name, prompt, continue_session_id, session_id, priority, status, attempts, max_retries, next_attempt_at, created_at)
-      VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`,
-    [item.id, item.agentName, item.prompt, item.continueSessionId, item.continueSessionId, item.priority, item.maxRetries, item.createdAt, item.createdAt],
+    `INSERT INTO queue_items (id, tenant_id, api_key_id, agent_name, prompt, continue_session_id, session_id, priority, status, attempts, max_retries, next_attempt_at, created_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`,
+    [item.id, item.tenantId, item.apiKeyId, item.agentName, item.prompt, item.continueSessionId, item.continueSessionId, item.priority, item.maxRetries, item.createdAt, item.createdAt],
   );
   return (await getQueueItem(db, item.id))!;
 }
@@ -81,9 +87,10 @@ export async function getQueueItem(db: Queryable, id: string): Promise<QueueItem
 /** Newest first; `cursor` is the last item of the previous page. */
 export async function listQueueItems(
   db: Queryable,
-  filter: { status?: QueueStatus; agentName?: string; limit: number; cursor?: { createdAt: number; id: string } },
+  filter: { tenantId: string; status?: QueueStatus; agentName?: string; limit: number; cursor?: { createdAt: number; id: string } },
 ): Promise<QueueItemRecord[]> {
   const { sql, params } = whereOf([
+    ["tenant_id = ?", filter.tenantId],
     filter.status !== undefined && ["status = ?", filter.status],
     filter.agentName !== undefined && ["agent_name = ?", filter.agentName],
     pastCursor(filter.cursor, "older"),
@@ -93,8 +100,8 @@ export async function listQueueItems(
 }
 
 /** How many items have each status. */
-export async function queueCounts(db: Queryable): Promise<Record<QueueStatus, number>> {
-  const rows = await db.all<any>(`SELECT status, COUNT(*) AS n FROM queue_items GROUP BY status`);
+export async function queueCounts(db: Queryable, tenantId: string): Promise<Record<QueueStatus, number>> {
+  const rows = await db.all<any>(`SELECT status, COUNT(*) AS n FROM queue_items WHERE tenant_id = ? GROUP BY status`, [tenantId]);
   const counts = Object.fromEntries(QUEUE_STATUSES.map((s) => [s, 0])) as Record<QueueStatus, number>;
   for (const row of rows) if (row.status in counts) counts[row.status as QueueStatus] = Number(row.n);
   return counts;

@@ -14,6 +14,8 @@ export interface SessionSettings {
   disallowedTools?: string[];
   /** Token budget of this session (model gateway); unset: the agent's, else the server's. */
   maxTokens?: number;
+  /** A stored credential of its tenant: an anthropic key for its model calls, or a custom variable. */
+  credentialId?: string;
 }
 
 export interface SessionRecord {
@@ -29,11 +31,15 @@ export interface SessionRecord {
   parentSessionId: string | null;
   /** The workspace version its files were last saved as (or rewound or forked to); null before the first save. */
   workspaceVersion: string | null;
+  /** The tenant it belongs to; other tenants' keys never see it. */
+  tenantId: string;
+  /** The API key that made it (its per-key limits count it); null for sessions made before keys had ids. */
+  apiKeyId: string | null;
   createdAt: number;
   lastActiveAt: number;
 }
 
-const COLUMNS = `id, agent_id, agent_name, agent_version, status, sandbox_id, sdk_session_id, model, settings, parent_session_id, workspace_version, created_at, last_active_at`;
+const COLUMNS = `id, agent_id, agent_name, agent_version, status, sandbox_id, sdk_session_id, model, settings, parent_session_id, workspace_version, tenant_id, api_key_id, created_at, last_active_at`;
 
 function toSession(row: any): SessionRecord {
   return {
@@ -48,6 +54,8 @@ function toSession(row: any): SessionRecord {
     settings: JSON.parse(row.settings),
     parentSessionId: row.parent_session_id ?? null,
     workspaceVersion: row.workspace_version ?? null,
+    tenantId: row.tenant_id ?? "default",
+    apiKeyId: row.api_key_id ?? null,
     createdAt: Number(row.created_at),
     lastActiveAt: Number(row.last_active_at),
   };
@@ -55,11 +63,13 @@ function toSession(row: any): SessionRecord {
 
 export async function insertSession(
   db: Queryable,
-  s: Omit<SessionRecord, "createdAt" | "lastActiveAt" | "workspaceVersion"> & { workspaceVersion?: string | null },
+  s: Omit<SessionRecord, "createdAt" | "lastActiveAt" | "workspaceVersion" | "tenantId" | "apiKeyId"> & { workspaceVersion?: string | null; tenantId?: string; apiKeyId?: string | null },
 ): Promise<SessionRecord> {
   const now = Date.now();
   const workspaceVersion = s.workspaceVersion ?? null;
-  await db.run(`INSERT INTO sessions (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+  const tenantId = s.tenantId ?? "default";
+  const apiKeyId = s.apiKeyId ?? null;
+  await db.run(`INSERT INTO sessions (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
     s.id,
     s.agentId,
     s.agentName,
@@ -71,10 +81,12 @@ export async function insertSession(
     JSON.stringify(s.settings),
     s.parentSessionId,
     workspaceVersion,
+    tenantId,
+    apiKeyId,
     now,
     now,
   ]);
-  return { ...s, workspaceVersion, createdAt: now, lastActiveAt: now };
+  return { ...s, workspaceVersion, tenantId, apiKeyId, createdAt: now, lastActiveAt: now };
 }
 
 export async function getSession(db: Queryable, id: string): Promise<SessionRecord | undefined> {
@@ -85,9 +97,10 @@ export async function getSession(db: Queryable, id: string): Promise<SessionReco
 /** Newest first; `cursor` is the opaque value of a previous page's nextCursor. */
 export async function listSessions(
   db: Queryable,
-  filter: { agent?: string; status?: string; limit: number; cursor?: { createdAt: number; id: string } },
+  filter: { tenantId: string; agent?: string; status?: string; limit: number; cursor?: { createdAt: number; id: string } },
 ): Promise<SessionRecord[]> {
   const where = whereOf([
+    ["tenant_id = ?", filter.tenantId],
     Boolean(filter.agent) && ["agent_name = ?", filter.agent],
     Boolean(filter.status) && ["status = ?", filter.status],
     pastCursor(filter.cursor, "older"),
@@ -143,5 +156,16 @@ export async function countSleepingSessions(db: Queryable): Promise<number> {
 /** Open sessions whose sandbox was put to sleep (no live sandbox), for ash_sandboxes{state="evicted"}. */
 export async function countEvictedSessions(db: Queryable): Promise<number> {
   const row = await db.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM sessions WHERE status = 'active' AND sandbox_id IS NULL`);
+  return Number(row?.n ?? 0);
+}
+
+/** Sessions a key made that hold a sandbox or are about to (not paused, stopped, ended or failed). */
+export async function countLiveSessionsOfKey(db: Queryable, apiKeyId: string): Promise<number> {
+  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM sessions WHERE api_key_id = ? AND status IN ('starting', 'active')`, [apiKeyId]);
+  return Number(row?.n ?? 0);
+}
+
+export async function countLiveSessionsOfTenant(db: Queryable, tenantId: string): Promise<number> {
+  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM sessions WHERE tenant_id = ? AND status IN ('starting', 'active')`, [tenantId]);
   return Number(row?.n ?? 0);
 }

@@ -34,8 +34,11 @@ function toRecord(row: any): UsageRecord {
   };
 }
 
-export async function insertUsage(db: Queryable, r: UsageRecord): Promise<void> {
-  await db.run(`INSERT INTO usage_records (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+/** Stores one record; `tenantId` (default: the default tenant) and `apiKeyId` say whose it is. */
+export async function insertUsage(db: Queryable, r: UsageRecord & { tenantId?: string; apiKeyId?: string | null }): Promise<void> {
+  await db.run(`INSERT INTO usage_records (tenant_id, api_key_id, ${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+    r.tenantId ?? "default",
+    r.apiKeyId ?? null,
     r.id,
     r.sessionId,
     r.agentName,
@@ -51,6 +54,8 @@ export async function insertUsage(db: Queryable, r: UsageRecord): Promise<void> 
 }
 
 export interface UsageFilter {
+  /** Only this tenant's records (what every API caller sees). */
+  tenantId?: string;
   sessionId?: string;
   agentName?: string;
   /** Epoch ms, inclusive. */
@@ -61,6 +66,7 @@ export interface UsageFilter {
 
 function conditionsOf(filter: UsageFilter): Condition[] {
   return [
+    filter.tenantId !== undefined && ["tenant_id = ?", filter.tenantId],
     filter.sessionId !== undefined && filter.sessionId !== "" && ["session_id = ?", filter.sessionId],
     filter.agentName !== undefined && filter.agentName !== "" && ["agent_name = ?", filter.agentName],
     filter.from !== undefined && ["created_at >= ?", filter.from],
@@ -110,6 +116,23 @@ export async function sessionTokenTotal(db: Queryable, sessionId: string): Promi
   const row = await db.get<any>(
     `SELECT SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens) AS total FROM usage_records WHERE session_id = ?`,
     [sessionId],
+  );
+  return Number(row?.total ?? 0);
+}
+
+/** Tokens a key's sessions used since `since` (epoch ms): what its tokensPerDay limit counts. */
+export async function keyTokensSince(db: Queryable, apiKeyId: string, since: number): Promise<number> {
+  const row = await db.get<any>(
+    `SELECT SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens) AS total FROM usage_records WHERE api_key_id = ? AND created_at >= ?`,
+    [apiKeyId, since],
+  );
+  return Number(row?.total ?? 0);
+}
+
+export async function tenantTokensSince(db: Queryable, tenantId: string, since: number): Promise<number> {
+  const row = await db.get<any>(
+    `SELECT SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens) AS total FROM usage_records WHERE tenant_id = ? AND created_at >= ?`,
+    [tenantId, since],
   );
   return Number(row?.total ?? 0);
 }

@@ -2,9 +2,10 @@ import { getQuery, getRouterParam, type H3, type H3Event } from "h3";
 import { z } from "zod";
 import { randomUUID } from "node:crypto";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
-import { badRequest, notFound, unprocessable } from "../errors";
+import { badRequest, forbidden, notFound, unprocessable } from "../errors";
 import { presentAgent, presentAgentVersion } from "../present";
 import { checkAgentPath, decodeUploadedFiles, materializeAgent, mergeAgentFiles, readAgentFolder, removeAgentFolder, stageAgent } from "../../agents/agent-files";
 import {
@@ -115,8 +116,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
    * <data>/agents/ is replaced too. A version is written whole or not at
    * all: files staged first, then the rows, then the swap.
    */
-  async function storeVersion(input: { name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings: AgentSettings; activate: boolean }) {
-    const staged = input.activate ? await stageAgent(ctx.config.dataDir, input.name, input.files) : undefined;
+  async function storeVersion(input: { tenantId: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings: AgentSettings; activate: boolean }) {
+    const staged = input.activate ? await stageAgent(ctx.config.dataDir, input.tenantId, input.name, input.files) : undefined;
     let agent;
     try {
       agent = await deployAgent(ctx.db, { id: randomUUID(), ...input });
@@ -159,7 +160,7 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     if (change.releaseNotes !== undefined) settings.releaseNotes = change.releaseNotes;
     if (change.files?.some((f) => checkAgentPath(f.path) === "CLAUDE.md") && managed) delete settings.managed;
     const systemPrompt = managed ? null : change.systemPrompt === undefined ? base.systemPrompt : change.systemPrompt;
-    return storeVersion({ name: agent.name, env, systemPrompt, files, settings, activate: options.activate });
+    return storeVersion({ tenantId: agent.tenantId, name: agent.name, env, systemPrompt, files, settings, activate: options.activate });
   }
 
   /** The prompt an agent runs with: its own, or (deployed from a prompt alone) its CLAUDE.md. */
@@ -169,12 +170,12 @@ export function registerAgents(app: H3, ctx: AppContext): void {
   }
 
   async function present(agent: AgentRecord, config?: AgentConfig) {
-    return presentAgent(agent, { systemPrompt: await withPrompt(agent.id, agent), config: config ?? (await getAgentConfig(ctx.db, agent.name)) ?? {} });
+    return presentAgent(agent, { systemPrompt: await withPrompt(agent.id, agent), config: config ?? (await getAgentConfig(ctx.db, agent.tenantId, agent.name)) ?? {} });
   }
 
   async function requireAgent(event: H3Event): Promise<AgentRecord> {
     const name = getRouterParam(event, "name")!;
-    const agent = await getAgent(ctx.db, name);
+    const agent = await getAgent(ctx.db, principalOf(event).tenantId, name);
     if (!agent) throw notFound(`No agent named "${name}".`);
     return agent;
   }
@@ -189,6 +190,9 @@ export function registerAgents(app: H3, ctx: AppContext): void {
 
   app.post("/api/agents", async (event) => {
     const body = validate(deploySchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const caller = principalOf(event);
+    // A folder on the server is the operator's to hand out, not a tenant's to read.
+    if (body.path && !caller.operator) throw forbidden('Deploying from a folder on the server ("path") needs the server\'s own key; upload the files instead.');
     if (body.files && body.path) throw badRequest('Give either "files" (an upload) or "path" (a folder on the server), not both.');
     if (!body.files && !body.path && body.systemPrompt === undefined) {
       throw badRequest('Give "files" (an upload), "path" (a folder on the server), or "systemPrompt" alone (the agent\'s CLAUDE.md is then made from it).');
@@ -204,12 +208,12 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     const egress = [...new Set([...(manifest.egress ?? []), ...(body.egress ?? [])])];
     const maxTokens = body.maxTokens ?? manifest.maxTokens;
     const settings: AgentSettings = { ...(egress.length ? { egress } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}), ...(managed ? { managed: true } : {}) };
-    const agent = await storeVersion({ name: body.name, env: body.env ?? {}, systemPrompt: managed ? null : (body.systemPrompt ?? null), files, settings, activate: true });
+    const agent = await storeVersion({ tenantId: caller.tenantId, name: body.name, env: body.env ?? {}, systemPrompt: managed ? null : (body.systemPrompt ?? null), files, settings, activate: true });
     return json(201, { agent: await present(agent) });
   });
 
-  app.get("/api/agents", async () => {
-    const agents = await listAgents(ctx.db);
+  app.get("/api/agents", async (event) => {
+    const agents = await listAgents(ctx.db, principalOf(event).tenantId);
     return { agents: await Promise.all(agents.map((a) => present(a))) };
   });
 
@@ -229,8 +233,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
   app.delete("/api/agents/:name", async (event) => {
     const agent = await requireAgent(event);
     const shown = await present(agent);
-    if (!(await deleteAgent(ctx.db, agent.name))) throw notFound(`No agent named "${agent.name}".`);
-    await removeAgentFolder(ctx.config.dataDir, agent.name);
+    if (!(await deleteAgent(ctx.db, agent.tenantId, agent.name))) throw notFound(`No agent named "${agent.name}".`);
+    await removeAgentFolder(ctx.config.dataDir, agent.tenantId, agent.name);
     return { agent: shown, deleted: true, ok: true };
   });
 
@@ -306,8 +310,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     const files = await getAgentFiles(ctx.db, agent.id, version.version);
     if (!(await activateAgentVersion(ctx.db, agent.id, version.version))) throw notFound(`Agent "${agent.name}" has no version ${version.version}.`);
     // The folder under <data>/agents/ mirrors the active version.
-    await materializeAgent(ctx.config.dataDir, agent.name, files);
-    const active = (await getAgent(ctx.db, agent.name))!;
+    await materializeAgent(ctx.config.dataDir, agent.tenantId, agent.name, files);
+    const active = (await getAgent(ctx.db, agent.tenantId, agent.name))!;
     return { activated: true, versionNumber: version.version, agent: await present(active) };
   });
 
@@ -322,7 +326,7 @@ export function registerAgents(app: H3, ctx: AppContext): void {
 
   app.get("/api/agents/:name/config", async (event) => {
     const agent = await requireAgent(event);
-    return { config: presentConfig(agent, (await getAgentConfig(ctx.db, agent.name)) ?? {}) };
+    return { config: presentConfig(agent, (await getAgentConfig(ctx.db, agent.tenantId, agent.name)) ?? {}) };
   });
 
   // warmSpares is the agent's own (no new version); maxTokens and egress make a new active version.
@@ -333,9 +337,9 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     if (body.maxTokens !== undefined || body.egress !== undefined) {
       agent = await changeAgent(agent, { maxTokens: body.maxTokens, egress: body.egress }, { activate: true });
     }
-    let config = (await getAgentConfig(ctx.db, agent.name)) ?? {};
+    let config = (await getAgentConfig(ctx.db, agent.tenantId, agent.name)) ?? {};
     if (body.warmSpares !== undefined) {
-      const updated = await updateAgentConfig(ctx.db, agent.name, { warmSpares: body.warmSpares });
+      const updated = await updateAgentConfig(ctx.db, agent.tenantId, agent.name, { warmSpares: body.warmSpares });
       if (!updated) throw notFound(`No agent named "${agent.name}".`);
       config = updated;
     }

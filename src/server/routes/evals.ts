@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { getQuery, getRouterParam, type H3, type H3Event } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
 import { notFound } from "../errors";
@@ -125,23 +126,25 @@ const param = (event: H3Event, key: string) => getRouterParam(event, key)!;
 /** Evaluation cases per agent, runs against an agent version, scores, comparisons. */
 export function registerEvals(app: H3, ctx: AppContext): void {
   const requireAgent = async (event: H3Event) => {
-    const agent = await getAgent(ctx.db, name(event));
+    const agent = await getAgent(ctx.db, principalOf(event).tenantId, name(event));
     if (!agent) throw notFound(`No agent named "${name(event)}".`);
     return agent;
   };
-  const requireRun = async (id: string) => {
+  const requireRun = async (event: H3Event, id: string) => {
     const run = await getEvalRun(ctx.db, id);
-    if (!run) throw notFound(`No evaluation run with id "${id}".`);
+    if (!run || run.tenantId !== principalOf(event).tenantId) throw notFound(`No evaluation run with id "${id}".`);
     return run;
   };
-  const insertCases = async (agentName: string, cases: z.infer<typeof caseSchema>[], replace: boolean) => {
+  const insertCases = async (agent: { tenantId: string; name: string }, cases: z.infer<typeof caseSchema>[], replace: boolean) => {
+    const agentName = agent.name;
     const now = Date.now();
     const ids: string[] = cases.map(() => randomUUID());
     await ctx.db.transaction(async (tx) => {
-      if (replace) await deleteEvalCasesOf(tx, agentName);
+      if (replace) await deleteEvalCasesOf(tx, agent.tenantId, agentName);
       for (const [i, c] of cases.entries()) {
         await insertEvalCase(tx, {
           id: ids[i]!,
+          tenantId: agent.tenantId,
           agentName,
           // Listed in the order given: each case a millisecond after the one before.
           createdAt: now + i,
@@ -160,40 +163,41 @@ export function registerEvals(app: H3, ctx: AppContext): void {
 
   app.get("/api/agents/:name/evals/cases", async (event) => {
     const agent = await requireAgent(event);
-    return { cases: (await listEvalCases(ctx.db, agent.name)).map(presentCase) };
+    return { cases: (await listEvalCases(ctx.db, agent.tenantId, agent.name)).map(presentCase) };
   });
 
   app.post("/api/agents/:name/evals/cases", async (event) => {
     const body = validate(caseSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const agent = await requireAgent(event);
-    const [id] = await insertCases(agent.name, [body], false);
-    return json(201, { case: presentCase((await listEvalCases(ctx.db, agent.name)).find((c) => c.id === id)!) });
+    const [id] = await insertCases(agent, [body], false);
+    return json(201, { case: presentCase((await listEvalCases(ctx.db, agent.tenantId, agent.name)).find((c) => c.id === id)!) });
   });
 
   app.delete("/api/agents/:name/evals/cases/:caseId", async (event) => {
     const agent = await requireAgent(event);
-    if (!(await deleteEvalCase(ctx.db, agent.name, param(event, "caseId")))) throw notFound(`Agent "${agent.name}" has no evaluation case "${param(event, "caseId")}".`);
+    if (!(await deleteEvalCase(ctx.db, agent.tenantId, agent.name, param(event, "caseId")))) throw notFound(`Agent "${agent.name}" has no evaluation case "${param(event, "caseId")}".`);
     return { deleted: param(event, "caseId") };
   });
 
   app.post("/api/agents/:name/evals/import", async (event) => {
     const body = validate(importSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const agent = await requireAgent(event);
-    const ids = await insertCases(agent.name, body.cases, body.replace ?? false);
-    const all = await listEvalCases(ctx.db, agent.name);
+    const ids = await insertCases(agent, body.cases, body.replace ?? false);
+    const all = await listEvalCases(ctx.db, agent.tenantId, agent.name);
     return json(201, { imported: ids.length, total: all.length, cases: all.filter((c) => ids.includes(c.id)).map(presentCase) });
   });
 
   app.get("/api/agents/:name/evals/export", async (event) => {
     const agent = await requireAgent(event);
-    return { format: "ash-evals/1", agent: agent.name, cases: (await listEvalCases(ctx.db, agent.name)).map(caseFields) };
+    return { format: "ash-evals/1", agent: agent.name, cases: (await listEvalCases(ctx.db, agent.tenantId, agent.name)).map(caseFields) };
   });
 
   // 202: the run goes on in the background; follow it at GET /api/eval-runs/:id.
   app.post("/api/agents/:name/evals/runs", async (event) => {
     const body = await readJsonBody(event, ctx.config.maxBodyBytes, { optional: true });
     const input = body === undefined ? {} : validate(runSchema, body);
-    const run = await ctx.evals.startRun({ agent: name(event), ...input });
+    const caller = principalOf(event);
+    const run = await ctx.evals.startRun({ agent: name(event), tenantId: caller.tenantId, apiKeyId: caller.keyId, ...input });
     return json(202, { run: presentRun(run, await listEvalResults(ctx.db, run.id)) });
   });
 
@@ -201,12 +205,12 @@ export function registerEvals(app: H3, ctx: AppContext): void {
     const agent = await requireAgent(event);
     const q = getQuery(event) as Record<string, string | undefined>;
     const limit = q.limit === undefined ? 20 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 200);
-    const runs = await listEvalRuns(ctx.db, agent.name, limit);
+    const runs = await listEvalRuns(ctx.db, agent.tenantId, agent.name, limit);
     return { runs: await Promise.all(runs.map(async (run) => presentRun(run, await listEvalResults(ctx.db, run.id)))) };
   });
 
   app.get("/api/eval-runs/:id", async (event) => {
-    const run = await requireRun(param(event, "id"));
+    const run = await requireRun(event, param(event, "id"));
     const results = await listEvalResults(ctx.db, run.id);
     return { run: presentRun(run, results), results: results.map(presentResult) };
   });
@@ -214,7 +218,7 @@ export function registerEvals(app: H3, ctx: AppContext): void {
   // A person's score (0 to 1, or null to take it back) and notes; it becomes the case's score.
   app.patch("/api/eval-runs/:id/results/:caseId", async (event) => {
     const body = validate(humanSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    const run = await requireRun(param(event, "id"));
+    const run = await requireRun(event, param(event, "id"));
     const caseId = param(event, "caseId");
     if (!(await getEvalResult(ctx.db, run.id, caseId))) throw notFound(`Evaluation run ${run.id} has no case "${caseId}".`);
     const human = body.humanScore === null && !body.notes ? null : { score: body.humanScore, notes: body.notes ?? null, at: Date.now() };
@@ -224,8 +228,8 @@ export function registerEvals(app: H3, ctx: AppContext): void {
 
   // Case by case: the other run's score minus this one's.
   app.get("/api/eval-runs/:id/compare/:other", async (event) => {
-    const base = await requireRun(param(event, "id"));
-    const other = await requireRun(param(event, "other"));
+    const base = await requireRun(event, param(event, "id"));
+    const other = await requireRun(event, param(event, "other"));
     const [a, b] = await Promise.all([listEvalResults(ctx.db, base.id), listEvalResults(ctx.db, other.id)]);
     const byCase = new Map(b.map((r) => [r.caseId, r]));
     const ids = [...a.map((r) => r.caseId), ...b.filter((r) => !a.some((x) => x.caseId === r.caseId)).map((r) => r.caseId)];

@@ -1,6 +1,7 @@
 import { getQuery, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { parseSequence, parseWholeNumber, validate } from "../validate";
 import { eventStreamResponse } from "../sse";
@@ -23,7 +24,24 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   // One turn: the answer is its event stream, which ends with `done`.
   app.post("/api/sessions/:id/messages", async (event) => {
     const body = validate(sendSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    const { log, after } = await ctx.sessions.sendMessage(id(event), body);
+    const caller = principalOf(event);
+    // A sleeping session woken by the message counts as live again.
+    const session = await ctx.sessions.requireSession(id(event));
+    const woken = ["paused", "stopped", "error"].includes(session.status) ? await ctx.limits.admitSession(caller) : undefined;
+    const turnEnded = await ctx.limits.admitTurn(caller).catch((error) => {
+      woken?.();
+      throw error;
+    });
+    let sent;
+    try {
+      sent = await ctx.sessions.sendMessage(id(event), { ...body, onTurnEnd: turnEnded });
+    } catch (error) {
+      turnEnded();
+      throw error;
+    } finally {
+      woken?.();
+    }
+    const { log, after } = sent;
     return eventStreamResponse(log, after, { endAfterDone: true });
   });
 

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { getQuery, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
 import { badRequest, conflict, notFound } from "../errors";
@@ -49,15 +50,18 @@ export function presentQueueItem(item: QueueItemRecord) {
 export function registerQueue(app: H3, ctx: AppContext): void {
   app.post("/api/queue", async (event) => {
     const body = validate(addSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    if (!(await getAgent(ctx.db, body.agent))) throw notFound(`No agent named "${body.agent}".`);
+    const caller = principalOf(event);
+    if (!(await getAgent(ctx.db, caller.tenantId, body.agent))) throw notFound(`No agent named "${body.agent}".`);
     if (body.sessionId !== undefined) {
       const session = await getSession(ctx.db, body.sessionId);
-      if (!session) throw notFound(`No session with id "${body.sessionId}".`);
+      if (!session || session.tenantId !== caller.tenantId) throw notFound(`No session with id "${body.sessionId}".`);
       if (session.agentName !== body.agent) throw badRequest(`Session ${body.sessionId} belongs to agent "${session.agentName}", not "${body.agent}".`);
       if (session.status === "ended") throw conflict(`Session ${body.sessionId} has ended; queue the prompt without a session id to start a new one.`);
     }
     const item = await insertQueueItem(ctx.db, {
       id: randomUUID(),
+      tenantId: caller.tenantId,
+      apiKeyId: caller.keyId,
       agentName: body.agent,
       prompt: body.prompt,
       continueSessionId: body.sessionId ?? null,
@@ -74,24 +78,24 @@ export function registerQueue(app: H3, ctx: AppContext): void {
     const limit = q.limit === undefined ? 50 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 500);
     if (q.status !== undefined && !isQueueStatus(q.status)) throw badRequest(`The query parameter "status" must be one of ${QUEUE_STATUSES.join(", ")}.`);
     const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;
-    const rows = await listQueueItems(ctx.db, { status: q.status, agentName: q.agent || undefined, limit: limit + 1, cursor });
+    const rows = await listQueueItems(ctx.db, { tenantId: principalOf(event).tenantId, status: q.status, agentName: q.agent || undefined, limit: limit + 1, cursor });
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
     return { items: page.map(presentQueueItem), nextCursor };
   });
 
-  app.get("/api/queue/stats", async () => {
-    const counts = await queueCounts(ctx.db);
+  app.get("/api/queue/stats", async (event) => {
+    const counts = await queueCounts(ctx.db, principalOf(event).tenantId);
     return { ...counts, total: Object.values(counts).reduce((a, b) => a + b, 0), runningHere: ctx.queue.runningCount, concurrency: ctx.config.queue.concurrency };
   });
 
-  app.get("/api/queue/:id", async (event) => ({ item: presentQueueItem(await requireItem(ctx, id(event))) }));
+  app.get("/api/queue/:id", async (event) => ({ item: presentQueueItem(await requireItem(ctx, principalOf(event).tenantId, id(event))) }));
 
   // Cancels a pending or running item (a running one's turn is interrupted); a finished one is 409.
   app.delete("/api/queue/:id", async (event) => {
     const itemId = id(event);
-    const before = await requireItem(ctx, itemId);
+    const before = await requireItem(ctx, principalOf(event).tenantId, itemId);
     if (!(await cancelQueueItem(ctx.db, itemId, Date.now()))) {
       const now = (await getQueueItem(ctx.db, itemId)) ?? before;
       throw conflict(`Queue item ${itemId} is ${now.status} already; only pending or running items can be cancelled.`);
@@ -101,9 +105,9 @@ export function registerQueue(app: H3, ctx: AppContext): void {
   });
 }
 
-async function requireItem(ctx: AppContext, itemId: string): Promise<QueueItemRecord> {
+async function requireItem(ctx: AppContext, tenantId: string, itemId: string): Promise<QueueItemRecord> {
   const item = await getQueueItem(ctx.db, itemId);
-  if (!item) throw notFound(`No queue item with id "${itemId}".`);
+  if (!item || item.tenantId !== tenantId) throw notFound(`No queue item with id "${itemId}".`);
   return item;
 }
 

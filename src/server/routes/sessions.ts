@@ -1,9 +1,11 @@
 import { getQuery, getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
-import { badRequest } from "../errors";
+import { badRequest, notFound, unavailable } from "../errors";
+import { getCredential } from "../../db/queries/credentials";
 import { presentCheckpoint, presentSession } from "../present";
 import { listSessions, type SessionRecord } from "../../db/queries/sessions";
 import { isSessionStatus, SESSION_STATUSES } from "../../contract";
@@ -21,6 +23,8 @@ const createSchema = z
     allowedTools: z.array(z.string()).optional(),
     disallowedTools: z.array(z.string()).optional(),
     maxTokens: z.number().int().min(1).optional(),
+    /** A stored credential of the caller's tenant (POST /api/credentials). */
+    credentialId: z.string().min(1).max(200).optional(),
   })
   .strict();
 
@@ -36,7 +40,18 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions", async (event) => {
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const { agent, model, ...settings } = body;
-    const session = await ctx.sessions.createSession({ agent, model, settings });
+    const caller = principalOf(event);
+    if (settings.credentialId !== undefined) {
+      if (!ctx.vault) throw unavailable("credentialId needs stored credentials, which this server does not have: set ASH_CREDENTIAL_KEY where it starts.", 3600);
+      if (!(await getCredential(ctx.db, caller.tenantId, settings.credentialId))) throw notFound(`No credential with id "${settings.credentialId}".`);
+    }
+    const recorded = await ctx.limits.admitSession(caller);
+    let session;
+    try {
+      session = await ctx.sessions.createSession({ agent, model, settings, tenantId: caller.tenantId, apiKeyId: caller.keyId, onRecorded: recorded });
+    } finally {
+      recorded();
+    }
     return json(201, { session: present(session) });
   });
 
@@ -45,7 +60,7 @@ export function registerSessions(app: H3, ctx: AppContext): void {
     const limit = q.limit === undefined ? 50 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 500);
     if (q.status && !isSessionStatus(q.status)) throw badRequest(`The query parameter "status" must be one of ${SESSION_STATUSES.join(", ")}.`);
     const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;
-    const rows = await listSessions(ctx.db, { agent: q.agent, status: q.status, limit: limit + 1, cursor });
+    const rows = await listSessions(ctx.db, { tenantId: principalOf(event).tenantId, agent: q.agent, status: q.status, limit: limit + 1, cursor });
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
@@ -54,7 +69,15 @@ export function registerSessions(app: H3, ctx: AppContext): void {
 
   app.get("/api/sessions/:id", async (event) => ({ session: present(await ctx.sessions.requireSession(id(event))) }));
   app.post("/api/sessions/:id/pause", async (event) => ({ session: present(await ctx.sessions.pause(id(event))) }));
-  app.post("/api/sessions/:id/resume", async (event) => ({ session: present(await ctx.sessions.resume(id(event))) }));
+  app.post("/api/sessions/:id/resume", async (event) => {
+    const current = await ctx.sessions.requireSession(id(event));
+    const woken = ["paused", "stopped", "error"].includes(current.status) ? await ctx.limits.admitSession(principalOf(event)) : undefined;
+    try {
+      return { session: present(await ctx.sessions.resume(id(event))) };
+    } finally {
+      woken?.();
+    }
+  });
   app.post("/api/sessions/:id/stop", async (event) => ({ session: present(await ctx.sessions.stop(id(event))) }));
   // No body (or no `checkpoint`): the files and conversation as they are now; else as after that checkpoint's turn.
   app.post("/api/sessions/:id/fork", async (event) => {

@@ -1,5 +1,6 @@
 import { getQuery, type H3 } from "h3";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { badRequest } from "../errors";
 import { listUsage, usageStats, type UsageFilter, type UsageRecord } from "../../db/queries/usage";
 
@@ -10,8 +11,8 @@ function timeOf(name: string, value: string | undefined): number | undefined {
   return ms;
 }
 
-function filterOf(q: Record<string, string | undefined>): UsageFilter {
-  return { sessionId: q.session || undefined, agentName: q.agent || undefined, from: timeOf("from", q.from), to: timeOf("to", q.to) };
+function filterOf(q: Record<string, string | undefined>, tenantId: string): UsageFilter {
+  return { tenantId, sessionId: q.session || undefined, agentName: q.agent || undefined, from: timeOf("from", q.from), to: timeOf("to", q.to) };
 }
 
 function present(r: UsageRecord) {
@@ -46,7 +47,7 @@ export function registerUsage(app: H3, ctx: AppContext): void {
       }
       if (!cursor) throw badRequest('The query parameter "cursor" is not one this server gave out.');
     }
-    const rows = await listUsage(ctx.db, { ...filterOf(q), limit: limit + 1, cursor });
+    const rows = await listUsage(ctx.db, { ...filterOf(q, principalOf(event).tenantId), limit: limit + 1, cursor });
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
@@ -54,7 +55,7 @@ export function registerUsage(app: H3, ctx: AppContext): void {
   });
 
   app.get("/api/usage/stats", async (event) => {
-    const groups = await usageStats(ctx.db, filterOf(getQuery(event) as Record<string, string | undefined>));
+    const groups = await usageStats(ctx.db, filterOf(getQuery(event) as Record<string, string | undefined>, principalOf(event).tenantId));
     const sum = (key: "requests" | "inputTokens" | "outputTokens" | "cacheCreationTokens" | "cacheReadTokens") => groups.reduce((n, g) => n + g[key], 0);
     const totals = {
       requests: sum("requests"),
