@@ -39,7 +39,9 @@ export async function readJsonBody(event: H3Event, maxBytes: number, options: { 
  */
 function readNodeBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    if (req.complete || req.readableEnded) return resolve(Buffer.alloc(0));
+    // `complete` only says the whole body has arrived; unless it was read already it is still
+    // buffered in the stream (a route that awaited something first must still get it).
+    if (req.readableEnded) return resolve(Buffer.alloc(0));
     if (req.destroyed) return reject(cutOff());
     const chunks: Buffer[] = [];
     let size = 0;

@@ -16,7 +16,7 @@ import {
   touchObjects,
   versionObjects,
 } from "../db/queries/workspace-objects";
-import { conflict } from "../errors";
+import { conflict, unavailable } from "../errors";
 import type { SandboxHandle, SavedVersion, SnapshotFile, WorkspaceStore } from "./types";
 import type { Readable } from "node:stream";
 
@@ -181,7 +181,18 @@ export class Workspaces {
   /** Puts the session's saved files into the sandbox's empty workspace; false when it has none. */
   async restore(session: SessionRecord, sandbox: SandboxHandle): Promise<boolean> {
     if (session.workspaceVersion) {
-      await this.o.store.restore(session.workspaceVersion, sandbox);
+      try {
+        await this.o.store.restore(session.workspaceVersion, sandbox);
+      } catch (error) {
+        // Saved by a server whose snapshot store this one does not share (or damaged): say so, never start without the files.
+        if (error instanceof Error && error.name === "SnapshotCorruptError") {
+          throw unavailable(
+            `This session's files cannot be read from this server's snapshot store (${error.message}). Servers that share a database must share one snapshot store (ASH_SNAPSHOT_STORE).`,
+            30,
+          );
+        }
+        throw error;
+      }
       return true;
     }
     return this.o.store.legacy.restore(session.id, sandbox);

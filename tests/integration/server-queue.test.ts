@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+// @ts-expect-error s3rver ships no type declarations
+import S3rver from "s3rver";
 import pg from "pg";
 import { join } from "node:path";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
@@ -39,6 +42,8 @@ describeWithPostgres("the queue, shared by two servers", () => {
   let model: FakeModel;
   let a: TestServer;
   let b: TestServer;
+  let s3: any;
+  let bucketDir: string;
   /** Texts whose first model request fails (500) or hangs; later ones are answered. */
   const failFirst = new Set<string>();
   const hangFirst = new Set<string>();
@@ -63,8 +68,17 @@ describeWithPostgres("the queue, shared by two servers", () => {
       },
     });
     database = await createPostgresDatabase();
+    // Servers that share a database share a snapshot store, as in production: a session continued
+    // on the other server finds its files there.
+    bucketDir = mkdtempSync(join(tmpdir(), "ash-s3-"));
+    s3 = new S3rver({ port: 0, address: "127.0.0.1", directory: bucketDir, silent: true, configureBuckets: [{ name: "ash" }] });
+    const { port } = await s3.run();
     const env = {
       ASH_DATABASE_URL: database.url,
+      ASH_SNAPSHOT_STORE: "s3://ash/snapshots",
+      ASH_S3_ENDPOINT: `http://127.0.0.1:${port}`,
+      AWS_ACCESS_KEY_ID: "S3RVER",
+      AWS_SECRET_ACCESS_KEY: "S3RVER",
       ASH_QUEUE_CONCURRENCY: "2",
       ASH_QUEUE_LEASE_MS: "1500",
       ASH_QUEUE_POLL_MS: "100",
@@ -79,6 +93,8 @@ describeWithPostgres("the queue, shared by two servers", () => {
     await b?.dispose();
     await model?.close();
     await database?.drop();
+    await s3?.close();
+    if (bucketDir) rmSync(bucketDir, { recursive: true, force: true });
   });
 
   it("runs every item exactly once, on both servers, and keeps each result", async () => {

@@ -76,7 +76,20 @@ export async function insertQueueItem(
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)`,
     [item.id, item.tenantId, item.apiKeyId, item.agentName, item.prompt, item.continueSessionId, item.continueSessionId, item.priority, item.maxRetries, item.createdAt, item.createdAt],
   );
-  return (await getQueueItem(db, item.id))!;
+  // As written, not read back: a server may claim it the moment it exists.
+  return {
+    ...item,
+    sessionId: item.continueSessionId,
+    status: "pending",
+    attempts: 0,
+    nextAttemptAt: item.createdAt,
+    claimedBy: null,
+    leaseUntil: null,
+    result: null,
+    error: null,
+    startedAt: null,
+    completedAt: null,
+  };
 }
 
 export async function getQueueItem(db: Queryable, id: string): Promise<QueueItemRecord | undefined> {
