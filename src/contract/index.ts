@@ -9,6 +9,9 @@
 export const SESSION_STATUSES = ["starting", "active", "paused", "stopped", "ended", "error"] as const;
 export type SessionStatus = (typeof SESSION_STATUSES)[number];
 
+/** Statuses of a session that holds (or is about to hold) a sandbox: what limits on live sessions count. */
+export const LIVE_SESSION_STATUSES: readonly SessionStatus[] = SESSION_STATUSES.slice(0, 2);
+
 export function isSessionStatus(value: unknown): value is SessionStatus {
   return typeof value === "string" && (SESSION_STATUSES as readonly string[]).includes(value);
 }

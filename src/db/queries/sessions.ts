@@ -1,7 +1,7 @@
 import type { Queryable } from "../types";
 
 export type { SessionStatus } from "../../contract";
-import type { SessionStatus } from "../../contract";
+import { LIVE_SESSION_STATUSES, type SessionStatus } from "../../contract";
 import { pastCursor, whereOf } from "./where";
 
 /** Per-session choices made at creation (API: POST /api/sessions). */
@@ -161,11 +161,13 @@ export async function countEvictedSessions(db: Queryable): Promise<number> {
 
 /** Sessions a key made that hold a sandbox or are about to (not paused, stopped, ended or failed). */
 export async function countLiveSessionsOfKey(db: Queryable, apiKeyId: string): Promise<number> {
-  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM sessions WHERE api_key_id = ? AND status IN ('starting', 'active')`, [apiKeyId]);
+  const live = LIVE_SESSION_STATUSES.map(() => "?").join(", ");
+  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM sessions WHERE api_key_id = ? AND status IN (${live})`, [apiKeyId, ...LIVE_SESSION_STATUSES]);
   return Number(row?.n ?? 0);
 }
 
 export async function countLiveSessionsOfTenant(db: Queryable, tenantId: string): Promise<number> {
-  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM sessions WHERE tenant_id = ? AND status IN ('starting', 'active')`, [tenantId]);
+  const live = LIVE_SESSION_STATUSES.map(() => "?").join(", ");
+  const row = await db.get<any>(`SELECT COUNT(*) AS n FROM sessions WHERE tenant_id = ? AND status IN (${live})`, [tenantId, ...LIVE_SESSION_STATUSES]);
   return Number(row?.n ?? 0);
 }

@@ -8,6 +8,7 @@ import { eventStreamResponse } from "../sse";
 import { id } from "./sessions";
 import { listMessages } from "../../db/queries/messages";
 import { listEvents } from "../../db/queries/events";
+import { LIVE_SESSION_STATUSES } from "../../contract";
 
 const contentBlock = z.object({ type: z.string() }).passthrough();
 
@@ -27,7 +28,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
     const caller = principalOf(event);
     // A sleeping session woken by the message counts as live again.
     const session = await ctx.sessions.requireSession(id(event));
-    const woken = ["paused", "stopped", "error"].includes(session.status) ? await ctx.limits.admitSession(caller) : undefined;
+    const woken = session.status !== "ended" && !LIVE_SESSION_STATUSES.includes(session.status) ? await ctx.limits.admitSession(caller) : undefined;
     const turnEnded = await ctx.limits.admitTurn(caller).catch((error) => {
       woken?.();
       throw error;

@@ -8,7 +8,7 @@ import { badRequest, notFound, unavailable } from "../errors";
 import { getCredential } from "../../db/queries/credentials";
 import { presentCheckpoint, presentSession } from "../present";
 import { listSessions, type SessionRecord } from "../../db/queries/sessions";
-import { isSessionStatus, SESSION_STATUSES } from "../../contract";
+import { isSessionStatus, LIVE_SESSION_STATUSES, SESSION_STATUSES } from "../../contract";
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
 
@@ -71,7 +71,7 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions/:id/pause", async (event) => ({ session: present(await ctx.sessions.pause(id(event))) }));
   app.post("/api/sessions/:id/resume", async (event) => {
     const current = await ctx.sessions.requireSession(id(event));
-    const woken = ["paused", "stopped", "error"].includes(current.status) ? await ctx.limits.admitSession(principalOf(event)) : undefined;
+    const woken = current.status !== "ended" && !LIVE_SESSION_STATUSES.includes(current.status) ? await ctx.limits.admitSession(principalOf(event)) : undefined;
     try {
       return { session: present(await ctx.sessions.resume(id(event))) };
     } finally {
