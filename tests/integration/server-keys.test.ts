@@ -168,6 +168,62 @@ describe("API keys, scopes and credentials", () => {
   });
 });
 
+describe("a session's stored credential", () => {
+  it("is the key the gateway sends, never enters the sandbox, and survives a master key rotation", async () => {
+    const model = await startFakeModel();
+    const server = await startTestServer({ modelUrl: model.url, env: { ASH_CREDENTIAL_KEY: MASTER } });
+    try {
+      expect((await server.api("/api/agents", { method: "POST", json: agentUpload("keyed") })).status).toBe(201);
+      const secret = "sk-ant-api03-the-teams-own-model-key-0123456789";
+      const { credential } = await (await server.api("/api/credentials", { method: "POST", json: { type: "anthropic", key: secret } })).json();
+      const custom = (await (await server.api("/api/credentials", { method: "POST", json: { type: "custom", key: "ghp_custom_value", variable: "GITHUB_TOKEN" } })).json()).credential;
+
+      const turnWith = async (credentialId: string, content: string) => {
+        const created = await server.api("/api/sessions", { method: "POST", json: { agent: "keyed", credentialId } });
+        expect(created.status).toBe(201);
+        const id = (await created.json()).session.id;
+        return { id, events: await readEvents(await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } })) };
+      };
+      const before = model.requests.length;
+      const { id, events } = await turnWith(credential.id, "#bash env");
+      const sent = model.requests.slice(before).map((r: any) => r.headers["x-api-key"]);
+      expect(sent.length).toBeGreaterThan(0);
+      expect(new Set(sent)).toEqual(new Set([secret]));
+      const env = String(events.find((e) => e.event === "tool_result")?.data.content ?? "");
+      expect(env).toContain("ANTHROPIC_API_KEY=ash-gw-");
+      expect(env).not.toContain(secret);
+      const listed = await (await server.api("/api/credentials")).json();
+      expect(listed.credentials.find((c: any) => c.id === credential.id).lastUsedAt).not.toBeNull();
+
+      const withCustom = await turnWith(custom.id, "#bash echo token=$GITHUB_TOKEN");
+      expect(String(withCustom.events.find((e) => e.event === "tool_result")?.data.content)).toContain("token=ghp_custom_value");
+      expect((await server.api("/api/sessions", { method: "POST", json: { agent: "keyed", credentialId: "no-such" } })).status).toBe(404);
+
+      // Rotation: the new key with the old one as previous seals every credential again; then the old key can go.
+      const rotated = "a-brand-new-master-key-for-tests-9876543210";
+      await server.stop();
+      await server.restart({ ASH_CREDENTIAL_KEY: rotated, ASH_CREDENTIAL_KEY_PREVIOUS: MASTER });
+      expect(server.output()).toMatch(/credentials: 2 sealed again under the new master key/);
+      await server.stop();
+      await server.restart({ ASH_CREDENTIAL_KEY: rotated });
+      await server.api(`/api/sessions/${id}/pause`, { method: "POST" });
+      const after = model.requests.length;
+      await readEvents(await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content: "after the rotation" } }));
+      expect(new Set(model.requests.slice(after).map((r: any) => r.headers["x-api-key"]))).toEqual(new Set([secret]));
+      // Under a master key that never sealed them, the credential cannot be opened: a clear error, no fallback key.
+      await server.stop();
+      await server.restart({ ASH_CREDENTIAL_KEY: "yet-another-master-key-that-never-sealed-it" });
+      await server.api(`/api/sessions/${id}/pause`, { method: "POST" });
+      const refused = await server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content: "no key" } });
+      expect(refused.status).toBe(503);
+      expect((await refused.json()).error).toMatch(/cannot be opened/);
+    } finally {
+      await server.dispose();
+      await model.close();
+    }
+  });
+});
+
 describe("credentials without a master key", () => {
   it("answer a clear 503, and a short master key stops start-up", async () => {
     const server = await startTestServer();
