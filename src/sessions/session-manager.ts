@@ -241,13 +241,14 @@ export class SessionManager {
     const agent = await getAgent(this.o.db, tenantId, input.agent);
     if (!agent) throw await this.unknownAgent(tenantId, input.agent);
     const pooled = poolKey(agent);
-    this.warm.demand(pooled);
+    // Spares are made with the server's model key: an agent with its own credential gets none.
+    if (!agent.settings.credentialId) this.warm.demand(pooled);
     const version = input.agentVersion ?? agent.version;
     if (version !== agent.version && !(await getAgentVersion(this.o.db, agent.id, version))) {
       throw notFound(`Agent "${agent.name}" has no version ${version}; its latest is ${agent.version}.`);
     }
     // Spares are made from the latest version only.
-    const warm = version === agent.version && this.warm.serves(pooled) && spareCanServe(input);
+    const warm = version === agent.version && !agent.settings.credentialId && this.warm.serves(pooled) && spareCanServe(input);
     // With a ready spare the slot comes with it; otherwise reserve one as usual.
     let release: (() => void) | undefined = warm && this.warm.readyCount > 0 ? undefined : await this.pool.reserve();
     let record: SessionRecord | undefined;
@@ -792,7 +793,8 @@ export class SessionManager {
     named(sandboxId);
     // TRACEPARENT (and, with ASH_SANDBOX_OTEL, the CLI's export settings) join the agent's spans to this trace.
     const agentEnv = agentVersion?.env ?? {};
-    const credential = session.settings.credentialId ? await this.openCredential(session.tenantId, session.settings.credentialId) : undefined;
+    const credentialId = session.settings.credentialId ?? agentVersion?.settings.credentialId;
+    const credential = credentialId ? await this.openCredential(session.tenantId, credentialId) : undefined;
     // A custom credential is a variable the session asked for; a model key never enters the sandbox.
     const extraEnv = { ...(session.settings.extraEnv ?? {}), ...(credential?.type === "custom" && credential.variable ? { [credential.variable]: credential.value } : {}) };
     const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };

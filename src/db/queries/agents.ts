@@ -16,6 +16,8 @@ export interface AgentRecord {
 export interface AgentSettings {
   maxTokens?: number;
   egress?: string[];
+  /** A stored credential of the agent's tenant its sessions use unless they name their own. */
+  credentialId?: string;
   /** Deployed from a prompt alone: its CLAUDE.md is that prompt, rewritten when the prompt changes. */
   managed?: boolean;
   /** A name and notes for this version (`POST /api/agents/:name/versions`). */

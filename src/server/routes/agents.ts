@@ -5,7 +5,8 @@ import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate } from "../validate";
-import { badRequest, forbidden, notFound, unprocessable } from "../errors";
+import { badRequest, forbidden, notFound, unavailable, unprocessable } from "../errors";
+import { getCredential } from "../../db/queries/credentials";
 import { presentAgent, presentAgentVersion } from "../present";
 import { checkAgentPath, decodeUploadedFiles, materializeAgent, mergeAgentFiles, readAgentFolder, removeAgentFolder, stageAgent } from "../../agents/agent-files";
 import {
@@ -55,6 +56,8 @@ const deploySchema = z
     egress: z.array(egressHost).max(500).optional(),
     /** Default token budget of each of its sessions. */
     maxTokens: z.number().int().min(1).optional(),
+    /** A stored credential (POST /api/credentials) its sessions use unless they name their own. */
+    credentialId: z.string().min(1).max(200).optional(),
   })
   .strict();
 
@@ -66,6 +69,7 @@ const changeFields = {
   removeFiles: z.array(z.string()).max(5000).optional(),
   egress: z.array(egressHost).max(500).optional(),
   maxTokens: z.number().int().min(1).nullable().optional(),
+  credentialId: z.string().min(1).max(200).nullable().optional(),
 };
 const patchSchema = z.object(changeFields).strict();
 const createVersionSchema = z
@@ -134,6 +138,13 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     return agent;
   }
 
+  /** A credential of the tenant an agent may name; 404 otherwise (another tenant's does not exist). */
+  async function requireCredential(tenantId: string, id: string): Promise<string> {
+    if (!ctx.vault) throw unavailable("credentialId needs stored credentials, which this server does not have: set ASH_CREDENTIAL_KEY where it starts.", 3600);
+    if (!(await getCredential(ctx.db, tenantId, id))) throw notFound(`No credential with id "${id}".`);
+    return id;
+  }
+
   /** A new version made from `base` (default: the active one) with `change` applied. */
   async function changeAgent(agent: AgentRecord, change: Change, options: { from?: number; activate: boolean }) {
     const baseVersion = options.from ?? agent.version;
@@ -156,6 +167,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     if (change.egress !== undefined) settings.egress = change.egress;
     if (change.maxTokens === null) delete settings.maxTokens;
     else if (change.maxTokens !== undefined) settings.maxTokens = change.maxTokens;
+    if (change.credentialId === null) delete settings.credentialId;
+    else if (change.credentialId !== undefined) settings.credentialId = await requireCredential(agent.tenantId, change.credentialId);
     if (change.label !== undefined) settings.label = change.label;
     if (change.releaseNotes !== undefined) settings.releaseNotes = change.releaseNotes;
     if (change.files?.some((f) => checkAgentPath(f.path) === "CLAUDE.md") && managed) delete settings.managed;
@@ -208,6 +221,7 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     const egress = [...new Set([...(manifest.egress ?? []), ...(body.egress ?? [])])];
     const maxTokens = body.maxTokens ?? manifest.maxTokens;
     const settings: AgentSettings = { ...(egress.length ? { egress } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}), ...(managed ? { managed: true } : {}) };
+    if (body.credentialId !== undefined) settings.credentialId = await requireCredential(caller.tenantId, body.credentialId);
     const agent = await storeVersion({ tenantId: caller.tenantId, name: body.name, env: body.env ?? {}, systemPrompt: managed ? null : (body.systemPrompt ?? null), files, settings, activate: true });
     return json(201, { agent: await present(agent) });
   });
