@@ -229,6 +229,9 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     }
   }
 
+  let decoding = Promise.resolve();
+  const decodeTurn = () => (decoding = decoding.then(breathe));
+
   /** A tree, checked against its id; a missing or damaged one is SnapshotCorruptError. */
   function loadTree(id: string): Promise<Tree> {
     const cached = treeCache.get(id);
@@ -242,6 +245,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       loading = reading(async () => {
         const bytes = await objects.get(`trees/${id}`);
         if (!bytes) throw new SnapshotCorruptError(`Workspace version object trees/${id} is missing`);
+        // Trees read at once are decoded one per event loop turn, not all in one go.
+        await decodeTurn();
         if (sha256hex(bytes) !== id) throw new SnapshotCorruptError(`Workspace version object trees/${id} does not match its id`);
         let tree: Tree;
         try {
