@@ -29,84 +29,147 @@ export class TarFormatError extends Error {
 const BLOCK = 512;
 const MAX_META = 1024 * 1024;
 
-/** Pulls exact byte counts out of an async source of chunks. */
-class ByteReader {
+/**
+ * Chunks of a readable stream, queued as they arrive so the writer (a tar
+ * or find process on the other side of a pipe) keeps running while the
+ * queue is parsed; reading pauses above `highWater` bytes queued. Errors
+ * and a close without an end are kept and thrown to the reader, never
+ * left without a listener.
+ */
+export class ChunkQueue {
   private chunks: Buffer[] = [];
-  private buffered = 0;
-  private done = false;
-  constructor(private readonly source: AsyncIterator<Buffer>) {}
+  private head = 0;
+  private queued = 0;
+  private ended = false;
+  private failure: Error | null = null;
+  private paused = false;
+  private wake: (() => void) | null = null;
 
-  private async fill(): Promise<boolean> {
-    if (this.done) return false;
-    const next = await this.source.next();
-    if (next.done) {
-      this.done = true;
-      return false;
-    }
-    const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
-    if (chunk.length > 0) {
+  constructor(
+    private readonly stream: NodeJS.ReadableStream & { destroy?(): void },
+    private readonly highWater = 4 * 1024 * 1024,
+  ) {
+    stream.on("data", (chunk: Buffer) => {
+      if (chunk.length === 0) return;
       this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
-    return true;
-  }
-
-  /** Exactly n bytes, or null at a clean end before any of them. */
-  async exact(n: number): Promise<Buffer | null> {
-    while (this.buffered < n) {
-      if (!(await this.fill())) {
-        if (this.buffered === 0) return null;
-        throw new TarFormatError("tar stream ended in the middle of a record");
+      this.queued += chunk.length;
+      if (this.queued >= this.highWater && !this.paused) {
+        this.paused = true;
+        stream.pause();
       }
-    }
-    return this.take(n);
+      this.poke();
+    });
+    stream.on("end", () => {
+      this.ended = true;
+      this.poke();
+    });
+    stream.on("error", (error: Error) => {
+      this.failure ??= error;
+      this.poke();
+    });
+    stream.on("close", () => {
+      if (!this.ended) this.failure ??= Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+      this.poke();
+    });
   }
 
-  /** Up to n (> 0) bytes; throws at the end of the stream. */
-  async some(n: number): Promise<Buffer> {
-    while (this.buffered === 0) {
-      if (!(await this.fill())) throw new TarFormatError("tar stream ended in the middle of a file");
-    }
-    return this.take(Math.min(n, this.chunks[0]!.length));
+  private poke(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
   }
 
-  /** Reads the source to its end (tar pads its archive to whole records after the end marker). */
-  async drain(limit = 1 << 20): Promise<void> {
+  /** A queued chunk, or undefined when none is queued right now. */
+  shift(): Buffer | undefined {
+    if (this.head >= this.chunks.length) return undefined;
+    const chunk = this.chunks[this.head]!;
+    this.chunks[this.head++] = undefined as unknown as Buffer;
+    if (this.head > 1024 || this.head === this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
+    this.queued -= chunk.length;
+    if (this.paused && this.queued < this.highWater / 2) {
+      this.paused = false;
+      this.stream.resume();
+    }
+    return chunk;
+  }
+
+  /** The next chunk, or null at the end of the stream; throws what the stream failed with. */
+  async next(): Promise<Buffer | null> {
+    for (;;) {
+      const chunk = this.shift();
+      if (chunk) return chunk;
+      if (this.failure) throw this.failure;
+      if (this.ended) return null;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  /** Stops reading and drops what is queued. */
+  destroy(): void {
     this.chunks = [];
-    this.buffered = 0;
-    let seen = 0;
-    while (!this.done && seen <= limit) {
-      const next = await this.source.next();
-      if (next.done) this.done = true;
-      else seen += (next.value as Buffer).length;
-    }
-    if (!this.done) {
-      this.done = true;
-      await this.source.return?.();
-    }
+    this.head = 0;
+    this.queued = 0;
+    this.ended = true;
+    this.stream.destroy?.();
+  }
+}
+
+/** Marks "more input is needed" in the synchronous parser's answers. */
+export const NEED: unique symbol = Symbol("need more input");
+export type Need = typeof NEED;
+
+/** Takes exact byte counts out of pushed chunks, synchronously. */
+class Bytes {
+  private chunks: Buffer[] = [];
+  buffered = 0;
+  ended = false;
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
   }
 
-  private take(n: number): Buffer {
+  /** Up to n (> 0) bytes of the first chunk, as a view. */
+  some(n: number): Buffer {
     const first = this.chunks[0]!;
-    if (first.length >= n) {
-      // Within one chunk: a view, no copy.
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      this.buffered -= n;
-      return first.subarray(0, n);
+    if (first.length <= n) {
+      this.chunks.shift();
+      this.buffered -= first.length;
+      return first;
     }
+    this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return first.subarray(0, n);
+  }
+
+  /** Exactly n bytes (n <= buffered): a view within one chunk, a copy across chunks. */
+  take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return this.some(n);
     const out = Buffer.allocUnsafe(n);
     let at = 0;
     while (at < n) {
-      const head = this.chunks[0]!;
-      const used = Math.min(head.length, n - at);
-      head.copy(out, at, 0, used);
-      at += used;
-      if (used === head.length) this.chunks.shift();
-      else this.chunks[0] = head.subarray(used);
+      const part = this.some(n - at);
+      part.copy(out, at);
+      at += part.length;
     }
-    this.buffered -= n;
     return out;
+  }
+
+  /** Drops up to n bytes; how many were dropped. */
+  skip(n: number): number {
+    let dropped = 0;
+    while (dropped < n && this.buffered > 0) dropped += this.some(n - dropped).length;
+    return dropped;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.buffered = 0;
   }
 }
 
@@ -169,92 +232,186 @@ export interface TarReader {
   read(max?: number): Promise<Buffer | null>;
 }
 
-/** Reads a ustar/pax/GNU archive from chunks. */
-export function tarReader(source: AsyncIterable<Buffer>): TarReader {
-  const reader = new ByteReader(source[Symbol.asyncIterator]());
-  let remaining = 0;
-  let padding = 0;
-  let ended = false;
+/**
+ * A ustar/pax/GNU archive parsed synchronously from pushed chunks: each
+ * call answers at once, with NEED when it has to be given more input
+ * first (`push`, or `end` at the end of the input). No promise per entry.
+ */
+export class TarParser {
+  private readonly bytes = new Bytes();
+  private remaining = 0;
+  private padding = 0;
+  private done = false;
+  private pax = new Map<string, string>();
+  private longName: string | undefined;
+  private longLink: string | undefined;
+  /** A metadata record whose header was read: its type and size. */
+  private meta: { flag: string; size: number } | null = null;
 
-  async function skipBody(): Promise<void> {
-    while (remaining > 0) {
-      const chunk = await reader.some(Math.min(remaining, 1 << 20));
-      remaining -= chunk.length;
+  push(chunk: Buffer): void {
+    if (!this.done) this.bytes.push(chunk);
+  }
+
+  /** The input ended. */
+  end(): void {
+    this.bytes.ended = true;
+  }
+
+  /** True once the end marker was read (what follows it is padding). */
+  get finished(): boolean {
+    return this.done;
+  }
+
+  /** Bytes of the current entry's body not yet read. */
+  get left(): number {
+    return this.remaining;
+  }
+
+  /** The next entry (after skipping what is left of the current body), null at the end marker, NEED for more input. */
+  next(): TarEntry | null | Need {
+    const bytes = this.bytes;
+    if (this.done) return null;
+    if (this.remaining > 0) {
+      this.remaining -= bytes.skip(this.remaining);
+      if (this.remaining > 0) return this.starved("tar stream ended in the middle of a file");
     }
-    if (padding > 0) await reader.exact(padding);
-    padding = 0;
+    if (this.padding > 0) {
+      this.padding -= bytes.skip(this.padding);
+      if (this.padding > 0) return this.starved("tar stream ended in the middle of a record");
+    }
+    for (;;) {
+      if (this.meta) {
+        const { flag, size } = this.meta;
+        const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+        if (bytes.buffered < size + pad) return this.starved("tar stream ended in a metadata record");
+        const data = Buffer.from(bytes.take(size));
+        bytes.skip(pad);
+        this.meta = null;
+        if (flag === "x") for (const [key, value] of parsePax(data)) this.pax.set(key, value);
+        else if (flag === "L" || flag === "K") {
+          const text = data.toString("latin1").replace(/\0+$/, "");
+          if (flag === "L") this.longName = text;
+          else this.longLink = text;
+        }
+        continue;
+      }
+      if (bytes.buffered < BLOCK) {
+        if (bytes.ended && bytes.buffered === 0) throw new TarFormatError("tar stream ended without its end marker");
+        return this.starved("tar stream ended in the middle of a record");
+      }
+      const header = bytes.take(BLOCK);
+      if (header[0] === 0 && header[156] === 0 && header.every((byte) => byte === 0)) {
+        this.done = true;
+        bytes.clear();
+        return null;
+      }
+      if (!checksumOk(header)) throw new TarFormatError("bad tar header checksum");
+      const flag = String.fromCharCode(header[156]!);
+      const size = numeric(header, 124, 12);
+      if (flag === "x" || flag === "g" || flag === "L" || flag === "K") {
+        if (size > MAX_META) throw new TarFormatError("tar metadata record too large");
+        this.meta = { flag, size };
+        continue;
+      }
+      const pax = this.pax;
+      const magic = header.subarray(257, 263).toString("latin1");
+      const prefix = magic.startsWith("ustar") && magic !== "ustar " ? cString(header, 345, 155) : "";
+      const name = cString(header, 0, 100);
+      let path = pax.get("path") ?? this.longName ?? (prefix ? `${prefix}/${name}` : name);
+      const linkpath = pax.get("linkpath") ?? this.longLink ?? cString(header, 157, 100);
+      const paxSize = pax.get("size");
+      const bodySize = paxSize !== undefined ? Number(paxSize) : size;
+      if (!Number.isSafeInteger(bodySize) || bodySize < 0) throw new TarFormatError("bad tar size");
+      const type = typeOf(flag);
+      if (type === "dir" && path.endsWith("/")) path = path.replace(/\/+$/, "");
+      let mtime = pax.get("mtime");
+      if (mtime === undefined || !/^-?\d+(\.\d+)?$/.test(mtime)) mtime = String(numeric(header, 136, 12));
+      if (pax.size > 0) this.pax = new Map();
+      this.longName = undefined;
+      this.longLink = undefined;
+      // Only files carry a body in the archive (GNU tar writes none for links and dirs).
+      this.remaining = type === "file" || type === "other" ? bodySize : 0;
+      if (type === "other" && (flag === "3" || flag === "4" || flag === "6")) this.remaining = 0;
+      this.padding = (BLOCK - (this.remaining % BLOCK)) % BLOCK;
+      return { type, path, linkpath, size: type === "file" ? bodySize : 0, mode: numeric(header, 100, 8), mtime: canonicalMtime(mtime), typeflag: flag };
+    }
   }
 
-  async function readMeta(size: number): Promise<Buffer> {
-    if (size > MAX_META) throw new TarFormatError("tar metadata record too large");
-    const data = (await reader.exact(size)) ?? Buffer.alloc(0);
-    if (data.length !== size) throw new TarFormatError("tar stream ended in a metadata record");
-    const pad = (BLOCK - (size % BLOCK)) % BLOCK;
-    if (pad) await reader.exact(pad);
-    return data;
+  /** Up to `max` (> 0) bytes of the current body as a view of the input, null when it is all read, NEED for more input. */
+  body(max: number): Buffer | null | Need {
+    if (this.remaining <= 0) return null;
+    if (this.bytes.buffered === 0) return this.starved("tar stream ended in the middle of a file");
+    const part = this.bytes.some(Math.min(max, this.remaining));
+    this.remaining -= part.length;
+    return part;
   }
 
+  private starved(why: string): Need {
+    if (this.bytes.ended) throw new TarFormatError(why);
+    return NEED;
+  }
+}
+
+/** Reads the rest of a source after an archive's end marker (tar pads it to whole records), up to a limit. */
+async function drain(source: ChunkQueue, limit = 1 << 20): Promise<void> {
+  let seen = 0;
+  for (let chunk = await source.next(); chunk; chunk = await source.next()) {
+    seen += chunk.length;
+    if (seen > limit) {
+      source.destroy();
+      return;
+    }
+  }
+}
+
+/**
+ * Reads a ustar/pax/GNU archive from a stream (chunks are queued as they
+ * arrive; parsing is synchronous and only waits when it needs more input).
+ */
+export function tarReader(stream: NodeJS.ReadableStream): TarReader {
+  const source = new ChunkQueue(stream);
+  const parser = new TarParser();
+  const more = async () => {
+    const chunk = await source.next();
+    if (chunk) parser.push(chunk);
+    else parser.end();
+  };
   return {
     async next() {
-      if (ended) return null;
-      await skipBody();
-      let pax = new Map<string, string>();
-      let longName: string | undefined;
-      let longLink: string | undefined;
       for (;;) {
-        const header = await reader.exact(BLOCK);
-        if (header === null) throw new TarFormatError("tar stream ended without its end marker");
-        if (header[0] === 0 && header[156] === 0 && header.every((byte) => byte === 0)) {
-          ended = true;
+        const entry = parser.next();
+        if (entry !== NEED) {
           // The writer only finishes once its padding is read.
-          await reader.drain();
-          return null;
+          if (entry === null) await drain(source);
+          return entry;
         }
-        if (!checksumOk(header)) throw new TarFormatError("bad tar header checksum");
-        const flag = String.fromCharCode(header[156]!);
-        const size = numeric(header, 124, 12);
-        if (flag === "x") {
-          for (const [key, value] of parsePax(await readMeta(size))) pax.set(key, value);
-          continue;
-        }
-        if (flag === "g") {
-          await readMeta(size);
-          continue;
-        }
-        if (flag === "L" || flag === "K") {
-          const text = (await readMeta(size)).toString("latin1").replace(/\0+$/, "");
-          if (flag === "L") longName = text;
-          else longLink = text;
-          continue;
-        }
-        const magic = header.subarray(257, 263).toString("latin1");
-        const prefix = magic.startsWith("ustar") && magic !== "ustar " ? cString(header, 345, 155) : "";
-        const name = cString(header, 0, 100);
-        let path = pax.get("path") ?? longName ?? (prefix ? `${prefix}/${name}` : name);
-        const linkpath = pax.get("linkpath") ?? longLink ?? cString(header, 157, 100);
-        const paxSize = pax.get("size");
-        const bodySize = paxSize !== undefined ? Number(paxSize) : size;
-        if (!Number.isSafeInteger(bodySize) || bodySize < 0) throw new TarFormatError("bad tar size");
-        const type = typeOf(flag);
-        if (type === "dir" && path.endsWith("/")) path = path.replace(/\/+$/, "");
-        let mtime = pax.get("mtime");
-        if (mtime === undefined || !/^-?\d+(\.\d+)?$/.test(mtime)) mtime = String(numeric(header, 136, 12));
-        // Only files carry a body in the archive (GNU tar writes none for links and dirs).
-        remaining = type === "file" || type === "other" ? bodySize : 0;
-        padding = (BLOCK - (remaining % BLOCK)) % BLOCK;
-        if (type === "other" && (flag === "3" || flag === "4" || flag === "6")) {
-          remaining = 0;
-          padding = 0;
-        }
-        return { type, path, linkpath, size: type === "file" ? bodySize : 0, mode: numeric(header, 100, 8), mtime: canonicalMtime(mtime), typeflag: flag };
+        await more();
       }
     },
     async read(max = 1 << 20) {
-      if (remaining <= 0) return null;
-      const chunk = await reader.some(Math.min(max, remaining));
-      remaining -= chunk.length;
-      return chunk;
+      for (;;) {
+        const part = parser.body(max);
+        if (part !== NEED) return part;
+        await more();
+      }
     },
+  };
+}
+
+/** A tar parser fed from a stream: `more()` waits for the next chunk (or the end) and pushes it. */
+export function tarSource(stream: NodeJS.ReadableStream): { parser: TarParser; more(): Promise<void>; rest(): Promise<void>; source: ChunkQueue } {
+  const source = new ChunkQueue(stream);
+  const parser = new TarParser();
+  return {
+    parser,
+    source,
+    async more() {
+      const chunk = source.next();
+      const got = await chunk;
+      if (got) parser.push(got);
+      else parser.end();
+    },
+    rest: () => drain(source),
   };
 }
 

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { posix } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { canonicalMtime, tarReader, type TarEntry, type TarReader } from "./tar-stream";
+import { canonicalMtime, ChunkQueue, tarReader, tarSource, type TarEntry, type TarParser, type TarReader } from "./tar-stream";
 
 /**
  * Workspace I/O runs in a process that only has the sandbox's own rights
@@ -37,6 +37,11 @@ export function ioProcessOf(
   child.stderr?.on("data", (chunk: Buffer) => {
     if (stderr.length < STDERR_KEEP) stderr += chunk.toString("utf8").slice(0, STDERR_KEEP - stderr.length);
   });
+  // Every stream of the child has an error listener from the start: a
+  // reader that stopped early, or has not started yet, never turns a pipe
+  // error (or a close without an end) into an uncaught exception. Readers
+  // get the error through their own listeners (ChunkQueue).
+  child.stdout?.on("error", () => {});
   child.stderr?.on("error", () => {});
   child.stdin?.on("error", () => {});
   const stderrDone = child.stderr ? new Promise<void>((done) => child.stderr!.once("close", done)) : Promise.resolve();
@@ -130,46 +135,40 @@ const MAX_FIELD = 64 * 1024;
  */
 export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) => void | Promise<void>): Promise<{ errors: string[] }> {
   const proc = io.run("find", [".", "-mindepth", "1", "-printf", FIND_FORMAT]);
-  let pending: Buffer = Buffer.alloc(0);
-  const fields: string[] = [];
+  const source = new ChunkQueue(proc.stdout);
+  let pending: Buffer | null = null;
   let failure: unknown;
   let callerFailed = false;
   try {
-    for await (const chunk of proc.stdout as AsyncIterable<Buffer>) {
-      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    for (let chunk = await source.next(); chunk; chunk = await source.next()) {
+      const data: Buffer = pending ? Buffer.concat([pending, chunk]) : chunk;
+      pending = null;
+      // Whole records (seven NUL-terminated fields) are parsed at once, without waiting in between,
+      // unless the caller asks to wait.
       let start = 0;
-      for (let nul = pending.indexOf(0, start); nul !== -1; nul = pending.indexOf(0, start)) {
-        fields.push(pending.subarray(start, nul).toString("latin1"));
-        start = nul + 1;
-        if (fields.length === FIND_FIELDS) {
-          const [y, size, mtime, mode, links, path, link] = fields.splice(0, FIND_FIELDS) as [string, string, string, string, string, string, string];
-          if (path === "" || path.startsWith("/") || path.split("/").includes("..")) continue;
-          const type = y === "f" ? "file" : y === "d" ? "dir" : y === "l" ? "symlink" : "other";
-          const entry: ListedEntry = {
-            type,
-            path,
-            size: Number(size) || 0,
-            mode: Number.parseInt(mode, 8) || 0,
-            mtime: canonicalMtime(mtime),
-            target: type === "symlink" ? link : undefined,
-            kind: y,
-            links: Number(links) || 1,
-          };
-          try {
-            const waiting = onEntry(entry);
-            if (waiting) await waiting;
-          } catch (error) {
-            callerFailed = true;
-            throw error;
-          }
+      for (;;) {
+        const entry = parseRecord(data, start);
+        if (entry === null) break;
+        start = entry.next;
+        if (entry.listed === null) continue;
+        let waiting: void | Promise<void>;
+        try {
+          waiting = onEntry(entry.listed);
+          if (waiting) await waiting;
+        } catch (error) {
+          callerFailed = true;
+          throw error;
         }
       }
-      pending = pending.subarray(start);
-      if (pending.length > MAX_FIELD) throw new Error("Listing the workspace failed: a field longer than any path");
+      if (start < data.length) {
+        pending = data.subarray(start);
+        if (pending.length > MAX_FIELD) throw new Error("Listing the workspace failed: a field longer than any path");
+      }
     }
   } catch (error) {
     failure = error;
     proc.kill();
+    source.destroy();
   }
   if (callerFailed) {
     // The caller's own error wins over find's exit after the kill.
@@ -179,7 +178,53 @@ export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) =>
   // find exits 1 when it could not read some folder: the rest is still right.
   const { stderr } = await finished(proc, "Listing the workspace", (code) => code === 0 || code === 1);
   if (failure) throw failure;
+  if (pending && pending.length > 0) throw new Error("Listing the workspace failed: its output ended in the middle of an entry");
   return { errors: stderr.split("\n").filter(Boolean) };
+}
+
+/** A decimal or octal number from ASCII digits; NaN for anything else. */
+function digits(data: Buffer, from: number, to: number, radix: 8 | 10): number {
+  if (from === to) return Number.NaN;
+  let value = 0;
+  for (let at = from; at < to; at++) {
+    const digit = data[at]! - 48;
+    if (digit < 0 || digit >= radix) return Number.NaN;
+    value = value * radix + digit;
+  }
+  return value;
+}
+
+/**
+ * One record of find's output starting at `start`: null when it is not all
+ * there yet; `listed` null for a record that is dropped (an unusable name).
+ */
+function parseRecord(data: Buffer, start: number): { next: number; listed: ListedEntry | null } | null {
+  const ends: number[] = [];
+  let at = start;
+  for (let field = 0; field < FIND_FIELDS; field++) {
+    const nul = data.indexOf(0, at);
+    if (nul === -1) return null;
+    ends.push(nul);
+    at = nul + 1;
+  }
+  const [yEnd, sizeEnd, mtimeEnd, modeEnd, linksEnd, pathEnd, linkEnd] = ends as [number, number, number, number, number, number, number];
+  const path = data.toString("latin1", linksEnd + 1, pathEnd);
+  if (path === "" || path.charCodeAt(0) === 47 || (path.includes("..") && path.split("/").includes(".."))) return { next: at, listed: null };
+  const y = yEnd - start === 1 ? String.fromCharCode(data[start]!) : data.toString("latin1", start, yEnd);
+  const type = y === "f" ? "file" : y === "d" ? "dir" : y === "l" ? "symlink" : "other";
+  return {
+    next: at,
+    listed: {
+      type,
+      path,
+      size: digits(data, yEnd + 1, sizeEnd, 10) || 0,
+      mode: digits(data, mtimeEnd + 1, modeEnd, 8) || 0,
+      mtime: canonicalMtime(data.toString("latin1", sizeEnd + 1, mtimeEnd)),
+      target: type === "symlink" ? data.toString("latin1", pathEnd + 1, linkEnd) : undefined,
+      kind: y,
+      links: digits(data, modeEnd + 1, linksEnd, 10) || 1,
+    },
+  };
 }
 
 const TAR_CREATE = ["--format=posix", "--numeric-owner", "--hard-dereference", "--pax-option=delete=atime,delete=ctime", "-f", "-"];
@@ -191,6 +236,22 @@ const TAR_CREATE = ["--format=posix", "--numeric-owner", "--hard-dereference", "
  * stream is still well-formed, which the reader checks.
  */
 export function tarOut(io: WorkspaceIo, paths?: string[], options: { hardLinks?: boolean; sorted?: boolean } = {}): { proc: IoProcess; reader: TarReader } {
+  const proc = startTar(io, paths, options);
+  return { proc, reader: tarReader(proc.stdout) };
+}
+
+/** tarOut with a synchronous parser: `more()` is awaited only when the parser answers NEED. */
+export function tarOutParsed(
+  io: WorkspaceIo,
+  paths?: string[],
+  options: { hardLinks?: boolean; sorted?: boolean } = {},
+): { proc: IoProcess; parser: TarParser; more(): Promise<void>; rest(): Promise<void>; stop(): void } {
+  const proc = startTar(io, paths, options);
+  const { parser, more, rest, source } = tarSource(proc.stdout);
+  return { proc, parser, more, rest, stop: () => source.destroy() };
+}
+
+function startTar(io: WorkspaceIo, paths: string[] | undefined, options: { hardLinks?: boolean; sorted?: boolean }): IoProcess {
   // hardLinks: a second name of a file already in the stream comes as a hard link entry, not as a copy.
   const create = options.hardLinks ? TAR_CREATE.filter((arg) => arg !== "--hard-dereference") : TAR_CREATE;
   // sorted: each folder's entries in byte order of their names, so the stream is in a stable order.
@@ -202,13 +263,34 @@ export function tarOut(io: WorkspaceIo, paths?: string[], options: { hardLinks?:
   if (paths) {
     const stdin = proc.stdin!;
     void (async () => {
+      let batch: string[] = [];
+      let batchBytes = 0;
+      const flush = async () => {
+        const data = Buffer.from(batch.join(""), "latin1");
+        batch = [];
+        batchBytes = 0;
+        // Waits for room, or gives up when tar is gone (its reader sees why).
+        if (!stdin.write(data)) await new Promise<void>((resolve) => {
+          const done = () => {
+            stdin.off("drain", done);
+            stdin.off("close", done);
+            resolve();
+          };
+          stdin.on("drain", done);
+          stdin.on("close", done);
+        });
+      };
       for (const path of paths) {
-        if (!stdin.write(Buffer.from(`./${path}\0`, "latin1"))) await new Promise((r) => stdin.once("drain", r));
+        if (stdin.destroyed) return;
+        batch.push(`./${path}\0`);
+        batchBytes += path.length + 3;
+        if (batchBytes >= 64 * 1024) await flush();
       }
+      if (batch.length > 0) await flush();
       stdin.end();
     })().catch(() => {});
   }
-  return { proc, reader: tarReader(proc.stdout as AsyncIterable<Buffer>) };
+  return proc;
 }
 
 /** A relative, normalized entry name from an archive, or null when it is unusable (absolute, "..", empty). */

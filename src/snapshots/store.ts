@@ -1,7 +1,8 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { normalizeRelativePath } from "../sandbox/snapshot-keys";
-import { mtimeMsOf, TAR_END, TarFormatError, tarHeader, tarPadding, type TarReader } from "../sandbox/tar-stream";
+import { createHash } from "node:crypto";
+import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeader, tarPadding, type TarParser } from "../sandbox/tar-stream";
 import {
   displayName,
   entryPath,
@@ -9,9 +10,10 @@ import {
   rawName,
   relativeLinkTarget,
   tarIn,
-  tarOut,
   tarOutDone,
+  tarOutParsed,
   writeAll,
+  type IoProcess,
   type ListedEntry,
   type WorkspaceIo,
 } from "../sandbox/workspace-io";
@@ -24,7 +26,7 @@ import {
   type SnapshotStoreOptions,
 } from "./legacy";
 import { driverObjects, fsObjects, isObjectKey, s3Objects, type ObjectStore } from "./objects";
-import { byName, decodeTree, encodeTree, sha256hex, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
+import { byName, decodeTree, encodeRows, sha256hex, treeOf, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
 
 /** One saved state of a workspace: immutable, named by its root tree's id. */
 export interface WorkspaceVersion {
@@ -146,8 +148,12 @@ interface Open {
   names: Set<string>;
 }
 
-/** Where an entry goes: the open folder that is its parent, closing the folders the stream has left. */
-async function placeOn<T extends Open>(stack: T[], path: string, close: (node: T) => Promise<void> | void): Promise<{ parent: T; name: string } | null> {
+/**
+ * Where an entry goes in a depth-first stream: the index on the stack of
+ * its parent folder (every folder above it was left by the stream) and its
+ * name; null when it is out of that order or a second entry of one name.
+ */
+function parentOf<T extends Open>(stack: T[], path: string): { at: number; name: string } | null {
   const slash = path.lastIndexOf("/");
   const parentPath = slash < 0 ? "" : path.slice(0, slash);
   const name = path.slice(slash + 1);
@@ -155,11 +161,8 @@ async function placeOn<T extends Open>(stack: T[], path: string, close: (node: T
   while (at >= 0 && stack[at]!.path !== parentPath) at--;
   // A folder the stream already left, or never named: not a depth-first stream; the entry is dropped.
   if (at < 0 || name === "") return null;
-  while (stack.length - 1 > at) await close(stack.pop()!);
-  const parent = stack[at]!;
-  if (parent.names.has(name)) return null;
-  parent.names.add(name);
-  return { parent, name };
+  if (stack[at]!.names.has(name)) return null;
+  return { at, name };
 }
 
 /** A file, folder or link while a save builds its folder's tree; files wait for their bytes. */
@@ -177,12 +180,10 @@ interface Node extends Open {
   /** Files waiting for bytes and sub-folders not yet encoded. */
   waiting: number;
   closed: boolean;
-  /** Highest sequence number of a pack still being filled that a piece here is in; -1 for none. */
-  maxSeq: number;
-  /** Incremental saves: the base version's tree of this folder. */
+  /** Incremental saves: the base version's tree of this folder, loading. */
   base: Promise<BaseFolder | null> | null;
-  /** The same, once the folder closed. */
-  before: BaseFolder | null;
+  /** The same once loaded (undefined while it loads). */
+  before: BaseFolder | null | undefined;
 }
 
 interface BaseFolder {
@@ -190,6 +191,10 @@ interface BaseFolder {
   tree: Tree;
   byName: Map<string, TreeEntry>;
 }
+
+/** Synchronous work runs at most this long before the event loop gets a turn. */
+const SLICE_MS = 8;
+const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export function createVersionStore(options: SnapshotStoreOptions): VersionStore {
   let objects: ObjectStore;
@@ -224,6 +229,9 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     }
   }
 
+  let decoding = Promise.resolve();
+  const decodeTurn = () => (decoding = decoding.then(breathe));
+
   /** A tree, checked against its id; a missing or damaged one is SnapshotCorruptError. */
   function loadTree(id: string): Promise<Tree> {
     const cached = treeCache.get(id);
@@ -237,6 +245,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       loading = reading(async () => {
         const bytes = await objects.get(`trees/${id}`);
         if (!bytes) throw new SnapshotCorruptError(`Workspace version object trees/${id} is missing`);
+        // Trees read at once are decoded one per event loop turn, not all in one go.
+        await decodeTurn();
         if (sha256hex(bytes) !== id) throw new SnapshotCorruptError(`Workspace version object trees/${id} does not match its id`);
         let tree: Tree;
         try {
@@ -252,10 +262,20 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     return loading;
   }
 
-  const entryMap = async (id: string) => new Map((await loadTree(id)).entries.map((entry) => [entry.name, entry] as const));
+  const byNames = new WeakMap<Tree, Map<string, TreeEntry>>();
+  const namesOf = (tree: Tree) => {
+    let map = byNames.get(tree);
+    if (!map) {
+      map = new Map();
+      for (const entry of tree.entries) map.set(entry.name, entry);
+      byNames.set(tree, map);
+    }
+    return map;
+  };
+  const entryMap = async (id: string) => namesOf(await loadTree(id));
   const baseFolder = async (id: string): Promise<BaseFolder> => {
     const tree = await loadTree(id);
-    return { id, tree, byName: new Map(tree.entries.map((entry) => [entry.name, entry] as const)) };
+    return { id, tree, byName: namesOf(tree) };
   };
 
   async function loadPack(id: string): Promise<Buffer> {
@@ -322,6 +342,14 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const versionPacks = new Set<string>();
     const versionTrees = new Set<string>();
 
+    // -- The event loop gets a turn at least every SLICE_MS of work.
+    let sliceEnd = performance.now() + SLICE_MS;
+    const pause = async () => {
+      if (performance.now() < sliceEnd) return;
+      await breathe();
+      sliceEnd = performance.now() + SLICE_MS;
+    };
+
     // -- New objects: onWrite first, then the write.
     const packWrites: Array<Promise<void>> = [];
     const allWrites: Array<Promise<void>> = [];
@@ -336,14 +364,19 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       await onWrite(batch.map((item) => item.key));
       await forEachParallel(batch, (item) => objects.put(item.key, item.data));
     };
+    const treesFull = () => treeBatch.length >= TREE_BATCH || treeBatchBytes >= TREE_BATCH_BYTES;
 
-    // -- Packs: pieces by content hash; the base's and this save's are reused.
+    // -- Packs: pieces by content hash; the base's and this save's are reused. A piece's bytes are
+    // copied into the pack being filled as they are read (nothing else holds on to the input).
     const index = new Map<string, { pack: string | number; offset: number; length: number }>();
     const sealed: string[] = [];
-    let current: Buffer[] = [];
-    let currentBytes = 0;
-    let currentNames: string[] = [];
-    let awaitingSeal: Node[] = [];
+    let pack = Buffer.allocUnsafeSlow(PACK_TARGET);
+    let packBytes = 0;
+    let packPieces = 0;
+    // Named by its pieces' hashes and lengths ("hash:length" lines), which fix its bytes.
+    let packName = createHash("sha256");
+    /** Folders encoded but for the ids of packs still being filled. */
+    let awaitingSeal: Array<{ node: Node; rows: string; packs: Array<string | number> }> = [];
 
     const indexTree = (tree: Tree) => {
       for (const entry of tree.entries) {
@@ -353,14 +386,14 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     };
 
     async function seal(): Promise<void> {
-      if (current.length > 0) {
-        const data = current.length === 1 ? current[0]! : Buffer.concat(current, currentBytes);
-        // Named by its pieces' hashes, which fix its bytes: the same name always means the same bytes.
-        const id = sha256hex(currentNames.join("\n"));
+      if (packBytes > 0) {
+        const data = pack.subarray(0, packBytes);
+        const id = packName.digest("hex");
         sealed.push(id);
-        current = [];
-        currentBytes = 0;
-        currentNames = [];
+        pack = Buffer.allocUnsafeSlow(PACK_TARGET);
+        packBytes = 0;
+        packPieces = 0;
+        packName = createHash("sha256");
         const key = `packs/${id}`;
         await onWrite([key]);
         const write = objects.put(key, data);
@@ -371,47 +404,54 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       }
       const ready = awaitingSeal;
       awaitingSeal = [];
-      for (const node of ready) encodeNode(node);
-    }
-
-    async function addPiece(data: Buffer): Promise<Piece> {
-      const hash = sha256hex(data);
-      const known = index.get(hash);
-      if (known) return { ...known, hash };
-      const piece: Piece = { pack: sealed.length, offset: currentBytes, length: data.length, hash };
-      index.set(hash, { pack: piece.pack, offset: piece.offset, length: piece.length });
-      current.push(data);
-      currentBytes += data.length;
-      currentNames.push(`${hash}:${data.length}`);
-      if (currentBytes >= PACK_TARGET) await seal();
-      return piece;
+      for (const item of ready) {
+        finishRows(item.node, item.rows, item.packs);
+        await pause();
+      }
     }
 
     let streamed = 0;
-    /** The rest of the current tar entry's body, as pieces. */
-    async function readPieces(reader: TarReader): Promise<{ pieces: Piece[]; size: number }> {
+    /** The rest of the current tar entry's body, as pieces (read into the pack being filled). */
+    async function readPieces(tar: { parser: TarParser; more(): Promise<void> }): Promise<{ pieces: Piece[]; size: number }> {
       const pieces: Piece[] = [];
       let size = 0;
-      for (;;) {
-        const parts: Buffer[] = [];
+      const { parser } = tar;
+      while (parser.left > 0) {
+        const length = Math.min(PIECE, parser.left);
+        if (packBytes + length > PACK_TARGET) await seal();
+        const hash = createHash("sha256");
         let have = 0;
-        while (have < PIECE) {
-          const part = await reader.read(PIECE - have);
-          if (!part) break;
-          parts.push(part);
+        while (have < length) {
+          const part = parser.body(length - have);
+          if (part === NEED) {
+            await tar.more();
+            continue;
+          }
+          if (part === null) throw new Error("tar body ended early");
+          part.copy(pack, packBytes + have);
+          hash.update(part);
           have += part.length;
         }
-        if (have === 0) break;
-        size += have;
-        streamed += have;
+        size += length;
+        streamed += length;
         if (streamed > maxBytes) throw new SnapshotTooLargeError(streamed, maxBytes);
-        pieces.push(await addPiece(parts.length === 1 ? parts[0]! : Buffer.concat(parts, have)));
-        if (have < PIECE) break;
+        const digest = hash.digest("hex");
+        const known = index.get(digest);
+        if (known) pieces.push({ ...known, hash: digest });
+        else {
+          // Kept: the bytes already sit at the end of the pack.
+          const piece: Piece = { pack: sealed.length, offset: packBytes, length, hash: digest };
+          index.set(digest, { pack: piece.pack, offset: piece.offset, length });
+          packBytes += length;
+          packName.update(packPieces++ === 0 ? `${digest}:${length}` : `\n${digest}:${length}`);
+          pieces.push(piece);
+        }
+        await pause();
       }
       return { pieces, size };
     }
 
-    // -- Folders: encoded once closed, every file has its bytes and every pack they are in is sealed.
+    // -- Folders: encoded once closed and every file has its bytes; written once every pack they name is sealed.
     let rootId: string | null = null;
     const newNode = (path: string, parent: Node | null, entry: Node["entry"]): Node => ({
       path,
@@ -421,26 +461,22 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       entries: [],
       waiting: 0,
       closed: false,
-      maxSeq: -1,
       base: null,
-      before: null,
+      before: undefined,
     });
     const root = newNode("", null, null);
 
     function settled(node: Node): void {
-      if (!node.closed || node.waiting > 0) return;
-      if (node.maxSeq < sealed.length) encodeNode(node);
-      else awaitingSeal.push(node);
+      if (node.closed && node.waiting === 0) encodeNode(node);
     }
 
     /** True when every entry is the base folder's own (same pieces, sub-trees, links, modes, mtimes). */
     function sameAsBase(node: Node): boolean {
       const before = node.before;
       if (!before) return false;
-      let count = 0;
+      if (node.entries.length !== before.byName.size) return false;
       for (const entry of node.entries) {
         if (entry.dropped) return false;
-        count++;
         const old = before.byName.get(entry.name);
         if (!old || old.type !== entry.type) return false;
         if (entry.type === "file") {
@@ -457,7 +493,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
           if (entry.target !== link.target || entry.mode !== link.mode || entry.mtime !== link.mtime) return false;
         }
       }
-      return count === before.byName.size;
+      return true;
     }
 
     function encodeNode(node: Node): void {
@@ -473,10 +509,16 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         return finishNode(node, id);
       }
       const entries: TreeEntry[] = [];
+      let unsealed = false;
       for (const entry of node.entries) {
         if (entry.dropped) continue;
         if (entry.type === "file") {
-          const pieces = entry.pieces!.map((piece) => (typeof piece.pack === "number" ? { ...piece, pack: sealed[piece.pack]! } : piece));
+          const pieces = entry.pieces!.map((piece) => {
+            if (typeof piece.pack !== "number") return piece;
+            if (piece.pack < sealed.length) return { ...piece, pack: sealed[piece.pack]! };
+            unsealed = true;
+            return piece;
+          });
           entries.push({ type: "file", name: entry.name, mode: entry.mode, mtime: entry.mtime, size: entry.size, pieces });
           fileCount++;
           bytes += entry.size;
@@ -488,7 +530,18 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         }
       }
       entries.sort(byName);
-      const { id, bytes: data, packs } = encodeTree(entries);
+      const { rows, packs } = encodeRows(entries);
+      node.entries = [];
+      node.names = new Set();
+      node.before = null;
+      // Held as one string until the pack's id is known.
+      if (unsealed) awaitingSeal.push({ node, rows, packs });
+      else finishRows(node, rows, packs);
+    }
+
+    function finishRows(node: Node, rows: string, refs: Array<string | number>): void {
+      const packs = refs.map((pack) => (typeof pack === "number" ? sealed[pack]! : pack));
+      const { id, bytes: data } = treeOf(packs, rows);
       for (const pack of packs) versionPacks.add(pack);
       versionTrees.add(id);
       if (!knownTrees.has(id)) {
@@ -512,43 +565,46 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       settled(node.parent);
     }
 
-    const noteMaxSeq = (node: Node, pieces: Piece[]) => {
-      for (const piece of pieces) if (typeof piece.pack === "number" && piece.pack > node.maxSeq) node.maxSeq = piece.pack;
-    };
     const stack: Node[] = [root];
     const closeFull = (node: Node) => {
       node.closed = true;
       settled(node);
     };
-    const afterEntry = async () => {
-      if (treeBatch.length >= TREE_BATCH || treeBatchBytes >= TREE_BATCH_BYTES) await flushTrees();
-    };
 
-    let proc: { kill(): void; done: Promise<{ code: number | null; stderr: string }> } | null = null;
+    let proc: IoProcess | null = null;
+    let stopReading: (() => void) | null = null;
     try {
       if (base === null) {
-        // -- No base: one sorted tar stream of everything, as the sandbox user.
-        const out = tarOut(io, undefined, { hardLinks: true, sorted: true });
-        proc = out.proc;
-        const reader = out.reader;
-        for (let entry = await reader.next(); entry; entry = await reader.next()) {
+        // -- No base: one sorted tar stream of everything, as the sandbox user, parsed as it arrives.
+        const tar = tarOutParsed(io, undefined, { hardLinks: true, sorted: true });
+        proc = tar.proc;
+        stopReading = tar.stop;
+        for (;;) {
+          const entry = tar.parser.next();
+          if (entry === NEED) {
+            await tar.more();
+            continue;
+          }
+          if (entry === null) break;
           const raw = entryPath(entry.path);
           if (raw === null) continue;
-          const placed = await placeOn(stack, raw, closeFull);
+          const placed = parentOf(stack, raw);
           if (!placed) {
             skip(raw, "out of order or twice in the stream");
             continue;
           }
-          const { parent, name } = placed;
+          while (stack.length - 1 > placed.at) closeFull(stack.pop()!);
+          const parent = stack[placed.at]!;
+          const name = placed.name;
+          parent.names.add(name);
           if (entry.type === "dir") {
             const dirEntry = { type: "dir" as const, name, mode: entry.mode & 0o1777, mtime: entry.mtime, tree: "" };
             parent.entries.push(dirEntry);
             parent.waiting++;
             stack.push(newNode(raw, parent, dirEntry));
           } else if (entry.type === "file") {
-            const { pieces, size } = await readPieces(reader);
+            const { pieces, size } = await readPieces(tar);
             parent.entries.push({ type: "file", name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces, links: 1 });
-            noteMaxSeq(parent, pieces);
             changedFiles++;
             changedBytes += size;
           } else if (entry.type === "symlink") {
@@ -560,9 +616,11 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             if (target === null) skip(raw, "a hard link to a name outside the workspace");
             else parent.entries.push({ type: "hardlink", name, mode: entry.mode & 0o777, mtime: entry.mtime, target });
           } else skip(raw, describeKind(entry.typeflag));
-          await afterEntry();
+          if (treesFull()) await flushTrees();
+          await pause();
         }
-        for (const line of await tarOutDone(out.proc)) note(`not saved: ${line}`);
+        await tar.rest();
+        for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
         proc = null;
         while (stack.length > 0) closeFull(stack.pop()!);
       } else {
@@ -570,12 +628,19 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         const baseId = base;
         // Trees of the base are stored already: an unchanged folder encodes to one of them and is not written again.
         knownTrees.add(baseId);
-        root.base = baseFolder(baseId);
+        const loadBase = (node: Node, folder: Promise<BaseFolder | null>) => {
+          node.base = folder;
+          folder.then(
+            (value) => void (node.before = value),
+            () => {},
+          );
+        };
+        loadBase(root, baseFolder(baseId));
         const changed = new Map<string, { node: Node; entry: Extract<Building, { type: "file" }> }>();
         let listedBytes = 0;
-        const closeListed = async (node: Node) => {
-          const before = await node.base;
-          node.before = before;
+        /** Closes a folder whose base tree is loaded; a promise only when trees must be written first. */
+        const closeListed = (node: Node): void | Promise<void> => {
+          const before = node.before ?? null;
           for (const entry of node.entries) {
             if (entry.type !== "file") continue;
             const old = before?.byName.get(entry.name);
@@ -589,34 +654,49 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
           }
           node.closed = true;
           settled(node);
-          await afterEntry();
+          if (treesFull()) return flushTrees();
         };
-        const { errors } = await listTree(io, async (listed: ListedEntry) => {
+        /** Synchronous unless a folder it closes waits for its base tree or for tree writes. */
+        const onListed = (listed: ListedEntry): void | Promise<void> => {
           if (listed.type === "file") {
             listedBytes += listed.size;
             if (listedBytes > maxBytes) throw new SnapshotTooLargeError(listedBytes, maxBytes);
+            // Counted once even when this entry is handled again after a wait.
+            listedBytes -= listed.size;
           }
-          const placed = await placeOn(stack, listed.path, closeListed);
+          const placed = parentOf(stack, listed.path);
           if (!placed) {
             skip(listed.path, "out of order or twice in the listing");
             return;
           }
-          const { parent, name } = placed;
+          while (stack.length - 1 > placed.at) {
+            const node = stack.at(-1)!;
+            if (node.before === undefined) return node.base!.then(() => onListed(listed));
+            stack.pop();
+            const writing = closeListed(node);
+            if (writing) return writing.then(() => onListed(listed));
+          }
+          if (listed.type === "file") listedBytes += listed.size;
+          const parent = stack[placed.at]!;
+          const name = placed.name;
+          parent.names.add(name);
           if (listed.type === "dir") {
             const dirEntry = { type: "dir" as const, name, mode: listed.mode & 0o1777, mtime: listed.mtime, tree: "" };
             parent.entries.push(dirEntry);
             parent.waiting++;
             const node = newNode(listed.path, parent, dirEntry);
             const parentBase = parent.base;
-            node.base = parentBase
-              ? parentBase.then((folder) => {
+            if (parentBase) {
+              loadBase(
+                node,
+                parentBase.then((folder) => {
                   const old = folder?.byName.get(name);
                   if (old?.type !== "dir") return null;
                   knownTrees.add(old.tree);
                   return baseFolder(old.tree);
-                })
-              : null;
-            node.base?.catch(() => {});
+                }),
+              );
+            } else node.before = null;
             stack.push(node);
           } else if (listed.type === "file") {
             parent.entries.push({ type: "file", name, mode: listed.mode & 0o777, mtime: listed.mtime, size: listed.size, pieces: null, links: listed.links });
@@ -625,9 +705,16 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             if (target === null) skip(listed.path, "a symlink leading outside the workspace");
             else parent.entries.push({ type: "symlink", name, mtime: listed.mtime, target });
           } else skip(listed.path, describeKind(listed.kind));
-        });
+          if (performance.now() >= sliceEnd) return pause();
+        };
+        const { errors } = await listTree(io, onListed);
         for (const line of errors) note(`not saved: ${line}`);
-        while (stack.length > 0) await closeListed(stack.pop()!);
+        while (stack.length > 0) {
+          const node = stack.at(-1)!;
+          await node.base;
+          stack.pop();
+          await closeListed(node);
+        }
 
         if (changed.size > 0) {
           // Bytes of files moved or copied from anywhere in the base are reused too.
@@ -636,19 +723,24 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             indexTree(tree);
           });
           const wanted = [...changed.keys()].sort(walkOrder);
-          const out = tarOut(io, wanted, { hardLinks: true });
-          proc = out.proc;
-          const reader = out.reader;
-          for (let entry = await reader.next(); entry; entry = await reader.next()) {
+          const tar = tarOutParsed(io, wanted, { hardLinks: true });
+          proc = tar.proc;
+          stopReading = tar.stop;
+          for (;;) {
+            const entry = tar.parser.next();
+            if (entry === NEED) {
+              await tar.more();
+              continue;
+            }
+            if (entry === null) break;
             const raw = entryPath(entry.path);
             const want = raw === null ? undefined : changed.get(raw);
             if (!want || raw === null) continue;
             changed.delete(raw);
             const { node, entry: file } = want;
             if (entry.type === "file") {
-              const { pieces, size } = await readPieces(reader);
+              const { pieces, size } = await readPieces(tar);
               Object.assign(file, { mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces });
-              noteMaxSeq(node, pieces);
               changedFiles++;
               changedBytes += size;
             } else if (entry.type === "hardlink" && entryPath(entry.linkpath) !== null) {
@@ -660,9 +752,11 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             }
             node.waiting--;
             settled(node);
-            await afterEntry();
+            if (treesFull()) await flushTrees();
+            await pause();
           }
-          for (const line of await tarOutDone(out.proc)) note(`not saved: ${line}`);
+          await tar.rest();
+          for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
           proc = null;
           for (const [raw, { node, entry: file }] of changed) {
             file.dropped = true;
@@ -678,6 +772,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       await Promise.all(allWrites);
     } catch (error) {
       let failed: unknown = error;
+      stopReading?.();
       if (proc) {
         proc.kill();
         const { stderr } = await proc.done;
@@ -820,12 +915,21 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     assertVersionId(versionId);
     interface Live extends Open {
       expected: Promise<Map<string, TreeEntry> | null>;
-      live: ListedEntry[];
+      /** The same once loaded (undefined while it loads). */
+      known: Map<string, TreeEntry> | null | undefined;
+      count: number;
     }
     const mismatch = new Error("mismatch");
-    const rootNode: Live = { path: "", names: new Set(), expected: entryMap(versionId), live: [] };
-    const stack: Live[] = [rootNode];
-    const same = (listed: ListedEntry, name: string, want: TreeEntry | undefined): boolean => {
+    const live = (path: string, expected: Promise<Map<string, TreeEntry> | null>): Live => {
+      const node: Live = { path, names: new Set(), expected, known: undefined, count: 0 };
+      expected.then(
+        (value) => void (node.known = value),
+        () => {},
+      );
+      return node;
+    };
+    const stack: Live[] = [live("", entryMap(versionId))];
+    const same = (listed: ListedEntry, want: TreeEntry | undefined): boolean => {
       if (!want) return false;
       if (listed.type === "dir") return want.type === "dir" && want.mode === (listed.mode & 0o7777) && want.mtime === listed.mtime;
       if (listed.type === "file") {
@@ -833,34 +937,39 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         return want.type === "file" && want.size === listed.size && want.mode === (listed.mode & 0o7777) && want.mtime === listed.mtime;
       }
       if (listed.type === "symlink") return want.type === "symlink" && want.target === relativeLinkTarget(io.root, listed.path, listed.target ?? "") && want.mtime === listed.mtime;
-      void name;
       return false;
     };
-    const close = async (node: Live) => {
-      const expected = await node.expected;
-      if (!expected || expected.size !== node.live.length) throw mismatch;
-      for (const listed of node.live) {
-        const name = listed.path.slice(listed.path.lastIndexOf("/") + 1);
-        if (!same(listed, name, expected.get(name))) throw mismatch;
+    const close = (node: Live) => {
+      if (!node.known || node.known.size !== node.count) throw mismatch;
+    };
+    let sliceEnd = performance.now() + SLICE_MS;
+    /** Synchronous unless it must wait for a tree (or give the event loop a turn). */
+    const onListed = (listed: ListedEntry): void | Promise<void> => {
+      const placed = parentOf(stack, listed.path);
+      if (!placed) throw mismatch;
+      // Each entry is compared once its folder's tree is there; the stack only holds folders being listed.
+      for (let at = stack.length - 1; at >= placed.at; at--) {
+        if (stack[at]!.known === undefined) return stack[at]!.expected.then(() => onListed(listed));
+      }
+      while (stack.length - 1 > placed.at) close(stack.pop()!);
+      const parent = stack[placed.at]!;
+      parent.names.add(placed.name);
+      parent.count++;
+      const want = parent.known?.get(placed.name);
+      if (!same(listed, want)) throw mismatch;
+      if (listed.type === "dir") stack.push(live(listed.path, want?.type === "dir" ? entryMap(want.tree) : Promise.resolve(null)));
+      if (performance.now() >= sliceEnd) {
+        sliceEnd = performance.now() + SLICE_MS;
+        return breathe();
       }
     };
     try {
-      const { errors } = await listTree(io, async (listed) => {
-        const placed = await placeOn(stack, listed.path, close);
-        if (!placed) throw mismatch;
-        placed.parent.live.push(listed);
-        if (listed.type === "dir") {
-          const name = placed.name;
-          const expected = placed.parent.expected.then((entries) => {
-            const want = entries?.get(name);
-            return want?.type === "dir" ? entryMap(want.tree) : null;
-          });
-          expected.catch(() => {});
-          stack.push({ path: listed.path, names: new Set(), expected, live: [] });
-        }
-      });
+      const { errors } = await listTree(io, onListed);
       if (errors.length > 0) return false;
-      while (stack.length > 0) await close(stack.pop()!);
+      while (stack.length > 0) {
+        await stack.at(-1)!.expected;
+        close(stack.pop()!);
+      }
       return true;
     } catch (error) {
       if (error === mismatch) return false;

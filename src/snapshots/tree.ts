@@ -50,28 +50,48 @@ export const byName = (a: { name: string }, b: { name: string }) => (a.name < b.
 
 /** The bytes of a tree and its id; entries must be sorted by name and every piece's pack known. */
 export function encodeTree(entries: TreeEntry[]): { id: string; bytes: Buffer; packs: string[] } {
-  const packs: string[] = [];
-  const packIndex = new Map<string, number>();
-  const rows: unknown[] = [];
+  const { rows, packs } = encodeRows(entries);
+  if (packs.some((pack) => typeof pack !== "string")) throw new Error("encodeTree: a piece's pack is not sealed yet");
+  const { id, bytes } = treeOf(packs as string[], rows);
+  return { id, bytes, packs: packs as string[] };
+}
+
+/**
+ * A folder's entries (sorted by name) as the JSON text of the tree's entry
+ * list, and the packs its pieces name by index, in order of first use. A
+ * pack still being filled (a number) can be named before its id is known:
+ * `treeOf` gets the ids.
+ */
+export function encodeRows(entries: TreeEntry[]): { rows: string; packs: Array<string | number> } {
+  const packs: Array<string | number> = [];
+  const packIndex = new Map<string | number, number>();
+  const rows: unknown[] = new Array(entries.length);
+  let at = 0;
   for (const entry of entries) {
     if (entry.type === "file") {
-      const pieces = entry.pieces.map((piece) => {
-        if (typeof piece.pack !== "string") throw new Error("encodeTree: a piece's pack is not sealed yet");
+      const pieces = new Array(entry.pieces.length);
+      for (let p = 0; p < entry.pieces.length; p++) {
+        const piece = entry.pieces[p]!;
         let index = packIndex.get(piece.pack);
         if (index === undefined) {
           index = packs.length;
           packs.push(piece.pack);
           packIndex.set(piece.pack, index);
         }
-        return [index, piece.offset, piece.length, piece.hash];
-      });
-      rows.push([entry.name, 0, entry.mode, entry.mtime, entry.size, pieces]);
-    } else if (entry.type === "dir") rows.push([entry.name, 1, entry.mode, entry.mtime, entry.tree]);
-    else if (entry.type === "symlink") rows.push([entry.name, 2, entry.mtime, entry.target]);
-    else rows.push([entry.name, 3, entry.mode, entry.mtime, entry.target]);
+        pieces[p] = [index, piece.offset, piece.length, piece.hash];
+      }
+      rows[at++] = [entry.name, 0, entry.mode, entry.mtime, entry.size, pieces];
+    } else if (entry.type === "dir") rows[at++] = [entry.name, 1, entry.mode, entry.mtime, entry.tree];
+    else if (entry.type === "symlink") rows[at++] = [entry.name, 2, entry.mtime, entry.target];
+    else rows[at++] = [entry.name, 3, entry.mode, entry.mtime, entry.target];
   }
-  const bytes = Buffer.from(JSON.stringify({ v: 3, p: packs, e: rows }), "utf8");
-  return { id: sha256hex(bytes), bytes, packs };
+  return { rows: JSON.stringify(rows), packs };
+}
+
+/** A tree's bytes and id from its pack ids and `encodeRows`' text: the same bytes as one JSON.stringify of the whole. */
+export function treeOf(packs: string[], rows: string): { id: string; bytes: Buffer } {
+  const bytes = Buffer.from(`{"v":3,"p":${JSON.stringify(packs)},"e":${rows}}`, "utf8");
+  return { id: sha256hex(bytes), bytes };
 }
 
 const validName = (name: unknown): name is string =>

@@ -302,6 +302,62 @@ describe("workspace versions (fs objects)", () => {
     expect(contentOf(await restoreInto(store, last.id))).toBe(contentOf(ws));
   }, 120_000);
 
+  it("rejects a save whose tar or find process dies mid-stream, and the server process lives on", async () => {
+    const ws = fresh("ws");
+    // More than a pipe holds at every step: the listing (4,000 long names), the whole tar, the changed files.
+    for (let d = 0; d < 8; d++) {
+      mkdirSync(join(ws, `d${d}`));
+      for (let f = 0; f < 500; f++) writeFileSync(join(ws, `d${d}`, `file-with-a-long-name-${"x".repeat(40)}-${f}`), randomBytes(2000));
+    }
+    const store = createVersionStore({ dataDir });
+    const base = await store.save(trustedFolderIo(ws));
+    for (let d = 0; d < 8; d++) writeFileSync(join(ws, `d${d}`, "big"), randomBytes(2_000_000));
+    const uncaught: unknown[] = [];
+    const record = (error: unknown) => void uncaught.push(error);
+    process.on("uncaughtException", record);
+    process.on("unhandledRejection", record);
+    try {
+      // Each io process is killed as soon as its first bytes arrive (the first one, or only the named command).
+      const killing = (command?: string) => {
+        const inner = trustedFolderIo(ws);
+        return {
+          root: inner.root,
+          run(name: string, args: string[], options?: { stdin?: boolean }) {
+            const proc = inner.run(name, args, options);
+            if (!command || command === name) proc.stdout.once("data", () => proc.kill());
+            return proc;
+          },
+        };
+      };
+      await expect(store.save(killing())).rejects.toThrow(/Reading the workspace failed/);
+      await expect(store.save(killing("find"), { base: base.id })).rejects.toThrow(/Listing the workspace failed/);
+      await expect(store.save(killing("tar"), { base: base.id })).rejects.toThrow(/Reading the workspace failed/);
+      // Killed before it wrote anything at all.
+      const silent = {
+        root: ws,
+        run(name: string, args: string[], options?: { stdin?: boolean }) {
+          const proc = trustedFolderIo(ws).run(name, args, options);
+          proc.kill();
+          return proc;
+        },
+      };
+      await expect(store.save(silent)).rejects.toThrow();
+      // Give late stream events a turn.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(uncaught).toEqual([]);
+      // The store still saves and the base is whole.
+      const next = await store.save(trustedFolderIo(ws), { base: base.id });
+      expect(contentOf(await restoreInto(store, next.id))).toBe(contentOf(ws));
+      // A verify whose listing breaks off is an error, never "the same".
+      await expect(store.verify(next.id, killing("find"))).rejects.toThrow(/Listing the workspace failed/);
+      expect(await store.verify(next.id, trustedFolderIo(ws))).toBe(true);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off("uncaughtException", record);
+      process.off("unhandledRejection", record);
+    }
+  });
+
   it("still reads the per-session snapshots of format 2 through `legacy`", async () => {
     const ws = hostileWorkspace();
     const old = createSnapshotStore({ dataDir });
