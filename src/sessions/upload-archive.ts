@@ -22,7 +22,7 @@ const MAX_ENTRIES = 100_000;
 export async function readUploadArchive(body: AsyncIterable<Buffer>, maxBytes: number, target = ""): Promise<UploadEntry[]> {
   const tooBig = () => tooLarge(`The archive unpacks to more than ${maxBytes} bytes (ASH_MAX_UPLOAD_BYTES).`);
   const source = decompressed(body, maxBytes, tooBig);
-  const reader = tarReader(source);
+  const reader = tarReader(Readable.from(source));
   const entries: UploadEntry[] = [];
   const files = new Map<string, Buffer>();
   let unpacked = 0;
