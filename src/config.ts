@@ -76,6 +76,8 @@ export interface ServerConfig {
   maxUploadBytes: number;
   /** Largest file `GET /api/sessions/:id/files/*` serves, in bytes (ASH_MAX_FILE_BYTES). */
   maxFileBytes: number;
+  /** Largest attachment (`POST /api/sessions/:id/attachments`), in bytes (ASH_MAX_ATTACHMENT_BYTES). */
+  maxAttachmentBytes: number;
   /** How this server takes part in running the queue. */
   queue: QueueConfig;
   /** How evaluation runs use this server. */
@@ -186,6 +188,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     warmMemoryMb: integer(env, "ASH_WARM_MEMORY_MB", Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)), 0, 1024 * 1024),
     agentRoots: agentRootsConfig(env),
     maxUploadBytes: integer(env, "ASH_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
+    maxAttachmentBytes: integer(env, "ASH_MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, 1, 256 * 1024 * 1024),
     maxFileBytes: integer(env, "ASH_MAX_FILE_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     credentialKey,

@@ -512,6 +512,32 @@ export class AshClient {
     return response;
   }
 
+  // ---- Attachments -----------------------------------------------------------
+
+  /** Attaches a file to the session (kept by the server; a live session also finds it under `attachments/`). */
+  async uploadAttachment(sessionId: string, input: { filename: string; content: Uint8Array | string; mimeType?: string; messageId?: string }): Promise<Attachment> {
+    const bytes = typeof input.content === "string" ? new TextEncoder().encode(input.content) : input.content;
+    const { attachment } = await this.json<{ attachment: Attachment }>("POST", `/api/sessions/${seg(sessionId)}/attachments`, {
+      body: { filename: input.filename, mimeType: input.mimeType, messageId: input.messageId, content: base64Of(bytes) },
+    });
+    return attachment;
+  }
+
+  async listAttachments(sessionId: string): Promise<Attachment[]> {
+    const { attachments } = await this.json<{ attachments: Attachment[] }>("GET", `/api/sessions/${seg(sessionId)}/attachments`);
+    return attachments ?? [];
+  }
+
+  /** An attachment's bytes. */
+  async downloadAttachment(id: string): Promise<Uint8Array> {
+    const response = await this.call("GET", `/api/attachments/${seg(id)}`, { headers: { accept: "*/*" } });
+    return new Uint8Array(await response.arrayBuffer());
+  }
+
+  async deleteAttachment(id: string): Promise<void> {
+    await this.call("DELETE", `/api/attachments/${seg(id)}`);
+  }
+
   // ---- Keys, tenants, credentials -------------------------------------------
 
   /** API keys of the calling key's tenant (the operator: all, or one tenant's). */
@@ -686,4 +712,11 @@ function logLine(raw: unknown): SandboxLogLine {
 function seg(value: string): string {
   if (typeof value !== "string" || value === "") throw new TypeError("An id or name is required.");
   return encodeURIComponent(value);
+}
+
+/** base64 without Node's Buffer (the client also runs in browsers). */
+function base64Of(bytes: Uint8Array): string {
+  let binary = "";
+  for (let at = 0; at < bytes.length; at += 0x8000) binary += String.fromCharCode(...bytes.subarray(at, at + 0x8000));
+  return btoa(binary);
 }

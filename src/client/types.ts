@@ -131,16 +131,6 @@ export interface WorkspaceUpload {
   mode?: number;
 }
 
-export interface Attachment {
-  id: string;
-  sessionId: string;
-  filename: string;
-  mimeType: string;
-  size: number;
-  createdAt: string;
-  [key: string]: unknown;
-}
-
 
 export interface Session {
   id: string;
@@ -491,4 +481,17 @@ export interface EvalComparison {
   other: EvalRun;
   cases: Array<{ caseId: string; question: string; base: number | null; other: number | null; delta: number | null; change: "improved" | "regressed" | "same" | "missing" }>;
   summary: { improved: number; regressed: number; same: number; missing: number; delta: number | null };
+}
+
+/** A file attached to a session (`POST /api/sessions/:id/attachments`). */
+export interface Attachment {
+  id: string;
+  sessionId: string;
+  messageId: string | null;
+  filename: string;
+  mimeType: string;
+  size: number;
+  /** Where a live session's workspace has it. */
+  path: string;
+  createdAt: string;
 }

@@ -338,4 +338,25 @@ export const migrations: Migration[] = [
     name: "agents keyed by tenant and name",
     statements: [`DROP TABLE agents`, `ALTER TABLE agents_by_tenant RENAME TO agents`],
   },
+  {
+    id: 10,
+    name: "attachments",
+    statements: [
+      // Files a client attaches to a session (or a message): kept in the database, so every server
+      // sharing it serves them; also written into the live workspace under attachments/.
+      `CREATE TABLE attachments (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        message_id TEXT,
+        filename TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        content_base64 TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX attachments_by_session ON attachments (session_id, created_at)`,
+    ],
+  },
 ];
+

@@ -15,6 +15,7 @@ import { registerMetrics } from "./routes/metrics";
 import { registerUsage } from "./routes/usage";
 import { registerKeys } from "./routes/keys";
 import { registerCredentials } from "./routes/credentials";
+import { registerAttachments } from "./routes/attachments";
 import { registerQueue } from "./routes/queue";
 import { registerEvals } from "./routes/evals";
 
@@ -76,6 +77,7 @@ export function createApp(ctx: AppContext): H3 {
   registerUsage(app, ctx);
   registerKeys(app, ctx);
   registerCredentials(app, ctx);
+  registerAttachments(app, ctx);
   registerQueue(app, ctx);
   registerEvals(app, ctx);
   return app;
