@@ -33,7 +33,7 @@ describe("checkpoints, fork at a turn, rewind", () => {
   const echo = (events: Array<{ event: string; data: any }>) => events.find((e) => e.event === "turn_complete")?.data.result as string;
   const file = async (id: string, path: string) => {
     const r = await server.api(`/api/sessions/${id}/files/${path}`);
-    return r.status === 200 ? ((await r.json()).content as string) : `(${r.status})`;
+    return r.status === 200 ? await r.text() : `(${r.status})`;
   };
   const checkpoints = async (id: string) => (await (await server.api(`/api/sessions/${id}/checkpoints`)).json()).checkpoints as any[];
 

@@ -75,7 +75,7 @@ describe.each(backends)("restarts on $name", (backend) => {
     await server.restart();
     // What the crashed run left is cleaned up at start.
     expect(await readdir(join(server.dataDir, "sandboxes"))).not.toContain(sandboxId);
-    const file = await (await server.api(`/api/sessions/${session.id}/files/crash.txt`)).json();
+    const file = await (await server.api(`/api/sessions/${session.id}/files/crash.txt?format=json`)).json();
     expect(file.content).toBe("survived\n");
     const next = await turn(session.id, "#bash cat crash.txt");
     expect(next.find((e) => e.event === "tool_result")?.data.content).toContain("survived");

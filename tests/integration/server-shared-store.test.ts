@@ -115,7 +115,7 @@ describeWithPostgres("sessions moving between servers", () => {
         const fork = (await (await other.api(`/api/sessions/${id}/fork`, { method: "POST", json: { checkpoint } })).json()).session;
         const read = await other.api(`/api/sessions/${fork.id}/files/n.txt`);
         expect(read.status).toBe(200);
-        expect((await read.json()).content).toBe(`${id}-${checkpoint}\n`);
+        expect(await read.text()).toBe(`${id}-${checkpoint}\n`);
         const listed = ((await (await other.api(`/api/sessions/${fork.id}/files`)).json()).files as Array<{ path: string }>).map((f) => f.path);
         expect(listed.filter((p) => p.endsWith(".bin")).sort()).toEqual(Array.from({ length: checkpoint }, (_, i) => `r${i + 1}.bin`).sort());
       }

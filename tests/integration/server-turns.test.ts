@@ -56,7 +56,7 @@ describe.each(backends)("turns on $name", (backend) => {
     expect(events.filter((e) => e.event === "text_delta").map((e) => e.data.delta).join("")).toContain("Tool result: seed-content");
     expect(events.some((e) => e.event === "message" && e.data.type === "result")).toBe(true);
 
-    const file = await (await server.api(`/api/sessions/${session.id}/files/out.txt`)).json();
+    const file = await (await server.api(`/api/sessions/${session.id}/files/out.txt?format=json`)).json();
     expect(file).toMatchObject({ path: "out.txt", content: "made\n" });
     const exec = await (await server.api(`/api/sessions/${session.id}/exec`, { method: "POST", json: { command: "cat out.txt; exit 3" } })).json();
     expect(exec).toMatchObject({ exitCode: 3, stdout: "made\n" });
@@ -148,7 +148,7 @@ describe.each(backends)("turns on $name", (backend) => {
     const paused = (await (await server.api(`/api/sessions/${session.id}/pause`, { method: "POST" })).json()).session;
     expect(paused).toMatchObject({ status: "paused", sandboxId: null });
     // Files of a paused session come from its snapshot.
-    expect((await (await server.api(`/api/sessions/${session.id}/files/kept.txt`)).json()).content).toBe("kept\n");
+    expect((await (await server.api(`/api/sessions/${session.id}/files/kept.txt?format=json`)).json()).content).toBe("kept\n");
     const resumed = (await (await server.api(`/api/sessions/${session.id}/resume`, { method: "POST" })).json()).session;
     expect(resumed.status).toBe("active");
     expect(resumed.sandboxId).toBeTruthy();
