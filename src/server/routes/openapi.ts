@@ -70,6 +70,17 @@ export function openApiDocument(version: string) {
         },
       },
       schemas: {
+        Limits: {
+          type: "object",
+          additionalProperties: false,
+          description: "Per key or tenant; over one: 429 with Retry-After",
+          properties: {
+            requestsPerMinute: { type: "integer", minimum: 1 },
+            liveSessions: { type: "integer", minimum: 1 },
+            runningTurns: { type: "integer", minimum: 1 },
+            tokensPerDay: { type: "integer", minimum: 1 },
+          },
+        },
         UploadedFile: { type: "object", required: ["path", "content"], properties: { path: { type: "string" }, content: { type: "string", contentEncoding: "base64" }, mode: { type: "integer" } } },
         Agent: {
           type: "object",
@@ -214,6 +225,64 @@ export function openApiDocument(version: string) {
         get: op("Usage sums, grouped by agent and model", { "200": { description: "{totals, groups:[{agentName, model, requests, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens}]}" } }, {
           parameters: ["session", "agent", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
         }),
+      },
+      "/api/api-keys": {
+        get: op("API keys of the caller's tenant (the operator: all, or ?tenant=); prefixes only", { "200": { description: "{keys:[{id, label, tenant, scope, keyPrefix, createdAt, expiresAt, lastUsedAt, revoked, limits}]}" }, "403": error }, {
+          parameters: [{ name: "tenant", in: "query", schema: { type: "string" } }],
+        }),
+        post: op("Make a key (answered once: `key`); its scope at most the caller's, its tenant the caller's unless the operator asks", { "201": { description: "{id, key, label, tenant, scope, keyPrefix, createdAt, expiresAt, limits}" }, "403": error }, body({
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            label: { type: "string" },
+            tenant: { type: "string", pattern: "^[a-z0-9][a-z0-9_-]{0,62}$" },
+            scope: { enum: ["read", "sessions", "admin"], default: "sessions" },
+            expiresAt: { oneOf: [{ type: "integer" }, { type: "string", format: "date-time" }] },
+            limits: { $ref: "#/components/schemas/Limits" },
+          },
+        })),
+      },
+      "/api/api-keys/{id}": {
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+        patch: op("Set a key's limits", { "200": { description: "{apiKey}" } }, body({ type: "object", required: ["limits"], additionalProperties: false, properties: { limits: { $ref: "#/components/schemas/Limits" } } })),
+        delete: op("Revoke a key at once", { "204": { description: "Revoked" }, "403": error }),
+      },
+      "/api/tenants": {
+        get: op("Every tenant (operator only)", { "200": { description: "{tenants:[{id, label, limits, createdAt}]}" }, "403": error }),
+        post: op("Make a tenant (operator only)", { "201": { description: "{tenant}" }, "403": error }, body({ type: "object", required: ["id"], additionalProperties: false, properties: { id: { type: "string" }, label: { type: "string" }, limits: { $ref: "#/components/schemas/Limits" } } })),
+      },
+      "/api/tenants/{id}": {
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+        get: op("A tenant (its own admins, or the operator)", { "200": { description: "{tenant}" } }),
+        patch: op("Set a tenant's limits (operator only)", { "200": { description: "{tenant}" }, "403": error }, body({ type: "object", required: ["limits"], additionalProperties: false, properties: { limits: { $ref: "#/components/schemas/Limits" } } })),
+      },
+      "/api/credentials": {
+        get: op("The tenant's stored credentials (never their secrets)", { "200": { description: "{credentials:[{id, type, label, variable, active, createdAt, lastUsedAt}]}" }, "503": error }),
+        post: op("Store a secret sealed with ASH_CREDENTIAL_KEY; sessions and agents name it as credentialId", { "201": { description: "{credential}" }, "422": error, "503": error }, body({
+          type: "object",
+          required: ["type", "key"],
+          additionalProperties: false,
+          properties: { type: { enum: ["anthropic", "custom"] }, key: { type: "string" }, label: { type: "string" }, variable: { type: "string", description: "custom: the environment variable" } },
+        })),
+      },
+      "/api/credentials/{id}": {
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+        delete: op("Delete a stored credential", { "204": { description: "Deleted" }, "503": error }),
+      },
+      "/api/sessions/{id}/attachments": {
+        parameters: [idParam],
+        get: op("The session's attachments", { "200": { description: "{attachments:[{id, sessionId, messageId, filename, mimeType, size, path, createdAt}]}" } }),
+        post: op("Attach a file (base64); a live session also finds it under attachments/", { "201": { description: "{attachment}" }, "413": error }, body({
+          type: "object",
+          required: ["filename", "content"],
+          additionalProperties: false,
+          properties: { filename: { type: "string" }, mimeType: { type: "string" }, content: { type: "string", contentEncoding: "base64" }, messageId: { type: "string" } },
+        })),
+      },
+      "/api/attachments/{id}": {
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+        get: op("An attachment's bytes (a download, never rendered in place)", { "200": { description: "The bytes" } }),
+        delete: op("Delete an attachment", { "204": { description: "Deleted" } }),
       },
       "/api/queue": {
         post: op("Queue a prompt; a server runs it in the background (at most ASH_QUEUE_CONCURRENCY at once per server), retrying failures with exponential backoff", { "201": { description: "{item}" }, "409": error }, body({
