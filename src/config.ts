@@ -68,6 +68,8 @@ export interface ServerConfig {
   credentialKeyPrevious?: string;
   /** ASH_TEST_START_HOLD_FILE, for tests only: agent processes' start-up does not end before this file exists. */
   testStartHoldFile?: string;
+  /** ASH_TEST_TEARDOWN_HOLD_FILE, for tests only: a sandbox's teardown waits before destroying it until this file exists. */
+  testTeardownHoldFile?: string;
 }
 
 export interface EgressConfig {
@@ -163,6 +165,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       testHosts: egressTestHosts(env),
     },
     testStartHoldFile: text(env, "ASH_TEST_START_HOLD_FILE"),
+    testTeardownHoldFile: text(env, "ASH_TEST_TEARDOWN_HOLD_FILE"),
   };
 }
 

@@ -193,3 +193,53 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
     expect(await until(async () => (await health()).pool.warm.total === 0 && (await readdir(`${server.dataDir}/sandboxes`)).length === 0)).toBe(true);
   });
 });
+
+describe("DELETE answers before the sandbox teardown (ASH_TEST_TEARDOWN_HOLD_FILE)", () => {
+  let server: TestServer;
+  let model: Model;
+  let hold: string;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    hold = join(await mkdtemp(join(tmpdir(), "ash-teardown-")), "release");
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "0", ASH_MAX_SANDBOXES: "2", ASH_TEST_TEARDOWN_HOLD_FILE: hold } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("ender") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
+
+  it("marks the session ended while its sandbox is still torn down, counts that sandbox until it is gone, and shutdown waits for it", async () => {
+    const session = await createSession(server, { agent: "ender" });
+    await turn(server, session.id, "#bash echo saved-before > kept.txt");
+    const deleted = await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
+    expect(deleted.status).toBe(200);
+    const body = (await deleted.json()).session;
+    expect(body.status).toBe("ended");
+    expect(body.state).toBe("asleep");
+    // The teardown is held: the folder is still there and the sandbox still holds its slot.
+    expect(existsSync(hold)).toBe(false);
+    expect(await readdir(`${server.dataDir}/sandboxes`)).toContain(session.sandboxId);
+    expect((await health()).pool.live).toBe(1);
+    expect((await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "more" } })).status).toBe(410);
+
+    // A second ended session is held too; shutdown must wait for both teardowns.
+    const other = await createSession(server, { agent: "ender" });
+    expect((await server.api(`/api/sessions/${other.id}`, { method: "DELETE" })).status).toBe(200);
+    expect((await health()).pool.live).toBe(2);
+    const stopped = server.stop();
+    await new Promise((r) => setTimeout(r, 300));
+    await writeFile(hold, "");
+    expect(await stopped).toBe(0);
+    expect(await readdir(`${server.dataDir}/sandboxes`)).toEqual([]);
+
+    // The files of the last turn were saved before `done`: the session's fork has them.
+    await server.restart({ ASH_TEST_TEARDOWN_HOLD_FILE: "" });
+    const fork = (await (await server.api(`/api/sessions/${session.id}/fork`, { method: "POST", json: {} })).json()).session;
+    const exec = await (await server.api(`/api/sessions/${fork.id}/exec`, { method: "POST", json: { command: "cat kept.txt" } })).json();
+    expect(exec.stdout).toContain("saved-before");
+  });
+});
