@@ -56,6 +56,12 @@ const CHECK_EVERY_MS = 1000;
  */
 export const SPARE_MEMORY_MB = 200;
 
+/**
+ * Niceness of a spare's processes until a session takes it: its start-up gets
+ * the CPU only when turns leave some (docs/decisions/sessions-warm-pool.md).
+ */
+export const SPARE_NICE = 10;
+
 /** A spare whose CLI takes longer than this to start is given up (and tried again on the next check). */
 const SPARE_START_TIMEOUT_MS = 60_000;
 
@@ -143,6 +149,8 @@ export class WarmPool {
     const index = list.findIndex((s) => s.version === agent.version && s.agent.alive);
     if (index < 0) return undefined;
     const [spare] = list.splice(index, 1);
+    // From now on it runs turns: the priority of every other session's processes.
+    spare!.sandbox.renice?.(0);
     this.check();
     return spare;
   }
@@ -267,7 +275,8 @@ export class WarmPool {
           env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
           systemPrompt: agent.systemPrompt ?? undefined,
           transcriptStore: store,
-          spawn: (options) => sandbox.spawnClaudeCode(options),
+          // A spare's start-up runs below turns (nice); it gets their priority when a session takes it.
+          spawn: (options) => sandbox.spawnClaudeCode(options, more.priority === "spare" ? { nice: SPARE_NICE } : {}),
           stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
           resume: more.resume,
           model: more.model,

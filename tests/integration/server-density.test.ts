@@ -1,13 +1,32 @@
 // Density: an agent process lives only for ASH_KEEPALIVE_MS after its last
 // turn (its sandbox stays), starts go through a bounded queue, and spares
 // follow demand. Real server, real sandboxes, fake model; no timing asserts.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, readEvents, runServerExpectingFailure, startTestServer, type TestServer } from "../helpers/server";
 import { countClaudeProcesses } from "../helpers/processes";
+
+/** Niceness of every thread of every CLI process working under `dataDir`, by pid (read from /proc/<pid>/task/<tid>/stat). */
+function claudeNiceness(dataDir: string): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!/claude-agent-sdk-linux-[^/]+\/claude$/.test(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] ?? "")) continue;
+      if (!readlinkSync(`/proc/${pid}/cwd`).startsWith(dataDir + "/")) continue;
+      const nice = readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+      });
+      out.set(Number(pid), nice);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 
 type Model = Awaited<ReturnType<typeof startFakeModel>>;
@@ -178,6 +197,23 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
   });
 
   const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
+
+  it("runs a spare's processes at a lower CPU priority until a session takes it", async () => {
+    const first = await createSession(server, { agent: "wanted" });
+    await server.api(`/api/sessions/${first.id}`, { method: "DELETE" });
+    expect(await until(async () => (await health()).pool.warm.agents.wanted === 1)).toBe(true);
+    const spare = claudeNiceness(server.dataDir);
+    expect(spare.size).toBe(1);
+    const [pid, threads] = [...spare][0]!;
+    expect(threads.length).toBeGreaterThan(0);
+    expect(threads.every((n) => n === 10)).toBe(true);
+    // Taken: the same process, now at the priority of turns.
+    const taken = await createSession(server, { agent: "wanted" });
+    const after = claudeNiceness(server.dataDir).get(pid)!;
+    expect(after.every((n) => n === 0)).toBe(true);
+    expect((await turn(server, taken.id, "hi")).map((e) => e.event)).toContain("turn_complete");
+    await server.api(`/api/sessions/${taken.id}`, { method: "DELETE" });
+  });
 
   it("makes a spare for an agent once a session of it is created, and drops it when demand stops", async () => {
     expect((await health()).pool.warm.total).toBe(0);
