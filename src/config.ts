@@ -58,6 +58,8 @@ export interface ServerConfig {
   warmDemandMs: number;
   /** Memory the demand spares may hold in all, in MB (ASH_WARM_MEMORY_MB). */
   warmMemoryMb: number;
+  /** ASH_WARM_PRIME: a spare runs its agent process's first-turn path once (answered by the gateway) before it is ready. */
+  warmPrime: boolean;
   /** Token budget of a session when neither the session nor its agent sets one (ASH_DEFAULT_MAX_TOKENS). */
   defaultMaxTokens?: number;
   /** What sandboxes may reach through the egress proxies. */
@@ -156,6 +158,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     warmPool: warmPoolConfig(env),
     warmDemandMs: integer(env, "ASH_WARM_DEMAND_MS", 3600_000, 0, 7 * 24 * 3600_000),
     warmMemoryMb: integer(env, "ASH_WARM_MEMORY_MB", Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)), 0, 1024 * 1024),
+    warmPrime: boolean(env, "ASH_WARM_PRIME", true),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     credentialKey,
     credentialKeyPrevious,

@@ -81,6 +81,8 @@ export class WarmPool {
   private timer?: NodeJS.Timeout;
   private checking?: Promise<void>;
   private stopped = false;
+  /** Set when a spare could not be primed (no side questions in this SDK, or one failed): spares are no longer primed. */
+  private primingFailed = false;
 
   constructor(private readonly o: WarmPoolOptions) {}
 
@@ -289,6 +291,19 @@ export class WarmPool {
       // Ready means the CLI has done its start-up, so a claim skips all of it.
       try {
         await session.started(SPARE_START_TIMEOUT_MS);
+        if (config.warmPrime && !this.primingFailed) {
+          // The CLI's first model call, done now and not in a session's first turn; the gateway answers it.
+          access.grant.priming = true;
+          try {
+            if (!(await session.prime(SPARE_START_TIMEOUT_MS))) this.primingFailed = true;
+          } catch (error) {
+            // Later spares are not primed: the spare is still good, only its first turn is slower.
+            this.primingFailed = true;
+            this.o.log.warn(`warm pool ${agent.name}: priming a spare failed, so spares are no longer primed:`, error);
+          } finally {
+            access.grant.priming = false;
+          }
+        }
       } catch (error) {
         await session.close(0);
         throw error;
