@@ -37,7 +37,7 @@ describe("a priming spare's model calls", () => {
   it("are answered by the gateway itself, streamed or not, never forwarded or counted; afterwards calls go upstream again", async () => {
     const upstreamUrl = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`;
     const { token, grant } = gateway.issue({ sandboxId: "s1", agentName: "a", upstream: { baseUrl: upstreamUrl, apiKey: "sk-real", keyId: "server" } });
-    const call = (body: unknown, path = "/v1/messages") =>
+    const call = (body: unknown, path = "/v1/messages"): Promise<Omit<Response, "json"> & { json(): Promise<any> }> =>
       fetch(url + path, { method: "POST", headers: { "x-api-key": token, "content-type": "application/json" }, body: JSON.stringify(body) });
 
     grant.priming = true;
@@ -54,7 +54,7 @@ describe("a priming spare's model calls", () => {
     expect(usageReports).toBe(0);
 
     grant.priming = false;
-    const forwarded = await (await call({ model: "m", max_tokens: 10, messages: [{ role: "user", content: "hi" }] })).json();
+    const forwarded = (await (await call({ model: "m", max_tokens: 10, messages: [{ role: "user", content: "hi" }] })).json());
     expect(forwarded.content[0].text).toBe("from upstream");
     expect(upstreamCalls).toBe(1);
   });
