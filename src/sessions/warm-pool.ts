@@ -278,7 +278,8 @@ export class WarmPool {
           systemPrompt: agent.systemPrompt ?? undefined,
           transcriptStore: store,
           // A spare's start-up runs below turns (nice); it gets their priority when a session takes it.
-          spawn: (options) => sandbox.spawnClaudeCode(options, more.priority === "spare" ? { nice: SPARE_NICE } : {}),
+          // Only a root server can give the priority back, so only a root server lowers it.
+          spawn: (options) => sandbox.spawnClaudeCode(options, more.priority === "spare" && process.getuid?.() === 0 ? { nice: SPARE_NICE } : {}),
           stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
           resume: more.resume,
           model: more.model,
