@@ -58,6 +58,8 @@ export interface ServerConfig {
   warmDemandMs: number;
   /** Memory the demand spares may hold in all, in MB (ASH_WARM_MEMORY_MB). */
   warmMemoryMb: number;
+  /** ASH_WARM_PRIME: a spare runs its agent process's first-turn path once (answered by the gateway) before it is ready. */
+  warmPrime: boolean;
   /** Token budget of a session when neither the session nor its agent sets one (ASH_DEFAULT_MAX_TOKENS). */
   defaultMaxTokens?: number;
   /** What sandboxes may reach through the egress proxies. */
@@ -78,6 +80,8 @@ export interface ServerConfig {
   maxFileBytes: number;
   /** Largest attachment (`POST /api/sessions/:id/attachments`), in bytes (ASH_MAX_ATTACHMENT_BYTES). */
   maxAttachmentBytes: number;
+  /** ASH_TEST_TEARDOWN_HOLD_FILE, for tests only: a sandbox's teardown waits before destroying it until this file exists. */
+  testTeardownHoldFile?: string;
   /** How this server takes part in running the queue. */
   queue: QueueConfig;
   /** How evaluation runs use this server. */
@@ -190,6 +194,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     maxUploadBytes: integer(env, "ASH_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
     maxAttachmentBytes: integer(env, "ASH_MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, 1, 256 * 1024 * 1024),
     maxFileBytes: integer(env, "ASH_MAX_FILE_BYTES", 100 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
+    warmPrime: boolean(env, "ASH_WARM_PRIME", true),
     defaultMaxTokens: text(env, "ASH_DEFAULT_MAX_TOKENS") === undefined ? undefined : integer(env, "ASH_DEFAULT_MAX_TOKENS", 0, 1, Number.MAX_SAFE_INTEGER),
     credentialKey,
     credentialKeyPrevious,
@@ -215,6 +220,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       concurrency: integer(env, "ASH_EVAL_CONCURRENCY", 2, 1, 100),
       graderModel: text(env, "ASH_EVAL_GRADER_MODEL") ?? "claude-sonnet-4-5",
     },
+    testTeardownHoldFile: text(env, "ASH_TEST_TEARDOWN_HOLD_FILE"),
   };
 }
 

@@ -28,6 +28,11 @@ export interface GatewayGrant {
   turnId?: string;
   readonly upstream: ModelUpstream;
   revoked: boolean;
+  /**
+   * Set while a warm spare primes its agent process: its model calls are
+   * answered here with a short canned reply, never forwarded, never counted.
+   */
+  priming?: boolean;
 }
 
 /** An Anthropic-shaped refusal of a call before it is forwarded. */
@@ -62,6 +67,46 @@ function anthropicError(res: ServerResponse, status: number, type: string, messa
   const body = JSON.stringify({ type: "error", error: { type, message } });
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
+}
+
+/**
+ * What a priming spare's calls get: the shape of a real answer ("ok", end of
+ * turn), so the agent process runs its whole first-turn path once, with no
+ * model call made and no token used.
+ */
+function primingAnswer(req: IncomingMessage, res: ServerResponse): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on("data", (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= 4 * 1024 * 1024) chunks.push(chunk);
+  });
+  req.on("end", () => {
+    let body: { model?: string; stream?: boolean } = {};
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    } catch {
+      // answered all the same
+    }
+    const json = (value: unknown) => {
+      const text = JSON.stringify(value);
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      res.end(text);
+    };
+    if (/count_tokens/.test(req.url ?? "")) return json({ input_tokens: 1 });
+    const usage = { input_tokens: 0, output_tokens: 1 };
+    const message = { id: `msg_priming_${randomUUID().replace(/-/g, "")}`, type: "message", role: "assistant", model: body.model ?? "priming", content: [] as unknown[], stop_reason: null as string | null, stop_sequence: null, usage };
+    if (!body.stream) return json({ ...message, content: [{ type: "text", text: "ok" }], stop_reason: "end_turn" });
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    send("message_start", { type: "message_start", message });
+    send("content_block_start", { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } });
+    send("content_block_delta", { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "ok" } });
+    send("content_block_stop", { type: "content_block_stop", index: 0 });
+    send("message_delta", { type: "message_delta", delta: { stop_reason: "end_turn", stop_sequence: null }, usage: { output_tokens: 1 } });
+    send("message_stop", { type: "message_stop" });
+    res.end();
+  });
 }
 
 /** The presented token: the key header the CLI sends (x-api-key), or a bearer token (ANTHROPIC_AUTH_TOKEN). */
@@ -151,6 +196,7 @@ export class ModelGateway {
       req.resume();
       return anthropicError(res, 404, "not_found_error", `The model gateway does not forward ${req.method} ${pathname}.`);
     }
+    if (grant.priming && req.method === "POST") return primingAnswer(req, res);
     const refusal = this.hooks.admit?.(grant);
     if (refusal) {
       req.resume();

@@ -147,6 +147,33 @@ export class AgentSession {
 
   private releaseStart?: () => void;
 
+  /**
+   * Runs the process's model-call path once before any session uses it: one
+   * side question (the SDK's `askSideQuestion`, which never enters the
+   * conversation), answered by whatever the caller set up (the gateway's
+   * priming reply). What the CLI does only the first time (building its system
+   * prompt and tool list, loading the code of a model call, its first
+   * connection) is then done before a session's first turn. False when this
+   * SDK has no side questions (nothing was done); rejects when it failed.
+   */
+  async prime(timeoutMs: number): Promise<boolean> {
+    if (!this.q || this.exited || this.closed || this.turn) throw new Error("only a started agent process without a turn can be primed");
+    const q = this.q as Query & { askSideQuestion?: (question: string) => Promise<unknown> };
+    if (typeof q.askSideQuestion !== "function") return false;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        q.askSideQuestion("ok"),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`priming the agent process took longer than ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    return true;
+  }
+
   /** Makes `model` this session's model from the next turn on (a turn's own model still wins for that turn). */
   useModel(model: string): void {
     this.pendingModel = model;

@@ -24,3 +24,11 @@ export function holdOutputUntil(file: string, child: SpawnedProcess): SpawnedPro
     },
   });
 }
+
+/** For tests (ASH_TEST_TEARDOWN_HOLD_FILE): resolves once `file` exists. */
+export function untilFileExists(file: string): Promise<void> {
+  return new Promise((resolve) => {
+    const check = () => (existsSync(file) ? resolve() : setTimeout(check, 50));
+    check();
+  });
+}

@@ -161,6 +161,8 @@ export interface SandboxTools {
   nsenter?: string;
   /** Bridges a sandbox's loopback ports to the server's unix sockets. */
   socat?: string;
+  /** Starts a process at a lower CPU priority (warm spares). */
+  nice?: string;
 }
 
 export function findSandboxTools(): SandboxTools {
@@ -170,6 +172,7 @@ export function findSandboxTools(): SandboxTools {
     prlimit: findExecutable("prlimit"),
     nsenter: findExecutable("nsenter"),
     socat: findExecutable("socat"),
+    nice: findExecutable("nice"),
   };
 }
 

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Readable, Writable } from "node:stream";
 import { bwrapOptions, setprivArgs, type IsolationKind, type MountPlan, type SandboxTools } from "./isolation";
@@ -27,6 +28,8 @@ export interface LaunchRequest {
   /** Absolute, inside the workspace. */
   cwd: string;
   stdin: "pipe" | "ignore";
+  /** Niceness to start at (0 to 19): every process of the launch inherits it; renice() changes it later. */
+  nice?: number;
 }
 
 export interface Launch {
@@ -40,6 +43,8 @@ export interface Launch {
   signal(signal: NodeJS.Signals): boolean;
   /** SIGKILLs the whole launch: supervisor, command and everything it started. */
   killTree(): void;
+  /** Sets the niceness of every process (and thread) of the launch now: a claimed spare gets the priority of turns. */
+  renice(nice: number): void;
   /** Settles when the supervisor process has exited. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -123,7 +128,8 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   const inner = useBwrap
     ? [...enterNet, ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--seccomp", String(SECCOMP_FD), "--", ...switchUser, request.command, ...request.args]
     : [...switchUser, request.command, ...request.args];
-  const argv = ["-c", JOIN_GROUPS_SCRIPT, "ash-sandbox", ...ctx.group.procsFiles, "--", ...limited, ...inner];
+  const lowered = request.nice && ctx.tools.nice ? [ctx.tools.nice, "-n", String(request.nice)] : [];
+  const argv = ["-c", JOIN_GROUPS_SCRIPT, "ash-sandbox", ...ctx.group.procsFiles, "--", ...lowered, ...limited, ...inner];
 
   const child = spawn("/bin/sh", argv, {
     cwd: useBwrap ? ctx.mount.workspaceDir : request.cwd,
@@ -216,6 +222,29 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
         }
       }
       return sent;
+    },
+    renice(nice) {
+      if (child.pid === undefined || !running) return;
+      const seen = new Set<number>();
+      const visit = (pid: number) => {
+        if (seen.has(pid)) return;
+        seen.add(pid);
+        let tasks: string[] = [];
+        try {
+          tasks = readdirSync(`/proc/${pid}/task`);
+        } catch {
+          return; // gone
+        }
+        for (const tid of tasks) {
+          try {
+            setPriority(Number(tid), nice);
+          } catch {
+            // exited meanwhile
+          }
+        }
+        for (const c of childrenOf(pid)) visit(c);
+      };
+      visit(child.pid);
     },
     killTree() {
       if (child.pid === undefined) return;

@@ -117,8 +117,10 @@ export interface Sandbox {
   readonly networkAddresses: SandboxNetwork["addresses"];
   /** Which limits the kernel enforces here (the disk watcher runs in every mode). */
   readonly enforced: { memory: boolean; processes: boolean; cpu: boolean; fileSize: boolean };
-  /** Drop-in for the Agent SDK's `spawnClaudeCodeProcess` option. */
-  readonly spawnClaudeCode: (options: SpawnOptions) => SpawnedProcess;
+  /** Drop-in for the Agent SDK's `spawnClaudeCodeProcess` option; `nice` starts it at a lower CPU priority. */
+  readonly spawnClaudeCode: (options: SpawnOptions, how?: { nice?: number }) => SpawnedProcess;
+  /** Sets the niceness of every process the sandbox runs now (a claimed warm spare: back to 0). */
+  renice(nice: number): void;
   /** Runs `sh -c command` inside the sandbox, with its limits. */
   exec(command: string, options?: ExecOptions): Promise<ExecResult>;
   /** Recent output lines: the CLI's stderr and every exec's stdout/stderr. */
@@ -346,16 +348,16 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     },
   };
 
-  function start(command: string, args: string[], env: Record<string, string>, cwd: string, stdin: "pipe" | "ignore", extraReadOnly: string[]) {
+  function start(command: string, args: string[], env: Record<string, string>, cwd: string, stdin: "pipe" | "ignore", extraReadOnly: string[], nice?: number) {
     const ctx = extraReadOnly.length
       ? { ...context, mount: { ...context.mount, readOnlyPaths: [...context.mount.readOnlyPaths, ...extraReadOnly] } }
       : context;
-    const launched = launch(ctx, { command, args, env, cwd, stdin });
+    const launched = launch(ctx, { command, args, env, cwd, stdin, nice });
     running.add(launched);
     return launched;
   }
 
-  const spawnClaudeCode = (spawnOptions: SpawnOptions): SpawnedProcess => {
+  const spawnClaudeCode = (spawnOptions: SpawnOptions, how: { nice?: number } = {}): SpawnedProcess => {
     assertAlive();
     const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, passed: spawnOptions.env, declared: options.env }), ...networkEnv };
     const cwd = resolveCwd(spawnOptions.cwd);
@@ -365,7 +367,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     if (commandDir) extra.push(commandDir);
     const script = spawnOptions.args[0];
     if (script && isAbsolute(script) && /\.[cm]?js$/.test(script)) extra.push(dirname(script));
-    const launched = start(spawnOptions.command, spawnOptions.args, env, cwd, "pipe", extra);
+    const launched = start(spawnOptions.command, spawnOptions.args, env, cwd, "pipe", extra, how.nice);
     const processHandle = new SandboxedProcess(launched, (exit) => decideReason(launched, exit));
     const stderrLog = logs.writer("claude", "stderr");
     launched.stderr.on("data", (chunk: Buffer) => stderrLog.write(chunk));
@@ -478,6 +480,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       fileSize: Boolean(tools.prlimit),
     },
     spawnClaudeCode,
+    renice(nice) {
+      for (const launched of running) launched.renice(nice);
+    },
     exec,
     logs: (limit) => logs.recent(limit),
     limitKillReason: () => lastReason,

@@ -93,7 +93,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         id: sandbox.id,
         workspaceDir: sandbox.workspaceDir,
         homeDir: sandbox.homeDir,
-        spawnClaudeCode: (options) => sandbox.spawnClaudeCode(options),
+        spawnClaudeCode: (options, how) => sandbox.spawnClaudeCode(options, how),
+        renice: (nice) => sandbox.renice(nice),
         exec: async (command, { timeoutMs }) => {
           const r = await sandbox.exec(command, { timeoutMs });
           return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, limit: r.limitReason };

@@ -18,7 +18,7 @@ import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
 import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
 import { StartQueue } from "../runtime/start-queue";
-import { holdOutputUntil } from "../runtime/hold-start";
+import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
 import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "../runtime/transcript-store";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
@@ -366,7 +366,10 @@ export class SessionManager {
     const session = await this.requireSession(sessionId);
     if (session.status !== "ended") {
       await this.killTurn(sessionId);
-      await this.deactivate(sessionId, "ended", "ended");
+      // Answered once the session is marked ended and its agent process is told to stop; the save of
+      // files changed since the last turn and the sandbox teardown go on in the background. The
+      // sandbox keeps its pool slot until its processes are gone, and shutdown awaits it (live.closing).
+      this.deactivate(sessionId, "ended", "ended").catch((error) => this.o.log.error(`session ${sessionId}: ending its sandbox failed:`, error));
       await updateSession(this.o.db, sessionId, { status: "ended", sandboxId: null, touch: true });
       this.o.observability.telemetry.emit({ type: "session_ended", sessionId, agent: session.agentName });
     }
@@ -388,8 +391,9 @@ export class SessionManager {
       if (!at) throw notFound(`Session ${sessionId} has no checkpoint ${checkpoint}.${await this.checkpointHint(sessionId)}`);
     } else {
       const live = this.live.get(sessionId);
-      // Saved first: the fork gets the files as they are this moment.
-      if (live) await this.snapshot(live);
+      // Saved first: the fork gets the files as they are this moment (an ending session's save is under way).
+      if (live?.closing) await live.closing;
+      else if (live) await this.snapshot(live);
       else if (!parent.workspaceVersion && (await this.workspaces.has(parent))) await this.snapshot(await this.activate(parent));
       parent = await this.requireSession(sessionId);
     }
@@ -1067,9 +1071,12 @@ export class SessionManager {
     metrics.evicted(EVICTION_REASON[reason] ?? ("other" as EvictionReason));
     live.closing = tracing.withSpan("sandbox.evict", { "ash.session_id": sessionId, "ash.sandbox_id": live.sandbox.id, "ash.reason": reason }, async () => {
       try {
+        // An ended session's process is told to stop at once; its last files are saved meanwhile.
+        const stopping = status === "ended" ? live.agent.close(2000) : undefined;
         if (save) await this.snapshot(live).catch(() => undefined);
-        await live.agent.close(status === "stopped" ? 0 : 2000);
+        await (stopping ?? live.agent.close(status === "stopped" ? 0 : 2000));
       } finally {
+        if (this.o.config.testTeardownHoldFile) await untilFileExists(this.o.config.testTeardownHoldFile);
         // A sleeping or ended session's token is dead at once; a woken one gets a new token.
         this.gateway.revoke(live.grant);
         await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));

@@ -18,7 +18,9 @@ export interface SandboxHandle {
   readonly id: string;
   readonly workspaceDir: string;
   readonly homeDir: string;
-  spawnClaudeCode(options: SpawnOptions): SpawnedProcess;
+  spawnClaudeCode(options: SpawnOptions, how?: { nice?: number }): SpawnedProcess;
+  /** Sets the niceness of the sandbox's running processes (a claimed warm spare: back to that of turns). */
+  renice?(nice: number): void;
   exec(command: string, options: { timeoutMs: number }): Promise<{ exitCode: number; stdout: string; stderr: string; timedOut?: boolean; limit?: LimitKillReason | null }>;
   logs(): string[];
   /** Running totals of limit hits (memory, processes, disk), for telling what a turn ran into. */

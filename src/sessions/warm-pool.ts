@@ -56,6 +56,12 @@ const CHECK_EVERY_MS = 1000;
  */
 export const SPARE_MEMORY_MB = 200;
 
+/**
+ * Niceness of a spare's processes until a session takes it: its start-up gets
+ * the CPU only when turns leave some (docs/decisions/sessions-warm-pool.md).
+ */
+export const SPARE_NICE = 10;
+
 /** A spare whose CLI takes longer than this to start is given up (and tried again on the next check). */
 const SPARE_START_TIMEOUT_MS = 60_000;
 
@@ -75,6 +81,8 @@ export class WarmPool {
   private timer?: NodeJS.Timeout;
   private checking?: Promise<void>;
   private stopped = false;
+  /** Set when a spare could not be primed (no side questions in this SDK, or one failed): spares are no longer primed. */
+  private primingFailed = false;
 
   constructor(private readonly o: WarmPoolOptions) {}
 
@@ -143,6 +151,8 @@ export class WarmPool {
     const index = list.findIndex((s) => s.version === agent.version && s.agent.alive);
     if (index < 0) return undefined;
     const [spare] = list.splice(index, 1);
+    // From now on it runs turns: the priority of every other session's processes.
+    spare!.sandbox.renice?.(0);
     this.check();
     return spare;
   }
@@ -267,7 +277,9 @@ export class WarmPool {
           env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
           systemPrompt: agent.systemPrompt ?? undefined,
           transcriptStore: store,
-          spawn: (options) => sandbox.spawnClaudeCode(options),
+          // A spare's start-up runs below turns (nice); it gets their priority when a session takes it.
+          // Only a root server can give the priority back, so only a root server lowers it.
+          spawn: (options) => sandbox.spawnClaudeCode(options, more.priority === "spare" && process.getuid?.() === 0 ? { nice: SPARE_NICE } : {}),
           stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
           resume: more.resume,
           model: more.model,
@@ -280,6 +292,19 @@ export class WarmPool {
       // Ready means the CLI has done its start-up, so a claim skips all of it.
       try {
         await session.started(SPARE_START_TIMEOUT_MS);
+        if (config.warmPrime && !this.primingFailed) {
+          // The CLI's first model call, done now and not in a session's first turn; the gateway answers it.
+          access.grant.priming = true;
+          try {
+            if (!(await session.prime(SPARE_START_TIMEOUT_MS))) this.primingFailed = true;
+          } catch (error) {
+            // Later spares are not primed: the spare is still good, only its first turn is slower.
+            this.primingFailed = true;
+            this.o.log.warn(`warm pool ${agent.name}: priming a spare failed, so spares are no longer primed:`, error);
+          } finally {
+            access.grant.priming = false;
+          }
+        }
       } catch (error) {
         await session.close(0);
         throw error;

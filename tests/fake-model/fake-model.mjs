@@ -74,7 +74,7 @@ export async function startFakeModel(options = {}) {
     const message = wholeMessage(parsed, reply);
     // What this answer reports, so tests can compare it with what was measured.
     entry.usage = message.usage;
-    if (parsed.stream) return streamReply(res, message, reply);
+    if (parsed.stream) return streamReply(res, message, reply, entry);
     return sendJson(res, 200, message);
   });
 
@@ -190,7 +190,9 @@ function wholeMessage(request, reply) {
   };
 }
 
-async function streamReply(res, message, reply) {
+async function streamReply(res, message, reply, entry) {
+  // When each text piece was written (Date.now()), so a benchmark can tell what the server added.
+  if (entry) entry.emittedAt = [];
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
   let closed = false;
   res.on("close", () => (closed = true));
@@ -208,6 +210,7 @@ async function streamReply(res, message, reply) {
         if (pause) await sleep(pause);
         if (closed) return;
         send("content_block_delta", { type: "content_block_delta", index, delta: { type: "text_delta", text: piece } });
+        entry?.emittedAt.push(Date.now());
       }
     } else {
       send("content_block_start", { type: "content_block_start", index, content_block: { type: "tool_use", id: block.id, name: block.name, input: {} } });

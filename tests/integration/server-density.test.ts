@@ -1,13 +1,32 @@
 // Density: an agent process lives only for ASH_KEEPALIVE_MS after its last
 // turn (its sandbox stays), starts go through a bounded queue, and spares
 // follow demand. Real server, real sandboxes, fake model; no timing asserts.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, readEvents, runServerExpectingFailure, startTestServer, type TestServer } from "../helpers/server";
 import { countClaudeProcesses } from "../helpers/processes";
+
+/** Niceness of every thread of every CLI process working under `dataDir`, by pid (read from /proc/<pid>/task/<tid>/stat). */
+function claudeNiceness(dataDir: string): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!/claude-agent-sdk-linux-[^/]+\/claude$/.test(readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] ?? "")) continue;
+      if (!readlinkSync(`/proc/${pid}/cwd`).startsWith(dataDir + "/")) continue;
+      const nice = readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+      });
+      out.set(Number(pid), nice);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 
 type Model = Awaited<ReturnType<typeof startFakeModel>>;
@@ -179,6 +198,23 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
 
   const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
 
+  it("runs a spare's processes at a lower CPU priority until a session takes it", async () => {
+    const first = await createSession(server, { agent: "wanted" });
+    await server.api(`/api/sessions/${first.id}`, { method: "DELETE" });
+    expect(await until(async () => (await health()).pool.warm.agents.wanted === 1)).toBe(true);
+    const spare = claudeNiceness(server.dataDir);
+    expect(spare.size).toBe(1);
+    const [pid, threads] = [...spare][0]!;
+    expect(threads.length).toBeGreaterThan(0);
+    expect(threads.every((n) => n === 10)).toBe(true);
+    // Taken: the same process, now at the priority of turns.
+    const taken = await createSession(server, { agent: "wanted" });
+    const after = claudeNiceness(server.dataDir).get(pid)!;
+    expect(after.every((n) => n === 0)).toBe(true);
+    expect((await turn(server, taken.id, "hi")).map((e) => e.event)).toContain("turn_complete");
+    await server.api(`/api/sessions/${taken.id}`, { method: "DELETE" });
+  });
+
   it("makes a spare for an agent once a session of it is created, and drops it when demand stops", async () => {
     expect((await health()).pool.warm.total).toBe(0);
     const first = await createSession(server, { agent: "wanted" });
@@ -191,5 +227,55 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
     for (const s of [first, second]) await server.api(`/api/sessions/${s.id}`, { method: "DELETE" });
     // No session of the agent for ASH_WARM_DEMAND_MS: its spare goes.
     expect(await until(async () => (await health()).pool.warm.total === 0 && (await readdir(`${server.dataDir}/sandboxes`)).length === 0)).toBe(true);
+  });
+});
+
+describe("DELETE answers before the sandbox teardown (ASH_TEST_TEARDOWN_HOLD_FILE)", () => {
+  let server: TestServer;
+  let model: Model;
+  let hold: string;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    hold = join(await mkdtemp(join(tmpdir(), "ash-teardown-")), "release");
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "0", ASH_MAX_SANDBOXES: "2", ASH_TEST_TEARDOWN_HOLD_FILE: hold } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("ender") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
+
+  it("marks the session ended while its sandbox is still torn down, counts that sandbox until it is gone, and shutdown waits for it", async () => {
+    const session = await createSession(server, { agent: "ender" });
+    await turn(server, session.id, "#bash echo saved-before > kept.txt");
+    const deleted = await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
+    expect(deleted.status).toBe(200);
+    const body = (await deleted.json()).session;
+    expect(body.status).toBe("ended");
+    expect(body.state).toBe("asleep");
+    // The teardown is held: the folder is still there and the sandbox still holds its slot.
+    expect(existsSync(hold)).toBe(false);
+    expect(await readdir(`${server.dataDir}/sandboxes`)).toContain(session.sandboxId);
+    expect((await health()).pool.live).toBe(1);
+    expect((await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "more" } })).status).toBe(410);
+
+    // A second ended session is held too; shutdown must wait for both teardowns.
+    const other = await createSession(server, { agent: "ender" });
+    expect((await server.api(`/api/sessions/${other.id}`, { method: "DELETE" })).status).toBe(200);
+    expect((await health()).pool.live).toBe(2);
+    const stopped = server.stop();
+    await new Promise((r) => setTimeout(r, 300));
+    await writeFile(hold, "");
+    expect(await stopped).toBe(0);
+    expect(await readdir(`${server.dataDir}/sandboxes`)).toEqual([]);
+
+    // The files of the last turn were saved before `done`: the session's fork has them.
+    await server.restart({ ASH_TEST_TEARDOWN_HOLD_FILE: "" });
+    const fork = (await (await server.api(`/api/sessions/${session.id}/fork`, { method: "POST", json: {} })).json()).session;
+    const exec = await (await server.api(`/api/sessions/${fork.id}/exec`, { method: "POST", json: { command: "cat kept.txt" } })).json();
+    expect(exec.stdout).toContain("saved-before");
   });
 });

@@ -73,7 +73,11 @@ describe("warm pool (ASH_WARM_POOL)", () => {
     const session = await createSession(server, { agent: "fast" });
     expect(session.sandboxId).toBe(spareId);
     expect(session.status).toBe("active");
+    // The spare was primed (ASH_WARM_PRIME, on by default) without a model call: the gateway answered it.
+    expect(model.requests).toHaveLength(0);
     const events = await turn(server, session.id, "#bash echo $AGENT_VAR && cat CLAUDE.md");
+    // Its conversation starts with this message: nothing of the priming question is in it.
+    expect(model.userTexts(0).filter((t) => !t.startsWith("<system-reminder>"))).toEqual(["#bash echo $AGENT_VAR && cat CLAUDE.md"]);
     expect(events.map((e) => e.event)).toContain("turn_complete");
     const result = events.find((e) => e.event === "tool_result")!.data.content as string;
     expect(result).toContain("from-agent");
@@ -89,6 +93,8 @@ describe("warm pool (ASH_WARM_POOL)", () => {
     const after = await turn(server, session.id, "still there?");
     expect(after.map((e) => e.event)).toContain("turn_complete");
     expect(model.userTexts().some((t) => t.includes("echo $AGENT_VAR"))).toBe(true);
+    // Resumed from the stored transcript, still without the priming exchange.
+    expect(model.userTexts().filter((t) => t.trim() === "ok")).toEqual([]);
     await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
   });
 

@@ -1,0 +1,224 @@
+// Many event streams at once: (a) sessions streaming a slow answer at the same
+// time, (b) readers following one session's stream (GET /api/sessions/:id/stream)
+// while it streams. For every text_delta a client receives, the added latency is
+// its arrival time minus the time the fake model wrote that piece (both
+// Date.now() in this process). Each row has its baseline, one stream alone, in
+// the same run. Server memory per stream is the growth of the server process's
+// RSS while the streams are open, divided by their number.
+//
+//   npx tsx bench/streams.ts [sessions=20] [readers=200] [--no-write]
+import { readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, totalmem } from "node:os";
+import { join } from "node:path";
+import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
+import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
+import { summarize } from "./stats";
+
+const numbers = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number);
+const sessionsN = numbers[0] ?? 20;
+const readersN = numbers[1] ?? 200;
+const write = !process.argv.includes("--no-write");
+const SLOW_MS = 4000;
+const [load1, load5] = loadavg();
+const model = await startFakeModel();
+
+const rssMb = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
+
+/** Reads an SSE response until `done`; returns when each text_delta arrived (Date.now()) and the frame count. */
+async function readStream(response: Response): Promise<{ texts: number[]; frames: number }> {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  const texts: number[] = [];
+  let frames = 0;
+  let pending = "";
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    const now = Date.now();
+    pending += decoder.decode(chunk.value, { stream: true });
+    const blocks = pending.split("\n\n");
+    pending = blocks.pop() ?? "";
+    for (const block of blocks) {
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      if (!event) continue;
+      frames++;
+      if (event === "text_delta") texts.push(now);
+      if (event === "done") {
+        await reader.cancel().catch(() => undefined);
+        return { texts, frames };
+      }
+    }
+  }
+  return { texts, frames };
+}
+
+/** The model request whose last user text carries `tag`. */
+function requestTagged(tag: string): any {
+  return [...model.requests].reverse().find((r: any) => JSON.stringify(r.body.messages?.at(-1) ?? "").includes(tag));
+}
+
+/** Added latency of every text piece a client received, against when the model wrote it. */
+function added(received: number[], emitted: number[] | undefined): number[] {
+  if (!emitted) return [];
+  const n = Math.min(received.length, emitted.length);
+  return Array.from({ length: n }, (_, i) => received[i]! - emitted[i]!);
+}
+
+async function server(maxSandboxes: number): Promise<TestServer> {
+  const s = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "0", ASH_MAX_SANDBOXES: String(maxSandboxes), ASH_KEEPALIVE_MS: "600000" } });
+  await s.api("/api/agents", { method: "POST", json: agentUpload("bench") });
+  return s;
+}
+const create = async (s: TestServer) => (await (await s.api("/api/sessions", { method: "POST", json: { agent: "bench" } })).json()).session;
+const send = (s: TestServer, id: string, content: string) => s.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } });
+
+// (a) N sessions streaming at the same time, against one alone.
+async function sessionsAtOnce(s: TestServer, ids: string[], round: string): Promise<{ lat: number[]; rss: number }> {
+  const before = rssMb(s.pid());
+  let peak = before;
+  const sampler = setInterval(() => (peak = Math.max(peak, rssMb(s.pid()))), 100);
+  const results = await Promise.all(
+    ids.map(async (id, i) => {
+      const tag = `tag-${round}-${i}`;
+      const got = await readStream(await send(s, id, `${tag}\n#slow ${SLOW_MS}`));
+      return added(got.texts, requestTagged(tag)?.emittedAt);
+    }),
+  );
+  clearInterval(sampler);
+  return { lat: results.flat(), rss: (peak - before) / ids.length };
+}
+
+const a = await server(sessionsN + 1);
+const ids: string[] = [];
+for (let i = 0; i < sessionsN; i++) ids.push((await create(a)).id);
+// Every agent process up and past its first turn before measuring.
+await Promise.all(ids.map(async (id) => readStream(await send(a, id, "warm up"))));
+const oneSession = await sessionsAtOnce(a, ids.slice(0, 1), "one");
+const allSessions = await sessionsAtOnce(a, ids, "all");
+await a.dispose();
+
+// (b) R readers of one session's stream while it streams, against one reader.
+async function readersOf(s: TestServer, id: string, readers: number, round: string): Promise<{ lat: number[]; spread: number[]; rss: number; replayed: number }> {
+  const seq = (await (await s.api(`/api/sessions/${id}/events?limit=1000`)).json()).events.at(-1)?.sequence ?? 0;
+  const before = rssMb(s.pid());
+  let peak = before;
+  const sampler = setInterval(() => (peak = Math.max(peak, rssMb(s.pid()))), 100);
+  // Each reader replays the history from the start, then follows the live turn.
+  const streams = await Promise.all(Array.from({ length: readers }, () => s.api(`/api/sessions/${id}/stream?after=0`)));
+  const reading = streams.map((r) => readStreamAfter(r, seq));
+  const tag = `tag-${round}`;
+  await (await send(s, id, `${tag}\n#slow ${SLOW_MS}`)).text();
+  const results = await Promise.all(reading);
+  clearInterval(sampler);
+  const emitted = requestTagged(tag)?.emittedAt;
+  // What the fan-out itself adds: each reader's arrival minus the first reader's arrival of the same event.
+  const pieces = Math.min(...results.map((r) => r.texts.length));
+  const spread = Array.from({ length: pieces }, (_, k) => {
+    const first = Math.min(...results.map((r) => r.texts[k]!));
+    return results.map((r) => r.texts[k]! - first);
+  }).flat();
+  return { lat: results.flatMap((r) => added(r.texts, emitted)), spread, rss: (peak - before) / readers, replayed: Math.min(...results.map((r) => r.replayed)) };
+}
+
+/** Like readStream, but counts only text_delta frames after event `seq` (the live turn) and ends at its `done`. */
+async function readStreamAfter(response: Response, seq: number): Promise<{ texts: number[]; replayed: number }> {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  const texts: number[] = [];
+  let replayed = 0;
+  let pending = "";
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    const now = Date.now();
+    pending += decoder.decode(chunk.value, { stream: true });
+    const blocks = pending.split("\n\n");
+    pending = blocks.pop() ?? "";
+    for (const block of blocks) {
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const id = Number(/^id: (\d+)$/m.exec(block)?.[1] ?? NaN);
+      if (!event) continue;
+      if (!(id > seq)) {
+        replayed++;
+        continue;
+      }
+      if (event === "text_delta") texts.push(now);
+      if (event === "done") {
+        await reader.cancel().catch(() => undefined);
+        return { texts, replayed };
+      }
+    }
+  }
+  return { texts, replayed };
+}
+
+const b = await server(2);
+const long = await create(b);
+// A session with some history to replay.
+for (let i = 0; i < 5; i++) await (await send(b, long.id, `history ${i}`)).text();
+const oneReader = await readersOf(b, long.id, 1, "one-reader");
+const manyReaders = await readersOf(b, long.id, readersN, "many-readers");
+await b.dispose();
+await model.close();
+
+// --- the table --------------------------------------------------------------------
+
+const fmt = (xs: number[]) => {
+  const s = summarize(xs);
+  return `${s.median.toFixed(0)} / ${s.p95.toFixed(0)} ms (n=${s.n})`;
+};
+const p95 = (xs: number[]) => summarize(xs).p95;
+const rows = [
+  {
+    what: `(a) ${sessionsN} sessions streaming at once (#slow ${SLOW_MS} ms, 40 pieces each): added latency per text event`,
+    goal: "≤ 20 ms p95",
+    ours: fmt(allSessions.lat),
+    baseline: `one session alone: ${fmt(oneSession.lat)}`,
+    met: p95(allSessions.lat) <= 20 ? "yes" : "no",
+  },
+  {
+    what: `(a) server RSS per streaming session (growth while ${sessionsN} stream)`,
+    goal: "—",
+    ours: `${allSessions.rss.toFixed(2)} MB`,
+    baseline: `one session: ${oneSession.rss.toFixed(2)} MB`,
+    met: "—",
+  },
+  {
+    what: `(b) ${readersN} readers of one session's stream (replay of ${manyReaders.replayed} events, then the live turn): added latency per text event`,
+    goal: "≤ 20 ms p95",
+    ours: fmt(manyReaders.lat),
+    baseline: `one reader: ${fmt(oneReader.lat)}`,
+    met: p95(manyReaders.lat) <= 20 ? "yes" : "no",
+  },
+  {
+    what: `(b) the same ${readersN} readers: each reader's arrival of an event after the first reader's`,
+    goal: "≤ 20 ms p95",
+    ours: fmt(manyReaders.spread),
+    baseline: "—",
+    met: p95(manyReaders.spread) <= 20 ? "yes" : "no",
+  },
+  {
+    what: `(b) server RSS per reader (growth while ${readersN} read)`,
+    goal: "—",
+    ours: `${manyReaders.rss.toFixed(3)} MB`,
+    baseline: `one reader: ${oneReader.rss.toFixed(2)} MB`,
+    met: "—",
+  },
+];
+const header = `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC · ${cpus().length} × ${cpus()[0]?.model ?? "cpu"} · ${(totalmem() / 2 ** 30).toFixed(0)} GiB · load average ${load1!.toFixed(2)} / ${load5!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end · node ${process.version}`;
+const table = [
+  header,
+  "",
+  "Medians / 95th percentiles. Added latency: when the client read a text piece minus when the fake model wrote it (the client runs in the same process and shares its CPU).",
+  "",
+  "| what | goal | Ash now | baseline (same run) | met |",
+  "|---|---|---|---|---|",
+  ...rows.map((r) => `| ${r.what} | ${r.goal} | ${r.ours} | ${r.baseline} | ${r.met} |`),
+].join("\n");
+console.log(table);
+
+if (write) {
+  const page = join(import.meta.dirname, "../docs/benchmarks.md");
+  const doc = readFileSync(page, "utf8");
+  const start = "<!-- streams:start -->";
+  const end = "<!-- streams:end -->";
+  const block = `${start}\n${table}\n${end}`;
+  const next = doc.includes(start) ? doc.replace(new RegExp(`${start}[\\s\\S]*?${end}`), block) : doc.replace("<!-- density:end -->", `<!-- density:end -->\n\n### Many streams at once (\`bench/streams.ts\`)\n\n${block}`);
+  writeFileSync(page, next);
+}
