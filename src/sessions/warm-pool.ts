@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
-import { getAgent, getAgentFiles, type AgentRecord } from "../db/queries/agents";
+import { getAgent, listAgentWarmSpares, getAgentFiles, type AgentRecord } from "../db/queries/agents";
 import type { SessionSettings } from "../db/queries/sessions";
 import { writeFiles } from "../agents/agent-files";
 import { AgentSession } from "../runtime/agent-session";
@@ -78,6 +78,8 @@ export class WarmPool {
   private readonly making = new Map<string, Set<Pending>>();
   /** When a session of each agent was last created: demand for a spare. */
   private readonly lastDemand = new Map<string, number>();
+  /** Spares agents ask for themselves (PATCH /api/agents/:name/config warmSpares), read at each check. */
+  private configured: Record<string, number> = {};
   private timer?: NodeJS.Timeout;
   private checking?: Promise<void>;
   private stopped = false;
@@ -104,14 +106,16 @@ export class WarmPool {
    * first, as many as ASH_WARM_MEMORY_MB holds.
    */
   wanted(): Record<string, number> {
-    const wanted: Record<string, number> = { ...this.o.config.warmPool };
+    // An agent's own warmSpares wins over ASH_WARM_POOL's count for it; 0 turns its spares off.
+    const wanted: Record<string, number> = { ...this.o.config.warmPool, ...this.configured };
+    for (const [name, n] of Object.entries(wanted)) if (n <= 0) delete wanted[name];
     let room = Math.floor(this.o.config.warmMemoryMb / SPARE_MEMORY_MB);
     const since = this.now() - this.o.config.warmDemandMs;
     const recent = [...this.lastDemand].filter(([, at]) => at >= since).sort((a, b) => b[1] - a[1]);
     for (const [name] of this.lastDemand) if (!recent.some(([n]) => n === name)) this.lastDemand.delete(name);
     for (const [name] of recent) {
       if (room <= 0) break;
-      if (Object.hasOwn(wanted, name)) continue;
+      if (Object.hasOwn(wanted, name) || this.configured[name] === 0) continue;
       wanted[name] = 1;
       room--;
     }
@@ -191,8 +195,8 @@ export class WarmPool {
 
   // ---------------------------------------------------------------------------
 
-  /** One pass at a time: drop spares of old versions, make the missing ones. */
-  private check(): void {
+  /** One pass at a time: drop spares of old versions, make the missing ones (also after an agent's config changed). */
+  check(): void {
     if (this.stopped || this.checking) return;
     this.checking = this.checkNow()
       .catch((error) => this.o.log.error("warm pool check failed:", error))
@@ -200,6 +204,7 @@ export class WarmPool {
   }
 
   private async checkNow(): Promise<void> {
+    this.configured = Object.fromEntries((await listAgentWarmSpares(this.o.db)).map((a) => [poolKey(a), a.warmSpares]));
     const all = this.wanted();
     // Agents no longer wanted (their demand stopped): their spares go, ready or being made.
     for (const [name, list] of this.ready) {

@@ -238,3 +238,30 @@ describe("ASH_WARM_POOL values", () => {
     }
   });
 });
+
+describe("warm spares an agent asks for (PATCH /api/agents/:name/config)", () => {
+  let server: TestServer;
+  let model: Model;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    // No ASH_WARM_POOL and no spares by demand: only the agent's own setting makes them.
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "0" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("asks") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  it("keeps as many spares as the agent's warmSpares says, and none once it is 0", async () => {
+    expect((await health(server)).pool.warm.total).toBe(0);
+    const r = await server.api("/api/agents/asks/config", { method: "PATCH", json: { warmSpares: 1 } });
+    expect(r.status).toBe(200);
+    const h = await waitForHealth(server, (b) => b.pool.warm.agents.asks === 1);
+    expect(h.pool.warm).toEqual({ total: 1, agents: { asks: 1 } });
+    expect((await server.api("/api/agents/asks/config", { method: "PATCH", json: { warmSpares: 0 } })).status).toBe(200);
+    const after = await waitForHealth(server, (b) => b.pool.warm.total === 0);
+    expect(after.pool.warm.total).toBe(0);
+  });
+});

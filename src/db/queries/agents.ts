@@ -258,3 +258,11 @@ export async function getAgentFile(db: Queryable, agentId: string, version: numb
   const row = await db.get<any>(`SELECT path, mode, content_base64 FROM agent_files WHERE agent_id = ? AND version = ? AND path = ?`, [agentId, version, path]);
   return row ? { path: row.path, mode: Number(row.mode), content: Buffer.from(row.content_base64, "base64") } : undefined;
 }
+
+/** Every agent whose config asks for warm spares, as `{tenantId, name, warmSpares}`. */
+export async function listAgentWarmSpares(db: Queryable): Promise<Array<{ tenantId: string; name: string; warmSpares: number }>> {
+  const rows = await db.all<any>(`SELECT tenant_id, name, config FROM agents WHERE config IS NOT NULL`);
+  return rows
+    .map((row) => ({ tenantId: row.tenant_id as string, name: row.name as string, warmSpares: configOf(row.config).warmSpares }))
+    .filter((row): row is { tenantId: string; name: string; warmSpares: number } => typeof row.warmSpares === "number");
+}

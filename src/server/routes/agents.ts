@@ -356,6 +356,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
       const updated = await updateAgentConfig(ctx.db, agent.tenantId, agent.name, { warmSpares: body.warmSpares });
       if (!updated) throw notFound(`No agent named "${agent.name}".`);
       config = updated;
+      // The pool makes or drops spares now rather than at its next round.
+      ctx.sessions.warm.check();
     }
     return { config: presentConfig(agent, config) };
   });
