@@ -1,8 +1,6 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-// @ts-expect-error s3rver ships no type declarations
-import S3rver from "s3rver";
+import { readFileSync } from "node:fs";
+import { startTestBucket, type TestBucket } from "../helpers/s3";
 import pg from "pg";
 import { join } from "node:path";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
@@ -42,8 +40,7 @@ describeWithPostgres("the queue, shared by two servers", () => {
   let model: FakeModel;
   let a: TestServer;
   let b: TestServer;
-  let s3: any;
-  let bucketDir: string;
+  let bucket: TestBucket;
   /** Texts whose first model request fails (500) or hangs; later ones are answered. */
   const failFirst = new Set<string>();
   const hangFirst = new Set<string>();
@@ -70,15 +67,10 @@ describeWithPostgres("the queue, shared by two servers", () => {
     database = await createPostgresDatabase();
     // Servers that share a database share a snapshot store, as in production: a session continued
     // on the other server finds its files there.
-    bucketDir = mkdtempSync(join(tmpdir(), "ash-s3-"));
-    s3 = new S3rver({ port: 0, address: "127.0.0.1", directory: bucketDir, silent: true, configureBuckets: [{ name: "ash" }] });
-    const { port } = await s3.run();
+    bucket = await startTestBucket();
     const env = {
       ASH_DATABASE_URL: database.url,
-      ASH_SNAPSHOT_STORE: "s3://ash/snapshots",
-      ASH_S3_ENDPOINT: `http://127.0.0.1:${port}`,
-      AWS_ACCESS_KEY_ID: "S3RVER",
-      AWS_SECRET_ACCESS_KEY: "S3RVER",
+      ...bucket.env,
       ASH_QUEUE_CONCURRENCY: "2",
       ASH_QUEUE_LEASE_MS: "1500",
       ASH_QUEUE_POLL_MS: "100",
@@ -93,8 +85,7 @@ describeWithPostgres("the queue, shared by two servers", () => {
     await b?.dispose();
     await model?.close();
     await database?.drop();
-    await s3?.close();
-    if (bucketDir) rmSync(bucketDir, { recursive: true, force: true });
+    await bucket?.close();
   });
 
   it("runs every item exactly once, on both servers, and keeps each result", async () => {

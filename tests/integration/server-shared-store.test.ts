@@ -1,10 +1,8 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import pg from "pg";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-// @ts-expect-error s3rver ships no type declarations
-import S3rver from "s3rver";
+import { startTestBucket, type TestBucket } from "../helpers/s3";
 import { agentUpload, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { createPostgresDatabase, describeWithPostgres, type TestDatabase } from "../helpers/postgres";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
@@ -13,7 +11,7 @@ import { startFakeModel } from "../fake-model/fake-model.mjs";
 // bucket: a session paused on one continues on the other, files and memory included.
 describeWithPostgres("sessions moving between servers", () => {
   let database: TestDatabase;
-  let s3: any;
+  let bucket: TestBucket;
   let bucketDir: string;
   let a: TestServer;
   let b: TestServer;
@@ -22,15 +20,11 @@ describeWithPostgres("sessions moving between servers", () => {
   beforeAll(async () => {
     model = await startFakeModel();
     database = await createPostgresDatabase();
-    bucketDir = mkdtempSync(join(tmpdir(), "ash-s3-"));
-    s3 = new S3rver({ port: 0, address: "127.0.0.1", directory: bucketDir, silent: true, configureBuckets: [{ name: "ash" }] });
-    const { port } = await s3.run();
+    bucket = await startTestBucket();
+    bucketDir = bucket.dir;
     const env = {
       ASH_DATABASE_URL: database.url,
-      ASH_SNAPSHOT_STORE: "s3://ash/snapshots",
-      ASH_S3_ENDPOINT: `http://127.0.0.1:${port}`,
-      AWS_ACCESS_KEY_ID: "S3RVER",
-      AWS_SECRET_ACCESS_KEY: "S3RVER",
+      ...bucket.env,
       // Collectors on both servers run all the time and keep little, racing every save.
       ASH_SNAPSHOT_GC_INTERVAL_MS: "100",
       ASH_SNAPSHOT_GC_GRACE_MS: "0",
@@ -42,10 +36,9 @@ describeWithPostgres("sessions moving between servers", () => {
   afterAll(async () => {
     await a?.dispose();
     await b?.dispose();
-    await s3?.close();
+    await bucket?.close();
     await model?.close();
     await database?.drop();
-    if (bucketDir) rmSync(bucketDir, { recursive: true, force: true });
   });
 
   it("continues on the second server a session paused on the first", async () => {
