@@ -8,6 +8,7 @@ import fsDriver from "unstorage/drivers/fs";
 import s3Driver from "unstorage/drivers/s3";
 import { assertSessionId, fileKey, normalizeRelativePath } from "../sandbox/snapshot-keys";
 import { TAR_END, tarHeader, tarPadding, mtimeMsOf } from "../sandbox/tar-stream";
+import { forEachParallel } from "./objects";
 import {
   displayName,
   entryPath,
@@ -172,7 +173,6 @@ const POINTER_NEXT = "metadata.next.json";
 const INTENT = "staging.json";
 /** Files are stored in pieces of at most this size: bounded memory, and big files dedupe by piece. */
 const CHUNK = 4 * 1024 * 1024;
-const PARALLEL = 8;
 /** Blobs written per intent part, and bytes held before they are written. */
 const BATCH_KEYS = 512;
 const BATCH_BYTES = 32 * 1024 * 1024;
@@ -233,23 +233,6 @@ function fsBlobs(base: string): Blobs {
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 const newGeneration = () => `g${Date.now().toString(36)}${randomBytes(4).toString("hex")}`;
 
-/** Runs `task` over items, at most PARALLEL at once. */
-async function forEachParallel<T>(items: T[], task: (item: T) => Promise<void>): Promise<void> {
-  let index = 0;
-  let failure: unknown;
-  const worker = async () => {
-    while (failure === undefined && index < items.length) {
-      const item = items[index++]!;
-      try {
-        await task(item);
-      } catch (error) {
-        failure ??= error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
-  if (failure !== undefined) throw failure;
-}
 
 /** An entry's name as raw bytes (latin1 held). */
 const rawPathOf = (entry: SnapshotEntry) => (entry.raw !== undefined ? Buffer.from(entry.raw, "base64").toString("latin1") : rawName(entry.path));

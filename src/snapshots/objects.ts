@@ -124,3 +124,24 @@ export function s3Objects(options: { endpoint: string; bucket: string; region: s
 export function driverObjects(driver: Driver, prefix: string): ObjectStore {
   return storageObjects(createStorage({ driver }), prefix);
 }
+
+/** Object calls in flight at once for one save, restore or removal. */
+export const PARALLEL = 8;
+
+/** Runs `task` over items, at most `parallel` at once; the first failure is thrown once all have stopped. */
+export async function forEachParallel<T>(items: T[], task: (item: T) => Promise<void>, parallel = PARALLEL): Promise<void> {
+  let index = 0;
+  let failure: unknown;
+  const worker = async () => {
+    while (failure === undefined && index < items.length) {
+      const item = items[index++]!;
+      try {
+        await task(item);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, items.length) }, worker));
+  if (failure !== undefined) throw failure;
+}

@@ -25,7 +25,7 @@ import {
   type SnapshotListEntry,
   type SnapshotStoreOptions,
 } from "./legacy";
-import { driverObjects, fsObjects, isObjectKey, s3Objects, type ObjectStore } from "./objects";
+import { driverObjects, forEachParallel, fsObjects, isObjectKey, PARALLEL, s3Objects, type ObjectStore } from "./objects";
 import { byName, decodeTree, encodeRows, sha256hex, treeOf, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
 
 /** One saved state of a workspace: immutable, named by its root tree's id. */
@@ -88,7 +88,6 @@ const PACKS_IN_FLIGHT = 2;
 const TREE_BATCH = 256;
 const TREE_BATCH_BYTES = 4 * 1024 * 1024;
 /** Object reads and writes at once. */
-const PARALLEL = 8;
 /** Decoded trees kept (by the size of their bytes); they are immutable, so never stale. */
 const TREE_CACHE_BYTES = 32 * 1024 * 1024;
 /** Packs kept while restoring or reading. */
@@ -106,23 +105,6 @@ function describeKind(kind: string): string {
   return { p: "a named pipe", s: "a socket", b: "a block device", c: "a character device", D: "a door", "6": "a named pipe", "3": "a character device", "4": "a block device" }[kind] ?? "not a regular file";
 }
 
-/** Runs `task` over items, at most PARALLEL at once. */
-async function forEachParallel<T>(items: T[], task: (item: T) => Promise<void>): Promise<void> {
-  let index = 0;
-  let failure: unknown;
-  const worker = async () => {
-    while (failure === undefined && index < items.length) {
-      const item = items[index++]!;
-      try {
-        await task(item);
-      } catch (error) {
-        failure ??= error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
-  if (failure !== undefined) throw failure;
-}
 
 /** At most `n` calls at once. */
 function limiter(n: number) {
