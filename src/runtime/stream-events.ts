@@ -36,17 +36,20 @@ export type TurnErrorCode =
 /**
  * Turns one raw Agent SDK message into the granular events clients read,
  * followed by the raw message itself in a `message` event. Partial stream
- * events become deltas only: their raw form would double the stream's size
- * without telling a client anything new.
+ * events become deltas; their raw form (which doubles the stream) is sent
+ * too only with `rawPartials`, for clients that read nothing but `message`
+ * frames (the original API's, when asked for partial messages).
  */
-export function mapSdkMessage(message: SDKMessage, options: { partials: boolean }): StreamEvent[] {
+export function mapSdkMessage(message: SDKMessage, options: { partials: boolean; rawPartials?: boolean }): StreamEvent[] {
   const m = message as any;
   if (m.type === "stream_event") {
+    if (!options.partials) return [];
     const event = m.event;
-    if (!options.partials || event?.type !== "content_block_delta") return [];
-    if (event.delta?.type === "text_delta") return [{ type: "text_delta", data: { delta: event.delta.text } }];
-    if (event.delta?.type === "thinking_delta") return [{ type: "thinking_delta", data: { delta: event.delta.thinking } }];
-    return [];
+    const events: StreamEvent[] = [];
+    if (event?.type === "content_block_delta" && event.delta?.type === "text_delta") events.push({ type: "text_delta", data: { delta: event.delta.text } });
+    if (event?.type === "content_block_delta" && event.delta?.type === "thinking_delta") events.push({ type: "thinking_delta", data: { delta: event.delta.thinking } });
+    if (options.rawPartials) events.push({ type: "message", data: message });
+    return events;
   }
   const events: StreamEvent[] = [];
   if (m.type === "assistant" && Array.isArray(m.message?.content)) {

@@ -879,6 +879,8 @@ export class SessionManager {
     const { live } = turn;
     const observer = this.o.observability.observeTurn({ sessionId: live.session.id, agent: live.session.agentName, model: options.model ?? live.session.model ?? undefined });
     const partials = options.includePartialMessages !== false;
+    // Asked for in so many words (not the default): also the raw partial messages.
+    const rawPartials = options.includePartialMessages === true;
     let lastAppend: Promise<unknown> = Promise.resolve();
     let watchdog: NodeJS.Timeout | undefined;
     const arm = () => {
@@ -912,7 +914,7 @@ export class SessionManager {
           const m = message as { type?: string; uuid?: string; parent_tool_use_id?: string | null };
           // The conversation's position after this turn: its last entry of the main thread.
           if (m.type === "assistant" && typeof m.uuid === "string" && !m.parent_tool_use_id) lastUuid = m.uuid;
-          const events = mapSdkMessage(message, { partials });
+          const events = mapSdkMessage(message, { partials, rawPartials });
           emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
         },
       });

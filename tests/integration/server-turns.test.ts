@@ -179,6 +179,23 @@ describe.each(backends)("turns on $name", (backend) => {
     expect((await (await server.api(`/api/sessions/${fork.id}`)).json()).session.status).toBe("active");
   });
 
+  it("sends raw partial messages as message frames only when asked for in so many words", async () => {
+    const session = await newSession();
+    const rawPartials = (events: Array<{ event: string; data: any }>) => events.filter((e) => e.event === "message" && e.data?.type === "stream_event");
+    const byDefault = await readEvents(await send(session.id, "plain"));
+    expect(byDefault.some((e) => e.event === "text_delta")).toBe(true);
+    expect(rawPartials(byDefault)).toEqual([]);
+    const asked = await readEvents(await send(session.id, "with partials", { includePartialMessages: true }));
+    const raw = rawPartials(asked);
+    expect(raw.length).toBeGreaterThan(0);
+    // The raw form carries the same text the deltas do.
+    const rawText = raw.map((e) => (e.data.event?.delta?.type === "text_delta" ? e.data.event.delta.text : "")).join("");
+    const deltaText = asked.filter((e) => e.event === "text_delta").map((e) => e.data.delta).join("");
+    expect(rawText).toBe(deltaText);
+    const none = await readEvents(await send(session.id, "no partials", { includePartialMessages: false }));
+    expect(none.filter((e) => e.event === "text_delta" || (e.event === "message" && e.data?.type === "stream_event"))).toEqual([]);
+  });
+
   it("rejects bad message bodies without starting a turn", async () => {
     const session = await newSession();
     for (const body of [{}, { content: "" }, { content: 5 }, { content: "x", maxTurns: "3" }, { content: "x", extra: 1 }]) {
