@@ -54,6 +54,12 @@ describe.each(backends)("tenants on $name", (backend) => {
     expect(await file(globex)).toBe("globex support");
     // The operator (tenant default) does not see tenants' agents either.
     expect((await (await server.api("/api/agents")).json()).agents.map((a: any) => a.name)).not.toContain("only-acme");
+    // Nor does the public /health name them (its warm pool lists the default tenant's agents only).
+    const created = await as(acme, "/api/sessions", { method: "POST", json: { agent: "only-acme" } });
+    expect(created.status).toBe(201);
+    const health = await (await fetch(`${server.url}/health`)).text();
+    expect(health).not.toContain("only-acme");
+    expect(health).not.toContain("acme/");
   });
 
   it("answers 404 for another tenant's session on every session route, streams included", async () => {

@@ -19,7 +19,8 @@ export function registerHealth(app: H3, ctx: AppContext): void {
         idle: ctx.sessions.pool.live - ctx.sessions.busyCount - ctx.sessions.warm.readyCount,
         idleTimeoutMs: ctx.config.idleTimeoutMs,
         // Ready spares per ASH_WARM_POOL agent; they are part of `live`.
-        warm: { total: ctx.sessions.warm.readyCount, agents: ctx.sessions.warm.counts() },
+        // /health is public: only the default tenant's agents are named (other tenants' names stay theirs).
+        warm: { total: ctx.sessions.warm.readyCount, agents: Object.fromEntries(Object.entries(ctx.sessions.warm.counts()).filter(([key]) => !key.includes("/"))) },
         // Resumes that found the sandbox still up, and those that had to start one (restoring the workspace).
         ...ctx.observability.metrics.resumeCounts(),
       },
