@@ -65,7 +65,10 @@ export interface SendMessageOptions {
   model?: string;
   /** Upper bound on the agent's model turns. */
   maxTurns?: number;
-  /** Ask for `text_delta` / `thinking_delta` events as the model writes. */
+  /**
+   * Unset: `text_delta` / `thinking_delta` events as the model writes. `false`: none.
+   * `true`: those and each raw partial SDK message as a `message` event (the original API's form).
+   */
   includePartialMessages?: boolean;
   /** Aborting ends the iteration with the signal's reason; the turn itself keeps running (see `interrupt`). */
   signal?: AbortSignal;

@@ -46,8 +46,8 @@ export class TurnControl {
     this.running = true;
     this.interrupting = false;
     try {
+      // Text arrives as deltas by default; raw partial messages (includePartialMessages: true) would only double the stream.
       const events = this.client.sendMessage(this.sessionId, content, {
-        includePartialMessages: true,
         model: this.options.model,
         maxTurns: this.options.maxTurns,
       });
