@@ -115,13 +115,21 @@ describe.skipIf(reason)("an agent served by the real image", () => {
 
   it("lays out the data folder as documented", async () => {
     const top = await readdir(dataDir);
-    expect(top).toEqual(expect.arrayContaining(["ash.db", "agents", "sessions", "sandboxes"]));
+    expect(top).toEqual(expect.arrayContaining(["ash.db", "agents", "store", "sandboxes"]));
     await stat(join(dataDir, "agents", "e2e", "CLAUDE.md"));
-    // The workspace's manifest, and its file contents stored once each under their SHA-256.
-    const manifest = JSON.parse(await readFile(join(dataDir, "sessions", sessionId, "metadata.json"), "utf8"));
-    const out = manifest.entries.find((e: { path: string }) => e.path === "out.txt");
-    expect(out?.type).toBe("file");
-    for (const hash of out.chunks) await stat(join(dataDir, "sessions", sessionId, "blobs", hash));
+    // The saved workspace: one tree per folder and packs of file bytes, each named by its SHA-256.
+    // (in folders named by the first two hex digits).
+    const objects = async (kind: string) => {
+      const names: string[] = [];
+      for (const shard of await readdir(join(dataDir, "store", kind))) names.push(...(await readdir(join(dataDir, "store", kind, shard))).filter((n) => n.startsWith(shard)));
+      return names.filter((n) => /^[0-9a-f]{64}$/.test(n));
+    };
+    expect((await objects("trees")).length).toBeGreaterThan(0);
+    expect((await objects("packs")).length).toBeGreaterThan(0);
+    // The turn that wrote out.txt is a checkpoint whose files include it.
+    const checkpoints = await ash.getClient().listCheckpoints(sessionId);
+    expect(checkpoints.length).toBeGreaterThan(0);
+    expect((await ash.getClient().readFile(sessionId, "out.txt")).text().length).toBeGreaterThan(0);
   });
 
   it("keeps every agent, session and message through a container restart on the same volume", async () => {

@@ -109,7 +109,7 @@ describe("a sandbox racing the server's reads of its workspace", () => {
         for (let round = 0; round < 3; round++) {
           for (let i = 0; i < 20; i++) {
             for (const kind of ["f", "l"] as const) {
-              const res = await server.api(`/api/sessions/${id}/files/${pairName(kind, i)}`);
+              const res = await server.api(`/api/sessions/${id}/files/${pairName(kind, i)}?format=json`);
               if (res.status === 200) expect(leaks(contentOf(await res.json()))).toBe(false);
               else expect(res.status).toBe(404);
             }
@@ -128,7 +128,7 @@ describe("a sandbox racing the server's reads of its workspace", () => {
       expect(tarball.status).toBe(200);
       expect(leaks(gunzip(Buffer.from(await tarball.arrayBuffer())))).toBe(false);
       for (let i = 0; i < 20; i++) {
-        const res = await server.api(`/api/sessions/${id}/files/${pairName("f", i)}`);
+        const res = await server.api(`/api/sessions/${id}/files/${pairName("f", i)}?format=json`);
         if (res.status === 200) expect(leaks(contentOf(await res.json()))).toBe(false);
       }
     },
