@@ -1,7 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
-import type { EvalResultStatus, EvalRunStatus, QueueStatus, SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
+import type { EvalResultStatus, EvalRunStatus, EvalRunSummary, QueueStatus, SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
 
-export type { AgentFile, EvalResultStatus, EvalRunStatus, QueueStatus, SessionState, SessionStatus };
+export type { AgentFile, EvalResultStatus, EvalRunStatus, EvalRunSummary, QueueStatus, SessionState, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -433,16 +433,6 @@ export interface EvalRunInput {
   tags?: string[];
 }
 
-export interface EvalRunSummary {
-  cases: number;
-  completed: number;
-  failed: number;
-  passed: number;
-  score: number | null;
-  autoScore: number | null;
-  gradeScore: number | null;
-  humanScored: number;
-}
 
 export interface EvalRun {
   id: string;

@@ -56,3 +56,17 @@ export const EVAL_RUN_STATUSES = ["running", "completed", "failed"] as const;
 export type EvalRunStatus = (typeof EVAL_RUN_STATUSES)[number];
 export const EVAL_RESULT_STATUSES = ["pending", "running", "completed", "failed"] as const;
 export type EvalResultStatus = (typeof EVAL_RESULT_STATUSES)[number];
+
+/** An evaluation run's totals, as the server computes them and the client reads them. */
+export interface EvalRunSummary {
+  cases: number;
+  completed: number;
+  failed: number;
+  /** Cases whose automatic checks all passed. */
+  passed: number;
+  /** Mean case score over finished cases (failed ones count 0); null before any finished. */
+  score: number | null;
+  autoScore: number | null;
+  gradeScore: number | null;
+  humanScored: number;
+}

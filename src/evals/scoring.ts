@@ -1,3 +1,4 @@
+import type { EvalRunSummary } from "../contract";
 import type { AutoScore, EvalResultRecord } from "../db/queries/evals";
 
 const normal = (text: string) => text.toLowerCase().replace(/\s+/g, " ").trim();
@@ -39,18 +40,7 @@ export function caseScore(r: EvalResultRecord): number | null {
   return r.auto.score;
 }
 
-export interface RunSummary {
-  cases: number;
-  completed: number;
-  failed: number;
-  /** Cases whose automatic checks all passed. */
-  passed: number;
-  /** Mean case score over finished cases (failed ones count 0); null before any finished. */
-  score: number | null;
-  autoScore: number | null;
-  gradeScore: number | null;
-  humanScored: number;
-}
+export type RunSummary = EvalRunSummary;
 
 const mean = (values: number[]) => (values.length ? round(values.reduce((a, b) => a + b, 0) / values.length) : null);
 

@@ -477,8 +477,10 @@ export class SessionManager {
       await updateSessionSettings(tx, sessionId, settings);
       await updateSession(tx, sessionId, { sdkSessionId: null, sandboxId: null, status: "paused", touch: true });
     });
-    await log.append([{ type: "rewound", data: { sessionId, checkpoint: at.number, turn: at.turn } }]);
-    await log.append([{ type: "done", data: { sessionId } }]);
+    await log.append([
+      { type: "rewound", data: { sessionId, checkpoint: at.number, turn: at.turn } },
+      { type: "done", data: { sessionId } },
+    ]);
     return (await getSession(this.o.db, sessionId))!;
   }
 
