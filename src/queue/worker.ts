@@ -27,6 +27,16 @@ export interface QueueWorkerOptions {
 /** The longest wait between two attempts of an item. */
 const MAX_BACKOFF_MS = 3600_000;
 
+interface Entry {
+  claim: Claim;
+  sessionId?: string;
+  /** Cancelled, or taken by another server: this attempt stops. */
+  lost: boolean;
+  /** Its outcome is in the database; only the session's pause is left. */
+  settled: boolean;
+  done: Promise<void>;
+}
+
 /**
  * Runs queued prompts on this server, at most `concurrency` at once. Items are
  * claimed through the database (see claimQueueItem), so several servers share
@@ -35,7 +45,7 @@ const MAX_BACKOFF_MS = 3600_000;
  * its lease has run out.
  */
 export class QueueWorker {
-  private readonly running = new Map<string, { claim: Claim; sessionId?: string; lost: boolean; done: Promise<void> }>();
+  private readonly running = new Map<string, Entry>();
   private poller?: NodeJS.Timeout;
   private filling?: Promise<void>;
   private again = false;
@@ -43,8 +53,11 @@ export class QueueWorker {
 
   constructor(private readonly o: QueueWorkerOptions) {}
 
+  /** Items whose turn runs here; one already recorded as finished (its session still being put to sleep) is not counted. */
   get runningCount(): number {
-    return this.running.size;
+    let n = 0;
+    for (const entry of this.running.values()) if (!entry.settled) n++;
+    return n;
   }
 
   start(): void {
@@ -103,12 +116,7 @@ export class QueueWorker {
       const item = await claimQueueItem(db, id, serverId, Date.now(), config.leaseMs);
       if (!item) continue;
       free--;
-      const entry = { claim: { id: item.id, serverId, attempt: item.attempts }, lost: false, done: Promise.resolve() } as {
-        claim: Claim;
-        sessionId?: string;
-        lost: boolean;
-        done: Promise<void>;
-      };
+      const entry: Entry = { claim: { id: item.id, serverId, attempt: item.attempts }, lost: false, settled: false, done: Promise.resolve() };
       this.running.set(item.id, entry);
       entry.done = this.run(item, entry)
         .catch((error) => this.o.log.error(`queue item ${item.id}:`, error))
@@ -119,7 +127,7 @@ export class QueueWorker {
     }
   }
 
-  private async run(item: QueueItemRecord, entry: { claim: Claim; sessionId?: string; lost: boolean }): Promise<void> {
+  private async run(item: QueueItemRecord, entry: Entry): Promise<void> {
     const { db, sessions, config, log } = this.o;
     const { claim } = entry;
     const renewal = setInterval(() => {
@@ -156,6 +164,7 @@ export class QueueWorker {
       await failQueueItem(db, claim, message, entry.sessionId ?? null, retryAt, Date.now());
     } finally {
       clearInterval(renewal);
+      entry.settled = true;
       // A session made for the item gives its sandbox back; its history, files and conversation stay.
       if (created && entry.sessionId && !this.stopping) await sessions.pause(entry.sessionId).catch(() => undefined);
     }

@@ -160,7 +160,12 @@ describeWithPostgres("the queue, shared by two servers", () => {
   });
 
   it("refuses bad input with a clear 4xx and changes nothing", async () => {
-    const before = await (await a.api("/api/queue/stats")).json();
+    // The items of the tests before have finished; their servers may still be putting their sessions to sleep.
+    const before = await until("the queue to be quiet", async () => {
+      const stats = await (await a.api("/api/queue/stats")).json();
+      const other = await (await b.api("/api/queue/stats")).json();
+      return stats.running === 0 && stats.runningHere === 0 && other.runningHere === 0 ? stats : undefined;
+    });
     const bad: Array<[unknown, number, RegExp]> = [
       [{ prompt: "hi" }, 400, /"agent" is required/],
       [{ agent: "worker" }, 400, /"prompt" is required/],
