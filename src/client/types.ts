@@ -174,11 +174,17 @@ export interface SessionPage {
 
 export interface StoredMessage {
   id: string;
-  role: string;
-  /** A string or content blocks, as sent or as the agent produced them. */
-  content: unknown;
+  sessionId: string;
+  /** As the original API has it: tool results count as user rows, turn results as assistant rows. */
+  role: "user" | "assistant";
+  /** The Agent SDK message as a JSON string, as the original API answers it. */
+  content: string;
   sequence: number;
   createdAt: string;
+  /** What the row is. */
+  kind: "user" | "assistant" | "tool" | "result";
+  /** Its content, parsed: what was sent (a string or content blocks), the agent's blocks, tool results, or a turn's result. */
+  data: unknown;
   /** Present (true) when a rewind took the message off the session's line; it stays in the history. */
   rewound?: true;
 }

@@ -13,6 +13,7 @@ import { registerWorkspace } from "./routes/workspace";
 import { registerOpenApi } from "./routes/openapi";
 import { registerMetrics } from "./routes/metrics";
 import { registerUsage } from "./routes/usage";
+import { registerAnalytics } from "./routes/analytics";
 import { registerKeys } from "./routes/keys";
 import { registerCredentials } from "./routes/credentials";
 import { registerAttachments } from "./routes/attachments";
@@ -75,6 +76,7 @@ export function createApp(ctx: AppContext): H3 {
   registerMessages(app, ctx);
   registerWorkspace(app, ctx);
   registerUsage(app, ctx);
+  registerAnalytics(app, ctx);
   registerKeys(app, ctx);
   registerCredentials(app, ctx);
   registerAttachments(app, ctx);

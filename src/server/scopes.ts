@@ -62,6 +62,7 @@ export const ROUTE_ACCESS: Record<string, RouteAccess> = {
 
   "GET /api/usage": "read",
   "GET /api/usage/stats": "read",
+  "GET /api/analytics": "read",
 
   // Queued prompts run sessions; reading the queue is reading.
   "POST /api/queue": "sessions",

@@ -384,3 +384,136 @@ describe("health pool counters and deleted agents", () => {
     expect(await (await server.api(`/api/sessions/${session.id}/files/data/v.txt`)).text()).toBe("v1");
   });
 });
+
+describe("history, timeline, usage and analytics as the original API answers them", () => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+  let sessionId: string;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url });
+    await server.api("/api/agents", { method: "POST", json: agentUpload("historian") });
+    sessionId = (await (await server.api("/api/sessions", { method: "POST", json: { agent: "historian" } })).json()).session.id;
+    for (const content of ["#bash echo from-the-tool", "and a plain answer"]) {
+      const events = await readEvents(await server.api(`/api/sessions/${sessionId}/messages`, { method: "POST", json: { content } }));
+      expect(events.at(-1)?.event).toBe("done");
+    }
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const get = async (path: string) => {
+    const r = await server.api(path);
+    expect(r.status, path).toBe(200);
+    return (await r.json()) as any;
+  };
+
+  it("lists history rows with role user or assistant and the SDK message as a JSON string", async () => {
+    const { messages } = await get(`/api/sessions/${sessionId}/messages`);
+    expect(new Set(messages.map((m: any) => m.role))).toEqual(new Set(["user", "assistant"]));
+    expect(new Set(messages.map((m: any) => m.kind))).toEqual(new Set(["user", "assistant", "tool", "result"]));
+    for (const m of messages) {
+      expect(typeof m.content).toBe("string");
+      expect(m.sessionId).toBe(sessionId);
+    }
+    const parsed = messages.map((m: any) => JSON.parse(m.content));
+    expect(parsed[0]).toEqual({ type: "user", content: "#bash echo from-the-tool" });
+    const toolUse = parsed.find((p: any) => p.type === "assistant" && p.message.content.some((b: any) => b.type === "tool_use"));
+    expect(toolUse.message).toMatchObject({ role: "assistant", content: expect.arrayContaining([expect.objectContaining({ type: "tool_use", name: "Bash" })]) });
+    const toolResult = messages.find((m: any) => m.kind === "tool");
+    expect(toolResult.role).toBe("user");
+    expect(JSON.parse(toolResult.content)).toMatchObject({ type: "user", message: { role: "user", content: [expect.objectContaining({ type: "tool_result" })] } });
+    const results = parsed.filter((p: any) => p.type === "result");
+    expect(results).toHaveLength(2);
+    expect(results[1]).toMatchObject({ subtype: "success", is_error: false, result: expect.stringContaining("and a plain answer") });
+  });
+
+  it("answers the timeline shape with format=timeline, filtered by type and paged without gaps", async () => {
+    const { events } = await get(`/api/sessions/${sessionId}/events?format=timeline`);
+    const types = events.map((e: any) => e.type);
+    expect(types).toEqual(expect.arrayContaining(["tool_start", "tool_result", "text", "turn_complete"]));
+    expect(types.filter((t: string) => t === "turn_complete")).toHaveLength(2);
+    for (const e of events) expect(e).toMatchObject({ id: expect.any(String), sessionId, sequence: expect.any(Number), createdAt: expect.any(String), data: expect.any(String) });
+    const start = JSON.parse(events.find((e: any) => e.type === "tool_start").data);
+    expect(start).toMatchObject({ toolName: "Bash", toolId: expect.any(String), input: { command: "echo from-the-tool" } });
+    const result = JSON.parse(events.find((e: any) => e.type === "tool_result").data);
+    expect(result.toolId).toBe(start.toolId);
+    expect(JSON.stringify(result)).toContain("from-the-tool");
+
+    const onlyStarts = await get(`/api/sessions/${sessionId}/events?format=timeline&type=tool_start`);
+    expect(onlyStarts.events.map((e: any) => e.id)).toEqual(events.filter((e: any) => e.type === "tool_start").map((e: any) => e.id));
+
+    // Page by page, one at a time: the same events, none twice.
+    const paged: string[] = [];
+    let after = 0;
+    for (let round = 0; round < 200; round++) {
+      const page = (await get(`/api/sessions/${sessionId}/events?format=timeline&limit=1&after=${after}`)).events;
+      if (page.length === 0) break;
+      paged.push(...page.map((e: any) => e.id));
+      after = page.at(-1).sequence;
+    }
+    expect(paged).toEqual(events.map((e: any) => e.id));
+    // Our own shape is unchanged without the parameter.
+    expect((await get(`/api/sessions/${sessionId}/events?limit=1`)).events[0]).toMatchObject({ sequence: 1, type: "session_start" });
+  });
+
+  it("refuses a bad format or timeline type with a 400", async () => {
+    for (const query of ["format=xml", "format=timeline&type=banana"]) {
+      const r = await server.api(`/api/sessions/${sessionId}/events?${query}`);
+      expect(r.status, query).toBe(400);
+      expect((await r.json()).error).toMatch(query.includes("banana") ? /"type" must be one of text, tool_start/ : /"format" can only be "timeline"/);
+    }
+  });
+
+  it("adds the original's usage events and flat stats to our usage answers, with its query names", async () => {
+    const ours = await get(`/api/usage?session=${sessionId}`);
+    expect(ours.usage.length).toBeGreaterThan(0);
+    const input = ours.usage.reduce((n: number, u: any) => n + u.inputTokens, 0);
+    const output = ours.usage.reduce((n: number, u: any) => n + u.outputTokens, 0);
+    const sum = (type: string) => ours.events.filter((e: any) => e.eventType === type).reduce((n: number, e: any) => n + e.value, 0);
+    expect(sum("input_tokens")).toBe(input);
+    expect(sum("output_tokens")).toBe(output);
+    expect(ours.events[0]).toMatchObject({ sessionId, agentName: "historian", createdAt: expect.any(String) });
+    // The original's names for the same filter.
+    expect((await get(`/api/usage?sessionId=${sessionId}&agentName=historian`)).usage).toEqual(ours.usage);
+    expect((await get(`/api/usage?agentName=nobody`)).usage).toEqual([]);
+    expect((await get(`/api/usage?before=2000-01-01T00:00:00Z`)).usage).toEqual([]);
+
+    const { stats, totals } = await get(`/api/usage/stats?sessionId=${sessionId}`);
+    const { messages } = await get(`/api/sessions/${sessionId}/messages`);
+    expect(stats).toMatchObject({
+      totalInputTokens: totals.inputTokens,
+      totalOutputTokens: totals.outputTokens,
+      totalToolCalls: 1,
+      totalMessages: messages.filter((m: any) => m.kind === "user" || m.kind === "assistant").length,
+    });
+    expect(stats.totalComputeSeconds).toBeGreaterThan(0);
+    expect((await get(`/api/usage/stats?after=2999-01-01T00:00:00Z`)).stats).toMatchObject({ totalInputTokens: 0, totalToolCalls: 0, totalMessages: 0, totalComputeSeconds: 0 });
+    const bad = await server.api(`/api/usage/stats?after=yesterday`);
+    expect(bad.status).toBe(400);
+    expect((await bad.json()).error).toMatch(/"after" must be an ISO 8601 time/);
+  });
+
+  it("summarises a tenant in /api/analytics, and another tenant sees only its own", async () => {
+    const all = await get(`/api/analytics`);
+    expect(all).toMatchObject({
+      agents: { total: 1 },
+      sessions: { total: 1, byStatus: { active: 1 } },
+      evals: { totalRuns: 0, byStatus: {} },
+    });
+    expect(all.usage).toEqual((await get(`/api/usage/stats`)).stats);
+    expect((await get(`/api/analytics?after=2999-01-01T00:00:00Z`)).usage.totalInputTokens).toBe(0);
+
+    const key = await (await server.api("/api/api-keys", { method: "POST", json: { tenant: "elsewhere", scope: "read" } })).json();
+    const other = await (await fetch(`${server.url}/api/analytics`, { headers: { authorization: `Bearer ${key.key}` } })).json();
+    expect(other).toEqual({
+      agents: { total: 0 },
+      sessions: { total: 0, byStatus: {} },
+      usage: { totalInputTokens: 0, totalOutputTokens: 0, totalCacheCreationTokens: 0, totalCacheReadTokens: 0, totalToolCalls: 0, totalMessages: 0, totalComputeSeconds: 0 },
+      evals: { totalRuns: 0, byStatus: {} },
+    });
+  });
+});

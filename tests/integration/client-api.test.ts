@@ -64,8 +64,9 @@ describe("AshClient against the server", () => {
     expect((await client.listEvents(session.id, { type: "tool_use" })).map((e) => e.id)).toEqual([tool!.id]);
 
     const messages = await client.listMessages(session.id);
-    expect(messages[0]).toMatchObject({ role: "user", content: "#bash cat data/readme.txt" });
-    expect(messages.map((m) => m.role)).toContain("assistant");
+    expect(messages[0]).toMatchObject({ role: "user", kind: "user", data: "#bash cat data/readme.txt", sessionId: session.id });
+    expect(JSON.parse(messages[0]!.content)).toEqual({ type: "user", content: "#bash cat data/readme.txt" });
+    expect(messages.map((m) => m.kind)).toContain("assistant");
   });
 
   it("reads workspace files as bytes, text and binary alike", async () => {

@@ -71,7 +71,7 @@ describe("checkpoints, fork at a turn, rewind", () => {
     expect(echo(await turn(fork.id, "and here?"))).toContain("[turns seen: 2]");
     expect(await file(fork.id, "state.txt")).toBe("one\n");
     const forkHistory = (await (await server.api(`/api/sessions/${fork.id}/messages?limit=500`)).json()).messages as any[];
-    expect(forkHistory.filter((m) => m.role === "user").map((m) => m.content)).toEqual(["#bash echo one > state.txt", "and here?"]);
+    expect(forkHistory.filter((m) => m.kind === "user").map((m) => m.data)).toEqual(["#bash echo one > state.txt", "and here?"]);
     // The parent goes on untouched.
     expect(await file(sessionId, "state.txt")).toBe("two\n");
   });
@@ -91,8 +91,8 @@ describe("checkpoints, fork at a turn, rewind", () => {
       [4, 3, 2, false],
     ]);
     const history = (await (await server.api(`/api/sessions/${sessionId}/messages?limit=500`)).json()).messages as any[];
-    const users = history.filter((m) => m.role === "user");
-    expect(users.map((m) => [m.content, Boolean(m.rewound)])).toEqual([
+    const users = history.filter((m) => m.kind === "user");
+    expect(users.map((m) => [m.data, Boolean(m.rewound)])).toEqual([
       ["#bash echo one > state.txt", false],
       ["#bash echo two > state.txt && echo extra > extra.txt", false],
       ["what now", true],

@@ -71,8 +71,11 @@ describe.each(backends)("turns on $name", (backend) => {
     const stored = (await (await server.api(`/api/sessions/${session.id}/events`)).json()).events;
     expect(stored.map((e: any) => e.sequence)).toEqual(ids);
     const history = (await (await server.api(`/api/sessions/${session.id}/messages`)).json()).messages;
-    expect(history[0]).toMatchObject({ role: "user", content: expect.stringContaining("#bash") });
-    expect(history.map((m: any) => m.role)).toEqual(expect.arrayContaining(["assistant", "tool"]));
+    expect(history[0]).toMatchObject({ role: "user", kind: "user", data: expect.stringContaining("#bash") });
+    // The original API's row: content is the SDK message as a JSON string.
+    expect(JSON.parse(history[0].content)).toEqual({ type: "user", content: history[0].data });
+    expect(history.map((m: any) => m.kind)).toEqual(expect.arrayContaining(["assistant", "tool", "result"]));
+    expect(new Set(history.map((m: any) => m.role))).toEqual(new Set(["user", "assistant"]));
   });
 
   it("remembers earlier turns (the model receives them)", async () => {
@@ -228,10 +231,10 @@ describe("a model that never answers", () => {
       // Let the CLI start first, so the timeout is about the model only.
       await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "warm up" } }));
       const events = await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#hang" } }));
-      expect(events.find((e) => e.event === "error")?.data).toMatchObject({ code: "model_timeout" });
+      expect(events.find((e) => e.event === "error")?.data, JSON.stringify(events)).toMatchObject({ code: "model_timeout" });
       expect(events.at(-1)?.event).toBe("done");
       const next = await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "are you back?" } }));
-      expect(next.map((e) => e.event)).toContain("turn_complete");
+      expect(next.map((e) => e.event), JSON.stringify(next)).toContain("turn_complete");
     } finally {
       await server.dispose();
       await model.close();

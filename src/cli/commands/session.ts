@@ -273,15 +273,15 @@ const history = defineCommand({
       const width = terminalWidth(process.stdout, 100);
       for (const message of messages) {
         // The end of a turn: one dim line with what it cost, not a message of its own.
-        if (message.role === "result") {
-          const result = (message.content ?? {}) as { isError?: boolean; result?: string; usage?: TokenUsage; numTurns?: number };
+        if (message.kind === "result") {
+          const result = (message.data ?? {}) as { isError?: boolean; result?: string; usage?: TokenUsage; numTurns?: number };
           if (result.isError) line(style.red(truncate(`✗ ${result.result ?? "The turn failed."}`, width)));
           const summary = turnSummary(result.numTurns, result.usage ?? undefined);
           if (summary) line(style.dim(summary));
           continue;
         }
-        line(style.dim(`── ${message.role} · #${message.sequence} · ${timeAgo(message.createdAt)}`));
-        for (const text of messageLines(message.content, width)) line(text);
+        line(style.dim(`── ${message.kind} · #${message.sequence} · ${timeAgo(message.createdAt)}`));
+        for (const text of messageLines(message.data, width)) line(text);
       }
     }),
 });

@@ -9,6 +9,8 @@ import { id } from "./sessions";
 import { listMessages } from "../../db/queries/messages";
 import { listEvents } from "../../db/queries/events";
 import { LIVE_SESSION_STATUSES } from "../../contract";
+import { badRequest } from "../errors";
+import { presentMessage, timelineOf, TIMELINE_TYPES, type TimelineEvent } from "../history-shapes";
 
 const contentBlock = z.object({ type: z.string() }).passthrough();
 
@@ -69,13 +71,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
     await ctx.sessions.requireSession(sessionId);
     const { after, limit } = pageOf(getQuery(event) as Record<string, string | undefined>, 1000);
     // A message a rewind took off the session's line is still listed, with `rewound: true`.
-    return {
-      messages: (await listMessages(ctx.db, sessionId, { after, limit })).map(({ rewoundAt, ...m }) => ({
-        ...m,
-        createdAt: new Date(m.createdAt).toISOString(),
-        ...(rewoundAt ? { rewound: true } : {}),
-      })),
-    };
+    return { messages: (await listMessages(ctx.db, sessionId, { after, limit })).map((m) => presentMessage(sessionId, m)) };
   });
 
   app.get("/api/sessions/:id/events", async (event) => {
@@ -83,9 +79,30 @@ export function registerMessages(app: H3, ctx: AppContext): void {
     await ctx.sessions.requireSession(sessionId);
     const q = getQuery(event) as Record<string, string | undefined>;
     const { after, limit } = pageOf(q, 1000);
+    if (q.format !== undefined && q.format !== "timeline") throw badRequest('The query parameter "format" can only be "timeline" (the original API\'s shape), or left out.');
+    if (q.format === "timeline") return { events: await timeline(sessionId, after, limit, q.type) };
     const events = await listEvents(ctx.db, sessionId, { after, limit, type: q.type });
     return { events: events.map((e) => ({ sequence: e.seq, type: e.type, data: e.data, createdAt: new Date(e.createdAt).toISOString() })) };
   });
+
+  /** A page of the timeline: whole stored events only, so `after` = the last `sequence` reads on without a gap. */
+  async function timeline(sessionId: string, after: number, limit: number, type: string | undefined): Promise<TimelineEvent[]> {
+    if (type !== undefined && !(TIMELINE_TYPES as readonly string[]).includes(type)) {
+      throw badRequest(`The query parameter "type" must be one of ${TIMELINE_TYPES.join(", ")} with format=timeline.`);
+    }
+    const page: TimelineEvent[] = [];
+    for (let from = after; ; ) {
+      const stored = await listEvents(ctx.db, sessionId, { after: from, limit: 500 });
+      for (const e of stored) {
+        const made = timelineOf(sessionId, e).filter((t) => type === undefined || t.type === type);
+        if (page.length > 0 && page.length + made.length > limit) return page;
+        page.push(...made);
+        if (page.length >= limit) return page;
+      }
+      if (stored.length < 500) return page;
+      from = stored[stored.length - 1]!.seq;
+    }
+  }
 }
 
 function pageOf(q: Record<string, unknown>, maxLimit: number): { after: number; limit: number } {

@@ -217,13 +217,18 @@ export function openApiDocument(version: string) {
         delete: op("End a session (history is kept)", { "200": sessionAnswer }),
       },
       "/api/usage": {
-        get: op("Model usage as the gateway measured it, one record per model response, oldest first", { "200": { description: "{usage:[{id, sessionId, agentName, turnId, keyId, model, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens, createdAt}], nextCursor}" } }, {
-          parameters: ["session", "agent", "from", "to", "limit", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+        get: op("Model usage as the gateway measured it, one record per model response, oldest first; `events` is the same page in the original API's shape", { "200": { description: "{usage:[{id, sessionId, agentName, turnId, keyId, model, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens, createdAt}], nextCursor, events:[{id, sessionId, agentName, eventType, value, createdAt}]}" } }, {
+          parameters: ["session", "agent", "from", "to", "sessionId", "agentName", "after", "before", "limit", "cursor"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
         }),
       },
       "/api/usage/stats": {
-        get: op("Usage sums, grouped by agent and model", { "200": { description: "{totals, groups:[{agentName, model, requests, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens}]}" } }, {
-          parameters: ["session", "agent", "from", "to"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+        get: op("Usage sums, grouped by agent and model, and the original API's flat totals", { "200": { description: "{totals, groups:[{agentName, model, requests, inputTokens, outputTokens, cacheCreationTokens, cacheReadTokens}], stats:{totalInputTokens, totalOutputTokens, totalCacheCreationTokens, totalCacheReadTokens, totalToolCalls, totalMessages, totalComputeSeconds}}" } }, {
+          parameters: ["session", "agent", "from", "to", "sessionId", "agentName", "after", "before"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
+        }),
+      },
+      "/api/analytics": {
+        get: op("A summary of the caller's tenant: agents, sessions by status, usage (narrowed by after/before), evaluation runs by status", { "200": { description: "{agents:{total}, sessions:{total, byStatus}, usage:{totalInputTokens, ...}, evals:{totalRuns, byStatus}}" } }, {
+          parameters: ["after", "before"].map((name) => ({ name, in: "query", schema: { type: "string" } })),
         }),
       },
       "/api/api-keys": {

@@ -3,6 +3,7 @@ import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { badRequest } from "../errors";
 import { listUsage, usageStats, type UsageFilter, type UsageRecord } from "../../db/queries/usage";
+import { activitySums } from "../../db/queries/activity";
 
 function timeOf(name: string, value: string | undefined): number | undefined {
   if (value === undefined || value === "") return undefined;
@@ -11,8 +12,62 @@ function timeOf(name: string, value: string | undefined): number | undefined {
   return ms;
 }
 
-function filterOf(q: Record<string, string | undefined>, tenantId: string): UsageFilter {
-  return { tenantId, sessionId: q.session || undefined, agentName: q.agent || undefined, from: timeOf("from", q.from), to: timeOf("to", q.to) };
+/** Our query names (session, agent, from, to), or the original API's (sessionId, agentName, after, before). */
+export function filterOf(q: Record<string, string | undefined>, tenantId: string): UsageFilter {
+  return {
+    tenantId,
+    sessionId: q.session || q.sessionId || undefined,
+    agentName: q.agent || q.agentName || undefined,
+    from: q.from !== undefined ? timeOf("from", q.from) : timeOf("after", q.after),
+    to: q.to !== undefined ? timeOf("to", q.to) : timeOf("before", q.before),
+  };
+}
+
+const ORIGINAL_EVENT_TYPES = [
+  ["input_tokens", "inputTokens"],
+  ["output_tokens", "outputTokens"],
+  ["cache_creation_tokens", "cacheCreationTokens"],
+  ["cache_read_tokens", "cacheReadTokens"],
+] as const;
+
+/** A record as the original API's usage events: one per kind of token it counted. */
+function originalEvents(r: UsageRecord) {
+  return ORIGINAL_EVENT_TYPES.filter(([, key]) => r[key] > 0).map(([eventType, key]) => ({
+    id: `${r.id}:${eventType}`,
+    sessionId: r.sessionId,
+    agentName: r.agentName,
+    eventType,
+    value: r[key],
+    createdAt: new Date(r.createdAt).toISOString(),
+  }));
+}
+
+/** The original API's flat totals, from the gateway's records and the sessions' stored history. */
+export async function originalStats(ctx: AppContext, filter: UsageFilter, totals: { inputTokens: number; outputTokens: number; cacheCreationTokens: number; cacheReadTokens: number }) {
+  const activity = await activitySums(ctx.db, filter);
+  return {
+    totalInputTokens: totals.inputTokens,
+    totalOutputTokens: totals.outputTokens,
+    totalCacheCreationTokens: totals.cacheCreationTokens,
+    totalCacheReadTokens: totals.cacheReadTokens,
+    totalToolCalls: activity.toolCalls,
+    totalMessages: activity.messages,
+    totalComputeSeconds: activity.computeSeconds,
+  };
+}
+
+/** Sums of the gateway's records, grouped by agent and model, and in all. */
+export async function usageTotals(ctx: AppContext, filter: UsageFilter) {
+  const groups = await usageStats(ctx.db, filter);
+  const sum = (key: "requests" | "inputTokens" | "outputTokens" | "cacheCreationTokens" | "cacheReadTokens") => groups.reduce((n, g) => n + g[key], 0);
+  const totals = {
+    requests: sum("requests"),
+    inputTokens: sum("inputTokens"),
+    outputTokens: sum("outputTokens"),
+    cacheCreationTokens: sum("cacheCreationTokens"),
+    cacheReadTokens: sum("cacheReadTokens"),
+  };
+  return { totals: { ...totals, totalTokens: totals.inputTokens + totals.outputTokens + totals.cacheCreationTokens + totals.cacheReadTokens }, groups };
 }
 
 function present(r: UsageRecord) {
@@ -51,19 +106,14 @@ export function registerUsage(app: H3, ctx: AppContext): void {
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
-    return { usage: page.map(present), nextCursor };
+    // `events` is the original API's shape of the same page.
+    return { usage: page.map(present), nextCursor, events: page.flatMap(originalEvents) };
   });
 
   app.get("/api/usage/stats", async (event) => {
-    const groups = await usageStats(ctx.db, filterOf(getQuery(event) as Record<string, string | undefined>, principalOf(event).tenantId));
-    const sum = (key: "requests" | "inputTokens" | "outputTokens" | "cacheCreationTokens" | "cacheReadTokens") => groups.reduce((n, g) => n + g[key], 0);
-    const totals = {
-      requests: sum("requests"),
-      inputTokens: sum("inputTokens"),
-      outputTokens: sum("outputTokens"),
-      cacheCreationTokens: sum("cacheCreationTokens"),
-      cacheReadTokens: sum("cacheReadTokens"),
-    };
-    return { totals: { ...totals, totalTokens: totals.inputTokens + totals.outputTokens + totals.cacheCreationTokens + totals.cacheReadTokens }, groups };
+    const filter = filterOf(getQuery(event) as Record<string, string | undefined>, principalOf(event).tenantId);
+    const { totals, groups } = await usageTotals(ctx, filter);
+    // `stats` is the original API's shape.
+    return { totals, groups, stats: await originalStats(ctx, filter, totals) };
   });
 }
