@@ -25,6 +25,11 @@ import type {
   Session,
   SessionPage,
   StoredMessage,
+  UsageQuery,
+  UsagePage,
+  UsageStats,
+  Analytics,
+  TimelineEvent,
   Checkpoint,
   ApiKey,
   CreatedApiKey,
@@ -319,6 +324,23 @@ export class AshClient {
     return this.json<QueueStats>("GET", "/api/queue/stats");
   }
 
+  // ---- Usage ----------------------------------------------------------------
+
+  /** One page of usage records, oldest first. */
+  async listUsage(query: UsageQuery & { limit?: number; cursor?: string } = {}): Promise<UsagePage> {
+    const page = await this.json<UsagePage>("GET", "/api/usage", { query: { ...query } });
+    return { usage: page.usage, nextCursor: page.nextCursor ?? null };
+  }
+
+  async usageStats(query: UsageQuery = {}): Promise<UsageStats> {
+    return this.json<UsageStats>("GET", "/api/usage/stats", { query: { ...query } });
+  }
+
+  /** The tenant's agents, sessions by status, usage (narrowed by after/before) and evaluation runs. */
+  async analytics(query: { after?: string; before?: string } = {}): Promise<Analytics> {
+    return this.json<Analytics>("GET", "/api/analytics", { query: { ...query } });
+  }
+
   // ---- Evaluations ----------------------------------------------------------
 
   async listEvalCases(agent: string): Promise<EvalCase[]> {
@@ -386,6 +408,12 @@ export class AshClient {
   async listEvents(id: string, query: EventQuery = {}): Promise<StreamEvent[]> {
     const answer = await this.json<{ events: unknown[] }>("GET", `/api/sessions/${seg(id)}/events`, { query: { ...query } });
     return (answer.events ?? []).map(storedEvent).filter((e): e is StreamEvent => e !== undefined);
+  }
+
+  /** The session's timeline in the original API's shape; `after` is the last event's `sequence`. */
+  async listTimeline(id: string, query: { after?: number; limit?: number; type?: TimelineEvent["type"] } = {}): Promise<TimelineEvent[]> {
+    const { events } = await this.json<{ events: TimelineEvent[] }>("GET", `/api/sessions/${seg(id)}/events`, { query: { ...query, format: "timeline" } });
+    return events;
   }
 
   /** Every file of the session's workspace (live sandbox, or the snapshot when it is not running). */

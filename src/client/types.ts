@@ -491,3 +491,65 @@ export interface Attachment {
   path: string;
   createdAt: string;
 }
+
+/** Filters of the usage answers: time as ISO 8601 or epoch milliseconds. */
+export interface UsageQuery {
+  session?: string;
+  agent?: string;
+  from?: string;
+  to?: string;
+}
+
+/** One model response's tokens, as the server's model gateway measured them. */
+export interface UsageRecord {
+  id: string;
+  sessionId: string | null;
+  agentName: string;
+  turnId: string | null;
+  keyId: string | null;
+  model: string;
+  inputTokens: number;
+  outputTokens: number;
+  cacheCreationTokens: number;
+  cacheReadTokens: number;
+  createdAt: string;
+}
+
+export interface UsagePage {
+  usage: UsageRecord[];
+  nextCursor: string | null;
+}
+
+/** The original API's flat usage totals. */
+export interface UsageTotals {
+  totalInputTokens: number;
+  totalOutputTokens: number;
+  totalCacheCreationTokens: number;
+  totalCacheReadTokens: number;
+  totalToolCalls: number;
+  totalMessages: number;
+  totalComputeSeconds: number;
+}
+
+export interface UsageStats {
+  totals: { requests: number; inputTokens: number; outputTokens: number; cacheCreationTokens: number; cacheReadTokens: number; totalTokens: number };
+  groups: Array<{ agentName: string; model: string; requests: number; inputTokens: number; outputTokens: number; cacheCreationTokens: number; cacheReadTokens: number }>;
+  stats: UsageTotals;
+}
+
+export interface Analytics {
+  agents: { total: number };
+  sessions: { total: number; byStatus: Record<string, number> };
+  usage: UsageTotals;
+  evals: { totalRuns: number; byStatus: Record<string, number> };
+}
+
+/** A timeline event in the original API's shape (`data` is JSON text). */
+export interface TimelineEvent {
+  id: string;
+  sessionId: string;
+  type: "text" | "tool_start" | "tool_result" | "reasoning" | "error" | "turn_complete" | "lifecycle";
+  data: string;
+  sequence: number;
+  createdAt: string;
+}

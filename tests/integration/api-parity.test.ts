@@ -497,6 +497,23 @@ describe("history, timeline, usage and analytics as the original API answers the
     expect((await bad.json()).error).toMatch(/"after" must be an ISO 8601 time/);
   });
 
+  it("answers the typed client's usage, analytics and timeline methods", async () => {
+    const client = new AshClient({ url: server.url, apiKey: server.apiKey });
+    const page = await client.listUsage({ session: sessionId, limit: 1 });
+    expect(page.usage).toHaveLength(1);
+    expect(page.nextCursor).toBeTruthy();
+    const rest = await client.listUsage({ session: sessionId, cursor: page.nextCursor! });
+    expect(rest.usage.map((u) => u.id)).not.toContain(page.usage[0]!.id);
+    const stats = await client.usageStats({ agent: "historian" });
+    expect(stats.stats.totalToolCalls).toBe(1);
+    expect(stats.groups[0]).toMatchObject({ agentName: "historian" });
+    expect((await client.analytics()).sessions.total).toBe(1);
+    const starts = await client.listTimeline(sessionId, { type: "tool_start" });
+    expect(starts).toHaveLength(1);
+    expect(JSON.parse(starts[0]!.data).toolName).toBe("Bash");
+    expect(await client.listTimeline(sessionId, { after: starts[0]!.sequence, type: "tool_start" })).toEqual([]);
+  });
+
   it("summarises a tenant in /api/analytics, and another tenant sees only its own", async () => {
     const all = await get(`/api/analytics`);
     expect(all).toMatchObject({
