@@ -1,3 +1,5 @@
+import { join, relative } from "node:path";
+import { agentsDirOf } from "../agents/agent-files";
 import type { CheckpointRecord } from "../db/queries/checkpoints";
 import type { AgentConfig, AgentRecord, AgentVersionRecord } from "../db/queries/agents";
 import type { SessionRecord } from "../db/queries/sessions";
@@ -20,6 +22,8 @@ export function presentAgent(agent: AgentRecord, extra: { systemPrompt?: string 
     maxTokens: agent.settings.maxTokens ?? null,
     /** Deployed from a prompt alone: its CLAUDE.md is that prompt. */
     managed: Boolean(agent.settings.managed),
+    /** Its folder inside the server's data folder (the original showed a host path; ours never does). */
+    path: relative("/", join(agentsDirOf("/", agent.tenantId), agent.name)),
     ...(extra.config?.warmSpares !== undefined ? { warmSpares: extra.config.warmSpares } : {}),
   };
 }

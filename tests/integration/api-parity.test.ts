@@ -36,7 +36,7 @@ describe.each(backends)("agents as the original API has them, on $name", (backen
     const r = await server.api("/api/agents", { method: "POST", json: { name: "managed", systemPrompt: "You answer in haiku." } });
     expect(r.status).toBe(201);
     const { agent } = await r.json();
-    expect(agent).toMatchObject({ name: "managed", version: 1, systemPrompt: "You answer in haiku.", managed: true });
+    expect(agent).toMatchObject({ name: "managed", version: 1, systemPrompt: "You answer in haiku.", managed: true, path: "agents/managed" });
     expect(await readFile(join(server.dataDir, "agents/managed/CLAUDE.md"), "utf8")).toBe("You answer in haiku.");
     const files = await (await server.api("/api/agents/managed/files")).json();
     expect(files.files).toEqual([{ path: "CLAUDE.md", size: 20, mode: 0o644, modifiedAt: expect.any(String) }]);

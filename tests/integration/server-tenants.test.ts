@@ -46,6 +46,7 @@ describe.each(backends)("tenants on $name", (backend) => {
     const names = async (key: string) => ((await (await as(key, "/api/agents")).json()).agents as any[]).map((a) => a.name).sort();
     expect(await names(acme)).toEqual(["only-acme", "support"]);
     expect(await names(globex)).toEqual(["support"]);
+    expect((await (await as(globex, "/api/agents/support")).json()).agent.path).toBe("tenants/globex/agents/support");
     expect((await as(globex, "/api/agents/only-acme")).status).toBe(404);
     expect((await as(globex, "/api/agents/only-acme", { method: "DELETE" })).status).toBe(404);
     expect((await as(globex, "/api/sessions", { method: "POST", json: { agent: "only-acme" } })).status).toBe(404);
