@@ -7,7 +7,7 @@ import { ashInProcess } from "../helpers/cli";
 
 // `ash kube generate` through the CLI's own boundary, in a fresh folder, with
 // none of the caller's model or bucket keys in its environment unless a test sets them.
-const CLEAN = { ANTHROPIC_API_KEY: undefined, AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, ASH_IMAGE: undefined, GITHUB_TOKEN: undefined };
+const CLEAN = { ANTHROPIC_API_KEY: undefined, AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, GITHUB_TOKEN: undefined };
 const ash = (cwd: string, args: string[], env: Record<string, string | undefined> = {}) => ashInProcess(args, { cwd, env: { HOME: cwd, ...CLEAN, ...env } });
 const readSecret = async (dir: string, file = "ash-secret.json") => JSON.parse(await readFile(join(dir, file), "utf8"));
 
