@@ -224,7 +224,7 @@ export function buildKubernetes(options: KubeOptions = {}): KubeManifests {
     databaseTitle: section.title,
     storageTitle: storage.title,
     secretFile: KUBE_SECRET_FILE,
-    secretNames: [...secret.generate, ...Object.keys(secret.given), ...secret.fromEnvironment.map((e) => e.name)].join(", "),
+    secretNames: [...secret.generate, ...Object.keys(secret.given), ...secret.fromEnvironment.filter((e) => e.required).map((e) => e.name)].join(", "),
     // The images and the init statement are the Compose file's: one database setup to maintain.
     cockroachImage: composeTemplate.databases.cockroach.services.cockroach.image,
     postgresImage: composeTemplate.databases.postgres.services.postgres.image,
