@@ -4,9 +4,6 @@ import { defineCommand } from "citty";
 import {
   buildKubernetes,
   collectRepeatedFlag,
-  DEFAULT_IDLE_TIMEOUT_MS,
-  DEFAULT_MAX_SANDBOXES,
-  defaultImage,
   KUBE_DEFAULTS,
   KUBE_SECRET_FILE,
   parseEnvAssignment,
@@ -14,6 +11,7 @@ import {
   renderKubernetes,
   writeKubeSecret,
 } from "../../runspec";
+import { deploymentArgs } from "../deployment-args";
 import { CliError, parseInput, usageError } from "../errors";
 import { line, note, style } from "../output";
 
@@ -27,13 +25,11 @@ const generateArgs = {
   namespace: { type: "string", alias: "n", description: `Namespace (default ${KUBE_DEFAULTS.namespace}); the file creates it`, valueHint: "name" },
   output: { type: "string", alias: "o", description: `File to write (default ash.yaml); the Secret goes to ${KUBE_SECRET_FILE} beside it`, valueHint: "file" },
   force: { type: "boolean", description: `Overwrite the output file if it exists (keys in ${KUBE_SECRET_FILE} are never replaced)` },
-  image: { type: "string", description: `Server image (default ${defaultImage()})`, valueHint: "image" },
   cpu: { type: "string", description: `CPU each server requests (default ${KUBE_DEFAULTS.cpu})`, valueHint: "quantity" },
   memory: { type: "string", description: `Memory of each server and its sandboxes (default ${KUBE_DEFAULTS.memory})`, valueHint: "quantity" },
   "data-size": { type: "string", description: `Volume for workspaces without a bucket (default ${KUBE_DEFAULTS.dataSize})`, valueHint: "quantity" },
   "database-size": { type: "string", description: `Volume of the single-node database (default ${KUBE_DEFAULTS.databaseSize})`, valueHint: "quantity" },
-  "max-sandboxes": { type: "string", description: `ASH_MAX_SANDBOXES per server (default ${DEFAULT_MAX_SANDBOXES})`, valueHint: "n" },
-  "idle-timeout": { type: "string", description: `ASH_IDLE_TIMEOUT_MS, in milliseconds (default ${DEFAULT_IDLE_TIMEOUT_MS})`, valueHint: "ms" },
+  ...deploymentArgs,
   env: { type: "string", alias: "e", description: "Extra variable for the server; repeatable. A bare KEY is read from your environment into the Secret", valueHint: "KEY=VALUE" },
 } as const;
 
