@@ -5,6 +5,16 @@ import { ConfigError } from "./config-error";
 import { boolean, integer, isHttpUrl, text, type Env } from "./env-values";
 import { AGENT_NAME, AGENT_NAME_RULE } from "./contract";
 
+/**
+ * How long a server may take to stop after SIGTERM (finish or cut running turns,
+ * save every live session) before it exits anyway. Deployments size their grace
+ * period from it (`ash kube generate`).
+ */
+export const SHUTDOWN_LIMIT_MS = 30_000;
+
+/** `ASH_SNAPSHOT_STORE` naming a bucket: `s3://<bucket>[/<prefix>]`. */
+export const S3_STORE_URL = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/;
+
 /** Shorter credential master keys are refused (the vault checks the same). */
 const MIN_MASTER_KEY_LENGTH = 32;
 
@@ -294,7 +304,7 @@ function warmPoolConfig(env: Env): Record<string, number> {
 function snapshotConfig(env: Env): SnapshotConfig {
   const store = text(env, "ASH_SNAPSHOT_STORE");
   if (!store || store === "fs") return { kind: "fs" };
-  const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(store);
+  const match = S3_STORE_URL.exec(store);
   if (!match) throw new ConfigError('ASH_SNAPSHOT_STORE must be "fs" or s3://<bucket>[/<prefix>]');
   const region = text(env, "ASH_S3_REGION") ?? text(env, "AWS_REGION") ?? "us-east-1";
   const endpoint = text(env, "ASH_S3_ENDPOINT") ?? `https://s3.${region}.amazonaws.com`;

@@ -16,6 +16,7 @@ export const main = defineCommand({
     logs: () => import("./commands/logs").then((m) => m.default),
     stop: () => import("./commands/stop").then((m) => m.default),
     compose: () => import("./commands/compose").then((m) => m.default),
+    kube: () => import("./commands/kube").then((m) => m.default),
     health: () => import("./commands/health").then((m) => m.default),
     deploy: () => import("./commands/deploy").then((m) => m.default),
     agent: () => import("./commands/agent").then((m) => m.default),

@@ -29,7 +29,7 @@ export function parseDatabase(value: string | undefined): ComposeDatabase {
   return database as ComposeDatabase;
 }
 
-function positiveInteger(value: number | string | undefined, fallback: number, flag: string): number {
+export function positiveInteger(value: number | string | undefined, fallback: number, flag: string): number {
   if (value === undefined || value === "") return fallback;
   const text = String(value).trim();
   const n = Number(text);

@@ -1,4 +1,4 @@
-// Render templates/ into what Docker runs: the `ash start` container and the Compose file.
+// Render templates/ into what Docker and Kubernetes run: the `ash start` container, the Compose file, the Kubernetes manifests.
 export { fillTemplate } from "./template";
 export { toYaml, yamlScalar, type YamlValue, type YamlOptions } from "./yaml";
 export { collectRepeatedFlag, parseEnvAssignment, mergeEnv, isEnvName, type EnvAssignment } from "./env";
@@ -33,5 +33,23 @@ export {
   type ComposeOptions,
   type ComposeDocument,
 } from "./compose";
+export {
+  renderKubernetes,
+  buildKubernetes,
+  parseKubeDatabase,
+  prepareKubeSecret,
+  writeKubeSecret,
+  KUBE_DATABASES,
+  KUBE_DEFAULTS,
+  KUBE_SECRET_FILE,
+  PRESTOP_SECONDS,
+  GRACE_MARGIN_SECONDS,
+  type KubeDatabase,
+  type KubeOptions,
+  type KubeManifests,
+  type KubeObject,
+  type KubeSecretPlan,
+  type KubeSecretResult,
+} from "./kubernetes";
 export { ensureDotEnvSecrets, parseDotEnv, generateSecret, type DotEnvResult } from "./dotenv";
 export { applyRunSpec } from "./apply";

@@ -1,5 +1,5 @@
 /**
- * A small YAML emitter for the Compose files Ash writes.
+ * A small YAML emitter for the Compose files and Kubernetes manifests Ash writes.
  *
  * It covers exactly what a Compose file needs (maps, lists, strings, numbers,
  * booleans, null, comments above keys) and quotes every string that a YAML 1.1
@@ -19,6 +19,8 @@ export interface YamlOptions {
   comments?: YamlComments;
   /** Paths of maps whose entries are separated by a blank line (e.g. `services`). */
   spacedMaps?: string[];
+  /** A blank line between top-level keys (default true; Kubernetes objects read better without). */
+  spacedTop?: boolean;
 }
 
 const RESERVED = /^(?:y|n|yes|no|true|false|on|off|null|~|-|\.inf|\.nan)$/i;
@@ -53,6 +55,7 @@ function commentLines(text: string | undefined, indent: string): string[] {
 export function toYaml(document: { [key: string]: YamlValue }, options: YamlOptions = {}): string {
   const comments = options.comments ?? {};
   const spaced = new Set(options.spacedMaps ?? []);
+  const spacedTop = options.spacedTop ?? true;
   const used = new Set<string>();
   const lines: string[] = (options.header ?? []).map((line) => (line ? `# ${line}` : "#"));
   if (lines.length > 0) lines.push("");
@@ -67,7 +70,7 @@ export function toYaml(document: { [key: string]: YamlValue }, options: YamlOpti
     const entries = Object.entries(map);
     entries.forEach(([key, value], index) => {
       const childPath = path ? `${path}.${key}` : key;
-      if (index > 0 && (depth === 0 || spaced.has(path))) lines.push("");
+      if (index > 0 && ((depth === 0 && spacedTop) || spaced.has(path))) lines.push("");
       lines.push(...comment(childPath, indent));
       writeEntry(`${indent}${yamlKey(key)}:`, value, childPath, depth);
     });

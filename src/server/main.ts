@@ -1,5 +1,5 @@
 import { consola } from "consola";
-import { ConfigError, loadConfig } from "../config";
+import { ConfigError, loadConfig, SHUTDOWN_LIMIT_MS } from "../config";
 import { startServer } from "./server";
 import { createServerParts } from "./parts";
 import { configureLogging, createObservability, installUnexpectedErrorHandlers, type Observability } from "../observability";
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     consola.info(`${signal} received; finishing running turns and saving sessions`);
-    const force = setTimeout(() => process.exit(1), 30_000);
+    const force = setTimeout(() => process.exit(1), SHUTDOWN_LIMIT_MS);
     force.unref();
     try {
       await server.close();

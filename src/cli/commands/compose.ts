@@ -4,15 +4,13 @@ import { defineCommand } from "citty";
 import {
   collectRepeatedFlag,
   composeSecretNames,
-  DEFAULT_IDLE_TIMEOUT_MS,
-  DEFAULT_MAX_SANDBOXES,
   DEFAULT_PORT,
-  defaultImage,
   ensureDotEnvSecrets,
   parseDatabase,
   parseEnvAssignment,
   renderCompose,
 } from "../../runspec";
+import { deploymentArgs } from "../deployment-args";
 import { CliError, parseInput, usageError } from "../errors";
 import { line, note, style } from "../output";
 
@@ -21,9 +19,7 @@ const generateArgs = {
   output: { type: "string", alias: "o", description: "File to write (default docker-compose.yml)", valueHint: "file" },
   force: { type: "boolean", description: "Overwrite the output file if it exists (.env keys are never replaced)" },
   port: { type: "string", description: `Host port for the API (default ${DEFAULT_PORT})`, valueHint: "port" },
-  image: { type: "string", description: `Server image (default ${defaultImage()})`, valueHint: "image" },
-  "max-sandboxes": { type: "string", description: `ASH_MAX_SANDBOXES (default ${DEFAULT_MAX_SANDBOXES})`, valueHint: "n" },
-  "idle-timeout": { type: "string", description: `ASH_IDLE_TIMEOUT_MS, in milliseconds (default ${DEFAULT_IDLE_TIMEOUT_MS})`, valueHint: "ms" },
+  ...deploymentArgs,
   env: { type: "string", alias: "e", description: "Extra variable for the server; repeatable. A bare KEY becomes ${KEY} (from .env)", valueHint: "KEY=VALUE" },
 } as const;
 

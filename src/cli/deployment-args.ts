@@ -1,0 +1,8 @@
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_SANDBOXES, defaultImage } from "../runspec";
+
+/** The server settings both `ash compose generate` and `ash kube generate` take, defined once. */
+export const deploymentArgs = {
+  image: { type: "string", description: `Server image (default ${defaultImage()})`, valueHint: "image" },
+  "max-sandboxes": { type: "string", description: `ASH_MAX_SANDBOXES per server (default ${DEFAULT_MAX_SANDBOXES})`, valueHint: "n" },
+  "idle-timeout": { type: "string", description: `ASH_IDLE_TIMEOUT_MS, in milliseconds (default ${DEFAULT_IDLE_TIMEOUT_MS})`, valueHint: "ms" },
+} as const;
