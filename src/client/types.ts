@@ -1,7 +1,7 @@
 /** The resources of the Ash HTTP API, as the server sends them. */
-import type { EvalResultStatus, EvalRunStatus, EvalRunSummary, QueueStatus, SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
+import type { CredentialType, EvalResultStatus, EvalRunStatus, EvalRunSummary, QueueStatus, SessionState, SessionStatus, UploadedFile as AgentFile } from "../contract";
 
-export type { AgentFile, EvalResultStatus, EvalRunStatus, EvalRunSummary, QueueStatus, SessionState, SessionStatus };
+export type { AgentFile, CredentialType, EvalResultStatus, EvalRunStatus, EvalRunSummary, QueueStatus, SessionState, SessionStatus };
 
 export interface AshClientOptions {
   /** Server address, e.g. `http://localhost:4100` (a trailing slash is fine). */
@@ -323,7 +323,7 @@ export interface Tenant {
 /** A stored credential; its secret is never answered. */
 export interface Credential {
   id: string;
-  type: "anthropic" | "custom";
+  type: CredentialType;
   label: string;
   /** For `custom`: the environment variable a session gets it as. */
   variable?: string;
@@ -333,7 +333,7 @@ export interface Credential {
 }
 
 export interface CreateCredentialInput {
-  type: "anthropic" | "custom";
+  type: CredentialType;
   /** The secret: a model key, or a `custom` variable's value. */
   key: string;
   label?: string;

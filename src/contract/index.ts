@@ -70,3 +70,7 @@ export interface EvalRunSummary {
   gradeScore: number | null;
   humanScored: number;
 }
+
+/** What a stored credential is for: a model key the gateway uses (anthropic, bedrock, vertex), or a variable a session gets (custom). */
+export const CREDENTIAL_TYPES = ["anthropic", "bedrock", "vertex", "custom"] as const;
+export type CredentialType = (typeof CREDENTIAL_TYPES)[number];

@@ -3,6 +3,9 @@ import { Agent as HttpAgent, createServer, request as httpRequest, type Incoming
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import type { Socket } from "node:net";
 import { UsageTap, type ModelUsage } from "./usage-tap";
+import type { CloudUpstream } from "./cloud-credentials";
+import { anthropicErrorOf, cloudCall, VertexTokens } from "./cloud-requests";
+import { EventStreamToSse } from "./eventstream-sse";
 
 /** Where a session's model calls really go, and with which key. */
 export interface ModelUpstream {
@@ -12,7 +15,17 @@ export interface ModelUpstream {
   authToken?: string;
   /** Names the key in usage records (never the key itself): "server", "agent", "session". */
   keyId: string;
+  /** Bedrock or Vertex AI instead of the Messages API: calls are translated and signed here. */
+  cloud?: CloudUpstream;
 }
+
+/** Whether calls through this upstream carry a key at all. */
+export function hasModelKey(upstream: ModelUpstream): boolean {
+  return Boolean(upstream.apiKey || upstream.authToken || upstream.cloud);
+}
+
+/** The largest request body read whole for a cloud call (images and documents included). */
+const MAX_CLOUD_BODY = 32 * 1024 * 1024;
 
 /**
  * What one token stands for: one sandbox of one agent, bound to a session
@@ -131,6 +144,7 @@ export class ModelGateway {
   private readonly server: Server;
   private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
   private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
+  private readonly vertexTokens = new VertexTokens();
   hooks: GatewayHooks;
 
   constructor(hooks: GatewayHooks = {}) {
@@ -206,6 +220,7 @@ export class ModelGateway {
   }
 
   private forward(grant: GatewayGrant, req: IncomingMessage, res: ServerResponse): void {
+    if (grant.upstream.cloud) return void this.forwardCloud(grant, grant.upstream.cloud, req, res);
     const base = new URL(grant.upstream.baseUrl);
     const path = base.pathname.replace(/\/+$/, "") + (req.url ?? "/");
     const headers: Record<string, string | string[]> = {};
@@ -218,64 +233,124 @@ export class ModelGateway {
     headers["accept-encoding"] = "identity";
     if (grant.upstream.apiKey) headers["x-api-key"] = grant.upstream.apiKey;
     else if (grant.upstream.authToken) headers.authorization = `Bearer ${grant.upstream.authToken}`;
+    const upstream = this.send(base, req.method ?? "GET", path, headers, (answer) => {
+      const out: Record<string, string | string[]> = {};
+      for (const [name, value] of Object.entries(answer.headers)) if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+      res.writeHead(answer.statusCode ?? 502, out);
+      res.flushHeaders();
+      this.relay(grant, req, res, answer);
+    }, res);
+    req.pipe(upstream);
+    req.on("aborted", () => upstream.destroy());
+  }
+
+  /** Bedrock or Vertex AI: the whole call is read, translated and signed, then sent. */
+  private async forwardCloud(grant: GatewayGrant, cloud: CloudUpstream, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > MAX_CLOUD_BODY) {
+          req.destroy();
+          return anthropicError(res, 413, "request_too_large", `The request is larger than the ${MAX_CLOUD_BODY / 2 ** 20} MiB the gateway sends to ${cloud.kind}.`);
+        }
+        chunks.push(chunk);
+      }
+    } catch {
+      return void res.destroy();
+    }
+    const pathname = (req.url ?? "/").split("?")[0]!;
+    const call = await cloudCall(cloud, this.vertexTokens, req.method ?? "GET", pathname, req.headers, Buffer.concat(chunks));
+    if (!("url" in call)) return anthropicError(res, call.status, call.type, call.message);
+    const upstream = this.send(call.url, call.method, `${call.url.pathname}${call.url.search}`, { ...call.headers, host: call.url.host, "content-length": String(call.body.length), "accept-encoding": "identity" }, (answer) => {
+      const status = answer.statusCode ?? 502;
+      if (status >= 300) {
+        // Cloud errors come in their own shapes; the CLI reads (and retries by) the Messages API's.
+        const parts: Buffer[] = [];
+        let kept = 0;
+        answer.on("data", (chunk: Buffer) => {
+          if (kept < 64 * 1024) parts.push(chunk);
+          kept += chunk.length;
+        });
+        answer.on("end", () => {
+          const error = anthropicErrorOf(status, Buffer.concat(parts).toString("utf8"), cloud.kind);
+          const retryAfter = answer.headers["retry-after"];
+          if (typeof retryAfter === "string" && !res.headersSent) res.setHeader("retry-after", retryAfter);
+          anthropicError(res, status, error.type, error.message);
+        });
+        answer.on("error", () => res.destroy());
+        return;
+      }
+      const eventStream = call.answer === "eventstream" && /amazon\.eventstream/i.test(String(answer.headers["content-type"] ?? ""));
+      const contentType = eventStream ? "text/event-stream" : String(answer.headers["content-type"] ?? "application/json");
+      res.writeHead(status, { "content-type": contentType, "cache-control": "no-cache" });
+      res.flushHeaders();
+      this.relay(grant, req, res, answer, eventStream ? new EventStreamToSse() : undefined);
+    }, res);
+    upstream.end(call.body);
+  }
+
+  /** Opens the upstream request; a connection failure is answered in the Messages API's shape. */
+  private send(base: URL, method: string, path: string, headers: Record<string, string | string[]>, onAnswer: (answer: IncomingMessage) => void, res: ServerResponse) {
     const https = base.protocol === "https:";
-    const send = https ? httpsRequest : httpRequest;
-    const isMessages = req.method === "POST" && /\/v1\/messages\/?(\?.*)?$/.test(req.url ?? "");
-    const upstream = send(
+    const request = (https ? httpsRequest : httpRequest)(
       {
         protocol: base.protocol,
         hostname: base.hostname.replace(/^\[(.*)\]$/, "$1"),
         port: base.port || (https ? 443 : 80),
-        method: req.method,
+        method,
         path,
         headers,
         agent: https ? this.httpsAgent : this.httpAgent,
       },
-      (answer) => {
-        const out: Record<string, string | string[]> = {};
-        for (const [name, value] of Object.entries(answer.headers)) if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
-        res.writeHead(answer.statusCode ?? 502, out);
-        res.flushHeaders();
-        const streaming = /text\/event-stream/i.test(String(answer.headers["content-type"] ?? ""));
-        const tap = isMessages && (answer.statusCode ?? 500) < 300 ? new UsageTap(streaming, "unknown") : undefined;
-        let reported = false;
-        const report = () => {
-          if (!tap || reported) return;
-          reported = true;
-          const usage = tap.finish();
-          if (tap.found) this.hooks.usage?.(grant, usage, req.url ?? "/");
-        };
-        // Written on first, then read: the tap never holds a chunk back.
-        answer.on("data", (chunk: Buffer) => {
-          if (!res.write(chunk)) {
-            answer.pause();
-            res.once("drain", () => answer.resume());
-          }
-          tap?.push(chunk);
-        });
-        answer.on("end", () => {
-          report();
-          res.end();
-        });
-        answer.on("error", () => {
-          report();
-          res.destroy();
-        });
-        res.on("close", () => {
-          if (!answer.complete) {
-            report();
-            answer.destroy();
-          }
-        });
-      },
+      onAnswer,
     );
-    upstream.setNoDelay?.(true);
-    upstream.on("error", (error) => {
+    request.setNoDelay?.(true);
+    request.on("error", (error) => {
       if (!res.headersSent) anthropicError(res, 502, "api_error", `The model gateway could not reach the model API: ${(error as NodeJS.ErrnoException).code ?? error.message}`);
       else res.destroy();
     });
-    req.pipe(upstream);
-    req.on("aborted", () => upstream.destroy());
+    return request;
+  }
+
+  /** Streams an answer back chunk by chunk (converted first when it needs to be), reading the usage on the way. */
+  private relay(grant: GatewayGrant, req: IncomingMessage, res: ServerResponse, answer: IncomingMessage, convert?: EventStreamToSse): void {
+    const isMessages = req.method === "POST" && /\/v1\/messages\/?(\?.*)?$/.test(req.url ?? "");
+    const streaming = Boolean(convert) || /text\/event-stream/i.test(String(answer.headers["content-type"] ?? ""));
+    const tap = isMessages && (answer.statusCode ?? 500) < 300 ? new UsageTap(streaming, "unknown") : undefined;
+    let reported = false;
+    const report = () => {
+      if (!tap || reported) return;
+      reported = true;
+      const usage = tap.finish();
+      if (tap.found) this.hooks.usage?.(grant, usage, req.url ?? "/");
+    };
+    const write = (chunk: Buffer) => {
+      if (chunk.length === 0) return;
+      if (!res.write(chunk)) {
+        answer.pause();
+        res.once("drain", () => answer.resume());
+      }
+      tap?.push(chunk);
+    };
+    // Written on first, then read: the tap never holds a chunk back.
+    answer.on("data", (chunk: Buffer) => write(convert ? Buffer.from(convert.push(chunk)) : chunk));
+    answer.on("end", () => {
+      if (convert) write(Buffer.from(convert.end()));
+      report();
+      res.end();
+    });
+    answer.on("error", () => {
+      report();
+      res.destroy();
+    });
+    res.on("close", () => {
+      if (!answer.complete) {
+        report();
+        answer.destroy();
+      }
+    });
   }
 
   close(): void {

@@ -1,5 +1,6 @@
 import type { ServerConfig } from "../config";
 import type { ModelUpstream } from "../gateway/gateway";
+import { parseCloudCredential } from "../gateway/cloud-credentials";
 
 /** Variables that carry the model key and endpoint: the gateway uses them, the sandbox never sees them. */
 export const MODEL_ACCESS_NAMES = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"] as const;
@@ -39,13 +40,17 @@ export function modelUpstreamOf(input: {
   config: ServerConfig;
   agentEnv: Record<string, string>;
   extraEnv: Record<string, string>;
-  /** An opened `anthropic` credential (src/vault). */
-  credential?: { id: string; value: string };
+  /** An opened `anthropic`, `bedrock` or `vertex` credential (src/vault). */
+  credential?: { id: string; value: string; type?: string };
 }): ModelUpstream {
   const { config, agentEnv, extraEnv } = input;
   const own = (env: Record<string, string>) => Boolean(env.ANTHROPIC_API_KEY || env.ANTHROPIC_AUTH_TOKEN);
   const source = own(extraEnv) ? { env: extraEnv, keyId: "session" } : own(agentEnv) ? { env: agentEnv, keyId: "agent" } : undefined;
   const baseUrl = extraEnv.ANTHROPIC_BASE_URL || agentEnv.ANTHROPIC_BASE_URL || config.anthropicBaseUrl || "https://api.anthropic.com";
+  const cloud = input.credential?.type;
+  if (input.credential && (cloud === "bedrock" || cloud === "vertex")) {
+    return { baseUrl, keyId: `credential:${input.credential.id}`, cloud: parseCloudCredential(cloud, input.credential.value, input.credential.id) };
+  }
   if (input.credential) {
     // OAuth tokens go as a bearer token, API keys as x-api-key.
     const oauth = input.credential.value.startsWith("sk-ant-oat");

@@ -79,7 +79,7 @@ export function prepareSandboxAccess(
     /** The sandbox's declared environment (its OpenTelemetry export settings are routed too). */
     env?: Record<string, string>;
     /** The session's stored model key, used by the gateway only. */
-    credential?: { id: string; value: string };
+    credential?: { id: string; value: string; type?: string };
   },
 ): SandboxAccess & { token: string } {
   const { config, gateway } = deps;

@@ -7,7 +7,7 @@ import type { AshDatabase } from "../db/types";
 import { getAgent, getAgentFiles, getAgentVersion, listAgents, type AgentRecord } from "../db/queries/agents";
 import { getSession, insertSession, updateSession, updateSessionSettings, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
 import { insertUsage, sessionTokenTotal } from "../db/queries/usage";
-import { ModelGateway, type GatewayGrant, type GatewayRefusal } from "../gateway/gateway";
+import { hasModelKey, ModelGateway, type GatewayGrant, type GatewayRefusal } from "../gateway/gateway";
 import { emptyUsage, totalTokens, type ModelUsage } from "../gateway/usage-tap";
 import type { EgressAttempt } from "../sandbox/egress-proxy";
 import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
@@ -580,7 +580,7 @@ export class SessionManager {
 
   /** The gateway asks before forwarding each call: refuses a call without a model key, or past the budget. */
   private admit(grant: GatewayGrant): GatewayRefusal | undefined {
-    if (!grant.upstream.apiKey && !grant.upstream.authToken) {
+    if (!hasModelKey(grant.upstream)) {
       return { status: 401, type: "authentication_error", message: "invalid x-api-key: the Ash server has no ANTHROPIC_API_KEY for this agent" };
     }
     const live = this.liveOf(grant);
@@ -806,7 +806,7 @@ export class SessionManager {
     const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };
     const budget = await this.budgetFor(session, agentVersion?.settings.maxTokens);
     const access = prepareSandboxAccess(this.access, {
-      credential: credential?.type === "anthropic" ? credential : undefined,
+      credential: credential && credential.type !== "custom" ? credential : undefined,
       sandboxId,
       agentName: session.agentName,
       sessionId: session.id,

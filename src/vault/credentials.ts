@@ -1,10 +1,7 @@
 import type { Queryable } from "../db/types";
 import { credentialsSealedUnder, getCredential, resealCredential, touchCredential } from "../db/queries/credentials";
 import { Vault, VaultError } from "./vault";
-
-/** What a stored credential is for. bedrock and vertex are named so the API can say why they are refused. */
-export const CREDENTIAL_TYPES = ["anthropic", "bedrock", "vertex", "custom"] as const;
-export type CredentialType = (typeof CREDENTIAL_TYPES)[number];
+import type { CredentialType } from "../contract";
 
 /** The additional data a credential is sealed with: it opens only as this id of this tenant. */
 export function credentialBinding(id: string, tenantId: string): string {

@@ -149,7 +149,7 @@ describe("API keys, scopes and credentials", () => {
     const custom = await server.api("/api/credentials", { method: "POST", json: { type: "custom", key: "ghp_token", variable: "GITHUB_TOKEN" } });
     expect(custom.status).toBe(201);
     for (const [body, status, message] of [
-      [{ type: "bedrock", key: "x" }, 422, /gateway speaks the Anthropic API/],
+      [{ type: "bedrock", key: "x" }, 400, /bedrock credential's "key" is JSON/],
       [{ type: "custom", key: "x" }, 422, /needs "variable"/],
       [{ type: "anthropic", key: "x", variable: "X" }, 422, /never into the sandbox/],
       [{ type: "anthropic" }, 400, /key/],

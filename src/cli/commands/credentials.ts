@@ -1,8 +1,9 @@
 import { defineCommand } from "citty";
+import { CREDENTIAL_TYPES } from "../../contract";
 import { isNotFound, jsonArg, serverArgs, usageError, withServer, CliError } from "../errors";
 import { line, note, printJson, printTable, style, timeAgo } from "../output";
 
-const TYPES = ["anthropic", "custom"] as const;
+const TYPES = CREDENTIAL_TYPES;
 
 const add = defineCommand({
   meta: { name: "add", description: "Store a secret sealed (from stdin or --from-env, so it stays out of shell history); prints its id" },

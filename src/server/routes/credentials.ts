@@ -4,11 +4,13 @@ import { randomUUID } from "node:crypto";
 import type { AppContext } from "../context";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
-import { notFound, unavailable, unprocessable } from "../errors";
+import { badRequest, forbidden, notFound, unavailable, unprocessable } from "../errors";
+import { CloudCredentialError, hasEndpointOverride, parseCloudCredential } from "../../gateway/cloud-credentials";
 import { json } from "./sessions";
 import { principalOf } from "../auth";
 import { deleteCredential, insertCredential, listCredentials, type CredentialRecord } from "../../db/queries/credentials";
-import { CREDENTIAL_TYPES, credentialBinding } from "../../vault/credentials";
+import { credentialBinding } from "../../vault/credentials";
+import { CREDENTIAL_TYPES } from "../../contract";
 
 const createSchema = z
   .object({
@@ -43,7 +45,15 @@ export function registerCredentials(app: H3, ctx: AppContext): void {
     const caller = principalOf(event);
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     if (body.type === "bedrock" || body.type === "vertex") {
-      throw unprocessable(`A ${body.type} credential cannot drive sessions on this server: its model gateway speaks the Anthropic API. Store an "anthropic" key instead.`);
+      let cloud;
+      try {
+        cloud = parseCloudCredential(body.type, body.key, "check");
+      } catch (error) {
+        if (error instanceof CloudCredentialError) throw badRequest(error.message);
+        throw error;
+      }
+      // Another endpoint would have the server send signed calls wherever a tenant points it.
+      if (hasEndpointOverride(cloud) && !caller.operator) throw forbidden(`Only the server's own key may store a ${body.type} credential with "endpoint" or "tokenEndpoint".`);
     }
     if (body.type === "custom" && !body.variable) throw unprocessable('A "custom" credential needs "variable": the environment variable its value is given as.');
     if (body.type !== "custom" && body.variable) throw unprocessable(`Only "custom" credentials take "variable"; an ${body.type} key goes to the model gateway, never into the sandbox.`);
