@@ -5,6 +5,7 @@ import { accessOf } from "./scopes";
 import { RequestBuckets } from "./rate-limit";
 import { getSession } from "../db/queries/sessions";
 import { errorResponse, toErrorResponse } from "./errors";
+import { drainGate } from "./drain";
 import { registerHealth } from "./routes/health";
 import { registerAgents } from "./routes/agents";
 import { registerSessions } from "./routes/sessions";
@@ -67,6 +68,7 @@ export function createApp(ctx: AppContext): H3 {
     }
     return next();
   });
+  app.use(drainGate(ctx.drain));
 
   registerHealth(app, ctx);
   registerMetrics(app, { metrics, public: settings.metrics.public });

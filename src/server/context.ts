@@ -9,6 +9,7 @@ import type { Keys } from "./auth";
 import type { UsageLimiter } from "./limits";
 import type { Vault } from "../vault/vault";
 import type { Observability } from "../observability";
+import type { Drain } from "./drain";
 
 /** What every route handler can reach. */
 export interface AppContext {
@@ -29,4 +30,6 @@ export interface AppContext {
   version: string;
   startedAt: number;
   observability: Observability;
+  /** Set once the server is shutting down: it starts nothing new and reports not ready. */
+  drain: Drain;
 }

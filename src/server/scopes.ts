@@ -11,6 +11,8 @@ export type RouteAccess = Scope | "public" | "operator";
 
 export const ROUTE_ACCESS: Record<string, RouteAccess> = {
   "GET /health": "public",
+  "GET /health/live": "public",
+  "GET /health/ready": "public",
   "GET /openapi.json": "public",
   // Server-wide numbers name every tenant's agents.
   "GET /metrics": "operator",

@@ -22,6 +22,7 @@ import { Vault } from "../vault/vault";
 import { resealCredentials } from "../vault/credentials";
 import { createApp } from "./app";
 import type { AppContext } from "./context";
+import { Drain } from "./drain";
 import { createObservability, observeDatabase, type Observability } from "../observability";
 
 export interface RunningServer {
@@ -73,7 +74,8 @@ export async function startServer(
     const queue = new QueueWorker({ db, sessions, serverId, config: config.queue, log });
     const evals = new Evals({ config, db, sessions, serverId, log });
     await evals.start();
-    const ctx: AppContext = { config, db, keys, limits: new UsageLimiter(db), vault, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs };
+    const drain = new Drain();
+    const ctx: AppContext = { config, db, keys, limits: new UsageLimiter(db), vault, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs, drain };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
     // port and leaves shutdown to us (listhen's shutdown layer crashed the
@@ -95,6 +97,8 @@ export async function startServer(
       ctx,
       close: () =>
         (closing ??= (async () => {
+          // Not ready from now on, and nothing new starts here; what runs may finish.
+          drain.begin();
           // Claims nothing more; items whose turns the shutdown cuts short are handed back to the queue.
           queue.stop();
           evals.stop();

@@ -50,12 +50,12 @@ describe("buildKubernetes: what every variant has", () => {
       expect(find(list, "Service", "ash")!.spec.ports).toEqual([{ name: "http", port: 4100, targetPort: "http", protocol: "TCP" }]);
     });
 
-    it(`(${name}) is ready on /health, alive while HTTP answers, and drains within the grace period`, () => {
+    it(`(${name}) is ready on /health/ready, alive on /health/live, and drains within the grace period`, () => {
       const c = container(list);
-      expect(c.readinessProbe.httpGet).toEqual({ path: "/health", port: "http" });
+      expect(c.readinessProbe.httpGet).toEqual({ path: "/health/ready", port: "http" });
       expect(c.startupProbe.httpGet).toEqual({ path: "/health", port: "http" });
-      // A database outage (503 on /health) must not restart the servers.
-      expect(c.livenessProbe.httpGet.path).not.toBe("/health");
+      // A database outage (503 on /health and /health/ready) must not restart the servers.
+      expect(c.livenessProbe.httpGet).toEqual({ path: "/health/live", port: "http" });
       // The start-up probe outlasts the server's wait for its database (120 s by default).
       expect(c.startupProbe.periodSeconds * c.startupProbe.failureThreshold).toBeGreaterThan(120);
       expect(c.lifecycle.preStop.exec.command).toEqual(["sleep", String(PRESTOP_SECONDS)]);

@@ -1,13 +1,32 @@
 import type { H3 } from "h3";
 import type { AppContext } from "../context";
 
-/** GET /health: public; 200 when the server can serve, 503 while the database is unreachable. */
+const json = (body: unknown, status: number, headers: Record<string, string> = {}) =>
+  new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers } });
+
+/**
+ * Public health answers. /health: 200 when the server can serve, 503 while the
+ * database is unreachable or the server is shutting down. For load balancers
+ * and Kubernetes probes, /health/live says only that the process answers (a
+ * database outage must not get every server restarted) and /health/ready
+ * whether to send it new work.
+ */
 export function registerHealth(app: H3, ctx: AppContext): void {
+  app.get("/health/live", () => json({ status: "live" }, 200));
+
+  app.get("/health/ready", async () => {
+    if (ctx.drain.draining) return json({ status: "not ready", reason: "draining" }, 503, { "retry-after": "1" });
+    if (!(await ctx.db.ping())) return json({ status: "not ready", reason: "database" }, 503, { "retry-after": "5" });
+    return json({ status: "ready" }, 200);
+  });
+
   app.get("/health", async () => {
     const databaseUp = await ctx.db.ping();
+    const ready = databaseUp && !ctx.drain.draining;
     const sandbox = ctx.sandboxes.describe();
     const body = {
-      status: databaseUp ? "ok" : "degraded",
+      status: ctx.drain.draining ? "draining" : databaseUp ? "ok" : "degraded",
+      ready,
       version: ctx.version,
       uptime: Math.round((Date.now() - ctx.startedAt) / 1000),
       activeSessions: ctx.sessions.liveCount,
@@ -28,9 +47,6 @@ export function registerHealth(app: H3, ctx: AppContext): void {
       limits: sandbox.limits,
       database: ctx.db.dialect,
     };
-    return new Response(JSON.stringify(body), {
-      status: databaseUp ? 200 : 503,
-      headers: { "content-type": "application/json; charset=utf-8", ...(databaseUp ? {} : { "retry-after": "5" }) },
-    });
+    return json(body, ready ? 200 : 503, ready ? {} : { "retry-after": ctx.drain.draining ? "1" : "5" });
   });
 }

@@ -112,7 +112,9 @@ export function openApiDocument(version: string) {
       },
     },
     paths: {
-      "/health": { get: { security: [], summary: "Liveness, capacity (pool, with resumeWarmHits and resumeColdHits), isolation and limits; 503 while the database is unreachable", responses: { "200": { description: "ok" }, "503": { description: "degraded" } } } },
+      "/health": { get: { security: [], summary: "Capacity (pool, with resumeWarmHits and resumeColdHits), isolation and limits, and whether the server is ready; 503 while the database is unreachable or the server shuts down", responses: { "200": { description: "ok" }, "503": { description: "degraded or draining" } } } },
+      "/health/live": { get: { security: [], summary: "200 while the process answers (a liveness probe; the database is not asked)", responses: { "200": { description: "{status: live}" } } } },
+      "/health/ready": { get: { security: [], summary: "200 when the server takes new work; 503 with the reason (draining, database) otherwise (a readiness probe)", responses: { "200": { description: "{status: ready}" }, "503": { description: "{status: not ready, reason}" } } } },
       "/api/agents": {
         post: op("Deploy an agent folder (a new version when the name exists)", { "201": { description: "The agent" }, "413": error, "422": error }, body({
           type: "object",

@@ -1,0 +1,44 @@
+import type { H3Event } from "h3";
+import { unavailable } from "./errors";
+
+/**
+ * A server that is shutting down (SIGTERM: a rolling update, a scale-down)
+ * finishes what runs and starts nothing new: requests that would start a
+ * sandbox or a turn are answered 503 with Retry-After, so a client or load
+ * balancer sends them again to a server that stays. Reads, pauses, stops
+ * and interrupts are still served.
+ */
+export class Drain {
+  private since: number | undefined;
+
+  get draining(): boolean {
+    return this.since !== undefined;
+  }
+
+  begin(): void {
+    this.since ??= Date.now();
+  }
+}
+
+/** Routes that start a sandbox, a turn or a run. */
+const STARTS_WORK = new Set([
+  "POST /api/sessions",
+  "POST /api/sessions/:id/messages",
+  "POST /api/sessions/:id/resume",
+  "POST /api/sessions/:id/fork",
+  "POST /api/sessions/:id/rewind",
+  "POST /api/sessions/:id/exec",
+  "POST /api/agents/:name/evals/runs",
+  "POST /v1/sessions",
+  "POST /v1/sessions/:id/events",
+]);
+
+export function drainGate(drain: Drain) {
+  return (event: H3Event) => {
+    if (!drain.draining) return;
+    const route = event.context.matchedRoute?.route;
+    if (route && STARTS_WORK.has(`${event.req.method} ${route}`)) {
+      throw unavailable("This server is shutting down and starts nothing new; send the request again (another server takes it).", 1);
+    }
+  };
+}

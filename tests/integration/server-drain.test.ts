@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentUpload, parseFrames, startTestServer, type TestServer } from "../helpers/server";
+import { startFakeModel, type FakeModel } from "../fake-model/fake-model.mjs";
+
+// SIGTERM (a rolling update, a scale-down): the server stops being ready at
+// once, refuses to start anything new with a 503 a client can retry elsewhere,
+// still answers reads, lets the running turn finish, and exits 0.
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("a server draining on SIGTERM", () => {
+  let model: FakeModel;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("drained") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  it("answers live and ready while it serves", async () => {
+    const live = await fetch(`${server.url}/health/live`);
+    expect(live.status).toBe(200);
+    expect(await live.json()).toEqual({ status: "live" });
+    const ready = await fetch(`${server.url}/health/ready`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: "ready" });
+    expect(await (await fetch(`${server.url}/health`)).json()).toMatchObject({ status: "ok", ready: true });
+  });
+
+  it("stops being ready, starts nothing new, serves reads, lets the running turn finish, and exits 0", async () => {
+    const { session } = await (await server.api("/api/sessions", { method: "POST", json: { agent: "drained" } })).json();
+    const post = await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#slow 4000" } });
+    const reader = post.body!.getReader();
+    await reader.read();
+    const rest = (async () => {
+      let text = "";
+      for (let c = await reader.read(); !c.done; c = await reader.read()) text += new TextDecoder().decode(c.value);
+      return text;
+    })();
+
+    process.kill(server.pid(), "SIGTERM");
+    let ready: Response | undefined;
+    for (let round = 0; round < 200; round++) {
+      ready = await fetch(`${server.url}/health/ready`);
+      if (ready.status === 503) break;
+      await sleep(20);
+    }
+    expect(ready!.status).toBe(503);
+    expect(ready!.headers.get("retry-after")).toBe("1");
+    expect(await ready!.json()).toEqual({ status: "not ready", reason: "draining" });
+    expect((await fetch(`${server.url}/health`)).status).toBe(503);
+    expect((await fetch(`${server.url}/health/live`)).status).toBe(200);
+
+    // Nothing new starts here; the answer says to send it again.
+    const refused = await server.api("/api/sessions", { method: "POST", json: { agent: "drained" } });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("1");
+    expect((await refused.json()).error).toMatch(/shutting down.*send the request again/);
+    const sessions = (await (await server.api("/api/sessions")).json()).sessions;
+    expect(sessions).toHaveLength(1);
+    // Reads are still answered.
+    expect((await server.api(`/api/sessions/${session.id}`)).status).toBe(200);
+
+    const tail = parseFrames(await rest);
+    expect(tail.some((e) => e.event === "error")).toBe(false);
+    expect(tail.find((e) => e.event === "turn_complete")).toBeDefined();
+    expect(tail.at(-1)?.event).toBe("done");
+    expect(await server.stop()).toBe(0);
+
+    await server.restart();
+    const history = (await (await server.api(`/api/sessions/${session.id}/messages`)).json()).messages;
+    expect(history.map((m: any) => m.kind)).toEqual(["user", "assistant", "result"]);
+  });
+});
