@@ -24,12 +24,23 @@ export interface SandboxNetwork {
   readonly addresses: Record<string, { host: string; port: number }>;
   /** A descriptor of the sandbox's network namespace (bwrap mode), for nsenter; undefined when unisolated. */
   readonly nsFd: number | undefined;
+  /**
+   * Stops the loopback bridges while no process of the sandbox needs them (an
+   * idle session): the namespace stays (the server holds it), so nothing of
+   * the sandbox changes but that its ports do not answer until `resume`.
+   */
+  suspend(): Promise<void>;
+  /** Starts the bridges again (at once when they run). */
+  resume(): Promise<void>;
+  readonly suspended: boolean;
   close(): Promise<void>;
 }
 
 export interface NetworkTools {
   bwrap?: string;
   socat?: string;
+  /** util-linux nsenter: bridges started again join the kept namespace with it. */
+  nsenter?: string;
 }
 
 /** A service's host-side listener, on its unix socket. */
@@ -106,16 +117,25 @@ export async function openSandboxNetwork(options: {
   const servers: Server[] = [];
   let holder: ChildProcess | undefined;
   let nsFd: number | undefined;
-  const close = async () => {
-    if (holder && holder.exitCode === null && holder.signalCode === null) {
-      const gone = new Promise((resolve) => holder!.once("exit", resolve));
-      try {
-        process.kill(-holder.pid!, "SIGKILL");
-      } catch {
-        holder.kill("SIGKILL");
-      }
-      await Promise.race([gone, sleep(2000)]);
+  let suspended = false;
+  let script = "";
+  /** One bridge start or stop at a time. */
+  let moving: Promise<void> = Promise.resolve();
+  const stopHolder = async () => {
+    const running = holder;
+    holder = undefined;
+    if (!running || running.exitCode !== null || running.signalCode !== null) return;
+    const gone = new Promise((resolve) => running.once("exit", resolve));
+    try {
+      process.kill(-running.pid!, "SIGKILL");
+    } catch {
+      running.kill("SIGKILL");
     }
+    await Promise.race([gone, sleep(2000)]);
+  };
+  const close = async () => {
+    await moving.catch(() => undefined);
+    await stopHolder();
     if (nsFd !== undefined) {
       closeSync(nsFd);
       nsFd = undefined;
@@ -123,6 +143,45 @@ export async function openSandboxNetwork(options: {
     await Promise.all(servers.map((server) => new Promise((resolve) => server.close(() => resolve(undefined)))));
     if (options.isolated) await rm(options.dir, { recursive: true, force: true });
   };
+  const ports = options.services.map((s) => s.port);
+
+  /**
+   * Runs the bridges in their own PID namespace (when the server dies, even by
+   * SIGKILL, its init goes and takes every bridge with it, forks included),
+   * in a new network namespace (the first time) or in the kept one (nsenter).
+   */
+  const startHolder = async (fresh: boolean) => {
+    const bwrapArgs = ["--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--die-with-parent", "--json-status-fd", "3", "--", "/bin/sh", "-c", script];
+    const child = fresh
+      ? spawn(options.tools.bwrap!, ["--unshare-user", "--unshare-net", ...bwrapArgs], { stdio: ["ignore", "ignore", "pipe", "pipe"], detached: true, env: { PATH: "/usr/bin:/bin" } })
+      : spawn(options.tools.nsenter!, ["--net=/proc/self/fd/4", options.tools.bwrap!, ...bwrapArgs], { stdio: ["ignore", "ignore", "pipe", "pipe", nsFd!], detached: true, env: { PATH: "/usr/bin:/bin" } });
+    holder = child;
+    let stderr = "";
+    child.stderr!.on("data", (d) => (stderr += d));
+    const exited = new Promise<never>((_, reject) =>
+      child.once("exit", (code) => reject(new Error(`the sandbox's network namespace could not be ${fresh ? "made" : "bridged again"} (exit ${code}): ${stderr.trim()}`))),
+    );
+    exited.catch(() => undefined);
+    const pid = await Promise.race([childPidOf(child.stdio[3] as Readable), exited]);
+    if (fresh) nsFd = openSync(`/proc/${pid}/ns/net`, "r");
+    for (let attempt = 0; !listening(pid, ports); attempt++) {
+      if (child.exitCode !== null) await exited;
+      if (attempt >= 500) throw new Error(`the sandbox's loopback bridges did not start: ${stderr.trim()}`);
+      await sleep(attempt < 20 ? 2 : 10);
+    }
+  };
+  const suspend = () =>
+    (moving = moving.then(async () => {
+      if (!options.isolated || suspended || nsFd === undefined) return;
+      suspended = true;
+      await stopHolder();
+    }));
+  const resume = () =>
+    (moving = moving.then(async () => {
+      if (!suspended || nsFd === undefined) return;
+      await startHolder(false);
+      suspended = false;
+    }));
 
   try {
     if (!options.isolated) {
@@ -132,7 +191,7 @@ export async function openSandboxNetwork(options: {
         servers.push(server);
         addresses[service.name] = { host: "127.0.0.1", port: (server.address() as { port: number }).port };
       }
-      return { addresses, nsFd: undefined, close };
+      return { addresses, nsFd: undefined, close, suspend, resume, suspended: false };
     }
     if (!options.tools.bwrap) throw new Error("bwrap is needed for a sandbox's network namespace");
     if (options.services.length > 0 && !options.tools.socat) {
@@ -152,30 +211,21 @@ export async function openSandboxNetwork(options: {
     }
     // The holder sees the host's files read-only (it runs the bridges, which
     // reach the sockets by their host paths); sandboxed processes never do.
-    const script = `${bridges.join("\n")}\nexec sleep 2147483647`;
-    holder = spawn(
-      options.tools.bwrap,
-      // Its own PID namespace: when the server dies (even by SIGKILL), its init goes and takes
-      // every bridge with it, forks included.
-      ["--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--die-with-parent", "--json-status-fd", "3", "--", "/bin/sh", "-c", script],
-      { stdio: ["ignore", "ignore", "pipe", "pipe"], detached: true, env: { PATH: "/usr/bin:/bin" } },
-    );
-    let stderr = "";
-    holder.stderr!.on("data", (d) => (stderr += d));
-    const exited = new Promise<never>((_, reject) =>
-      holder!.once("exit", (code) => reject(new Error(`the sandbox's network namespace could not be made (exit ${code}): ${stderr.trim()}`))),
-    );
-    exited.catch(() => undefined);
-    const pid = await Promise.race([childPidOf(holder.stdio[3] as Readable), exited]);
-    nsFd = openSync(`/proc/${pid}/ns/net`, "r");
-    const ports = options.services.map((s) => s.port);
-    for (let attempt = 0; !listening(pid, ports); attempt++) {
-      if (holder.exitCode !== null) await exited;
-      if (attempt >= 500) throw new Error(`the sandbox's loopback bridges did not start: ${stderr.trim()}`);
-      await sleep(attempt < 20 ? 2 : 10);
-    }
+    script = `${bridges.join("\n")}\nexec sleep 2147483647`;
+    await startHolder(true);
     const addresses = Object.fromEntries(options.services.map((s) => [s.name, { host: "127.0.0.1", port: s.port }]));
-    return { addresses, nsFd, close };
+    // Without nsenter the bridges cannot be started again: they are never stopped.
+    const canSuspend = Boolean(options.tools.nsenter);
+    return {
+      addresses,
+      nsFd,
+      close,
+      suspend: canSuspend ? suspend : async () => {},
+      resume,
+      get suspended() {
+        return suspended;
+      },
+    };
   } catch (error) {
     await close().catch(() => undefined);
     throw error;

@@ -121,8 +121,16 @@ export interface Sandbox {
   readonly spawnClaudeCode: (options: SpawnOptions, how?: { nice?: number }) => SpawnedProcess;
   /** Sets the niceness of every process the sandbox runs now (a claimed warm spare: back to 0). */
   renice(nice: number): void;
-  /** Runs `sh -c command` inside the sandbox, with its limits. */
+  /** Runs `sh -c command` inside the sandbox, with its limits (its network bridges started again first if they were stopped). */
   exec(command: string, options?: ExecOptions): Promise<ExecResult>;
+  /**
+   * Stops the processes that bridge the sandbox's loopback ports to the server
+   * while nothing in it runs (an idle session), so an idle sandbox costs no
+   * process at all; `resumeNetwork` starts them again before the next agent
+   * process (exec does it by itself).
+   */
+  suspendNetwork(): Promise<void>;
+  resumeNetwork(): Promise<void>;
   /** Recent output lines: the CLI's stderr and every exec's stdout/stderr. */
   logs(limit?: number): SandboxLogLine[];
   /** Why the latest limit-ended process ended; null if no limit ever ended one. */
@@ -359,6 +367,8 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
 
   const spawnClaudeCode = (spawnOptions: SpawnOptions, how: { nice?: number } = {}): SpawnedProcess => {
     assertAlive();
+    // The agent would find its model gateway gone: the caller resumes the bridges first.
+    if (network.suspended) throw new Error("The sandbox's network bridges are stopped; resume them before starting the agent");
     const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, passed: spawnOptions.env, declared: options.env }), ...networkEnv };
     const cwd = resolveCwd(spawnOptions.cwd);
     // The CLI binary (or node's script) usually lives in node_modules, which no system mount covers.
@@ -391,6 +401,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     const declared = { ...withoutModelSettings(options.env ?? {}), ...execOptions.env };
     const env = { ...buildSandboxEnv({ dirs: { homeDir, configDir }, declared }), ...(withoutModelSettings(networkEnv) as Record<string, string>) };
     const cwd = resolveCwd(execOptions.cwd);
+    await network.resume();
     const launched = start("/bin/sh", ["-c", command], env, cwd, execOptions.stdin === undefined ? "ignore" : "pipe", []);
     if (execOptions.stdin !== undefined) {
       launched.stdin!.on("error", () => {});
@@ -484,6 +495,11 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       for (const launched of running) launched.renice(nice);
     },
     exec,
+    suspendNetwork: () => (destroyed ? Promise.resolve() : network.suspend()),
+    resumeNetwork: () => {
+      assertAlive();
+      return network.resume();
+    },
     logs: (limit) => logs.recent(limit),
     limitKillReason: () => lastReason,
     limitCounters: () => ({ ...group.counters(), diskKills }),

@@ -21,6 +21,9 @@ export interface SandboxHandle {
   spawnClaudeCode(options: SpawnOptions, how?: { nice?: number }): SpawnedProcess;
   /** Sets the niceness of the sandbox's running processes (a claimed warm spare: back to that of turns). */
   renice?(nice: number): void;
+  /** Stops its network bridges while no agent process runs (idle); resumeNetwork before the next spawn. */
+  suspendNetwork?(): Promise<void>;
+  resumeNetwork?(): Promise<void>;
   exec(command: string, options: { timeoutMs: number }): Promise<{ exitCode: number; stdout: string; stderr: string; timedOut?: boolean; limit?: LimitKillReason | null }>;
   logs(): string[];
   /** Running totals of limit hits (memory, processes, disk), for telling what a turn ran into. */
