@@ -6,7 +6,7 @@
  * skipped, never applied twice. A start with nothing missing takes no lock.
  */
 import { consola } from "consola";
-import { jitteredDelay, sleep } from "./backoff";
+import { jitteredDelay, retry } from "../retry";
 import { DatabaseUnavailableError, isUniqueViolation } from "./errors";
 import { MIGRATION_LOCK_TABLE_SQL, type MigrationLockOptions, withMigrationLock } from "./migration-lock";
 import type { AshDatabase, Migration } from "./types";
@@ -109,14 +109,9 @@ async function applyOne(db: AshDatabase, migration: Migration): Promise<boolean>
 const CREATE_RACE_CODES = new Set(["42P07", "42710"]);
 
 async function createTableRacing(db: AshDatabase, ddl: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await db.run(ddl);
-      return;
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (attempt >= 5 || !(isUniqueViolation(err) || CREATE_RACE_CODES.has(code ?? ""))) throw err;
-      await sleep(jitteredDelay(attempt, 20, 200));
-    }
-  }
+  await retry(() => db.run(ddl), {
+    attempts: 5,
+    retryIf: (err) => isUniqueViolation(err) || CREATE_RACE_CODES.has((err as { code?: string }).code ?? ""),
+    delay: (attempt) => jitteredDelay(attempt, 20, 200),
+  });
 }

@@ -8,7 +8,7 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { consola } from "consola";
-import { formatSeconds, jitteredDelay, sleep } from "./backoff";
+import { formatSeconds, jitteredDelay, sleep } from "../retry";
 import type { AshDatabase } from "./types";
 
 const log = consola.withTag("db");

@@ -5,7 +5,7 @@
  * would wait forever for the transaction's own lock).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { jitteredDelay, sleep } from "./backoff";
+import { jitteredDelay, retry } from "../retry";
 import { DatabaseBusyError } from "./errors";
 import type { Queryable } from "./types";
 
@@ -26,18 +26,13 @@ export const DEFAULT_MAX_ATTEMPTS = 8;
  * retryable; after `maxAttempts` retryable failures, rejects with DatabaseBusyError.
  */
 export async function retryTransaction<T>(attempt: () => Promise<T>, policy: RetryPolicy): Promise<T> {
-  const maxAttempts = policy.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
-  for (let n = 1; ; n++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (!policy.isRetryable(err)) throw err;
-      if (n >= maxAttempts) throw new DatabaseBusyError(err, n);
-      const delay = jitteredDelay(n, policy.baseDelayMs ?? 10, policy.maxDelayMs ?? 1000);
-      policy.onRetry?.(err, n, delay);
-      await sleep(delay);
-    }
-  }
+  return retry(attempt, {
+    attempts: policy.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+    retryIf: (err) => policy.isRetryable(err),
+    delay: (n) => jitteredDelay(n, policy.baseDelayMs ?? 10, policy.maxDelayMs ?? 1000),
+    onRetry: policy.onRetry,
+    exhausted: (err, n) => new DatabaseBusyError(err, n),
+  });
 }
 
 /** A `tx` that forwards to `inner` until `finish()`, and throws afterwards. */

@@ -7,7 +7,7 @@
  */
 import { consola } from "consola";
 import pg from "pg";
-import { formatSeconds, sleep } from "./backoff";
+import { exponentialDelay, formatSeconds, retry } from "../retry";
 import { DatabaseUnavailableError, describeUnavailability, isUnavailableError } from "./errors";
 import { redactUrl } from "./url";
 
@@ -37,26 +37,26 @@ function isMissingDatabase(err: unknown): boolean {
 export async function waitForPostgres(config: pg.ClientConfig & { connectionString: string }, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const where = redactUrl(config.connectionString);
-  for (let attempt = 1; ; attempt++) {
-    const remaining = deadline - Date.now();
-    try {
-      await probe(config, Math.min(ATTEMPT_TIMEOUT_MS, remaining));
-      if (attempt > 1) log.info(`database reachable after ${attempt} attempts`);
-      return;
-    } catch (err) {
-      if (!isUnavailableError(err) && !isMissingDatabase(err)) {
-        throw new Error(`cannot use PostgreSQL at ${where}: ${describeUnavailability(err)}`, { cause: err });
-      }
-      const reason = describeUnavailability(err);
-      const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** (attempt - 1));
-      if (Date.now() + delay >= deadline) {
-        throw new DatabaseUnavailableError(
-          err,
-          `PostgreSQL at ${where} was not reachable within ${formatSeconds(timeoutMs)} (${reason})`,
-        );
-      }
-      log.warn(`database not reachable yet (${reason}); retrying in ${formatSeconds(delay)}`);
-      await sleep(delay);
-    }
-  }
+  let attempts = 0;
+  await retry(
+    async (attempt) => {
+      attempts = attempt;
+      await probe(config, Math.min(ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
+    },
+    {
+      attempts: Infinity,
+      // Waiting cannot fix an error other than an unreachable server or a database not made yet (a wrong password).
+      retryIf: (err) => isUnavailableError(err) || isMissingDatabase(err),
+      delay: (attempt) => exponentialDelay(attempt, FIRST_DELAY_MS, MAX_DELAY_MS),
+      onRetry: (err, _attempt, delay) => {
+        const reason = describeUnavailability(err);
+        if (Date.now() + delay >= deadline) throw new DatabaseUnavailableError(err, `PostgreSQL at ${where} was not reachable within ${formatSeconds(timeoutMs)} (${reason})`);
+        log.warn(`database not reachable yet (${reason}); retrying in ${formatSeconds(delay)}`);
+      },
+    },
+  ).catch((err) => {
+    if (err instanceof DatabaseUnavailableError) throw err;
+    throw new Error(`cannot use PostgreSQL at ${where}: ${describeUnavailability(err)}`, { cause: err });
+  });
+  if (attempts > 1) log.info(`database reachable after ${attempts} attempts`);
 }

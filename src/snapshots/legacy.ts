@@ -2,13 +2,12 @@ import { createHash, randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
 import { Readable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { createStorage, type Driver, type Storage } from "unstorage";
 import fsDriver from "unstorage/drivers/fs";
 import s3Driver from "unstorage/drivers/s3";
 import { assertSessionId, fileKey, normalizeRelativePath } from "../sandbox/snapshot-keys";
 import { TAR_END, tarHeader, tarPadding, mtimeMsOf } from "../sandbox/tar-stream";
-import { forEachParallel } from "./objects";
+import { forEachParallel, retried } from "./objects";
 import {
   displayName,
   entryPath,
@@ -195,20 +194,6 @@ function toBuffer(value: unknown): Buffer | null {
   throw new Error(`Unexpected stored value of type ${typeof value}`);
 }
 
-/**
- * Object stores answer "InternalError, please try again" now and then
- * (S3 documents retrying 500/503); each call is retried a few times.
- */
-async function retried<T>(call: () => Promise<T>, attempts = 4): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (attempt >= attempts) throw error;
-      await sleep(50 * 4 ** (attempt - 1));
-    }
-  }
-}
 
 function storageBlobs(storage: Storage, retry = false, prefix = ""): Blobs {
   const wrap = retry ? retried : <T>(call: () => Promise<T>) => call();

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { exponentialDelay, retry } from "../retry";
 import { createStorage, type Driver, type Storage } from "unstorage";
 import s3Driver from "unstorage/drivers/s3";
 
@@ -41,15 +41,8 @@ export function toBuffer(value: unknown): Buffer | null {
  * Object stores answer "InternalError, please try again" now and then
  * (S3 documents retrying 500/503); each call is retried a few times.
  */
-export async function retried<T>(call: () => Promise<T>, attempts = 4): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (attempt >= attempts) throw error;
-      await sleep(50 * 4 ** (attempt - 1));
-    }
-  }
+export function retried<T>(call: () => Promise<T>, attempts = 4): Promise<T> {
+  return retry(call, { attempts, delay: (attempt) => exponentialDelay(attempt, 50, Infinity, 4) });
 }
 
 /** Temporary files older than this are left by a crashed put and removed. */

@@ -9,7 +9,7 @@ const src = resolve(import.meta.dirname, "../../src");
 
 /** Bottom to top; a top-level file or folder of src/ per name. */
 const LAYERS: string[][] = [
-  ["contract", "errors", "version", "config-error", "env-values", "config"],
+  ["contract", "errors", "retry", "version", "config-error", "env-values", "config"],
   ["db"],
   ["observability"],
   ["agents", "sandbox", "snapshots", "runtime", "gateway", "vault"],
