@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import Anthropic, { toFile } from "@anthropic-ai/sdk";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
+import { backends } from "../helpers/backends";
 
 type Stream = Awaited<ReturnType<Anthropic["beta"]["sessions"]["events"]["stream"]>>;
 /** Every event this server streams has an id (deltas, which have none, are not sent). */
@@ -48,8 +49,9 @@ async function rejection(promise: Promise<unknown>): Promise<any> {
 // package.json) against a running server with real sandboxes and the Claude Code CLI; only
 // the model is the fake one. /api is used alongside only to show that both APIs see the
 // same agents, sessions and files.
-describe("the Managed Agents API through the official SDK", () => {
+describe.each(backends)("the Managed Agents API through the official SDK on $name", (backend) => {
   let server: TestServer;
+  let cleanup: () => Promise<void>;
   let model: Awaited<ReturnType<typeof startFakeModel>>;
   let client: Anthropic;
   let agentId: string;
@@ -57,12 +59,15 @@ describe("the Managed Agents API through the official SDK", () => {
 
   beforeAll(async () => {
     model = await startFakeModel();
-    server = await startTestServer({ modelUrl: model.url, env: { ASH_MAX_ATTACHMENT_BYTES: "65536" } });
+    const prepared = await backend.prepare();
+    cleanup = prepared.cleanup;
+    server = await startTestServer({ modelUrl: model.url, env: { ...prepared.env, ASH_MAX_ATTACHMENT_BYTES: "65536" } });
     client = new Anthropic({ baseURL: server.url, apiKey: server.apiKey, maxRetries: 0 });
   });
   afterAll(async () => {
     await server?.dispose();
     await model?.close();
+    await cleanup?.();
   });
 
   it("creates an agent, versions it on update, lists and archives it; /api sees the same agent", async () => {
