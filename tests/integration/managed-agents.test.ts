@@ -153,6 +153,8 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
       [{ name: "custom", model: "claude-sonnet-4-5", tools: [{ type: "custom", name: "lookup", description: "d", input_schema: { type: "object" } }] }, /custom tools/],
       [{ name: "asks", model: "claude-sonnet-4-5", tools: [{ type: "agent_toolset_20260401", default_config: { permission_policy: { type: "always_ask" } } }] }, /not available/],
       [{ name: "skilled", model: "claude-sonnet-4-5", skills: [{ type: "anthropic", skill_id: "xlsx" }] }, /skills/],
+      [{ name: "effortful", model: { id: "claude-sonnet-4-5", effort: "high" } }, /effort/],
+      [{ name: "crowd", model: "claude-sonnet-4-5", multiagent: { type: "coordinator", agents: [] } }, /multiagent sessions are not available/],
       [{ name: "helper", model: "claude-sonnet-4-5" }, /exists already/],
     ] as const) {
       const error = await rejection(client.beta.agents.create(params as any));
@@ -160,6 +162,17 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
       expect(error.message).toMatch(message);
     }
     expect((await (await server.api("/api/agents")).json()).agents.length).toBe(before);
+    for (const [params, status, message] of [
+      [{ agent: { type: "agent_with_overrides", id: agentId, system: "other" }, environment_id: "env_default" }, 400, /overrides/],
+      [{ agent: agentId, environment_id: "env_nowhere" }, 404, /environment/],
+      [{ agent: { type: "agent", id: agentId, version: 99 }, environment_id: "env_default" }, 404, /no version 99/],
+      [{ agent: agentId, environment_id: "env_default", vault_ids: ["vlt_1"] }, 400, /vaults/],
+      [{ agent: agentId, environment_id: "env_default", initial_events: [{ type: "user.message", content: [{ type: "text", text: "hi" }] }] }, 400, /initial events are not available/],
+    ] as const) {
+      const error = await rejection(client.beta.sessions.create(params as any));
+      expect([error.status, error.message], JSON.stringify(params)).toEqual([status, expect.stringMatching(message)]);
+    }
+    expect((await (await server.api("/api/sessions")).json()).sessions).toEqual([]);
 
     // A key over its requests a minute gets a RateLimitError carrying retry-after.
     const made = await (await server.api("/api/api-keys", { method: "POST", json: { scope: "read", limits: { requestsPerMinute: 2 } } })).json();

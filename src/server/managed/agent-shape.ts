@@ -53,7 +53,8 @@ export type McpServerParam = z.infer<typeof mcpServerSchema>;
 
 export const modelSchema = z.union([
   z.string().min(1).max(200),
-  z.object({ id: z.string().min(1).max(200), speed: z.enum(["standard", "fast"]).nullable().optional(), effort: z.unknown().optional(), inference_geo: z.string().nullable().optional() }).strict(),
+  // The CLI picks effort and speed itself: asking for them is refused rather than ignored.
+  z.object({ id: z.string().min(1).max(200), speed: z.literal("standard", 'only "standard" is available on this server').nullable().optional() }).strict(),
 ]);
 
 export const skillsSchema = z.array(z.object({ type: z.string(), skill_id: z.string() }).passthrough()).max(0, "skills are not available on this server: put what a skill would add in the agent's folder (CLAUDE.md, .claude/) with ash deploy");

@@ -22,7 +22,7 @@ import {
   type AgentSettings,
 } from "../../db/queries/agents";
 import { AGENT_NAME, AGENT_NAME_RULE } from "../../contract";
-import { iso, isoOrNull, limitOf, metadataPatchSchema, metadataSchema, patchMetadata, queryOf, single, booleanOf, decodePage, encodePage } from "./common";
+import { refuseFields, iso, isoOrNull, limitOf, metadataPatchSchema, metadataSchema, patchMetadata, queryOf, single, booleanOf, decodePage, encodePage } from "./common";
 import {
   checkTools,
   folderFiles,
@@ -40,7 +40,8 @@ import {
 const nameSchema = z.string().regex(AGENT_NAME, `must be ${AGENT_NAME_RULE} (it is also the agent's name in ash and /api)`);
 const systemSchema = z.string().max(200_000);
 const identitySchema = z.object({ type: z.literal("service_account", "only the service_account execution identity exists on this server") }).strict();
-const multiagentSchema = z.null({ message: "multiagent sessions are not available on this server" });
+const multiagentSchema = z.null();
+const REFUSED = { multiagent: "multiagent sessions are not available on this server." };
 
 const createSchema = z
   .object({
@@ -134,7 +135,9 @@ export function registerManagedAgents(app: H3, ctx: AppContext): void {
   }
 
   app.post("/v1/agents", async (event) => {
-    const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const raw = await readJsonBody(event, ctx.config.maxBodyBytes);
+    refuseFields(raw, REFUSED);
+    const body = validate(createSchema, raw);
     const caller = principalOf(event);
     const tools = body.tools;
     const mcpServers = body.mcp_servers ?? [];
@@ -183,7 +186,9 @@ export function registerManagedAgents(app: H3, ctx: AppContext): void {
 
   // An update is a new version that becomes the active one; sessions already running keep theirs.
   app.post("/v1/agents/:id", async (event) => {
-    const body = validate(updateSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const raw = await readJsonBody(event, ctx.config.maxBodyBytes);
+    refuseFields(raw, REFUSED);
+    const body = validate(updateSchema, raw);
     const agent = await requireAgent(event);
     if (agent.archivedAt !== null) throw badRequest(`Agent "${agent.id}" is archived; archived agents cannot be changed.`);
     if (body.version !== undefined && body.version !== agent.version) {

@@ -87,3 +87,12 @@ export function forwardPage<T extends { createdAt: number; id: string }>(rows: T
   const last = items[items.length - 1];
   return { items, next: rows.length > limit && last ? encodePage({ createdAt: last.createdAt, id: last.id }) : null };
 }
+
+/** Fields of the API this server has nothing behind: refused by name, with where to go instead. */
+export function refuseFields(raw: unknown, reasons: Record<string, string>): void {
+  if (!raw || typeof raw !== "object") return;
+  for (const [field, reason] of Object.entries(reasons)) {
+    const value = (raw as Record<string, unknown>)[field];
+    if (value !== undefined && value !== null) throw badRequest(`${field}: ${reason}`);
+  }
+}

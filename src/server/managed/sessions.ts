@@ -23,7 +23,7 @@ import {
   type SessionExtras,
 } from "../../db/queries/managed";
 import { writeWorkspaceEntries, type UploadEntry } from "../../sessions/workspace-files";
-import { booleanOf, decodePage, encodePage, iso, isoOrNull, limitOf, listOf, metadataPatchSchema, metadataSchema, patchMetadata, queryOf, single } from "./common";
+import { refuseFields, booleanOf, decodePage, encodePage, iso, isoOrNull, limitOf, listOf, metadataPatchSchema, metadataSchema, patchMetadata, queryOf, single } from "./common";
 import { agentForSession, presentManagedAgent } from "./agents";
 import { managedFieldsOf } from "./agent-shape";
 import { environmentEnv, findEnvironment } from "./environments";
@@ -36,7 +36,6 @@ const ENDED_STATUSES: readonly SessionStatus[] = ["ended", "error"];
 const MANAGED_STATUSES = ["rescheduling", "running", "idle", "terminated"] as const;
 type ManagedStatus = (typeof MANAGED_STATUSES)[number];
 
-const notHere = (what: string) => z.undefined({ message: `${what} are not available on this server` }).optional();
 
 const fileResourceSchema = z.object({ type: z.literal("file"), file_id: z.string().min(1).max(200), mount_path: z.string().min(1).max(1024).nullable().optional() }).strict();
 
@@ -51,8 +50,6 @@ const createSchema = z
     metadata: metadataSchema.optional(),
     resources: z.array(fileResourceSchema).max(100).optional(),
     vault_ids: z.array(z.string()).max(0, "vaults are not available on this server: store model keys with POST /api/credentials").optional(),
-    budget: notHere("list-cost budgets (token budgets are PATCH /api/sessions/{id})"),
-    initial_events: notHere("initial events: send them with POST /v1/sessions/{id}/events"),
   })
   .strict();
 
@@ -61,8 +58,6 @@ const updateSchema = z
     title: z.string().max(500).nullable().optional(),
     metadata: metadataPatchSchema.nullable().optional(),
     vault_ids: z.array(z.string()).max(0, "vaults are not available on this server").optional(),
-    agent: notHere("changes to a running session's agent"),
-    budget: notHere("list-cost budgets"),
   })
   .strict();
 
@@ -149,7 +144,15 @@ export function registerManagedSessions(app: H3, ctx: AppContext): void {
   }
 
   app.post("/v1/sessions", async (event) => {
-    const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const raw = await readJsonBody(event, ctx.config.maxBodyBytes);
+    if ((raw as { agent?: { type?: unknown } } | null)?.agent?.type === "agent_with_overrides") {
+      throw badRequest("agent: per-session overrides (agent_with_overrides) are not available on this server; update the agent (a new version) and start the session from it.");
+    }
+    refuseFields(raw, {
+      budget: "list-cost budgets are not available on this server; a session's token budget is PATCH /api/sessions/{id}.",
+      initial_events: "initial events are not available on this server; send them with POST /v1/sessions/{id}/events.",
+    });
+    const body = validate(createSchema, raw);
     const caller = principalOf(event);
     // Everything named is checked before anything is made.
     const ref = typeof body.agent === "string" ? { id: body.agent, version: undefined } : body.agent;
@@ -201,7 +204,12 @@ export function registerManagedSessions(app: H3, ctx: AppContext): void {
   app.get("/v1/sessions/:id", async (event) => present(await requireManagedSession(ctx, event)));
 
   app.post("/v1/sessions/:id", async (event) => {
-    const body = validate(updateSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const raw = await readJsonBody(event, ctx.config.maxBodyBytes);
+    refuseFields(raw, {
+      agent: "changing a session's agent is not available on this server; update the agent and start a new session.",
+      budget: "list-cost budgets are not available on this server; a session's token budget is PATCH /api/sessions/{id}.",
+    });
+    const body = validate(updateSchema, raw);
     const session = await requireManagedSession(ctx, event);
     const extras: SessionExtras = {
       ...session.extras,
