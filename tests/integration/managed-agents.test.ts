@@ -301,6 +301,15 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     const events = await readUntil(stream, "session.status_idle");
     expect(JSON.stringify(events.find((e) => e.type === "agent.tool_result"))).toContain("the heron flies at dawn");
 
+    // Content blocks other than text reach the model with the message.
+    const next = await client.beta.sessions.events.stream(session.id);
+    const document = { type: "document" as const, source: { type: "text" as const, media_type: "text/plain" as const, data: "a note about herons" } };
+    await client.beta.sessions.events.send(session.id, { events: [{ type: "user.message", content: [document, { type: "text", text: "what does the note say?" }] }] });
+    const answer = await readUntil(next, "session.status_idle");
+    expect(answer[0]).toMatchObject({ type: "user.message", content: [document, { type: "text", text: "what does the note say?" }] });
+    expect(model.requests.some((r) => JSON.stringify(r.body?.messages ?? []).includes("a note about herons"))).toBe(true);
+    expect(answer.at(-1)).toMatchObject({ type: "session.status_idle", stop_reason: { type: "end_turn" } });
+
     const tooBig = await rejection(client.beta.files.upload({ file: await toFile(Buffer.alloc(70_000, 1), "big.bin") }));
     expect(tooBig.status).toBe(413);
     expect(await client.beta.files.delete(file.id)).toMatchObject({ id: file.id });
