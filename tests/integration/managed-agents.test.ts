@@ -347,6 +347,21 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     for await (const s of client.beta.sessions.list({ include_archived: true })) withArchived.push(s.id);
     expect(withArchived).toContain(viaApi.id);
 
+    // Another tenant's key sees none of it: not the agents, sessions, events, environments or files.
+    expect((await server.api("/api/tenants", { method: "POST", json: { id: "acme" } })).status).toBe(201);
+    const acmeKey = (await (await server.api("/api/api-keys", { method: "POST", json: { tenant: "acme", scope: "admin" } })).json()).key;
+    const acme = new Anthropic({ baseURL: server.url, apiKey: acmeKey, maxRetries: 0 });
+    expect((await acme.beta.agents.list()).data).toEqual([]);
+    expect((await acme.beta.sessions.list()).data).toEqual([]);
+    expect((await acme.beta.files.list()).data).toEqual([]);
+    expect((await acme.beta.environments.list()).data.map((e) => e.id)).toEqual(["env_default"]);
+    expect(await rejection(acme.beta.agents.retrieve(agentId))).toBeInstanceOf(Anthropic.NotFoundError);
+    expect(await rejection(acme.beta.sessions.retrieve(all[0]!))).toBeInstanceOf(Anthropic.NotFoundError);
+    expect(await rejection(acme.beta.sessions.events.list(all[0]!))).toBeInstanceOf(Anthropic.NotFoundError);
+    expect(await rejection(acme.beta.sessions.events.send(all[0]!, { events: [{ type: "user.interrupt" }] }))).toBeInstanceOf(Anthropic.NotFoundError);
+    expect(await rejection(acme.beta.environments.retrieve(environmentId))).toBeInstanceOf(Anthropic.NotFoundError);
+    expect(await rejection(acme.beta.sessions.create({ agent: agentId, environment_id: "env_default" }))).toBeInstanceOf(Anthropic.NotFoundError);
+
     const victim = all[all.length - 1]!;
     expect(await client.beta.sessions.delete(victim)).toMatchObject({ id: victim, type: "session_deleted" });
     expect(await rejection(client.beta.sessions.retrieve(victim))).toBeInstanceOf(Anthropic.NotFoundError);
