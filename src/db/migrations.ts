@@ -358,5 +358,41 @@ export const migrations: Migration[] = [
       `CREATE INDEX attachments_by_session ON attachments (session_id, created_at)`,
     ],
   },
+  {
+    id: 11,
+    name: "the Managed Agents API: environments, session titles and metadata, archiving, files in sessions",
+    // Schema only; the /v1 API reads and writes the same rows as /api (docs/decisions/managed-agents-api.md).
+    statements: [
+      // What sessions run in: networking and packages as the API shapes them, and variables (JSON).
+      `CREATE TABLE environments (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        config TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        archived_at BIGINT
+      )`,
+      `CREATE INDEX environments_by_tenant ON environments (tenant_id, created_at)`,
+      `ALTER TABLE sessions ADD COLUMN title TEXT`,
+      `ALTER TABLE sessions ADD COLUMN metadata TEXT`,
+      `ALTER TABLE sessions ADD COLUMN environment_id TEXT`,
+      `ALTER TABLE sessions ADD COLUMN archived_at BIGINT`,
+      // A deleted session is gone from /v1; its history stays for /api (an ended session).
+      `ALTER TABLE sessions ADD COLUMN deleted_at BIGINT`,
+      `ALTER TABLE agents ADD COLUMN archived_at BIGINT`,
+      // A stored file (an attachment; session_id '' when uploaded on its own) placed in a session's workspace.
+      `CREATE TABLE session_resources (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        mount_path TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX session_resources_by_session ON session_resources (session_id, created_at)`,
+    ],
+  },
 ];
 

@@ -20,6 +20,7 @@ import { registerCredentials } from "./routes/credentials";
 import { registerAttachments } from "./routes/attachments";
 import { registerQueue } from "./routes/queue";
 import { registerEvals } from "./routes/evals";
+import { managedApiErrors, MANAGED_PREFIX, registerManagedApi } from "./managed";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -38,6 +39,13 @@ export function createApp(ctx: AppContext): H3 {
   });
   // First: every request, answered by any route or middleware, is counted and traced.
   app.use(http.middleware);
+  // /v1 answers errors in Anthropic's shape, whichever part below gives them.
+  app.use(
+    managedApiErrors((cause) => {
+      ctx.log.error("request failed:", cause);
+      metrics.unexpectedError("request");
+    }),
+  );
 
   const buckets = new RequestBuckets();
   // Every route's access is decided in scopes.ts: public, a scope, or operator-only.
@@ -46,9 +54,11 @@ export function createApp(ctx: AppContext): H3 {
     const route = event.context.matchedRoute?.route;
     const access = route === "/metrics" && settings.metrics.public ? "public" : accessOf(event.req.method === "HEAD" ? "GET" : event.req.method, route);
     if (access === "public" || (access === undefined && !(path === "/api" || path.startsWith("/api/")))) return next();
-    const principal = await ctx.keys.authenticate(bearerKey(event.req.headers.get("authorization")));
+    // The Anthropic SDK sends its key as x-api-key (or as a bearer token).
+    const managed = path.startsWith(MANAGED_PREFIX);
+    const principal = await ctx.keys.authenticate(bearerKey(event.req.headers.get("authorization")) ?? (managed ? (event.req.headers.get("x-api-key") ?? undefined) : undefined));
     if (!principal) {
-      const hint = path === "/metrics" ? ", or set ASH_METRICS_PUBLIC=true to serve /metrics without one" : "";
+      const hint = path === "/metrics" ? ", or set ASH_METRICS_PUBLIC=true to serve /metrics without one" : managed ? " (or x-api-key: <key>)" : "";
       return errorResponse(401, `Missing, wrong, revoked or expired API key: send Authorization: Bearer <key>${hint}.`, { "www-authenticate": "Bearer" });
     }
     event.context.principal = principal;
@@ -84,5 +94,6 @@ export function createApp(ctx: AppContext): H3 {
   registerAttachments(app, ctx);
   registerQueue(app, ctx);
   registerEvals(app, ctx);
+  registerManagedApi(app, ctx);
   return app;
 }

@@ -32,6 +32,14 @@ export async function readJsonBody(event: H3Event, maxBytes: number, options: { 
   }
 }
 
+/** A body's bytes, never more than `maxBytes` of them (a multipart upload). */
+export async function readRawBody(event: H3Event, maxBytes: number): Promise<Buffer> {
+  const declared = Number(event.req.headers.get("content-length") ?? NaN);
+  if (Number.isFinite(declared) && declared > maxBytes) throw bodyTooLarge(maxBytes);
+  const nodeReq = (event.req as { runtime?: { node?: { req?: IncomingMessage } } }).runtime?.node?.req;
+  return nodeReq ? readNodeBody(nodeReq, maxBytes) : readWebBody(event.req.body, maxBytes);
+}
+
 /**
  * Reads straight from Node's request, so that on overflow it can simply stop
  * listening: the rest of the body is then drained (bounded) after the answer

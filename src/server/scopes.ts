@@ -96,6 +96,35 @@ export const ROUTE_ACCESS: Record<string, RouteAccess> = {
   "GET /api/credentials": "admin",
   "POST /api/credentials": "admin",
   "DELETE /api/credentials/:id": "admin",
+
+  // The Managed Agents API (/v1): the same objects as /api, so the same scopes.
+  "POST /v1/agents": "admin",
+  "GET /v1/agents": "read",
+  "GET /v1/agents/:id": "read",
+  "POST /v1/agents/:id": "admin",
+  "POST /v1/agents/:id/archive": "admin",
+  "GET /v1/agents/:id/versions": "read",
+  // Environments are what sessions run in: the tenant admin's, like agents.
+  "POST /v1/environments": "admin",
+  "GET /v1/environments": "read",
+  "GET /v1/environments/:id": "read",
+  "POST /v1/environments/:id": "admin",
+  "POST /v1/environments/:id/archive": "admin",
+  "DELETE /v1/environments/:id": "admin",
+  "POST /v1/sessions": "sessions",
+  "GET /v1/sessions": "read",
+  "GET /v1/sessions/:id": "read",
+  "POST /v1/sessions/:id": "sessions",
+  "DELETE /v1/sessions/:id": "sessions",
+  "POST /v1/sessions/:id/archive": "sessions",
+  "GET /v1/sessions/:id/events": "read",
+  "POST /v1/sessions/:id/events": "sessions",
+  "GET /v1/sessions/:id/events/stream": "read",
+  "POST /v1/files": "sessions",
+  "GET /v1/files": "read",
+  "GET /v1/files/:id": "read",
+  "GET /v1/files/:id/content": "read",
+  "DELETE /v1/files/:id": "sessions",
 };
 
 export function accessOf(method: string, route: string | undefined): RouteAccess | undefined {

@@ -12,8 +12,18 @@ export function validate<T extends z.ZodType>(schema: T, value: unknown): z.infe
     const where = field ? ` in ${field}` : "";
     throw badRequest(`Unknown field${keys.length > 1 ? "s" : ""}${where}: ${keys.join(", ")}.`);
   }
-  if (issue.code === "invalid_type" && (issue as any).input === undefined) throw badRequest(`The field "${field}" is required.`);
+  if (issue.code === "invalid_type" && valueAt(value, issue.path) === undefined) throw badRequest(`The field "${field}" is required.`);
   throw badRequest(field ? `The field "${field}" is invalid: ${issue.message}.` : `The request body is invalid: ${issue.message}.`);
+}
+
+/** What the input holds at an issue's path (zod does not report the input itself). */
+function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
+  let at = value;
+  for (const key of path) {
+    if (at === null || typeof at !== "object") return undefined;
+    at = (at as Record<PropertyKey, unknown>)[key];
+  }
+  return at;
 }
 
 /**

@@ -266,3 +266,19 @@ export async function listAgentWarmSpares(db: Queryable): Promise<Array<{ tenant
     .map((row) => ({ tenantId: row.tenant_id as string, name: row.name as string, warmSpares: configOf(row.config).warmSpares }))
     .filter((row): row is { tenantId: string; name: string; warmSpares: number } => typeof row.warmSpares === "number");
 }
+
+/** The tenant's agent with that id, with when it was archived (null: it is not). */
+export async function getAgentById(db: Queryable, tenantId: string, id: string): Promise<(AgentRecord & { archivedAt: number | null }) | undefined> {
+  const row = await db.get<any>(`${SELECT_AGENT.replace("a.updated_at,", "a.updated_at, a.archived_at,")} WHERE a.tenant_id = ? AND a.id = ?`, [tenantId, id]);
+  return row ? { ...toAgent(row), archivedAt: row.archived_at === null || row.archived_at === undefined ? null : Number(row.archived_at) } : undefined;
+}
+
+/** When each of a tenant's archived agents was archived, by id. */
+export async function agentArchiveTimes(db: Queryable, tenantId: string): Promise<Map<string, number>> {
+  const rows = await db.all<any>(`SELECT id, archived_at FROM agents WHERE tenant_id = ? AND archived_at IS NOT NULL`, [tenantId]);
+  return new Map(rows.map((r) => [r.id as string, Number(r.archived_at)]));
+}
+
+export async function archiveAgent(db: Queryable, tenantId: string, id: string, at: number): Promise<void> {
+  await db.run(`UPDATE agents SET archived_at = ? WHERE id = ? AND tenant_id = ? AND archived_at IS NULL`, [at, id, tenantId]);
+}

@@ -53,3 +53,20 @@ export async function listAttachments(db: Queryable, sessionId: string): Promise
 export async function deleteAttachment(db: Queryable, tenantId: string, id: string): Promise<boolean> {
   return (await db.run(`DELETE FROM attachments WHERE id = ? AND tenant_id = ?`, [id, tenantId])).changes > 0;
 }
+
+/** A tenant's attachments, oldest first after the cursor; `sessionId` narrows them to one session's. */
+export async function listTenantAttachments(db: Queryable, tenantId: string, options: { sessionId?: string; limit: number; cursor?: { createdAt: number; id: string } }): Promise<AttachmentRecord[]> {
+  const params: unknown[] = [tenantId];
+  let sql = `SELECT ${COLUMNS} FROM attachments WHERE tenant_id = ?`;
+  if (options.sessionId !== undefined) {
+    sql += ` AND session_id = ?`;
+    params.push(options.sessionId);
+  }
+  if (options.cursor) {
+    sql += ` AND (created_at > ? OR (created_at = ? AND id > ?))`;
+    params.push(options.cursor.createdAt, options.cursor.createdAt, options.cursor.id);
+  }
+  sql += ` ORDER BY created_at, id LIMIT ?`;
+  params.push(options.limit);
+  return (await db.all(sql, params)).map(toAttachment);
+}

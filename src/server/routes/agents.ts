@@ -110,33 +110,46 @@ function manifestOf(files: AgentFile[]): z.infer<typeof agentManifestSchema> {
 }
 
 /** The CLAUDE.md of an agent deployed from a prompt alone. */
-function promptFile(prompt: string): AgentFile {
+export function promptFile(prompt: string): AgentFile {
   return { path: "CLAUDE.md", mode: 0o644, content: Buffer.from(prompt, "utf8") };
 }
 
-export function registerAgents(app: H3, ctx: AppContext): void {
-  /**
-   * Stores a version; when it becomes the active one, the folder under
-   * <data>/agents/ is replaced too. A version is written whole or not at
-   * all: files staged first, then the rows, then the swap.
-   */
-  async function storeVersion(input: { tenantId: string; name: string; env: Record<string, string>; systemPrompt: string | null; files: AgentFile[]; settings: AgentSettings; activate: boolean }) {
-    const staged = input.activate ? await stageAgent(ctx.config.dataDir, input.tenantId, input.name, input.files) : undefined;
-    let agent;
-    try {
-      agent = await deployAgent(ctx.db, { id: randomUUID(), ...input });
-    } catch (error) {
-      await staged?.discard().catch(() => undefined);
-      throw error;
-    }
-    try {
-      await staged?.commit();
-    } catch (error) {
-      await undoDeploy(ctx.db, agent).catch((undo) => ctx.log.error(`agent ${agent.name}: taking back version ${agent.version} failed:`, undo));
-      throw error;
-    }
-    return agent;
+export interface StoredVersion {
+  tenantId: string;
+  name: string;
+  env: Record<string, string>;
+  systemPrompt: string | null;
+  files: AgentFile[];
+  settings: AgentSettings;
+  activate: boolean;
+}
+
+/**
+ * Stores a version; when it becomes the active one, the folder under
+ * <data>/agents/ is replaced too. A version is written whole or not at
+ * all: files staged first, then the rows, then the swap. Both APIs (/api
+ * and /v1) store agents through here.
+ */
+export async function storeAgentVersion(ctx: AppContext, input: StoredVersion) {
+  const staged = input.activate ? await stageAgent(ctx.config.dataDir, input.tenantId, input.name, input.files) : undefined;
+  let agent;
+  try {
+    agent = await deployAgent(ctx.db, { id: randomUUID(), ...input });
+  } catch (error) {
+    await staged?.discard().catch(() => undefined);
+    throw error;
   }
+  try {
+    await staged?.commit();
+  } catch (error) {
+    await undoDeploy(ctx.db, agent).catch((undo) => ctx.log.error(`agent ${agent.name}: taking back version ${agent.version} failed:`, undo));
+    throw error;
+  }
+  return agent;
+}
+
+export function registerAgents(app: H3, ctx: AppContext): void {
+  const storeVersion = (input: StoredVersion) => storeAgentVersion(ctx, input);
 
   /** A credential of the tenant an agent may name; 404 otherwise (another tenant's does not exist). */
   async function requireCredential(tenantId: string, id: string): Promise<string> {
