@@ -12,7 +12,7 @@ import { emptyUsage, totalTokens, type ModelUsage } from "../gateway/usage-tap";
 import type { EgressAttempt } from "../sandbox/egress-proxy";
 import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
 import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
-import { copyEvents } from "../db/queries/events";
+import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
 import { copyMessages, lastMessageSeq, rewindMessages } from "../db/queries/messages";
 import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
@@ -1115,15 +1115,8 @@ export class SessionManager {
 
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */
   private async closeInterruptedTurns(): Promise<void> {
-    const rows = await this.o.db.all<{ session_id: string }>(
-      `SELECT e.session_id FROM events e
-        JOIN sessions s ON s.id = e.session_id
-        LEFT JOIN sandboxes b ON b.id = s.sandbox_id
-        WHERE e.seq = (SELECT MAX(seq) FROM events WHERE session_id = e.session_id)
-          AND e.type <> 'done' AND (b.server_id IS NULL OR b.server_id = ?)`,
-      [this.o.serverId],
-    );
-    for (const { session_id } of rows) {
+    const sessionIds = await unfinishedTurnSessions(this.o.db, this.o.serverId);
+    for (const session_id of sessionIds) {
       const log = await this.logFor(session_id);
       await log.append([
         { type: "error", data: { error: "The server restarted while this turn was running.", code: "server_restart" } },
