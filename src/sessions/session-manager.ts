@@ -6,10 +6,7 @@ import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
 import { getAgent, getAgentFiles, getAgentVersion, listAgents, type AgentRecord } from "../db/queries/agents";
 import { getSession, insertSession, updateSession, updateSessionSettings, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
-import { insertUsage, sessionTokenTotal } from "../db/queries/usage";
-import { ModelGateway, type GatewayGrant, type GatewayRefusal } from "../gateway/gateway";
-import { emptyUsage, totalTokens, type ModelUsage } from "../gateway/usage-tap";
-import type { EgressAttempt } from "../sandbox/egress-proxy";
+import { ModelGateway, type GatewayGrant } from "../gateway/gateway";
 import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
 import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
 import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
@@ -31,6 +28,7 @@ import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
 import { Workspaces, type CheckpointInput } from "./workspaces";
 import { buildAgentEnv } from "./agent-env";
+import { emptyTurnUsage, GatewayAccounting, type BudgetState, type TurnUsage } from "./gateway-accounting";
 import { poolKey, spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
 import type { SessionState } from "../contract";
@@ -55,24 +53,6 @@ interface LiveSession {
   budget: BudgetState;
   /** Tokens of the running turn, as the gateway read them. */
   turnUsage?: TurnUsage;
-}
-
-/** Which budget applies to a session, and what it has used. */
-interface BudgetState {
-  limit?: number;
-  which?: "session" | "agent" | "server";
-  used: number;
-  /** Set when the gateway refused a call of the running turn for it. */
-  exceeded?: { budget: string; limit: number; used: number };
-}
-
-interface TurnUsage {
-  requests: number;
-  inputTokens: number;
-  outputTokens: number;
-  cacheCreationTokens: number;
-  cacheReadTokens: number;
-  totalTokens: number;
 }
 
 interface RunningTurn {
@@ -162,6 +142,7 @@ export class SessionManager {
   /** Sessions between "accepted a message" and "turn registered". */
   private readonly claimed = new Set<string>();
   private readonly logs = new Map<string, EventLog>();
+  private readonly accounting: GatewayAccounting;
   private sweeper?: NodeJS.Timeout;
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
@@ -179,12 +160,20 @@ export class SessionManager {
       { count: () => this.warm.readyCount, yieldOne: () => this.warm.yieldOne() },
     );
     const { metrics } = o.observability;
+    this.accounting = new GatewayAccounting({
+      config: o.config,
+      db: o.db,
+      log: o.log,
+      metrics,
+      liveOf: (id) => this.live.get(id),
+      egressDenied: async (sessionId, data) => void (await (await this.logFor(sessionId)).append([{ type: "egress_denied", data }])),
+    });
     this.gateway = new ModelGateway({
-      admit: (grant) => this.admit(grant),
-      usage: (grant, usage) => this.recordUsage(grant, usage),
+      admit: (grant) => this.accounting.admit(grant),
+      usage: (grant, usage) => this.accounting.recordUsage(grant, usage),
       rejected: (reason) => metrics.gatewayRejected(reason),
     });
-    this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.egressSeen(grant, attempt, allowed) };
+    this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.accounting.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.starts = new StartQueue(o.config.startConcurrency);
     this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts });
@@ -552,7 +541,7 @@ export class SessionManager {
     if (live) {
       live.session.settings = settings;
       const agentVersion = await getAgentVersion(this.o.db, session.agentId, session.agentVersion);
-      const fresh = this.budgetLimit(settings, agentVersion?.settings.maxTokens);
+      const fresh = this.accounting.budgetLimit(settings, agentVersion?.settings.maxTokens);
       live.budget.limit = fresh.limit;
       live.budget.which = fresh.which;
     }
@@ -560,85 +549,6 @@ export class SessionManager {
   }
 
   // ---------------------------------------------------------------------------
-
-  private budgetLimit(settings: SessionSettings, agentMax: number | undefined): Pick<BudgetState, "limit" | "which"> {
-    if (settings.maxTokens !== undefined) return { limit: settings.maxTokens, which: "session" };
-    if (agentMax !== undefined) return { limit: agentMax, which: "agent" };
-    if (this.o.config.defaultMaxTokens !== undefined) return { limit: this.o.config.defaultMaxTokens, which: "server" };
-    return {};
-  }
-
-  /** The budget that applies to a session and what it used so far (all its stored usage). */
-  private async budgetFor(session: SessionRecord, agentMax: number | undefined): Promise<BudgetState> {
-    return { ...this.budgetLimit(session.settings, agentMax), used: await sessionTokenTotal(this.o.db, session.id) };
-  }
-
-  private liveOf(grant: GatewayGrant): LiveSession | undefined {
-    const live = grant.sessionId ? this.live.get(grant.sessionId) : undefined;
-    return live && live.grant === grant ? live : undefined;
-  }
-
-  /** The gateway asks before forwarding each call: refuses a call without a model key, or past the budget. */
-  private admit(grant: GatewayGrant): GatewayRefusal | undefined {
-    if (!grant.upstream.apiKey && !grant.upstream.authToken) {
-      return { status: 401, type: "authentication_error", message: "invalid x-api-key: the Ash server has no ANTHROPIC_API_KEY for this agent" };
-    }
-    const live = this.liveOf(grant);
-    if (!live) return undefined;
-    const { budget } = live;
-    if (budget.limit !== undefined && budget.used >= budget.limit) {
-      budget.exceeded = { budget: budget.which ?? "session", limit: budget.limit, used: budget.used };
-      this.o.observability.metrics.budgetRefused();
-      return {
-        status: 403,
-        type: "permission_error",
-        message: `Token budget exceeded: this session has used ${budget.used} of its ${budget.limit} tokens (${budget.which} budget).`,
-      };
-    }
-    return undefined;
-  }
-
-  /** One model response's usage: counted for the budget and the turn at once, stored in the background. */
-  private recordUsage(grant: GatewayGrant, usage: ModelUsage): void {
-    const total = totalTokens(usage);
-    const live = this.liveOf(grant);
-    if (live) {
-      live.budget.used += total;
-      const turn = live.turnUsage;
-      if (turn && grant.turnId) {
-        turn.requests++;
-        turn.inputTokens += usage.inputTokens;
-        turn.outputTokens += usage.outputTokens;
-        turn.cacheCreationTokens += usage.cacheCreationTokens;
-        turn.cacheReadTokens += usage.cacheReadTokens;
-        turn.totalTokens += total;
-      }
-    }
-    this.o.observability.metrics.modelTokens(grant.agentName, usage);
-    const record = {
-      tenantId: live?.session.tenantId,
-      apiKeyId: live?.session.apiKeyId ?? null,
-      id: randomUUID(),
-      sessionId: grant.sessionId ?? null,
-      agentName: grant.agentName,
-      turnId: grant.turnId ?? null,
-      keyId: grant.upstream.keyId,
-      ...usage,
-      createdAt: Date.now(),
-    };
-    insertUsage(this.o.db, record).catch((error) => this.o.log.error(`storing model usage failed:`, error));
-  }
-
-  /** A proxied connection: counted; a refused one also goes into the session's event stream. */
-  private egressSeen(grant: GatewayGrant, attempt: EgressAttempt & { reason?: string }, allowed: boolean): void {
-    this.o.observability.metrics.egress(allowed);
-    if (allowed || !grant.sessionId) return;
-    const sessionId = grant.sessionId;
-    this.o.log.info(`session ${sessionId}: egress to ${attempt.host}:${attempt.port} denied (${attempt.reason})`);
-    void this.logFor(sessionId)
-      .then((log) => log.append([{ type: "egress_denied", data: { host: attempt.host, port: attempt.port, protocol: attempt.protocol, reason: attempt.reason } }]))
-      .catch((error) => this.o.log.error(`session ${sessionId}: storing an egress_denied event failed:`, error));
-  }
 
   /** A session's stored credential, opened; a clear error when it is gone or the server cannot open it. */
   private async openCredential(tenantId: string, id: string): Promise<OpenedCredential> {
@@ -761,7 +671,7 @@ export class SessionManager {
       const { db } = this.o;
       try {
         await spare.transcripts.bind(session.id);
-        live.budget = await this.budgetFor(session, agentRecord.settings.maxTokens);
+        live.budget = await this.accounting.budgetFor(session, agentRecord.settings.maxTokens);
         if (session.model) spare.agent.useModel(session.model);
         await insertSandbox(db, { id: spare.sandbox.id, sessionId: session.id, serverId: this.o.serverId });
         await updateSession(db, session.id, { sandboxId: spare.sandbox.id, status: "active" });
@@ -804,7 +714,7 @@ export class SessionManager {
     // A custom credential is a variable the session asked for; a model key never enters the sandbox.
     const extraEnv = { ...(session.settings.extraEnv ?? {}), ...(credential?.type === "custom" && credential.variable ? { [credential.variable]: credential.value } : {}) };
     const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };
-    const budget = await this.budgetFor(session, agentVersion?.settings.maxTokens);
+    const budget = await this.accounting.budgetFor(session, agentVersion?.settings.maxTokens);
     const access = prepareSandboxAccess(this.access, {
       credential: credential?.type === "anthropic" ? credential : undefined,
       sandboxId,
@@ -902,7 +812,7 @@ export class SessionManager {
 
     arm();
     live.grant.turnId = randomUUID();
-    live.turnUsage = { requests: 0, inputTokens: 0, outputTokens: 0, cacheCreationTokens: 0, cacheReadTokens: 0, totalTokens: 0 };
+    live.turnUsage = emptyTurnUsage();
     live.budget.exceeded = undefined;
     const countersBefore = live.sandbox.limitCounters();
     let lastUuid: string | null = null;
