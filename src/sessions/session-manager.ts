@@ -13,10 +13,10 @@ import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
 import { copyMessages, lastMessageSeq, rewindMessages } from "../db/queries/messages";
 import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
-import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
+import type { TurnOutcome } from "../runtime/agent-session";
 import { StartQueue } from "../runtime/start-queue";
 import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
-import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "../runtime/transcript-store";
+import { createTranscriptStore, materializeTranscript } from "../runtime/transcript-store";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
@@ -28,6 +28,7 @@ import { EventLog, type PendingMessage } from "./event-log";
 import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
 import { Workspaces, type CheckpointInput } from "./workspaces";
 import { buildAgentEnv } from "./agent-env";
+import { launchAgentSession, sandboxAgent, type AgentLauncher, type AgentProcess } from "./agent-process";
 import { emptyTurnUsage, GatewayAccounting, type BudgetState, type TurnUsage } from "./gateway-accounting";
 import { poolKey, spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
@@ -37,9 +38,9 @@ import type { SessionState } from "../contract";
 interface LiveSession {
   session: SessionRecord;
   sandbox: SandboxHandle;
-  agent: AgentSession;
+  agent: AgentProcess;
   /** A new agent process for the same sandbox, resuming `resume` (what waking an idle session starts). */
-  respawn: (resume: string | undefined) => AgentSession;
+  respawn: (resume: string | undefined) => AgentProcess;
   /** Its agent process was stopped after ASH_KEEPALIVE_MS without a turn; the sandbox stays. */
   parked?: boolean;
   /** The stopping of its parked agent process, awaited before a new one resumes the transcript. */
@@ -94,6 +95,8 @@ export interface SessionManagerOptions {
   vault?: Vault;
   log: ConsolaInstance;
   observability: Observability;
+  /** Makes agent processes; default: the Claude Code CLI through the Agent SDK. */
+  launchAgent?: AgentLauncher;
 }
 
 const KILL_GRACE_MS = 5000;
@@ -147,7 +150,11 @@ export class SessionManager {
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
 
+  /** Makes agent processes, for sessions and spares alike. */
+  private readonly launch: AgentLauncher;
+
   constructor(private readonly o: SessionManagerOptions) {
+    this.launch = o.launchAgent ?? launchAgentSession;
     this.pool = new SandboxPool(
       o.config.maxSandboxes,
       () =>
@@ -176,7 +183,7 @@ export class SessionManager {
     this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.accounting.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.starts = new StartQueue(o.config.startConcurrency);
-    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts });
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch: this.launch });
   }
 
   get liveCount(): number {
@@ -756,9 +763,9 @@ export class SessionManager {
       });
       // Also what wakes an idle session: the same process in the same sandbox, resuming its conversation.
       const respawn = (again: string | undefined) =>
-        new AgentSession({
-          cwd: sandbox.workspaceDir,
-          env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+        sandboxAgent(this.launch, sandbox, {
+          env,
+          cliEnv: access.cliEnv,
           model: session.model ?? undefined,
           systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
           mcpServers: settings.mcpServers,
@@ -768,7 +775,7 @@ export class SessionManager {
           resume: again ?? resume,
           fork: again === undefined && forking !== undefined,
           transcriptStore: createTranscriptStore(db, session.id),
-          spawn: (options) => this.held(sandbox.spawnClaudeCode(options)),
+          spawn: (box, options) => this.held(box.spawnClaudeCode(options)),
           stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
           startQueue: this.starts,
         });

@@ -15,15 +15,7 @@ import type { AshDatabase } from "../../src/db/types";
 import type { GatewayGrant } from "../../src/gateway/gateway";
 import { Metrics } from "../../src/observability";
 import { emptyTurnUsage, GatewayAccounting, type AccountedSession } from "../../src/sessions/gateway-accounting";
-
-/** Waits for pending callbacks, up to `rounds` turns of the event loop, until `check` holds. */
-async function until(check: () => boolean | Promise<boolean>, rounds = 500): Promise<void> {
-  for (let i = 0; i < rounds; i++) {
-    if (await check()) return;
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  throw new Error(`the condition did not hold within ${rounds} rounds of the event loop`);
-}
+import { until } from "../helpers/session-fakes";
 
 let dir: string;
 let db: AshDatabase;
