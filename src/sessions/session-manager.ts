@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { dirname, join } from "node:path";
-import type { SDKMessage, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
+import type { SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
@@ -10,26 +10,26 @@ import { ModelGateway, type GatewayGrant } from "../gateway/gateway";
 import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
 import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
 import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
-import { copyMessages, lastMessageSeq, rewindMessages } from "../db/queries/messages";
-import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
+import { copyMessages, rewindMessages } from "../db/queries/messages";
+import { copyTranscript } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
-import type { TurnOutcome } from "../runtime/agent-session";
 import { StartQueue } from "../runtime/start-queue";
 import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
 import { createTranscriptStore, materializeTranscript } from "../runtime/transcript-store";
-import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
-import { SnapshotTooLargeError } from "../snapshots";
 import { conflict, gone, notFound, unavailable, unprocessable } from "../errors";
 import { openCredential, type OpenedCredential } from "../vault/credentials";
 import type { Vault } from "../vault/vault";
-import { EventLog, type PendingMessage } from "./event-log";
-import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
+import { EventLog } from "./event-log";
+import type { SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
 import { Workspaces, type CheckpointInput } from "./workspaces";
 import { buildAgentEnv } from "./agent-env";
 import { launchAgentSession, sandboxAgent, type AgentLauncher, type AgentProcess } from "./agent-process";
-import { emptyTurnUsage, GatewayAccounting, type BudgetState, type TurnUsage } from "./gateway-accounting";
+import { GatewayAccounting, type BudgetState, type TurnUsage } from "./gateway-accounting";
+import { KILL_GRACE_MS, TurnRunner, type RunningTurn } from "./turn-runner";
+
+export { modelFailure } from "./turn-runner";
 import { poolKey, spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
 import type { EvictionReason, Observability } from "../observability";
 import type { SessionState } from "../contract";
@@ -54,13 +54,6 @@ interface LiveSession {
   budget: BudgetState;
   /** Tokens of the running turn, as the gateway read them. */
   turnUsage?: TurnUsage;
-}
-
-interface RunningTurn {
-  done: Promise<void>;
-  interrupted: boolean;
-  timedOut: boolean;
-  live: LiveSession;
 }
 
 export interface NewSession {
@@ -98,8 +91,6 @@ export interface SessionManagerOptions {
   /** Makes agent processes; default: the Claude Code CLI through the Agent SDK. */
   launchAgent?: AgentLauncher;
 }
-
-const KILL_GRACE_MS = 5000;
 
 /**
  * Kept in a session's settings until its CLI first starts: continue the
@@ -146,6 +137,7 @@ export class SessionManager {
   private readonly claimed = new Set<string>();
   private readonly logs = new Map<string, EventLog>();
   private readonly accounting: GatewayAccounting;
+  private readonly runner: TurnRunner;
   private sweeper?: NodeJS.Timeout;
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
@@ -183,6 +175,18 @@ export class SessionManager {
     this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.accounting.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.starts = new StartQueue(o.config.startConcurrency);
+    this.runner = new TurnRunner({
+      config: o.config,
+      db: o.db,
+      log: o.log,
+      observability: o.observability,
+      shuttingDown: () => this.shuttingDown,
+      snapshot: (live, checkpoint) => this.snapshot(live, checkpoint),
+      exited: async (sessionId, status) => {
+        await this.deactivate(sessionId, "evicted", "process_exited").catch(() => undefined);
+        await updateSession(this.o.db, sessionId, { status, sandboxId: null }).catch(() => undefined);
+      },
+    });
     this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch: this.launch });
   }
 
@@ -303,7 +307,8 @@ export class SessionManager {
         options.onTurnEnd?.();
       };
       this.turns.set(sessionId, turn);
-      turn.done = this.runTurn(turn, log, options, release)
+      turn.done = this.runner
+        .run(turn, log, options, release)
         .catch((error) => this.o.log.error(`session ${sessionId}: the turn failed:`, error))
         .finally(release);
       return { log, after };
@@ -794,152 +799,6 @@ export class SessionManager {
     }
   }
 
-  private async runTurn(turn: RunningTurn, log: EventLog, options: SendOptions, release: () => void): Promise<void> {
-    const { live } = turn;
-    const observer = this.o.observability.observeTurn({ sessionId: live.session.id, agent: live.session.agentName, model: options.model ?? live.session.model ?? undefined });
-    const partials = options.includePartialMessages !== false;
-    // Asked for in so many words (not the default): also the raw partial messages.
-    const rawPartials = options.includePartialMessages === true;
-    let lastAppend: Promise<unknown> = Promise.resolve();
-    let watchdog: NodeJS.Timeout | undefined;
-    const arm = () => {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(() => {
-        turn.timedOut = true;
-        this.o.log.warn(`session ${live.session.id}: the model sent nothing for ${this.o.config.turnIdleTimeoutMs} ms; ending the turn`);
-        void live.agent.interrupt();
-        setTimeout(() => void live.agent.close(0), KILL_GRACE_MS).unref();
-      }, this.o.config.turnIdleTimeoutMs);
-    };
-    const emit = (events: StreamEvent[], messages: Array<PendingMessage | undefined> = []) => {
-      for (const event of events) observer.event(event);
-      lastAppend = log.append(events, messages);
-      lastAppend.catch((error) => this.o.log.error(`session ${live.session.id}: storing events failed:`, error));
-    };
-
-    arm();
-    live.grant.turnId = randomUUID();
-    live.turnUsage = emptyTurnUsage();
-    live.budget.exceeded = undefined;
-    const countersBefore = live.sandbox.limitCounters();
-    let lastUuid: string | null = null;
-    let outcome: TurnOutcome;
-    try {
-      outcome = await live.agent.runTurn(options.content, {
-        model: options.model,
-        maxTurns: options.maxTurns,
-        onMessage: (message) => {
-          arm();
-          const m = message as { type?: string; uuid?: string; parent_tool_use_id?: string | null };
-          // The conversation's position after this turn: its last entry of the main thread.
-          if (m.type === "assistant" && typeof m.uuid === "string" && !m.parent_tool_use_id) lastUuid = m.uuid;
-          const events = mapSdkMessage(message, { partials, rawPartials });
-          emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
-        },
-      });
-    } catch (error) {
-      outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
-    } finally {
-      clearTimeout(watchdog);
-      live.grant.turnId = undefined;
-    }
-    await lastAppend.catch(() => undefined);
-
-    if (live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
-      live.session.sdkSessionId = live.agent.sdkSessionId;
-      await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
-    }
-
-    const final = this.finalEvents(turn, outcome, limitHit(countersBefore, live.sandbox.limitCounters()))
-      .map((e) => (e.type === "turn_complete" ? { ...e, data: { ...(e.data as object), gatewayUsage: live.turnUsage ?? null } } : e));
-    emit(final);
-    await lastAppend.catch(() => undefined);
-
-    try {
-      if (outcome.kind === "process_exit") {
-        const status = this.shuttingDown ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
-        await this.deactivate(live.session.id, "evicted", "process_exited").catch(() => undefined);
-        await updateSession(this.o.db, live.session.id, { status, sandboxId: null }).catch(() => undefined);
-      } else {
-        // Saved before `done`: a client told the turn is done can rely on its files.
-        // A failed save fails this turn only; the session and its sandbox go on.
-        const checkpoint = await this.checkpointInput(live, log, options.content, lastUuid);
-        const failure = await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live, checkpoint)).then(
-          () => undefined,
-          (error: unknown) => error,
-        );
-        if (failure !== undefined) emit([saveFailedEvent(failure)]);
-      }
-    } finally {
-      // Counted and its span closed even when saving the workspace failed.
-      observer.end();
-    }
-    await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
-    release();
-    const limit = final.find((e) => e.type === "error" && ["sandbox_oom", "sandbox_pids", "sandbox_disk"].includes((e.data as any).code));
-    if (limit) this.o.observability.telemetry.emit({ type: "sandbox_limit", sessionId: live.session.id, agent: live.session.agentName, data: { code: (limit.data as any).code } });
-    emit([{ type: "done", data: { sessionId: live.session.id } }]);
-    await lastAppend.catch(() => undefined);
-  }
-
-  /** Where the conversation stands after a turn, for its checkpoint. */
-  private async checkpointInput(live: LiveSession, log: EventLog, content: SendOptions["content"], transcriptUuid: string | null): Promise<CheckpointInput> {
-    const sdkSessionId = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? null;
-    const { db } = this.o;
-    return {
-      sdkSessionId,
-      transcriptUuid,
-      transcriptIdx: sdkSessionId ? await lastTranscriptIdx(db, { sessionId: live.session.id, sdkSessionId, subpath: "" }) : null,
-      messageSeq: await lastMessageSeq(db, live.session.id),
-      eventSeq: log.lastSeq,
-      prompt: promptOf(content),
-    };
-  }
-
-  private finalEvents(turn: RunningTurn, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
-    const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
-    const limitText = (l: LimitKillReason) => ({ sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" })[l];
-    const exceeded = turn.live.budget.exceeded;
-    if (exceeded && !turn.interrupted && !this.shuttingDown) {
-      const which = { session: "the session's token budget (maxTokens)", agent: "the agent's default token budget (maxTokens on deploy)", server: "the server's default token budget (ASH_DEFAULT_MAX_TOKENS)" }[exceeded.budget] ?? "a token budget";
-      return [
-        {
-          type: "error",
-          data: {
-            error: `The model call was refused: this session has used ${exceeded.used} tokens, which reaches ${which} of ${exceeded.limit}. Raise it with PATCH /api/sessions/:id {"maxTokens": n} to continue.`,
-            code: "budget_exceeded",
-            budget: exceeded.budget,
-            limit: exceeded.limit,
-            used: exceeded.used,
-          },
-        },
-      ];
-    }
-    if (outcome.kind === "result") {
-      const r = outcome.result;
-      if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
-      if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
-      if (r.is_error || r.subtype !== "success") {
-        const detail = typeof r.result === "string" && r.result ? r.result : Array.isArray(r.errors) && r.errors.length ? r.errors.join("; ") : r.subtype;
-        return [error(modelFailure(detail), "model_error")];
-      }
-      // The CLI survived, but a process it ran was stopped by a limit: say so.
-      if (limit) return [turnCompleteOf(r), error(`A process in the sandbox was stopped because the sandbox exceeded ${limitText(limit)}.`, limit)];
-      return [turnCompleteOf(r)];
-    }
-    if (outcome.kind === "max_turns") {
-      const events: StreamEvent[] = [];
-      if (outcome.result) events.push(turnCompleteOf(outcome.result));
-      events.push(error("The turn reached its maxTurns limit.", "max_turns"));
-      return events;
-    }
-    if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
-    if (this.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
-    if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
-    if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
-    return [error(`The agent process ended unexpectedly: ${outcome.error.message}`, "sandbox_crashed")];
-  }
-
   /** Ends a running turn at once (stop, end, shutdown). */
   private async killTurn(sessionId: string, why: "interrupted" | "server_shutdown" = "interrupted"): Promise<void> {
     const turn = this.turns.get(sessionId);
@@ -950,7 +809,7 @@ export class SessionManager {
   }
 
   /** Saves the live workspace; after a turn, as that turn's checkpoint. */
-  private async snapshot(live: LiveSession, checkpoint?: CheckpointInput): Promise<void> {
+  private async snapshot(live: Pick<LiveSession, "session" | "sandbox">, checkpoint?: CheckpointInput): Promise<void> {
     const { tracing, metrics } = this.o.observability;
     try {
       await tracing.withSpan("sandbox.snapshot", { "ash.session_id": live.session.id }, async (span) => {
@@ -1044,52 +903,6 @@ export class SessionManager {
   }
 }
 
-/** Which limit, if any, struck between two counter readings (memory first: it also causes the others). */
-function limitHit(before: ReturnType<SandboxHandle["limitCounters"]>, after: ReturnType<SandboxHandle["limitCounters"]>): LimitKillReason | null {
-  if (after.oomKills > before.oomKills) return "sandbox_oom";
-  if (after.pidsMaxHits > before.pidsMaxHits) return "sandbox_pids";
-  if (after.diskKills > before.diskKills) return "sandbox_disk";
-  return null;
-}
-
-/** The `error` event of a turn whose workspace could not be saved. */
-function saveFailedEvent(error: unknown): StreamEvent {
-  if (error instanceof SnapshotTooLargeError) return { type: "error", data: { error: error.message, code: "sandbox_disk" } };
-  return {
-    type: "error",
-    data: { error: "Saving the workspace failed, so the last save is kept; the session's logs say why. The session can go on.", code: "workspace_save_failed" },
-  };
-}
-
-/** Which raw SDK messages also go into the session's history (GET /messages). */
-function historyMessageOf(message: SDKMessage): PendingMessage | undefined {
-  const m = message as any;
-  if (m.type === "assistant") return { id: randomUUID(), role: "assistant", content: m.message?.content ?? [] };
-  if (m.type === "user" && Array.isArray(m.message?.content) && m.message.content.some((b: any) => b.type === "tool_result")) {
-    return { id: randomUUID(), role: "tool", content: m.message.content };
-  }
-  if (m.type === "result") return { id: randomUUID(), role: "result", content: { subtype: m.subtype, result: m.result ?? null, isError: m.is_error, usage: m.usage ?? null } };
-  return undefined;
-}
-
-/** The start of a user message, as a checkpoint lists it. */
-function promptOf(content: SendOptions["content"]): string | null {
-  const text = typeof content === "string" ? content : content.map((b: any) => (b && b.type === "text" && typeof b.text === "string" ? b.text : "")).join(" ");
-  const trimmed = text.trim();
-  return trimmed ? trimmed.slice(0, 200) : null;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * The CLI's own words for a missing or rejected key ("Not logged in · Please
- * run /login") mean nothing to an API user: name the server setting instead.
- */
-export function modelFailure(detail: string): string {
-  if (/not logged in|\/login|invalid (x-)?api[ -]key|authentication_error/i.test(detail)) {
-    return `The model refused the call: the server has no valid ANTHROPIC_API_KEY (${detail}). Set it where the server starts: export ANTHROPIC_API_KEY=sk-ant-... before \`ash start\` (or \`ash start -e ANTHROPIC_API_KEY=...\`), then \`ash stop\` and \`ash start\` again.`;
-  }
-  return `The model call failed: ${detail}`;
 }
