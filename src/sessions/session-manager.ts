@@ -1,60 +1,34 @@
 import { randomUUID } from "node:crypto";
-import { dirname, join } from "node:path";
-import type { SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
-import { getAgent, getAgentFiles, getAgentVersion, listAgents, type AgentRecord } from "../db/queries/agents";
+import { getAgent, getAgentVersion, listAgents } from "../db/queries/agents";
 import { getSession, insertSession, updateSession, updateSessionSettings, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
-import { ModelGateway, type GatewayGrant } from "../gateway/gateway";
-import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
-import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
+import { endOrphanedSandboxes } from "../db/queries/sandboxes";
 import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
 import { copyMessages, rewindMessages } from "../db/queries/messages";
 import { copyTranscript } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
+import { ModelGateway } from "../gateway/gateway";
 import { StartQueue } from "../runtime/start-queue";
-import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
-import { createTranscriptStore, materializeTranscript } from "../runtime/transcript-store";
-import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
-import { conflict, gone, notFound, unavailable, unprocessable } from "../errors";
-import { openCredential, type OpenedCredential } from "../vault/credentials";
+import { conflict, gone, notFound } from "../errors";
 import type { Vault } from "../vault/vault";
+import type { Observability } from "../observability";
+import type { SessionState } from "../contract";
+import type { SandboxAccessDeps } from "./sandbox-access";
 import { EventLog } from "./event-log";
 import type { SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
-import { Workspaces, type CheckpointInput } from "./workspaces";
-import { buildAgentEnv } from "./agent-env";
-import { launchAgentSession, sandboxAgent, type AgentLauncher, type AgentProcess } from "./agent-process";
-import { GatewayAccounting, type BudgetState, type TurnUsage } from "./gateway-accounting";
+import { Workspaces } from "./workspaces";
+import { poolKey, spareCanServe, WarmPool } from "./warm-pool";
+import { launchAgentSession, type AgentLauncher } from "./agent-process";
+import { GatewayAccounting } from "./gateway-accounting";
+import { Lifecycle } from "./lifecycle";
+import { LiveSessions, type ForkState } from "./live-sessions";
+import { SessionTurns } from "./session-state";
 import { KILL_GRACE_MS, TurnRunner, type RunningTurn } from "./turn-runner";
 
 export { modelFailure } from "./turn-runner";
-import { poolKey, spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
-import type { EvictionReason, Observability } from "../observability";
-import type { SessionState } from "../contract";
-
-/** A session whose sandbox and CLI process are running. */
-interface LiveSession {
-  session: SessionRecord;
-  sandbox: SandboxHandle;
-  agent: AgentProcess;
-  /** A new agent process for the same sandbox, resuming `resume` (what waking an idle session starts). */
-  respawn: (resume: string | undefined) => AgentProcess;
-  /** Its agent process was stopped after ASH_KEEPALIVE_MS without a turn; the sandbox stays. */
-  parked?: boolean;
-  /** The stopping of its parked agent process, awaited before a new one resumes the transcript. */
-  parking?: Promise<void>;
-  busy: boolean;
-  lastUsedAt: number;
-  /** Set while it is being put to sleep: it still holds its pool slot until its processes are gone. */
-  closing?: Promise<void>;
-  /** Its model gateway token's grant, revoked when the sandbox goes. */
-  grant: GatewayGrant;
-  budget: BudgetState;
-  /** Tokens of the running turn, as the gateway read them. */
-  turnUsage?: TurnUsage;
-}
 
 export interface NewSession {
   agent: string;
@@ -93,30 +67,12 @@ export interface SessionManagerOptions {
 }
 
 /**
- * Kept in a session's settings until its CLI first starts: continue the
- * conversation of Claude Code session `forkOf` under a new id (a fork or a
- * rewind), cut at `forkAt` (a checkpoint's position) when set.
- */
-interface ForkState {
-  forkOf?: string;
-  forkAt?: { uuid: string | null; idx: number | null };
-}
-
-/** deactivate()'s reasons as ash_evictions_total labels them. */
-const EVICTION_REASON: Record<string, EvictionReason> = {
-  idle_timeout: "idle",
-  capacity: "capacity",
-  paused: "pause",
-  stopped: "stop",
-  ended: "end",
-  server_shutdown: "shutdown",
-  process_exited: "crash",
-};
-
-/**
- * The life of every session: bringing its sandbox and CLI up (restoring the
- * workspace and the conversation when it was evicted, paused or moved), running
- * one turn at a time into its event log, and putting it to sleep again.
+ * The life of every session, as routes, the queue and evaluations see it:
+ * creating, sending, interrupting, pausing, stopping, ending, forking and
+ * rewinding. The work is done by its parts: LiveSessions (sandboxes and agent
+ * processes), TurnRunner (one turn into the event log), Lifecycle (the moves
+ * to sleep and to the end), GatewayAccounting (budgets and usage), with each
+ * session's state in one place (session-state.ts).
  */
 export class SessionManager {
   readonly pool: SandboxPool;
@@ -130,35 +86,19 @@ export class SessionManager {
   readonly workspaces: Workspaces;
   /** Agent processes starting at once (ASH_START_CONCURRENCY), sessions before spares. */
   readonly starts: StartQueue;
-  private readonly live = new Map<string, LiveSession>();
-  private readonly activating = new Map<string, Promise<LiveSession>>();
-  private readonly turns = new Map<string, RunningTurn>();
-  /** Sessions between "accepted a message" and "turn registered". */
-  private readonly claimed = new Set<string>();
-  private readonly logs = new Map<string, EventLog>();
+  private readonly turns = new SessionTurns<RunningTurn>();
+  private readonly live: LiveSessions;
   private readonly accounting: GatewayAccounting;
+  private readonly lifecycle: Lifecycle;
   private readonly runner: TurnRunner;
+  private readonly logs = new Map<string, EventLog>();
   private sweeper?: NodeJS.Timeout;
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
 
-  /** Makes agent processes, for sessions and spares alike. */
-  private readonly launch: AgentLauncher;
-
   constructor(private readonly o: SessionManagerOptions) {
-    this.launch = o.launchAgent ?? launchAgentSession;
-    this.pool = new SandboxPool(
-      o.config.maxSandboxes,
-      () =>
-        [...this.live.values()].map((l) => ({
-          key: l.session.id,
-          busy: l.busy || l.closing !== undefined || this.turns.has(l.session.id) || this.activating.has(l.session.id),
-          lastUsedAt: l.lastUsedAt,
-        })),
-      (key, reason) => this.evict(key, reason),
-      { count: () => this.warm.readyCount, yieldOne: () => this.warm.yieldOne() },
-    );
-    const { metrics } = o.observability;
+    const { metrics, telemetry } = o.observability;
+    const launch = o.launchAgent ?? launchAgentSession;
     this.accounting = new GatewayAccounting({
       config: o.config,
       db: o.db,
@@ -167,6 +107,12 @@ export class SessionManager {
       liveOf: (id) => this.live.get(id),
       egressDenied: async (sessionId, data) => void (await (await this.logFor(sessionId)).append([{ type: "egress_denied", data }])),
     });
+    this.pool = new SandboxPool(
+      o.config.maxSandboxes,
+      () => this.live.poolMembers(),
+      (key, reason) => this.evict(key, reason),
+      { count: () => this.warm.readyCount, yieldOne: () => this.warm.yieldOne() },
+    );
     this.gateway = new ModelGateway({
       admit: (grant) => this.accounting.admit(grant),
       usage: (grant, usage) => this.accounting.recordUsage(grant, usage),
@@ -175,19 +121,35 @@ export class SessionManager {
     this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.accounting.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.starts = new StartQueue(o.config.startConcurrency);
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch });
+    this.live = new LiveSessions({
+      config: o.config,
+      db: o.db,
+      serverId: o.serverId,
+      sandboxes: o.sandboxes,
+      workspaces: this.workspaces,
+      gateway: this.gateway,
+      access: this.access,
+      starts: this.starts,
+      accounting: this.accounting,
+      turns: this.turns,
+      vault: o.vault,
+      log: o.log,
+      observability: o.observability,
+      launch,
+      reserve: () => this.pool.reserve(),
+      gone: (sessionId) => this.forgetLog(sessionId),
+    });
+    this.lifecycle = new Lifecycle({ db: o.db, live: this.live, turns: this.turns, telemetry, log: o.log });
     this.runner = new TurnRunner({
       config: o.config,
       db: o.db,
       log: o.log,
       observability: o.observability,
       shuttingDown: () => this.shuttingDown,
-      snapshot: (live, checkpoint) => this.snapshot(live, checkpoint),
-      exited: async (sessionId, status) => {
-        await this.deactivate(sessionId, "evicted", "process_exited").catch(() => undefined);
-        await updateSession(this.o.db, sessionId, { status, sandboxId: null }).catch(() => undefined);
-      },
+      snapshot: (live, checkpoint) => this.live.snapshot(live, checkpoint),
+      exited: (sessionId, status) => this.lifecycle.transition({ id: sessionId }, { to: "exited", status }),
     });
-    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch: this.launch });
   }
 
   get liveCount(): number {
@@ -195,12 +157,12 @@ export class SessionManager {
   }
 
   get busyCount(): number {
-    return this.turns.size;
+    return this.turns.runningCount;
   }
 
   /** Live sandboxes running a turn and waiting, for ash_sandboxes. */
   sandboxCounts(): { busy: number; idle: number } {
-    const busy = [...this.live.keys()].filter((id) => this.turns.has(id)).length;
+    const busy = this.live.ids().filter((id) => this.turns.phase(id) === "running").length;
     return { busy, idle: this.live.size - busy };
   }
 
@@ -217,7 +179,7 @@ export class SessionManager {
     this.sweeper.unref();
     // Stops agent processes idle past ASH_KEEPALIVE_MS (their sandboxes stay until the idle timeout).
     const keepalive = this.o.config.keepaliveMs;
-    this.keeper = setInterval(() => this.parkIdle(), Math.max(100, Math.min(keepalive / 4, 5000)));
+    this.keeper = setInterval(() => this.live.parkIdle(), Math.max(100, Math.min(keepalive / 4, 5000)));
     this.keeper.unref();
     this.warm.start();
     this.workspaces.start();
@@ -269,10 +231,10 @@ export class SessionManager {
       });
       input.onRecorded?.();
       const spare = warm && !release ? this.warm.take(agent) : undefined;
-      if (spare) await this.adopt(record, agent, spare);
+      if (spare) await this.live.adopt(record, agent, spare);
       else {
         release ??= await this.pool.reserve();
-        await this.activate(record, release);
+        await this.live.activate(record, release);
       }
       return (await getSession(this.o.db, record.id))!;
     } catch (error) {
@@ -286,11 +248,9 @@ export class SessionManager {
   async sendMessage(sessionId: string, options: SendOptions): Promise<{ log: EventLog; after: number }> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; start a new one.");
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is already running on this session.");
-    this.claimed.add(sessionId);
+    if (!this.turns.claim(sessionId)) throw conflict("A turn is already running on this session.");
     try {
-      const live = await this.activate(session);
-      live.busy = true;
+      const live = await this.live.activate(session);
       const log = await this.logFor(sessionId);
       const after = log.lastSeq;
       await log.append([{ type: "session_start", data: { sessionId } }], [{ id: randomUUID(), role: "user", content: options.content }]);
@@ -301,30 +261,26 @@ export class SessionManager {
       const release = () => {
         if (released) return;
         released = true;
-        if (this.turns.get(sessionId) === turn) this.turns.delete(sessionId);
-        live.busy = false;
+        this.turns.finish(sessionId, turn);
         live.lastUsedAt = Date.now();
         options.onTurnEnd?.();
       };
-      this.turns.set(sessionId, turn);
+      this.turns.run(sessionId, turn);
       turn.done = this.runner
         .run(turn, log, options, release)
         .catch((error) => this.o.log.error(`session ${sessionId}: the turn failed:`, error))
         .finally(release);
       return { log, after };
-    } catch (error) {
-      const live = this.live.get(sessionId);
-      if (live && !this.turns.has(sessionId)) live.busy = false;
-      throw error;
     } finally {
-      this.claimed.delete(sessionId);
+      // Not taken after all (the sandbox did not come up, the log failed): the session is free again.
+      this.turns.unclaim(sessionId);
     }
   }
 
   /** Stops the running turn; false when none runs. */
   async interrupt(sessionId: string): Promise<boolean> {
     await this.requireSession(sessionId);
-    const turn = this.turns.get(sessionId);
+    const turn = this.turns.running(sessionId);
     if (!turn) return false;
     turn.interrupted = true;
     await turn.live.agent.interrupt();
@@ -337,20 +293,15 @@ export class SessionManager {
   async pause(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be paused.");
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before pausing.");
-    await this.deactivate(sessionId, "paused", "paused");
-    await updateSession(this.o.db, sessionId, { status: "paused", sandboxId: null, touch: true });
-    this.o.observability.telemetry.emit({ type: "session_paused", sessionId, agent: session.agentName });
+    if (this.turns.phase(sessionId) !== "free") throw conflict("A turn is running on this session; interrupt it before pausing.");
+    await this.lifecycle.transition(session, { to: "paused" });
     return (await getSession(this.o.db, sessionId))!;
   }
 
   async stop(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be stopped.");
-    await this.killTurn(sessionId);
-    await this.deactivate(sessionId, "stopped", "stopped");
-    await updateSession(this.o.db, sessionId, { status: "stopped", sandboxId: null, touch: true });
-    this.o.observability.telemetry.emit({ type: "session_stopped", sessionId, agent: session.agentName });
+    await this.lifecycle.transition(session, { to: "stopped" });
     return (await getSession(this.o.db, sessionId))!;
   }
 
@@ -358,22 +309,14 @@ export class SessionManager {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be resumed.");
     if (this.live.get(sessionId)?.agent.alive && !this.live.get(sessionId)?.closing) this.o.observability.metrics.resumedWarm();
-    await this.activate(session);
+    await this.live.activate(session);
     await updateSession(this.o.db, sessionId, { status: "active", touch: true });
     return (await getSession(this.o.db, sessionId))!;
   }
 
   async end(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
-    if (session.status !== "ended") {
-      await this.killTurn(sessionId);
-      // Answered once the session is marked ended and its agent process is told to stop; the save of
-      // files changed since the last turn and the sandbox teardown go on in the background. The
-      // sandbox keeps its pool slot until its processes are gone, and shutdown awaits it (live.closing).
-      this.deactivate(sessionId, "ended", "ended").catch((error) => this.o.log.error(`session ${sessionId}: ending its sandbox failed:`, error));
-      await updateSession(this.o.db, sessionId, { status: "ended", sandboxId: null, touch: true });
-      this.o.observability.telemetry.emit({ type: "session_ended", sessionId, agent: session.agentName });
-    }
+    if (session.status !== "ended") await this.lifecycle.transition(session, { to: "ended" });
     this.forgetLog(sessionId, true);
     return (await getSession(this.o.db, sessionId))!;
   }
@@ -385,7 +328,7 @@ export class SessionManager {
    */
   async fork(sessionId: string, checkpoint?: number): Promise<SessionRecord> {
     let parent = await this.requireSession(sessionId);
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; fork it when the turn is done.");
+    if (this.turns.phase(sessionId) !== "free") throw conflict("A turn is running on this session; fork it when the turn is done.");
     let at: CheckpointRecord | undefined;
     if (checkpoint !== undefined) {
       at = await getCheckpoint(this.o.db, sessionId, checkpoint);
@@ -394,8 +337,8 @@ export class SessionManager {
       const live = this.live.get(sessionId);
       // Saved first: the fork gets the files as they are this moment (an ending session's save is under way).
       if (live?.closing) await live.closing;
-      else if (live) await this.snapshot(live);
-      else if (!parent.workspaceVersion && (await this.workspaces.has(parent))) await this.snapshot(await this.activate(parent));
+      else if (live) await this.live.snapshot(live);
+      else if (!parent.workspaceVersion && (await this.workspaces.has(parent))) await this.live.snapshot(await this.live.activate(parent));
       parent = await this.requireSession(sessionId);
     }
     const live = this.live.get(sessionId);
@@ -452,15 +395,16 @@ export class SessionManager {
   async rewind(sessionId: string, checkpoint: number): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; fork it at a checkpoint instead.");
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before rewinding.");
+    if (this.turns.phase(sessionId) !== "free") throw conflict("A turn is running on this session; interrupt it before rewinding.");
     const at = await getCheckpoint(this.o.db, sessionId, checkpoint);
     if (!at) throw notFound(`Session ${sessionId} has no checkpoint ${checkpoint}.${await this.checkpointHint(sessionId)}`);
     if (at.rewoundAt !== null) throw conflict(`Checkpoint ${checkpoint} was itself rewound away; fork the session at it instead.`);
     // Put to sleep (saving the files), so the next message starts from the checkpoint.
-    await this.deactivate(sessionId, "paused", "paused");
+    await this.live.deactivate(sessionId, "paused", "paused");
     // Files changed since the last turn (exec, uploads) become a checkpoint of their own.
     const saved = await this.workspaces.statsOfSaved(sessionId);
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId) || this.activating.has(sessionId)) throw conflict("The session was woken while rewinding; try again.");
+    const activity = this.live.activity(sessionId);
+    if (activity.turn !== "free" || activity.sandbox === "starting") throw conflict("The session was woken while rewinding; try again.");
     const now = Date.now();
     const settings: SessionSettings & ForkState = { ...session.settings };
     delete settings.forkOf;
@@ -496,7 +440,7 @@ export class SessionManager {
     if (session.status === "ended") throw gone("This session has ended.");
     // An idle session's files and sandbox are there: exec and file access need no agent process.
     const idle = this.live.get(sessionId);
-    const live = idle?.parked && !idle.closing ? idle : await this.activate(session);
+    const live = idle?.phase === "parked" ? idle : await this.live.activate(session);
     live.lastUsedAt = Date.now();
     if (session.status !== "active") await updateSession(this.o.db, sessionId, { status: "active", touch: true });
     return live.sandbox;
@@ -533,10 +477,10 @@ export class SessionManager {
     const spares = this.warm.shutdown();
     const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
-    const running = [...this.turns.values()];
+    const running = this.turns.allRunning().map(([, turn]) => turn);
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
-    for (const [id] of this.turns) await this.killTurn(id, "server_shutdown");
-    await Promise.all([...this.live.keys()].map((id) => this.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
+    for (const [id] of this.turns.allRunning()) await this.lifecycle.killTurn(id, "server_shutdown");
+    await Promise.all(this.live.ids().map((id) => this.live.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
     await spares.catch(() => undefined);
     await collector;
     for (const log of this.logs.values()) log.close();
@@ -560,312 +504,25 @@ export class SessionManager {
     return (await getSession(this.o.db, sessionId))!;
   }
 
-  // ---------------------------------------------------------------------------
-
-  /** A session's stored credential, opened; a clear error when it is gone or the server cannot open it. */
-  private async openCredential(tenantId: string, id: string): Promise<OpenedCredential> {
-    if (!this.o.vault) throw unavailable("This session names a stored credential, but the server has no ASH_CREDENTIAL_KEY to open it.", 3600);
-    let opened: OpenedCredential | undefined;
-    try {
-      opened = await openCredential(this.o.db, this.o.vault, tenantId, id);
-    } catch (error) {
-      throw unavailable(`The session's credential ${id} cannot be opened: ${error instanceof Error ? error.message : String(error)}.`, 3600);
-    }
-    if (!opened) throw unprocessable(`The session's credential ${id} no longer exists; start a new session with another credentialId.`);
-    return opened;
+  /** hot: the agent process runs (or starts); idle: only the sandbox is there; asleep: neither. */
+  stateOf(sessionId: string): SessionState {
+    return this.live.stateOf(sessionId);
   }
+
+  /** Live sessions by state, for ash_session_states (asleep ones are counted in the database). */
+  liveStateCounts(): { hot: number; idle: number } {
+    return this.live.stateCounts();
+  }
+
+  // ---------------------------------------------------------------------------
 
   private async unknownAgent(tenantId: string, name: string) {
     const names = (await listAgents(this.o.db, tenantId)).map((a) => a.name);
     return notFound(`No agent named "${name}".${names.length ? ` Deployed agents: ${names.join(", ")}.` : " No agents are deployed yet."}`);
   }
 
-  /** Brings a session's sandbox and CLI up, once, however many callers ask at the same time. */
-  private activate(session: SessionRecord, reserved?: () => void): Promise<LiveSession> {
-    const live = this.live.get(session.id);
-    if (live?.closing) {
-      return live.closing.then(() => this.activate(session, reserved));
-    }
-    if (live && live.agent.alive) {
-      reserved?.();
-      return Promise.resolve(live);
-    }
-    const pending = this.activating.get(session.id);
-    if (pending) {
-      reserved?.();
-      return pending;
-    }
-    if (live?.parked) {
-      // Idle: the sandbox and its folder are as they were; only the agent process starts again.
-      reserved?.();
-      const waking = this.wake(live).finally(() => this.activating.delete(session.id));
-      this.activating.set(session.id, waking);
-      return waking;
-    }
-    const promise = (async () => {
-      if (live) await this.deactivate(session.id, "evicted", "process_exited", false);
-      const release = reserved ?? (await this.pool.reserve());
-      try {
-        return await this.bringUp(session);
-      } finally {
-        release();
-      }
-    })().finally(() => this.activating.delete(session.id));
-    this.activating.set(session.id, promise);
-    return promise;
-  }
-
-  /** A spawned agent process, its start-up held back while ASH_TEST_START_HOLD_FILE is missing (tests only). */
-  private held(child: SpawnedProcess): SpawnedProcess {
-    const file = this.o.config.testStartHoldFile;
-    return file ? holdOutputUntil(file, child) : child;
-  }
-
-  /** Starts the agent process of an idle session again, resuming its conversation from the transcript in its sandbox. */
-  private async wake(live: LiveSession): Promise<LiveSession> {
-    await live.parking;
-    const resume = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? undefined;
-    live.agent = live.respawn(resume);
-    live.agent.start();
-    live.parked = false;
-    live.lastUsedAt = Date.now();
-    this.o.observability.metrics.woken();
-    this.o.log.debug(`session ${live.session.id}: agent process started again in sandbox ${live.sandbox.id}`);
-    return live;
-  }
-
-  /**
-   * Stops the agent process of every session without a turn for
-   * ASH_KEEPALIVE_MS. Its sandbox (folder, resource groups) stays until the
-   * idle timeout, so the next message only starts the process again.
-   */
-  private parkIdle(now = Date.now()): void {
-    for (const [id, live] of this.live) {
-      if (live.parked || live.closing || live.busy || this.turns.has(id) || this.claimed.has(id) || this.activating.has(id)) continue;
-      if (!live.agent.alive || now - live.lastUsedAt < this.o.config.keepaliveMs) continue;
-      live.parked = true;
-      this.o.log.debug(`session ${id}: agent process stopped after ${this.o.config.keepaliveMs} ms without a turn`);
-      live.parking = live.agent.close(2000).catch(() => undefined);
-    }
-  }
-
-  /** hot: the agent process runs (or starts); idle: only the sandbox is there; asleep: neither. */
-  stateOf(sessionId: string): SessionState {
-    const live = this.live.get(sessionId);
-    if (live && !live.closing) return live.parked ? "idle" : "hot";
-    return this.activating.has(sessionId) ? "hot" : "asleep";
-  }
-
-  /** Live sessions by state, for ash_session_states (asleep ones are counted in the database). */
-  liveStateCounts(): { hot: number; idle: number } {
-    let idle = 0;
-    for (const live of this.live.values()) if (live.parked) idle++;
-    return { hot: this.live.size - idle, idle };
-  }
-
-  /** Makes a warm spare this new session's live sandbox: its transcripts, its model, its DB rows. */
-  private adopt(session: SessionRecord, agentRecord: AgentRecord, spare: WarmSpare): Promise<LiveSession> {
-    // Registered before any await: the spare's pool slot passes to the session without a gap.
-    spare.grant.sessionId = session.id;
-    const live: LiveSession = {
-      session: { ...session, sandboxId: spare.sandbox.id },
-      sandbox: spare.sandbox,
-      agent: spare.agent,
-      respawn: (resume) => spare.respawn(session.id, resume, session.model ?? undefined),
-      busy: false,
-      lastUsedAt: Date.now(),
-      grant: spare.grant,
-      budget: { used: 0 },
-    };
-    this.live.set(session.id, live);
-    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id, "ash.sandbox_id": spare.sandbox.id, "ash.warm": true }, async () => {
-      const startedAt = performance.now();
-      const { db } = this.o;
-      try {
-        await spare.transcripts.bind(session.id);
-        live.budget = await this.accounting.budgetFor(session, agentRecord.settings.maxTokens);
-        if (session.model) spare.agent.useModel(session.model);
-        await insertSandbox(db, { id: spare.sandbox.id, sessionId: session.id, serverId: this.o.serverId });
-        await updateSession(db, session.id, { sandboxId: spare.sandbox.id, status: "active" });
-      } catch (error) {
-        await this.deactivate(session.id, "destroyed", "ended", false).catch(() => undefined);
-        throw error;
-      }
-      this.o.observability.metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
-      this.o.log.debug(`session ${session.id}: took warm sandbox ${spare.sandbox.id} of ${agentRecord.name} v${agentRecord.version}`);
-      return live;
-    });
-  }
-
-  private bringUp(session: SessionRecord): Promise<LiveSession> {
-    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id }, async (span) => {
-      const startedAt = performance.now();
-      const { live, restored } = await this.bringUpNow(session, (sandboxId) => span.setAttribute("ash.sandbox_id", sandboxId));
-      const { metrics, telemetry } = this.o.observability;
-      metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
-      // A session that existed before (paused, stopped, evicted, forked) is coming back.
-      if (session.status !== "starting") {
-        const from = restored ? "snapshot" : "fresh";
-        metrics.resumed(from);
-        telemetry.emit({ type: "session_resumed", sessionId: session.id, agent: session.agentName, data: { from } });
-      }
-      return live;
-    });
-  }
-
-  private async bringUpNow(session: SessionRecord, named: (sandboxId: string) => void): Promise<{ live: LiveSession; restored: boolean }> {
-    const { db, config } = this.o;
-    const { tracing } = this.o.observability;
-    const agentVersion = await getAgentVersion(db, session.agentId, session.agentVersion);
-    const sandboxId = randomUUID();
-    named(sandboxId);
-    // TRACEPARENT (and, with ASH_SANDBOX_OTEL, the CLI's export settings) join the agent's spans to this trace.
-    const agentEnv = agentVersion?.env ?? {};
-    const credentialId = session.settings.credentialId ?? agentVersion?.settings.credentialId;
-    const credential = credentialId ? await this.openCredential(session.tenantId, credentialId) : undefined;
-    // A custom credential is a variable the session asked for; a model key never enters the sandbox.
-    const extraEnv = { ...(session.settings.extraEnv ?? {}), ...(credential?.type === "custom" && credential.variable ? { [credential.variable]: credential.value } : {}) };
-    const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };
-    const budget = await this.accounting.budgetFor(session, agentVersion?.settings.maxTokens);
-    const access = prepareSandboxAccess(this.access, {
-      credential: credential?.type === "anthropic" ? credential : undefined,
-      sandboxId,
-      agentName: session.agentName,
-      sessionId: session.id,
-      agentEnv,
-      extraEnv,
-      egress: agentVersion?.settings.egress ?? [],
-      env,
-    });
-    const settings = session.settings as SessionSettings & ForkState;
-    const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
-    const resume = session.sdkSessionId ?? forking;
-    let restored = false;
-    const hasSnapshot = await this.workspaces.has(session);
-    const sandbox = await this.o.sandboxes
-      .create({
-        id: sandboxId,
-        sessionId: session.id,
-        env,
-        network: access.network,
-        // Runs before any process of the sandbox exists, so nothing races these writes.
-        populate: async (workspaceDir) => {
-          if (!hasSnapshot) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
-          if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"), forking ? settings.forkAt : undefined);
-        },
-      })
-      .catch((error) => {
-        this.gateway.revoke(access.grant);
-        throw error;
-      });
-    try {
-      // Extracted by a process of the sandbox's own user, never by the server.
-      // The span is there either way, so a trace shows whether the workspace came from a snapshot.
-      restored = await tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
-        const done = hasSnapshot ? await this.workspaces.restore(session, sandbox) : false;
-        restoreSpan.setAttribute("ash.restored", done);
-        return done;
-      });
-      // Also what wakes an idle session: the same process in the same sandbox, resuming its conversation.
-      const respawn = (again: string | undefined) =>
-        sandboxAgent(this.launch, sandbox, {
-          env,
-          cliEnv: access.cliEnv,
-          model: session.model ?? undefined,
-          systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
-          mcpServers: settings.mcpServers,
-          permissionMode: settings.permissionMode,
-          allowedTools: settings.allowedTools,
-          disallowedTools: settings.disallowedTools,
-          resume: again ?? resume,
-          fork: again === undefined && forking !== undefined,
-          transcriptStore: createTranscriptStore(db, session.id),
-          spawn: (box, options) => this.held(box.spawnClaudeCode(options)),
-          stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
-          startQueue: this.starts,
-        });
-      const agent = respawn(undefined);
-      agent.start();
-      await insertSandbox(db, { id: sandboxId, sessionId: session.id, serverId: this.o.serverId });
-      await updateSession(db, session.id, { sandboxId, status: session.status === "starting" ? "active" : session.status });
-      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, respawn, busy: false, lastUsedAt: Date.now(), grant: access.grant, budget };
-      this.live.set(session.id, live);
-      this.o.log.debug(`session ${session.id}: sandbox ${sandboxId} up${restored ? " (restored)" : ""}`);
-      return { live, restored };
-    } catch (error) {
-      this.gateway.revoke(access.grant);
-      await sandbox.destroy().catch(() => undefined);
-      throw error;
-    }
-  }
-
-  /** Ends a running turn at once (stop, end, shutdown). */
-  private async killTurn(sessionId: string, why: "interrupted" | "server_shutdown" = "interrupted"): Promise<void> {
-    const turn = this.turns.get(sessionId);
-    if (!turn) return;
-    if (why === "interrupted") turn.interrupted = true;
-    await turn.live.agent.close(0);
-    await turn.done;
-  }
-
-  /** Saves the live workspace; after a turn, as that turn's checkpoint. */
-  private async snapshot(live: Pick<LiveSession, "session" | "sandbox">, checkpoint?: CheckpointInput): Promise<void> {
-    const { tracing, metrics } = this.o.observability;
-    try {
-      await tracing.withSpan("sandbox.snapshot", { "ash.session_id": live.session.id }, async (span) => {
-        const startedAt = performance.now();
-        const { version } = await this.workspaces.save(live.session.id, live.sandbox, checkpoint);
-        live.session.workspaceVersion = version.id;
-        span.setAttribute("ash.snapshot.bytes", version.bytes);
-        span.setAttribute("ash.snapshot.changed_bytes", version.changedBytes);
-        metrics.snapshotTaken({ bytes: version.bytes, durationMs: performance.now() - startedAt });
-      });
-    } catch (error) {
-      this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);
-      try {
-        live.sandbox.note(`saving the workspace failed: ${error instanceof Error ? error.message : String(error)}`);
-      } catch {
-        // the sandbox is gone
-      }
-      throw error;
-    }
-  }
-
-  private async evict(sessionId: string, reason: "capacity" | "idle"): Promise<void> {
-    await this.deactivate(sessionId, "evicted", reason === "idle" ? "idle_timeout" : "capacity");
-    await updateSession(this.o.db, sessionId, { sandboxId: null }).catch(() => undefined);
-    this.o.observability.telemetry.emit({ type: "session_evicted", sessionId, data: { reason } });
-    this.o.log.debug(`session ${sessionId}: evicted (${reason})`);
-  }
-
-  /**
-   * Saves the workspace (unless told not to), ends the CLI, destroys the
-   * sandbox. The session leaves the pool only when its processes are gone,
-   * so live processes never outnumber ASH_MAX_SANDBOXES.
-   */
-  private deactivate(sessionId: string, status: "evicted" | "destroyed" | "paused" | "stopped" | "ended", reason: string, save = true): Promise<void> {
-    const live = this.live.get(sessionId);
-    if (!live) return Promise.resolve();
-    if (live.closing) return live.closing;
-    const { tracing, metrics } = this.o.observability;
-    metrics.evicted(EVICTION_REASON[reason] ?? ("other" as EvictionReason));
-    live.closing = tracing.withSpan("sandbox.evict", { "ash.session_id": sessionId, "ash.sandbox_id": live.sandbox.id, "ash.reason": reason }, async () => {
-      try {
-        // An ended session's process is told to stop at once; its last files are saved meanwhile.
-        const stopping = status === "ended" ? live.agent.close(2000) : undefined;
-        if (save) await this.snapshot(live).catch(() => undefined);
-        await (stopping ?? live.agent.close(status === "stopped" ? 0 : 2000));
-      } finally {
-        if (this.o.config.testTeardownHoldFile) await untilFileExists(this.o.config.testTeardownHoldFile);
-        // A sleeping or ended session's token is dead at once; a woken one gets a new token.
-        this.gateway.revoke(live.grant);
-        await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
-        await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
-        if (this.live.get(sessionId) === live) this.live.delete(sessionId);
-        this.forgetLog(sessionId);
-      }
-    });
-    return live.closing;
+  private evict(sessionId: string, reason: "capacity" | "idle"): Promise<void> {
+    return this.lifecycle.transition({ id: sessionId }, { to: "evicted", reason });
   }
 
   /**
@@ -879,7 +536,7 @@ export class SessionManager {
     if (!log) return;
     log.dropCache();
     const drop = () => {
-      if (this.logs.get(sessionId) === log && !this.turns.has(sessionId) && !this.claimed.has(sessionId)) this.logs.delete(sessionId);
+      if (this.logs.get(sessionId) === log && this.turns.phase(sessionId) === "free") this.logs.delete(sessionId);
     };
     if (ended) {
       // Its streams finish; new readers of an ended session read the database.
@@ -888,17 +545,15 @@ export class SessionManager {
     } else if (log.idle && log.readers === 0) drop();
   }
 
-
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */
   private async closeInterruptedTurns(): Promise<void> {
-    const sessionIds = await unfinishedTurnSessions(this.o.db, this.o.serverId);
-    for (const session_id of sessionIds) {
-      const log = await this.logFor(session_id);
+    for (const sessionId of await unfinishedTurnSessions(this.o.db, this.o.serverId)) {
+      const log = await this.logFor(sessionId);
       await log.append([
         { type: "error", data: { error: "The server restarted while this turn was running.", code: "server_restart" } },
-        { type: "done", data: { sessionId: session_id } },
+        { type: "done", data: { sessionId } },
       ]);
-      await updateSession(this.o.db, session_id, { sandboxId: null });
+      await updateSession(this.o.db, sessionId, { sandboxId: null });
     }
   }
 }

@@ -10,7 +10,7 @@ import { consola } from "consola";
 import type { AgentSessionOptions, TurnOptions, TurnOutcome } from "../../src/runtime/agent-session";
 import type { AgentProcess } from "../../src/sessions/agent-process";
 import type { SandboxFactory, SandboxHandle, SavedVersion, WorkspaceStore } from "../../src/sessions/types";
-import { loadConfig } from "../../src/config";
+import { loadConfig, type ServerConfig } from "../../src/config";
 import { openSqlite } from "../../src/db/sqlite";
 import { migrate } from "../../src/db/migrate";
 import { migrations } from "../../src/db/migrations";
@@ -97,10 +97,14 @@ export class FakeAgent implements AgentProcess {
     if (this.running) this.end({ kind: "result", result: result("error_during_execution") });
   }
 
+  /** Set: a close waits for it (a process slow to exit). */
+  closeHold?: Gate;
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.running) this.end({ kind: "process_exit", error: new Error("the agent process was stopped") });
+    if (this.closeHold) await this.closeHold.promise;
   }
 
   private end(outcome: TurnOutcome): void {
@@ -211,6 +215,7 @@ export class FakeStore implements WorkspaceStore {
 }
 
 export interface Harness {
+  config: ServerConfig;
   db: AshDatabase;
   sessions: SessionManager;
   sandboxes: FakeSandboxes;
@@ -249,6 +254,7 @@ export async function sessionHarness(env: Record<string, string> = {}): Promise<
   });
   await sessions.start();
   return {
+    config,
     db,
     sessions,
     sandboxes,

@@ -6,6 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DomainError } from "../../src/errors";
 import type { EventLog } from "../../src/sessions/event-log";
+import type { LiveSessions } from "../../src/sessions/live-sessions";
 import { gate, sessionHarness, until, type Harness } from "../helpers/session-fakes";
 
 let h: Harness;
@@ -146,5 +147,47 @@ describe("stop", () => {
     const resumed = await h.sessions.resume(session.id);
     expect(resumed.status).toBe("active");
     expect(h.sandboxes.live).toBe(1);
+  });
+});
+
+describe("the keep-alive", () => {
+  const liveOf = (h: Harness) => (h.sessions as unknown as { live: LiveSessions }).live;
+
+  it("parks an idle session's agent process; the next message wakes it in the same sandbox, resuming its conversation", async () => {
+    const session = await newSession();
+    const first = await h.sessions.sendMessage(session.id, { content: "one" });
+    await eventsAfter(first.log, first.after);
+    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
+    expect(h.sessions.stateOf(session.id)).toBe("idle");
+    expect(h.agents[0]!.closed).toBe(true);
+    expect(h.sandboxes.live).toBe(1);
+
+    const next = await h.sessions.sendMessage(session.id, { content: "two" });
+    expect((await eventsAfter(next.log, next.after)).map((e) => e.type)).toContain("turn_complete");
+    expect(h.sessions.stateOf(session.id)).toBe("hot");
+    expect(h.sandboxes.asked).toBe(1);
+    expect(h.agents).toHaveLength(2);
+    expect(h.agents[1]!.options.resume).toBe(h.agents[0]!.sdkSessionId);
+  });
+
+  it("a session paused while it is being woken leaves no agent process in a destroyed sandbox", async () => {
+    const session = await newSession();
+    h.agents[0]!.closeHold = gate();
+    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
+    const resuming = h.sessions.resume(session.id);
+    // The wake waits for the parked process to exit; the pause comes meanwhile.
+    await until(() => h.sessions.stateOf(session.id) === "hot");
+    const pausing = h.sessions.pause(session.id);
+    await until(() => h.sandboxes.made[0]!.destroyed);
+    h.agents[0]!.closeHold.open();
+    await Promise.allSettled([resuming, pausing]);
+    await until(() => h.sandboxes.made.every((s) => s.destroyed || h.agents.some((a) => a.alive && a.options.cwd === s.workspaceDir)));
+    // Every agent process still running has its sandbox, and every sandbox left is the session's.
+    for (const agent of h.agents.filter((a) => a.alive)) {
+      expect(h.sandboxes.made.find((s) => s.workspaceDir === agent.options.cwd)?.destroyed).toBe(false);
+    }
+    expect(h.sandboxes.live).toBe(h.sessions.liveCount);
+    const status = (await h.sessions.requireSession(session.id)).status;
+    if (status === "paused") expect(h.sandboxes.live).toBe(0);
   });
 });
