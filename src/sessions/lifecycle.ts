@@ -19,6 +19,8 @@ export type Transition =
 /** What each move does: end the turn first, how the sandbox goes, what the session row and telemetry say. */
 interface Plan {
   killTurn: boolean;
+  /** Waits for a start or a claimed message under way (asked for by a user; eviction and a dead process never meet one). */
+  settle: boolean;
   sandbox: SandboxEnd;
   reason: string;
   /** Answered without waiting for the teardown (ending: the save and the teardown go on in the background). */
@@ -34,15 +36,15 @@ interface Plan {
 function planOf(t: Transition): Plan {
   switch (t.to) {
     case "paused":
-      return { killTurn: false, sandbox: "paused", reason: "paused", background: false, tolerant: false, tolerantUpdate: false, update: { status: "paused", sandboxId: null, touch: true }, event: "session_paused" };
+      return { killTurn: false, settle: true, sandbox: "paused", reason: "paused", background: false, tolerant: false, tolerantUpdate: false, update: { status: "paused", sandboxId: null, touch: true }, event: "session_paused" };
     case "stopped":
-      return { killTurn: true, sandbox: "stopped", reason: "stopped", background: false, tolerant: false, tolerantUpdate: false, update: { status: "stopped", sandboxId: null, touch: true }, event: "session_stopped" };
+      return { killTurn: true, settle: true, sandbox: "stopped", reason: "stopped", background: false, tolerant: false, tolerantUpdate: false, update: { status: "stopped", sandboxId: null, touch: true }, event: "session_stopped" };
     case "ended":
-      return { killTurn: true, sandbox: "ended", reason: "ended", background: true, tolerant: false, tolerantUpdate: false, update: { status: "ended", sandboxId: null, touch: true }, event: "session_ended" };
+      return { killTurn: true, settle: true, sandbox: "ended", reason: "ended", background: true, tolerant: false, tolerantUpdate: false, update: { status: "ended", sandboxId: null, touch: true }, event: "session_ended" };
     case "evicted":
-      return { killTurn: false, sandbox: "evicted", reason: t.reason === "idle" ? "idle_timeout" : "capacity", background: false, tolerant: false, tolerantUpdate: true, update: { sandboxId: null }, event: "session_evicted" };
+      return { killTurn: false, settle: false, sandbox: "evicted", reason: t.reason === "idle" ? "idle_timeout" : "capacity", background: false, tolerant: false, tolerantUpdate: true, update: { sandboxId: null }, event: "session_evicted" };
     case "exited":
-      return { killTurn: false, sandbox: "evicted", reason: "process_exited", background: false, tolerant: true, tolerantUpdate: true, update: { status: t.status, sandboxId: null } };
+      return { killTurn: false, settle: false, sandbox: "evicted", reason: "process_exited", background: false, tolerant: true, tolerantUpdate: true, update: { status: t.status, sandboxId: null } };
   }
 }
 
@@ -61,6 +63,12 @@ export class Lifecycle {
   async transition(session: { id: string; agentName?: string }, t: Transition): Promise<void> {
     const plan = planOf(t);
     const id = session.id;
+    if (plan.settle) {
+      // A message accepted a moment ago becomes its turn first, so that turn is ended too; a sandbox
+      // still coming up is waited for, so it is torn down rather than left behind with the session asleep.
+      await this.o.turns.claimSettled(id);
+      await this.o.live.startSettled(id);
+    }
     if (plan.killTurn) await this.killTurn(id);
     const teardown = this.o.live.deactivate(id, plan.sandbox, plan.reason);
     // Answered once the session is marked ended and its agent process is told to stop; the save of

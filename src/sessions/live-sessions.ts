@@ -144,6 +144,11 @@ export class LiveSessions {
     return { hot: this.live.size - idle, idle };
   }
 
+  /** Resolves once a sandbox coming up for the session is up or has failed (at once when none is). */
+  async startSettled(sessionId: string): Promise<void> {
+    await this.activating.get(sessionId)?.catch(() => undefined);
+  }
+
   /** Brings a session's sandbox and CLI up, once, however many callers ask at the same time. */
   activate(session: SessionRecord, reserved?: () => void): Promise<LiveSession> {
     const live = this.live.get(session.id);

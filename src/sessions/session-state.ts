@@ -58,7 +58,7 @@ export function isBusy(a: SessionActivity): boolean {
  * never disagree.
  */
 export class SessionTurns<T> {
-  private readonly slots = new Map<string, { phase: "claimed" } | { phase: "running"; turn: T }>();
+  private readonly slots = new Map<string, { phase: "claimed"; settle: () => void; settled: Promise<void> } | { phase: "running"; turn: T }>();
 
   phase(sessionId: string): TurnPhase {
     return this.slots.get(sessionId)?.phase ?? "free";
@@ -67,8 +67,16 @@ export class SessionTurns<T> {
   /** free → claimed; false when a turn is already claimed or running. */
   claim(sessionId: string): boolean {
     if (this.slots.has(sessionId)) return false;
-    this.slots.set(sessionId, { phase: "claimed" });
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    this.slots.set(sessionId, { phase: "claimed", settle, settled });
     return true;
+  }
+
+  /** Resolves once a claimed session's turn has started or the claim was given up (at once when not claimed). */
+  claimSettled(sessionId: string): Promise<void> {
+    const slot = this.slots.get(sessionId);
+    return slot?.phase === "claimed" ? slot.settled : Promise.resolve();
   }
 
   /** claimed → running with this turn. */
@@ -76,6 +84,7 @@ export class SessionTurns<T> {
     const slot = this.slots.get(sessionId);
     if (slot?.phase !== "claimed") throw new Error(`session ${sessionId}: a turn can only start on a claimed session (it is ${this.phase(sessionId)})`);
     this.slots.set(sessionId, { phase: "running", turn });
+    slot.settle();
   }
 
   /** claimed → free (the message was not taken after all); a running turn stays. */
@@ -83,6 +92,7 @@ export class SessionTurns<T> {
     const slot = this.slots.get(sessionId);
     if (slot?.phase !== "claimed") return;
     this.slots.delete(sessionId);
+    slot.settle();
   }
 
   /** running → free, only for this very turn (a later one of the same session is left alone). */

@@ -225,13 +225,13 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-/** A session manager over a fresh SQLite database with one deployed agent ("helper"), fake sandboxes, store and agent processes. */
+/** A session manager over a fresh SQLite database with one deployed agent ("writer"), fake sandboxes, store and agent processes. */
 export async function sessionHarness(env: Record<string, string> = {}): Promise<Harness> {
   const root = await mkdtemp(join(tmpdir(), "ash-sessions-"));
   const config = loadConfig({ ASH_DATA_DIR: root, ASH_WARM_DEMAND_MS: "0", ...env });
   const db = await openSqlite({ path: join(root, "ash.db") });
   await migrate(db, migrations);
-  await deployAgent(db, { id: randomUUID(), tenantId: "default", name: "helper", env: {}, systemPrompt: null, files: [{ path: "CLAUDE.md", mode: 0o644, content: Buffer.from("# helper\n") }] });
+  await deployAgent(db, { id: randomUUID(), tenantId: "default", name: "writer", env: {}, systemPrompt: null, files: [{ path: "CLAUDE.md", mode: 0o644, content: Buffer.from("# writer\n") }] });
   const observability = await createObservability({});
   const sandboxes = new FakeSandboxes(root);
   const store = new FakeStore();

@@ -26,7 +26,7 @@ async function eventsAfter(log: EventLog, after: number) {
   return seen;
 }
 
-const newSession = () => h.sessions.createSession({ agent: "helper", settings: {} });
+const newSession = () => h.sessions.createSession({ agent: "writer", settings: {} });
 
 async function rejection(promise: Promise<unknown>): Promise<DomainError> {
   const error = await promise.then(
@@ -170,7 +170,7 @@ describe("the keep-alive", () => {
     expect(h.agents[1]!.options.resume).toBe(h.agents[0]!.sdkSessionId);
   });
 
-  it("a session paused while it is being woken leaves no agent process in a destroyed sandbox", async () => {
+  it("a pause while the session is being woken waits for the wake, then pauses: no sandbox and no process left", async () => {
     const session = await newSession();
     h.agents[0]!.closeHold = gate();
     liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
@@ -178,16 +178,70 @@ describe("the keep-alive", () => {
     // The wake waits for the parked process to exit; the pause comes meanwhile.
     await until(() => h.sessions.stateOf(session.id) === "hot");
     const pausing = h.sessions.pause(session.id);
+    h.agents[0]!.closeHold.open();
+    await resuming;
+    expect((await pausing).status).toBe("paused");
+    expect(h.sandboxes.live).toBe(0);
+    expect(h.agents.every((a) => !a.alive)).toBe(true);
+    expect(h.sessions.stateOf(session.id)).toBe("asleep");
+  });
+
+  it("a rewind while the session is being woken leaves no agent process in a destroyed sandbox", async () => {
+    const session = await newSession();
+    const first = await h.sessions.sendMessage(session.id, { content: "one" });
+    await eventsAfter(first.log, first.after);
+    h.agents[0]!.closeHold = gate();
+    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
+    const resuming = h.sessions.resume(session.id);
+    await until(() => h.sessions.stateOf(session.id) === "hot");
+    // The rewind puts the session to sleep while the wake still waits for the parked process.
+    const rewinding = h.sessions.rewind(session.id, 1);
     await until(() => h.sandboxes.made[0]!.destroyed);
     h.agents[0]!.closeHold.open();
-    await Promise.allSettled([resuming, pausing]);
-    await until(() => h.sandboxes.made.every((s) => s.destroyed || h.agents.some((a) => a.alive && a.options.cwd === s.workspaceDir)));
-    // Every agent process still running has its sandbox, and every sandbox left is the session's.
+    const [resumed, rewound] = await Promise.allSettled([resuming, rewinding]);
+    expect(resumed.status).toBe("fulfilled");
+    // Woken again meanwhile, the rewind is refused with a conflict (and changes nothing), or it is done.
+    if (rewound.status === "rejected") expect((rewound.reason as DomainError).kind).toBe("conflict");
     for (const agent of h.agents.filter((a) => a.alive)) {
       expect(h.sandboxes.made.find((s) => s.workspaceDir === agent.options.cwd)?.destroyed).toBe(false);
     }
     expect(h.sandboxes.live).toBe(h.sessions.liveCount);
-    const status = (await h.sessions.requireSession(session.id)).status;
-    if (status === "paused") expect(h.sandboxes.live).toBe(0);
+  });
+});
+
+describe("delete", () => {
+  it("while the session's sandbox comes up waits for it, ends the accepted turn, and leaves no sandbox behind", async () => {
+    const session = await newSession();
+    await h.sessions.pause(session.id);
+    h.sandboxes.hold = gate();
+    const sending = h.sessions.sendMessage(session.id, { content: "hello" });
+    await until(() => h.sandboxes.asked === 2);
+    const ending = h.sessions.end(session.id);
+    h.sandboxes.hold.open();
+    const ended = await ending;
+    expect(ended.status).toBe("ended");
+    const { log, after } = await sending;
+    const events = await eventsAfter(log, after);
+    expect(events.find((e) => e.type === "error")?.data.code).toBe("interrupted");
+    expect(events.at(-1)!.type).toBe("done");
+    await until(() => h.sandboxes.live === 0);
+    expect((await h.sessions.requireSession(session.id)).status).toBe("ended");
+    expect(h.sessions.stateOf(session.id)).toBe("asleep");
+    // An ended session takes no more messages.
+    expect((await rejection(h.sessions.sendMessage(session.id, { content: "again" }))).kind).toBe("gone");
+  });
+
+  it("while a new session's first sandbox comes up leaves it ended, with no sandbox behind", async () => {
+    h.sandboxes.hold = gate();
+    const creating = newSession();
+    await until(() => h.sandboxes.asked === 1);
+    const id = (await h.db.get<{ id: string }>(`SELECT id FROM sessions`))!.id;
+    const ending = h.sessions.end(id);
+    h.sandboxes.hold.open();
+    expect((await ending).status).toBe("ended");
+    await creating;
+    await until(() => h.sandboxes.live === 0);
+    expect((await h.sessions.requireSession(id)).status).toBe("ended");
+    expect(h.sessions.stateOf(id)).toBe("asleep");
   });
 });

@@ -38,7 +38,7 @@ function accounting(defaultMaxTokens?: number) {
 const grant = (sessionId: string, over: Partial<GatewayGrant> = {}): GatewayGrant => ({
   id: randomUUID(),
   sandboxId: randomUUID(),
-  agentName: "helper",
+  agentName: "writer",
   sessionId,
   upstream: { baseUrl: "http://127.0.0.1:1", apiKey: "k", keyId: "server" },
   revoked: false,

@@ -44,6 +44,20 @@ describe("a session's turn", () => {
     expect(turns.phase("s")).toBe("free");
   });
 
+  it("tells a waiter when a claim became a turn or was given up", async () => {
+    const turns = new SessionTurns<{ n: number }>();
+    await turns.claimSettled("free-one");
+    turns.claim("a");
+    turns.claim("b");
+    const order: string[] = [];
+    const a = turns.claimSettled("a").then(() => order.push(`a:${turns.phase("a")}`));
+    const b = turns.claimSettled("b").then(() => order.push(`b:${turns.phase("b")}`));
+    turns.unclaim("b");
+    turns.run("a", { n: 1 });
+    await Promise.all([a, b]);
+    expect(order.sort()).toEqual(["a:running", "b:free"]);
+  });
+
   it("lists the allowed moves: every phase can get back to free", () => {
     expect(TURN_MOVES.free).toEqual(["claimed"]);
     expect(TURN_MOVES.claimed).toContain("free");
