@@ -256,7 +256,7 @@ export class WarmPool {
     }
   }
 
-  /** The same sandbox and CLI a plain session of this agent version gets (see SessionManager.bringUpNow). */
+  /** The same sandbox and CLI a plain session of this agent version gets (see LiveSessions.bringUpNow). */
   private async make(agent: AgentRecord, pending: Pending): Promise<WarmSpare> {
     const { db, config } = this.o;
     const id = randomUUID();
