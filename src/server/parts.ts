@@ -95,6 +95,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         homeDir: sandbox.homeDir,
         spawnClaudeCode: (options, how) => sandbox.spawnClaudeCode(options, how),
         renice: (nice) => sandbox.renice(nice),
+        suspendNetwork: () => sandbox.suspendNetwork(),
+        resumeNetwork: () => sandbox.resumeNetwork(),
         exec: async (command, { timeoutMs }) => {
           const r = await sandbox.exec(command, { timeoutMs });
           return { exitCode: r.exitCode ?? -1, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, limit: r.limitReason };

@@ -1,86 +1,34 @@
 import { randomUUID } from "node:crypto";
-import { dirname, join } from "node:path";
-import type { SDKMessage, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
-import { getAgent, getAgentFiles, getAgentVersion, listAgents, type AgentRecord } from "../db/queries/agents";
+import { getAgent, getAgentVersion, listAgents } from "../db/queries/agents";
 import { getSession, insertSession, updateSession, updateSessionSettings, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
-import { insertUsage, sessionTokenTotal } from "../db/queries/usage";
-import { hasModelKey, ModelGateway, type GatewayGrant, type GatewayRefusal } from "../gateway/gateway";
-import { emptyUsage, totalTokens, type ModelUsage } from "../gateway/usage-tap";
-import type { EgressAttempt } from "../sandbox/egress-proxy";
-import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
-import { endOrphanedSandboxes, endSandbox, insertSandbox } from "../db/queries/sandboxes";
-import { copyEvents } from "../db/queries/events";
-import { copyMessages, lastMessageSeq, rewindMessages } from "../db/queries/messages";
-import { copyTranscript, lastTranscriptIdx } from "../db/queries/transcripts";
+import { endOrphanedSandboxes } from "../db/queries/sandboxes";
+import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
+import { copyMessages, rewindMessages } from "../db/queries/messages";
+import { copyTranscript } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
-import { AgentSession, type TurnOutcome } from "../runtime/agent-session";
+import { ModelGateway } from "../gateway/gateway";
 import { StartQueue } from "../runtime/start-queue";
-import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
-import { createTranscriptStore, materializeTranscript, PROJECT_DIR_NAME } from "../runtime/transcript-store";
-import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
-import { writeFiles } from "../agents/agent-files";
 import { SandboxPool } from "../sandbox/pool";
-import { SnapshotTooLargeError } from "../snapshots";
-import { conflict, gone, notFound, unavailable, unprocessable } from "../errors";
-import { openCredential, type OpenedCredential } from "../vault/credentials";
+import { conflict, gone, notFound } from "../errors";
 import type { Vault } from "../vault/vault";
-import { EventLog, type PendingMessage } from "./event-log";
-import type { LimitKillReason, SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
-import { Workspaces, type CheckpointInput } from "./workspaces";
-import { buildAgentEnv } from "./agent-env";
-import { poolKey, spareCanServe, WarmPool, type WarmSpare } from "./warm-pool";
-import type { EvictionReason, Observability } from "../observability";
+import type { Observability } from "../observability";
 import type { SessionState } from "../contract";
+import type { SandboxAccessDeps } from "./sandbox-access";
+import { EventLog } from "./event-log";
+import type { SandboxFactory, SandboxHandle, WorkspaceStore } from "./types";
+import { Workspaces } from "./workspaces";
+import { poolKey, spareCanServe, WarmPool } from "./warm-pool";
+import { launchAgentSession, type AgentLauncher } from "./agent-process";
+import { GatewayAccounting } from "./gateway-accounting";
+import { Lifecycle } from "./lifecycle";
+import { LiveSessions, type ForkState } from "./live-sessions";
+import { SessionTurns } from "./session-state";
+import { KILL_GRACE_MS, TurnRunner, type RunningTurn } from "./turn-runner";
 
-/** A session whose sandbox and CLI process are running. */
-interface LiveSession {
-  session: SessionRecord;
-  sandbox: SandboxHandle;
-  agent: AgentSession;
-  /** A new agent process for the same sandbox, resuming `resume` (what waking an idle session starts). */
-  respawn: (resume: string | undefined) => AgentSession;
-  /** Its agent process was stopped after ASH_KEEPALIVE_MS without a turn; the sandbox stays. */
-  parked?: boolean;
-  /** The stopping of its parked agent process, awaited before a new one resumes the transcript. */
-  parking?: Promise<void>;
-  busy: boolean;
-  lastUsedAt: number;
-  /** Set while it is being put to sleep: it still holds its pool slot until its processes are gone. */
-  closing?: Promise<void>;
-  /** Its model gateway token's grant, revoked when the sandbox goes. */
-  grant: GatewayGrant;
-  budget: BudgetState;
-  /** Tokens of the running turn, as the gateway read them. */
-  turnUsage?: TurnUsage;
-}
-
-/** Which budget applies to a session, and what it has used. */
-interface BudgetState {
-  limit?: number;
-  which?: "session" | "agent" | "server";
-  used: number;
-  /** Set when the gateway refused a call of the running turn for it. */
-  exceeded?: { budget: string; limit: number; used: number };
-}
-
-interface TurnUsage {
-  requests: number;
-  inputTokens: number;
-  outputTokens: number;
-  cacheCreationTokens: number;
-  cacheReadTokens: number;
-  totalTokens: number;
-}
-
-interface RunningTurn {
-  done: Promise<void>;
-  interrupted: boolean;
-  timedOut: boolean;
-  live: LiveSession;
-}
+export { modelFailure } from "./turn-runner";
 
 export interface NewSession {
   agent: string;
@@ -114,35 +62,17 @@ export interface SessionManagerOptions {
   vault?: Vault;
   log: ConsolaInstance;
   observability: Observability;
+  /** Makes agent processes; default: the Claude Code CLI through the Agent SDK. */
+  launchAgent?: AgentLauncher;
 }
 
-const KILL_GRACE_MS = 5000;
-
 /**
- * Kept in a session's settings until its CLI first starts: continue the
- * conversation of Claude Code session `forkOf` under a new id (a fork or a
- * rewind), cut at `forkAt` (a checkpoint's position) when set.
- */
-interface ForkState {
-  forkOf?: string;
-  forkAt?: { uuid: string | null; idx: number | null };
-}
-
-/** deactivate()'s reasons as ash_evictions_total labels them. */
-const EVICTION_REASON: Record<string, EvictionReason> = {
-  idle_timeout: "idle",
-  capacity: "capacity",
-  paused: "pause",
-  stopped: "stop",
-  ended: "end",
-  server_shutdown: "shutdown",
-  process_exited: "crash",
-};
-
-/**
- * The life of every session: bringing its sandbox and CLI up (restoring the
- * workspace and the conversation when it was evicted, paused or moved), running
- * one turn at a time into its event log, and putting it to sleep again.
+ * The life of every session, as routes, the queue and evaluations see it:
+ * creating, sending, interrupting, pausing, stopping, ending, forking and
+ * rewinding. The work is done by its parts: LiveSessions (sandboxes and agent
+ * processes), TurnRunner (one turn into the event log), Lifecycle (the moves
+ * to sleep and to the end), GatewayAccounting (budgets and usage), with each
+ * session's state in one place (session-state.ts).
  */
 export class SessionManager {
   readonly pool: SandboxPool;
@@ -156,38 +86,70 @@ export class SessionManager {
   readonly workspaces: Workspaces;
   /** Agent processes starting at once (ASH_START_CONCURRENCY), sessions before spares. */
   readonly starts: StartQueue;
-  private readonly live = new Map<string, LiveSession>();
-  private readonly activating = new Map<string, Promise<LiveSession>>();
-  private readonly turns = new Map<string, RunningTurn>();
-  /** Sessions between "accepted a message" and "turn registered". */
-  private readonly claimed = new Set<string>();
+  private readonly turns = new SessionTurns<RunningTurn>();
+  private readonly live: LiveSessions;
+  private readonly accounting: GatewayAccounting;
+  private readonly lifecycle: Lifecycle;
+  private readonly runner: TurnRunner;
   private readonly logs = new Map<string, EventLog>();
   private sweeper?: NodeJS.Timeout;
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
 
   constructor(private readonly o: SessionManagerOptions) {
+    const { metrics, telemetry } = o.observability;
+    const launch = o.launchAgent ?? launchAgentSession;
+    this.accounting = new GatewayAccounting({
+      config: o.config,
+      db: o.db,
+      log: o.log,
+      metrics,
+      liveOf: (id) => this.live.get(id),
+      egressDenied: async (sessionId, data) => void (await (await this.logFor(sessionId)).append([{ type: "egress_denied", data }])),
+    });
     this.pool = new SandboxPool(
       o.config.maxSandboxes,
-      () =>
-        [...this.live.values()].map((l) => ({
-          key: l.session.id,
-          busy: l.busy || l.closing !== undefined || this.turns.has(l.session.id) || this.activating.has(l.session.id),
-          lastUsedAt: l.lastUsedAt,
-        })),
+      () => this.live.poolMembers(),
       (key, reason) => this.evict(key, reason),
       { count: () => this.warm.readyCount, yieldOne: () => this.warm.yieldOne() },
     );
-    const { metrics } = o.observability;
     this.gateway = new ModelGateway({
-      admit: (grant) => this.admit(grant),
-      usage: (grant, usage) => this.recordUsage(grant, usage),
+      admit: (grant) => this.accounting.admit(grant),
+      usage: (grant, usage) => this.accounting.recordUsage(grant, usage),
       rejected: (reason) => metrics.gatewayRejected(reason),
     });
-    this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.egressSeen(grant, attempt, allowed) };
+    this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.accounting.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.starts = new StartQueue(o.config.startConcurrency);
-    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts });
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch });
+    this.live = new LiveSessions({
+      config: o.config,
+      db: o.db,
+      serverId: o.serverId,
+      sandboxes: o.sandboxes,
+      workspaces: this.workspaces,
+      gateway: this.gateway,
+      access: this.access,
+      starts: this.starts,
+      accounting: this.accounting,
+      turns: this.turns,
+      vault: o.vault,
+      log: o.log,
+      observability: o.observability,
+      launch,
+      reserve: () => this.pool.reserve(),
+      gone: (sessionId) => this.forgetLog(sessionId),
+    });
+    this.lifecycle = new Lifecycle({ db: o.db, live: this.live, turns: this.turns, telemetry, log: o.log });
+    this.runner = new TurnRunner({
+      config: o.config,
+      db: o.db,
+      log: o.log,
+      observability: o.observability,
+      shuttingDown: () => this.shuttingDown,
+      snapshot: (live, checkpoint) => this.live.snapshot(live, checkpoint),
+      exited: (sessionId, status) => this.lifecycle.transition({ id: sessionId }, { to: "exited", status }),
+    });
   }
 
   get liveCount(): number {
@@ -195,12 +157,12 @@ export class SessionManager {
   }
 
   get busyCount(): number {
-    return this.turns.size;
+    return this.turns.runningCount;
   }
 
   /** Live sandboxes running a turn and waiting, for ash_sandboxes. */
   sandboxCounts(): { busy: number; idle: number } {
-    const busy = [...this.live.keys()].filter((id) => this.turns.has(id)).length;
+    const busy = this.live.ids().filter((id) => this.turns.phase(id) === "running").length;
     return { busy, idle: this.live.size - busy };
   }
 
@@ -217,7 +179,7 @@ export class SessionManager {
     this.sweeper.unref();
     // Stops agent processes idle past ASH_KEEPALIVE_MS (their sandboxes stay until the idle timeout).
     const keepalive = this.o.config.keepaliveMs;
-    this.keeper = setInterval(() => this.parkIdle(), Math.max(100, Math.min(keepalive / 4, 5000)));
+    this.keeper = setInterval(() => this.live.parkIdle(), Math.max(100, Math.min(keepalive / 4, 5000)));
     this.keeper.unref();
     this.warm.start();
     this.workspaces.start();
@@ -269,10 +231,10 @@ export class SessionManager {
       });
       input.onRecorded?.();
       const spare = warm && !release ? this.warm.take(agent) : undefined;
-      if (spare) await this.adopt(record, agent, spare);
+      if (spare) await this.live.adopt(record, agent, spare);
       else {
         release ??= await this.pool.reserve();
-        await this.activate(record, release);
+        await this.live.activate(record, release);
       }
       return (await getSession(this.o.db, record.id))!;
     } catch (error) {
@@ -286,11 +248,9 @@ export class SessionManager {
   async sendMessage(sessionId: string, options: SendOptions): Promise<{ log: EventLog; after: number }> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; start a new one.");
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is already running on this session.");
-    this.claimed.add(sessionId);
+    if (!this.turns.claim(sessionId)) throw conflict("A turn is already running on this session.");
     try {
-      const live = await this.activate(session);
-      live.busy = true;
+      const live = await this.live.activate(session);
       const log = await this.logFor(sessionId);
       const after = log.lastSeq;
       await log.append([{ type: "session_start", data: { sessionId } }], [{ id: randomUUID(), role: "user", content: options.content }]);
@@ -301,29 +261,26 @@ export class SessionManager {
       const release = () => {
         if (released) return;
         released = true;
-        if (this.turns.get(sessionId) === turn) this.turns.delete(sessionId);
-        live.busy = false;
+        this.turns.finish(sessionId, turn);
         live.lastUsedAt = Date.now();
         options.onTurnEnd?.();
       };
-      this.turns.set(sessionId, turn);
-      turn.done = this.runTurn(turn, log, options, release)
+      this.turns.run(sessionId, turn);
+      turn.done = this.runner
+        .run(turn, log, options, release)
         .catch((error) => this.o.log.error(`session ${sessionId}: the turn failed:`, error))
         .finally(release);
       return { log, after };
-    } catch (error) {
-      const live = this.live.get(sessionId);
-      if (live && !this.turns.has(sessionId)) live.busy = false;
-      throw error;
     } finally {
-      this.claimed.delete(sessionId);
+      // Not taken after all (the sandbox did not come up, the log failed): the session is free again.
+      this.turns.unclaim(sessionId);
     }
   }
 
   /** Stops the running turn; false when none runs. */
   async interrupt(sessionId: string): Promise<boolean> {
     await this.requireSession(sessionId);
-    const turn = this.turns.get(sessionId);
+    const turn = this.turns.running(sessionId);
     if (!turn) return false;
     turn.interrupted = true;
     await turn.live.agent.interrupt();
@@ -336,20 +293,15 @@ export class SessionManager {
   async pause(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be paused.");
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before pausing.");
-    await this.deactivate(sessionId, "paused", "paused");
-    await updateSession(this.o.db, sessionId, { status: "paused", sandboxId: null, touch: true });
-    this.o.observability.telemetry.emit({ type: "session_paused", sessionId, agent: session.agentName });
+    if (this.turns.phase(sessionId) !== "free") throw conflict("A turn is running on this session; interrupt it before pausing.");
+    await this.lifecycle.transition(session, { to: "paused" });
     return (await getSession(this.o.db, sessionId))!;
   }
 
   async stop(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be stopped.");
-    await this.killTurn(sessionId);
-    await this.deactivate(sessionId, "stopped", "stopped");
-    await updateSession(this.o.db, sessionId, { status: "stopped", sandboxId: null, touch: true });
-    this.o.observability.telemetry.emit({ type: "session_stopped", sessionId, agent: session.agentName });
+    await this.lifecycle.transition(session, { to: "stopped" });
     return (await getSession(this.o.db, sessionId))!;
   }
 
@@ -357,22 +309,14 @@ export class SessionManager {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be resumed.");
     if (this.live.get(sessionId)?.agent.alive && !this.live.get(sessionId)?.closing) this.o.observability.metrics.resumedWarm();
-    await this.activate(session);
+    await this.live.activate(session);
     await updateSession(this.o.db, sessionId, { status: "active", touch: true });
     return (await getSession(this.o.db, sessionId))!;
   }
 
   async end(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
-    if (session.status !== "ended") {
-      await this.killTurn(sessionId);
-      // Answered once the session is marked ended and its agent process is told to stop; the save of
-      // files changed since the last turn and the sandbox teardown go on in the background. The
-      // sandbox keeps its pool slot until its processes are gone, and shutdown awaits it (live.closing).
-      this.deactivate(sessionId, "ended", "ended").catch((error) => this.o.log.error(`session ${sessionId}: ending its sandbox failed:`, error));
-      await updateSession(this.o.db, sessionId, { status: "ended", sandboxId: null, touch: true });
-      this.o.observability.telemetry.emit({ type: "session_ended", sessionId, agent: session.agentName });
-    }
+    if (session.status !== "ended") await this.lifecycle.transition(session, { to: "ended" });
     this.forgetLog(sessionId, true);
     return (await getSession(this.o.db, sessionId))!;
   }
@@ -384,7 +328,7 @@ export class SessionManager {
    */
   async fork(sessionId: string, checkpoint?: number): Promise<SessionRecord> {
     let parent = await this.requireSession(sessionId);
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; fork it when the turn is done.");
+    if (this.turns.phase(sessionId) !== "free") throw conflict("A turn is running on this session; fork it when the turn is done.");
     let at: CheckpointRecord | undefined;
     if (checkpoint !== undefined) {
       at = await getCheckpoint(this.o.db, sessionId, checkpoint);
@@ -393,8 +337,8 @@ export class SessionManager {
       const live = this.live.get(sessionId);
       // Saved first: the fork gets the files as they are this moment (an ending session's save is under way).
       if (live?.closing) await live.closing;
-      else if (live) await this.snapshot(live);
-      else if (!parent.workspaceVersion && (await this.workspaces.has(parent))) await this.snapshot(await this.activate(parent));
+      else if (live) await this.live.snapshot(live);
+      else if (!parent.workspaceVersion && (await this.workspaces.has(parent))) await this.live.snapshot(await this.live.activate(parent));
       parent = await this.requireSession(sessionId);
     }
     const live = this.live.get(sessionId);
@@ -451,15 +395,16 @@ export class SessionManager {
   async rewind(sessionId: string, checkpoint: number): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; fork it at a checkpoint instead.");
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId)) throw conflict("A turn is running on this session; interrupt it before rewinding.");
+    if (this.turns.phase(sessionId) !== "free") throw conflict("A turn is running on this session; interrupt it before rewinding.");
     const at = await getCheckpoint(this.o.db, sessionId, checkpoint);
     if (!at) throw notFound(`Session ${sessionId} has no checkpoint ${checkpoint}.${await this.checkpointHint(sessionId)}`);
     if (at.rewoundAt !== null) throw conflict(`Checkpoint ${checkpoint} was itself rewound away; fork the session at it instead.`);
     // Put to sleep (saving the files), so the next message starts from the checkpoint.
-    await this.deactivate(sessionId, "paused", "paused");
+    await this.live.deactivate(sessionId, "paused", "paused");
     // Files changed since the last turn (exec, uploads) become a checkpoint of their own.
     const saved = await this.workspaces.statsOfSaved(sessionId);
-    if (this.turns.has(sessionId) || this.claimed.has(sessionId) || this.activating.has(sessionId)) throw conflict("The session was woken while rewinding; try again.");
+    const activity = this.live.activity(sessionId);
+    if (activity.turn !== "free" || activity.sandbox === "starting") throw conflict("The session was woken while rewinding; try again.");
     const now = Date.now();
     const settings: SessionSettings & ForkState = { ...session.settings };
     delete settings.forkOf;
@@ -495,7 +440,7 @@ export class SessionManager {
     if (session.status === "ended") throw gone("This session has ended.");
     // An idle session's files and sandbox are there: exec and file access need no agent process.
     const idle = this.live.get(sessionId);
-    const live = idle?.parked && !idle.closing ? idle : await this.activate(session);
+    const live = idle?.phase === "parked" ? idle : await this.live.activate(session);
     live.lastUsedAt = Date.now();
     if (session.status !== "active") await updateSession(this.o.db, sessionId, { status: "active", touch: true });
     return live.sandbox;
@@ -532,10 +477,10 @@ export class SessionManager {
     const spares = this.warm.shutdown();
     const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
-    const running = [...this.turns.values()];
+    const running = this.turns.allRunning().map(([, turn]) => turn);
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
-    for (const [id] of this.turns) await this.killTurn(id, "server_shutdown");
-    await Promise.all([...this.live.keys()].map((id) => this.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
+    for (const [id] of this.turns.allRunning()) await this.lifecycle.killTurn(id, "server_shutdown");
+    await Promise.all(this.live.ids().map((id) => this.live.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
     await spares.catch(() => undefined);
     await collector;
     for (const log of this.logs.values()) log.close();
@@ -552,544 +497,32 @@ export class SessionManager {
     if (live) {
       live.session.settings = settings;
       const agentVersion = await getAgentVersion(this.o.db, session.agentId, session.agentVersion);
-      const fresh = this.budgetLimit(settings, agentVersion?.settings.maxTokens);
+      const fresh = this.accounting.budgetLimit(settings, agentVersion?.settings.maxTokens);
       live.budget.limit = fresh.limit;
       live.budget.which = fresh.which;
     }
     return (await getSession(this.o.db, sessionId))!;
   }
 
+  /** hot: the agent process runs (or starts); idle: only the sandbox is there; asleep: neither. */
+  stateOf(sessionId: string): SessionState {
+    return this.live.stateOf(sessionId);
+  }
+
+  /** Live sessions by state, for ash_session_states (asleep ones are counted in the database). */
+  liveStateCounts(): { hot: number; idle: number } {
+    return this.live.stateCounts();
+  }
+
   // ---------------------------------------------------------------------------
-
-  private budgetLimit(settings: SessionSettings, agentMax: number | undefined): Pick<BudgetState, "limit" | "which"> {
-    if (settings.maxTokens !== undefined) return { limit: settings.maxTokens, which: "session" };
-    if (agentMax !== undefined) return { limit: agentMax, which: "agent" };
-    if (this.o.config.defaultMaxTokens !== undefined) return { limit: this.o.config.defaultMaxTokens, which: "server" };
-    return {};
-  }
-
-  /** The budget that applies to a session and what it used so far (all its stored usage). */
-  private async budgetFor(session: SessionRecord, agentMax: number | undefined): Promise<BudgetState> {
-    return { ...this.budgetLimit(session.settings, agentMax), used: await sessionTokenTotal(this.o.db, session.id) };
-  }
-
-  private liveOf(grant: GatewayGrant): LiveSession | undefined {
-    const live = grant.sessionId ? this.live.get(grant.sessionId) : undefined;
-    return live && live.grant === grant ? live : undefined;
-  }
-
-  /** The gateway asks before forwarding each call: refuses a call without a model key, or past the budget. */
-  private admit(grant: GatewayGrant): GatewayRefusal | undefined {
-    if (!hasModelKey(grant.upstream)) {
-      return { status: 401, type: "authentication_error", message: "invalid x-api-key: the Ash server has no ANTHROPIC_API_KEY for this agent" };
-    }
-    const live = this.liveOf(grant);
-    if (!live) return undefined;
-    const { budget } = live;
-    if (budget.limit !== undefined && budget.used >= budget.limit) {
-      budget.exceeded = { budget: budget.which ?? "session", limit: budget.limit, used: budget.used };
-      this.o.observability.metrics.budgetRefused();
-      return {
-        status: 403,
-        type: "permission_error",
-        message: `Token budget exceeded: this session has used ${budget.used} of its ${budget.limit} tokens (${budget.which} budget).`,
-      };
-    }
-    return undefined;
-  }
-
-  /** One model response's usage: counted for the budget and the turn at once, stored in the background. */
-  private recordUsage(grant: GatewayGrant, usage: ModelUsage): void {
-    const total = totalTokens(usage);
-    const live = this.liveOf(grant);
-    if (live) {
-      live.budget.used += total;
-      const turn = live.turnUsage;
-      if (turn && grant.turnId) {
-        turn.requests++;
-        turn.inputTokens += usage.inputTokens;
-        turn.outputTokens += usage.outputTokens;
-        turn.cacheCreationTokens += usage.cacheCreationTokens;
-        turn.cacheReadTokens += usage.cacheReadTokens;
-        turn.totalTokens += total;
-      }
-    }
-    this.o.observability.metrics.modelTokens(grant.agentName, usage);
-    const record = {
-      tenantId: live?.session.tenantId,
-      apiKeyId: live?.session.apiKeyId ?? null,
-      id: randomUUID(),
-      sessionId: grant.sessionId ?? null,
-      agentName: grant.agentName,
-      turnId: grant.turnId ?? null,
-      keyId: grant.upstream.keyId,
-      ...usage,
-      createdAt: Date.now(),
-    };
-    insertUsage(this.o.db, record).catch((error) => this.o.log.error(`storing model usage failed:`, error));
-  }
-
-  /** A proxied connection: counted; a refused one also goes into the session's event stream. */
-  private egressSeen(grant: GatewayGrant, attempt: EgressAttempt & { reason?: string }, allowed: boolean): void {
-    this.o.observability.metrics.egress(allowed);
-    if (allowed || !grant.sessionId) return;
-    const sessionId = grant.sessionId;
-    this.o.log.info(`session ${sessionId}: egress to ${attempt.host}:${attempt.port} denied (${attempt.reason})`);
-    void this.logFor(sessionId)
-      .then((log) => log.append([{ type: "egress_denied", data: { host: attempt.host, port: attempt.port, protocol: attempt.protocol, reason: attempt.reason } }]))
-      .catch((error) => this.o.log.error(`session ${sessionId}: storing an egress_denied event failed:`, error));
-  }
-
-  /** A session's stored credential, opened; a clear error when it is gone or the server cannot open it. */
-  private async openCredential(tenantId: string, id: string): Promise<OpenedCredential> {
-    if (!this.o.vault) throw unavailable("This session names a stored credential, but the server has no ASH_CREDENTIAL_KEY to open it.", 3600);
-    let opened: OpenedCredential | undefined;
-    try {
-      opened = await openCredential(this.o.db, this.o.vault, tenantId, id);
-    } catch (error) {
-      throw unavailable(`The session's credential ${id} cannot be opened: ${error instanceof Error ? error.message : String(error)}.`, 3600);
-    }
-    if (!opened) throw unprocessable(`The session's credential ${id} no longer exists; start a new session with another credentialId.`);
-    return opened;
-  }
 
   private async unknownAgent(tenantId: string, name: string) {
     const names = (await listAgents(this.o.db, tenantId)).map((a) => a.name);
     return notFound(`No agent named "${name}".${names.length ? ` Deployed agents: ${names.join(", ")}.` : " No agents are deployed yet."}`);
   }
 
-  /** Brings a session's sandbox and CLI up, once, however many callers ask at the same time. */
-  private activate(session: SessionRecord, reserved?: () => void): Promise<LiveSession> {
-    const live = this.live.get(session.id);
-    if (live?.closing) {
-      return live.closing.then(() => this.activate(session, reserved));
-    }
-    if (live && live.agent.alive) {
-      reserved?.();
-      return Promise.resolve(live);
-    }
-    const pending = this.activating.get(session.id);
-    if (pending) {
-      reserved?.();
-      return pending;
-    }
-    if (live?.parked) {
-      // Idle: the sandbox and its folder are as they were; only the agent process starts again.
-      reserved?.();
-      const waking = this.wake(live).finally(() => this.activating.delete(session.id));
-      this.activating.set(session.id, waking);
-      return waking;
-    }
-    const promise = (async () => {
-      if (live) await this.deactivate(session.id, "evicted", "process_exited", false);
-      const release = reserved ?? (await this.pool.reserve());
-      try {
-        return await this.bringUp(session);
-      } finally {
-        release();
-      }
-    })().finally(() => this.activating.delete(session.id));
-    this.activating.set(session.id, promise);
-    return promise;
-  }
-
-  /** A spawned agent process, its start-up held back while ASH_TEST_START_HOLD_FILE is missing (tests only). */
-  private held(child: SpawnedProcess): SpawnedProcess {
-    const file = this.o.config.testStartHoldFile;
-    return file ? holdOutputUntil(file, child) : child;
-  }
-
-  /** Starts the agent process of an idle session again, resuming its conversation from the transcript in its sandbox. */
-  private async wake(live: LiveSession): Promise<LiveSession> {
-    await live.parking;
-    const resume = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? undefined;
-    live.agent = live.respawn(resume);
-    live.agent.start();
-    live.parked = false;
-    live.lastUsedAt = Date.now();
-    this.o.observability.metrics.woken();
-    this.o.log.debug(`session ${live.session.id}: agent process started again in sandbox ${live.sandbox.id}`);
-    return live;
-  }
-
-  /**
-   * Stops the agent process of every session without a turn for
-   * ASH_KEEPALIVE_MS. Its sandbox (folder, resource groups) stays until the
-   * idle timeout, so the next message only starts the process again.
-   */
-  private parkIdle(now = Date.now()): void {
-    for (const [id, live] of this.live) {
-      if (live.parked || live.closing || live.busy || this.turns.has(id) || this.claimed.has(id) || this.activating.has(id)) continue;
-      if (!live.agent.alive || now - live.lastUsedAt < this.o.config.keepaliveMs) continue;
-      live.parked = true;
-      this.o.log.debug(`session ${id}: agent process stopped after ${this.o.config.keepaliveMs} ms without a turn`);
-      live.parking = live.agent.close(2000).catch(() => undefined);
-    }
-  }
-
-  /** hot: the agent process runs (or starts); idle: only the sandbox is there; asleep: neither. */
-  stateOf(sessionId: string): SessionState {
-    const live = this.live.get(sessionId);
-    if (live && !live.closing) return live.parked ? "idle" : "hot";
-    return this.activating.has(sessionId) ? "hot" : "asleep";
-  }
-
-  /** Live sessions by state, for ash_session_states (asleep ones are counted in the database). */
-  liveStateCounts(): { hot: number; idle: number } {
-    let idle = 0;
-    for (const live of this.live.values()) if (live.parked) idle++;
-    return { hot: this.live.size - idle, idle };
-  }
-
-  /** Makes a warm spare this new session's live sandbox: its transcripts, its model, its DB rows. */
-  private adopt(session: SessionRecord, agentRecord: AgentRecord, spare: WarmSpare): Promise<LiveSession> {
-    // Registered before any await: the spare's pool slot passes to the session without a gap.
-    spare.grant.sessionId = session.id;
-    const live: LiveSession = {
-      session: { ...session, sandboxId: spare.sandbox.id },
-      sandbox: spare.sandbox,
-      agent: spare.agent,
-      respawn: (resume) => spare.respawn(session.id, resume, session.model ?? undefined),
-      busy: false,
-      lastUsedAt: Date.now(),
-      grant: spare.grant,
-      budget: { used: 0 },
-    };
-    this.live.set(session.id, live);
-    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id, "ash.sandbox_id": spare.sandbox.id, "ash.warm": true }, async () => {
-      const startedAt = performance.now();
-      const { db } = this.o;
-      try {
-        await spare.transcripts.bind(session.id);
-        live.budget = await this.budgetFor(session, agentRecord.settings.maxTokens);
-        if (session.model) spare.agent.useModel(session.model);
-        await insertSandbox(db, { id: spare.sandbox.id, sessionId: session.id, serverId: this.o.serverId });
-        await updateSession(db, session.id, { sandboxId: spare.sandbox.id, status: "active" });
-      } catch (error) {
-        await this.deactivate(session.id, "destroyed", "ended", false).catch(() => undefined);
-        throw error;
-      }
-      this.o.observability.metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
-      this.o.log.debug(`session ${session.id}: took warm sandbox ${spare.sandbox.id} of ${agentRecord.name} v${agentRecord.version}`);
-      return live;
-    });
-  }
-
-  private bringUp(session: SessionRecord): Promise<LiveSession> {
-    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id }, async (span) => {
-      const startedAt = performance.now();
-      const { live, restored } = await this.bringUpNow(session, (sandboxId) => span.setAttribute("ash.sandbox_id", sandboxId));
-      const { metrics, telemetry } = this.o.observability;
-      metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
-      // A session that existed before (paused, stopped, evicted, forked) is coming back.
-      if (session.status !== "starting") {
-        const from = restored ? "snapshot" : "fresh";
-        metrics.resumed(from);
-        telemetry.emit({ type: "session_resumed", sessionId: session.id, agent: session.agentName, data: { from } });
-      }
-      return live;
-    });
-  }
-
-  private async bringUpNow(session: SessionRecord, named: (sandboxId: string) => void): Promise<{ live: LiveSession; restored: boolean }> {
-    const { db, config } = this.o;
-    const { tracing } = this.o.observability;
-    const agentVersion = await getAgentVersion(db, session.agentId, session.agentVersion);
-    const sandboxId = randomUUID();
-    named(sandboxId);
-    // TRACEPARENT (and, with ASH_SANDBOX_OTEL, the CLI's export settings) join the agent's spans to this trace.
-    const agentEnv = agentVersion?.env ?? {};
-    const credentialId = session.settings.credentialId ?? agentVersion?.settings.credentialId;
-    const credential = credentialId ? await this.openCredential(session.tenantId, credentialId) : undefined;
-    // A custom credential is a variable the session asked for; a model key never enters the sandbox.
-    const extraEnv = { ...(session.settings.extraEnv ?? {}), ...(credential?.type === "custom" && credential.variable ? { [credential.variable]: credential.value } : {}) };
-    const env = { ...buildAgentEnv({ config, agentEnv, extraEnv }), ...tracing.traceparentEnv() };
-    const budget = await this.budgetFor(session, agentVersion?.settings.maxTokens);
-    const access = prepareSandboxAccess(this.access, {
-      credential: credential && credential.type !== "custom" ? credential : undefined,
-      sandboxId,
-      agentName: session.agentName,
-      sessionId: session.id,
-      agentEnv,
-      extraEnv,
-      egress: agentVersion?.settings.egress ?? [],
-      env,
-    });
-    const settings = session.settings as SessionSettings & ForkState;
-    const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
-    const resume = session.sdkSessionId ?? forking;
-    let restored = false;
-    const hasSnapshot = await this.workspaces.has(session);
-    const sandbox = await this.o.sandboxes
-      .create({
-        id: sandboxId,
-        sessionId: session.id,
-        env,
-        network: access.network,
-        // Runs before any process of the sandbox exists, so nothing races these writes.
-        populate: async (workspaceDir) => {
-          if (!hasSnapshot) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
-          if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"), forking ? settings.forkAt : undefined);
-        },
-      })
-      .catch((error) => {
-        this.gateway.revoke(access.grant);
-        throw error;
-      });
-    try {
-      // Extracted by a process of the sandbox's own user, never by the server.
-      // The span is there either way, so a trace shows whether the workspace came from a snapshot.
-      restored = await tracing.withSpan("sandbox.restore", { "ash.session_id": session.id }, async (restoreSpan) => {
-        const done = hasSnapshot ? await this.workspaces.restore(session, sandbox) : false;
-        restoreSpan.setAttribute("ash.restored", done);
-        return done;
-      });
-      // Also what wakes an idle session: the same process in the same sandbox, resuming its conversation.
-      const respawn = (again: string | undefined) =>
-        new AgentSession({
-          cwd: sandbox.workspaceDir,
-          env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
-          model: session.model ?? undefined,
-          systemPrompt: [agentVersion?.systemPrompt, settings.systemPrompt].filter(Boolean).join("\n\n") || undefined,
-          mcpServers: settings.mcpServers,
-          permissionMode: settings.permissionMode,
-          allowedTools: settings.allowedTools,
-          disallowedTools: settings.disallowedTools,
-          resume: again ?? resume,
-          fork: again === undefined && forking !== undefined,
-          transcriptStore: createTranscriptStore(db, session.id),
-          spawn: (options) => this.held(sandbox.spawnClaudeCode(options)),
-          stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
-          startQueue: this.starts,
-        });
-      const agent = respawn(undefined);
-      agent.start();
-      await insertSandbox(db, { id: sandboxId, sessionId: session.id, serverId: this.o.serverId });
-      await updateSession(db, session.id, { sandboxId, status: session.status === "starting" ? "active" : session.status });
-      const live: LiveSession = { session: { ...session, sandboxId }, sandbox, agent, respawn, busy: false, lastUsedAt: Date.now(), grant: access.grant, budget };
-      this.live.set(session.id, live);
-      this.o.log.debug(`session ${session.id}: sandbox ${sandboxId} up${restored ? " (restored)" : ""}`);
-      return { live, restored };
-    } catch (error) {
-      this.gateway.revoke(access.grant);
-      await sandbox.destroy().catch(() => undefined);
-      throw error;
-    }
-  }
-
-  private async runTurn(turn: RunningTurn, log: EventLog, options: SendOptions, release: () => void): Promise<void> {
-    const { live } = turn;
-    const observer = this.o.observability.observeTurn({ sessionId: live.session.id, agent: live.session.agentName, model: options.model ?? live.session.model ?? undefined });
-    const partials = options.includePartialMessages !== false;
-    // Asked for in so many words (not the default): also the raw partial messages.
-    const rawPartials = options.includePartialMessages === true;
-    let lastAppend: Promise<unknown> = Promise.resolve();
-    let watchdog: NodeJS.Timeout | undefined;
-    const arm = () => {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(() => {
-        turn.timedOut = true;
-        this.o.log.warn(`session ${live.session.id}: the model sent nothing for ${this.o.config.turnIdleTimeoutMs} ms; ending the turn`);
-        void live.agent.interrupt();
-        setTimeout(() => void live.agent.close(0), KILL_GRACE_MS).unref();
-      }, this.o.config.turnIdleTimeoutMs);
-    };
-    const emit = (events: StreamEvent[], messages: Array<PendingMessage | undefined> = []) => {
-      for (const event of events) observer.event(event);
-      lastAppend = log.append(events, messages);
-      lastAppend.catch((error) => this.o.log.error(`session ${live.session.id}: storing events failed:`, error));
-    };
-
-    arm();
-    live.grant.turnId = randomUUID();
-    live.turnUsage = { requests: 0, inputTokens: 0, outputTokens: 0, cacheCreationTokens: 0, cacheReadTokens: 0, totalTokens: 0 };
-    live.budget.exceeded = undefined;
-    const countersBefore = live.sandbox.limitCounters();
-    let lastUuid: string | null = null;
-    let outcome: TurnOutcome;
-    try {
-      outcome = await live.agent.runTurn(options.content, {
-        model: options.model,
-        maxTurns: options.maxTurns,
-        onMessage: (message) => {
-          arm();
-          const m = message as { type?: string; uuid?: string; parent_tool_use_id?: string | null };
-          // The conversation's position after this turn: its last entry of the main thread.
-          if (m.type === "assistant" && typeof m.uuid === "string" && !m.parent_tool_use_id) lastUuid = m.uuid;
-          const events = mapSdkMessage(message, { partials, rawPartials });
-          emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
-        },
-      });
-    } catch (error) {
-      outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
-    } finally {
-      clearTimeout(watchdog);
-      live.grant.turnId = undefined;
-    }
-    await lastAppend.catch(() => undefined);
-
-    if (live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
-      live.session.sdkSessionId = live.agent.sdkSessionId;
-      await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
-    }
-
-    const final = this.finalEvents(turn, outcome, limitHit(countersBefore, live.sandbox.limitCounters()))
-      .map((e) => (e.type === "turn_complete" ? { ...e, data: { ...(e.data as object), gatewayUsage: live.turnUsage ?? null } } : e));
-    emit(final);
-    await lastAppend.catch(() => undefined);
-
-    try {
-      if (outcome.kind === "process_exit") {
-        const status = this.shuttingDown ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
-        await this.deactivate(live.session.id, "evicted", "process_exited").catch(() => undefined);
-        await updateSession(this.o.db, live.session.id, { status, sandboxId: null }).catch(() => undefined);
-      } else {
-        // Saved before `done`: a client told the turn is done can rely on its files.
-        // A failed save fails this turn only; the session and its sandbox go on.
-        const checkpoint = await this.checkpointInput(live, log, options.content, lastUuid);
-        const failure = await this.o.observability.tracing.withActiveSpan(observer.span, () => this.snapshot(live, checkpoint)).then(
-          () => undefined,
-          (error: unknown) => error,
-        );
-        if (failure !== undefined) emit([saveFailedEvent(failure)]);
-      }
-    } finally {
-      // Counted and its span closed even when saving the workspace failed.
-      observer.end();
-    }
-    await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
-    release();
-    const limit = final.find((e) => e.type === "error" && ["sandbox_oom", "sandbox_pids", "sandbox_disk"].includes((e.data as any).code));
-    if (limit) this.o.observability.telemetry.emit({ type: "sandbox_limit", sessionId: live.session.id, agent: live.session.agentName, data: { code: (limit.data as any).code } });
-    emit([{ type: "done", data: { sessionId: live.session.id } }]);
-    await lastAppend.catch(() => undefined);
-  }
-
-  /** Where the conversation stands after a turn, for its checkpoint. */
-  private async checkpointInput(live: LiveSession, log: EventLog, content: SendOptions["content"], transcriptUuid: string | null): Promise<CheckpointInput> {
-    const sdkSessionId = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? null;
-    const { db } = this.o;
-    return {
-      sdkSessionId,
-      transcriptUuid,
-      transcriptIdx: sdkSessionId ? await lastTranscriptIdx(db, { sessionId: live.session.id, sdkSessionId, subpath: "" }) : null,
-      messageSeq: await lastMessageSeq(db, live.session.id),
-      eventSeq: log.lastSeq,
-      prompt: promptOf(content),
-    };
-  }
-
-  private finalEvents(turn: RunningTurn, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
-    const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
-    const limitText = (l: LimitKillReason) => ({ sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" })[l];
-    const exceeded = turn.live.budget.exceeded;
-    if (exceeded && !turn.interrupted && !this.shuttingDown) {
-      const which = { session: "the session's token budget (maxTokens)", agent: "the agent's default token budget (maxTokens on deploy)", server: "the server's default token budget (ASH_DEFAULT_MAX_TOKENS)" }[exceeded.budget] ?? "a token budget";
-      return [
-        {
-          type: "error",
-          data: {
-            error: `The model call was refused: this session has used ${exceeded.used} tokens, which reaches ${which} of ${exceeded.limit}. Raise it with PATCH /api/sessions/:id {"maxTokens": n} to continue.`,
-            code: "budget_exceeded",
-            budget: exceeded.budget,
-            limit: exceeded.limit,
-            used: exceeded.used,
-          },
-        },
-      ];
-    }
-    if (outcome.kind === "result") {
-      const r = outcome.result;
-      if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
-      if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
-      if (r.is_error || r.subtype !== "success") {
-        const detail = typeof r.result === "string" && r.result ? r.result : Array.isArray(r.errors) && r.errors.length ? r.errors.join("; ") : r.subtype;
-        return [error(modelFailure(detail), "model_error")];
-      }
-      // The CLI survived, but a process it ran was stopped by a limit: say so.
-      if (limit) return [turnCompleteOf(r), error(`A process in the sandbox was stopped because the sandbox exceeded ${limitText(limit)}.`, limit)];
-      return [turnCompleteOf(r)];
-    }
-    if (outcome.kind === "max_turns") {
-      const events: StreamEvent[] = [];
-      if (outcome.result) events.push(turnCompleteOf(outcome.result));
-      events.push(error("The turn reached its maxTurns limit.", "max_turns"));
-      return events;
-    }
-    if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
-    if (this.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
-    if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
-    if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
-    return [error(`The agent process ended unexpectedly: ${outcome.error.message}`, "sandbox_crashed")];
-  }
-
-  /** Ends a running turn at once (stop, end, shutdown). */
-  private async killTurn(sessionId: string, why: "interrupted" | "server_shutdown" = "interrupted"): Promise<void> {
-    const turn = this.turns.get(sessionId);
-    if (!turn) return;
-    if (why === "interrupted") turn.interrupted = true;
-    await turn.live.agent.close(0);
-    await turn.done;
-  }
-
-  /** Saves the live workspace; after a turn, as that turn's checkpoint. */
-  private async snapshot(live: LiveSession, checkpoint?: CheckpointInput): Promise<void> {
-    const { tracing, metrics } = this.o.observability;
-    try {
-      await tracing.withSpan("sandbox.snapshot", { "ash.session_id": live.session.id }, async (span) => {
-        const startedAt = performance.now();
-        const { version } = await this.workspaces.save(live.session.id, live.sandbox, checkpoint);
-        live.session.workspaceVersion = version.id;
-        span.setAttribute("ash.snapshot.bytes", version.bytes);
-        span.setAttribute("ash.snapshot.changed_bytes", version.changedBytes);
-        metrics.snapshotTaken({ bytes: version.bytes, durationMs: performance.now() - startedAt });
-      });
-    } catch (error) {
-      this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);
-      try {
-        live.sandbox.note(`saving the workspace failed: ${error instanceof Error ? error.message : String(error)}`);
-      } catch {
-        // the sandbox is gone
-      }
-      throw error;
-    }
-  }
-
-  private async evict(sessionId: string, reason: "capacity" | "idle"): Promise<void> {
-    await this.deactivate(sessionId, "evicted", reason === "idle" ? "idle_timeout" : "capacity");
-    await updateSession(this.o.db, sessionId, { sandboxId: null }).catch(() => undefined);
-    this.o.observability.telemetry.emit({ type: "session_evicted", sessionId, data: { reason } });
-    this.o.log.debug(`session ${sessionId}: evicted (${reason})`);
-  }
-
-  /**
-   * Saves the workspace (unless told not to), ends the CLI, destroys the
-   * sandbox. The session leaves the pool only when its processes are gone,
-   * so live processes never outnumber ASH_MAX_SANDBOXES.
-   */
-  private deactivate(sessionId: string, status: "evicted" | "destroyed" | "paused" | "stopped" | "ended", reason: string, save = true): Promise<void> {
-    const live = this.live.get(sessionId);
-    if (!live) return Promise.resolve();
-    if (live.closing) return live.closing;
-    const { tracing, metrics } = this.o.observability;
-    metrics.evicted(EVICTION_REASON[reason] ?? ("other" as EvictionReason));
-    live.closing = tracing.withSpan("sandbox.evict", { "ash.session_id": sessionId, "ash.sandbox_id": live.sandbox.id, "ash.reason": reason }, async () => {
-      try {
-        // An ended session's process is told to stop at once; its last files are saved meanwhile.
-        const stopping = status === "ended" ? live.agent.close(2000) : undefined;
-        if (save) await this.snapshot(live).catch(() => undefined);
-        await (stopping ?? live.agent.close(status === "stopped" ? 0 : 2000));
-      } finally {
-        if (this.o.config.testTeardownHoldFile) await untilFileExists(this.o.config.testTeardownHoldFile);
-        // A sleeping or ended session's token is dead at once; a woken one gets a new token.
-        this.gateway.revoke(live.grant);
-        await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
-        await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
-        if (this.live.get(sessionId) === live) this.live.delete(sessionId);
-        this.forgetLog(sessionId);
-      }
-    });
-    return live.closing;
+  private evict(sessionId: string, reason: "capacity" | "idle"): Promise<void> {
+    return this.lifecycle.transition({ id: sessionId }, { to: "evicted", reason });
   }
 
   /**
@@ -1103,7 +536,7 @@ export class SessionManager {
     if (!log) return;
     log.dropCache();
     const drop = () => {
-      if (this.logs.get(sessionId) === log && !this.turns.has(sessionId) && !this.claimed.has(sessionId)) this.logs.delete(sessionId);
+      if (this.logs.get(sessionId) === log && this.turns.phase(sessionId) === "free") this.logs.delete(sessionId);
     };
     if (ended) {
       // Its streams finish; new readers of an ended session read the database.
@@ -1112,74 +545,19 @@ export class SessionManager {
     } else if (log.idle && log.readers === 0) drop();
   }
 
-
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */
   private async closeInterruptedTurns(): Promise<void> {
-    const rows = await this.o.db.all<{ session_id: string }>(
-      `SELECT e.session_id FROM events e
-        JOIN sessions s ON s.id = e.session_id
-        LEFT JOIN sandboxes b ON b.id = s.sandbox_id
-        WHERE e.seq = (SELECT MAX(seq) FROM events WHERE session_id = e.session_id)
-          AND e.type <> 'done' AND (b.server_id IS NULL OR b.server_id = ?)`,
-      [this.o.serverId],
-    );
-    for (const { session_id } of rows) {
-      const log = await this.logFor(session_id);
+    for (const sessionId of await unfinishedTurnSessions(this.o.db, this.o.serverId)) {
+      const log = await this.logFor(sessionId);
       await log.append([
         { type: "error", data: { error: "The server restarted while this turn was running.", code: "server_restart" } },
-        { type: "done", data: { sessionId: session_id } },
+        { type: "done", data: { sessionId } },
       ]);
-      await updateSession(this.o.db, session_id, { sandboxId: null });
+      await updateSession(this.o.db, sessionId, { sandboxId: null });
     }
   }
 }
 
-/** Which limit, if any, struck between two counter readings (memory first: it also causes the others). */
-function limitHit(before: ReturnType<SandboxHandle["limitCounters"]>, after: ReturnType<SandboxHandle["limitCounters"]>): LimitKillReason | null {
-  if (after.oomKills > before.oomKills) return "sandbox_oom";
-  if (after.pidsMaxHits > before.pidsMaxHits) return "sandbox_pids";
-  if (after.diskKills > before.diskKills) return "sandbox_disk";
-  return null;
-}
-
-/** The `error` event of a turn whose workspace could not be saved. */
-function saveFailedEvent(error: unknown): StreamEvent {
-  if (error instanceof SnapshotTooLargeError) return { type: "error", data: { error: error.message, code: "sandbox_disk" } };
-  return {
-    type: "error",
-    data: { error: "Saving the workspace failed, so the last save is kept; the session's logs say why. The session can go on.", code: "workspace_save_failed" },
-  };
-}
-
-/** Which raw SDK messages also go into the session's history (GET /messages). */
-function historyMessageOf(message: SDKMessage): PendingMessage | undefined {
-  const m = message as any;
-  if (m.type === "assistant") return { id: randomUUID(), role: "assistant", content: m.message?.content ?? [] };
-  if (m.type === "user" && Array.isArray(m.message?.content) && m.message.content.some((b: any) => b.type === "tool_result")) {
-    return { id: randomUUID(), role: "tool", content: m.message.content };
-  }
-  if (m.type === "result") return { id: randomUUID(), role: "result", content: { subtype: m.subtype, result: m.result ?? null, isError: m.is_error, usage: m.usage ?? null } };
-  return undefined;
-}
-
-/** The start of a user message, as a checkpoint lists it. */
-function promptOf(content: SendOptions["content"]): string | null {
-  const text = typeof content === "string" ? content : content.map((b: any) => (b && b.type === "text" && typeof b.text === "string" ? b.text : "")).join(" ");
-  const trimmed = text.trim();
-  return trimmed ? trimmed.slice(0, 200) : null;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * The CLI's own words for a missing or rejected key ("Not logged in · Please
- * run /login") mean nothing to an API user: name the server setting instead.
- */
-export function modelFailure(detail: string): string {
-  if (/not logged in|\/login|invalid (x-)?api[ -]key|authentication_error/i.test(detail)) {
-    return `The model refused the call: the server has no valid ANTHROPIC_API_KEY (${detail}). Set it where the server starts: export ANTHROPIC_API_KEY=sk-ant-... before \`ash start\` (or \`ash start -e ANTHROPIC_API_KEY=...\`), then \`ash stop\` and \`ash start\` again.`;
-  }
-  return `The model call failed: ${detail}`;
 }

@@ -5,13 +5,13 @@ import type { AshDatabase } from "../db/types";
 import { getAgent, listAgentWarmSpares, getAgentFiles, type AgentRecord } from "../db/queries/agents";
 import type { SessionSettings } from "../db/queries/sessions";
 import { writeFiles } from "../agents/agent-files";
-import { AgentSession } from "../runtime/agent-session";
-import { createBindableTranscriptStore, createTranscriptStore, PROJECT_DIR_NAME, type BindableTranscriptStore } from "../runtime/transcript-store";
+import { createBindableTranscriptStore, createTranscriptStore, type BindableTranscriptStore } from "../runtime/transcript-store";
 import type { StartQueue } from "../runtime/start-queue";
 import type { SandboxFactory, SandboxHandle } from "./types";
 import { buildAgentEnv } from "./agent-env";
 import type { GatewayGrant } from "../gateway/gateway";
 import { prepareSandboxAccess, type SandboxAccessDeps } from "./sandbox-access";
+import { launchAgentSession, sandboxAgent, type AgentLauncher, type AgentProcess } from "./agent-process";
 
 /** A sandbox with an agent's files in place and its CLI already started, waiting for a session. */
 export interface WarmSpare {
@@ -19,12 +19,12 @@ export interface WarmSpare {
   agentName: string;
   version: number;
   sandbox: SandboxHandle;
-  agent: AgentSession;
+  agent: AgentProcess;
   transcripts: BindableTranscriptStore;
   /** Its gateway token's grant: bound to the session that takes the spare. */
   grant: GatewayGrant;
   /** A new agent process in this sandbox for the session that took it (waking it when idle). */
-  respawn(sessionId: string, resume: string | undefined, model: string | undefined): AgentSession;
+  respawn(sessionId: string, resume: string | undefined, model: string | undefined): AgentProcess;
 }
 
 export interface WarmPoolOptions {
@@ -37,6 +37,8 @@ export interface WarmPoolOptions {
   access: SandboxAccessDeps;
   /** Spares start through the same queue as sessions, after every waiting session start. */
   starts: StartQueue;
+  /** Makes agent processes (default: the Claude Code CLI). */
+  launch?: AgentLauncher;
   now?: () => number;
 }
 
@@ -254,7 +256,7 @@ export class WarmPool {
     }
   }
 
-  /** The same sandbox and CLI a plain session of this agent version gets (see SessionManager.bringUpNow). */
+  /** The same sandbox and CLI a plain session of this agent version gets (see LiveSessions.bringUpNow). */
   private async make(agent: AgentRecord, pending: Pending): Promise<WarmSpare> {
     const { db, config } = this.o;
     const id = randomUUID();
@@ -277,14 +279,14 @@ export class WarmPool {
     try {
       const transcripts = createBindableTranscriptStore(db);
       const build = (store: BindableTranscriptStore | ReturnType<typeof createTranscriptStore>, more: { resume?: string; model?: string; priority: "session" | "spare" }) =>
-        new AgentSession({
-          cwd: sandbox.workspaceDir,
-          env: { ...env, ...access.cliEnv, HOME: sandbox.homeDir, CLAUDE_CONFIG_DIR: `${sandbox.homeDir}/.claude`, CLAUDE_CODE_PROJECT_DIR_NAME: PROJECT_DIR_NAME },
+        sandboxAgent(this.o.launch ?? launchAgentSession, sandbox, {
+          env,
+          cliEnv: access.cliEnv,
           systemPrompt: agent.systemPrompt ?? undefined,
           transcriptStore: store,
           // A spare's start-up runs below turns (nice); it gets their priority when a session takes it.
           // Only a root server can give the priority back, so only a root server lowers it.
-          spawn: (options) => sandbox.spawnClaudeCode(options, more.priority === "spare" && process.getuid?.() === 0 ? { nice: SPARE_NICE } : {}),
+          spawn: (box, options) => box.spawnClaudeCode(options, more.priority === "spare" && process.getuid?.() === 0 ? { nice: SPARE_NICE } : {}),
           stderr: (text) => this.o.log.debug(`[warm ${id}] ${text.trimEnd()}`),
           resume: more.resume,
           model: more.model,

@@ -9,6 +9,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, readEvents, runServerExpectingFailure, startTestServer, type TestServer } from "../helpers/server";
 import { countClaudeProcesses } from "../helpers/processes";
 
+/** Processes whose command line names this sandbox's folder (its network bridges name their sockets there). */
+function sandboxProcesses(dataDir: string, sandboxId: string): number {
+  let n = 0;
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`${dataDir}/sandboxes/${sandboxId}`)) n++;
+    } catch {
+      // gone
+    }
+  }
+  return n;
+}
+
 /** Niceness of every thread of every CLI process working under `dataDir`, by pid (read from /proc/<pid>/task/<tid>/stat). */
 function claudeNiceness(dataDir: string): Map<number, number[]> {
   const out = new Map<number, number[]>();
@@ -87,6 +100,8 @@ describe("hot window (ASH_KEEPALIVE_MS)", () => {
     // Past the window: idle, no agent process, the sandbox folder still there.
     expect(await until(async () => (await getSession(server, session.id)).state === "idle")).toBe(true);
     expect(await until(async () => (await countClaudeProcesses(server.dataDir)) === 0)).toBe(true);
+    // Its network bridges went with it: an idle sandbox runs no process at all.
+    expect(await until(async () => sandboxProcesses(server.dataDir, session.sandboxId) === 0)).toBe(true);
     const idle = await getSession(server, session.id);
     expect(idle.status).toBe("active");
     expect(idle.sandboxId).toBe(session.sandboxId);
@@ -100,6 +115,7 @@ describe("hot window (ASH_KEEPALIVE_MS)", () => {
     expect(JSON.stringify(model.requests.at(-1)!.body)).toContain("echo kept-file-marker > note.txt");
     const after = await getSession(server, session.id);
     expect(after.sandboxId).toBe(session.sandboxId);
+    expect(sandboxProcesses(server.dataDir, session.sandboxId)).toBeGreaterThan(0);
     expect(after.state).toBe("hot");
     // Woken, not restored.
     expect(await metric(server, "ash_agent_restarts_total")).toBe(1);

@@ -44,3 +44,20 @@ export async function copyEvents(db: Queryable, fromSessionId: string, toSession
     [toSessionId, fromSessionId, upTo ?? Number.MAX_SAFE_INTEGER],
   );
 }
+
+/**
+ * Sessions whose last event is not `done`: a turn a crash or restart cut off.
+ * Only those whose sandbox was this server's (or that have none), so a server
+ * never closes another live server's turns.
+ */
+export async function unfinishedTurnSessions(db: Queryable, serverId: string): Promise<string[]> {
+  const rows = await db.all<{ session_id: string }>(
+    `SELECT e.session_id FROM events e
+      JOIN sessions s ON s.id = e.session_id
+      LEFT JOIN sandboxes b ON b.id = s.sandbox_id
+      WHERE e.seq = (SELECT MAX(seq) FROM events WHERE session_id = e.session_id)
+        AND e.type <> 'done' AND (b.server_id IS NULL OR b.server_id = ?)`,
+    [serverId],
+  );
+  return rows.map((r) => r.session_id);
+}
