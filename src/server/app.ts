@@ -19,6 +19,7 @@ import { registerCredentials } from "./routes/credentials";
 import { registerAttachments } from "./routes/attachments";
 import { registerQueue } from "./routes/queue";
 import { registerEvals } from "./routes/evals";
+import { consoleDir, registerConsole } from "./routes/console";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -82,5 +83,7 @@ export function createApp(ctx: AppContext): H3 {
   registerAttachments(app, ctx);
   registerQueue(app, ctx);
   registerEvals(app, ctx);
+  // Off (ASH_CONSOLE=false), there is no route at all, so /console is an ordinary 404.
+  if (ctx.config.console) registerConsole(app, { dir: consoleDir(), onMissing: (dir) => ctx.log.warn(`The web console is on but not built (no ${dir}/index.html): run \`npm run build\`, or set ASH_CONSOLE=false.`) });
   return app;
 }

@@ -12,6 +12,9 @@ export type RouteAccess = Scope | "public" | "operator";
 export const ROUTE_ACCESS: Record<string, RouteAccess> = {
   "GET /health": "public",
   "GET /openapi.json": "public",
+  // The web console's static files: no key, no setting in them (it signs in with a key of its own).
+  "GET /console": "public",
+  "GET /console/**": "public",
   // Server-wide numbers name every tenant's agents.
   "GET /metrics": "operator",
 
