@@ -90,7 +90,20 @@ export function SessionPage(props: ViewProps & { id: string }) {
     }
   };
 
-  if (!loaded && !problem) return <Loading />;
+  if (!loaded) {
+    if (!problem) return <Loading />;
+    return (
+      <section aria-labelledby="session-title">
+        <p class="crumbs">
+          <a href="#/sessions">Sessions</a> /
+        </p>
+        <h1 id="session-title" class="mono">
+          {id}
+        </h1>
+        <Problem text={problem} />
+      </section>
+    );
+  }
   const running = conversation.running;
   const status = session?.status ?? "";
   const over = status === "ended";
