@@ -42,7 +42,7 @@ export function Sessions(props: ViewProps) {
       <div class="toolbar">
         <form class="row" onSubmit={start} aria-label="New session">
           <label for="new-agent">Agent</label>
-          <select id="new-agent" value={agent} onChange={(e) => setAgent((e.target as HTMLSelectElement).value)}>
+          <select id="new-agent" value={agent || agents.data?.[0]?.name} onChange={(e) => setAgent((e.target as HTMLSelectElement).value)}>
             {(agents.data ?? []).map((a) => (
               <option value={a.name}>{a.name}</option>
             ))}
