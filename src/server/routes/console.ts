@@ -76,7 +76,7 @@ export function registerConsole(app: H3, options: { dir: string; onMissing?: (di
     }
     // Vite names assets by their content hash: a changed file is a new name.
     const immutable = path.startsWith("assets/");
-    return new Response(bytes as BodyInit, {
+    return new Response(bytes, {
       headers: {
         ...SECURITY,
         "content-type": TYPES[match![1]],
