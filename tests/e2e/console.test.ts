@@ -111,8 +111,8 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await signIn(page, server.apiKey);
     await page.getByRole("navigation", { name: "Main" }).waitFor();
     expect(page.url()).not.toContain(server.apiKey);
-    expect(await page.evaluate('sessionStorage.getItem("ash.console.key")')).toBe(server.apiKey);
-    expect(await page.evaluate("localStorage.length")).toBe(0);
+    expect(await page.evaluate(() => (globalThis as any).sessionStorage.getItem("ash.console.key"))).toBe(server.apiKey);
+    expect(await page.evaluate(() => (globalThis as any).localStorage.length)).toBe(0);
   });
 
   it("shows the overview: health, version, database, isolation, sandboxes", async () => {
@@ -150,7 +150,7 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await page.locator("#message").fill("#slow 3000");
     await page.locator("#message").press("Enter");
     // Some words are there, the turn is not over.
-    await page.waitForFunction(`[...document.querySelectorAll('[data-kind="text"] p')].some((p) => p.textContent.startsWith("Slow answer word word word"))`);
+    await page.locator('[data-kind="text"] p', { hasText: /^Slow answer word word word/ }).waitFor();
     expect(await page.locator('[data-kind="turn"]').count()).toBe(1);
     await shot("session");
     await page.reload();
@@ -169,10 +169,10 @@ describe.skipIf(reason)("the web console in Chromium", () => {
   it("pauses and resumes the session", async () => {
     const status = page.locator(".meta .status").first();
     await page.getByRole("button", { name: "Pause" }).click();
-    await page.waitForFunction(`document.querySelector(".meta .status")?.textContent === "paused"`);
+    await page.locator(".meta .status", { hasText: /^paused$/ }).waitFor();
     expect((await server.api(`/api/sessions/${sessionId}`).then((r) => r.json())).session.status).toBe("paused");
     await page.getByRole("button", { name: "Resume" }).click();
-    await page.waitForFunction(`document.querySelector(".meta .status")?.textContent === "active"`);
+    await page.locator(".meta .status", { hasText: /^active$/ }).waitFor();
     expect(await status.textContent()).toBe("active");
     // The resumed session still answers, and remembers.
     await page.locator("#message").fill("after resume");
@@ -214,7 +214,7 @@ describe.skipIf(reason)("the web console in Chromium", () => {
   it("signs out, forgetting the key", async () => {
     await page.getByRole("button", { name: "Sign out" }).click();
     await page.locator("#api-key").waitFor();
-    expect(await page.evaluate('sessionStorage.getItem("ash.console.key")')).toBeNull();
+    expect(await page.evaluate(() => (globalThis as any).sessionStorage.getItem("ash.console.key"))).toBeNull();
     expect(strayRequests).toEqual([]);
     expect(pageErrors).toEqual([]);
   });
