@@ -7,7 +7,7 @@
  * test command (scripts/test.sh).
  */
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -127,10 +127,33 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await shot("overview");
   });
 
-  it("starts a session on the deployed agent, streams the answer and shows the tool call with its input and output", async () => {
+  it("deploys an agent from a folder, refusing a bad name without deploying anything", async () => {
+    const folder = join(profile, "dropped-agent");
+    await mkdir(join(folder, "docs"), { recursive: true });
+    await writeFile(join(folder, "CLAUDE.md"), "You are the agent deployed from the console.\n");
+    await writeFile(join(folder, "docs", "notes.txt"), "agent notes\n");
     await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Agents" }).click();
-    await page.getByRole("link", { name: "console-agent" }).click();
-    await page.getByText("notes.txt").waitFor();
+    await page.locator("#deploy-folder").setInputFiles(folder);
+    expect(await page.locator("#deploy-name").inputValue()).toBe("dropped-agent");
+
+    await page.locator("#deploy-name").fill("bad name!");
+    await page.getByRole("button", { name: "Deploy" }).click();
+    const form = page.getByRole("form", { name: "Deploy an agent" });
+    await form.getByRole("alert").waitFor();
+    expect(await form.getByRole("alert").textContent()).toBe("An agent name is letters, digits, - and _ (1 to 64).");
+    expect((await server.api("/api/agents").then((r) => r.json())).agents.map((a: { name: string }) => a.name)).toEqual(["console-agent"]);
+
+    await page.locator("#deploy-name").fill("dropped-agent");
+    await page.getByRole("button", { name: "Deploy" }).click();
+    await page.getByRole("status").waitFor();
+    expect(await page.getByRole("status").textContent()).toBe("Deployed dropped-agent v1 (2 files).");
+    const files = (await server.api("/api/agents/dropped-agent/files").then((r) => r.json())).files.map((f: { path: string }) => f.path).sort();
+    expect(files).toEqual(["CLAUDE.md", "docs/notes.txt"]);
+  });
+
+  it("starts a session on the deployed agent, streams the answer and shows the tool call with its input and output", async () => {
+    await page.getByRole("link", { name: "dropped-agent" }).click();
+    await page.getByText("docs/notes.txt").waitFor();
     await page.getByRole("button", { name: "New session" }).click();
     await page.waitForURL(/#\/sessions\/[0-9a-f-]{36}$/);
     sessionId = decodeURIComponent(page.url().split("/").pop()!);
@@ -191,7 +214,7 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     const row = page.locator(`tr[data-session="${sessionId}"]`);
     await row.waitFor();
     expect(await row.locator(".status").textContent()).toBe("active");
-    expect(await row.locator("td").nth(2).textContent()).toBe("console-agent");
+    expect(await row.locator("td").nth(2).textContent()).toBe("dropped-agent");
     await shot("sessions");
   });
 

@@ -3,17 +3,20 @@ import type { ViewProps } from "../main";
 import { asText, bytes, download, when } from "../format";
 import { isSignedOut, messageOf } from "../api";
 import { Loading, Problem, useLoad } from "./common";
+import { AGENT_NAME, AGENT_NAME_RULE } from "../../../src/contract";
+import { agentFiles, fromDrop, fromInput, type PickedFolder } from "../deploy";
 
 export function Agents(props: ViewProps) {
-  const { data, error } = useLoad(props, () => props.client.listAgents(), [props.client]);
+  const { data, error, reload } = useLoad(props, () => props.client.listAgents(), [props.client]);
   return (
     <section aria-labelledby="agents-title">
       <h1 id="agents-title">Agents</h1>
+      <Deploy {...props} onDeployed={reload} />
       <Problem text={error} />
       {!data ? (
         !error && <Loading />
       ) : data.length === 0 ? (
-        <p class="muted">No agents yet. Deploy one with `ash deploy &lt;folder&gt;` or POST /api/agents.</p>
+        <p class="muted">No agents yet: deploy a folder above, or with `ash deploy &lt;folder&gt;`.</p>
       ) : (
         <div class="scroll">
           <table>
@@ -167,5 +170,74 @@ export function FilePreview(props: { file: { path: string; text?: string; conten
       </figcaption>
       {file.text !== undefined ? <pre>{file.text.length > 200_000 ? `${file.text.slice(0, 200_000)}\n…` : file.text}</pre> : <p class="muted">Binary file: download it to see it.</p>}
     </figure>
+  );
+}
+
+/** Deploys a folder (picked, or dropped on the form) as a new agent, or as a new version of one. */
+function Deploy(props: ViewProps & { onDeployed: () => void }) {
+  const [folder, setFolder] = useState<PickedFolder>();
+  const [name, setName] = useState("");
+  const [over, setOver] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [result, setResult] = useState<{ ok?: string; problem?: string }>({});
+
+  const pick = (picked: PickedFolder | undefined) => {
+    setResult({});
+    if (!picked || picked.files.length === 0) return setResult({ problem: "That folder has no files." });
+    setFolder(picked);
+    if (!name && AGENT_NAME.test(picked.name)) setName(picked.name);
+  };
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (!folder) return setResult({ problem: "Choose or drop the agent's folder first." });
+    if (!AGENT_NAME.test(name)) return setResult({ problem: `An agent name is ${AGENT_NAME_RULE}.` });
+    setBusy(true);
+    setResult({});
+    try {
+      const agent = await props.client.deployAgent({ name, files: await agentFiles(folder) });
+      setResult({ ok: `Deployed ${agent.name} v${agent.version} (${folder.files.length} files).` });
+      setFolder(undefined);
+      props.onDeployed();
+    } catch (error) {
+      if (isSignedOut(error)) props.onUnauthorized();
+      else setResult({ problem: messageOf(error) });
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form
+      class={`deploy ${over ? "over" : ""}`}
+      aria-label="Deploy an agent"
+      onSubmit={submit}
+      onDragOver={(e) => {
+        e.preventDefault();
+        setOver(true);
+      }}
+      onDragLeave={() => setOver(false)}
+      onDrop={async (e) => {
+        e.preventDefault();
+        setOver(false);
+        if (e.dataTransfer) pick(await fromDrop(e.dataTransfer));
+      }}
+    >
+      <p class="drop-hint">Drop an agent folder here (its CLAUDE.md and files), or choose one.</p>
+      <div class="row">
+        <label for="deploy-folder">Folder</label>
+        <input id="deploy-folder" type="file" {...{ webkitdirectory: true }} multiple onChange={(e) => pick(fromInput((e.target as HTMLInputElement).files!))} />
+        <label for="deploy-name">Name</label>
+        <input id="deploy-name" value={name} pattern="[a-zA-Z0-9_-]{1,64}" onInput={(e) => setName((e.target as HTMLInputElement).value.trim())} />
+        <button type="submit" disabled={busy || !folder}>
+          {busy ? "Deploying…" : "Deploy"}
+        </button>
+      </div>
+      {folder && <p class="muted small">{folder.files.length} files ready: {folder.files.slice(0, 5).map((f) => f.path).join(", ")}{folder.files.length > 5 ? ", …" : ""}</p>}
+      {result.ok && (
+        <p class="ok" role="status">
+          {result.ok}
+        </p>
+      )}
+      <Problem text={result.problem} />
+    </form>
   );
 }
