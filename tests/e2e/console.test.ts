@@ -113,6 +113,15 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect(page.url()).not.toContain(server.apiKey);
     expect(await page.evaluate(() => (globalThis as any).sessionStorage.getItem("ash.console.key"))).toBe(server.apiKey);
     expect(await page.evaluate(() => (globalThis as any).localStorage.length)).toBe(0);
+
+    // The policy holds: a script injected inline does not run, and the refusal is reported.
+    const reported = pageErrors.length;
+    const policyRefusal = page.waitForEvent("console", (message) => /Content Security Policy/.test(message.text()));
+    await page.addScriptTag({ content: "globalThis.injected = true;" }).catch(() => undefined);
+    await policyRefusal;
+    expect(await page.evaluate(() => (globalThis as any).injected)).toBeUndefined();
+    expect(pageErrors.slice(reported).join("\n")).toMatch(/Content Security Policy/);
+    pageErrors.splice(reported);
   });
 
   it("shows the overview: health, version, database, isolation, sandboxes", async () => {
@@ -183,6 +192,8 @@ describe.skipIf(reason)("the web console in Chromium", () => {
   });
 
   it("opens a file of the workspace", async () => {
+    await page.getByText("Sandbox log").click();
+    await page.locator(".log pre, .log p").first().waitFor();
     await page.getByRole("button", { name: "made.txt", exact: true }).click();
     const preview = page.getByRole("figure", { name: "File made.txt" });
     await preview.waitFor();

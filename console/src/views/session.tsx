@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import type { Session, StreamEvent } from "../../../src/client";
+import type { SandboxLogLine, Session, StreamEvent } from "../../../src/client";
 import type { ViewProps } from "../main";
 import { isSignedOut, messageOf } from "../api";
 import { apply, EMPTY, withSent, withUsers, type Conversation, type Item } from "../conversation";
@@ -161,7 +161,10 @@ export function SessionPage(props: ViewProps & { id: string }) {
           ))}
           <SendBox disabled={over || running} onSend={send} />
         </div>
-        <Files {...props} tick={filesTick} />
+        <div class="side">
+          <Files {...props} tick={filesTick} />
+          <SandboxLog {...props} />
+        </div>
       </div>
     </section>
   );
@@ -302,5 +305,26 @@ function Files(props: ViewProps & { id: string; tick: number }) {
       )}
       {open && <FilePreview file={open} onClose={() => setOpen(undefined)} />}
     </aside>
+  );
+}
+
+/** The sandbox's recent output, read when opened (and on Refresh). */
+function SandboxLog(props: ViewProps & { id: string }) {
+  const [lines, setLines] = useState<SandboxLogLine[]>();
+  const [problem, setProblem] = useState<string>();
+  const load = () =>
+    props.client.logs(props.id).then(
+      (l) => (setLines(l), setProblem(undefined)),
+      (error) => (isSignedOut(error) ? props.onUnauthorized() : setProblem(messageOf(error))),
+    );
+  return (
+    <details class="log" onToggle={(e) => (e.currentTarget as HTMLDetailsElement).open && load()}>
+      <summary>Sandbox log</summary>
+      <button type="button" class="quiet small" onClick={load}>
+        Refresh
+      </button>
+      <Problem text={problem} />
+      {lines && (lines.length === 0 ? <p class="muted">Nothing logged.</p> : <pre>{lines.map((l) => `${l.stream === "stderr" ? "! " : ""}${l.text}`).join("\n")}</pre>)}
+    </details>
   );
 }
