@@ -53,6 +53,12 @@ describe.skipIf(reason)("the web console in Chromium", () => {
   };
   /** The agent's streamed answers as the page shows them. */
   const answers = () => page.locator('[data-kind="text"] p').allTextContents();
+  /** Sends a message from the session page once no turn runs (the send box waits for the last one's end). */
+  const send = async (text: string) => {
+    await page.locator(".status-running").waitFor({ state: "detached" });
+    await page.locator("#message").fill(text);
+    await page.locator("#message").press("Enter");
+  };
   const shot = (name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 
   beforeAll(async () => {
@@ -167,8 +173,7 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await page.waitForURL(/#\/sessions\/[0-9a-f-]{36}$/);
     sessionId = decodeURIComponent(page.url().split("/").pop()!);
 
-    await page.locator("#message").fill("#bash echo console-check > made.txt");
-    await page.keyboard.press("Enter");
+    await send("#bash echo console-check > made.txt");
     const tool = page.locator('[data-kind="tool"]');
     await tool.locator("pre.output").waitFor();
     expect(await tool.locator("summary").textContent()).toContain("Bash");
@@ -179,8 +184,7 @@ describe.skipIf(reason)("the web console in Chromium", () => {
   });
 
   it("picks a turn up after a reload mid-way, without repeating any text", async () => {
-    await page.locator("#message").fill("#slow 3000");
-    await page.locator("#message").press("Enter");
+    await send("#slow 3000");
     // Some words are there, the turn is not over.
     await page.locator('[data-kind="text"] p', { hasText: /^Slow answer word word word/ }).waitFor();
     expect(await page.locator('[data-kind="turn"]').count()).toBe(1);
@@ -209,8 +213,7 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await page.locator(".meta .status", { hasText: /^active$/ }).waitFor();
     expect(await status.textContent()).toBe("active");
     // The resumed session still answers, and remembers.
-    await page.locator("#message").fill("after resume");
-    await page.locator("#message").press("Enter");
+    await send("after resume");
     await page.locator('[data-kind="turn"]').nth(2).waitFor();
     expect((await answers()).at(-1)).toBe("Echo: after resume [turns seen: 3]");
     // The turn's `done` follows its result: then the page says nothing runs any more.
@@ -227,6 +230,29 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect(await row.locator(".status").textContent()).toBe("active");
     expect(await row.locator("td").nth(2).textContent()).toBe("dropped-agent");
     await shot("sessions");
+  });
+
+  it("forks the session, whole or at a turn, into a new one that links back to it", async () => {
+    await page.locator(`tr[data-session="${sessionId}"] a`).click();
+    await page.getByRole("button", { name: "Fork" }).click();
+    await page.waitForURL((url) => /#\/sessions\/[0-9a-f-]{36}$/.test(url.hash) && !url.hash.endsWith(sessionId));
+    const forked = page.getByRole("link", { name: sessionId.slice(0, 8) });
+    await forked.waitFor();
+    // The fork carries the conversation so far.
+    await page.locator('[data-kind="turn"]').nth(2).waitFor();
+    expect(await answers()).toEqual(["Tool result: (Bash completed with no output)", SLOW_ANSWER, "Echo: after resume [turns seen: 3]"]);
+    await forked.click();
+    await page.waitForURL((url) => url.hash.endsWith(sessionId));
+
+    // Forked at the first turn's checkpoint: only that turn comes along.
+    await page.getByText("Checkpoints").click();
+    await page.getByRole("button", { name: "Fork at turn 1" }).click();
+    await page.waitForURL((url) => /#\/sessions\/[0-9a-f-]{36}$/.test(url.hash) && !url.hash.endsWith(sessionId));
+    await page.getByRole("link", { name: sessionId.slice(0, 8) }).waitFor();
+    await page.locator('[data-kind="turn"]').first().waitFor();
+    expect(await answers()).toEqual(["Tool result: (Bash completed with no output)"]);
+    await page.getByRole("link", { name: sessionId.slice(0, 8) }).click();
+    await page.waitForURL((url) => url.hash.endsWith(sessionId));
   });
 
   it("shows another tenant's key none of this tenant's sessions", async () => {

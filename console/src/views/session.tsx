@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import type { SandboxLogLine, Session, StreamEvent } from "../../../src/client";
+import type { Checkpoint, SandboxLogLine, Session, StreamEvent } from "../../../src/client";
 import type { ViewProps } from "../main";
 import { isSignedOut, messageOf } from "../api";
 import { apply, EMPTY, withSent, withUsers, type Conversation, type Item } from "../conversation";
@@ -154,7 +154,11 @@ export function SessionPage(props: ViewProps & { id: string }) {
       </div>
       <Problem text={problem} />
       <div class="split">
-        <div class="conversation" aria-label="Conversation" aria-live="polite">
+        <div class="conversation" aria-label="Conversation">
+          {/* Said once per change, not once per streamed word. */}
+          <p class="visually-hidden" role="status">
+            {running ? "The agent is answering." : conversation.items.length > 0 ? "The agent has finished." : ""}
+          </p>
           {conversation.items.length === 0 && <p class="muted">No messages yet.</p>}
           {conversation.items.map((item) => (
             <ItemView key={item.key} item={item} />
@@ -163,6 +167,7 @@ export function SessionPage(props: ViewProps & { id: string }) {
         </div>
         <div class="side">
           <Files {...props} tick={filesTick} />
+          <Checkpoints {...props} />
           <SandboxLog {...props} />
         </div>
       </div>
@@ -325,6 +330,43 @@ function SandboxLog(props: ViewProps & { id: string }) {
       </button>
       <Problem text={problem} />
       {lines && (lines.length === 0 ? <p class="muted">Nothing logged.</p> : <pre>{lines.map((l) => `${l.stream === "stderr" ? "! " : ""}${l.text}`).join("\n")}</pre>)}
+    </details>
+  );
+}
+
+/** One saved point per completed turn; forking at one starts a new session from it. */
+function Checkpoints(props: ViewProps & { id: string }) {
+  const [list, setList] = useState<Checkpoint[]>();
+  const [problem, setProblem] = useState<string>();
+  const fail = (error: unknown) => (isSignedOut(error) ? props.onUnauthorized() : setProblem(messageOf(error)));
+  const load = () => props.client.listCheckpoints(props.id).then((l) => (setList(l), setProblem(undefined)), fail);
+  const fork = (checkpoint: number) =>
+    props.client.forkSession(props.id, { checkpoint }).then((session) => {
+      location.hash = `#/sessions/${encodeURIComponent(session.id)}`;
+    }, fail);
+  return (
+    <details class="checkpoints" onToggle={(e) => (e.currentTarget as HTMLDetailsElement).open && load()}>
+      <summary>Checkpoints</summary>
+      <Problem text={problem} />
+      {list &&
+        (list.length === 0 ? (
+          <p class="muted">None yet: each completed turn makes one.</p>
+        ) : (
+          <ol class="files">
+            {list.map((c) => (
+              <li>
+                <span>
+                  turn {c.turn}
+                  {c.prompt ? `: ${c.prompt.slice(0, 40)}` : ""}
+                  {c.rewound ? " (rewound)" : ""}
+                </span>
+                <button type="button" class="quiet small" aria-label={`Fork at turn ${c.turn}`} onClick={() => fork(c.checkpoint)}>
+                  Fork here
+                </button>
+              </li>
+            ))}
+          </ol>
+        ))}
     </details>
   );
 }
