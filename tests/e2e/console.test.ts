@@ -255,6 +255,22 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await page.waitForURL((url) => url.hash.endsWith(sessionId));
   });
 
+  it("charts the last hour on the overview: tokens, model calls, sessions started", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Overview" }).click();
+    const caption = (title: string) => page.locator(`[data-chart="${title}"] figcaption`);
+    await caption("Model calls").waitFor();
+    const calls = Number(/([\d,]+) calls/.exec((await caption("Model calls").textContent())!)![1].replace(/,/g, ""));
+    // Every model call the gateway counted for this tenant, as the API reports them.
+    const usage = (await server.api("/api/usage?limit=1000").then((r) => r.json())).usage;
+    expect(calls).toBe(usage.length);
+    expect(calls).toBeGreaterThan(0);
+    // The session, its two forks, and none of another tenant's.
+    expect(await caption("Sessions started").textContent()).toContain("3 sessions in the last hour");
+    expect(await page.locator('[data-chart="Tokens"] rect').count()).toBe(12);
+    expect(await page.locator(`[data-card="Tokens today"] dd`).textContent()).not.toBe("0");
+    await shot("overview");
+  });
+
   it("shows another tenant's key none of this tenant's sessions", async () => {
     const other = watch(await browser.newPage());
     try {
