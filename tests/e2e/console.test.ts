@@ -218,7 +218,9 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect((await answers()).at(-1)).toBe("Echo: after resume [turns seen: 3]");
     // The turn's `done` follows its result: then the page says nothing runs any more.
     await page.locator(".status-running").waitFor({ state: "detached" });
+    // At phone width everything fits the screen's width (wide tables scroll inside their own box).
     await page.setViewportSize({ width: 390, height: 844 });
+    expect(await page.evaluate(() => (globalThis as any).document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await shot("session-phone");
     await page.setViewportSize({ width: 1280, height: 860 });
   });
@@ -230,6 +232,9 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect(await row.locator(".status").textContent()).toBe("active");
     expect(await row.locator("td").nth(2).textContent()).toBe("dropped-agent");
     await shot("sessions");
+    await page.setViewportSize({ width: 390, height: 844 });
+    expect(await page.evaluate(() => (globalThis as any).document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.setViewportSize({ width: 1280, height: 860 });
   });
 
   it("forks the session, whole or at a turn, into a new one that links back to it", async () => {
