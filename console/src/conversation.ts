@@ -46,8 +46,8 @@ function flushUsers(c: Conversation, upTo: number, force: boolean): Conversation
 }
 
 /** The message just sent from this page, shown at once. */
-export function withSent(c: Conversation, text: string): Conversation {
-  return { ...c, items: [...c.items, { kind: "user", key: `s${c.items.length}-${c.lastId}`, text }] };
+export function withSent(c: Conversation, text: string, key = `s${c.items.length}-${c.lastId}`): Conversation {
+  return { ...c, items: [...c.items, { kind: "user", key, text }] };
 }
 
 /** Applies one event; a repeat (id at or below the last one applied) changes nothing. */

@@ -82,10 +82,17 @@ export function SessionPage(props: ViewProps & { id: string }) {
 
   const send = async (text: string) => {
     setProblem(undefined);
-    setConversation((c) => withSent(c, text));
+    const key = `sent-${Date.now()}`;
+    setConversation((c) => withSent(c, text, key));
+    let accepted = false;
     try {
-      for await (const event of client.sendMessage(id, text)) take(event);
+      for await (const event of client.sendMessage(id, text)) {
+        accepted = true;
+        take(event);
+      }
     } catch (error) {
+      // A refused message (busy, over a limit) was never part of the conversation.
+      if (!accepted) setConversation((c) => ({ ...c, items: c.items.filter((i) => i.key !== key) }));
       fail(error);
     }
   };
