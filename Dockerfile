@@ -33,12 +33,13 @@ RUN if [ -d /tmp/npm-cache/_cacache ]; then \
  && rm -rf /tmp/npm-cache /root/.npm
 
 # ---------------------------------------------------------------------------
-# build: TypeScript sources into dist/. Only this stage reruns after a source change.
+# build: TypeScript sources into dist/, the web console into dist/console. Only this stage reruns after a source change.
 FROM deps AS build
 COPY build.config.ts tsconfig.json ./
 COPY bin ./bin
 COPY templates ./templates
 COPY src ./src
+COPY console ./console
 # Type declarations are for the npm package, not the image: skip them here.
 RUN ASH_BUILD_DECLARATIONS=0 npm run build
 

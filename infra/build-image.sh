@@ -53,7 +53,7 @@ fi
 # Everything but the npm cache is replaced, so deleted sources do not linger.
 mkdir -p "$ctx"
 find "$ctx" -mindepth 1 -maxdepth 1 ! -name .npm-cache -exec rm -rf {} +
-for path in Dockerfile .dockerignore entrypoint.sh package.json build.config.ts tsconfig.json bin src templates; do
+for path in Dockerfile .dockerignore entrypoint.sh package.json build.config.ts tsconfig.json bin src console templates; do
   [ -e "$repo/$path" ] || die "missing $path in $repo"
   cp -Rp "$repo/$path" "$ctx/"
 done

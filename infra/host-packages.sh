@@ -16,6 +16,7 @@
 #   zstd             workspace snapshots stream through it
 #   iproute2         per-sandbox network namespaces (ip)
 #   socat            bridges each sandbox's loopback ports to the model gateway and egress proxies
+#   chromium         the web console's end-to-end tests drive it (headless, through playwright-core)
 set -eu
 
 say() { printf 'host packages: %s\n' "$*"; }
@@ -23,7 +24,7 @@ die() { printf 'host packages: %s\n' "$*" >&2; exit 1; }
 
 case "${1:-}" in
   start) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat" ;;
-  test) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat docker-compose:docker-compose docker-registry:docker-registry postgresql:/usr/lib/postgresql" ;;
+  test) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat docker-compose:docker-compose docker-registry:docker-registry postgresql:/usr/lib/postgresql chromium:chromium" ;;
   *) die "usage: infra/host-packages.sh start|test" ;;
 esac
 
@@ -55,7 +56,7 @@ log="${TMPDIR:-/tmp}/ash-host-packages.log"
 install_all() {
   case "$1" in
     start) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat ;;
-    test) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat docker-compose docker-registry postgresql ;;
+    test) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat docker-compose docker-registry postgresql chromium ;;
   esac
 }
 if ! { apt-get update -qq && install_all "$1"; } >"$log" 2>&1; then

@@ -40,6 +40,8 @@ export interface ServerConfig {
   anthropicBaseUrl?: string;
   /** Largest JSON body accepted, in bytes (agent uploads included). */
   maxBodyBytes: number;
+  /** ASH_CONSOLE: serve the web console at /console (off: no route at all). */
+  console: boolean;
   /** A turn whose model stays silent this long ends with an `error` event. */
   turnIdleTimeoutMs: number;
   /** How often the CLI retries a failed model call before the turn fails. */
@@ -178,6 +180,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     startConcurrency: integer(env, "ASH_START_CONCURRENCY", Math.max(1, cpus().length), 1, 1024),
     anthropicApiKey: text(env, "ANTHROPIC_API_KEY"),
     anthropicBaseUrl: baseUrl,
+    console: boolean(env, "ASH_CONSOLE", true),
     maxBodyBytes: integer(env, "ASH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
     turnIdleTimeoutMs: integer(env, "ASH_TURN_IDLE_TIMEOUT_MS", 120_000, 500, 3600_000),
     modelMaxRetries: integer(env, "ASH_MODEL_MAX_RETRIES", 1, 0, 10),

@@ -21,6 +21,7 @@ import { registerAttachments } from "./routes/attachments";
 import { registerQueue } from "./routes/queue";
 import { registerEvals } from "./routes/evals";
 import { managedApiErrors, MANAGED_PREFIX, registerManagedApi } from "./managed";
+import { consoleDir, registerConsole } from "./routes/console";
 
 /** The h3 app: public /health, everything under /api behind the bearer key. */
 export function createApp(ctx: AppContext): H3 {
@@ -95,5 +96,7 @@ export function createApp(ctx: AppContext): H3 {
   registerQueue(app, ctx);
   registerEvals(app, ctx);
   registerManagedApi(app, ctx);
+  // Off (ASH_CONSOLE=false), there is no route at all, so /console is an ordinary 404.
+  if (ctx.config.console) registerConsole(app, { dir: consoleDir(), onMissing: (dir) => ctx.log.warn(`The web console is on but not built (no ${dir}/index.html): run \`npm run build\`, or set ASH_CONSOLE=false.`) });
   return app;
 }

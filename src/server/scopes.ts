@@ -14,6 +14,9 @@ export const ROUTE_ACCESS: Record<string, RouteAccess> = {
   "GET /health/live": "public",
   "GET /health/ready": "public",
   "GET /openapi.json": "public",
+  // The web console's static files: no key, no setting in them (it signs in with a key of its own).
+  "GET /console": "public",
+  "GET /console/**": "public",
   // Server-wide numbers name every tenant's agents.
   "GET /metrics": "operator",
 

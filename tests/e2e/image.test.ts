@@ -184,6 +184,7 @@ describe.skipIf(skipReason)("container image", () => {
       "for p in /app/node_modules/vitest /app/node_modules/typescript /app/node_modules/unbuild /app/node_modules/.package-lock.json /app/package-lock.json /app/src /tmp/npm-cache /root/.npm; do [ -e \"$p\" ] && echo \"leftover $p\"; done",
       "command -v g++ make python3 | sed 's/^/leftover /'",
       "test -f /app/dist/server/main.mjs && echo server-built",
+      "test -f /app/dist/console/index.html && echo console-built",
       "true",
     ].join("; ");
     const result = await runInImage(image, ["--entrypoint", "sh"], ["-c", script]);
@@ -191,6 +192,7 @@ describe.skipIf(skipReason)("container image", () => {
     const lines = result.stdout.trim().split("\n");
     expect(lines).toContain('{"x":42}');
     expect(lines).toContain("server-built");
+    expect(lines).toContain("console-built");
     expect(lines.filter((l) => l.startsWith("leftover"))).toEqual([]);
   });
 

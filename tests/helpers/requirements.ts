@@ -45,3 +45,16 @@ export function cgroup1Problem(host: { limitMode: string; limitDetail?: string }
   if (host.limitMode !== "cgroup1") return `this host's limit mode is ${host.limitMode}${host.limitDetail ? `: ${host.limitDetail}` : ""}`;
   return undefined;
 }
+
+/** Debian's Chromium, which the web console's browser tests drive (infra/host-packages.sh test installs it). */
+export const CHROMIUM = "/usr/bin/chromium";
+
+/** Why the browser suites cannot run here, or undefined: a Chromium that answers `--version`. */
+export function chromiumProblem(path = CHROMIUM): string | undefined {
+  try {
+    execFileSync(path, ["--version"], { stdio: "ignore", timeout: 60_000 });
+  } catch {
+    return `no working Chromium at ${path} (infra/host-packages.sh test installs it)`;
+  }
+  return undefined;
+}

@@ -11,7 +11,7 @@ import { openApiDocument } from "../../src/server/routes/openapi";
 describe("route access decisions", () => {
   it("covers exactly the routes the app registers", async () => {
     const observability = await createObservability({});
-    const app = createApp({ observability, config: { maxBodyBytes: 1024 } } as unknown as AppContext);
+    const app = createApp({ observability, config: { maxBodyBytes: 1024, console: true } } as unknown as AppContext);
     const routes = (app as unknown as { "~routes": Array<{ method?: string; route: string }> })["~routes"].map((r) => `${(r.method ?? "ALL").toUpperCase()} ${r.route}`);
     expect(routes.length).toBeGreaterThan(20);
     const missing = routes.filter((r) => !(r in ROUTE_ACCESS));

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
-import { sandboxProblem, skipUnlessReady } from "../helpers/requirements";
+import { chromiumProblem, sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 
 const root = resolve(import.meta.dirname, "../..");
 
@@ -24,6 +24,18 @@ describe("what the suites need", () => {
       expect(() => skipUnlessReady("sandbox isolation", "bubblewrap is not usable")).toThrow(/sandbox isolation cannot run: bubblewrap is not usable/);
       delete process.env.ASH_TEST_REQUIRE_ALL;
       expect(skipUnlessReady("sandbox isolation", "bubblewrap is not usable")).toBe("bubblewrap is not usable");
+    } finally {
+      if (saved === undefined) delete process.env.ASH_TEST_REQUIRE_ALL;
+      else process.env.ASH_TEST_REQUIRE_ALL = saved;
+    }
+  });
+
+  it("names a missing Chromium as a problem, so the browser suite fails under the full test command", () => {
+    expect(chromiumProblem("/nonexistent/chromium")).toMatch(/no working Chromium at \/nonexistent\/chromium \(infra\/host-packages.sh test installs it\)/);
+    const saved = process.env.ASH_TEST_REQUIRE_ALL;
+    try {
+      process.env.ASH_TEST_REQUIRE_ALL = "1";
+      expect(() => skipUnlessReady("The web console's browser tests", chromiumProblem("/nonexistent/chromium"))).toThrow(/browser tests cannot run: no working Chromium/);
     } finally {
       if (saved === undefined) delete process.env.ASH_TEST_REQUIRE_ALL;
       else process.env.ASH_TEST_REQUIRE_ALL = saved;
