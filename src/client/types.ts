@@ -143,6 +143,9 @@ export interface Session {
   lastActiveAt: string;
   model?: string | null;
   parentSessionId?: string | null;
+  /** In a listing (`listSessions`): completed turns and tokens used so far. */
+  turns?: number;
+  tokens?: number;
   [key: string]: unknown;
 }
 

@@ -231,6 +231,12 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     await row.waitFor();
     expect(await row.locator(".status").textContent()).toBe("active");
     expect(await row.locator("td").nth(2).textContent()).toBe("dropped-agent");
+    // What it has done: its completed turns, and tokens (as the API counts them).
+    const listed = (await server.api("/api/sessions").then((r) => r.json())).sessions.find((s: any) => s.id === sessionId);
+    expect(listed.turns).toBeGreaterThan(0);
+    expect(listed.tokens).toBeGreaterThan(0);
+    expect(await row.locator('[data-col="turns"]').textContent()).toBe(String(listed.turns));
+    expect(Number((await row.locator('[data-col="tokens"]').textContent())!.replace(/[^\d]/g, ""))).toBe(listed.tokens);
     await shot("sessions");
     await page.setViewportSize({ width: 390, height: 844 });
     expect(await page.evaluate(() => (globalThis as any).document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
@@ -258,6 +264,19 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect(await answers()).toEqual(["Tool result: (Bash completed with no output)"]);
     await page.getByRole("link", { name: sessionId.slice(0, 8) }).click();
     await page.waitForURL((url) => url.hash.endsWith(sessionId));
+  });
+
+  it("rewinds the session to a turn after asking, leaving the later turns marked in its checkpoints", async () => {
+    const before = (await server.api(`/api/sessions/${sessionId}/checkpoints`).then((r) => r.json())).checkpoints;
+    expect(before.length).toBeGreaterThan(1);
+    page.once("dialog", (dialog) => void dialog.accept());
+    await page.getByText("Checkpoints").click();
+    await page.getByRole("button", { name: "Rewind to turn 1" }).click();
+    await page.locator(".meta .status", { hasText: /^paused$/ }).waitFor();
+    const after = (await server.api(`/api/sessions/${sessionId}/checkpoints`).then((r) => r.json())).checkpoints;
+    expect(after.filter((c: any) => c.rewound).length).toBe(before.length - 1);
+    await page.getByText("Checkpoints").click();
+    await page.getByText(/turn 2.*\(rewound\)/).first().waitFor();
   });
 
   it("charts the last hour on the overview: tokens, model calls, sessions started", async () => {

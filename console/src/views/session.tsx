@@ -341,7 +341,7 @@ function SandboxLog(props: ViewProps & { id: string }) {
   );
 }
 
-/** One saved point per completed turn; forking at one starts a new session from it. */
+/** One saved point per completed turn: fork a new session from one, or rewind this one to it. */
 function Checkpoints(props: ViewProps & { id: string }) {
   const [list, setList] = useState<Checkpoint[]>();
   const [problem, setProblem] = useState<string>();
@@ -351,6 +351,11 @@ function Checkpoints(props: ViewProps & { id: string }) {
     props.client.forkSession(props.id, { checkpoint }).then((session) => {
       location.hash = `#/sessions/${encodeURIComponent(session.id)}`;
     }, fail);
+  // The files and the conversation go back to that turn; later turns stay in the history, marked rewound.
+  const rewind = (checkpoint: number, turn: number) => {
+    if (!confirm(`Rewind this session to turn ${turn}? Its files and conversation go back to how they were after that turn.`)) return;
+    props.client.rewindSession(props.id, checkpoint).then(() => location.reload(), fail);
+  };
   return (
     <details class="checkpoints" onToggle={(e) => (e.currentTarget as HTMLDetailsElement).open && load()}>
       <summary>Checkpoints</summary>
@@ -370,6 +375,11 @@ function Checkpoints(props: ViewProps & { id: string }) {
                 <button type="button" class="quiet small" aria-label={`Fork at turn ${c.turn}`} onClick={() => fork(c.checkpoint)}>
                   Fork here
                 </button>
+                {!c.rewound && (
+                  <button type="button" class="quiet small" aria-label={`Rewind to turn ${c.turn}`} onClick={() => rewind(c.checkpoint, c.turn)}>
+                    Rewind here
+                  </button>
+                )}
               </li>
             ))}
           </ol>

@@ -1,7 +1,7 @@
 import { useState } from "preact/hooks";
 import { SESSION_STATUSES, type SessionStatus } from "../../../src/contract";
 import type { ViewProps } from "../main";
-import { ago, when } from "../format";
+import { ago, count, when } from "../format";
 import { isSignedOut, messageOf } from "../api";
 import { Loading, Problem, Status, useLoad } from "./common";
 
@@ -86,6 +86,8 @@ export function Sessions(props: ViewProps) {
                 <th scope="col">Agent</th>
                 <th scope="col">Created</th>
                 <th scope="col">Last activity</th>
+                <th scope="col" class="num">Turns</th>
+                <th scope="col" class="num">Tokens</th>
               </tr>
             </thead>
             <tbody>
@@ -102,6 +104,8 @@ export function Sessions(props: ViewProps) {
                   <td>{s.agentName}</td>
                   <td>{when(s.createdAt)}</td>
                   <td title={when(s.lastActiveAt)}>{ago(s.lastActiveAt)}</td>
+                  <td class="num" data-col="turns">{count(s.turns ?? 0)}</td>
+                  <td class="num" data-col="tokens">{count(s.tokens ?? 0)}</td>
                 </tr>
               ))}
             </tbody>

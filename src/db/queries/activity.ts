@@ -57,3 +57,19 @@ export async function evalRunsByStatus(db: Queryable, tenantId: string): Promise
   const rows = await db.all<any>(`SELECT status, COUNT(*) AS n FROM eval_runs WHERE tenant_id = ? GROUP BY status`, [tenantId]);
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
+
+/** Completed turns and tokens used, for each of these sessions (those with none are left out). */
+export async function sessionsActivity(db: Queryable, ids: string[]): Promise<Map<string, { turns: number; tokens: number }>> {
+  const out = new Map<string, { turns: number; tokens: number }>();
+  if (ids.length === 0) return out;
+  const marks = ids.map(() => "?").join(", ");
+  const turns = await db.all<any>(`SELECT session_id, COUNT(*) AS n FROM events WHERE type = 'turn_complete' AND session_id IN (${marks}) GROUP BY session_id`, ids);
+  const tokens = await db.all<any>(
+    `SELECT session_id, SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens) AS n FROM usage_records WHERE session_id IN (${marks}) GROUP BY session_id`,
+    ids,
+  );
+  const entry = (id: string) => out.get(id) ?? out.set(id, { turns: 0, tokens: 0 }).get(id)!;
+  for (const row of turns) entry(row.session_id).turns = Number(row.n);
+  for (const row of tokens) entry(row.session_id).tokens = Number(row.n ?? 0);
+  return out;
+}

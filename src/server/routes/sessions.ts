@@ -1,3 +1,4 @@
+import { sessionsActivity } from "../../db/queries/activity";
 import { getQuery, getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
@@ -64,7 +65,9 @@ export function registerSessions(app: H3, ctx: AppContext): void {
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify([last.createdAt, last.id])).toString("base64url") : null;
-    return { sessions: page.map(present), nextCursor };
+    // What each one has done so far: completed turns and tokens (two queries for the whole page).
+    const activity = await sessionsActivity(ctx.db, page.map((s) => s.id));
+    return { sessions: page.map((s) => ({ ...present(s), turns: activity.get(s.id)?.turns ?? 0, tokens: activity.get(s.id)?.tokens ?? 0 })), nextCursor };
   });
 
   app.get("/api/sessions/:id", async (event) => ({ session: present(await ctx.sessions.requireSession(id(event))) }));
