@@ -1,4 +1,8 @@
+import { unzipSync } from "fflate";
 import type { AgentFile } from "../../src/client";
+
+/** Unpacked, a zip may hold at most this much (the server checks each file again). */
+const MAX_UNZIPPED_BYTES = 64 * 1024 * 1024;
 
 /** A picked or dropped folder, as the files of an agent upload (paths relative to the folder). */
 export interface PickedFolder {
@@ -20,7 +24,37 @@ export function fromInput(list: FileList): PickedFolder | undefined {
   };
 }
 
-/** Files from a drop: one folder (walked whole), or loose files. */
+/**
+ * The files of a zip, unpacked here in the browser. A zip whose entries all sit
+ * in one folder (how most tools make them) gives that folder's contents.
+ */
+export async function fromZip(zip: File): Promise<PickedFolder> {
+  let total = 0;
+  let tooBig = false;
+  let entries: Record<string, Uint8Array>;
+  try {
+    entries = unzipSync(new Uint8Array(await zip.arrayBuffer()), {
+      filter: (entry) => {
+        if (entry.name.endsWith("/")) return false;
+        total += entry.originalSize;
+        if (total > MAX_UNZIPPED_BYTES) tooBig = true;
+        return !tooBig;
+      },
+    });
+  } catch {
+    throw new Error(`${zip.name} is not a zip file this console can read.`);
+  }
+  if (tooBig) throw new Error(`${zip.name} unpacks to more than ${MAX_UNZIPPED_BYTES / 2 ** 20} MiB.`);
+  const names = Object.keys(entries);
+  const top = names[0]?.split("/")[0] ?? "";
+  const strip = names.length > 0 && names.every((n) => n.startsWith(`${top}/`));
+  return {
+    name: strip ? top : zip.name.replace(/\.zip$/i, ""),
+    files: names.map((n) => ({ path: strip ? n.slice(top.length + 1) : n, file: new File([entries[n]!], n.split("/").pop()!) })),
+  };
+}
+
+/** Files from a drop: one folder (walked whole), a zip, or loose files. */
 export async function fromDrop(transfer: DataTransfer): Promise<PickedFolder | undefined> {
   const entries = [...transfer.items].map((item) => item.webkitGetAsEntry?.()).filter((e): e is FileSystemEntry => !!e);
   if (entries.length === 1 && entries[0].isDirectory) {
@@ -30,6 +64,7 @@ export async function fromDrop(transfer: DataTransfer): Promise<PickedFolder | u
   }
   const loose = [...transfer.files];
   if (loose.length === 0) return undefined;
+  if (loose.length === 1 && /\.zip$/i.test(loose[0]!.name)) return fromZip(loose[0]!);
   return { name: "", files: loose.map((file) => ({ path: file.name, file })) };
 }
 

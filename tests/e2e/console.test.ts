@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { chromium, type BrowserContext, type Page, type Request } from "playwright-core";
+import { strToU8, zipSync } from "fflate";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 import { CHROMIUM, chromiumProblem, skipUnlessReady } from "../helpers/requirements";
@@ -166,6 +167,21 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect(files).toEqual(["CLAUDE.md", "docs/notes.txt"]);
   });
 
+  it("deploys an agent from a zip (its one folder unpacked), and says so when a file is not a zip", async () => {
+    const form = page.getByRole("form", { name: "Deploy an agent" });
+    await page.locator("#deploy-zip").setInputFiles({ name: "broken.zip", mimeType: "application/zip", buffer: Buffer.from("not a zip at all") });
+    await form.getByRole("alert").waitFor();
+    expect(await form.getByRole("alert").textContent()).toBe("broken.zip is not a zip file this console can read.");
+
+    const zip = zipSync({ "zipped-agent/CLAUDE.md": strToU8("You came in a zip.\n"), "zipped-agent/data/z.txt": strToU8("zipped\n") });
+    await page.locator("#deploy-zip").setInputFiles({ name: "zipped-agent.zip", mimeType: "application/zip", buffer: Buffer.from(zip) });
+    expect(await page.locator("#deploy-name").inputValue()).toBe("zipped-agent");
+    await page.getByRole("button", { name: "Deploy" }).click();
+    await page.getByText("Deployed zipped-agent v1 (2 files).").waitFor();
+    const files = (await server.api("/api/agents/zipped-agent/files").then((r) => r.json())).files.map((f: { path: string }) => f.path).sort();
+    expect(files).toEqual(["CLAUDE.md", "data/z.txt"]);
+  });
+
   it("starts a session on the deployed agent, streams the answer and shows the tool call with its input and output", async () => {
     await page.getByRole("link", { name: "dropped-agent" }).click();
     await page.getByText("docs/notes.txt").waitFor();
@@ -270,13 +286,19 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     const before = (await server.api(`/api/sessions/${sessionId}/checkpoints`).then((r) => r.json())).checkpoints;
     expect(before.length).toBeGreaterThan(1);
     page.once("dialog", (dialog) => void dialog.accept());
-    await page.getByText("Checkpoints").click();
-    await page.getByRole("button", { name: "Rewind to turn 1" }).click();
-    await page.locator(".meta .status", { hasText: /^paused$/ }).waitFor();
+    // Opened (the fork above may have left the list open already).
+    const openCheckpoints = async () => {
+      const details = page.locator("details.checkpoints");
+      await details.waitFor({ timeout: 30_000 });
+      if ((await details.getAttribute("open")) === null) await details.locator("summary").click();
+    };
+    await openCheckpoints();
+    await page.getByRole("button", { name: "Rewind to turn 1" }).click({ timeout: 30_000 });
+    await page.locator(".meta .status", { hasText: /^paused$/ }).waitFor({ timeout: 30_000 });
     const after = (await server.api(`/api/sessions/${sessionId}/checkpoints`).then((r) => r.json())).checkpoints;
     expect(after.filter((c: any) => c.rewound).length).toBe(before.length - 1);
-    await page.getByText("Checkpoints").click();
-    await page.getByText(/turn 2.*\(rewound\)/).first().waitFor();
+    await openCheckpoints();
+    await page.getByText(/turn 2.*\(rewound\)/).first().waitFor({ timeout: 30_000 });
   });
 
   it("charts the last hour on the overview: tokens, model calls, sessions started", async () => {

@@ -4,7 +4,7 @@ import { asText, bytes, download, when } from "../format";
 import { isSignedOut, messageOf } from "../api";
 import { Loading, Problem, useLoad } from "./common";
 import { AGENT_NAME, AGENT_NAME_RULE } from "../../../src/contract";
-import { agentFiles, fromDrop, fromInput, type PickedFolder } from "../deploy";
+import { agentFiles, fromDrop, fromInput, fromZip, type PickedFolder } from "../deploy";
 
 export function Agents(props: ViewProps) {
   const { data, error, reload } = useLoad(props, () => props.client.listAgents(), [props.client]);
@@ -197,6 +197,8 @@ function Deploy(props: ViewProps & { onDeployed: () => void }) {
       const agent = await props.client.deployAgent({ name, files: await agentFiles(folder) });
       setResult({ ok: `Deployed ${agent.name} v${agent.version} (${folder.files.length} files).` });
       setFolder(undefined);
+      // The next folder names the next agent.
+      setName("");
       props.onDeployed();
     } catch (error) {
       if (isSignedOut(error)) props.onUnauthorized();
@@ -218,13 +220,23 @@ function Deploy(props: ViewProps & { onDeployed: () => void }) {
       onDrop={async (e) => {
         e.preventDefault();
         setOver(false);
-        if (e.dataTransfer) pick(await fromDrop(e.dataTransfer));
+        if (e.dataTransfer) await fromDrop(e.dataTransfer).then(pick, (error) => setResult({ problem: messageOf(error) }));
       }}
     >
-      <p class="drop-hint">Drop an agent folder here (its CLAUDE.md and files), or choose one.</p>
+      <p class="drop-hint">Drop an agent folder or a zip of one here (its CLAUDE.md and files), or choose one.</p>
       <div class="row">
         <label for="deploy-folder">Folder</label>
         <input id="deploy-folder" type="file" {...{ webkitdirectory: true }} multiple onChange={(e) => pick(fromInput((e.target as HTMLInputElement).files!))} />
+        <label for="deploy-zip">or a zip</label>
+        <input
+          id="deploy-zip"
+          type="file"
+          accept=".zip,application/zip"
+          onChange={(e) => {
+            const chosen = (e.target as HTMLInputElement).files?.[0];
+            if (chosen) fromZip(chosen).then(pick, (error) => setResult({ problem: messageOf(error) }));
+          }}
+        />
         <label for="deploy-name">Name</label>
         <input id="deploy-name" value={name} pattern="[a-zA-Z0-9_-]{1,64}" onInput={(e) => setName((e.target as HTMLInputElement).value.trim())} />
         <button type="submit" disabled={busy || !folder}>
