@@ -8,6 +8,8 @@ export type StreamEventType =
   | "thinking_delta"
   | "tool_use"
   | "tool_result"
+  /** A tool use waits for a person's allow or deny (the session's confirmTools policy). */
+  | "tool_confirmation"
   | "message"
   | "turn_complete"
   | "error"

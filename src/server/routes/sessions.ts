@@ -12,6 +12,9 @@ import { isSessionStatus, LIVE_SESSION_STATUSES, SESSION_STATUSES } from "../../
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
 
+/** Tools held for a person's decision: every one, or these names (an empty list: none, overriding the agent's). */
+export const confirmToolsSchema = z.union([z.literal("all"), z.array(z.string().min(1).max(200)).max(200)]);
+
 const createSchema = z
   .object({
     agent: z.string().min(1).max(64),
@@ -22,6 +25,7 @@ const createSchema = z
     permissionMode: z.enum(PERMISSION_MODES).optional(),
     allowedTools: z.array(z.string()).optional(),
     disallowedTools: z.array(z.string()).optional(),
+    confirmTools: confirmToolsSchema.optional(),
     maxTokens: z.number().int().min(1).optional(),
     /** A stored credential of the caller's tenant (POST /api/credentials). */
     credentialId: z.string().min(1).max(200).optional(),

@@ -1,0 +1,173 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
+import { backends } from "../helpers/backends";
+import { startFakeModel } from "../fake-model/fake-model.mjs";
+
+type Frame = { id: number; event: string; data: any };
+
+/** Reads an event stream frame by frame, so a test can answer in the middle of a turn. */
+function frames(response: Response) {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const seen: Frame[] = [];
+  let ended = false;
+  return {
+    seen,
+    /** Reads until a frame of `type` arrives (or the stream ends); the frame, or undefined. */
+    async until(type: string): Promise<Frame | undefined> {
+      const already = seen.find((f) => f.event === type);
+      if (already) return already;
+      // Bounded: a turn's stream is far shorter than this many chunks.
+      for (let i = 0; i < 100_000 && !ended; i++) {
+        const { value, done } = await reader.read();
+        if (done) {
+          ended = true;
+          break;
+        }
+        buffer += decoder.decode(value, { stream: true });
+        const cut = buffer.lastIndexOf("\n\n");
+        if (cut < 0) continue;
+        const fresh = parseFrames(buffer.slice(0, cut + 2));
+        buffer = buffer.slice(cut + 2);
+        seen.push(...fresh);
+        const hit = fresh.find((f) => f.event === type);
+        if (hit) return hit;
+      }
+      return undefined;
+    },
+  };
+}
+
+describe.each(backends)("tool confirmation on $name", (backend) => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+  let cleanup: () => Promise<void>;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    const prepared = await backend.prepare();
+    cleanup = prepared.cleanup;
+    server = await startTestServer({ env: prepared.env, modelUrl: model.url });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("plain") })).status).toBe(201);
+    // The agent's own policy: its sessions ask before Bash runs.
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("careful", {}, { confirmTools: ["Bash"] }) })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+    await cleanup?.();
+  });
+
+  const newSession = async (agent: string, extra: Record<string, unknown> = {}) => {
+    const r = await server.api("/api/sessions", { method: "POST", json: { agent, ...extra } });
+    expect(r.status).toBe(201);
+    return (await r.json()).session as { id: string };
+  };
+  const send = (id: string, content: string) => server.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } });
+  const decide = (id: string, body: Record<string, unknown>) => server.api(`/api/sessions/${id}/tool-confirmations`, { method: "POST", json: body });
+  const exists = async (id: string, path: string) => (await server.api(`/api/sessions/${id}/files/${path}?format=json`)).status === 200;
+
+  it("allow: the held Bash command runs after the decision and its output is the tool result", async () => {
+    const session = await newSession("careful");
+    const stream = frames(await send(session.id, "#bash echo allowed-run > made.txt && cat made.txt"));
+    const asked = await stream.until("tool_confirmation");
+    expect(asked?.data).toMatchObject({ name: "Bash", input: { command: expect.stringContaining("allowed-run") } });
+    const toolUse = stream.seen.find((f) => f.event === "tool_use")!;
+    expect(asked!.data.toolUseId).toBe(toolUse.data.id);
+    // Nothing ran yet: the CLI waits for the decision.
+    expect(await exists(session.id, "made.txt")).toBe(false);
+    // A reconnecting reader sees the question too.
+    const stored = (await (await server.api(`/api/sessions/${session.id}/events?type=tool_confirmation`)).json()).events;
+    expect(stored).toMatchObject([{ type: "tool_confirmation", data: { toolUseId: asked!.data.toolUseId, name: "Bash" } }]);
+
+    const r = await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" });
+    expect(r.status).toBe(200);
+    expect(await r.json()).toMatchObject({ toolUseId: asked!.data.toolUseId, name: "Bash", decision: "allow" });
+    await stream.until("done");
+    const result = stream.seen.find((f) => f.event === "tool_result")!;
+    expect(result.data).toMatchObject({ tool_use_id: asked!.data.toolUseId, is_error: false });
+    expect(JSON.stringify(result.data.content)).toContain("allowed-run");
+    expect(stream.seen.map((f) => f.event)).toContain("turn_complete");
+    expect(await exists(session.id, "made.txt")).toBe(true);
+
+    // Deciding it again is a conflict and changes nothing.
+    const again = await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "deny" });
+    expect(again.status).toBe(409);
+    expect((await again.json()).error).toMatch(/already decided/);
+  });
+
+  it("deny: the command never runs and the model is told it was denied, with the user's message", async () => {
+    const session = await newSession("plain", { confirmTools: "all" });
+    const stream = frames(await send(session.id, "#bash touch denied.txt && echo ran"));
+    const asked = await stream.until("tool_confirmation");
+    expect(asked?.data.name).toBe("Bash");
+
+    // Bad decisions first: each a clear error, the tool still waiting.
+    const unknown = await decide(session.id, { toolUseId: "toolu_nope", decision: "allow" });
+    expect(unknown.status).toBe(404);
+    expect((await unknown.json()).error).toContain(asked!.data.toolUseId);
+    expect((await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "maybe" })).status).toBe(400);
+    expect((await decide(session.id, { toolUseId: asked!.data.toolUseId })).status).toBe(400);
+    expect((await decide("00000000-0000-0000-0000-000000000000", { toolUseId: asked!.data.toolUseId, decision: "allow" })).status).toBe(404);
+
+    const r = await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "deny", message: "not in this folder" });
+    expect(r.status).toBe(200);
+    await stream.until("done");
+    const result = stream.seen.find((f) => f.event === "tool_result")!;
+    expect(result.data).toMatchObject({ tool_use_id: asked!.data.toolUseId, is_error: true });
+    expect(JSON.stringify(result.data.content)).toContain("not in this folder");
+    expect(await exists(session.id, "denied.txt")).toBe(false);
+    expect((await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" })).status).toBe(409);
+    expect(await exists(session.id, "denied.txt")).toBe(false);
+  });
+
+  it("interrupt while a tool waits ends the turn cleanly, the tool not run, and the session goes on", async () => {
+    const session = await newSession("careful");
+    const stream = frames(await send(session.id, "#bash touch interrupted.txt"));
+    const asked = await stream.until("tool_confirmation");
+    expect(asked).toBeDefined();
+    const r = await server.api(`/api/sessions/${session.id}/interrupt`, { method: "POST" });
+    expect(await r.json()).toEqual({ interrupted: true });
+    await stream.until("done");
+    expect(stream.seen.find((f) => f.event === "error")?.data).toMatchObject({ code: "interrupted" });
+    expect(await exists(session.id, "interrupted.txt")).toBe(false);
+    expect((await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" })).status).toBe(409);
+    expect(await exists(session.id, "interrupted.txt")).toBe(false);
+
+    const next = await readEvents(await send(session.id, "hello again"));
+    expect(next.map((e) => e.event)).toContain("turn_complete");
+  });
+
+  it("holds a tool the CLI would run without asking (a read) when the policy names it", async () => {
+    const session = await newSession("plain", { confirmTools: ["Read"] });
+    const stream = frames(await send(session.id, '#tool Read {"file_path":"CLAUDE.md"}'));
+    const asked = await stream.until("tool_confirmation");
+    expect(asked?.data).toMatchObject({ name: "Read", input: { file_path: expect.stringMatching(/CLAUDE\.md$/) } });
+    expect((await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" })).status).toBe(200);
+    await stream.until("done");
+    expect(JSON.stringify(stream.seen.find((f) => f.event === "tool_result")?.data.content)).toContain("test agent");
+  });
+
+  it("a tool the policy does not name, and a session without a policy, run at once as before", async () => {
+    const named = await newSession("plain", { confirmTools: ["Write"] });
+    const events = await readEvents(await send(named.id, "#bash echo free > free.txt && cat free.txt"));
+    expect(events.map((e) => e.event)).not.toContain("tool_confirmation");
+    expect(JSON.stringify(events.find((e) => e.event === "tool_result")?.data.content)).toContain("free");
+
+    const plain = await newSession("plain");
+    const plainEvents = await readEvents(await send(plain.id, "#bash echo plain > p.txt && cat p.txt"));
+    expect(plainEvents.map((e) => e.event)).not.toContain("tool_confirmation");
+    expect(plainEvents.find((e) => e.event === "tool_result")?.data).toMatchObject({ is_error: false });
+    expect(await exists(plain.id, "p.txt")).toBe(true);
+    // No turn waits: a decision is for nothing.
+    expect((await decide(plain.id, { toolUseId: "toolu_x", decision: "allow" })).status).toBe(404);
+  });
+
+  it("rejects a bad policy and names it on the agent", async () => {
+    expect((await server.api("/api/sessions", { method: "POST", json: { agent: "plain", confirmTools: "some" } })).status).toBe(400);
+    expect((await server.api("/api/sessions", { method: "POST", json: { agent: "plain", confirmTools: [""] } })).status).toBe(400);
+    const agent = (await (await server.api("/api/agents/careful")).json()).agent;
+    expect(agent.confirmTools).toEqual(["Bash"]);
+  });
+});
