@@ -45,7 +45,9 @@ export type ToolDecision = { allow: true } | { allow: false; message: string; in
 /** Whether a confirmation policy covers a tool. */
 export function confirmationCovers(policy: "all" | string[] | undefined, tool: string): boolean {
   if (!policy) return false;
-  return policy === "all" || policy.includes(tool);
+  if (policy === "all") return true;
+  // `mcp__<server>` names every tool of that server (as Claude Code's permission rules do).
+  return policy.some((p) => p === tool || (p.startsWith("mcp__") && !p.slice(5).includes("__") && tool.startsWith(`${p}__`)));
 }
 
 export interface TurnOptions {

@@ -522,7 +522,16 @@ export class SessionManager {
    */
   async decideTool(sessionId: string, toolUseId: string, decision: "allow" | "deny", message?: string): Promise<ToolConfirmationRequest> {
     await this.requireSession(sessionId);
-    return this.confirmations.decide(sessionId, toolUseId, decision === "allow" ? { allow: true } : { allow: false, message: message || "The user denied this tool use." });
+    const held = this.confirmations.take(sessionId, toolUseId);
+    const denial = message || "The user denied this tool use.";
+    try {
+      // Written before the tool runs: every reader sees the decision, then what came of it.
+      const log = await this.logFor(sessionId);
+      await log.append([{ type: "tool_decision", data: { toolUseId, decision, ...(decision === "deny" ? { message: denial } : {}) } }]);
+    } finally {
+      held.finish(decision === "allow" ? { allow: true } : { allow: false, message: denial });
+    }
+    return held.request;
   }
 
   /** Tool uses of a session waiting for a decision. */
@@ -548,7 +557,7 @@ export class SessionManager {
       } catch (error) {
         // Nobody can see the question: the tool does not run.
         this.o.log.error(`session ${sessionId}: storing a tool confirmation failed:`, error);
-        this.confirmations.decide(sessionId, request.toolUseId, { allow: false, message: "The confirmation could not be recorded." });
+        this.confirmations.take(sessionId, request.toolUseId).finish({ allow: false, message: "The confirmation could not be recorded." });
       }
       return await decision;
     } finally {

@@ -1,9 +1,10 @@
 import { conflict, notFound } from "../errors";
 import type { ToolConfirmationRequest, ToolDecision } from "../runtime/agent-session";
 
-interface Pending {
+/** A held tool use; `finish` answers it (once). */
+export interface HeldTool {
   request: ToolConfirmationRequest;
-  resolve: (decision: ToolDecision) => void;
+  finish: (decision: ToolDecision) => void;
 }
 
 /** How many decided tool uses a session remembers, so a second answer is a conflict and not "unknown". */
@@ -15,24 +16,29 @@ const REMEMBERED = 200;
  * Each is answered once; a later answer changes nothing.
  */
 export class ToolConfirmations {
-  private readonly pending = new Map<string, Map<string, Pending>>();
+  private readonly pending = new Map<string, Map<string, HeldTool>>();
   private readonly decided = new Map<string, string[]>();
 
   /** Registers a held tool use; resolves with its decision, or a denial once `signal` aborts. */
   ask(sessionId: string, request: ToolConfirmationRequest, signal: AbortSignal): Promise<ToolDecision> {
     return new Promise<ToolDecision>((resolve) => {
-      const ofSession = this.pending.get(sessionId) ?? new Map<string, Pending>();
-      this.pending.set(sessionId, ofSession);
-      const settle = (decision: ToolDecision) => {
-        if (ofSession.get(request.toolUseId)?.resolve !== settle) return;
-        ofSession.delete(request.toolUseId);
-        if (ofSession.size === 0 && this.pending.get(sessionId) === ofSession) this.pending.delete(sessionId);
-        this.remember(sessionId, request.toolUseId);
-        signal.removeEventListener("abort", aborted);
-        resolve(decision);
+      let finished = false;
+      const held: HeldTool = {
+        request,
+        finish: (decision) => {
+          if (finished) return;
+          finished = true;
+          signal.removeEventListener("abort", aborted);
+          resolve(decision);
+        },
       };
-      const aborted = () => settle({ allow: false, message: "The turn ended before this tool use was confirmed." });
-      ofSession.set(request.toolUseId, { request, resolve: settle });
+      const aborted = () => {
+        this.remove(sessionId, held);
+        held.finish({ allow: false, message: "The turn ended before this tool use was confirmed." });
+      };
+      const ofSession = this.pending.get(sessionId) ?? new Map<string, HeldTool>();
+      this.pending.set(sessionId, ofSession);
+      ofSession.set(request.toolUseId, held);
       if (signal.aborted) aborted();
       else signal.addEventListener("abort", aborted, { once: true });
     });
@@ -43,16 +49,19 @@ export class ToolConfirmations {
     return [...(this.pending.get(sessionId)?.values() ?? [])].map((p) => p.request);
   }
 
-  /** Answers one held tool use; not found when none such waits, conflict when it was answered already. */
-  decide(sessionId: string, toolUseId: string, decision: ToolDecision): ToolConfirmationRequest {
-    const pending = this.pending.get(sessionId)?.get(toolUseId);
-    if (!pending) {
+  /**
+   * Takes one held tool use out of waiting, to be answered with its `finish`:
+   * a second answer finds it decided (conflict). Not found when none such waits.
+   */
+  take(sessionId: string, toolUseId: string): HeldTool {
+    const held = this.pending.get(sessionId)?.get(toolUseId);
+    if (!held) {
       if (this.decided.get(sessionId)?.includes(toolUseId)) throw conflict(`Tool use ${toolUseId} was already decided (or its turn ended); a decision counts once.`);
       const open = this.waiting(sessionId).map((r) => r.toolUseId);
       throw notFound(`No tool use "${toolUseId}" is waiting for confirmation on this session.${open.length ? ` Waiting: ${open.join(", ")}.` : " None is waiting."}`);
     }
-    pending.resolve(decision);
-    return pending.request;
+    this.remove(sessionId, held);
+    return held;
   }
 
   /** Denies every held tool use of a session (interrupt, stop, end, shutdown); how many there were. */
@@ -60,7 +69,10 @@ export class ToolConfirmations {
     const ofSession = this.pending.get(sessionId);
     if (!ofSession) return 0;
     const all = [...ofSession.values()];
-    for (const p of all) p.resolve({ allow: false, message, interrupt: true });
+    for (const held of all) {
+      this.remove(sessionId, held);
+      held.finish({ allow: false, message, interrupt: true });
+    }
     return all.length;
   }
 
@@ -73,6 +85,14 @@ export class ToolConfirmations {
   forget(sessionId: string): void {
     this.cancel(sessionId, "The session has ended.");
     this.decided.delete(sessionId);
+  }
+
+  private remove(sessionId: string, held: HeldTool): void {
+    const ofSession = this.pending.get(sessionId);
+    if (ofSession?.get(held.request.toolUseId) !== held) return;
+    ofSession.delete(held.request.toolUseId);
+    if (ofSession.size === 0) this.pending.delete(sessionId);
+    this.remember(sessionId, held.request.toolUseId);
   }
 
   private remember(sessionId: string, toolUseId: string): void {

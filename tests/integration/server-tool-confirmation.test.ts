@@ -85,6 +85,10 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
     expect(r.status).toBe(200);
     expect(await r.json()).toMatchObject({ toolUseId: asked!.data.toolUseId, name: "Bash", decision: "allow" });
     await stream.until("done");
+    // Every reader learns the decision, before what came of it.
+    const decided = stream.seen.findIndex((f) => f.event === "tool_decision");
+    expect(stream.seen[decided]?.data).toEqual({ toolUseId: asked!.data.toolUseId, decision: "allow" });
+    expect(decided).toBeLessThan(stream.seen.findIndex((f) => f.event === "tool_result"));
     const result = stream.seen.find((f) => f.event === "tool_result")!;
     expect(result.data).toMatchObject({ tool_use_id: asked!.data.toolUseId, is_error: false });
     expect(JSON.stringify(result.data.content)).toContain("allowed-run");
