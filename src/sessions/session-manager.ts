@@ -521,7 +521,8 @@ export class SessionManager {
    * no such tool use waits; conflict when it was decided already.
    */
   async decideTool(sessionId: string, toolUseId: string, decision: "allow" | "deny", message?: string): Promise<ToolConfirmationRequest> {
-    await this.requireSession(sessionId);
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; no tool use waits on it.");
     const held = this.confirmations.take(sessionId, toolUseId);
     const denial = message || "The user denied this tool use.";
     try {

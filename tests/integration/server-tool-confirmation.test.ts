@@ -39,6 +39,9 @@ function frames(response: Response) {
   };
 }
 
+const IDLE_MS = 5000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 describe.each(backends)("tool confirmation on $name", (backend) => {
   let server: TestServer;
   let model: Awaited<ReturnType<typeof startFakeModel>>;
@@ -48,7 +51,8 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
     model = await startFakeModel();
     const prepared = await backend.prepare();
     cleanup = prepared.cleanup;
-    server = await startTestServer({ env: prepared.env, modelUrl: model.url });
+    // A short idle watchdog: a person who takes longer than it to decide must not end the turn.
+    server = await startTestServer({ env: { ...prepared.env, ASH_TURN_IDLE_TIMEOUT_MS: String(IDLE_MS) }, modelUrl: model.url });
     expect((await server.api("/api/agents", { method: "POST", json: agentUpload("plain") })).status).toBe(201);
     // The agent's own policy: its sessions ask before Bash runs.
     expect((await server.api("/api/agents", { method: "POST", json: agentUpload("careful", {}, { confirmTools: ["Bash"] }) })).status).toBe(201);
@@ -81,6 +85,9 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
     const stored = (await (await server.api(`/api/sessions/${session.id}/events?type=tool_confirmation`)).json()).events;
     expect(stored).toMatchObject([{ type: "tool_confirmation", data: { toolUseId: asked!.data.toolUseId, name: "Bash" } }]);
 
+    // The person thinks for longer than the idle watchdog allows the model: the turn still waits.
+    await sleep(IDLE_MS + 1500);
+    expect((await decide(session.id, { toolUseId: "toolu_other", decision: "allow" })).status).toBe(404);
     const r = await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" });
     expect(r.status).toBe(200);
     expect(await r.json()).toMatchObject({ toolUseId: asked!.data.toolUseId, name: "Bash", decision: "allow" });
@@ -141,6 +148,19 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
 
     const next = await readEvents(await send(session.id, "hello again"));
     expect(next.map((e) => e.event)).toContain("turn_complete");
+  });
+
+  it("ending the session while a tool waits denies it: the stream finishes and nothing ran", async () => {
+    const session = await newSession("careful");
+    const stream = frames(await send(session.id, "#bash touch ended.txt"));
+    const asked = await stream.until("tool_confirmation");
+    expect(asked).toBeDefined();
+    expect((await server.api(`/api/sessions/${session.id}`, { method: "DELETE" })).status).toBe(200);
+    expect(await stream.until("done")).toBeDefined();
+    expect(stream.seen.map((f) => f.event)).not.toContain("tool_result");
+    expect((await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" })).status).toBe(410);
+    const files = await (await server.api(`/api/sessions/${session.id}/files`)).json();
+    expect(JSON.stringify(files)).not.toContain("ended.txt");
   });
 
   it("holds a tool the CLI would run without asking (a read) when the policy names it", async () => {

@@ -414,7 +414,7 @@ export function openApiDocument(version: string) {
       "/api/sessions/{id}/interrupt": { parameters: [idParam], post: op("Stop the running turn", { "200": { description: "{interrupted}" } }) },
       "/api/sessions/{id}/tool-confirmations": {
         parameters: [idParam],
-        post: op("Allow or deny a tool use held by the session's confirmTools policy (its tool_confirmation event)", { "200": { description: "{toolUseId, name, decision}" }, "404": error, "409": error }, body({
+        post: op("Allow or deny a tool use held by the session's confirmTools policy (its tool_confirmation event)", { "200": { description: "{toolUseId, name, decision}" }, "404": error, "409": error, "410": error }, body({
           type: "object",
           required: ["toolUseId", "decision"],
           additionalProperties: false,
