@@ -189,9 +189,23 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
   });
 
   it("rejects a bad policy and names it on the agent", async () => {
+    const before = (await (await server.api("/api/sessions")).json()).sessions.length;
     expect((await server.api("/api/sessions", { method: "POST", json: { agent: "plain", confirmTools: "some" } })).status).toBe(400);
     expect((await server.api("/api/sessions", { method: "POST", json: { agent: "plain", confirmTools: [""] } })).status).toBe(400);
+    const bypass = await server.api("/api/sessions", { method: "POST", json: { agent: "plain", confirmTools: "all", permissionMode: "bypassPermissions" } });
+    expect(bypass.status).toBe(400);
+    expect((await bypass.json()).error).toMatch(/bypassPermissions/);
+    // Nothing was made.
+    expect((await (await server.api("/api/sessions")).json()).sessions.length).toBe(before);
     const agent = (await (await server.api("/api/agents/careful")).json()).agent;
     expect(agent.confirmTools).toEqual(["Bash"]);
+    // ash.json names it too; PATCH changes it (a new version), null takes it away, bad input changes nothing.
+    const fromManifest = await server.api("/api/agents", { method: "POST", json: agentUpload("manifested", { "ash.json": JSON.stringify({ confirmTools: "all" }) }) });
+    expect((await fromManifest.json()).agent.confirmTools).toBe("all");
+    expect((await server.api("/api/agents/manifested", { method: "PATCH", json: { confirmTools: "some" } })).status).toBe(400);
+    const patched = await (await server.api("/api/agents/manifested", { method: "PATCH", json: { confirmTools: ["Write"] } })).json();
+    expect(patched.agent).toMatchObject({ confirmTools: ["Write"], version: 2 });
+    const cleared = await (await server.api("/api/agents/manifested", { method: "PATCH", json: { confirmTools: null } })).json();
+    expect(cleared.agent).toMatchObject({ confirmTools: null, version: 3 });
   });
 });

@@ -44,6 +44,10 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions", async (event) => {
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const { agent, model, ...settings } = body;
+    // bypassPermissions skips the CLI's question, so nothing would ever be held.
+    if (settings.permissionMode === "bypassPermissions" && settings.confirmTools !== undefined && settings.confirmTools.length > 0) {
+      throw badRequest('confirmTools cannot hold tools under permissionMode "bypassPermissions", which never asks; leave permissionMode out.');
+    }
     const caller = principalOf(event);
     if (settings.credentialId !== undefined) {
       if (!ctx.vault) throw unavailable("credentialId needs stored credentials, which this server does not have: set ASH_CREDENTIAL_KEY where it starts.", 3600);
