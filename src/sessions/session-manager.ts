@@ -558,7 +558,11 @@ export class SessionManager {
       } catch (error) {
         // Nobody can see the question: the tool does not run.
         this.o.log.error(`session ${sessionId}: storing a tool confirmation failed:`, error);
-        this.confirmations.take(sessionId, request.toolUseId).finish({ allow: false, message: "The confirmation could not be recorded." });
+        try {
+          this.confirmations.take(sessionId, request.toolUseId).finish({ allow: false, message: "The confirmation could not be recorded." });
+        } catch {
+          // Answered or ended meanwhile: that answer stands.
+        }
       }
       return await decision;
     } finally {

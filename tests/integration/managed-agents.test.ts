@@ -391,7 +391,7 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     expect(back.data.map((s) => s.id)).toEqual(first.data.map((s) => s.id));
     const all: string[] = [];
     for await (const s of client.beta.sessions.list({ limit: 1 })) all.push(s.id);
-    expect(all.length).toBe(4);
+    expect(all.length).toBe(5);
     const oldestFirst: string[] = [];
     for await (const s of client.beta.sessions.list({ order: "asc" })) oldestFirst.push(s.id);
     expect(oldestFirst).toEqual([...all].reverse());
