@@ -39,7 +39,8 @@ function frames(response: Response) {
   };
 }
 
-const IDLE_MS = 5000;
+// Long enough for a loaded machine's first model answer, short enough to outwait in one test.
+const IDLE_MS = 15_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.each(backends)("tool confirmation on $name", (backend) => {
@@ -112,7 +113,7 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
     const session = await newSession("plain", { confirmTools: "all" });
     const stream = frames(await send(session.id, "#bash touch denied.txt && echo ran"));
     const asked = await stream.until("tool_confirmation");
-    expect(asked?.data.name).toBe("Bash");
+    expect(asked?.data.name, JSON.stringify(stream.seen.filter((f) => f.event === "error"))).toBe("Bash");
 
     // Bad decisions first: each a clear error, the tool still waiting.
     const unknown = await decide(session.id, { toolUseId: "toolu_nope", decision: "allow" });
@@ -167,7 +168,7 @@ describe.each(backends)("tool confirmation on $name", (backend) => {
     const session = await newSession("plain", { confirmTools: ["Read"] });
     const stream = frames(await send(session.id, '#tool Read {"file_path":"CLAUDE.md"}'));
     const asked = await stream.until("tool_confirmation");
-    expect(asked?.data).toMatchObject({ name: "Read", input: { file_path: expect.stringMatching(/CLAUDE\.md$/) } });
+    expect(asked?.data, JSON.stringify(stream.seen.filter((f) => f.event === "error"))).toMatchObject({ name: "Read", input: { file_path: expect.stringMatching(/CLAUDE\.md$/) } });
     expect((await decide(session.id, { toolUseId: asked!.data.toolUseId, decision: "allow" })).status).toBe(200);
     await stream.until("done");
     expect(JSON.stringify(stream.seen.find((f) => f.event === "tool_result")?.data.content)).toContain("test agent");
