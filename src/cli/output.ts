@@ -226,6 +226,13 @@ export class TurnPrinter {
             : style.red(sentence(event.data.error || "The turn failed."), process.stderr),
         );
         break;
+      case "tool_confirmation":
+        // The question comes next, on a line of its own.
+        this.endText();
+        break;
+      case "tool_decision":
+        if (event.data.decision === "deny") this.decoration(style.red(truncate(`  ⎿ denied: ${event.data.message ?? ""}`, terminalWidth(process.stderr, 100)), process.stderr));
+        break;
       case "done":
         this.endText();
         break;

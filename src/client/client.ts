@@ -5,6 +5,7 @@ import type {
   Agent,
   AgentChange,
   AgentFile,
+  ToolDecisionInput,
   AgentConfig,
   AgentFileEntry,
   AgentVersion,
@@ -293,6 +294,14 @@ export class AshClient {
   async interrupt(id: string): Promise<boolean> {
     const answer = await this.json<{ interrupted?: boolean }>("POST", `/api/sessions/${seg(id)}/interrupt`);
     return answer.interrupted !== false;
+  }
+
+  /**
+   * Answers a `tool_confirmation` event: the held tool runs (allow) or the model is told it
+   * was denied. 404 when no such tool use waits, 409 when it was decided already.
+   */
+  async decideTool(id: string, input: ToolDecisionInput): Promise<{ toolUseId: string; name: string; decision: "allow" | "deny" }> {
+    return this.json("POST", `/api/sessions/${seg(id)}/tool-confirmations`, { body: input });
   }
 
   // ---- Queue ----------------------------------------------------------------

@@ -24,6 +24,10 @@ export interface StreamEventData {
   thinking_delta: { delta: string };
   tool_use: { id: string; name: string; input: Record<string, unknown> };
   tool_result: { tool_use_id: string; content: unknown; is_error?: boolean };
+  /** The tool use waits for a decision (the session's confirmTools policy): answer with `decideTool`. */
+  tool_confirmation: { toolUseId: string; name: string; input: Record<string, unknown> };
+  /** A held tool use was allowed or denied (`message`: what the model is told of a denial). */
+  tool_decision: { toolUseId: string; decision: "allow" | "deny"; message?: string };
   message: AgentSdkMessage;
   turn_complete: { numTurns: number; result?: string; usage?: TokenUsage };
   error: { error: string; code?: string };
@@ -53,6 +57,8 @@ export const STREAM_EVENT_TYPES: readonly StreamEventType[] = [
   "thinking_delta",
   "tool_use",
   "tool_result",
+  "tool_confirmation",
+  "tool_decision",
   "message",
   "turn_complete",
   "error",

@@ -58,6 +58,19 @@ interface DeployAgentCommon {
   env?: Record<string, string>;
   /** Replaces the system prompt taken from `CLAUDE.md`. */
   systemPrompt?: string;
+  /** Tools its sessions hold for a person's allow or deny (`tool_confirmation` events). */
+  confirmTools?: ConfirmTools;
+}
+
+/** Tools held for a person's allow or deny before they run: every one, or these names (`mcp__<server>`: all of that server's). */
+export type ConfirmTools = "all" | string[];
+
+/** A person's answer to a `tool_confirmation` event. */
+export interface ToolDecisionInput {
+  toolUseId: string;
+  decision: "allow" | "deny";
+  /** With deny: what the model is told instead of the tool's result. */
+  message?: string;
 }
 
 /** Upload the folder's files, or name a folder already inside the server's data directory. */
@@ -79,6 +92,8 @@ export interface AgentChange {
   removeFiles?: string[];
   egress?: string[];
   maxTokens?: number | null;
+  /** null: no tool waits for confirmation any more. */
+  confirmTools?: ConfirmTools | null;
 }
 
 export interface CreateAgentVersionInput extends AgentChange {
@@ -159,6 +174,8 @@ export interface CreateSessionInput {
   permissionMode?: string;
   allowedTools?: string[];
   disallowedTools?: string[];
+  /** Tools this session holds for a person's allow or deny (unset: the agent's; `[]`: none). */
+  confirmTools?: ConfirmTools;
 }
 
 export interface ListSessionsQuery {

@@ -1,4 +1,4 @@
-import { query, type Query, type SDKMessage, type SessionStore, type SpawnedProcess, type SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
+import { query, type CanUseTool, type HookCallbackMatcher, type Query, type SDKMessage, type SessionStore, type SpawnedProcess, type SpawnOptions } from "@anthropic-ai/claude-agent-sdk";
 import { InputQueue } from "./input-queue";
 import type { StartPriority, StartQueue, StartTicket } from "./start-queue";
 
@@ -22,9 +22,32 @@ export interface AgentSessionOptions {
   /** Spawns the CLI inside the session's sandbox. */
   spawn?: (options: SpawnOptions) => SpawnedProcess;
   stderr?: (text: string) => void;
+  /**
+   * Tools that wait for a person's decision before they run ("all", or tool
+   * names); with it the CLI asks `confirm` (see ToolConfirmation).
+   */
+  confirmTools?: "all" | string[];
+  confirm?: (request: ToolConfirmationRequest, signal: AbortSignal) => Promise<ToolDecision>;
   /** Where the process waits for a start slot (with this priority) before it is spawned; none: at once. */
   startQueue?: StartQueue;
   startPriority?: StartPriority;
+}
+
+/** A tool use the policy holds until someone decides. */
+export interface ToolConfirmationRequest {
+  toolUseId: string;
+  name: string;
+  input: Record<string, unknown>;
+}
+
+export type ToolDecision = { allow: true } | { allow: false; message: string; interrupt?: boolean };
+
+/** Whether a confirmation policy covers a tool. */
+export function confirmationCovers(policy: "all" | string[] | undefined, tool: string): boolean {
+  if (!policy) return false;
+  if (policy === "all") return true;
+  // `mcp__<server>` names every tool of that server (as Claude Code's permission rules do).
+  return policy.some((p) => p === tool || (p.startsWith("mcp__") && !p.slice(5).includes("__") && tool.startsWith(`${p}__`)));
 }
 
 export interface TurnOptions {
@@ -108,6 +131,8 @@ export class AgentSession {
   /** Spawns the CLI; `release` frees its start slot once the start-up is over (or failed). */
   private spawn(release: () => void): void {
     const o = this.options;
+    const asking = o.confirmTools !== undefined && o.confirm !== undefined && (o.confirmTools === "all" || o.confirmTools.length > 0);
+    const permissionMode = o.permissionMode ?? (asking ? "default" : "bypassPermissions");
     this.q = query({
       prompt: this.input,
       options: {
@@ -116,8 +141,9 @@ export class AgentSession {
         model: o.model,
         systemPrompt: o.systemPrompt ? { type: "preset", preset: "claude_code", append: o.systemPrompt } : undefined,
         mcpServers: o.mcpServers as any,
-        permissionMode: (o.permissionMode as any) ?? "bypassPermissions",
-        allowDangerouslySkipPermissions: (o.permissionMode ?? "bypassPermissions") === "bypassPermissions",
+        permissionMode: permissionMode as any,
+        allowDangerouslySkipPermissions: permissionMode === "bypassPermissions",
+        ...(asking ? { canUseTool: this.canUseTool(o.confirmTools!, o.confirm!), hooks: askHooks(o.confirmTools!) } : {}),
         allowedTools: o.allowedTools,
         disallowedTools: o.disallowedTools,
         // Only the agent's own project settings; never the host's ~/.claude.
@@ -146,6 +172,20 @@ export class AgentSession {
   }
 
   private releaseStart?: () => void;
+
+  /**
+   * The CLI's permission question: a covered tool waits for `confirm`, any
+   * other goes on at once (the policy, not the CLI's own rules, decides).
+   */
+  private canUseTool(policy: "all" | string[], confirm: NonNullable<AgentSessionOptions["confirm"]>): CanUseTool {
+    return async (name, input, options) => {
+      if (!confirmationCovers(policy, name)) return { behavior: "allow", updatedInput: input };
+      const toolUseId = options.toolUseID;
+      const decision = await confirm({ toolUseId, name, input }, options.signal);
+      if (decision.allow) return { behavior: "allow", updatedInput: input };
+      return { behavior: "deny", message: decision.message, ...(decision.interrupt ? { interrupt: true } : {}) };
+    };
+  }
 
   /**
    * Runs the process's model-call path once before any session uses it: one
@@ -310,4 +350,24 @@ export class AgentSession {
     this.turn = undefined;
     turn?.resolve({ kind: "process_exit", error });
   }
+}
+
+/**
+ * A covered tool is always put to the permission question, even one the
+ * CLI would run without asking (reads, the workspace's own allow rules).
+ */
+function askHooks(policy: "all" | string[]): Partial<Record<"PreToolUse", HookCallbackMatcher[]>> {
+  return {
+    PreToolUse: [
+      {
+        hooks: [
+          async (input) => {
+            const name = (input as { tool_name?: string }).tool_name ?? "";
+            if (!confirmationCovers(policy, name)) return { continue: true };
+            return { hookSpecificOutput: { hookEventName: "PreToolUse", permissionDecision: "ask", permissionDecisionReason: "This tool needs a person's confirmation." } };
+          },
+        ],
+      },
+    ],
+  };
 }

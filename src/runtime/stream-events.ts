@@ -8,6 +8,10 @@ export type StreamEventType =
   | "thinking_delta"
   | "tool_use"
   | "tool_result"
+  /** A tool use waits for a person's allow or deny (the session's confirmTools policy). */
+  | "tool_confirmation"
+  /** Someone allowed or denied a held tool use. */
+  | "tool_decision"
   | "message"
   | "turn_complete"
   | "error"

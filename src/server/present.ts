@@ -20,6 +20,7 @@ export function presentAgent(agent: AgentRecord, extra: { systemPrompt?: string 
     systemPrompt: extra.systemPrompt !== undefined ? extra.systemPrompt : agent.systemPrompt,
     egress: agent.settings.egress ?? [],
     maxTokens: agent.settings.maxTokens ?? null,
+    confirmTools: agent.settings.confirmTools ?? null,
     /** Deployed from a prompt alone: its CLAUDE.md is that prompt. */
     managed: Boolean(agent.settings.managed),
     /** Its folder inside the server's data folder (the original showed a host path; ours never does). */

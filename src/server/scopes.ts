@@ -57,6 +57,7 @@ export const ROUTE_ACCESS: Record<string, RouteAccess> = {
   "DELETE /api/attachments/:id": "sessions",
   "POST /api/sessions/:id/fork": "sessions",
   "POST /api/sessions/:id/interrupt": "sessions",
+  "POST /api/sessions/:id/tool-confirmations": "sessions",
   "POST /api/sessions/:id/pause": "sessions",
   "POST /api/sessions/:id/resume": "sessions",
   "POST /api/sessions/:id/rewind": "sessions",

@@ -9,6 +9,7 @@ import { updateSession, type SessionRecord, type SessionSettings } from "../db/q
 import { endSandbox, insertSandbox } from "../db/queries/sandboxes";
 import type { GatewayGrant, ModelGateway } from "../gateway/gateway";
 import type { StartQueue } from "../runtime/start-queue";
+import type { ToolConfirmationRequest, ToolDecision } from "../runtime/agent-session";
 import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
 import { createTranscriptStore, materializeTranscript } from "../runtime/transcript-store";
 import { writeFiles } from "../agents/agent-files";
@@ -89,6 +90,8 @@ export interface LiveSessionsOptions {
   launch: AgentLauncher;
   /** A pool slot for a new sandbox (evicting an idle one when full). */
   reserve: () => Promise<() => void>;
+  /** A tool use held by the session's confirmation policy: resolves with a person's decision. */
+  confirm: (sessionId: string, request: ToolConfirmationRequest, signal: AbortSignal) => Promise<ToolDecision>;
   /** The session's sandbox is gone: its event log may let go of memory. */
   gone: (sessionId: string) => void;
 }
@@ -342,6 +345,8 @@ export class LiveSessions {
           permissionMode: settings.permissionMode,
           allowedTools: settings.allowedTools,
           disallowedTools: settings.disallowedTools,
+          confirmTools: settings.confirmTools ?? agentVersion?.settings.confirmTools,
+          confirm: (request, signal) => this.o.confirm(session.id, request, signal),
           resume: again ?? resume,
           fork: again === undefined && forking !== undefined,
           transcriptStore: createTranscriptStore(db, session.id),

@@ -27,6 +27,8 @@ import { Lifecycle } from "./lifecycle";
 import { LiveSessions, type ForkState } from "./live-sessions";
 import { SessionTurns } from "./session-state";
 import { KILL_GRACE_MS, TurnRunner, type RunningTurn } from "./turn-runner";
+import { ToolConfirmations } from "./tool-confirmations";
+import type { ToolConfirmationRequest, ToolDecision } from "../runtime/agent-session";
 
 export { modelFailure } from "./turn-runner";
 
@@ -92,6 +94,8 @@ export class SessionManager {
   private readonly lifecycle: Lifecycle;
   private readonly runner: TurnRunner;
   private readonly logs = new Map<string, EventLog>();
+  /** Tool uses held by a confirmation policy until someone decides. */
+  private readonly confirmations = new ToolConfirmations();
   private sweeper?: NodeJS.Timeout;
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
@@ -138,6 +142,7 @@ export class SessionManager {
       observability: o.observability,
       launch,
       reserve: () => this.pool.reserve(),
+      confirm: (sessionId, request, signal) => this.holdTool(sessionId, request, signal),
       gone: (sessionId) => this.forgetLog(sessionId),
     });
     this.lifecycle = new Lifecycle({ db: o.db, live: this.live, turns: this.turns, telemetry, log: o.log });
@@ -204,13 +209,13 @@ export class SessionManager {
     if (!agent) throw await this.unknownAgent(tenantId, input.agent);
     const pooled = poolKey(agent);
     // Spares are made with the server's model key: an agent with its own credential gets none.
-    if (!agent.settings.credentialId) this.warm.demand(pooled);
+    if (!agent.settings.credentialId && !agent.settings.confirmTools) this.warm.demand(pooled);
     const version = input.agentVersion ?? agent.version;
     if (version !== agent.version && !(await getAgentVersion(this.o.db, agent.id, version))) {
       throw notFound(`Agent "${agent.name}" has no version ${version}; its latest is ${agent.version}.`);
     }
     // Spares are made from the latest version only.
-    const warm = version === agent.version && !agent.settings.credentialId && this.warm.serves(pooled) && spareCanServe(input);
+    const warm = version === agent.version && !agent.settings.credentialId && !agent.settings.confirmTools && this.warm.serves(pooled) && spareCanServe(input);
     // With a ready spare the slot comes with it; otherwise reserve one as usual.
     let release: (() => void) | undefined = warm && this.warm.readyCount > 0 ? undefined : await this.pool.reserve();
     let record: SessionRecord | undefined;
@@ -283,6 +288,8 @@ export class SessionManager {
     const turn = this.turns.running(sessionId);
     if (!turn) return false;
     turn.interrupted = true;
+    // A tool use waiting for a person is denied, and the CLI told to stop there.
+    this.confirmations.cancel(sessionId, "The turn was interrupted.");
     await turn.live.agent.interrupt();
     // A CLI that does not stop is ended; the turn then reports `interrupted`.
     const timer = setTimeout(() => void turn.live.agent.close(0), KILL_GRACE_MS);
@@ -301,6 +308,7 @@ export class SessionManager {
   async stop(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
     if (session.status === "ended") throw gone("This session has ended; it cannot be stopped.");
+    this.confirmations.cancel(sessionId, "The session was stopped.");
     await this.lifecycle.transition(session, { to: "stopped" });
     return (await getSession(this.o.db, sessionId))!;
   }
@@ -316,7 +324,9 @@ export class SessionManager {
 
   async end(sessionId: string): Promise<SessionRecord> {
     const session = await this.requireSession(sessionId);
+    this.confirmations.cancel(sessionId, "The session has ended.");
     if (session.status !== "ended") await this.lifecycle.transition(session, { to: "ended" });
+    this.confirmations.forget(sessionId);
     this.forgetLog(sessionId, true);
     return (await getSession(this.o.db, sessionId))!;
   }
@@ -477,6 +487,7 @@ export class SessionManager {
     const spares = this.warm.shutdown();
     const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
+    for (const id of this.confirmations.sessions()) this.confirmations.cancel(id, "The server is shutting down.");
     const running = this.turns.allRunning().map(([, turn]) => turn);
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
     for (const [id] of this.turns.allRunning()) await this.lifecycle.killTurn(id, "server_shutdown");
@@ -502,6 +513,61 @@ export class SessionManager {
       live.budget.which = fresh.which;
     }
     return (await getSession(this.o.db, sessionId))!;
+  }
+
+  /**
+   * Answers a tool use held by the session's confirmation policy: allow runs
+   * it, deny gives the model `message` instead of its result. Not found when
+   * no such tool use waits; conflict when it was decided already.
+   */
+  async decideTool(sessionId: string, toolUseId: string, decision: "allow" | "deny", message?: string): Promise<ToolConfirmationRequest> {
+    const session = await this.requireSession(sessionId);
+    if (session.status === "ended") throw gone("This session has ended; no tool use waits on it.");
+    const held = this.confirmations.take(sessionId, toolUseId);
+    const denial = message || "The user denied this tool use.";
+    try {
+      // Written before the tool runs: every reader sees the decision, then what came of it.
+      const log = await this.logFor(sessionId);
+      await log.append([{ type: "tool_decision", data: { toolUseId, decision, ...(decision === "deny" ? { message: denial } : {}) } }]);
+    } finally {
+      held.finish(decision === "allow" ? { allow: true } : { allow: false, message: denial });
+    }
+    return held.request;
+  }
+
+  /** Tool uses of a session waiting for a decision. */
+  waitingTools(sessionId: string): ToolConfirmationRequest[] {
+    return this.confirmations.waiting(sessionId);
+  }
+
+  /**
+   * The CLI asks before a covered tool runs: the question goes into the
+   * session's event log (streams and reconnecting readers see it) and the
+   * turn waits, its idle watchdog held, until someone decides.
+   */
+  private async holdTool(sessionId: string, request: ToolConfirmationRequest, signal: AbortSignal): Promise<ToolDecision> {
+    const turn = this.turns.running(sessionId);
+    if (!turn) return { allow: false, message: "No turn is running to confirm this tool use in." };
+    const release = turn.holdWatchdog?.();
+    try {
+      // Registered before the event is written: a client may answer as soon as it reads it.
+      const decision = this.confirmations.ask(sessionId, request, signal);
+      try {
+        const log = await this.logFor(sessionId);
+        await log.append([{ type: "tool_confirmation", data: { toolUseId: request.toolUseId, name: request.name, input: request.input } }]);
+      } catch (error) {
+        // Nobody can see the question: the tool does not run.
+        this.o.log.error(`session ${sessionId}: storing a tool confirmation failed:`, error);
+        try {
+          this.confirmations.take(sessionId, request.toolUseId).finish({ allow: false, message: "The confirmation could not be recorded." });
+        } catch {
+          // Answered or ended meanwhile: that answer stands.
+        }
+      }
+      return await decision;
+    } finally {
+      release?.();
+    }
   }
 
   /** hot: the agent process runs (or starts); idle: only the sandbox is there; asleep: neither. */

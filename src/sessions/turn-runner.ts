@@ -37,6 +37,8 @@ export interface RunningTurn {
   interrupted: boolean;
   timedOut: boolean;
   live: TurnSession;
+  /** Stops the idle watchdog while a person decides (a held tool use); the returned function lets it run again. */
+  holdWatchdog?: () => () => void;
 }
 
 export interface TurnInput {
@@ -77,8 +79,11 @@ export class TurnRunner {
     const rawPartials = options.includePartialMessages === true;
     let lastAppend: Promise<unknown> = Promise.resolve();
     let watchdog: NodeJS.Timeout | undefined;
+    // Tool uses waiting for a person: the model is not the one who is slow then.
+    let holds = 0;
     const arm = () => {
       clearTimeout(watchdog);
+      if (holds > 0) return;
       watchdog = setTimeout(() => {
         turn.timedOut = true;
         this.o.log.warn(`session ${live.session.id}: the model sent nothing for ${config.turnIdleTimeoutMs} ms; ending the turn`);
@@ -92,6 +97,17 @@ export class TurnRunner {
       lastAppend.catch((error) => this.o.log.error(`session ${live.session.id}: storing events failed:`, error));
     };
 
+    turn.holdWatchdog = () => {
+      holds++;
+      clearTimeout(watchdog);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        holds--;
+        arm();
+      };
+    };
     arm();
     live.grant.turnId = randomUUID();
     live.turnUsage = emptyTurnUsage();
@@ -115,6 +131,7 @@ export class TurnRunner {
     } catch (error) {
       outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
     } finally {
+      holds = Number.POSITIVE_INFINITY;
       clearTimeout(watchdog);
       live.grant.turnId = undefined;
     }

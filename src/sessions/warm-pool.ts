@@ -349,6 +349,8 @@ export function spareCanServe(input: { model?: string; settings: SessionSettings
     s.allowedTools === undefined &&
     s.disallowedTools === undefined &&
     s.permissionMode === undefined &&
+    // A policy's permission callback belongs to the session: it is given when the CLI starts.
+    s.confirmTools === undefined &&
     !s.systemPrompt &&
     // A session's own credential changes the model key its gateway token maps to.
     !s.credentialId

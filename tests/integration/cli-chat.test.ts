@@ -176,6 +176,48 @@ describe("ash chat", () => {
     expect(idle.stdout).toBe("");
   });
 
+  it("denies a tool held by --confirm-tools when stdin is a pipe, and says why", async () => {
+    const cli = Cli.ash(["chat", "pal", "--confirm-tools", "Bash"]);
+    cli.end("#bash touch piped.txt\n");
+    expect(await cli.exited).toBe(0);
+    expect(cli.stderr).toContain("Denied Bash: this chat does not read from a terminal, so nobody can confirm it.");
+    const id = cli.sessionId();
+    const [decision] = await storedEvents(id, "tool_decision");
+    expect(decision.data).toMatchObject({ decision: "deny" });
+    const [result] = await storedEvents(id, "tool_result");
+    expect(result.data.is_error).toBe(true);
+    expect((await server.api(`/api/sessions/${id}/files/piped.txt?format=json`)).status).toBe(404);
+    const bad = Cli.ash(["chat", "pal", "--confirm-tools", " , ", "hi"]);
+    bad.end();
+    expect(await bad.exited).toBe(2);
+    expect(bad.stderr).toContain("--confirm-tools");
+  });
+
+  it.skipIf(scriptSkip)("in a terminal: asks y/N before a held tool runs; y runs it, anything else denies it", async () => {
+    const cli = Cli.ashInTerminal(["chat", "pal", "--confirm-tools", "Bash"]);
+    const prompts = () => cli.stdout.split("› ").length - 1;
+    const questions = () => cli.stdout.split("[y/N]").length - 1;
+    await cli.until(() => prompts() >= 1, "the first prompt");
+    cli.write("#bash echo yes-ran > yes.txt && cat yes.txt\r");
+    await cli.until(() => questions() >= 1, "the question");
+    expect(cli.stdout).toMatch(/Allow\S* Bash\(echo yes-ran > yes\.txt && cat yes\.txt\)\?/);
+    expect(cli.stdout).toContain('input: {"command":"echo yes-ran > yes.txt && cat yes.txt"');
+    cli.write("y\r");
+    await cli.until((c) => c.stdout.includes("Tool result: yes-ran") && prompts() >= 2, "the allowed tool's result and a new prompt");
+
+    cli.write("#bash touch no.txt\r");
+    await cli.until(() => questions() >= 2, "the second question");
+    cli.write("n\r");
+    await cli.until((c) => c.stdout.includes("denied: The user denied this tool use.") && prompts() >= 3, "the denial and a new prompt");
+    cli.write("\u0004");
+    expect(await cli.exited).toBe(0);
+
+    const id = cli.sessionId();
+    expect((await storedEvents(id, "tool_decision")).map((e) => e.data.decision)).toEqual(["allow", "deny"]);
+    expect((await server.api(`/api/sessions/${id}/files/yes.txt?format=json`)).status).toBe(200);
+    expect((await server.api(`/api/sessions/${id}/files/no.txt?format=json`)).status).toBe(404);
+  });
+
   it.skipIf(scriptSkip)("in a terminal: prompts, answers, interrupts on ^C, and quits on ^D", async () => {
     const cli = Cli.ashInTerminal(["chat", "pal"]);
     const prompts = () => cli.stdout.split("› ").length - 1;

@@ -151,7 +151,7 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     for (const [params, message] of [
       [{ name: "has spaces", model: "claude-sonnet-4-5" }, /name/],
       [{ name: "custom", model: "claude-sonnet-4-5", tools: [{ type: "custom", name: "lookup", description: "d", input_schema: { type: "object" } }] }, /custom tools/],
-      [{ name: "asks", model: "claude-sonnet-4-5", tools: [{ type: "agent_toolset_20260401", default_config: { permission_policy: { type: "always_ask" } } }] }, /not available/],
+      [{ name: "asks", model: "claude-sonnet-4-5", tools: [{ type: "agent_toolset_20260401", default_config: { permission_policy: { type: "sometimes" } } }] }, /always_allow or always_ask/],
       [{ name: "skilled", model: "claude-sonnet-4-5", skills: [{ type: "anthropic", skill_id: "xlsx" }] }, /skills/],
       [{ name: "effortful", model: { id: "claude-sonnet-4-5", effort: "high" } }, /effort/],
       [{ name: "crowd", model: "claude-sonnet-4-5", multiagent: { type: "coordinator", agents: [] } }, /multiagent sessions are not available/],
@@ -246,15 +246,75 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     const renamed = await client.beta.sessions.update(session.id, { title: "renamed", metadata: { ticket: null, stage: "review" } });
     expect(renamed).toMatchObject({ title: "renamed", metadata: { stage: "review" } });
 
-    // Events not covered yet are refused with the reason, and nothing runs.
+    // A confirmation for a tool use that never waited (always_allow) finds nothing to decide, and nothing runs.
     const confirmation = await rejection(client.beta.sessions.events.send(session.id, { events: [{ type: "user.tool_confirmation", tool_use_id: toolUse.id, result: "allow" }] }));
-    expect(confirmation).toBeInstanceOf(Anthropic.BadRequestError);
-    expect(confirmation.message).toMatch(/tool_confirmation/);
+    expect(confirmation).toBeInstanceOf(Anthropic.NotFoundError);
+    expect(confirmation.message).toMatch(/waiting for confirmation/);
     const empty = await rejection(client.beta.sessions.events.send(session.id, { events: [{ type: "user.message", content: [] }] }));
     expect(empty).toBeInstanceOf(Anthropic.BadRequestError);
     const count = [];
     for await (const e of client.beta.sessions.events.list(session.id)) count.push(e.id);
     expect(count).toEqual(events.map((e) => e.id));
+  });
+
+  it("holds an always_ask tool until a user.tool_confirmation allows or denies it", async () => {
+    const agent = await client.beta.agents.create({
+      name: "asker",
+      model: "claude-sonnet-4-5",
+      tools: [{ type: "agent_toolset_20260401", configs: [{ name: "bash", permission_policy: { type: "always_ask" } }] }],
+    });
+    const bash = (agent.tools[0] as any).configs.find((c: any) => c.name === "bash");
+    expect(bash.permission_policy).toEqual({ type: "always_ask" });
+    expect((agent.tools[0] as any).configs.find((c: any) => c.name === "read").permission_policy).toEqual({ type: "always_allow" });
+    // The same policy in /api: the agent's confirmTools.
+    expect((await (await server.api("/api/agents/asker")).json()).agent.confirmTools).toEqual(["Bash"]);
+    const session = await client.beta.sessions.create({ agent: agent.id, environment_id: "env_default" });
+    const exists = async (path: string) => (await server.api(`/api/sessions/${session.id}/files/${path}?format=json`)).status === 200;
+    const stream = stepper(await client.beta.sessions.events.stream(session.id));
+
+    // Allow: the session goes idle asking, then runs the tool once allowed.
+    await client.beta.sessions.events.send(session.id, { events: [{ type: "user.message", content: [{ type: "text", text: "#bash echo confirmed > allowed.txt && cat allowed.txt" }] }] });
+    const asking = await stream.until("session.status_idle");
+    const toolUse = asking.find((e) => e.type === "agent.tool_use") as any;
+    expect(toolUse).toMatchObject({ name: "Bash" });
+    expect(asking[asking.length - 1]).toMatchObject({ type: "session.status_idle", stop_reason: { type: "requires_action", event_ids: [toolUse.id] } });
+    expect((await client.beta.sessions.retrieve(session.id)).status).toBe("idle");
+    expect(await exists("allowed.txt")).toBe(false);
+    // An id that names no waiting tool use: 404, the tool still waits.
+    expect(await rejection(client.beta.sessions.events.send(session.id, { events: [{ type: "user.tool_confirmation", tool_use_id: "sevt_999999_0", result: "allow" }] }))).toBeInstanceOf(Anthropic.NotFoundError);
+    const allowed = await client.beta.sessions.events.send(session.id, { events: [{ type: "user.tool_confirmation", tool_use_id: toolUse.id, result: "allow" }] });
+    expect(allowed.data?.[0]).toMatchObject({ type: "user.tool_confirmation", tool_use_id: toolUse.id, result: "allow" });
+    const ran = await stream.until("session.status_idle");
+    const types = ran.map((e) => e.type);
+    expect(types.slice(0, 2)).toEqual(["user.tool_confirmation", "session.status_running"]);
+    expect(ran[0]!.id).toBe(allowed.data?.[0]?.id);
+    const result = ran.find((e) => e.type === "agent.tool_result") as any;
+    expect(result).toMatchObject({ tool_use_id: toolUse.id, is_error: false });
+    expect(JSON.stringify(result.content)).toContain("confirmed");
+    expect(ran[ran.length - 1]).toMatchObject({ type: "session.status_idle", stop_reason: { type: "end_turn" } });
+    expect(await exists("allowed.txt")).toBe(true);
+    // A second answer to the same tool use: 409, nothing changes.
+    expect(await rejection(client.beta.sessions.events.send(session.id, { events: [{ type: "user.tool_confirmation", tool_use_id: toolUse.id, result: "deny" }] }))).toBeInstanceOf(Anthropic.ConflictError);
+
+    // Deny: the command never runs; the model gets the deny_message.
+    await client.beta.sessions.events.send(session.id, { events: [{ type: "user.message", content: [{ type: "text", text: "#bash touch denied.txt" }] }] });
+    const asked = await stream.until("session.status_idle");
+    const denyUse = asked.find((e) => e.type === "agent.tool_use") as any;
+    expect(asked[asked.length - 1]).toMatchObject({ stop_reason: { type: "requires_action", event_ids: [denyUse.id] } });
+    await client.beta.sessions.events.send(session.id, { events: [{ type: "user.tool_confirmation", tool_use_id: denyUse.id, result: "deny", deny_message: "no files today" }] });
+    const denied = await stream.until("session.status_idle");
+    await stream.close();
+    expect(denied[0]).toMatchObject({ type: "user.tool_confirmation", tool_use_id: denyUse.id, result: "deny", deny_message: "no files today" });
+    const deniedResult = denied.find((e) => e.type === "agent.tool_result") as any;
+    expect(deniedResult).toMatchObject({ tool_use_id: denyUse.id, is_error: true });
+    expect(JSON.stringify(deniedResult.content)).toContain("no files today");
+    expect(denied[denied.length - 1]).toMatchObject({ stop_reason: { type: "end_turn" } });
+    expect(await exists("denied.txt")).toBe(false);
+
+    // The listing tells the same story with the same ids.
+    const listed: string[] = [];
+    for await (const e of client.beta.sessions.events.list(session.id)) listed.push(e.id);
+    expect(listed).toEqual([...asking, ...ran, ...asked, ...denied].map((e) => e.id));
   });
 
   it("interrupts a long turn", async () => {
@@ -331,7 +391,7 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     expect(back.data.map((s) => s.id)).toEqual(first.data.map((s) => s.id));
     const all: string[] = [];
     for await (const s of client.beta.sessions.list({ limit: 1 })) all.push(s.id);
-    expect(all.length).toBe(4);
+    expect(all.length).toBe(5);
     const oldestFirst: string[] = [];
     for await (const s of client.beta.sessions.list({ order: "asc" })) oldestFirst.push(s.id);
     expect(oldestFirst).toEqual([...all].reverse());

@@ -1,8 +1,42 @@
-import { createInterface } from "node:readline";
+import { createInterface, type Interface } from "node:readline";
 import { defineCommand } from "citty";
 import type { AshClient } from "../../client/client";
+import type { StreamEventData } from "../../client/events";
 import { describeError, isNotFound, serverArgs, unknownAgent, usageError, withServer } from "../errors";
-import { exitWith, note, style, TurnPrinter, type TurnOutcome } from "../output";
+import { exitWith, note, style, terminalWidth, toolLine, truncate, TurnPrinter, type TurnOutcome } from "../output";
+
+/** A held tool use, as the chat shows it. */
+export type HeldTool = StreamEventData["tool_confirmation"];
+/** How a chat answers a held tool use; `undefined`: the turn is being interrupted, so nothing is sent. */
+export type AskTool = (held: HeldTool, signal: AbortSignal) => Promise<{ allow: boolean; message?: string } | undefined>;
+
+/** The question for a held tool use: the tool, its whole input, and y/N. */
+export function toolQuestion(held: HeldTool): string {
+  const width = terminalWidth(process.stderr, 100);
+  const input = truncate(JSON.stringify(held.input), Math.max(width * 4, 200));
+  return `${style.bold(`Allow ${toolLine(held.name, held.input, width - 6).replace(/^⏺ /, "")}?`, process.stderr)}
+${style.dim(`  input: ${input}`, process.stderr)}
+[y/N] `;
+}
+
+/** Without a terminal nobody can be asked: the tool is denied, and the chat says so. */
+export const denyWithoutTerminal: AskTool = async (held) => {
+  note(style.red(`Denied ${held.name}: this chat does not read from a terminal, so nobody can confirm it.`, process.stderr));
+  return { allow: false, message: "The user could not be asked (no terminal), so this tool use was denied." };
+};
+
+/** Asks on the terminal with `rl` (yes: y or yes; anything else: no). */
+export function askWith(rl: Interface): AskTool {
+  return (held, signal) =>
+    new Promise((resolve) => {
+      if (signal.aborted) return resolve(undefined);
+      signal.addEventListener("abort", () => resolve(undefined), { once: true });
+      rl.question(toolQuestion(held), { signal }, (answer) => {
+        const allow = /^\s*y(es)?\s*$/i.test(answer);
+        resolve(allow ? { allow } : { allow, message: "The user denied this tool use." });
+      });
+    });
+}
 
 /**
  * Runs turns on one session and owns Ctrl-C while a turn runs: the first Ctrl-C asks the
@@ -14,6 +48,10 @@ export class TurnControl {
   private running = false;
   private interrupting = false;
   private printer?: TurnPrinter;
+  /** Ends a question about a held tool use when the turn is interrupted. */
+  private asking?: AbortController;
+  /** How a held tool use is answered (a terminal's y/N, or a denial without one). */
+  ask: AskTool = denyWithoutTerminal;
 
   constructor(
     private readonly client: AshClient,
@@ -29,6 +67,7 @@ export class TurnControl {
   interrupt(): "interrupting" | "quit" {
     if (!this.running || this.interrupting) return "quit";
     this.interrupting = true;
+    this.asking?.abort();
     const message = style.dim("Interrupting the turn… (Ctrl-C again to quit)", process.stderr);
     if (this.printer) this.printer.notice(message);
     else note(message);
@@ -51,12 +90,30 @@ export class TurnControl {
         model: this.options.model,
         maxTurns: this.options.maxTurns,
       });
-      for await (const event of events) printer.event(event);
+      for await (const event of events) {
+        printer.event(event);
+        if (event.type === "tool_confirmation" && !this.interrupting) await this.answer(event.data);
+      }
     } finally {
       this.running = false;
       this.printer = undefined;
     }
     return printer.result();
+  }
+
+  /** Asks about one held tool use and sends the answer; the turn's stream goes on after it. */
+  private async answer(held: HeldTool): Promise<void> {
+    const asking = (this.asking = new AbortController());
+    try {
+      const answer = await this.ask(held, asking.signal);
+      if (!answer || this.interrupting) return;
+      await this.client.decideTool(this.sessionId, { toolUseId: held.toolUseId, decision: answer.allow ? "allow" : "deny", ...(answer.message ? { message: answer.message } : {}) });
+    } catch (error) {
+      // Decided elsewhere, or the turn ended meanwhile: the stream tells what happened.
+      note(style.red(`Could not answer for ${held.name}: ${error instanceof Error ? error.message : String(error)}`, process.stderr));
+    } finally {
+      this.asking = undefined;
+    }
   }
 }
 
@@ -73,6 +130,15 @@ export function interruptOnSigint(control: TurnControl, onQuit: () => void = () 
   };
   process.on("SIGINT", handler);
   return () => process.off("SIGINT", handler);
+}
+
+/** --confirm-tools: "all", or tool names separated by commas. */
+export function parseConfirmTools(value: string | undefined): "all" | string[] | undefined {
+  if (value === undefined) return undefined;
+  if (value.trim() === "all") return "all";
+  const names = value.split(",").map((n) => n.trim()).filter(Boolean);
+  if (names.length === 0) throw usageError('--confirm-tools takes "all" or tool names separated by commas, e.g. --confirm-tools Bash,Write.');
+  return names;
 }
 
 /** A citty string flag as a positive whole number, or a sentence saying what is wrong. */
@@ -93,12 +159,14 @@ export default defineCommand({
     model: { type: "string", description: "Model for this session", valueHint: "model" },
     "max-turns": { type: "string", description: "Most model turns per message", valueHint: "n" },
     json: { type: "boolean", description: "Print the raw events as JSON lines" },
+    "confirm-tools": { type: "string", description: 'Ask y/n before these tools run: "all" or names, comma-separated (default: the agent\'s policy)', valueHint: "all|Bash,Write" },
     ...serverArgs,
   },
   run: ({ args }) =>
     withServer(args, async ({ client, url, hasKey }) => {
       const maxTurns = parsePositiveInt(args["max-turns"], "--max-turns");
-      const session = await client.createSession({ agent: args.agent, ...(args.model ? { model: args.model } : {}) }).catch(async (error) => {
+      const confirmTools = parseConfirmTools(args["confirm-tools"]);
+      const session = await client.createSession({ agent: args.agent, ...(args.model ? { model: args.model } : {}), ...(confirmTools ? { confirmTools } : {}) }).catch(async (error) => {
         throw isNotFound(error) ? await unknownAgent(client, args.agent) : error;
       });
       const control = new TurnControl(client, session.id, { json: args.json, maxTurns });
@@ -129,10 +197,19 @@ async function release(client: AshClient, id: string, quiet: boolean): Promise<v
 
 async function chatOnce(control: TurnControl, message: string): Promise<number> {
   const stop = interruptOnSigint(control);
+  // With a terminal, a held tool use is asked about there (readline then owns Ctrl-C).
+  const rl = process.stdin.isTTY ? createInterface({ input: process.stdin, output: process.stderr, terminal: true }) : undefined;
+  if (rl) {
+    control.ask = askWith(rl);
+    rl.on("SIGINT", () => {
+      if (control.interrupt() === "quit") void exitWith(130);
+    });
+  }
   try {
     return turnExitCode(await control.send(message));
   } finally {
     stop();
+    rl?.close();
   }
 }
 
@@ -161,6 +238,7 @@ function chatInteractive(control: TurnControl, describe: (error: unknown) => str
   return new Promise((resolve) => {
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: true, historySize: 200 });
     rl.setPrompt(style.bold("› "));
+    control.ask = askWith(rl);
     let closing = false;
     let lastCode = 0;
 

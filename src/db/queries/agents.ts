@@ -18,6 +18,8 @@ export interface AgentSettings {
   egress?: string[];
   /** A stored credential of the agent's tenant its sessions use unless they name their own. */
   credentialId?: string;
+  /** Tools its sessions hold for a person's allow or deny ("all" or tool names) unless a session sets its own. */
+  confirmTools?: "all" | string[];
   /** Deployed from a prompt alone: its CLAUDE.md is that prompt, rewritten when the prompt changes. */
   managed?: boolean;
   /** A name and notes for this version (`POST /api/agents/:name/versions`). */

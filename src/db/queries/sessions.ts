@@ -12,6 +12,8 @@ export interface SessionSettings {
   permissionMode?: string;
   allowedTools?: string[];
   disallowedTools?: string[];
+  /** Tools that wait for a person's allow or deny before they run: "all" or tool names; unset: the agent's. */
+  confirmTools?: "all" | string[];
   /** Token budget of this session (model gateway); unset: the agent's, else the server's. */
   maxTokens?: number;
   /** A stored credential of its tenant: an anthropic key for its model calls, or a custom variable. */

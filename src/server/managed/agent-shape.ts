@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { AgentFile, AgentSettings } from "../../db/queries/agents";
 import { badRequest } from "../errors";
+import { confirmationCovers } from "../../runtime/agent-session";
 
 /**
  * How a /v1 agent's fields map onto an Ash agent folder, which is what a
@@ -24,13 +25,13 @@ export const TOOLSET: Record<string, string> = {
 };
 const TOOLSET_NAMES = Object.keys(TOOLSET) as [string, ...string[]];
 
-const notYet = "Tool permission policies other than always_allow (asking for a user.tool_confirmation) are not available on this server yet.";
+// always_ask holds the tool until a user.tool_confirmation (the agent's confirmTools).
 const policySchema = z
   .object({ type: z.string() })
   .passthrough()
   .nullable()
   .optional()
-  .refine((p) => !p || p.type === "always_allow", notYet);
+  .refine((p) => !p || p.type === "always_allow" || p.type === "always_ask", "permission_policy.type must be always_allow or always_ask");
 const toolConfigSchema = z.object({ name: z.enum(TOOLSET_NAMES), enabled: z.boolean().nullable().optional(), permission_policy: policySchema }).strict();
 const mcpToolConfigSchema = z.object({ name: z.string().min(1).max(128), enabled: z.boolean().nullable().optional(), permission_policy: policySchema }).strict();
 const defaultConfigSchema = z.object({ enabled: z.boolean().nullable().optional(), permission_policy: policySchema }).strict().nullable().optional();
@@ -74,7 +75,14 @@ export function managedFieldsOf(settings: AgentSettings): ManagedAgentFields | u
 }
 
 export function withManagedFields(settings: AgentSettings, fields: ManagedAgentFields): AgentSettings {
-  return { ...settings, managedApi: fields } as AgentSettings;
+  const next = { ...settings, managedApi: fields } as AgentSettings;
+  // The tools' always_ask policies are the agent's confirmTools; without tools, an /api policy stays.
+  if (fields.tools !== undefined) {
+    const asked = askedTools(fields.tools);
+    if (asked.length > 0) next.confirmTools = asked;
+    else delete next.confirmTools;
+  }
+  return next;
 }
 
 /** Refuses what cannot run here, with the reason; checks MCP toolsets name a server. */
@@ -109,19 +117,45 @@ export function deniedTools(tools: ToolParam[] | undefined): string[] {
   return denied;
 }
 
-/** The tools as the API shows them (every setting resolved). */
-export function presentTools(tools: ToolParam[] | undefined): unknown[] {
+type Policy = { type: string } | null | undefined;
+const asks = (own: Policy, fallback: Policy) => (own ?? fallback)?.type === "always_ask";
+
+/**
+ * The Claude Code tools the agent's sessions hold for a user.tool_confirmation:
+ * built-in tools and MCP tools whose policy (their own, else their toolset's
+ * default) is always_ask; a whole MCP server as `mcp__<server>`.
+ */
+export function askedTools(tools: ToolParam[]): string[] {
+  const asked: string[] = [];
+  for (const tool of tools) {
+    if (tool.type === "agent_toolset_20260401") {
+      for (const [name, cc] of Object.entries(TOOLSET)) if (asks(tool.configs?.find((c) => c.name === name)?.permission_policy, tool.default_config?.permission_policy)) asked.push(cc);
+    } else if (tool.type === "mcp_toolset") {
+      if (tool.default_config?.permission_policy?.type === "always_ask") {
+        // Every tool of the server asks, except those a config lets through.
+        const allowed = (tool.configs ?? []).filter((c) => c.permission_policy?.type === "always_allow");
+        if (allowed.length === 0) asked.push(`mcp__${tool.mcp_server_name}`);
+        else throw badRequest(`tools: mcp_toolset "${tool.mcp_server_name}" asks by default but lets some tools through; name the tools that ask in configs instead.`);
+      } else for (const c of tool.configs ?? []) if (c.permission_policy?.type === "always_ask") asked.push(`mcp__${tool.mcp_server_name}__${c.name}`);
+    }
+  }
+  return asked;
+}
+
+/** The tools as the API shows them (every setting resolved); `confirmTools`: the agent's policy, whatever API set it. */
+export function presentTools(tools: ToolParam[] | undefined, confirmTools?: "all" | string[]): unknown[] {
   const allow = { type: "always_allow" };
+  const policyOf = (cc: string) => (confirmationCovers(confirmTools, cc) ? { type: "always_ask" } : allow);
   if (tools === undefined) {
-    return [{ type: "agent_toolset_20260401", default_config: { enabled: true, permission_policy: allow }, configs: TOOLSET_NAMES.map((name) => ({ name, enabled: true, permission_policy: allow })) }];
+    return [{ type: "agent_toolset_20260401", default_config: { enabled: true, permission_policy: confirmTools === "all" ? { type: "always_ask" } : allow }, configs: TOOLSET_NAMES.map((name) => ({ name, enabled: true, permission_policy: policyOf(TOOLSET[name]!) })) }];
   }
   return tools.map((tool) => {
     if (tool.type === "agent_toolset_20260401") {
       const enabled = tool.default_config?.enabled ?? true;
       return {
         type: tool.type,
-        default_config: { enabled, permission_policy: allow },
-        configs: TOOLSET_NAMES.map((name) => ({ name, enabled: tool.configs?.find((c) => c.name === name)?.enabled ?? enabled, permission_policy: allow })),
+        default_config: { enabled, permission_policy: tool.default_config?.permission_policy ?? allow },
+        configs: TOOLSET_NAMES.map((name) => ({ name, enabled: tool.configs?.find((c) => c.name === name)?.enabled ?? enabled, permission_policy: policyOf(TOOLSET[name]!) })),
       };
     }
     if (tool.type === "mcp_toolset") {
@@ -129,8 +163,8 @@ export function presentTools(tools: ToolParam[] | undefined): unknown[] {
       return {
         type: tool.type,
         mcp_server_name: tool.mcp_server_name,
-        default_config: { enabled, permission_policy: allow },
-        configs: (tool.configs ?? []).map((c) => ({ name: c.name, enabled: c.enabled ?? enabled, permission_policy: allow })),
+        default_config: { enabled, permission_policy: tool.default_config?.permission_policy ?? allow },
+        configs: (tool.configs ?? []).map((c) => ({ name: c.name, enabled: c.enabled ?? enabled, permission_policy: policyOf(`mcp__${tool.mcp_server_name}__${c.name}`) })),
       };
     }
     return tool;

@@ -103,7 +103,7 @@ export async function presentManagedAgent(ctx: AppContext, v: VersionView) {
     description: fields?.description ?? null,
     system: system === "" ? null : system,
     model: { id: fields?.model ?? "default", speed: "standard" },
-    tools: presentTools(fields?.tools),
+    tools: presentTools(fields?.tools, v.settings.confirmTools),
     mcp_servers: mcpServers.map((s) => ({ name: s.name, type: "url", url: s.url })),
     skills: [],
     metadata: fields?.metadata ?? {},

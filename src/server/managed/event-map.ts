@@ -55,6 +55,18 @@ export class EventMapper {
   private open?: { startId: string; messageId: string; usage: any };
   private toolUses = new Map<string, { eventId: string; mcp: boolean }>();
   private lastError?: string;
+  /** Tool uses held for a user.tool_confirmation: Claude's tool use id → its agent.tool_use event id. */
+  private held = new Map<string, string>();
+
+  /** The Claude tool use id behind an agent.tool_use event id of the turn read so far. */
+  claudeToolUseId(eventIdOrToolUseId: string): string | undefined {
+    for (const [toolUseId, use] of this.toolUses) if (use.eventId === eventIdOrToolUseId || toolUseId === eventIdOrToolUseId) return toolUseId;
+    return undefined;
+  }
+
+  private eventIdOfTool(toolUseId: string): string {
+    return this.toolUses.get(toolUseId)?.eventId ?? toolUseId;
+  }
 
   /** `userContent`: for a `session_start`, the message its turn started with (stored with it). */
   map(stored: StoredEvent, userContent?: unknown): ManagedEvent[] {
@@ -86,6 +98,7 @@ export class EventMapper {
       case "session_start":
         this.open = undefined;
         this.toolUses.clear();
+        this.held.clear();
         this.lastError = undefined;
         push("user.message", { content: contentBlocks(userContent) });
         push("session.status_running");
@@ -118,8 +131,28 @@ export class EventMapper {
           }
         } else if (data.type === "result") close();
         break;
+      // A tool use waits for the user: the session is idle until every held one is answered.
+      case "tool_confirmation":
+        close();
+        this.held.set(String(data.toolUseId), this.eventIdOfTool(String(data.toolUseId)));
+        push("session.status_idle", { stop_reason: { type: "requires_action", event_ids: [...this.held.values()] }, stop_details: null });
+        break;
+      case "tool_decision": {
+        const toolUseId = String(data.toolUseId);
+        const eventIdOfUse = this.held.get(toolUseId) ?? this.eventIdOfTool(toolUseId);
+        this.held.delete(toolUseId);
+        push("user.tool_confirmation", {
+          tool_use_id: eventIdOfUse,
+          result: data.decision === "allow" ? "allow" : "deny",
+          ...(data.decision === "allow" ? {} : { deny_message: typeof data.message === "string" ? data.message : null }),
+        });
+        if (this.held.size > 0) push("session.status_idle", { stop_reason: { type: "requires_action", event_ids: [...this.held.values()] }, stop_details: null });
+        else push("session.status_running");
+        break;
+      }
       case "error":
         close();
+        this.held.clear();
         this.lastError = String(data.code ?? "");
         // The turn stopped because the user asked: that request is the event.
         if (data.code === "interrupted") push("user.interrupt");

@@ -5,7 +5,7 @@ import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
-import { badRequest, conflict } from "../errors";
+import { badRequest, conflict, notFound } from "../errors";
 import { PING_EVERY_MS } from "../sse";
 import { listEvents, type StoredEvent } from "../../db/queries/events";
 import { listMessages } from "../../db/queries/messages";
@@ -29,7 +29,6 @@ const blockSchema = z.discriminatedUnion("type", [
 ]);
 
 const NOT_YET: Record<string, string> = {
-  "user.tool_confirmation": "user.tool_confirmation is not available on this server yet: its agents run tools without asking (always_allow).",
   "user.custom_tool_result": "user.custom_tool_result is not available on this server: agents here have no custom tools.",
   "user.define_outcome": "user.define_outcome is not available on this server.",
   "user.tool_result": "user.tool_result is not available on this server.",
@@ -38,7 +37,17 @@ const NOT_YET: Record<string, string> = {
 const eventSchema = z.union([
   z.object({ type: z.literal("user.message"), content: z.array(blockSchema).min(1).max(100) }).strict(),
   z.object({ type: z.literal("user.interrupt"), session_thread_id: z.string().nullable().optional() }).strict(),
+  z
+    .object({
+      type: z.literal("user.tool_confirmation"),
+      tool_use_id: z.string().min(1).max(200),
+      result: z.enum(["allow", "deny"]),
+      deny_message: z.string().max(10_000).nullable().optional(),
+      session_thread_id: z.string().nullable().optional(),
+    })
+    .strict(),
 ]);
+const SENDABLE = ["user.message", "user.interrupt", "user.tool_confirmation"];
 const sendSchema = z.object({ events: z.array(z.object({ type: z.string() }).passthrough()).min(1, "must hold at least one event").max(50) }).strict();
 
 /** The messages turns began with, for the `session_start` events among `events`. */
@@ -103,7 +112,7 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
       if (NOT_YET[e.type]) throw badRequest(`events.${i}: ${NOT_YET[e.type]}`);
       const result = eventSchema.safeParse(e);
       if (result.success) return result.data;
-      if (e.type !== "user.message" && e.type !== "user.interrupt") throw badRequest(`events.${i}.type: "${String(e.type).slice(0, 100)}" is not an event a client sends (user.message, user.interrupt).`);
+      if (!SENDABLE.includes(e.type)) throw badRequest(`events.${i}.type: "${String(e.type).slice(0, 100)}" is not an event a client sends (${SENDABLE.join(", ")}).`);
       return validate(eventSchema, e);
     });
     const session = await requireManagedSession(ctx, event);
@@ -111,6 +120,19 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
     const sessionId = session.record.id;
     const content = parsed.flatMap((e) => (e.type === "user.message" ? e.content : []));
     const answered: ManagedEvent[] = [];
+
+    // Decisions first: a held tool goes on (or is denied) before anything else of this request.
+    for (const confirmation of parsed.flatMap((e) => (e.type === "user.tool_confirmation" ? [e] : []))) {
+      const turn = async () => {
+        const start = await turnStartAtOrBefore(ctx.db, sessionId, Number.MAX_SAFE_INTEGER);
+        return readManagedEvents(ctx.db, sessionId, start > 0 ? { seq: start, index: 1 } : null, 10_000);
+      };
+      const toolUseId = (await turn()).mapper.claudeToolUseId(confirmation.tool_use_id);
+      if (!toolUseId) throw notFound(`No tool use "${confirmation.tool_use_id}" in this session's current turn: tool_use_id is the id of the agent.tool_use event named in session.status_idle's stop_reason.event_ids.`);
+      await ctx.sessions.decideTool(sessionId, toolUseId, confirmation.result, confirmation.deny_message ?? undefined);
+      const made = (await turn()).events.filter((e) => e.type === "user.tool_confirmation" && e.tool_use_id === confirmation.tool_use_id);
+      answered.push(made[made.length - 1] ?? { id: `sevt_none_${randomUUID().replace(/-/g, "")}`, type: "user.tool_confirmation", tool_use_id: confirmation.tool_use_id, result: confirmation.result, processed_at: iso(Date.now()) });
+    }
 
     if (parsed.some((e) => e.type === "user.interrupt")) {
       const stopped = await ctx.sessions.interrupt(sessionId);

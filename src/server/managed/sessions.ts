@@ -93,6 +93,8 @@ export async function requireManagedSession(ctx: AppContext, event: H3Event): Pr
 /** idle, running (a turn's `session_start` has no `done` yet) or terminated (ended, or never started). */
 export async function managedStatusOf(ctx: AppContext, record: SessionRecord): Promise<ManagedStatus> {
   if (ENDED_STATUSES.includes(record.status)) return "terminated";
+  // A tool use waiting for a user.tool_confirmation: the session waits on the user (requires_action).
+  if (ctx.sessions.waitingTools(record.id).length > 0) return "idle";
   return (await lastTurnMarker(ctx.db, record.id))?.type === "session_start" ? "running" : "idle";
 }
 

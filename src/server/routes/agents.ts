@@ -28,7 +28,7 @@ import {
   type AgentSettings,
 } from "../../db/queries/agents";
 import { AGENT_NAME, AGENT_NAME_RULE } from "../../contract";
-import { json } from "./sessions";
+import { confirmToolsSchema, json } from "./sessions";
 import { fileResponse } from "./file-response";
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name");
@@ -40,7 +40,7 @@ const envPatchSchema = z.record(envName, z.string().nullable());
 export const egressHost = z.string().regex(/^(\*\.)?[a-zA-Z0-9_]([a-zA-Z0-9_.-]*[a-zA-Z0-9_])?(:\d{1,5})?$/, "must be a host name, *.suffix, or host:port").max(253);
 
 /** `ash.json` in the agent folder: what the agent needs from Ash beyond its files. */
-const agentManifestSchema = z.object({ egress: z.array(egressHost).max(500).optional(), maxTokens: z.number().int().min(1).optional() }).passthrough();
+const agentManifestSchema = z.object({ egress: z.array(egressHost).max(500).optional(), maxTokens: z.number().int().min(1).optional(), confirmTools: confirmToolsSchema.optional() }).passthrough();
 
 const fileSchema = z.object({ path: z.string(), content: z.string(), mode: z.number().int().optional() }).strict();
 const systemPromptSchema = z.string().min(1, "must not be empty").max(200_000);
@@ -58,6 +58,8 @@ const deploySchema = z
     maxTokens: z.number().int().min(1).optional(),
     /** A stored credential (POST /api/credentials) its sessions use unless they name their own. */
     credentialId: z.string().min(1).max(200).optional(),
+    /** Tools its sessions hold for a person's allow or deny (wins over ash.json's). */
+    confirmTools: confirmToolsSchema.optional(),
   })
   .strict();
 
@@ -70,6 +72,7 @@ const changeFields = {
   egress: z.array(egressHost).max(500).optional(),
   maxTokens: z.number().int().min(1).nullable().optional(),
   credentialId: z.string().min(1).max(200).nullable().optional(),
+  confirmTools: confirmToolsSchema.nullable().optional(),
 };
 const patchSchema = z.object(changeFields).strict();
 const createVersionSchema = z
@@ -182,6 +185,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     else if (change.maxTokens !== undefined) settings.maxTokens = change.maxTokens;
     if (change.credentialId === null) delete settings.credentialId;
     else if (change.credentialId !== undefined) settings.credentialId = await requireCredential(agent.tenantId, change.credentialId);
+    if (change.confirmTools === null) delete settings.confirmTools;
+    else if (change.confirmTools !== undefined) settings.confirmTools = change.confirmTools;
     if (change.label !== undefined) settings.label = change.label;
     if (change.releaseNotes !== undefined) settings.releaseNotes = change.releaseNotes;
     if (change.files?.some((f) => checkAgentPath(f.path) === "CLAUDE.md") && managed) delete settings.managed;
@@ -235,6 +240,8 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     const maxTokens = body.maxTokens ?? manifest.maxTokens;
     const settings: AgentSettings = { ...(egress.length ? { egress } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}), ...(managed ? { managed: true } : {}) };
     if (body.credentialId !== undefined) settings.credentialId = await requireCredential(caller.tenantId, body.credentialId);
+    const confirmTools = body.confirmTools ?? manifest.confirmTools;
+    if (confirmTools !== undefined) settings.confirmTools = confirmTools;
     const agent = await storeVersion({ tenantId: caller.tenantId, name: body.name, env: body.env ?? {}, systemPrompt: managed ? null : (body.systemPrompt ?? null), files, settings, activate: true });
     return json(201, { agent: await present(agent) });
   });
@@ -251,7 +258,7 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     // The body is read before any other await (the request stream must not sit unread).
     const body = validate(patchSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const agent = await requireAgent(event);
-    if (Object.keys(body).length === 0) throw badRequest("Nothing to change: give systemPrompt, env, files, removeFiles, egress or maxTokens.");
+    if (Object.keys(body).length === 0) throw badRequest("Nothing to change: give systemPrompt, env, files, removeFiles, egress, maxTokens, credentialId or confirmTools.");
     return { agent: await present(await changeAgent(agent, body, { activate: true })) };
   });
 

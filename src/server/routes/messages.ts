@@ -23,6 +23,14 @@ const sendSchema = z
   })
   .strict();
 
+const decisionSchema = z
+  .object({
+    toolUseId: z.string().min(1).max(200),
+    decision: z.enum(["allow", "deny"]),
+    message: z.string().max(10_000).optional(),
+  })
+  .strict();
+
 export function registerMessages(app: H3, ctx: AppContext): void {
   // One turn: the answer is its event stream, which ends with `done`.
   app.post("/api/sessions/:id/messages", async (event) => {
@@ -65,6 +73,13 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   });
 
   app.post("/api/sessions/:id/interrupt", async (event) => ({ interrupted: await ctx.sessions.interrupt(id(event)) }));
+
+  // A person's answer to a `tool_confirmation` event: the held tool runs, or the model is told it was denied.
+  app.post("/api/sessions/:id/tool-confirmations", async (event) => {
+    const body = validate(decisionSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const held = await ctx.sessions.decideTool(id(event), body.toolUseId, body.decision, body.message);
+    return { toolUseId: held.toolUseId, name: held.name, decision: body.decision };
+  });
 
   app.get("/api/sessions/:id/messages", async (event) => {
     const sessionId = id(event);

@@ -200,6 +200,7 @@ export function openApiDocument(version: string) {
             permissionMode: { enum: ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] },
             allowedTools: { type: "array", items: { type: "string" } },
             disallowedTools: { type: "array", items: { type: "string" } },
+            confirmTools: { oneOf: [{ const: "all" }, { type: "array", items: { type: "string" } }], description: "Tools held for a person's allow or deny before they run (tool_confirmation events); unset: the agent's" },
             maxTokens: { type: "integer", minimum: 1, description: "Token budget (input + output + cache tokens); past it the turn ends with error budget_exceeded" },
           },
         })),
@@ -411,6 +412,15 @@ export function openApiDocument(version: string) {
         }),
       },
       "/api/sessions/{id}/interrupt": { parameters: [idParam], post: op("Stop the running turn", { "200": { description: "{interrupted}" } }) },
+      "/api/sessions/{id}/tool-confirmations": {
+        parameters: [idParam],
+        post: op("Allow or deny a tool use held by the session's confirmTools policy (its tool_confirmation event)", { "200": { description: "{toolUseId, name, decision}" }, "404": error, "409": error, "410": error }, body({
+          type: "object",
+          required: ["toolUseId", "decision"],
+          additionalProperties: false,
+          properties: { toolUseId: { type: "string" }, decision: { enum: ["allow", "deny"] }, message: { type: "string", description: "With deny: what the model is told instead of the tool's result" } },
+        })),
+      },
       "/api/sessions/{id}/events": {
         parameters: [idParam],
         get: op("Stored stream events, in order", { "200": { description: "{events}" } }, { parameters: [afterParam, limitParam, { name: "type", in: "query", schema: { type: "string" } }] }),

@@ -13,6 +13,9 @@ import { isSessionStatus, LIVE_SESSION_STATUSES, SESSION_STATUSES } from "../../
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
 
+/** Tools held for a person's decision: every one, or these names (an empty list: none, overriding the agent's). */
+export const confirmToolsSchema = z.union([z.literal("all"), z.array(z.string().min(1).max(200)).max(200)]);
+
 const createSchema = z
   .object({
     agent: z.string().min(1).max(64),
@@ -23,6 +26,7 @@ const createSchema = z
     permissionMode: z.enum(PERMISSION_MODES).optional(),
     allowedTools: z.array(z.string()).optional(),
     disallowedTools: z.array(z.string()).optional(),
+    confirmTools: confirmToolsSchema.optional(),
     maxTokens: z.number().int().min(1).optional(),
     /** A stored credential of the caller's tenant (POST /api/credentials). */
     credentialId: z.string().min(1).max(200).optional(),
@@ -41,6 +45,10 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions", async (event) => {
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const { agent, model, ...settings } = body;
+    // bypassPermissions skips the CLI's question, so nothing would ever be held.
+    if (settings.permissionMode === "bypassPermissions" && settings.confirmTools !== undefined && settings.confirmTools.length > 0) {
+      throw badRequest('confirmTools cannot hold tools under permissionMode "bypassPermissions", which never asks; leave permissionMode out.');
+    }
     const caller = principalOf(event);
     if (settings.credentialId !== undefined) {
       if (!ctx.vault) throw unavailable("credentialId needs stored credentials, which this server does not have: set ASH_CREDENTIAL_KEY where it starts.", 3600);
