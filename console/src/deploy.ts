@@ -50,7 +50,7 @@ export async function fromZip(zip: File): Promise<PickedFolder> {
   const strip = names.length > 0 && names.every((n) => n.startsWith(`${top}/`));
   return {
     name: strip ? top : zip.name.replace(/\.zip$/i, ""),
-    files: names.map((n) => ({ path: strip ? n.slice(top.length + 1) : n, file: new File([entries[n]!], n.split("/").pop()!) })),
+    files: names.map((n) => ({ path: strip ? n.slice(top.length + 1) : n, file: new File([new Uint8Array(entries[n]!)], n.split("/").pop()!) })),
   };
 }
 
