@@ -5,6 +5,24 @@ import type { EventLog } from "../sessions/event-log";
 export const PING_EVERY_MS = 15_000;
 const encoder = new TextEncoder();
 
+/** The headers of every event stream: not cached, not transformed, not buffered by a proxy. */
+export const EVENT_STREAM_HEADERS = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache, no-transform",
+  connection: "keep-alive",
+  "x-accel-buffering": "no",
+} as const;
+
+/**
+ * Waits for events past `cursor`; true when the wait ran a whole ping
+ * interval with nothing new (the caller sends `: ping` and returns from pull).
+ */
+export async function waitOrPing(log: EventLog, cursor: number, pingEveryMs: number): Promise<boolean> {
+  const before = Date.now();
+  await log.waitForMore(cursor, pingEveryMs);
+  return log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= pingEveryMs - 5;
+}
+
 export function formatFrame(event: StoredEvent): string {
   return `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`;
 }
@@ -54,9 +72,7 @@ export function eventStreamResponse(
             controller.close();
             return;
           }
-          const before = Date.now();
-          await log.waitForMore(cursor, pingEveryMs);
-          if (log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= pingEveryMs - 5) {
+          if (await waitOrPing(log, cursor, pingEveryMs)) {
             controller.enqueue(encoder.encode(": ping\n\n"));
             return;
           }
@@ -68,13 +84,5 @@ export function eventStreamResponse(
     },
     { highWaterMark: 1 },
   );
-  return new Response(stream, {
-    status: 200,
-    headers: {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      connection: "keep-alive",
-      "x-accel-buffering": "no",
-    },
-  });
+  return new Response(stream, { status: 200, headers: EVENT_STREAM_HEADERS });
 }

@@ -6,7 +6,7 @@ import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
 import { badRequest, conflict, notFound } from "../errors";
-import { PING_EVERY_MS } from "../sse";
+import { EVENT_STREAM_HEADERS, PING_EVERY_MS, waitOrPing } from "../sse";
 import { listEvents, type StoredEvent } from "../../db/queries/events";
 import { listMessages } from "../../db/queries/messages";
 import { turnStartAtOrBefore } from "../../db/queries/managed";
@@ -215,9 +215,7 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
               controller.close();
               return;
             }
-            const before = Date.now();
-            await log.waitForMore(cursor, PING_EVERY_MS);
-            if (log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= PING_EVERY_MS - 5) {
+            if (await waitOrPing(log, cursor, PING_EVERY_MS)) {
               controller.enqueue(encoder.encode(": ping\n\n"));
               return;
             }
@@ -229,9 +227,6 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
       },
       { highWaterMark: 1 },
     );
-    return new Response(stream, {
-      status: 200,
-      headers: { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache, no-transform", connection: "keep-alive", "x-accel-buffering": "no" },
-    });
+    return new Response(stream, { status: 200, headers: EVENT_STREAM_HEADERS });
   });
 }
