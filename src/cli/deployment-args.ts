@@ -1,3 +1,4 @@
+import { access } from "node:fs/promises";
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_SANDBOXES, defaultImage } from "../runspec";
 
 /** The server settings both `ash compose generate` and `ash kube generate` take, defined once. */
@@ -6,3 +7,11 @@ export const deploymentArgs = {
   "max-sandboxes": { type: "string", description: `ASH_MAX_SANDBOXES per server (default ${DEFAULT_MAX_SANDBOXES})`, valueHint: "n" },
   "idle-timeout": { type: "string", description: `ASH_IDLE_TIMEOUT_MS, in milliseconds (default ${DEFAULT_IDLE_TIMEOUT_MS})`, valueHint: "ms" },
 } as const;
+
+/** Whether the output file is there already (both commands refuse to overwrite it without --force). */
+export async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,4 +1,4 @@
-import { access, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { defineCommand } from "citty";
 import {
@@ -10,7 +10,7 @@ import {
   parseEnvAssignment,
   renderCompose,
 } from "../../runspec";
-import { deploymentArgs } from "../deployment-args";
+import { deploymentArgs, exists } from "../deployment-args";
 import { CliError, parseInput, usageError } from "../errors";
 import { line, note, style } from "../output";
 
@@ -22,13 +22,6 @@ const generateArgs = {
   ...deploymentArgs,
   env: { type: "string", alias: "e", description: "Extra variable for the server; repeatable. A bare KEY becomes ${KEY} (from .env)", valueHint: "KEY=VALUE" },
 } as const;
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 const generate = defineCommand({
   meta: { name: "generate", description: "Write a production Compose file (Ash + CockroachDB or PostgreSQL) and its .env" },

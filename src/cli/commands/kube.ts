@@ -1,4 +1,4 @@
-import { access, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve } from "node:path";
 import { defineCommand } from "citty";
 import {
@@ -11,7 +11,7 @@ import {
   renderKubernetes,
   writeKubeSecret,
 } from "../../runspec";
-import { deploymentArgs } from "../deployment-args";
+import { deploymentArgs, exists } from "../deployment-args";
 import { CliError, parseInput, usageError } from "../errors";
 import { line, note, style } from "../output";
 
@@ -32,13 +32,6 @@ const generateArgs = {
   ...deploymentArgs,
   env: { type: "string", alias: "e", description: "Extra variable for the server; repeatable. A bare KEY is read from your environment into the Secret", valueHint: "KEY=VALUE" },
 } as const;
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 const generate = defineCommand({
   meta: { name: "generate", description: "Write Kubernetes manifests for Ash (Deployment, Service, ConfigMap, PodDisruptionBudget, NetworkPolicy) and its Secret" },
