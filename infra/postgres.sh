@@ -89,9 +89,21 @@ ensure_role_and_database() {
   fi
 }
 
+# A new cluster gets its role and database while it listens on its unix socket
+# only: a client that connects over TCP meanwhile (a server waiting for the
+# database) would otherwise see "password authentication failed" for a role
+# not made yet, and rightly give up.
+prepare_new_cluster() {
+  init_cluster
+  as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 -o "-c listen_addresses=''" start >/dev/null \
+    || die "the new cluster did not start; see $LOG"
+  ensure_role_and_database
+  as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
+}
+
 start() {
   ensure_installed
-  [ -f "$DATA/PG_VERSION" ] || init_cluster
+  [ -f "$DATA/PG_VERSION" ] || prepare_new_cluster
   if ! is_running; then
     as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null \
       || die "the cluster did not start; see $LOG"
