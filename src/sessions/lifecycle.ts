@@ -12,6 +12,8 @@ export type Transition =
   | { to: "paused" }
   | { to: "stopped" }
   | { to: "ended" }
+  /** Put to sleep so its files and conversation can be moved back; the rewind writes the session row itself. */
+  | { to: "rewinding" }
   | { to: "evicted"; reason: "idle" | "capacity" }
   /** Its agent process died during a turn; the session stays usable ("active") unless a limit killed it. */
   | { to: "exited"; status: Extract<SessionStatus, "active" | "error"> };
@@ -29,7 +31,8 @@ interface Plan {
   tolerant: boolean;
   /** A failed row update is not thrown (eviction, a dead process: the sandbox is gone either way). */
   tolerantUpdate: boolean;
-  update: Parameters<typeof updateSession>[2];
+  /** The session row's change; null when the caller writes the row in a transaction of its own (rewind). */
+  update: Parameters<typeof updateSession>[2] | null;
   event?: "session_paused" | "session_stopped" | "session_ended" | "session_evicted";
 }
 
@@ -41,6 +44,8 @@ function planOf(t: Transition): Plan {
       return { killTurn: true, settle: true, sandbox: "stopped", reason: "stopped", background: false, tolerant: false, tolerantUpdate: false, update: { status: "stopped", sandboxId: null, touch: true }, event: "session_stopped" };
     case "ended":
       return { killTurn: true, settle: true, sandbox: "ended", reason: "ended", background: true, tolerant: false, tolerantUpdate: false, update: { status: "ended", sandboxId: null, touch: true }, event: "session_ended" };
+    case "rewinding":
+      return { killTurn: false, settle: true, sandbox: "paused", reason: "paused", background: false, tolerant: false, tolerantUpdate: false, update: null };
     case "evicted":
       return { killTurn: false, settle: false, sandbox: "evicted", reason: t.reason === "idle" ? "idle_timeout" : "capacity", background: false, tolerant: false, tolerantUpdate: true, update: { sandboxId: null }, event: "session_evicted" };
     case "exited":
@@ -56,7 +61,7 @@ export interface LifecycleOptions {
   log: ConsolaInstance;
 }
 
-/** The one way a session goes to sleep or ends: pause, stop, end, eviction, a dead agent process. */
+/** The one way a session goes to sleep or ends: pause, stop, end, rewind, eviction, a dead agent process. */
 export class Lifecycle {
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -77,9 +82,11 @@ export class Lifecycle {
     if (plan.background) teardown.catch((error) => this.o.log.error(`session ${id}: ending its sandbox failed:`, error));
     else if (plan.tolerant) await teardown.catch(() => undefined);
     else await teardown;
-    const updating = updateSession(this.o.db, id, plan.update);
-    if (plan.tolerantUpdate) await updating.catch(() => undefined);
-    else await updating;
+    if (plan.update) {
+      const updating = updateSession(this.o.db, id, plan.update);
+      if (plan.tolerantUpdate) await updating.catch(() => undefined);
+      else await updating;
+    }
     if (plan.event === "session_evicted") {
       const reason = (t as { reason: string }).reason;
       this.o.telemetry.emit({ type: plan.event, sessionId: id, data: { reason } });

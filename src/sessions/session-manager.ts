@@ -410,7 +410,7 @@ export class SessionManager {
     if (!at) throw notFound(`Session ${sessionId} has no checkpoint ${checkpoint}.${await this.checkpointHint(sessionId)}`);
     if (at.rewoundAt !== null) throw conflict(`Checkpoint ${checkpoint} was itself rewound away; fork the session at it instead.`);
     // Put to sleep (saving the files), so the next message starts from the checkpoint.
-    await this.live.deactivate(sessionId, "paused", "paused");
+    await this.lifecycle.transition(session, { to: "rewinding" });
     // Files changed since the last turn (exec, uploads) become a checkpoint of their own.
     const saved = await this.workspaces.statsOfSaved(sessionId);
     const activity = this.live.activity(sessionId);

@@ -2,7 +2,7 @@
 // layer's own logic (who may do what when, in which order) runs in unit tests
 // against a real database: sandboxes without processes, a snapshot store in
 // memory, an agent process without the CLI whose turns the test ends.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -184,9 +184,12 @@ export class FakeStore implements WorkspaceStore {
   readonly saves: string[] = [];
   readonly restores: string[] = [];
 
-  async save(sandbox: SandboxHandle): Promise<SavedVersion> {
+  async save(sandbox: SandboxHandle, options: { onWrite: (keys: string[]) => Promise<void> }): Promise<SavedVersion> {
     this.saves.push(sandbox.id);
-    return { id: `v-${randomUUID()}`, fileCount: 0, bytes: 0, changedFiles: 0, changedBytes: 0, objects: [] };
+    // One object per version, announced as the real store announces what it writes (a rewind adopts it).
+    const id = randomBytes(32).toString("hex");
+    await options.onWrite([`trees/${id}`]);
+    return { id, fileCount: 0, bytes: 0, changedFiles: 0, changedBytes: 0, objects: [`trees/${id}`] };
   }
   async restore(version: string): Promise<void> {
     this.restores.push(version);
