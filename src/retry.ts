@@ -4,11 +4,13 @@
  * the waits between attempts computed by the delays below.
  */
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (!signal) return new Promise((resolve) => setTimeout(resolve, ms));
+/** Waits `ms`, or less when `signal` aborts; `unref`: the wait alone does not keep the process alive. */
+export function sleep(ms: number, signal?: AbortSignal, unref = false): Promise<void> {
+  if (!signal) return new Promise((resolve) => (unref ? setTimeout(resolve, ms).unref() : setTimeout(resolve, ms)));
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const timer = setTimeout(done, ms);
+    if (unref) timer.unref();
     function done() {
       clearTimeout(timer);
       signal!.removeEventListener("abort", done);
@@ -51,6 +53,8 @@ export interface RetryPolicy {
   exhausted?(error: unknown, attempts: number): unknown;
   /** Stops waiting; the last error is thrown. */
   signal?: AbortSignal;
+  /** The waits alone do not keep the process alive (background work such as telemetry). */
+  unref?: boolean;
 }
 
 /** Calls `call` until it succeeds, fails with an error not worth retrying, or runs out of attempts. */
@@ -63,7 +67,7 @@ export async function retry<T>(call: (attempt: number) => Promise<T>, policy: Re
       if (attempt >= policy.attempts || policy.signal?.aborted) throw policy.exhausted ? policy.exhausted(error, attempt) : error;
       const delay = policy.delay(attempt, error);
       policy.onRetry?.(error, attempt, delay);
-      await sleep(delay, policy.signal);
+      await sleep(delay, policy.signal, policy.unref);
       if (policy.signal?.aborted) throw policy.exhausted ? policy.exhausted(error, attempt) : error;
     }
   }

@@ -6,6 +6,7 @@
  * buffer is full the oldest record makes room and is counted as dropped
  * (docs/decisions/observability-telemetry-buffer.md).
  */
+import { retry } from "../retry";
 
 export interface TelemetryEvent {
   type: string;
@@ -173,41 +174,46 @@ export function createTelemetry(options: TelemetryOptions): Telemetry {
     const count = body.count;
     drop(batch.length - count);
     if (count === 0) return;
-    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      if (stop.signal.aborted) break;
-      let retryAfterMs: number | undefined;
+    const attempt = async (): Promise<void> => {
+      let response: Response;
       try {
-        const response = await fetch(options.url, {
+        response = await fetch(options.url, {
           method: "POST",
           headers,
           body: body.json,
           signal: AbortSignal.any([AbortSignal.timeout(requestTimeoutMs), stop.signal]),
         });
-        await response.arrayBuffer().catch(() => undefined);
-        if (response.ok) {
-          sent += count;
-          options.onSent?.(count);
-          if (failingSince) {
-            failingSince = 0;
-            warn(`telemetry: delivering to ${origin} again`, true);
-          }
-          return;
-        }
-        if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
-          // The sink will not take this batch however often it is sent.
-          warn(`telemetry: ${origin} refused a batch with HTTP ${response.status}; ${count} events dropped`);
-          drop(count);
-          return;
-        }
-        retryAfterMs = retryAfterOf(response.headers.get("retry-after"));
-        noteFailure(`HTTP ${response.status}`);
       } catch (error) {
-        if (stop.signal.aborted) break;
-        noteFailure(describeFetchError(error));
+        if (!stop.signal.aborted) noteFailure(describeFetchError(error));
+        throw new DeliveryFailed();
       }
-      if (attempt < maxAttempts) await sleep(Math.min(backoffMaxMs, retryAfterMs ?? backoff(attempt)), stop.signal);
-    }
-    drop(count);
+      await response.arrayBuffer().catch(() => undefined);
+      if (response.ok) {
+        sent += count;
+        options.onSent?.(count);
+        if (failingSince) {
+          failingSince = 0;
+          warn(`telemetry: delivering to ${origin} again`, true);
+        }
+        return;
+      }
+      if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
+        // The sink will not take this batch however often it is sent.
+        warn(`telemetry: ${origin} refused a batch with HTTP ${response.status}; ${count} events dropped`);
+        drop(count);
+        return;
+      }
+      noteFailure(`HTTP ${response.status}`);
+      throw new DeliveryFailed(retryAfterOf(response.headers.get("retry-after")));
+    };
+    await retry(attempt, {
+      attempts: maxAttempts,
+      // The sink's Retry-After when it gave one, else full jitter; never longer than the cap.
+      delay: (n, error) => Math.min(backoffMaxMs, (error as DeliveryFailed).retryAfterMs ?? backoff(n)),
+      retryIf: () => !stop.signal.aborted,
+      signal: stop.signal,
+      unref: true,
+    }).catch(() => drop(count));
   };
 
   const noteFailure = (reason: string) => {
@@ -305,6 +311,13 @@ function serialize(batch: TelemetryRecord[]): { json: string; count: number } {
   }
 }
 
+/** One delivery attempt failed in a way worth another (network, 5xx, 408, 429). */
+class DeliveryFailed extends Error {
+  constructor(readonly retryAfterMs?: number) {
+    super("telemetry delivery failed");
+  }
+}
+
 function retryAfterOf(header: string | null): number | undefined {
   if (!header) return undefined;
   const seconds = Number(header);
@@ -317,18 +330,4 @@ function describeFetchError(error: unknown): string {
   const e = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
   if (e?.name === "TimeoutError") return "no answer in time";
   return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(error);
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
