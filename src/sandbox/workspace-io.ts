@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { posix } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { canonicalMtime, ChunkQueue, tarReader, tarSource, type TarEntry, type TarParser, type TarReader } from "./tar-stream";
@@ -30,7 +31,7 @@ const STDERR_KEEP = 16 * 1024;
 /** Wraps a spawned child into an IoProcess. */
 export function ioProcessOf(
   child: { stdout: Readable | null; stderr: Readable | null; stdin: Writable | null },
-  exited: Promise<{ code: number | null }>,
+  exited: Promise<{ code: number | null; error?: Error }>,
   kill: () => void,
 ): IoProcess {
   let stderr = "";
@@ -48,9 +49,10 @@ export function ioProcessOf(
   return {
     stdout: child.stdout!,
     stdin: child.stdin,
-    done: exited.then(async ({ code }) => {
+    done: exited.then(async ({ code, error }) => {
       await Promise.race([stderrDone, new Promise((r) => setTimeout(r, 200))]);
-      return { code, stderr };
+      // A tool that never started has no stderr: its spawn error says why (a missing folder, a missing tool).
+      return { code, stderr: stderr || (error ? `could not start ${error.message.replace(/^spawn /, "")}` : "") };
     }),
     kill,
   };
@@ -66,13 +68,15 @@ export function trustedFolderIo(root: string): WorkspaceIo {
     root,
     run(command, args, options = {}) {
       const child = spawn(command, args, { cwd: root, env: IO_ENV, stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"] });
-      const exited = new Promise<{ code: number | null }>((resolve) => {
+      const exited = new Promise<{ code: number | null; error?: Error }>((resolve) => {
         child.once("close", (code) => resolve({ code }));
-        child.once("error", () => {
+        child.once("error", (error) => {
           // It never started: end its streams so readers finish.
           child.stdout?.destroy();
           child.stderr?.destroy();
-          resolve({ code: null });
+          // ENOENT names the tool even when what is missing is the folder it was to run in.
+          const missingFolder = (error as NodeJS.ErrnoException).code === "ENOENT" && !existsSync(root);
+          resolve({ code: null, error: missingFolder ? new Error(`${command}: the folder ${root} does not exist`) : error });
         });
       });
       return ioProcessOf(child, exited, () => child.kill("SIGKILL"));

@@ -265,7 +265,7 @@ describe("workspace versions (fs objects)", () => {
     expect(written).toEqual([]);
     await expect(store.save(trustedFolderIo(ws), { base: "../../etc" })).rejects.toThrow(/Invalid workspace version id/);
     await expect(store.restore("nope", trustedFolderIo(fresh("r")))).rejects.toThrow(/Invalid workspace version id/);
-    await expect(store.save(trustedFolderIo(join(root, "no-such-dir")))).rejects.toThrow(/failed/);
+    await expect(store.save(trustedFolderIo(join(root, "no-such-dir")))).rejects.toThrow(/no-such-dir does not exist/);
     expect(() => createVersionStore({ dataDir: "relative" })).toThrow(/absolute/);
   });
 
