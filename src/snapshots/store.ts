@@ -358,7 +358,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     // Named by its pieces' hashes and lengths ("hash:length" lines), which fix its bytes.
     let packName = createHash("sha256");
     /** Folders encoded but for the ids of packs still being filled. */
-    let awaitingSeal: Array<{ node: Node; rows: string; packs: Array<string | number> }> = [];
+    let awaitingSeal: Array<{ node: Node; rows: string; packs: Array<string | number>; entries: TreeEntry[] }> = [];
 
     const indexTree = (tree: Tree) => {
       for (const entry of tree.entries) {
@@ -387,7 +387,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       const ready = awaitingSeal;
       awaitingSeal = [];
       for (const item of ready) {
-        finishRows(item.node, item.rows, item.packs);
+        finishRows(item.node, item.rows, item.packs, item.entries);
         await pause();
       }
     }
@@ -517,13 +517,20 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       node.names = new Set();
       node.before = null;
       // Held as one string until the pack's id is known.
-      if (unsealed) awaitingSeal.push({ node, rows, packs });
-      else finishRows(node, rows, packs);
+      if (unsealed) awaitingSeal.push({ node, rows, packs, entries });
+      else finishRows(node, rows, packs, entries);
     }
 
-    function finishRows(node: Node, rows: string, refs: Array<string | number>): void {
+    function finishRows(node: Node, rows: string, refs: Array<string | number>, entries: TreeEntry[]): void {
       const packs = refs.map((pack) => (typeof pack === "number" ? sealed[pack]! : pack));
       const { id, bytes: data } = treeOf(packs, rows);
+      // The next save starts from this one (the next turn's): its folders are then compared
+      // without reading and decoding them again. Pieces in packs sealed since get their ids.
+      for (const entry of entries) {
+        if (entry.type !== "file") continue;
+        for (const piece of entry.pieces) if (typeof piece.pack === "number") piece.pack = sealed[piece.pack]!;
+      }
+      cacheTree(id, { packs, entries }, data.length * 3);
       for (const pack of packs) versionPacks.add(pack);
       versionTrees.add(id);
       if (!knownTrees.has(id)) {
