@@ -180,23 +180,37 @@ function cString(buf: Buffer, start: number, length: number): string {
 }
 
 function numeric(buf: Buffer, start: number, length: number): number {
-  const field = buf.subarray(start, start + length);
-  if (field[0]! & 0x80) {
+  const first = buf[start]!;
+  if (first & 0x80) {
     // base-256 (GNU): big-endian, first byte's top bit is the marker
-    let value = field[0]! & 0x7f;
-    for (let i = 1; i < field.length; i++) value = value * 256 + field[i]!;
+    let value = first & 0x7f;
+    for (let i = 1; i < length; i++) value = value * 256 + buf[start + i]!;
     if (!Number.isSafeInteger(value)) throw new TarFormatError("tar number out of range");
     return value;
   }
-  const text = cString(buf, start, length).replace(/[ \0]+$/, "").trim();
-  if (text === "") return 0;
-  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`bad tar number ${JSON.stringify(text)}`);
-  return Number.parseInt(text, 8);
+  // Octal digits, optionally led by spaces and ended by a NUL or spaces: read in place (every header has several).
+  const end = start + length;
+  let i = start;
+  while (i < end && buf[i] === 0x20) i++;
+  let value = 0;
+  let digits = 0;
+  for (; i < end; i++) {
+    const c = buf[i]!;
+    if (c < 0x30 || c > 0x37) break;
+    value = value * 8 + (c - 0x30);
+    digits++;
+  }
+  // Then only spaces up to a NUL (what follows a NUL is not part of the number) or the field's end.
+  while (i < end && buf[i] === 0x20) i++;
+  if (i < end && buf[i] !== 0) throw new TarFormatError(`bad tar number ${JSON.stringify(cString(buf, start, length))}`);
+  return digits === 0 ? 0 : value;
 }
 
 function checksumOk(header: Buffer): boolean {
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : header[i]!;
+  // The checksum field itself counts as eight spaces.
+  let sum = 8 * 32;
+  for (let i = 0; i < 148; i++) sum += header[i]!;
+  for (let i = 156; i < BLOCK; i++) sum += header[i]!;
   return sum === numeric(header, 148, 8);
 }
 
