@@ -218,10 +218,10 @@ describe("tracing off (no endpoint)", () => {
           });
         });
 
-      const off = await run({});
+      // The two probes are independent processes: run side by side.
+      const [off, on] = await Promise.all([run({}), run({ PROBE_ENDPOINT: "http://127.0.0.1:9" })]);
       expect(off).toEqual({ ran: "ran", enabled: false, loaded: [] });
 
-      const on = await run({ PROBE_ENDPOINT: "http://127.0.0.1:9" });
       expect(on.enabled).toBe(true);
       expect(on.loaded.some((p) => p.includes("@opentelemetry/sdk-trace-base/"))).toBe(true);
       expect(on.loaded.some((p) => p.includes("@opentelemetry/exporter-trace-otlp-http/"))).toBe(true);
