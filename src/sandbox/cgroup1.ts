@@ -1,4 +1,4 @@
-import { constants, existsSync, readFileSync } from "node:fs";
+import { constants, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { access, mkdir, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { childGroups, killMembers, readCounter, readMembers, removeGroupDir, writeControl, writeOptionalControl } from "./cgroup-fs";
@@ -67,6 +67,14 @@ function groupFor(dirs: Partial<Record<Controller, string>>): Omit<ResourceGroup
     },
     members,
     killAll,
+    ...(dirs.cpu
+      ? {
+          setCpuShares(shares: number) {
+            // Synchronous: called right before a launch, whose processes must start at this weight.
+            if (!destroyed) writeFileSync(join(dirs.cpu!, "cpu.shares"), String(Math.max(2, Math.round(shares))));
+          },
+        }
+      : {}),
     async destroy() {
       if (destroyed) return;
       await killAll();

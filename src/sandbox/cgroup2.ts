@@ -1,4 +1,4 @@
-import { existsSync, statfsSync } from "node:fs";
+import { existsSync, statfsSync, writeFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { childGroups, killMembers, readCounter, removeGroupDir, writeControl, writeOptionalControl } from "./cgroup-fs";
@@ -42,6 +42,11 @@ export async function detectCgroup2(root: string | undefined): Promise<{ ok: boo
   return { ok: true, detail: `cgroup v2 (${enabled.join(", ")}) under ${root}` };
 }
 
+/** v1 shares (2..262144, 1024 normal) as a v2 weight (1..10000, 100 normal). */
+function cpuWeightOf(shares: number): number {
+  return Math.min(10000, Math.max(1, Math.round((shares * 100) / 1024)));
+}
+
 function groupAt(dir: string): Omit<ResourceGroup, "rlimits"> {
   const procsFiles = [join(dir, "cgroup.procs")];
   let destroyed = false;
@@ -64,6 +69,11 @@ function groupAt(dir: string): Omit<ResourceGroup, "rlimits"> {
       return (await words(procsFiles[0]!)).map(Number);
     },
     killAll,
+    setCpuShares(shares: number) {
+      // v1 shares (2..262144, 1024 normal) onto v2 weight (1..10000, 100 normal); without the cpu controller there is no file.
+      if (destroyed || !existsSync(join(dir, "cpu.weight"))) return;
+      writeFileSync(join(dir, "cpu.weight"), String(cpuWeightOf(shares)));
+    },
     async destroy() {
       if (destroyed) return;
       if (existsSync(dir)) {
@@ -89,9 +99,7 @@ export async function createCgroup2Group(root: string, id: string, limits: Sandb
       await writeOptionalControl(join(dir, "cpu.max"), `${quota} ${CPU_PERIOD_US}`);
     }
     if (limits.cpuShares !== undefined) {
-      // v1 shares (2..262144, 1024 normal) onto v2 weight (1..10000, 100 normal).
-      const weight = Math.min(10000, Math.max(1, Math.round((limits.cpuShares * 100) / 1024)));
-      await writeOptionalControl(join(dir, "cpu.weight"), weight);
+      await writeOptionalControl(join(dir, "cpu.weight"), cpuWeightOf(limits.cpuShares));
     }
   } catch (error) {
     await group.destroy().catch(() => {});

@@ -56,6 +56,22 @@ export interface ResourceGroup {
   killAll(): Promise<void>;
   /** killAll, then removes the group. Safe to call twice. */
   destroy(): Promise<void>;
+  /**
+   * The group's CPU weight against other groups, in v1 shares (1024 normal).
+   * Niceness only orders processes within one group, so a sandbox whose
+   * processes run below others' (a warm spare) needs its group's weight lowered
+   * too. Absent where there is no CPU controller (rlimit mode).
+   */
+  setCpuShares?(shares: number): void;
+}
+
+/** The scheduler's weight of each niceness 0..19 (kernel sched_prio_to_weight; 0 is 1024). */
+const NICE_WEIGHTS = [1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15];
+
+/** Shares that give a group what niceness `nice` gives a process: `base` (the group's own shares) scaled by the kernel's weight. */
+export function sharesForNice(base: number, nice: number): number {
+  const weight = NICE_WEIGHTS[Math.min(19, Math.max(0, Math.round(nice)))]!;
+  return Math.max(2, Math.round((base * weight) / 1024));
 }
 
 export interface LimitHost {

@@ -20,6 +20,7 @@ import {
   createResourceGroup,
   detectLimitMode,
   mib,
+  sharesForNice,
   validateLimits,
   type LimitCounters,
   type LimitHost,
@@ -239,6 +240,8 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   const tools: SandboxTools = findSandboxTools();
 
   const group = await createResourceGroup(host.limitMode, id, limits, options);
+  /** The group's CPU shares at niceness 0 (the configured ones, else the kernel's default). */
+  const baseShares = limits.cpuShares ?? 1024;
   try {
     await mkdir(join(resolve(options.dataDir), "sandboxes"), { recursive: true });
     // Without bwrap the sandbox user reaches its folder through the data dir's own
@@ -377,6 +380,8 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     if (commandDir) extra.push(commandDir);
     const script = spawnOptions.args[0];
     if (script && isAbsolute(script) && /\.[cm]?js$/.test(script)) extra.push(dirname(script));
+    // Its group's weight follows: niceness alone orders processes only within the sandbox's own group.
+    if (how.nice !== undefined) group.setCpuShares?.(sharesForNice(baseShares, how.nice));
     const launched = start(spawnOptions.command, spawnOptions.args, env, cwd, "pipe", extra, how.nice);
     const processHandle = new SandboxedProcess(launched, (exit) => decideReason(launched, exit));
     const stderrLog = logs.writer("claude", "stderr");
@@ -492,6 +497,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     },
     spawnClaudeCode,
     renice(nice) {
+      if (!destroyed) group.setCpuShares?.(sharesForNice(baseShares, nice));
       for (const launched of running) launched.renice(nice);
     },
     exec,

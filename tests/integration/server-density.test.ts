@@ -42,6 +42,22 @@ function claudeNiceness(dataDir: string): Map<number, number[]> {
 }
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 
+/**
+ * The CPU weight of the cgroup a process is in: v1 cpu.shares (1024 normal) or
+ * v2 cpu.weight (100 normal); null when its group has no CPU controller.
+ */
+function groupCpuWeight(pid: number): { v1: number } | { v2: number } | null {
+  for (const line of readFileSync(`/proc/${pid}/cgroup`, "utf8").trim().split("\n")) {
+    const [, controllers, path] = line.split(":") as [string, string, string];
+    if (controllers.split(",").includes("cpu")) {
+      const file = `/sys/fs/cgroup/${controllers}${path}/cpu.shares`;
+      return existsSync(file) ? { v1: Number(readFileSync(file, "utf8")) } : null;
+    }
+    if (controllers === "" && existsSync(`/sys/fs/cgroup${path}/cpu.weight`)) return { v2: Number(readFileSync(`/sys/fs/cgroup${path}/cpu.weight`, "utf8")) };
+  }
+  return null;
+}
+
 type Model = Awaited<ReturnType<typeof startFakeModel>>;
 
 async function createSession(server: TestServer, body: Record<string, unknown>) {
@@ -223,10 +239,16 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
     const [pid, threads] = [...spare][0]!;
     expect(threads.length).toBeGreaterThan(0);
     expect(threads.every((n) => n === 10)).toBe(true);
+    // Niceness orders processes within one group only: the spare's sandbox group weighs what niceness 10 weighs (110 of 1024).
+    const spareWeight = groupCpuWeight(pid);
+    // Where the host has a v1 CPU controller (this project's machines), the sandbox's group must be under it.
+    if (existsSync("/sys/fs/cgroup/cpu/cpu.shares")) expect(spareWeight).not.toBeNull();
+    if (spareWeight) expect(spareWeight).toEqual("v1" in spareWeight ? { v1: 110 } : { v2: 11 });
     // Taken: the same process, now at the priority of turns.
     const taken = await createSession(server, { agent: "wanted" });
     const after = claudeNiceness(server.dataDir).get(pid)!;
     expect(after.every((n) => n === 0)).toBe(true);
+    if (spareWeight) expect(groupCpuWeight(pid)).toEqual("v1" in spareWeight ? { v1: 1024 } : { v2: 100 });
     expect((await turn(server, taken.id, "hi")).map((e) => e.event)).toContain("turn_complete");
     await server.api(`/api/sessions/${taken.id}`, { method: "DELETE" });
   });
