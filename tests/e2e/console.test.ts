@@ -7,6 +7,7 @@
  * test command (scripts/test.sh).
  */
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -331,6 +332,34 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     } finally {
       await other.close();
     }
+  });
+
+  it("interrupts a running turn, downloads a file and the whole workspace, and stops the session", async () => {
+    await page.evaluate((id) => ((globalThis as any).location.hash = `#/sessions/${encodeURIComponent(id)}`), sessionId);
+    await page.locator("#message").waitFor();
+    const errorsBefore = await page.locator('[data-kind="error"]').count();
+    await send("#slow 30000");
+    await page.locator('[data-kind="text"] p', { hasText: /^Slow answer word/ }).last().waitFor();
+    await page.getByRole("button", { name: "Interrupt" }).click();
+    await page.locator(".status-running").waitFor({ state: "detached" });
+    // Ended early: the page says so, and the answer stopped part way.
+    await page.locator('[data-kind="error"]').nth(errorsBefore).waitFor();
+    expect((await answers()).at(-1)!.length).toBeLessThan(SLOW_ANSWER.length);
+    const events = (await server.api(`/api/sessions/${sessionId}/events?limit=1000`).then((r) => r.json())).events;
+    expect(events.filter((e: any) => e.type === "error").at(-1).data).toMatchObject({ code: "interrupted" });
+
+    // One file, as its bytes.
+    const [file] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download made.txt" }).click()]);
+    expect(file.suggestedFilename()).toBe("made.txt");
+    expect(readFileSync((await file.path())!, "utf8")).toBe("console-check\n");
+    // The whole workspace, as a gzipped tar that has the file.
+    const [all] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download all (.tar.gz)" }).click()]);
+    expect(all.suggestedFilename()).toBe(`${sessionId}.tar.gz`);
+    expect(execFileSync("tar", ["-tzf", (await all.path())!]).toString()).toMatch(/(^|\/)made\.txt$/m);
+
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.locator(".meta .status", { hasText: /^stopped$/ }).waitFor();
+    expect((await server.api(`/api/sessions/${sessionId}`).then((r) => r.json())).session.status).toBe("stopped");
   });
 
   it("signs out, forgetting the key", async () => {
