@@ -183,6 +183,34 @@ describe.skipIf(reason)("the web console in Chromium", () => {
     expect(files).toEqual(["CLAUDE.md", "data/z.txt"]);
   });
 
+  it("deploys what is dropped on the form: a zip of an agent folder, or loose files under the name given", async () => {
+    const form = page.getByRole("form", { name: "Deploy an agent" });
+    const drop = async (files: Array<{ name: string; bytes: number[] }>) => {
+      const transfer = await page.evaluateHandle((list) => {
+        const t = new (globalThis as any).DataTransfer();
+        for (const f of list) t.items.add(new (globalThis as any).File([new Uint8Array(f.bytes)], f.name));
+        return t;
+      }, files);
+      await form.dispatchEvent("dragover", { dataTransfer: transfer });
+      await form.dispatchEvent("drop", { dataTransfer: transfer });
+    };
+    await drop([{ name: "zip-dropped.zip", bytes: [...zipSync({ "zip-dropped/CLAUDE.md": strToU8("Dropped as a zip.\n"), "zip-dropped/a.txt": strToU8("a\n") })] }]);
+    // The zip's one folder names the agent.
+    await page.waitForFunction(() => ((globalThis as any).document.querySelector("#deploy-name") as { value: string }).value === "zip-dropped");
+    await form.getByRole("button", { name: "Deploy" }).click();
+    await page.getByText("Deployed zip-dropped v1 (2 files).").waitFor();
+    expect((await server.api("/api/agents/zip-dropped/files").then((r) => r.json())).files.map((f: { path: string }) => f.path).sort()).toEqual(["CLAUDE.md", "a.txt"]);
+
+    await drop([
+      { name: "CLAUDE.md", bytes: [...Buffer.from("Loose files.\n")] },
+      { name: "b.txt", bytes: [...Buffer.from("b\n")] },
+    ]);
+    await page.locator("#deploy-name").fill("loose-dropped");
+    await form.getByRole("button", { name: "Deploy" }).click();
+    await page.getByText("Deployed loose-dropped v1 (2 files).").waitFor();
+    expect((await server.api("/api/agents/loose-dropped/files/CLAUDE.md").then((r) => r.json())).content).toBe("Loose files.\n");
+  });
+
   it("starts a session on the deployed agent, streams the answer and shows the tool call with its input and output", async () => {
     await page.getByRole("link", { name: "dropped-agent" }).click();
     await page.getByText("docs/notes.txt").waitFor();
