@@ -1,6 +1,7 @@
 import type { ConsolaInstance } from "consola";
 import type { AshDatabase } from "../db/types";
 import { updateSession } from "../db/queries/sessions";
+import { conflict } from "../errors";
 import type { Observability } from "../observability";
 import type { SessionStatus } from "../contract";
 import type { LiveSessions, SandboxEnd } from "./live-sessions";
@@ -12,7 +13,7 @@ export type Transition =
   | { to: "paused" }
   | { to: "stopped" }
   | { to: "ended" }
-  /** Put to sleep so its files and conversation can be moved back; the rewind writes the session row itself. */
+  /** Put to sleep so its files and conversation can be moved back; the rewind writes the rest of the session row itself. */
   | { to: "rewinding" }
   | { to: "evicted"; reason: "idle" | "capacity" }
   /** Its agent process died during a turn; the session stays usable ("active") unless a limit killed it. */
@@ -31,8 +32,7 @@ interface Plan {
   tolerant: boolean;
   /** A failed row update is not thrown (eviction, a dead process: the sandbox is gone either way). */
   tolerantUpdate: boolean;
-  /** The session row's change; null when the caller writes the row in a transaction of its own (rewind). */
-  update: Parameters<typeof updateSession>[2] | null;
+  update: Parameters<typeof updateSession>[2];
   event?: "session_paused" | "session_stopped" | "session_ended" | "session_evicted";
 }
 
@@ -45,7 +45,8 @@ function planOf(t: Transition): Plan {
     case "ended":
       return { killTurn: true, settle: true, sandbox: "ended", reason: "ended", background: true, tolerant: false, tolerantUpdate: false, update: { status: "ended", sandboxId: null, touch: true }, event: "session_ended" };
     case "rewinding":
-      return { killTurn: false, settle: true, sandbox: "paused", reason: "paused", background: false, tolerant: false, tolerantUpdate: false, update: null };
+      // The row's sandbox goes at once (the rewind's transaction writes the rest), so a rewind that fails later leaves no stale sandbox id.
+      return { killTurn: false, settle: true, sandbox: "paused", reason: "paused", background: false, tolerant: false, tolerantUpdate: false, update: { sandboxId: null } };
     case "evicted":
       return { killTurn: false, settle: false, sandbox: "evicted", reason: t.reason === "idle" ? "idle_timeout" : "capacity", background: false, tolerant: false, tolerantUpdate: true, update: { sandboxId: null }, event: "session_evicted" };
     case "exited":
@@ -73,6 +74,8 @@ export class Lifecycle {
       // still coming up is waited for, so it is torn down rather than left behind with the session asleep.
       await this.o.turns.claimSettled(id);
       await this.o.live.startSettled(id);
+      // A message accepted meanwhile became a turn: a move that does not end turns (pause, rewind) would put its sandbox to sleep under it.
+      if (!plan.killTurn && this.o.turns.phase(id) !== "free") throw conflict("A turn started on this session meanwhile; interrupt it first.");
     }
     if (plan.killTurn) await this.killTurn(id);
     const teardown = this.o.live.deactivate(id, plan.sandbox, plan.reason);
@@ -82,11 +85,9 @@ export class Lifecycle {
     if (plan.background) teardown.catch((error) => this.o.log.error(`session ${id}: ending its sandbox failed:`, error));
     else if (plan.tolerant) await teardown.catch(() => undefined);
     else await teardown;
-    if (plan.update) {
-      const updating = updateSession(this.o.db, id, plan.update);
-      if (plan.tolerantUpdate) await updating.catch(() => undefined);
-      else await updating;
-    }
+    const updating = updateSession(this.o.db, id, plan.update);
+    if (plan.tolerantUpdate) await updating.catch(() => undefined);
+    else await updating;
     if (plan.event === "session_evicted") {
       const reason = (t as { reason: string }).reason;
       this.o.telemetry.emit({ type: plan.event, sessionId: id, data: { reason } });

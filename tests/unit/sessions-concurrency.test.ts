@@ -203,6 +203,27 @@ describe("the keep-alive", () => {
     expect(h.agents.every((a) => !a.alive)).toBe(true);
     expect(h.sessions.stateOf(session.id)).toBe("asleep");
   });
+
+  it("a rewind that waited for a wake refuses when a message became a turn meanwhile, and the turn runs to its end", async () => {
+    const session = await newSession();
+    const first = await h.sessions.sendMessage(session.id, { content: "one" });
+    await eventsAfter(first.log, first.after);
+    h.agents[0]!.closeHold = gate();
+    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
+    const resuming = h.sessions.resume(session.id);
+    await until(() => h.sessions.stateOf(session.id) === "hot");
+    const rewinding = h.sessions.rewind(session.id, 1);
+    // A message comes while both wait for the parked process: it is taken and becomes a turn once the wake is done.
+    const sending = h.sessions.sendMessage(session.id, { content: "two" });
+    h.agents[0]!.closeHold.open();
+    await resuming;
+    await expect(rewinding).rejects.toMatchObject({ kind: "conflict" });
+    const second = await sending;
+    expect((await eventsAfter(second.log, second.after)).map((e) => e.type)).toContain("turn_complete");
+    expect(h.sandboxes.live).toBe(1);
+    expect(h.agents.filter((a) => a.alive)).toHaveLength(1);
+    expect(h.sandboxes.made.find((s) => s.workspaceDir === h.agents.find((a) => a.alive)!.options.cwd)?.destroyed).toBe(false);
+  });
 });
 
 describe("delete", () => {
