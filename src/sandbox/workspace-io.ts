@@ -299,7 +299,8 @@ function startTar(io: WorkspaceIo, paths: string[] | undefined, options: { hardL
 
 /** A relative, normalized entry name from an archive, or null when it is unusable (absolute, "..", empty). */
 export function entryPath(name: string): string | null {
-  if (name.startsWith("/")) return null;
+  // A NUL cannot be in a file name; a pax record can still carry one.
+  if (name.startsWith("/") || name.includes("\0")) return null;
   const parts = name.split("/").filter((part) => part !== "" && part !== ".");
   if (parts.length === 0 || parts.includes("..")) return null;
   return parts.join("/");

@@ -3,11 +3,13 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { Readable } from "node:stream";
 // @ts-expect-error s3rver ships no type declarations
 import S3rver from "s3rver";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { createSnapshotStore, createVersionStore, SnapshotCorruptError, SnapshotTooLargeError, type VersionStore } from "../../src/snapshots";
-import { trustedFolderIo } from "../../src/sandbox/workspace-io";
+import { ioProcessOf, trustedFolderIo } from "../../src/sandbox/workspace-io";
+import { TAR_END, tarHeader, tarPadding } from "../../src/sandbox/tar-stream";
 
 const root = mkdtempSync(join(tmpdir(), "ash-versions-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -301,6 +303,33 @@ describe("workspace versions (fs objects)", () => {
     const last = await store.save(trustedFolderIo(ws), { base });
     expect(contentOf(await restoreInto(store, last.id))).toBe(contentOf(ws));
   }, 120_000);
+
+  it("leaves out a name with a NUL in it that a hostile tar stream carries, so the version reads the same from a cold store", async () => {
+    // What a sandbox process that took over its tar could send: pax records can carry any byte.
+    const body = Buffer.from("kept\n");
+    const archive = Buffer.concat([
+      tarHeader({ type: "file", path: "bad\0name", size: body.length, mode: 0o644, mtime: "1700000000.000000000" }),
+      body,
+      tarPadding(body.length),
+      tarHeader({ type: "file", path: "good.txt", size: body.length, mode: 0o644, mtime: "1700000000.000000000" }),
+      body,
+      tarPadding(body.length),
+      TAR_END,
+    ]);
+    const hostile = {
+      root: fresh("hostile"),
+      run: () => ioProcessOf({ stdout: Readable.from([archive]), stderr: Readable.from([]), stdin: null }, Promise.resolve({ code: 0 }), () => {}),
+    };
+    const store = createVersionStore({ dataDir });
+    const version = await store.save(hostile);
+    expect((await store.list(version.id)).map((entry) => entry.path)).toEqual(["good.txt"]);
+    await store.dispose();
+    // A store that never saw the save reads the version from its objects alone.
+    const cold = createVersionStore({ dataDir });
+    expect((await cold.list(version.id)).map((entry) => entry.path)).toEqual(["good.txt"]);
+    expect((await cold.read(version.id, "good.txt"))?.toString()).toBe("kept\n");
+    await cold.dispose();
+  });
 
   it("rejects a save whose tar or find process dies mid-stream, and the server process lives on", async () => {
     const ws = fresh("ws");
