@@ -71,7 +71,13 @@ function groupFor(dirs: Partial<Record<Controller, string>>): Omit<ResourceGroup
       ? {
           setCpuShares(shares: number) {
             // Synchronous: called right before a launch, whose processes must start at this weight.
-            if (!destroyed) writeFileSync(join(dirs.cpu!, "cpu.shares"), String(Math.max(2, Math.round(shares))));
+            // Best effort, like niceness: a group being removed or a refused value changes nothing else.
+            if (destroyed) return;
+            try {
+              writeFileSync(join(dirs.cpu!, "cpu.shares"), String(Math.max(2, Math.round(shares))));
+            } catch {
+              // the weight stays as it was
+            }
           },
         }
       : {}),

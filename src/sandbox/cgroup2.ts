@@ -72,7 +72,12 @@ function groupAt(dir: string): Omit<ResourceGroup, "rlimits"> {
     setCpuShares(shares: number) {
       // v1 shares (2..262144, 1024 normal) onto v2 weight (1..10000, 100 normal); without the cpu controller there is no file.
       if (destroyed || !existsSync(join(dir, "cpu.weight"))) return;
-      writeFileSync(join(dir, "cpu.weight"), String(cpuWeightOf(shares)));
+      // Best effort, like niceness: a group being removed or a refused value changes nothing else.
+      try {
+        writeFileSync(join(dir, "cpu.weight"), String(cpuWeightOf(shares)));
+      } catch {
+        // the weight stays as it was
+      }
     },
     async destroy() {
       if (destroyed) return;

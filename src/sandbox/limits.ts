@@ -60,7 +60,7 @@ export interface ResourceGroup {
    * The group's CPU weight against other groups, in v1 shares (1024 normal).
    * Niceness only orders processes within one group, so a sandbox whose
    * processes run below others' (a warm spare) needs its group's weight lowered
-   * too. Absent where there is no CPU controller (rlimit mode).
+   * too. Absent where there is no CPU controller (rlimit mode). Never throws.
    */
   setCpuShares?(shares: number): void;
 }
