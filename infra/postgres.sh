@@ -94,11 +94,15 @@ ensure_role_and_database() {
 # database) would otherwise see "password authentication failed" for a role
 # not made yet, and rightly give up.
 prepare_new_cluster() {
+  # Until it is prepared, a failure takes the new cluster away again (stopped, its data removed),
+  # so the next start prepares it anew instead of finding it half made.
+  trap 'as_owner "$BIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$DATA"' EXIT
   init_cluster
   as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 -o "-c listen_addresses=''" start >/dev/null \
     || die "the new cluster did not start; see $LOG"
   ensure_role_and_database
   as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
+  trap - EXIT
 }
 
 start() {
