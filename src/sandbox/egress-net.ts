@@ -43,6 +43,17 @@ export interface NetworkTools {
   nsenter?: string;
 }
 
+/** True while a process exists and has not exited (a zombie has). */
+function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
 /** A service's host-side listener, on its unix socket. */
 function listenUnix(path: string, service: SandboxService): Promise<Server> {
   return new Promise((resolve, reject) => {
@@ -116,6 +127,8 @@ export async function openSandboxNetwork(options: {
 }): Promise<SandboxNetwork> {
   const servers: Server[] = [];
   let holder: ChildProcess | undefined;
+  /** The host pid of the init of the holder's PID namespace (bwrap's child). */
+  let holderInit: number | undefined;
   let nsFd: number | undefined;
   let suspended = false;
   let script = "";
@@ -123,7 +136,9 @@ export async function openSandboxNetwork(options: {
   let moving: Promise<void> = Promise.resolve();
   const stopHolder = async () => {
     const running = holder;
+    const init = holderInit;
     holder = undefined;
+    holderInit = undefined;
     if (!running || running.exitCode !== null || running.signalCode !== null) return;
     const gone = new Promise((resolve) => running.once("exit", resolve));
     try {
@@ -132,6 +147,9 @@ export async function openSandboxNetwork(options: {
       running.kill("SIGKILL");
     }
     await Promise.race([gone, sleep(2000)]);
+    // The namespace's init finishes dying only once every bridge in it is gone; the holder outside
+    // it can exit first. Stopped means no bridge left (bounded: 200 × 10 ms).
+    for (let i = 0; init !== undefined && i < 200 && isRunning(init); i++) await sleep(10);
   };
   const close = async () => {
     await moving.catch(() => undefined);
@@ -163,6 +181,7 @@ export async function openSandboxNetwork(options: {
     );
     exited.catch(() => undefined);
     const pid = await Promise.race([childPidOf(child.stdio[3] as Readable), exited]);
+    holderInit = pid;
     if (fresh) nsFd = openSync(`/proc/${pid}/ns/net`, "r");
     for (let attempt = 0; !listening(pid, ports); attempt++) {
       if (child.exitCode !== null) await exited;
