@@ -4,6 +4,7 @@ import { chmod, mkdir, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { untilGone } from "./launch";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /**
@@ -41,17 +42,6 @@ export interface NetworkTools {
   socat?: string;
   /** util-linux nsenter: bridges started again join the kept namespace with it. */
   nsenter?: string;
-}
-
-/** True while a process exists and has not exited (a zombie has). */
-function isRunning(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
 }
 
 /** A service's host-side listener, on its unix socket. */
@@ -148,8 +138,8 @@ export async function openSandboxNetwork(options: {
     }
     await Promise.race([gone, sleep(2000)]);
     // The namespace's init finishes dying only once every bridge in it is gone; the holder outside
-    // it can exit first. Stopped means no bridge left (bounded: 200 × 10 ms).
-    for (let i = 0; init !== undefined && i < 200 && isRunning(init); i++) await sleep(10);
+    // it can exit first. Stopped means no bridge left (bounded).
+    if (init !== undefined) await untilGone(init);
   };
   const close = async () => {
     await moving.catch(() => undefined);

@@ -73,7 +73,7 @@ function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): strin
 }
 
 /** Waits (bounded) until a pid no longer runs; zombies count as gone. True when it is gone. */
-async function untilGone(pid: number, timeoutMs = 2000): Promise<boolean> {
+export async function untilGone(pid: number, timeoutMs = 2000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let state: string;
