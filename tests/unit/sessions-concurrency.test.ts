@@ -152,6 +152,22 @@ describe("stop", () => {
 
 describe("the keep-alive", () => {
   const liveOf = (h: Harness) => (h.sessions as unknown as { live: LiveSessions }).live;
+  /** Parks the session's process past the window, then starts a wake that waits for that process to exit until `release()`. */
+  const wakeHeld = async (sessionId: string) => {
+    const hold = gate();
+    h.agents[0]!.closeHold = hold;
+    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
+    const waking = h.sessions.resume(sessionId);
+    await until(() => h.sessions.stateOf(sessionId) === "hot");
+    return { waking, release: () => hold.open() };
+  };
+  /** A session with one completed turn (checkpoint 1). */
+  const afterOneTurn = async () => {
+    const session = await newSession();
+    const first = await h.sessions.sendMessage(session.id, { content: "one" });
+    await eventsAfter(first.log, first.after);
+    return session;
+  };
 
   it("parks an idle session's agent process; the next message wakes it in the same sandbox, resuming its conversation", async () => {
     const session = await newSession();
@@ -172,14 +188,11 @@ describe("the keep-alive", () => {
 
   it("a pause while the session is being woken waits for the wake, then pauses: no sandbox and no process left", async () => {
     const session = await newSession();
-    h.agents[0]!.closeHold = gate();
-    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
-    const resuming = h.sessions.resume(session.id);
     // The wake waits for the parked process to exit; the pause comes meanwhile.
-    await until(() => h.sessions.stateOf(session.id) === "hot");
+    const { waking, release } = await wakeHeld(session.id);
     const pausing = h.sessions.pause(session.id);
-    h.agents[0]!.closeHold.open();
-    await resuming;
+    release();
+    await waking;
     expect((await pausing).status).toBe("paused");
     expect(h.sandboxes.live).toBe(0);
     expect(h.agents.every((a) => !a.alive)).toBe(true);
@@ -187,17 +200,12 @@ describe("the keep-alive", () => {
   });
 
   it("a rewind while the session is being woken waits for the wake, then rewinds: no sandbox and no process left", async () => {
-    const session = await newSession();
-    const first = await h.sessions.sendMessage(session.id, { content: "one" });
-    await eventsAfter(first.log, first.after);
-    h.agents[0]!.closeHold = gate();
-    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
-    const resuming = h.sessions.resume(session.id);
-    await until(() => h.sessions.stateOf(session.id) === "hot");
+    const session = await afterOneTurn();
     // The rewind comes while the wake still waits for the parked process to exit.
+    const { waking, release } = await wakeHeld(session.id);
     const rewinding = h.sessions.rewind(session.id, 1);
-    h.agents[0]!.closeHold.open();
-    await resuming;
+    release();
+    await waking;
     expect((await rewinding).status).toBe("paused");
     expect(h.sandboxes.live).toBe(0);
     expect(h.agents.every((a) => !a.alive)).toBe(true);
@@ -205,18 +213,13 @@ describe("the keep-alive", () => {
   });
 
   it("a rewind that waited for a wake refuses when a message became a turn meanwhile, and the turn runs to its end", async () => {
-    const session = await newSession();
-    const first = await h.sessions.sendMessage(session.id, { content: "one" });
-    await eventsAfter(first.log, first.after);
-    h.agents[0]!.closeHold = gate();
-    liveOf(h).parkIdle(Date.now() + h.config.keepaliveMs + 1);
-    const resuming = h.sessions.resume(session.id);
-    await until(() => h.sessions.stateOf(session.id) === "hot");
+    const session = await afterOneTurn();
+    const { waking, release } = await wakeHeld(session.id);
     const rewinding = h.sessions.rewind(session.id, 1);
     // A message comes while both wait for the parked process: it is taken and becomes a turn once the wake is done.
     const sending = h.sessions.sendMessage(session.id, { content: "two" });
-    h.agents[0]!.closeHold.open();
-    await resuming;
+    release();
+    await waking;
     await expect(rewinding).rejects.toMatchObject({ kind: "conflict" });
     const second = await sending;
     expect((await eventsAfter(second.log, second.after)).map((e) => e.type)).toContain("turn_complete");
