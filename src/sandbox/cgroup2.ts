@@ -2,7 +2,7 @@ import { existsSync, statfsSync, writeFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { childGroups, killMembers, readCounter, removeGroupDir, writeControl, writeOptionalControl } from "./cgroup-fs";
-import type { ResourceGroup, SandboxLimits } from "./limits";
+import { NORMAL_CPU_SHARES, type ResourceGroup, type SandboxLimits } from "./limits";
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 const CPU_PERIOD_US = 100_000;
@@ -44,7 +44,7 @@ export async function detectCgroup2(root: string | undefined): Promise<{ ok: boo
 
 /** v1 shares (2..262144, 1024 normal) as a v2 weight (1..10000, 100 normal). */
 function cpuWeightOf(shares: number): number {
-  return Math.min(10000, Math.max(1, Math.round((shares * 100) / 1024)));
+  return Math.min(10000, Math.max(1, Math.round((shares * 100) / NORMAL_CPU_SHARES)));
 }
 
 function groupAt(dir: string): Omit<ResourceGroup, "rlimits"> {

@@ -65,13 +65,16 @@ export interface ResourceGroup {
   setCpuShares?(shares: number): void;
 }
 
-/** The scheduler's weight of each niceness 0..19 (kernel sched_prio_to_weight; 0 is 1024). */
-const NICE_WEIGHTS = [1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15];
+/** A group's CPU shares (cgroup v1) when nothing was set: the kernel's weight of niceness 0. */
+export const NORMAL_CPU_SHARES = 1024;
+
+/** The scheduler's weight of each niceness 0..19 (kernel sched_prio_to_weight; 0 is NORMAL_CPU_SHARES). */
+const NICE_WEIGHTS = [NORMAL_CPU_SHARES, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15];
 
 /** Shares that give a group what niceness `nice` gives a process: `base` (the group's own shares) scaled by the kernel's weight. */
 export function sharesForNice(base: number, nice: number): number {
   const weight = NICE_WEIGHTS[Math.min(19, Math.max(0, Math.round(nice)))]!;
-  return Math.max(2, Math.round((base * weight) / 1024));
+  return Math.max(2, Math.round((base * weight) / NORMAL_CPU_SHARES));
 }
 
 export interface LimitHost {

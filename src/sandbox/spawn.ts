@@ -20,6 +20,7 @@ import {
   createResourceGroup,
   detectLimitMode,
   mib,
+  NORMAL_CPU_SHARES,
   sharesForNice,
   validateLimits,
   type LimitCounters,
@@ -241,7 +242,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
 
   const group = await createResourceGroup(host.limitMode, id, limits, options);
   /** The group's CPU shares at niceness 0 (the configured ones, else the kernel's default). */
-  const baseShares = limits.cpuShares ?? 1024;
+  const baseShares = limits.cpuShares ?? NORMAL_CPU_SHARES;
   try {
     await mkdir(join(resolve(options.dataDir), "sandboxes"), { recursive: true });
     // Without bwrap the sandbox user reaches its folder through the data dir's own
