@@ -516,7 +516,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       node.entries = [];
       node.names = new Set();
       node.before = null;
-      // Held as one string until the pack's id is known.
+      // Held as its text (and its entries, for the tree cache) until the pack's id is known.
       if (unsealed) awaitingSeal.push({ node, rows, packs, entries });
       else finishRows(node, rows, packs, entries);
     }
