@@ -25,6 +25,15 @@ const MIN_MASTER_KEY_LENGTH = 32;
  */
 export interface ServerConfig {
   port: number;
+  /** Several servers on one database (docs/decisions/cluster-leases.md). */
+  cluster: {
+    /** ASH_CLUSTER_SECRET: signs requests forwarded between servers; unset, a server neither forwards nor accepts them. */
+    secret?: string;
+    /** ASH_ADVERTISE_URL: where other servers reach this one; unset, its first non-internal IPv4 address and port. */
+    advertiseUrl?: string;
+    /** ASH_LEASE_TTL_MS: a live session's lease lasts this long past its owner's last heartbeat. */
+    leaseTtlMs: number;
+  };
   host: string;
   dataDir: string;
   /** Unset: SQLite at `<dataDir>/ash.db`. */
@@ -234,6 +243,24 @@ export function loadConfig(env: Env = process.env): ServerConfig {
       graderModel: text(env, "ASH_EVAL_GRADER_MODEL") ?? "claude-sonnet-4-5",
     },
     testTeardownHoldFile: text(env, "ASH_TEST_TEARDOWN_HOLD_FILE"),
+    cluster: clusterConfig(env),
+  };
+}
+
+/** Shorter cluster secrets are refused: anyone who has it can act as any key on any server. */
+const MIN_CLUSTER_SECRET_LENGTH = 32;
+
+function clusterConfig(env: Env): ServerConfig["cluster"] {
+  const secret = text(env, "ASH_CLUSTER_SECRET");
+  if (secret !== undefined && secret.length < MIN_CLUSTER_SECRET_LENGTH) {
+    throw new ConfigError(`ASH_CLUSTER_SECRET must be at least ${MIN_CLUSTER_SECRET_LENGTH} characters long (it lets one server act for any caller on another)`);
+  }
+  const advertiseUrl = text(env, "ASH_ADVERTISE_URL");
+  if (advertiseUrl !== undefined && !isHttpUrl(advertiseUrl)) throw new ConfigError("ASH_ADVERTISE_URL must be an http:// or https:// URL");
+  return {
+    secret,
+    advertiseUrl: advertiseUrl?.replace(/\/+$/, ""),
+    leaseTtlMs: integer(env, "ASH_LEASE_TTL_MS", 15_000, 3000, 600_000),
   };
 }
 

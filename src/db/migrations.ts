@@ -394,5 +394,33 @@ export const migrations: Migration[] = [
       `CREATE INDEX session_resources_by_session ON session_resources (session_id, created_at)`,
     ],
   },
+  {
+    id: 12,
+    name: "several servers: heartbeats and one lease per live session",
+    // docs/decisions/cluster-leases.md
+    statements: [
+      // Each server's last heartbeat, where it answers, and its load (for placing new sessions).
+      `CREATE TABLE servers (
+        id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        draining INTEGER NOT NULL,
+        live_sessions INTEGER NOT NULL,
+        capacity INTEGER NOT NULL
+      )`,
+      // The one server a live session's sandbox and agent run on, until expires_at unless renewed.
+      `CREATE TABLE session_leases (
+        session_id TEXT PRIMARY KEY,
+        server_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        acquired_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+      )`,
+      `CREATE INDEX session_leases_by_server ON session_leases (server_id)`,
+      `CREATE INDEX session_leases_by_expiry ON session_leases (expires_at)`,
+    ],
+  },
 ];
 

@@ -19,13 +19,14 @@ export const TURN_OUTCOMES = [
   "sandbox_disk",
   "sandbox_crashed",
   "server_shutdown",
+  "server_lost",
   "budget_exceeded",
   "error",
 ] as const;
 export type TurnOutcome = (typeof TURN_OUTCOMES)[number];
 
 /** Why a sandbox went away: idle or capacity eviction, pause, stop, session end, server shutdown, or its process died. */
-export const EVICTION_REASONS = ["idle", "capacity", "pause", "stop", "end", "shutdown", "crash"] as const;
+export const EVICTION_REASONS = ["idle", "capacity", "pause", "stop", "end", "shutdown", "crash", "lease_lost"] as const;
 export type EvictionReason = (typeof EVICTION_REASONS)[number];
 
 export const RESUME_SOURCES = ["snapshot", "fresh"] as const;

@@ -35,6 +35,8 @@ export type TurnErrorCode =
   | "workspace_save_failed"
   | "server_restart"
   | "server_shutdown"
+  /** The server running the turn died or lost its lease; another server took the session over. */
+  | "server_lost"
   | "budget_exceeded";
 
 /**

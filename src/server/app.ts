@@ -6,6 +6,7 @@ import { RequestBuckets } from "./rate-limit";
 import { getSession } from "../db/queries/sessions";
 import { errorResponse, toErrorResponse } from "./errors";
 import { drainGate } from "./drain";
+import { forwardedPrincipal, forwarding } from "./forward";
 import { registerHealth } from "./routes/health";
 import { registerAgents } from "./routes/agents";
 import { registerSessions } from "./routes/sessions";
@@ -55,17 +56,21 @@ export function createApp(ctx: AppContext): H3 {
     const route = event.context.matchedRoute?.route;
     const access = route === "/metrics" && settings.metrics.public ? "public" : accessOf(event.req.method === "HEAD" ? "GET" : event.req.method, route);
     if (access === "public" || (access === undefined && !(path === "/api" || path.startsWith("/api/")))) return next();
-    // The Anthropic SDK sends its key as x-api-key (or as a bearer token).
     const managed = path.startsWith(MANAGED_PREFIX);
-    const principal = await ctx.keys.authenticate(bearerKey(event.req.headers.get("authorization")) ?? (managed ? (event.req.headers.get("x-api-key") ?? undefined) : undefined));
+    // Passed on by another server: the caller it authenticated, signed with the cluster secret.
+    const forwarded = forwardedPrincipal(ctx, event);
+    if (forwarded && "refused" in forwarded) return errorResponse(401, `Refused a request passed on by another server: ${forwarded.refused}.`);
+    // The Anthropic SDK sends its key as x-api-key (or as a bearer token).
+    const principal = forwarded ? forwarded.principal : await ctx.keys.authenticate(bearerKey(event.req.headers.get("authorization")) ?? (managed ? (event.req.headers.get("x-api-key") ?? undefined) : undefined));
     if (!principal) {
       const hint = path === "/metrics" ? ", or set ASH_METRICS_PUBLIC=true to serve /metrics without one" : managed ? " (or x-api-key: <key>)" : "";
       return errorResponse(401, `Missing, wrong, revoked or expired API key: send Authorization: Bearer <key>${hint}.`, { "www-authenticate": "Bearer" });
     }
     event.context.principal = principal;
-    // Requests a minute: the key's own (or the server's default), then its tenant's.
-    if (principal.limits.requestsPerMinute) buckets.take(`key:${principal.keyId}`, principal.limits.requestsPerMinute, "this key");
-    if (principal.tenantLimits.requestsPerMinute) buckets.take(`tenant:${principal.tenantId}`, principal.tenantLimits.requestsPerMinute, `tenant ${principal.tenantId}`);
+    event.context.forwarded = forwarded !== undefined;
+    // Requests a minute: the key's own (or the server's default), then its tenant's; counted once, where the request arrived.
+    if (!forwarded && principal.limits.requestsPerMinute) buckets.take(`key:${principal.keyId}`, principal.limits.requestsPerMinute, "this key");
+    if (!forwarded && principal.tenantLimits.requestsPerMinute) buckets.take(`tenant:${principal.tenantId}`, principal.tenantLimits.requestsPerMinute, `tenant ${principal.tenantId}`);
     if (access === undefined) return next(); // no such route: 404
     if (access === "operator" ? !principal.operator : !principal.operator && !scopeAllows(principal.scope, access)) {
       return errorResponse(403, access === "operator" ? "Only the server's own key (ASH_API_KEY or the first-boot key) may do this." : `This key's scope is ${principal.scope}; this needs the ${access} scope.`);
@@ -79,6 +84,8 @@ export function createApp(ctx: AppContext): H3 {
     }
     return next();
   });
+  // A session another server runs is answered there (before the drain gate: a draining server still passes requests on).
+  app.use(forwarding(ctx));
   app.use(drainGate(ctx.drain));
 
   registerHealth(app, ctx);

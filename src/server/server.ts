@@ -2,6 +2,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
+import { networkInterfaces } from "node:os";
 import { randomUUID } from "node:crypto";
 import { toNodeHandler } from "h3/node";
 import { consola, type ConsolaInstance } from "consola";
@@ -64,7 +65,8 @@ export async function startServer(
     const keys = await Keys.load(db, { apiKey: config.apiKey, dataDir: config.dataDir, log: (m) => log.info(m), defaults: withoutUnset(config.keyLimits) });
     const serverId = await serverIdOf(config.dataDir);
     const parts = await makeParts(config, log, serverId);
-    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, vault, log, observability: obs });
+    const drain = new Drain();
+    sessions = new SessionManager({ config, db, serverId, sandboxes: parts.sandboxes, workspaceStore: parts.workspaces, vault, log, observability: obs, draining: () => drain.draining });
     await sessions.start();
     const live = sessions;
     obs.metrics.collectSandboxes(async () => ({ ...live.sandboxCounts(), evicted: await countEvictedSessions(db) }));
@@ -74,7 +76,6 @@ export async function startServer(
     const queue = new QueueWorker({ db, sessions, serverId, config: config.queue, log });
     const evals = new Evals({ config, db, sessions, serverId, log });
     await evals.start();
-    const drain = new Drain();
     const ctx: AppContext = { config, db, keys, limits: new UsageLimiter(db), vault, sessions, queue, evals, sandboxes: parts.sandboxes, log, version, startedAt: Date.now(), observability: obs, drain };
     const app = createApp(ctx);
     // Plain node:http under h3's own node adapter: it binds exactly the asked
@@ -89,6 +90,8 @@ export async function startServer(
     const port = (http.address() as AddressInfo).port;
     http.on("error", (error) => log.error("HTTP server error:", error));
     log.info(`listening on http://${config.host}:${port} (database: ${db.dialect}, data: ${config.dataDir})`);
+    // Heartbeats from now on: other servers can reach this one at its address.
+    sessions.leases.start(config.cluster.advertiseUrl ?? advertisedAddress(config.host, port));
     queue.start();
     let closing: Promise<void> | undefined;
     return {
@@ -119,6 +122,15 @@ export async function startServer(
     await db.close().catch(() => undefined);
     throw error;
   }
+}
+
+/** Where other servers reach this one by default: the one address it listens on, or its first non-internal IPv4 address. */
+function advertisedAddress(host: string, port: number): string {
+  if (host !== "0.0.0.0" && host !== "::" && host !== "") return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const address of addresses ?? []) if (address.family === "IPv4" && !address.internal) return `http://${address.address}:${port}`;
+  }
+  return `http://127.0.0.1:${port}`;
 }
 
 /** A stable id for this server's data directory, so a restart can find what it left behind. */

@@ -27,6 +27,7 @@ import { isBusy, moveLive, type LivePhase, type SessionActivity, type SessionTur
 import type { SandboxFactory, SandboxHandle } from "./types";
 import type { CheckpointInput, Workspaces } from "./workspaces";
 import type { WarmSpare } from "./warm-pool";
+import type { ClaimResult } from "../cluster/leases";
 
 /** A session whose sandbox is on this server (its agent process running, or parked). */
 export interface LiveSession {
@@ -71,6 +72,7 @@ const EVICTION_REASON: Record<string, EvictionReason> = {
   ended: "end",
   server_shutdown: "shutdown",
   process_exited: "crash",
+  lease_lost: "lease_lost",
 };
 
 export interface LiveSessionsOptions {
@@ -94,6 +96,10 @@ export interface LiveSessionsOptions {
   confirm: (sessionId: string, request: ToolConfirmationRequest, signal: AbortSignal) => Promise<ToolDecision>;
   /** The session's sandbox is gone: its event log may let go of memory. */
   gone: (sessionId: string) => void;
+  /** Wins the session's lease for this server (docs/decisions/cluster-leases.md); false when another server runs it. */
+  claim: (sessionId: string) => Promise<ClaimResult>;
+  /** Lets go of one hold on the session's lease. */
+  release: (sessionId: string) => Promise<void>;
 }
 
 /**
@@ -183,11 +189,27 @@ export class LiveSessions {
   }
 
   private async bringUpWithSlot(session: SessionRecord, reserved?: () => void): Promise<LiveSession> {
-    const release = reserved ?? (await this.o.reserve());
+    let release = reserved;
     try {
-      return await this.bringUp(session);
+      // The lease first: a session another server runs takes no slot (and evicts nothing) here.
+      await this.takeLease(session.id);
+      try {
+        release ??= await this.o.reserve();
+        return await this.bringUp(session);
+      } catch (error) {
+        await this.o.release(session.id);
+        throw error;
+      }
     } finally {
-      release();
+      release?.();
+    }
+  }
+
+  /** One hold on the session's lease, kept until its sandbox goes; a clear error when another server runs it. */
+  private async takeLease(sessionId: string): Promise<void> {
+    const claim = await this.o.claim(sessionId);
+    if (!claim.won) {
+      throw unavailable(`This session is running on another server (${claim.holder.serverId}) right now; send the request again and it is passed on there.`, 1);
     }
   }
 
@@ -250,6 +272,7 @@ export class LiveSessions {
       const startedAt = performance.now();
       const { db } = this.o;
       try {
+        await this.takeLease(session.id);
         await spare.transcripts.bind(session.id);
         live.budget = await this.o.accounting.budgetFor(session, agentRecord.settings.maxTokens);
         if (session.model) spare.agent.useModel(session.model);
@@ -436,6 +459,8 @@ export class LiveSessions {
         await live.sandbox.destroy().catch((error) => this.o.log.error(`sandbox ${live.sandbox.id}: destroy failed:`, error));
         await endSandbox(this.o.db, live.sandbox.id, status === "evicted" ? "evicted" : "destroyed", reason).catch(() => undefined);
         if (this.live.get(sessionId) === live) this.live.delete(sessionId);
+        // Only once its processes are gone may another server start the session.
+        await this.o.release(sessionId);
         this.o.gone(sessionId);
       }
     });

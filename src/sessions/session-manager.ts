@@ -5,7 +5,9 @@ import type { AshDatabase } from "../db/types";
 import { getAgent, getAgentVersion, listAgents } from "../db/queries/agents";
 import { getSession, insertSession, updateSession, updateSessionSettings, type SessionRecord, type SessionSettings } from "../db/queries/sessions";
 import { endOrphanedSandboxes } from "../db/queries/sandboxes";
-import { copyEvents, unfinishedTurnSessions } from "../db/queries/events";
+import { copyEvents, lastEventSeq, lastEventType, unfinishedTurnSessions } from "../db/queries/events";
+import { endSandboxesOf } from "../db/queries/leases";
+import { Leases, type ClaimResult, type LeaseRecord } from "../cluster/leases";
 import { copyMessages, rewindMessages } from "../db/queries/messages";
 import { copyTranscript } from "../db/queries/transcripts";
 import { copyCheckpoints, getCheckpoint, headCheckpoint, listCheckpoints, rewindCheckpoints, type CheckpointRecord } from "../db/queries/checkpoints";
@@ -66,6 +68,8 @@ export interface SessionManagerOptions {
   observability: Observability;
   /** Makes agent processes; default: the Claude Code CLI through the Agent SDK. */
   launchAgent?: AgentLauncher;
+  /** True once the server drains (SIGTERM): its heartbeat says so, and new sessions are placed elsewhere. */
+  draining?: () => boolean;
 }
 
 /**
@@ -88,6 +92,8 @@ export class SessionManager {
   readonly workspaces: Workspaces;
   /** Agent processes starting at once (ASH_START_CONCURRENCY), sessions before spares. */
   readonly starts: StartQueue;
+  /** This server's leases on the sessions it runs, and its heartbeat (docs/decisions/cluster-leases.md). */
+  readonly leases: Leases;
   private readonly turns = new SessionTurns<RunningTurn>();
   private readonly live: LiveSessions;
   private readonly accounting: GatewayAccounting;
@@ -144,6 +150,18 @@ export class SessionManager {
       reserve: () => this.pool.reserve(),
       confirm: (sessionId, request, signal) => this.holdTool(sessionId, request, signal),
       gone: (sessionId) => this.forgetLog(sessionId),
+      claim: (sessionId) => this.claimLease(sessionId),
+      release: (sessionId) => this.leases.release(sessionId),
+    });
+    this.leases = new Leases({
+      db: o.db,
+      serverId: o.serverId,
+      ttlMs: o.config.cluster.leaseTtlMs,
+      log: o.log,
+      load: () => ({ liveSessions: this.live.size, capacity: o.config.maxSandboxes, draining: this.shuttingDown || (o.draining?.() ?? false) }),
+      lost: (ids) => this.leasesLost(ids),
+      lapsed: () => this.fence(),
+      orphaned: (lease) => this.recoverOrphan(lease),
     });
     this.lifecycle = new Lifecycle({ db: o.db, live: this.live, turns: this.turns, telemetry, log: o.log });
     this.runner = new TurnRunner({
@@ -173,6 +191,7 @@ export class SessionManager {
 
   /** Cleans up after a previous run of this server, then starts the idle sweeper. */
   async start(): Promise<void> {
+    await this.leases.forgetPrevious();
     await this.closeInterruptedTurns();
     const orphans = await endOrphanedSandboxes(this.o.db, this.o.serverId);
     const removed = await this.o.sandboxes.removeLeftovers(orphans);
@@ -482,6 +501,8 @@ export class SessionManager {
   /** Ends running turns cleanly, puts every live session to sleep, closes streams. */
   async shutdown(timeoutMs = 10_000): Promise<void> {
     this.shuttingDown = true;
+    // Heard at once by the other servers: nothing new is placed here.
+    void this.leases.heartbeat();
     if (this.sweeper) clearInterval(this.sweeper);
     if (this.keeper) clearInterval(this.keeper);
     const spares = this.warm.shutdown();
@@ -493,6 +514,8 @@ export class SessionManager {
     for (const [id] of this.turns.allRunning()) await this.lifecycle.killTurn(id, "server_shutdown");
     await Promise.all(this.live.ids().map((id) => this.live.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
     await spares.catch(() => undefined);
+    // Every lease went with its sandbox: the other servers take these sessions on their next request.
+    await this.leases.stop();
     await collector;
     for (const log of this.logs.values()) log.close();
   }
@@ -609,6 +632,65 @@ export class SessionManager {
       log.close();
       void log.settled().then(drop);
     } else if (log.idle && log.readers === 0) drop();
+  }
+
+  /**
+   * Wins the session's lease for this server. Taken over from a server that
+   * died, the turn it was running gets an error and `done` first (a client
+   * told nothing else knows it ended), and that server's sandbox row ends.
+   * An event log kept here from an earlier stay is dropped when the session
+   * was written to elsewhere since.
+   */
+  private async claimLease(sessionId: string): Promise<ClaimResult> {
+    const claim = await this.leases.claim(sessionId, (from) => this.closeLostTurn(sessionId, from));
+    if (claim.won && !this.turns.running(sessionId)) {
+      const log = this.logs.get(sessionId);
+      if (log && (await lastEventSeq(this.o.db, sessionId)) !== log.lastSeq) {
+        this.logs.delete(sessionId);
+        log.close();
+      }
+    }
+    return claim;
+  }
+
+  private async closeLostTurn(sessionId: string, from: LeaseRecord): Promise<void> {
+    this.o.log.info(`session ${sessionId}: taken over from server ${from.serverId}, whose lease ran out`);
+    const last = await lastEventType(this.o.db, sessionId);
+    if (last !== undefined && last !== "done") {
+      const log = await this.logFor(sessionId);
+      await log.append([
+        { type: "error", data: { error: "The server running this turn stopped answering; the session continues on another server from its last saved state. Send the message again.", code: "server_lost" } },
+        { type: "done", data: { sessionId } },
+      ]);
+    }
+    await endSandboxesOf(this.o.db, sessionId, from.serverId, "server_lost");
+    const session = await getSession(this.o.db, sessionId);
+    if (session?.sandboxId) await updateSession(this.o.db, sessionId, { sandboxId: null });
+  }
+
+  /** A dead server's session nobody asked for yet: its cut turn is closed now, so its readers finish. */
+  private async recoverOrphan(lease: LeaseRecord): Promise<void> {
+    if (this.live.get(lease.sessionId) || this.live.activity(lease.sessionId).sandbox === "starting") return;
+    const claim = await this.claimLease(lease.sessionId);
+    if (claim.won) await this.leases.release(lease.sessionId);
+  }
+
+  /** Sessions another server took over while this one could not renew their leases: their sandboxes go unsaved. */
+  private leasesLost(ids: string[]): void {
+    for (const id of ids) {
+      const turn = this.turns.running(id);
+      if (turn) turn.lost = true;
+      void this.live.deactivate(id, "evicted", "lease_lost", false).catch((error) => this.o.log.error(`session ${id}: removing its sandbox failed:`, error));
+    }
+  }
+
+  /** The leases may run out unrenewed: no agent process of this server may run on past them. */
+  private fence(): void {
+    for (const [id, turn] of this.turns.allRunning()) {
+      turn.lost = true;
+      void turn.live.agent.close(0).catch((error) => this.o.log.error(`session ${id}: stopping its agent process failed:`, error));
+    }
+    this.live.parkIdle(Number.POSITIVE_INFINITY);
   }
 
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */

@@ -36,6 +36,8 @@ export interface RunningTurn {
   done: Promise<void>;
   interrupted: boolean;
   timedOut: boolean;
+  /** Stopped because this server lost the session's lease (docs/decisions/cluster-leases.md). */
+  lost?: boolean;
   live: TurnSession;
   /** Stops the idle watchdog while a person decides (a held tool use); the returned function lets it run again. */
   holdWatchdog?: () => () => void;
@@ -189,11 +191,15 @@ export class TurnRunner {
   }
 }
 
+/** Why a turn cut short by a lost lease ended (this server could not renew it in time). */
+export const LEASE_LOST_MESSAGE = "This server lost its hold on the session (it could not reach the database in time) and stopped the turn, so that no other server runs it at the same time. Send the message again.";
+
 /** What decides a turn's final events besides its outcome. */
 export interface TurnEnding {
   interrupted: boolean;
   timedOut: boolean;
   shuttingDown: boolean;
+  lost?: boolean;
   live: { budget: Pick<BudgetState, "exceeded"> };
 }
 
@@ -241,6 +247,7 @@ export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: Limit
     return events;
   }
   if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
+  if (turn.lost) return [error(LEASE_LOST_MESSAGE, "server_lost")];
   if (turn.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
   if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
   if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];

@@ -12,7 +12,7 @@ const LAYERS: string[][] = [
   ["contract", "errors", "retry", "version", "config-error", "env-values", "config"],
   ["db"],
   ["observability"],
-  ["agents", "sandbox", "snapshots", "runtime", "gateway", "vault"],
+  ["agents", "sandbox", "snapshots", "runtime", "gateway", "vault", "cluster"],
   ["sessions", "queue", "evals"],
   ["server"],
   ["client", "runspec"],

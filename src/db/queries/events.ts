@@ -50,6 +50,12 @@ export async function copyEvents(db: Queryable, fromSessionId: string, toSession
  * Only those whose sandbox was this server's (or that have none), so a server
  * never closes another live server's turns.
  */
+/** The type of the session's last event: a turn whose last event is not `done` was cut short. */
+export async function lastEventType(db: Queryable, sessionId: string): Promise<string | undefined> {
+  const row = await db.get<{ type: string }>(`SELECT type FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1`, [sessionId]);
+  return row?.type;
+}
+
 export async function unfinishedTurnSessions(db: Queryable, serverId: string): Promise<string[]> {
   const rows = await db.all<{ session_id: string }>(
     `SELECT e.session_id FROM events e

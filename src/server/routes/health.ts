@@ -28,6 +28,8 @@ export function registerHealth(app: H3, ctx: AppContext): void {
       status: ctx.drain.draining ? "draining" : databaseUp ? "ok" : "degraded",
       ready,
       version: ctx.version,
+      // Which of several servers answered (a load balancer's probe, a test following a session).
+      server: { id: ctx.sessions.leases.serverId, address: ctx.sessions.leases.advertised },
       uptime: Math.round((Date.now() - ctx.startedAt) / 1000),
       activeSessions: ctx.sessions.liveCount,
       activeSandboxes: ctx.sessions.pool.live,

@@ -1,0 +1,95 @@
+import type { H3Event } from "h3";
+import { z } from "zod";
+import { FORWARD_HEADERS, signForward, verifyForward } from "../cluster/signing";
+import type { LeaseRecord } from "../cluster/leases";
+import { SCOPES } from "../db/queries/api-keys";
+import type { AppContext } from "./context";
+import { principalOf, type Principal } from "./auth";
+import { unavailable } from "./errors";
+
+/** Routes about one session: answered by the server that runs it (docs/decisions/cluster-leases.md). */
+const SESSION_ROUTE = /^\/(?:api|v1)\/sessions\/:id(?:\/|$)/;
+
+/** Headers that belong to one connection, never passed on (RFC 9110 7.6.1), and the caller's keys. */
+const NOT_PASSED_ON = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "authorization", "x-api-key", FORWARD_HEADERS.identity, FORWARD_HEADERS.signature]);
+/** fetch() decodes bodies, so a length or encoding from upstream would be wrong here. */
+const NOT_PASSED_BACK = new Set(["connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length"]);
+
+/** The header saying which server answered a request this one passed on. */
+export const FORWARDED_TO_HEADER = "x-ash-forwarded-to";
+
+declare module "h3" {
+  interface H3EventContext {
+    /** Set on a request another server passed on: it is never passed on again. */
+    forwarded?: boolean;
+  }
+}
+
+const limitsShape = z.object({ requestsPerMinute: z.number().optional(), liveSessions: z.number().optional(), runningTurns: z.number().optional(), tokensPerDay: z.number().optional() });
+const principalShape = z.object({ keyId: z.string(), tenantId: z.string(), scope: z.enum(SCOPES), operator: z.boolean(), limits: limitsShape, tenantLimits: limitsShape });
+
+/**
+ * The caller of a request another server passed on, when its signature holds;
+ * otherwise the reason it is refused. Undefined when the request was not passed on.
+ */
+export function forwardedPrincipal(ctx: AppContext, event: H3Event): { principal: Principal } | { refused: string } | undefined {
+  const headers = event.req.headers;
+  if (!headers.has(FORWARD_HEADERS.signature) && !headers.has(FORWARD_HEADERS.identity)) return undefined;
+  const verdict = verifyForward(ctx.config.cluster.secret, { method: event.req.method, target: event.url.pathname + event.url.search, serverId: ctx.sessions.leases.serverId }, headers);
+  if (!verdict.ok) return { refused: verdict.why };
+  const principal = principalShape.safeParse(verdict.caller);
+  if (!principal.success) return { refused: "the forwarded request's identity has the wrong shape" };
+  return { principal: principal.data as Principal };
+}
+
+/**
+ * Passes a request about a session that another server runs to that server,
+ * streaming the body both ways (an SSE stream stays a stream). A request that
+ * was passed on already is answered here, whatever the lease says, so two
+ * servers that disagree for a moment never pass one request back and forth.
+ */
+export function forwarding(ctx: AppContext) {
+  return async (event: H3Event): Promise<Response | undefined> => {
+    if (event.context.forwarded) return undefined;
+    const route = event.context.matchedRoute?.route;
+    if (!route || !SESSION_ROUTE.test(route)) return undefined;
+    const id = event.context.params?.id;
+    if (!id) return undefined;
+    const owner = await ctx.sessions.leases.ownerElsewhere(id);
+    if (!owner) return undefined;
+    return forward(ctx, event, owner);
+  };
+}
+
+async function forward(ctx: AppContext, event: H3Event, owner: LeaseRecord): Promise<Response> {
+  const secret = ctx.config.cluster.secret;
+  const where = `server ${owner.serverId} at ${owner.address}`;
+  if (!secret) throw unavailable(`This session is running on another server (${where}); servers pass requests on to each other only when every one has the same ASH_CLUSTER_SECRET.`, 5);
+  const method = event.req.method;
+  const target = event.url.pathname + event.url.search;
+  const headers = new Headers();
+  for (const [name, value] of event.req.headers) if (!NOT_PASSED_ON.has(name.toLowerCase())) headers.append(name, value);
+  for (const [name, value] of Object.entries(signForward(secret, { method, target, serverId: owner.serverId }, principalOf(event)))) headers.set(name, value);
+  const hasBody = method !== "GET" && method !== "HEAD";
+  let upstream: Response;
+  try {
+    upstream = await fetch(new URL(target, owner.address), {
+      method,
+      headers,
+      body: hasBody ? event.req.body : undefined,
+      redirect: "manual",
+      signal: event.req.signal,
+      // A streamed request body (uploads) goes on as it arrives.
+      ...(hasBody ? { duplex: "half" } : {}),
+    } as RequestInit);
+  } catch (error) {
+    if (event.req.signal?.aborted) throw error;
+    const wait = Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
+    ctx.log.warn(`passing a request for session ${owner.sessionId} on to ${where} failed:`, error instanceof Error ? (error.cause ?? error).toString() : error);
+    throw unavailable(`The server running this session (${where}) does not answer; if it is gone, the session continues on another server within ${wait} s.`, wait);
+  }
+  const back = new Headers();
+  for (const [name, value] of upstream.headers) if (!NOT_PASSED_BACK.has(name.toLowerCase())) back.append(name, value);
+  back.set(FORWARDED_TO_HEADER, owner.serverId);
+  return new Response(upstream.body, { status: upstream.status, statusText: upstream.statusText, headers: back });
+}
