@@ -17,6 +17,7 @@
 #   iproute2         per-sandbox network namespaces (ip)
 #   socat            bridges each sandbox's loopback ports to the model gateway and egress proxies
 #   chromium         the web console's end-to-end tests drive it (headless, through playwright-core)
+#   haproxy          the load balancer in front of several servers in the multi-server tests
 set -eu
 
 say() { printf 'host packages: %s\n' "$*"; }
@@ -24,7 +25,7 @@ die() { printf 'host packages: %s\n' "$*" >&2; exit 1; }
 
 case "${1:-}" in
   start) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat" ;;
-  test) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat docker-compose:docker-compose docker-registry:docker-registry postgresql:/usr/lib/postgresql chromium:chromium" ;;
+  test) wanted="docker.io:dockerd debootstrap:debootstrap bubblewrap:bwrap zstd:zstd iproute2:ip socat:socat docker-compose:docker-compose docker-registry:docker-registry postgresql:/usr/lib/postgresql chromium:chromium haproxy:haproxy" ;;
   *) die "usage: infra/host-packages.sh start|test" ;;
 esac
 
@@ -56,7 +57,7 @@ log="${TMPDIR:-/tmp}/ash-host-packages.log"
 install_all() {
   case "$1" in
     start) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat ;;
-    test) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat docker-compose docker-registry postgresql chromium ;;
+    test) apt-get install -y -qq --no-install-recommends --no-upgrade docker.io debootstrap bubblewrap zstd iproute2 socat docker-compose docker-registry postgresql chromium haproxy ;;
   esac
 }
 if ! { apt-get update -qq && install_all "$1"; } >"$log" 2>&1; then

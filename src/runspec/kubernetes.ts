@@ -168,7 +168,8 @@ export function buildKubernetes(options: KubeOptions = {}): KubeManifests {
 
   const secret: KubeSecretPlan = {
     namespace,
-    generate: ["ASH_API_KEY", "ASH_CREDENTIAL_KEY", ...section.secrets],
+    // ASH_CLUSTER_SECRET even for one replica: `kubectl scale` adds servers without a rerun.
+    generate: ["ASH_API_KEY", "ASH_CREDENTIAL_KEY", "ASH_CLUSTER_SECRET", ...section.secrets],
     given: database === "external" ? { ASH_DATABASE_URL: options.databaseUrl!.trim() } : {},
     fromEnvironment: [{ name: "ANTHROPIC_API_KEY", required: false, why: "the model key" }],
   };
@@ -184,12 +185,15 @@ export function buildKubernetes(options: KubeOptions = {}): KubeManifests {
     ASH_S3_ENDPOINT: { flag: "--s3-endpoint", value: config.ASH_S3_ENDPOINT },
     ASH_S3_REGION: { flag: "--s3-region", value: config.ASH_S3_REGION },
   };
+  // Set per pod by the Deployment's env, which would silently win over the ConfigMap.
+  const podNames: Record<string, string> = { POD_IP: "each pod's IP", ASH_ADVERTISE_URL: "each pod's IP and the server port" };
   const secretNames = new Set([...secret.generate, ...Object.keys(secret.given), ...secret.fromEnvironment.map((e) => e.name), "ASH_DATABASE_URL", "ASH_CREDENTIAL_KEY_PREVIOUS"]);
   for (const { key, value } of options.env ?? []) {
     if (value === undefined) {
       if (!secret.fromEnvironment.some((e) => e.name === key)) secret.fromEnvironment.push({ name: key, required: true, why: `-e ${key}` });
       continue;
     }
+    if (podNames[key]) throw new Error(`-e ${key}: the Deployment sets it for every pod from ${podNames[key]}`);
     if (secretNames.has(key)) {
       throw new Error(`-e ${key}=... would put a secret in the ConfigMap; ${key === "ASH_DATABASE_URL" ? "use --database-url" : `use a bare -e ${key} (read from your environment into the Secret)`}`);
     }
@@ -199,6 +203,8 @@ export function buildKubernetes(options: KubeOptions = {}): KubeManifests {
     config[key] = value;
   }
 
+  // The port other servers forward to is the container's own, as the template states it.
+  const serverPort = template.objects.deployment.spec.template.spec.containers[0].ports[0].containerPort;
   const shutdownSeconds = Math.ceil(SHUTDOWN_LIMIT_MS / 1000);
   const labels = fillTemplate(template.labels, { version: packageVersion });
   const vars = {
@@ -211,7 +217,8 @@ export function buildKubernetes(options: KubeOptions = {}): KubeManifests {
     dataSize,
     databaseSize,
     configData: config,
-    serverEnv: section.serverEnv,
+    // POD_IP first: Kubernetes expands $(POD_IP) only from variables listed before.
+    serverEnv: [...fillTemplate(template.serverEnv, { serverPort }), ...section.serverEnv],
     capabilities: runSpecTemplate.hostConfig.CapAdd,
     strategy: storage.strategy,
     strategyComment: storage.strategyComment,
@@ -240,9 +247,6 @@ export function buildKubernetes(options: KubeOptions = {}): KubeManifests {
     const object = fillTemplate(raw, vars) as KubeObject;
     const metadata = object.metadata as { labels?: Record<string, string> };
     metadata.labels = { ...labels, ...metadata.labels };
-    const spec = object.spec as { template?: { spec?: { containers?: Array<Record<string, unknown>> } } } | undefined;
-    // A database choice without server variables leaves no empty `env:` behind.
-    for (const container of spec?.template?.spec?.containers ?? []) if (Array.isArray(container.env) && container.env.length === 0) delete container.env;
     objects.push(object);
     comments.push(fillTemplate(allComments[key] ?? {}, vars) as Record<string, string>);
   }

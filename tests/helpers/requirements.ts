@@ -58,3 +58,16 @@ export function chromiumProblem(path = CHROMIUM): string | undefined {
   }
   return undefined;
 }
+
+/** Debian's HAProxy, the load balancer of the multi-server tests (infra/host-packages.sh test installs it). */
+export const HAPROXY = "/usr/sbin/haproxy";
+
+/** Why the load-balanced suites cannot run here, or undefined: an HAProxy that answers `-v`. */
+export function haproxyProblem(path = HAPROXY): string | undefined {
+  try {
+    execFileSync(path, ["-v"], { stdio: "ignore", timeout: 20_000 });
+  } catch {
+    return `no working HAProxy at ${path} (infra/host-packages.sh test installs it)`;
+  }
+  return undefined;
+}

@@ -27,12 +27,17 @@ describe("ash kube generate", () => {
     expect(await readFile(join(dir, "ash.yaml"), "utf8")).toBe(renderKubernetes({ database: "cockroach" }));
     const secret = await readSecret(dir);
     expect(secret).toMatchObject({ apiVersion: "v1", kind: "Secret", metadata: { name: "ash", namespace: "ash" }, type: "Opaque" });
-    expect(Object.keys(secret.stringData)).toEqual(["ASH_API_KEY", "ASH_CREDENTIAL_KEY"]);
+    expect(Object.keys(secret.stringData)).toEqual(["ASH_API_KEY", "ASH_CREDENTIAL_KEY", "ASH_CLUSTER_SECRET"]);
     expect(secret.stringData.ASH_API_KEY).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(secret.stringData.ASH_CREDENTIAL_KEY).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    // The servers' shared secret: at least 32 characters, and a different value from the other keys.
+    expect(secret.stringData.ASH_CLUSTER_SECRET).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(new Set(Object.values(secret.stringData)).size).toBe(3);
     expect((await stat(join(dir, "ash-secret.json"))).mode & 0o777).toBe(0o600);
     expect(result.stdout).toContain(secret.stringData.ASH_API_KEY);
     expect(result.stdout + result.stderr).not.toContain(secret.stringData.ASH_CREDENTIAL_KEY);
+    expect(result.stdout + result.stderr).not.toContain(secret.stringData.ASH_CLUSTER_SECRET);
+    expect(result.stdout).toContain("ASH_CLUSTER_SECRET=(generated)");
     expect(result.stdout).toContain("kubectl apply -f ash.yaml -f ash-secret.json");
     // Without a model key it says where one goes.
     expect(result.stderr).toContain("No ANTHROPIC_API_KEY");
@@ -62,9 +67,23 @@ describe("ash kube generate", () => {
     expect(result.code).toBe(0);
     const after = await readSecret(dir);
     expect(after.stringData).toEqual({ ...before.stringData, POSTGRES_PASSWORD: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
-    expect(result.stdout).toContain("Kept ASH_API_KEY, ASH_CREDENTIAL_KEY, ANTHROPIC_API_KEY already in ash-secret.json");
+    expect(result.stdout).toContain("Kept ASH_API_KEY, ASH_CREDENTIAL_KEY, ASH_CLUSTER_SECRET, ANTHROPIC_API_KEY already in ash-secret.json");
     expect(result.stdout).toContain("Added to ash-secret.json: POSTGRES_PASSWORD=(generated)");
     expect(result.stdout + result.stderr).not.toContain(before.stringData.ASH_API_KEY);
+  });
+
+  it("adds ASH_CLUSTER_SECRET to a Secret file written before servers shared one, keeping the rest and printing none of it", async () => {
+    const old = { apiVersion: "v1", kind: "Secret", metadata: { name: "ash", namespace: "ash" }, type: "Opaque", stringData: { ASH_API_KEY: "old-api-key-0123456789", ASH_CREDENTIAL_KEY: "old-credential-key-0123456789" } };
+    await writeFile(join(dir, "ash-secret.json"), JSON.stringify(old), { mode: 0o600 });
+    const result = await ash(dir, ["kube", "generate", "--database", "cockroach"]);
+    expect(result.code).toBe(0);
+    const after = await readSecret(dir);
+    expect(after.stringData).toEqual({ ...old.stringData, ASH_CLUSTER_SECRET: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
+    expect(result.stdout).toContain("Added to ash-secret.json: ASH_CLUSTER_SECRET=(generated)");
+    for (const value of Object.values(after.stringData) as string[]) expect(result.stdout + result.stderr).not.toContain(value);
+    // A second rerun keeps the one it made.
+    expect((await ash(dir, ["kube", "generate", "--database", "cockroach", "--force"])).code).toBe(0);
+    expect((await readSecret(dir)).stringData.ASH_CLUSTER_SECRET).toBe(after.stringData.ASH_CLUSTER_SECRET);
   });
 
   it("refuses to overwrite the manifests without --force and changes nothing", async () => {
@@ -100,6 +119,7 @@ describe("ash kube generate", () => {
     [["--database", "postgres", "--namespace", "-bad"], "--namespace must be a Kubernetes name"],
     [["--database", "postgres", "--memory", "4GB"], "--memory must be a Kubernetes quantity"],
     [["--database", "postgres", "-e", "ASH_API_KEY=abcdefgh"], "would put a secret in the ConfigMap"],
+    [["--database", "postgres", "-e", "ASH_ADVERTISE_URL=http://10.0.0.1:4100"], "the Deployment sets it for every pod"],
     [["--database", "postgres", "-e", "GITHUB_TOKEN"], "Not set in your environment: GITHUB_TOKEN (-e GITHUB_TOKEN)"],
     [["--database", "postgres", "--replica", "2"], "Unknown option --replica"],
   ])("refuses %j with exit code 2 and writes nothing", async (args, message) => {

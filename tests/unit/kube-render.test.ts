@@ -17,6 +17,11 @@ function objects(options: KubeOptions): Obj[] {
 const find = (list: Obj[], kind: string, name?: string) => list.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
 const server = (list: Obj[]) => find(list, "Deployment", "ash")!;
 const container = (list: Obj[]) => server(list).spec.template.spec.containers[0];
+// Every pod tells the others where to forward requests for the sessions it owns: its own IP.
+const ADVERTISE = [
+  { name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } },
+  { name: "ASH_ADVERTISE_URL", value: "http://$(POD_IP):4100" },
+];
 
 describe("buildKubernetes: what every variant has", () => {
   for (const [name, options] of Object.entries(KUBE_REFERENCES)) {
@@ -70,9 +75,21 @@ describe("buildKubernetes: what every variant has", () => {
       expect(JSON.stringify(data)).not.toMatch(/API_KEY|PASSWORD|SECRET/);
     });
 
-    it(`(${name}) lets drains take one server at a time and opens only the API port`, () => {
+    it(`(${name}) lets drains take one server at a time and opens only the API port, to the cluster and to the other servers`, () => {
       expect(find(list, "PodDisruptionBudget")!.spec.maxUnavailable).toBe(1);
-      expect(find(list, "NetworkPolicy", "ash")!.spec).toMatchObject({ policyTypes: ["Ingress"], ingress: [{ ports: [{ port: 4100, protocol: "TCP" }] }] });
+      const policy = find(list, "NetworkPolicy", "ash")!.spec;
+      expect(policy).toMatchObject({ policyTypes: ["Ingress"], ingress: [{ ports: [{ port: 4100, protocol: "TCP" }] }, { ports: [{ port: 4100, protocol: "TCP" }] }] });
+      // The second rule stays when the first is narrowed: servers forward to each other on the API port.
+      expect(policy.ingress[1].from).toEqual([{ podSelector: { matchLabels: { "app.kubernetes.io/name": "ash", "app.kubernetes.io/component": "server" } } }]);
+    });
+
+    it(`(${name}) advertises each pod at its own IP and the container's port, for requests forwarded to the session's owner`, () => {
+      const c = container(list);
+      expect(c.env.slice(0, 2)).toEqual(ADVERTISE);
+      expect(c.ports).toEqual([{ name: "http", containerPort: 4100, protocol: "TCP" }]);
+      // The shared secret that signs forwarded requests is generated into the Secret, never the manifests.
+      expect(buildKubernetes(options).secret.generate).toContain("ASH_CLUSTER_SECRET");
+      expect(JSON.stringify(list)).not.toMatch(/ASH_CLUSTER_SECRET"/);
     });
   }
 });
@@ -82,9 +99,9 @@ describe("buildKubernetes: databases and storage", () => {
     const { objects: list, secret } = buildKubernetes({ databaseUrl: "postgresql://ash:pw@db.internal:26257/ash?sslmode=verify-full" });
     expect(list.filter((o) => o.kind === "StatefulSet")).toEqual([]);
     expect(JSON.stringify(list)).not.toContain("db.internal");
-    expect(container(list as Obj[]).env).toBeUndefined();
+    expect(container(list as Obj[]).env).toEqual(ADVERTISE);
     expect(secret.given).toEqual({ ASH_DATABASE_URL: "postgresql://ash:pw@db.internal:26257/ash?sslmode=verify-full" });
-    expect(secret.generate).toEqual(["ASH_API_KEY", "ASH_CREDENTIAL_KEY"]);
+    expect(secret.generate).toEqual(["ASH_API_KEY", "ASH_CREDENTIAL_KEY", "ASH_CLUSTER_SECRET"]);
   });
 
   it("--database cockroach: a single-node StatefulSet, an init job that creates the ash database, and a policy that lets only Ash in", () => {
@@ -94,7 +111,7 @@ describe("buildKubernetes: databases and storage", () => {
     expect(db.spec.template.spec.containers[0].args).toEqual(["start-single-node", "--insecure"]);
     expect(db.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBe("10Gi");
     expect(find(list, "Job", "ash-cockroach-init")!.spec.template.spec.containers[0].args.join(" ")).toContain("CREATE DATABASE IF NOT EXISTS ash");
-    expect(container(list).env).toEqual([{ name: "ASH_DATABASE_URL", value: "postgresql://ash@ash-cockroach:26257/ash?sslmode=disable" }]);
+    expect(container(list).env).toEqual([...ADVERTISE, { name: "ASH_DATABASE_URL", value: "postgresql://ash@ash-cockroach:26257/ash?sslmode=disable" }]);
     const policy = find(list, "NetworkPolicy", "ash-cockroach")!;
     expect(policy.spec.ingress[0].ports).toEqual([{ port: 26257, protocol: "TCP" }]);
     expect(policy.spec.ingress[0].from.map((f: Obj) => f.podSelector.matchLabels["app.kubernetes.io/component"])).toEqual(["server", "database-init"]);
@@ -106,8 +123,8 @@ describe("buildKubernetes: databases and storage", () => {
     expect(db.spec.template.spec.containers[0].env).toContainEqual({ name: "POSTGRES_PASSWORD", valueFrom: { secretKeyRef: { name: "ash", key: "POSTGRES_PASSWORD" } } });
     expect(db.spec.volumeClaimTemplates[0].spec.resources.requests.storage).toBe("5Gi");
     // Kubernetes fills $(POSTGRES_PASSWORD) from the Secret (envFrom) when it starts the container.
-    expect(container(list as Obj[]).env).toEqual([{ name: "ASH_DATABASE_URL", value: "postgresql://ash:$(POSTGRES_PASSWORD)@ash-postgres:5432/ash" }]);
-    expect(secret.generate).toEqual(["ASH_API_KEY", "ASH_CREDENTIAL_KEY", "POSTGRES_PASSWORD"]);
+    expect(container(list as Obj[]).env).toEqual([...ADVERTISE, { name: "ASH_DATABASE_URL", value: "postgresql://ash:$(POSTGRES_PASSWORD)@ash-postgres:5432/ash" }]);
+    expect(secret.generate).toEqual(["ASH_API_KEY", "ASH_CREDENTIAL_KEY", "ASH_CLUSTER_SECRET", "POSTGRES_PASSWORD"]);
   });
 
   it("without a bucket: one server with a ReadWriteOnce volume for /data, replaced with Recreate", () => {
@@ -167,6 +184,9 @@ describe("buildKubernetes: databases and storage", () => {
     [{ databaseUrl: "postgresql://db/ash", databaseSize: "5Gi" }, /--database-size is for --database/],
     [{ database: "postgres", env: [parseEnvAssignment("ASH_API_KEY=abcdefgh")] }, /-e ASH_API_KEY=\.\.\. would put a secret in the ConfigMap/],
     [{ database: "postgres", env: [parseEnvAssignment("ASH_DATABASE_URL=postgresql://x/y")] }, /use --database-url/],
+    [{ database: "postgres", env: [parseEnvAssignment("ASH_CLUSTER_SECRET=0123456789abcdef0123456789abcdef")] }, /-e ASH_CLUSTER_SECRET=\.\.\. would put a secret in the ConfigMap/],
+    [{ database: "postgres", env: [parseEnvAssignment("ASH_ADVERTISE_URL=http://10.0.0.1:4100")] }, /-e ASH_ADVERTISE_URL: the Deployment sets it for every pod from each pod's IP/],
+    [{ database: "postgres", env: [parseEnvAssignment("POD_IP=10.0.0.1")] }, /-e POD_IP: the Deployment sets it/],
     [{ database: "postgres", maxSandboxes: 10, env: [parseEnvAssignment("ASH_MAX_SANDBOXES=20")] }, /--max-sandboxes and -e ASH_MAX_SANDBOXES disagree/],
     [{ database: "postgres", env: [parseEnvAssignment("ASH_SNAPSHOT_STORE=s3://ash-b")] }, /use --snapshot-store/],
   ] as Array<[KubeOptions, RegExp]>)("refuses %j", (options, message) => {

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
-import { chromiumProblem, sandboxProblem, skipUnlessReady } from "../helpers/requirements";
+import { chromiumProblem, haproxyProblem, sandboxProblem, skipUnlessReady } from "../helpers/requirements";
 
 const root = resolve(import.meta.dirname, "../..");
 
@@ -36,6 +36,18 @@ describe("what the suites need", () => {
     try {
       process.env.ASH_TEST_REQUIRE_ALL = "1";
       expect(() => skipUnlessReady("The web console's browser tests", chromiumProblem("/nonexistent/chromium"))).toThrow(/browser tests cannot run: no working Chromium/);
+    } finally {
+      if (saved === undefined) delete process.env.ASH_TEST_REQUIRE_ALL;
+      else process.env.ASH_TEST_REQUIRE_ALL = saved;
+    }
+  });
+
+  it("names a missing HAProxy as a problem, so the load-balanced suites fail under the full test command", () => {
+    expect(haproxyProblem("/nonexistent/haproxy")).toMatch(/no working HAProxy at \/nonexistent\/haproxy \(infra\/host-packages.sh test installs it\)/);
+    const saved = process.env.ASH_TEST_REQUIRE_ALL;
+    try {
+      process.env.ASH_TEST_REQUIRE_ALL = "1";
+      expect(() => skipUnlessReady("the load balancer helper", haproxyProblem("/nonexistent/haproxy"))).toThrow(/load balancer helper cannot run: no working HAProxy/);
     } finally {
       if (saved === undefined) delete process.env.ASH_TEST_REQUIRE_ALL;
       else process.env.ASH_TEST_REQUIRE_ALL = saved;
