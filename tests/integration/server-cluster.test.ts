@@ -25,7 +25,7 @@ describeWithPostgres("several servers, one owner per live session", () => {
   let sql: pg.Client;
 
   const start = () => startTestServer({ modelUrl: model.url, env: { ASH_DATABASE_URL: database.url, ...bucket.env, ASH_CLUSTER_SECRET: SECRET, ASH_LEASE_TTL_MS: String(TTL_MS), ASH_WARM_DEMAND_MS: "0" } });
-  const idOf = async (server: TestServer) => (await (await fetch(`${server.url}/health`)).json()).server.id as string;
+  const idOf = async (server: TestServer) => ((await (await fetch(`${server.url}/health`)).json()) as any).server.id as string;
   const lease = async (sessionId: string) => (await sql.query("SELECT server_id, expires_at FROM session_leases WHERE session_id = $1", [sessionId])).rows[0] as { server_id: string; expires_at: string } | undefined;
   /** Agent processes of every server, summed (no warm spares here): one session must never have two. */
   const agents = async () => (await Promise.all(servers.map((s) => countClaudeProcesses(s.dataDir)))).reduce((a, b) => a + b, 0);
@@ -138,7 +138,7 @@ describeWithPostgres("several servers, one owner per live session", () => {
     for (const headers of [forged, wrongServer, stale, otherPath, { "x-ash-forwarded-identity": "e30", "x-ash-forwarded-signature": "v1.1.zz" }]) {
       const answer = await fetch(`${b.url}${target}`, { method: "POST", headers });
       expect(answer.status).toBe(401);
-      expect((await answer.json()).error).toMatch(/passed on by another server/);
+      expect(((await answer.json()) as any).error).toMatch(/passed on by another server/);
     }
     expect((await (await a.api(`/api/sessions/${session.id}`)).json()).session.status).toBe("active");
     // A caller's own key never reaches the owner: B signs what it authenticated.
