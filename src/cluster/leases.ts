@@ -123,6 +123,11 @@ export class Leases {
     return liveServers(this.o.db, now);
   }
 
+  /** The least loaded other server with room for a new session, by the last heartbeats; undefined when none has. */
+  async roomElsewhere(now = Date.now()): Promise<ServerRecord | undefined> {
+    return (await this.servers(now)).find((s) => s.id !== this.o.serverId && !s.draining && s.liveSessions < s.capacity);
+  }
+
   /** Leases a previous run of this server (same data folder) left: none of its sandboxes is left. */
   async forgetPrevious(): Promise<void> {
     await dropLeasesOf(this.o.db, this.o.serverId);

@@ -37,6 +37,11 @@ export class SandboxPool {
     return this.members().length + this.readySpares();
   }
 
+  /** True when a new session would find a slot without evicting one (a ready spare gives way, so it counts as room). */
+  get hasRoom(): boolean {
+    return this.members().length + this.reserved < this.max;
+  }
+
   /** A slot only if one is free now, never by evicting: what spares are made with. */
   tryReserve(): (() => void) | undefined {
     return this.live + this.reserved < this.max ? this.slot() : undefined;

@@ -15,6 +15,9 @@ const NOT_PASSED_ON = new Set(["connection", "keep-alive", "proxy-connection", "
 /** fetch() decodes bodies, so a length or encoding from upstream would be wrong here. */
 const NOT_PASSED_BACK = new Set(["connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length"]);
 
+/** Routes that make a session: placed here unless this server is full or draining. */
+const CREATES_SESSION = new Set(["POST /api/sessions", "POST /v1/sessions"]);
+
 /** The header saying which server answered a request this one passed on. */
 export const FORWARDED_TO_HEADER = "x-ash-forwarded-to";
 
@@ -52,19 +55,39 @@ export function forwarding(ctx: AppContext) {
   return async (event: H3Event): Promise<Response | undefined> => {
     if (event.context.forwarded) return undefined;
     const route = event.context.matchedRoute?.route;
+    if (route && CREATES_SESSION.has(`${event.req.method} ${route}`)) return place(ctx, event);
     if (!route || !SESSION_ROUTE.test(route)) return undefined;
     const id = event.context.params?.id;
-    if (!id) return undefined;
+    // Without the secret, servers do not pass requests on: reads are answered here from the
+    // database, and what needs the live agent is refused by the lease (503, try again).
+    if (!id || !ctx.config.cluster.secret) return undefined;
     const owner = await ctx.sessions.leases.ownerElsewhere(id);
     if (!owner) return undefined;
     return forward(ctx, event, owner);
   };
 }
 
-async function forward(ctx: AppContext, event: H3Event, owner: LeaseRecord): Promise<Response> {
-  const secret = ctx.config.cluster.secret;
+/**
+ * A new session starts on the server that received it, unless that one is
+ * full (it would have to evict a session) or draining; then on the least
+ * loaded live server with room, by the heartbeats. With none, it stays here
+ * (evicting an idle session, or answering 503).
+ */
+async function place(ctx: AppContext, event: H3Event): Promise<Response | undefined> {
+  if (!ctx.config.cluster.secret) return undefined;
+  if (!ctx.drain.draining && ctx.sessions.pool.hasRoom) return undefined;
+  const target = await ctx.sessions.leases.roomElsewhere();
+  if (!target) return undefined;
+  return forward(ctx, event, { serverId: target.id, address: target.address, expiresAt: target.expiresAt });
+}
+
+/** Where a request goes: the server's id, its address, and until when its lease or heartbeat holds. */
+type Destination = Pick<LeaseRecord, "serverId" | "address" | "expiresAt">;
+
+/** Only called with ASH_CLUSTER_SECRET set. */
+async function forward(ctx: AppContext, event: H3Event, owner: Destination): Promise<Response> {
+  const secret = ctx.config.cluster.secret!;
   const where = `server ${owner.serverId} at ${owner.address}`;
-  if (!secret) throw unavailable(`This session is running on another server (${where}); servers pass requests on to each other only when every one has the same ASH_CLUSTER_SECRET.`, 5);
   const method = event.req.method;
   const target = event.url.pathname + event.url.search;
   const headers = new Headers();
@@ -85,8 +108,8 @@ async function forward(ctx: AppContext, event: H3Event, owner: LeaseRecord): Pro
   } catch (error) {
     if (event.req.signal?.aborted) throw error;
     const wait = Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
-    ctx.log.warn(`passing a request for session ${owner.sessionId} on to ${where} failed:`, error instanceof Error ? (error.cause ?? error).toString() : error);
-    throw unavailable(`The server running this session (${where}) does not answer; if it is gone, the session continues on another server within ${wait} s.`, wait);
+    ctx.log.warn(`passing ${method} ${event.url.pathname} on to ${where} failed:`, error instanceof Error ? (error.cause ?? error).toString() : error);
+    throw unavailable(`The server this request is for (${where}) does not answer; send it again in ${wait} s (a server that is gone leaves its sessions to the others by then).`, wait);
   }
   const back = new Headers();
   for (const [name, value] of upstream.headers) if (!NOT_PASSED_BACK.has(name.toLowerCase())) back.append(name, value);

@@ -1,17 +1,27 @@
 import { readdir, readFile, readlink } from "node:fs/promises";
 
-/** How many Claude Code CLI processes working under `dataDir` run right now (read from /proc). */
-export async function countClaudeProcesses(dataDir: string): Promise<number> {
-  let count = 0;
+/** The working folder of every Claude Code CLI process under `dataDir` right now (read from /proc). */
+async function claudeFolders(dataDir: string): Promise<string[]> {
+  const found: string[] = [];
   for (const pid of await readdir("/proc")) {
     if (!/^\d+$/.test(pid)) continue;
     const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    const argv0 = cmdline.split("\0")[0] ?? "";
-    if (!/claude-agent-sdk-linux-[^/]+\/claude$/.test(argv0)) continue;
+    if (!/claude-agent-sdk-linux-[^/]+\/claude$/.test(cmdline.split("\0")[0] ?? "")) continue;
     const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
-    if (cwd.startsWith(dataDir + "/")) count++;
+    if (cwd.startsWith(dataDir + "/")) found.push(cwd);
   }
-  return count;
+  return found;
+}
+
+/** How many Claude Code CLI processes working under `dataDir` run right now. */
+export async function countClaudeProcesses(dataDir: string): Promise<number> {
+  return (await claudeFolders(dataDir)).length;
+}
+
+/** The sandbox (its id) of every Claude Code CLI process under `dataDir` right now, one entry per process. */
+export async function claudeSandboxes(dataDir: string): Promise<string[]> {
+  const prefix = `${dataDir}/sandboxes/`;
+  return (await claudeFolders(dataDir)).filter((cwd) => cwd.startsWith(prefix)).map((cwd) => cwd.slice(prefix.length).split("/")[0]!);
 }
 
 /** Samples `measure` every `everyMs` until stopped; returns the largest value seen. */

@@ -146,6 +146,24 @@ describeWithPostgres("several servers, one owner per live session", () => {
     expect((await fetch(`${a.url}/api/sessions/${session.id}`, { headers: right })).status).toBe(200);
   });
 
+  it("places a new session on another server when the one asked is full", async () => {
+    const full = await startTestServer({ modelUrl: model.url, env: { ASH_DATABASE_URL: database.url, ...bucket.env, ASH_CLUSTER_SECRET: SECRET, ASH_LEASE_TTL_MS: String(TTL_MS), ASH_WARM_DEMAND_MS: "0", ASH_MAX_SANDBOXES: "1" } });
+    try {
+      const first = await full.api("/api/sessions", { method: "POST", json: { agent: "shared" } });
+      expect(first.status).toBe(201);
+      expect(first.headers.get("x-ash-forwarded-to")).toBeNull();
+      // Its one slot is taken: the next session goes to the least loaded other server, and the first keeps its sandbox.
+      const second = await full.api("/api/sessions", { method: "POST", json: { agent: "shared" } });
+      expect(second.status).toBe(201);
+      expect(ids).toContain(second.headers.get("x-ash-forwarded-to"));
+      const placed = ((await second.json()) as any).session.id;
+      expect((await lease(placed))?.server_id).toBe(second.headers.get("x-ash-forwarded-to"));
+      expect(((await (await fetch(`${full.url}/health`)).json()) as any).activeSessions).toBe(1);
+    } finally {
+      await full.dispose();
+    }
+  }, 120_000);
+
   it("moves a killed server's sessions after their lease runs out: the cut turn ends with server_lost, memory goes on", async () => {
     const [a, b, c] = servers as [TestServer, TestServer, TestServer];
     // On B this time, so A and C stay for the last test.

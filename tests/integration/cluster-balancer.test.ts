@@ -1,0 +1,250 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { randomUUID } from "node:crypto";
+import { startTestBucket, type TestBucket } from "../helpers/s3";
+import { agentUpload, parseFrames, startTestServer, type TestServer } from "../helpers/server";
+import { createPostgresDatabase, describeWithPostgres, type TestDatabase } from "../helpers/postgres";
+import { startBalancer, type Balancer } from "../helpers/haproxy";
+import { haproxyProblem, skipUnlessReady } from "../helpers/requirements";
+import { claudeSandboxes } from "../helpers/processes";
+import { startFakeModel } from "../fake-model/fake-model.mjs";
+
+// Three servers on one PostgreSQL database and one bucket behind HAProxy in
+// round robin. Thirty sessions take five turns each through the balancer
+// while one server is killed with -9 and another drained with SIGTERM. Every
+// turn completes or ends with a clear error event; every message a client was
+// told is done is in the history; no session ever has two agent processes;
+// the conversation goes on after each move; streams resumed through other
+// servers miss nothing and repeat nothing.
+
+const SECRET = "cluster-secret-for-tests-0123456789abcdef";
+const SESSIONS = 30;
+const TURNS = 5;
+const CLIENTS = 10;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const noHaproxy = skipUnlessReady("The load-balanced suite", haproxyProblem());
+
+type Frame = ReturnType<typeof parseFrames>[number];
+
+interface TurnRecord {
+  session: string;
+  content: string;
+  /** Every frame the client got for this turn, across reconnects. */
+  frames: Frame[];
+  outcome: "complete" | "error";
+  errorCode?: string;
+  turnsSeen?: number;
+  /** Turns of this session that completed before this one. */
+  completedBefore: number;
+}
+
+(noHaproxy ? describe.skip : describeWithPostgres)("thirty sessions through a load balancer while servers die and drain", () => {
+  let database: TestDatabase;
+  let bucket: TestBucket;
+  let servers: TestServer[] = [];
+  let balancer: Balancer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+  let sql: pg.Client;
+  const key = "test-key-0123456789";
+
+  /** A request through the balancer. */
+  const api = (path: string, init: RequestInit & { json?: unknown } = {}) => {
+    const headers = new Headers(init.headers);
+    headers.set("authorization", `Bearer ${key}`);
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers.set("content-type", "application/json");
+      body = JSON.stringify(init.json);
+    }
+    return fetch(balancer.url + path, { ...init, headers, body });
+  };
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    database = await createPostgresDatabase();
+    bucket = await startTestBucket();
+    const env = {
+      ASH_DATABASE_URL: database.url,
+      ...bucket.env,
+      ASH_CLUSTER_SECRET: SECRET,
+      ASH_LEASE_TTL_MS: "3000",
+      // Agent processes stop between turns, so thirty sessions fit on two cores; their sandboxes stay.
+      ASH_KEEPALIVE_MS: "1500",
+      ASH_WARM_DEMAND_MS: "0",
+    };
+    servers = [];
+    for (let i = 0; i < 3; i++) servers.push(await startTestServer({ modelUrl: model.url, apiKey: key, env }));
+    balancer = await startBalancer({ backends: servers.map((s) => s.url) });
+    sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    expect((await api("/api/agents", { method: "POST", json: agentUpload("crowd") })).status).toBe(201);
+  }, 180_000);
+  afterAll(async () => {
+    await sql?.end();
+    await balancer?.close();
+    for (const server of servers) await server.dispose();
+    await bucket?.close();
+    await model?.close();
+    await database?.drop();
+  });
+
+  /** Reads SSE frames from a response until `done` (returns true) or until the stream breaks (false). */
+  async function readUntilDone(response: Response, into: Frame[]): Promise<boolean> {
+    const reader = response.body!.getReader();
+    let text = "";
+    try {
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) return false;
+        text += new TextDecoder().decode(chunk.value);
+        const cut = text.lastIndexOf("\n\n");
+        if (cut < 0) continue;
+        for (const frame of parseFrames(text.slice(0, cut + 2))) {
+          into.push(frame);
+          if (frame.event === "done") {
+            await reader.cancel().catch(() => undefined);
+            return true;
+          }
+        }
+        text = text.slice(cut + 2);
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  /** One turn as a careful client takes it: send, follow, reconnect with Last-Event-ID, never send twice. */
+  async function takeTurn(session: string, content: string, lastId: number, completedBefore: number): Promise<TurnRecord> {
+    const frames: Frame[] = [];
+    let sent = false;
+    for (let attempt = 0; attempt < 60; attempt++) {
+      let response: Response | undefined;
+      try {
+        if (!sent) {
+          response = await api(`/api/sessions/${session}/messages`, { method: "POST", json: { content } });
+          if (response.status === 503) {
+            await sleep(Number(response.headers.get("retry-after") ?? 1) * 1000);
+            continue;
+          }
+          expect(response.status).toBe(200);
+          sent = true;
+        } else {
+          const after = frames.at(-1)?.id ?? lastId;
+          response = await api(`/api/sessions/${session}/stream`, { headers: { "last-event-id": String(after) } });
+          if (response.status !== 200) {
+            await sleep(500);
+            continue;
+          }
+        }
+      } catch {
+        // The connection broke before an answer: was the message taken? The history says.
+        if (!sent) {
+          const history = await api(`/api/sessions/${session}/messages?limit=1000`).then((r) => (r.ok ? r.json() : undefined)).catch(() => undefined);
+          if (!history) {
+            await sleep(500);
+            continue;
+          }
+          sent = (history as any).messages.some((m: any) => m.role === "user" && m.content === content);
+        }
+        await sleep(300);
+        continue;
+      }
+      if (await readUntilDone(response, frames)) break;
+      await sleep(300);
+    }
+    const error = frames.find((f) => f.event === "error");
+    const complete = frames.find((f) => f.event === "turn_complete");
+    const seen = /\[turns seen: (\d+)\]/.exec(String(complete?.data?.result ?? ""));
+    expect(frames.at(-1)?.event, `turn "${content}" of ${session} never ended: ${JSON.stringify(frames.map((f) => f.event))}`).toBe("done");
+    return {
+      session,
+      content,
+      frames,
+      outcome: complete && !error ? "complete" : "error",
+      errorCode: (error?.data as any)?.code,
+      turnsSeen: seen ? Number(seen[1]) : undefined,
+      completedBefore,
+    };
+  }
+
+  it("loses nothing a client was told is done, and never runs a session twice", async () => {
+    const sessions: string[] = [];
+    for (let i = 0; i < SESSIONS; i++) {
+      const created = await api("/api/sessions", { method: "POST", json: { agent: "crowd" } });
+      expect(created.status).toBe(201);
+      sessions.push(((await created.json()) as any).session.id);
+    }
+
+    // Agent processes per session, sampled all along from /proc and the sandboxes table.
+    let sampling = true;
+    let worst = { count: 0, session: "" };
+    const sampler = (async () => {
+      while (sampling) {
+        const boxes = (await Promise.all(servers.map((s) => claudeSandboxes(s.dataDir)))).flat();
+        if (boxes.length) {
+          const rows = (await sql.query("SELECT id, session_id FROM sandboxes WHERE id = ANY($1)", [boxes])).rows as Array<{ id: string; session_id: string }>;
+          const sessionOf = new Map(rows.map((r) => [r.id, r.session_id]));
+          const perSession = new Map<string, number>();
+          for (const box of boxes) {
+            const s = sessionOf.get(box);
+            if (s) perSession.set(s, (perSession.get(s) ?? 0) + 1);
+          }
+          for (const [s, count] of perSession) if (count > worst.count) worst = { count, session: s };
+        }
+        await sleep(100);
+      }
+    })();
+
+    const turns: TurnRecord[] = [];
+    let done = 0;
+    const total = SESSIONS * TURNS;
+    const chaos = (async () => {
+      // A third of the way: kill -9 the first server; two thirds: drain the second.
+      while (done < total / 3) await sleep(50);
+      await servers[0]!.kill();
+      while (done < (2 * total) / 3) await sleep(50);
+      expect(await servers[1]!.stop()).toBe(0);
+    })();
+    const queue = [...sessions];
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        for (let session = queue.shift(); session; session = queue.shift()) {
+          let lastId = 0;
+          let completed = 0;
+          for (let t = 0; t < TURNS; t++) {
+            const turn = await takeTurn(session, `turn ${t} of ${session} ${randomUUID()}`, lastId, completed);
+            turns.push(turn);
+            lastId = turn.frames.at(-1)!.id;
+            if (turn.outcome === "complete") completed++;
+            done++;
+          }
+        }
+      }),
+    );
+    await chaos;
+    sampling = false;
+    await sampler;
+
+    expect(turns).toHaveLength(total);
+    // No session ever had two agent processes, on one server or across them.
+    expect(worst.count, `session ${worst.session}`).toBeLessThanOrEqual(1);
+    // The chaos hit someone, and every hit turn said why.
+    for (const turn of turns.filter((t) => t.outcome === "error")) expect(["server_lost", "server_shutdown"]).toContain(turn.errorCode);
+    expect(turns.filter((t) => t.outcome === "complete").length).toBeGreaterThan(total / 2);
+
+    for (const session of sessions) {
+      const mine = turns.filter((t) => t.session === session);
+      // Streams resumed through other servers: each turn's events in order, none missed, none twice.
+      for (const turn of mine) {
+        const ids = turn.frames.map((f) => f.id);
+        expect(ids).toEqual(ids.map((_, i) => ids[0]! + i));
+      }
+      // Every message a client got `done` for is in the history.
+      const history = (await (await api(`/api/sessions/${session}/messages?limit=1000`)).json()) as any;
+      const stored = new Set(history.messages.filter((m: any) => m.role === "user").map((m: any) => m.content));
+      for (const turn of mine) expect(stored.has(turn.content), turn.content).toBe(true);
+      // The conversation continued across moves: each answer saw every turn completed before it.
+      for (const turn of mine.filter((t) => t.outcome === "complete")) expect(turn.turnsSeen).toBeGreaterThanOrEqual(turn.completedBefore + 1);
+    }
+  }, 900_000);
+});
