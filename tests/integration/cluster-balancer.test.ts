@@ -36,6 +36,8 @@ interface TurnRecord {
   turnsSeen?: number;
   /** Turns of this session that completed before this one. */
   completedBefore: number;
+  /** Requests after the first: sent again after a 503, or the stream resumed after a break. */
+  retries: number;
 }
 
 (noHaproxy ? describe.skip : describeWithPostgres)("thirty sessions through a load balancer while servers die and drain", () => {
@@ -117,7 +119,9 @@ interface TurnRecord {
   async function takeTurn(session: string, content: string, lastId: number, completedBefore: number): Promise<TurnRecord> {
     const frames: Frame[] = [];
     let sent = false;
+    let retries = -1;
     for (let attempt = 0; attempt < 60; attempt++) {
+      retries++;
       let response: Response | undefined;
       try {
         if (!sent) {
@@ -144,7 +148,7 @@ interface TurnRecord {
             await sleep(500);
             continue;
           }
-          sent = (history as any).messages.some((m: any) => m.role === "user" && m.content === content);
+          sent = (history as any).messages.some((m: any) => m.kind === "user" && m.data === content);
         }
         await sleep(300);
         continue;
@@ -164,6 +168,7 @@ interface TurnRecord {
       errorCode: (error?.data as any)?.code,
       turnsSeen: seen ? Number(seen[1]) : undefined,
       completedBefore,
+      retries,
     };
   }
 
@@ -226,6 +231,11 @@ interface TurnRecord {
     await sampler;
 
     expect(turns).toHaveLength(total);
+    const errors = turns.filter((t) => t.outcome === "error");
+    console.info(
+      `${total} turns: ${total - errors.length} complete, ${errors.filter((t) => t.errorCode === "server_lost").length} server_lost, ${errors.filter((t) => t.errorCode === "server_shutdown").length} server_shutdown; ` +
+        `${turns.filter((t) => t.retries > 0).length} needed another request (${turns.reduce((n, t) => n + t.retries, 0)} in all)`,
+    );
     // No session ever had two agent processes, on one server or across them.
     expect(worst.count, `session ${worst.session}`).toBeLessThanOrEqual(1);
     // The chaos hit someone, and every hit turn said why.
@@ -241,7 +251,7 @@ interface TurnRecord {
       }
       // Every message a client got `done` for is in the history.
       const history = (await (await api(`/api/sessions/${session}/messages?limit=1000`)).json()) as any;
-      const stored = new Set(history.messages.filter((m: any) => m.role === "user").map((m: any) => m.content));
+      const stored = new Set(history.messages.filter((m: any) => m.kind === "user").map((m: any) => m.data));
       for (const turn of mine) expect(stored.has(turn.content), turn.content).toBe(true);
       // The conversation continued across moves: each answer saw every turn completed before it.
       for (const turn of mine.filter((t) => t.outcome === "complete")) expect(turn.turnsSeen).toBeGreaterThanOrEqual(turn.completedBefore + 1);
