@@ -114,6 +114,8 @@ export class Leases {
 
   /** The server another request for the session should go to: a live lease held elsewhere, or undefined. */
   async ownerElsewhere(sessionId: string, now = Date.now()): Promise<LeaseRecord | undefined> {
+    // Held here: no query (the heartbeat notices if another server took it).
+    if (this.isHeld(sessionId)) return undefined;
     const lease = await getLease(this.o.db, sessionId);
     return lease && lease.serverId !== this.o.serverId && lease.expiresAt > now ? lease : undefined;
   }
