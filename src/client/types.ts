@@ -35,6 +35,8 @@ export interface HealthStatus {
   isolation: { mode: "bwrap" | "none"; seccomp: boolean; unisolatedAllowed: boolean };
   limits: { mode: "cgroup2" | "cgroup1" | "rlimit"; [key: string]: unknown };
   database: "sqlite" | "postgres";
+  /** Which server answered, and where other servers reach it (several servers behind one address). */
+  server: { id: string; address: string };
   [key: string]: unknown;
 }
 

@@ -1,6 +1,7 @@
 import type { ConsolaInstance } from "consola";
 import type { AshDatabase } from "../db/types";
-import { claimLease, dropLeasesOf, expiredLeases, getLease, liveServers, recordHeartbeat, releaseLease, removeServer, renewLeases, type ClaimResult, type LeaseRecord, type ServerRecord } from "../db/queries/leases";
+import { unavailable } from "../errors";
+import { claimLease, dropLeasesOf, expiredLeases, forgetServers, getLease, liveServers, recordHeartbeat, releaseLease, removeServer, renewLeases, returnLease, type ClaimResult, type LeaseRecord, type ServerRecord } from "../db/queries/leases";
 
 export type { ClaimResult, LeaseRecord, ServerRecord };
 
@@ -24,26 +25,32 @@ export interface LeasesOptions {
 
 /** At most this many leases of dead servers are looked after per heartbeat. */
 const ORPHANS_PER_BEAT = 20;
+/** Heartbeat rows of servers gone this long are deleted (servers without a stable data folder get a new id each start). */
+const FORGET_SERVERS_AFTER_MS = 24 * 3600_000;
 
 /**
  * This server's leases on the sessions it runs (docs/decisions/cluster-leases.md).
  * A sandbox comes up only after its lease is won; the heartbeat renews every
  * lease this server holds, notices leases taken away, stops all agent
- * processes before its leases can run out unrenewed, and finishes the
- * sessions of servers that died. Holds are counted per session, so a brief
- * hold (recovering a dead server's session) never drops a sandbox's lease.
+ * processes before its leases can run out unrenewed (and claims nothing while
+ * they may have), and finishes the sessions of servers that died. Holds are
+ * counted per session, so a brief hold (recovering a dead server's session)
+ * never drops a sandbox's lease.
  */
 export class Leases {
   private readonly holds = new Map<string, number>();
-  /** Claims under way: a heartbeat must not drop a lease that is won but not yet counted. */
+  /** When each held lease was last won (performance.now()): one won during a heartbeat is not "lost" by it. */
+  private readonly wonAt = new Map<string, number>();
+  /** Claims under way: a heartbeat must not count a lease that is won but not yet counted as lost. */
   private readonly claiming = new Map<string, number>();
   /** Sessions being put right after their server died, awaited by every claim of them here. */
   private readonly recovering = new Map<string, Promise<void>>();
   private address = "";
   private startedAt = Date.now();
-  /** When the last renewal that succeeded started: leases in the database run out at this plus the TTL. */
-  private renewedAt = Date.now();
-  private fenced = false;
+  /** When the last renewal that succeeded started (performance.now(), immune to the wall clock stepping). */
+  private renewedAt = performance.now();
+  private fenceLogged = false;
+  private others = 0;
   private beat?: NodeJS.Timeout;
   private watch?: NodeJS.Timeout;
   private beating?: Promise<void>;
@@ -59,14 +66,28 @@ export class Leases {
     return this.o.ttlMs;
   }
 
+  /** Other servers with a current heartbeat, as of the last one of this server. */
+  get peers(): number {
+    return this.others;
+  }
+
   /** Where this server answers other servers (known once it listens). */
   get advertised(): string {
     return this.address;
   }
 
-  /** True while this server holds the session's lease. */
+  /**
+   * True when this server's leases may have run out unrenewed. SQLite is one
+   * server's own file: no other server can take its sessions, so it never lapses.
+   */
+  get lapsed(): boolean {
+    if (this.o.db.dialect === "sqlite") return false;
+    return performance.now() - this.renewedAt >= this.o.ttlMs - Math.min(2000, Math.floor(this.o.ttlMs / 5));
+  }
+
+  /** True while this server holds the session's lease (and cannot have lost it unnoticed). */
   isHeld(sessionId: string): boolean {
-    return (this.holds.get(sessionId) ?? 0) > 0;
+    return (this.holds.get(sessionId) ?? 0) > 0 && !this.lapsed;
   }
 
   /**
@@ -75,11 +96,15 @@ export class Leases {
    * (`takeOver`); other claims here wait for that before they go on.
    */
   async claim(sessionId: string, takeOver: (from: LeaseRecord) => Promise<void>): Promise<ClaimResult> {
+    if (this.lapsed) throw unavailable("This server cannot renew its leases right now (its database does not answer in time); send the request again.", 1);
     this.claiming.set(sessionId, (this.claiming.get(sessionId) ?? 0) + 1);
     let result: ClaimResult;
     try {
       result = await claimLease(this.o.db, { sessionId, serverId: this.o.serverId, address: this.address, now: Date.now(), ttlMs: this.o.ttlMs });
-      if (result.won) this.holds.set(sessionId, (this.holds.get(sessionId) ?? 0) + 1);
+      if (result.won) {
+        this.holds.set(sessionId, (this.holds.get(sessionId) ?? 0) + 1);
+        this.wonAt.set(sessionId, performance.now());
+      }
     } finally {
       const left = (this.claiming.get(sessionId) ?? 1) - 1;
       if (left > 0) this.claiming.set(sessionId, left);
@@ -95,10 +120,28 @@ export class Leases {
     try {
       await recovery;
     } catch (error) {
-      await this.release(sessionId);
+      if (result.takenFrom) {
+        // Given back as it was (run out, its dead holder's), so a later claim or heartbeat puts the session right.
+        this.drop(sessionId);
+        await returnLease(this.o.db, result.takenFrom, this.o.serverId).catch(() => undefined);
+      } else await this.release(sessionId);
       throw error;
     }
     return result;
+  }
+
+  /**
+   * Confirms, before an idle session's agent process starts again, that its
+   * lease is still this server's (renewing it); false when another server took it.
+   */
+  async confirm(sessionId: string): Promise<boolean> {
+    if (this.lapsed) throw unavailable("This server cannot renew its leases right now (its database does not answer in time); send the request again.", 1);
+    const result = await claimLease(this.o.db, { sessionId, serverId: this.o.serverId, address: this.address, now: Date.now(), ttlMs: this.o.ttlMs });
+    if (!result.won) return false;
+    // Not taken meanwhile: if the heartbeat had counted it lost, it is this server's again.
+    if (!this.holds.get(sessionId)) this.holds.set(sessionId, 1);
+    this.wonAt.set(sessionId, performance.now());
+    return true;
   }
 
   /** Drops one hold; the last one lets go of the lease in the database (best effort: unrenewed, it runs out anyway). */
@@ -108,8 +151,13 @@ export class Leases {
       this.holds.set(sessionId, left);
       return;
     }
-    this.holds.delete(sessionId);
+    this.drop(sessionId);
     await releaseLease(this.o.db, sessionId, this.o.serverId).catch((error) => this.o.log.warn(`session ${sessionId}: releasing its lease failed (it runs out by itself):`, error));
+  }
+
+  private drop(sessionId: string): void {
+    this.holds.delete(sessionId);
+    this.wonAt.delete(sessionId);
   }
 
   /** The server another request for the session should go to: a live lease held elsewhere, or undefined. */
@@ -139,8 +187,8 @@ export class Leases {
   start(address: string): void {
     this.address = address;
     this.startedAt = Date.now();
-    this.renewedAt = Date.now();
-    const every = this.o.heartbeatMs ?? Math.max(200, Math.floor(this.o.ttlMs / 3));
+    this.renewedAt = performance.now();
+    const every = this.beatEveryMs;
     this.beat = setInterval(() => void this.heartbeat(), every);
     this.beat.unref();
     // Checked often and apart from the heartbeat, which may hang on a database that does not answer.
@@ -149,33 +197,56 @@ export class Leases {
     void this.heartbeat();
   }
 
-  /** One heartbeat: this server's row, its leases renewed, lost ones noticed, dead servers' sessions finished. */
+  private get beatEveryMs(): number {
+    return this.o.heartbeatMs ?? Math.max(200, Math.floor(this.o.ttlMs / 3));
+  }
+
+  /**
+   * One heartbeat: this server's row, its leases renewed, lost ones noticed,
+   * dead servers' sessions finished. A beat that hangs (a database that stopped
+   * answering mid-query) is given up after one interval, so the next can run.
+   */
   heartbeat(): Promise<void> {
     if (this.stopped) return Promise.resolve();
-    this.beating ??= this.beatOnce().finally(() => (this.beating = undefined));
+    if (!this.beating) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.beatEveryMs);
+        timer.unref();
+      });
+      this.beating = Promise.race([this.beatOnce(), timeout]).finally(() => {
+        clearTimeout(timer);
+        this.beating = undefined;
+      });
+    }
     return this.beating;
   }
 
   private async beatOnce(): Promise<void> {
     const { db, serverId, ttlMs } = this.o;
+    const started = performance.now();
     const now = Date.now();
     try {
       const load = this.o.load();
       await recordHeartbeat(db, { id: serverId, address: this.address, startedAt: this.startedAt, heartbeatAt: now, expiresAt: now + ttlMs, ...load });
-      const mine = new Set(await renewLeases(db, serverId, now + ttlMs));
-      this.renewedAt = now;
-      if (this.fenced) {
-        this.fenced = false;
+      // Only what this server holds or is claiming: a lease it let go of runs out by itself.
+      const wanted = [...new Set([...this.holds.keys(), ...this.claiming.keys()])];
+      const mine = new Set(await renewLeases(db, serverId, wanted, now + ttlMs));
+      this.renewedAt = started;
+      this.others = (await liveServers(db, now)).filter((s) => s.id !== serverId).length;
+      if (this.fenceLogged) {
+        this.fenceLogged = false;
         this.o.log.info("the database answers again: this server's leases are renewed");
       }
-      // Left from a release that failed: nothing here uses them, so another server may.
-      for (const id of mine) if (!this.isHeld(id) && !this.claiming.has(id)) await releaseLease(db, id, serverId);
-      const lost = [...this.holds.keys()].filter((id) => !mine.has(id) && !this.claiming.has(id));
+      // Lost: held since before this beat, not being claimed, and no longer this server's.
+      const lost = [...this.holds.keys()].filter((id) => !mine.has(id) && !this.claiming.has(id) && (this.wonAt.get(id) ?? 0) < started);
       if (lost.length) {
-        for (const id of lost) this.holds.delete(id);
+        for (const id of lost) this.drop(id);
         this.o.log.warn(`${lost.length} session(s) were taken over by another server while this one could not renew their leases: ${lost.join(", ")}`);
         this.o.lost(lost);
       }
+      if (db.dialect === "sqlite") return;
+      await forgetServers(db, now - FORGET_SERVERS_AFTER_MS);
       for (const lease of await expiredLeases(db, serverId, Date.now(), ORPHANS_PER_BEAT)) {
         if (this.stopped) break;
         await this.o.orphaned(lease).catch((error) => this.o.log.warn(`session ${lease.sessionId}: taking it over from server ${lease.serverId} failed:`, error));
@@ -185,13 +256,13 @@ export class Leases {
     }
   }
 
-  /** Past most of a lease's life without a renewal, agent processes stop before another server may start them. */
+  /** Past most of a lease's life without a renewal, agent processes stop (on every check, until a renewal) before another server may start them. */
   private checkLapse(): void {
-    if (this.fenced || this.stopped || this.holds.size === 0) return;
-    const margin = Math.min(2000, Math.floor(this.o.ttlMs / 5));
-    if (Date.now() - this.renewedAt < this.o.ttlMs - margin) return;
-    this.fenced = true;
-    this.o.log.warn(`this server could not renew its leases for ${Date.now() - this.renewedAt} ms: stopping its agent processes until it can`);
+    if (this.stopped || this.holds.size === 0 || !this.lapsed) return;
+    if (!this.fenceLogged) {
+      this.fenceLogged = true;
+      this.o.log.warn(`this server could not renew its leases for ${Math.round(performance.now() - this.renewedAt)} ms: stopping its agent processes until it can`);
+    }
     this.o.lapsed();
   }
 

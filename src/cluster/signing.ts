@@ -13,6 +13,8 @@ export const FORWARD_HEADERS = {
   identity: "x-ash-forwarded-identity",
   /** `v1.<unix ms>.<hex HMAC-SHA256>` */
   signature: "x-ash-forwarded-signature",
+  /** The server id it is meant for, in the clear: another server at that address answers 421, not 401. */
+  server: "x-ash-forwarded-server",
 } as const;
 
 /** Older (or more future) signatures are refused: a captured one is useless after this. */
@@ -36,6 +38,7 @@ export function signForward(secret: string, request: SignedRequest, caller: unkn
   return {
     [FORWARD_HEADERS.identity]: identity,
     [FORWARD_HEADERS.signature]: `v1.${now}.${mac(secret, now, request, identity).toString("hex")}`,
+    [FORWARD_HEADERS.server]: request.serverId,
   };
 }
 
@@ -48,12 +51,14 @@ export function verifyForward(
   request: SignedRequest,
   headers: { get(name: string): string | null },
   now = Date.now(),
-): { ok: true; caller: unknown } | { ok: false; why: string } {
+): { ok: true; caller: unknown } | { ok: false; why: string; misdirected?: boolean } {
   if (!secret) return { ok: false, why: "this server has no ASH_CLUSTER_SECRET, so it accepts no forwarded request" };
   const identity = headers.get(FORWARD_HEADERS.identity);
   const signature = headers.get(FORWARD_HEADERS.signature);
   const match = signature ? /^v1\.(\d{1,16})\.([0-9a-f]{64})$/.exec(signature) : null;
   if (!identity || !match || !/^[A-Za-z0-9_-]{1,8192}$/.test(identity)) return { ok: false, why: "the forwarded request's signature headers are malformed" };
+  const meantFor = headers.get(FORWARD_HEADERS.server);
+  if (meantFor !== null && meantFor !== request.serverId) return { ok: false, why: "the forwarded request was meant for another server", misdirected: true };
   const at = Number(match[1]);
   if (Math.abs(now - at) > FORWARD_MAX_SKEW_MS) return { ok: false, why: "the forwarded request's signature is stale (are the servers' clocks in step?)" };
   const expected = mac(secret, at, request, identity);

@@ -60,6 +60,8 @@ export function createApp(ctx: AppContext): H3 {
     // Passed on by another server: the caller it authenticated, signed with the cluster secret.
     const forwarded = forwardedPrincipal(ctx, event);
     if (forwarded && "refused" in forwarded) return errorResponse(401, `Refused a request passed on by another server: ${forwarded.refused}.`);
+    // 421: the sender's lease names a server that no longer answers at this address; it tells its caller to try again.
+    if (forwarded && "misdirected" in forwarded) return errorResponse(421, `This server is not the one the request was passed on to: ${forwarded.misdirected}.`);
     // The Anthropic SDK sends its key as x-api-key (or as a bearer token).
     const principal = forwarded ? forwarded.principal : await ctx.keys.authenticate(bearerKey(event.req.headers.get("authorization")) ?? (managed ? (event.req.headers.get("x-api-key") ?? undefined) : undefined));
     if (!principal) {

@@ -6,12 +6,16 @@ import { SCOPES } from "../db/queries/api-keys";
 import type { AppContext } from "./context";
 import { principalOf, type Principal } from "./auth";
 import { unavailable } from "./errors";
+import { getSession } from "../db/queries/sessions";
 
 /** Routes about one session: answered by the server that runs it (docs/decisions/cluster-leases.md). */
 const SESSION_ROUTE = /^\/(?:api|v1)\/sessions\/:id(?:\/|$)/;
 
 /** Headers that belong to one connection, never passed on (RFC 9110 7.6.1), and the caller's keys. */
-const NOT_PASSED_ON = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host", "authorization", "x-api-key", FORWARD_HEADERS.identity, FORWARD_HEADERS.signature]);
+// `expect` too: fetch() refuses it (a client's `Expect: 100-continue` is answered by this server already).
+const NOT_PASSED_ON = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "expect", "host", "authorization", "x-api-key", FORWARD_HEADERS.identity, FORWARD_HEADERS.signature, FORWARD_HEADERS.server]);
+/** Failures of the hop itself (the other server is gone or unreachable), answered 503; anything else is a bug (500). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_CLOSED", "UND_ERR_HEADERS_TIMEOUT"]);
 /** fetch() decodes bodies, so a length or encoding from upstream would be wrong here. */
 const NOT_PASSED_BACK = new Set(["connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length"]);
 
@@ -35,11 +39,11 @@ const principalShape = z.object({ keyId: z.string(), tenantId: z.string(), scope
  * The caller of a request another server passed on, when its signature holds;
  * otherwise the reason it is refused. Undefined when the request was not passed on.
  */
-export function forwardedPrincipal(ctx: AppContext, event: H3Event): { principal: Principal } | { refused: string } | undefined {
+export function forwardedPrincipal(ctx: AppContext, event: H3Event): { principal: Principal } | { refused: string } | { misdirected: string } | undefined {
   const headers = event.req.headers;
   if (!headers.has(FORWARD_HEADERS.signature) && !headers.has(FORWARD_HEADERS.identity)) return undefined;
   const verdict = verifyForward(ctx.config.cluster.secret, { method: event.req.method, target: event.url.pathname + event.url.search, serverId: ctx.sessions.leases.serverId }, headers);
-  if (!verdict.ok) return { refused: verdict.why };
+  if (!verdict.ok) return verdict.misdirected ? { misdirected: verdict.why } : { refused: verdict.why };
   const principal = principalShape.safeParse(verdict.caller);
   if (!principal.success) return { refused: "the forwarded request's identity has the wrong shape" };
   return { principal: principal.data as Principal };
@@ -63,6 +67,8 @@ export function forwarding(ctx: AppContext) {
     if (!id || !ctx.config.cluster.secret) return undefined;
     const owner = await ctx.sessions.leases.ownerElsewhere(id);
     if (!owner) return undefined;
+    // Another tenant's session is not passed on (nor said to be live): its route answers 404 here.
+    if (route.startsWith("/v1/") && (await getSession(ctx.db, id))?.tenantId !== principalOf(event).tenantId) return undefined;
     return forward(ctx, event, owner);
   };
 }
@@ -91,7 +97,9 @@ async function forward(ctx: AppContext, event: H3Event, owner: Destination): Pro
   const method = event.req.method;
   const target = event.url.pathname + event.url.search;
   const headers = new Headers();
-  for (const [name, value] of event.req.headers) if (!NOT_PASSED_ON.has(name.toLowerCase())) headers.append(name, value);
+  // Headers the client named in Connection belong to its connection with this server only.
+  const named = new Set((event.req.headers.get("connection") ?? "").split(",").map((t) => t.trim().toLowerCase()));
+  for (const [name, value] of event.req.headers) if (!NOT_PASSED_ON.has(name.toLowerCase()) && !named.has(name.toLowerCase())) headers.append(name, value);
   for (const [name, value] of Object.entries(signForward(secret, { method, target, serverId: owner.serverId }, principalOf(event)))) headers.set(name, value);
   const hasBody = method !== "GET" && method !== "HEAD";
   let upstream: Response;
@@ -106,10 +114,16 @@ async function forward(ctx: AppContext, event: H3Event, owner: Destination): Pro
       ...(hasBody ? { duplex: "half" } : {}),
     } as RequestInit);
   } catch (error) {
-    if (event.req.signal?.aborted) throw error;
+    if (event.req.signal?.aborted || !UNREACHABLE.has(String((error as any)?.cause?.code ?? (error as any)?.code))) throw error;
     const wait = Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
     ctx.log.warn(`passing ${method} ${event.url.pathname} on to ${where} failed:`, error instanceof Error ? (error.cause ?? error).toString() : error);
     throw unavailable(`The server this request is for (${where}) does not answer; send it again in ${wait} s (a server that is gone leaves its sessions to the others by then).`, wait);
+  }
+  // Another server answers at that address now (a dead server's address given to a new one): the lease is stale.
+  if (upstream.status === 421) {
+    await upstream.body?.cancel().catch(() => undefined);
+    const wait = Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
+    throw unavailable(`The server this request is for (${where}) is gone and another one answers at its address; send it again in ${wait} s.`, wait);
   }
   const back = new Headers();
   for (const [name, value] of upstream.headers) if (!NOT_PASSED_BACK.has(name.toLowerCase())) back.append(name, value);

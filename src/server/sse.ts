@@ -37,7 +37,8 @@ export function formatFrame(event: StoredEvent): string {
 export function eventStreamResponse(
   log: EventLog,
   after: number,
-  options: { endAfterDone: boolean; signal?: AbortSignal; pingEveryMs?: number },
+  /** `open`: a `: open` comment at once, so the answer's headers go out before the first event (a client reading a quiet session knows it is connected). */
+  options: { endAfterDone: boolean; signal?: AbortSignal; pingEveryMs?: number; open?: boolean },
 ): Response {
   const pingEveryMs = options.pingEveryMs ?? PING_EVERY_MS;
   let cursor = after;
@@ -50,6 +51,9 @@ export function eventStreamResponse(
   };
   const stream = new ReadableStream<Uint8Array>(
     {
+      start(controller) {
+        if (options.open) controller.enqueue(encoder.encode(": open\n\n"));
+      },
       async pull(controller) {
         while (!finished) {
           const events = await log.read(cursor, 100);

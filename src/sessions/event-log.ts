@@ -168,6 +168,22 @@ export class EventLog {
   }
 
   /**
+   * Catches up with events another server wrote (it runs the session now):
+   * readers here then read them from the database. Only for a log this server
+   * does not write to; true when there was something new.
+   */
+  async catchUp(): Promise<boolean> {
+    if (!this.idle || this.closed || this.failure) return false;
+    const stored = await lastEventSeq(this.db, this.sessionId);
+    if (stored <= this.durableSeq || !this.idle) return false;
+    this.recent = [];
+    this.seq = stored;
+    this.durableSeq = stored;
+    this.wake();
+    return true;
+  }
+
+  /**
    * Lets go of the in-memory copy of recent events (a session that went to
    * sleep or ended); readers then read from the database.
    */

@@ -100,6 +100,8 @@ export interface LiveSessionsOptions {
   claim: (sessionId: string) => Promise<ClaimResult>;
   /** Lets go of one hold on the session's lease. */
   release: (sessionId: string) => Promise<void>;
+  /** Renews the lease of a session this server holds; false when another server took it meanwhile. */
+  stillOwned: (sessionId: string) => Promise<boolean>;
 }
 
 /**
@@ -216,6 +218,10 @@ export class LiveSessions {
   /** Starts the agent process of an idle session again, resuming its conversation from the transcript in its sandbox. */
   private async wake(session: SessionRecord, live: LiveSession): Promise<LiveSession> {
     await live.parking;
+    // Its lease may have gone while it was idle (this server cut off from the database): no second agent.
+    if (live.phase === "parked" && !(await this.o.stillOwned(session.id))) {
+      throw unavailable("This session was taken over by another server; send the request again and it is passed on there.", 1);
+    }
     if (!moveLive(live, "hot")) {
       // Put to sleep while it was waking (a pause, a rewind): it comes up again from what was saved.
       await live.closing;

@@ -103,6 +103,7 @@ export class SessionManager {
   /** Tool uses held by a confirmation policy until someone decides. */
   private readonly confirmations = new ToolConfirmations();
   private sweeper?: NodeJS.Timeout;
+  private follower?: NodeJS.Timeout;
   private keeper?: NodeJS.Timeout;
   private shuttingDown = false;
 
@@ -152,6 +153,7 @@ export class SessionManager {
       gone: (sessionId) => this.forgetLog(sessionId),
       claim: (sessionId) => this.claimLease(sessionId),
       release: (sessionId) => this.leases.release(sessionId),
+      stillOwned: (sessionId) => this.leases.confirm(sessionId),
     });
     this.leases = new Leases({
       db: o.db,
@@ -207,6 +209,23 @@ export class SessionManager {
     this.keeper.unref();
     this.warm.start();
     this.workspaces.start();
+    // With other servers about, a stream read here may be of a session another server runs now.
+    this.follower = setInterval(() => void this.followOthers(), FOLLOW_EVERY_MS);
+    this.follower.unref();
+  }
+
+  /**
+   * Streams open here on sessions that run elsewhere (opened while the
+   * session slept, before another server woke it) get what that server
+   * writes, from the database, instead of waiting for events that never come
+   * to this server's memory.
+   */
+  private async followOthers(): Promise<void> {
+    if (this.leases.peers === 0) return;
+    for (const [id, log] of this.logs) {
+      if (log.readers === 0 || this.leases.isHeld(id) || this.live.get(id) || this.turns.phase(id) !== "free") continue;
+      await log.catchUp().catch(() => undefined);
+    }
   }
 
   /**
@@ -505,6 +524,7 @@ export class SessionManager {
     void this.leases.heartbeat();
     if (this.sweeper) clearInterval(this.sweeper);
     if (this.keeper) clearInterval(this.keeper);
+    if (this.follower) clearInterval(this.follower);
     const spares = this.warm.shutdown();
     const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
@@ -655,6 +675,12 @@ export class SessionManager {
 
   private async closeLostTurn(sessionId: string, from: LeaseRecord): Promise<void> {
     this.o.log.info(`session ${sessionId}: taken over from server ${from.serverId}, whose lease ran out`);
+    // A log kept here from an earlier stay is behind what the dead server wrote.
+    const cached = this.logs.get(sessionId);
+    if (cached && !this.turns.running(sessionId) && !(await cached.catchUp()) && cached.lastSeq !== (await lastEventSeq(this.o.db, sessionId))) {
+      this.logs.delete(sessionId);
+      cached.close();
+    }
     const last = await lastEventType(this.o.db, sessionId);
     if (last !== undefined && last !== "done") {
       const log = await this.logFor(sessionId);
@@ -684,11 +710,17 @@ export class SessionManager {
     }
   }
 
-  /** The leases may run out unrenewed: no agent process of this server may run on past them. */
+  /**
+   * The leases may run out unrenewed: no agent process of this server may run
+   * on past them. A running turn is stopped and its sandbox goes unsaved
+   * (another server may own the session by the time it could be saved); idle
+   * sessions keep their sandboxes, parked, and go on once the leases are renewed.
+   */
   private fence(): void {
     for (const [id, turn] of this.turns.allRunning()) {
+      if (turn.lost) continue;
       turn.lost = true;
-      void turn.live.agent.close(0).catch((error) => this.o.log.error(`session ${id}: stopping its agent process failed:`, error));
+      void this.live.deactivate(id, "evicted", "lease_lost", false).catch((error) => this.o.log.error(`session ${id}: removing its sandbox failed:`, error));
     }
     this.live.parkIdle(Number.POSITIVE_INFINITY);
   }
@@ -696,6 +728,8 @@ export class SessionManager {
   /** Turns a crash left without `done` get an error and `done`, so replaying clients finish. */
   private async closeInterruptedTurns(): Promise<void> {
     for (const sessionId of await unfinishedTurnSessions(this.o.db, this.o.serverId)) {
+      // Running on another server right now (between its sandbox going and its `done`): not this server's to close.
+      if (await this.leases.ownerElsewhere(sessionId)) continue;
       const log = await this.logFor(sessionId);
       await log.append([
         { type: "error", data: { error: "The server restarted while this turn was running.", code: "server_restart" } },
@@ -705,6 +739,9 @@ export class SessionManager {
     }
   }
 }
+
+/** How often streams of sessions another server runs look for new events in the database. */
+const FOLLOW_EVERY_MS = 500;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

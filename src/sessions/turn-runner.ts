@@ -139,7 +139,8 @@ export class TurnRunner {
     }
     await lastAppend.catch(() => undefined);
 
-    if (live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
+    // A turn stopped because this server lost the lease writes nothing more to the session: another server owns it.
+    if (!turn.lost && live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
       live.session.sdkSessionId = live.agent.sdkSessionId;
       await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
     }
@@ -151,7 +152,9 @@ export class TurnRunner {
     await lastAppend.catch(() => undefined);
 
     try {
-      if (outcome.kind === "process_exit") {
+      if (turn.lost) {
+        // Its sandbox goes unsaved (SessionManager.leasesLost / fence); no checkpoint, no session row change.
+      } else if (outcome.kind === "process_exit") {
         const status = this.o.shuttingDown() ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
         await this.o.exited(live.session.id, status).catch(() => undefined);
       } else {
@@ -168,7 +171,7 @@ export class TurnRunner {
       // Counted and its span closed even when saving the workspace failed.
       observer.end();
     }
-    await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
+    if (!turn.lost) await updateSession(this.o.db, live.session.id, { touch: true }).catch(() => undefined);
     release();
     const limit = final.find((e) => e.type === "error" && ["sandbox_oom", "sandbox_pids", "sandbox_disk"].includes((e.data as any).code));
     if (limit) this.o.observability.telemetry.emit({ type: "sandbox_limit", sessionId: live.session.id, agent: live.session.agentName, data: { code: (limit.data as any).code } });

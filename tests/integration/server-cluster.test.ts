@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import pg from "pg";
+import { request as httpRequest } from "node:http";
 import { startTestBucket, type TestBucket } from "../helpers/s3";
 import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { createPostgresDatabase, describeWithPostgres, type TestDatabase } from "../helpers/postgres";
@@ -65,9 +66,31 @@ describeWithPostgres("several servers, one owner per live session", () => {
     const exec = await c.api(`/api/sessions/${session.id}/exec`, { method: "POST", json: { command: "echo from-c > c.txt" } });
     expect(exec.status).toBe(200);
     expect(await (await a.api(`/api/sessions/${session.id}/files/c.txt`)).text()).toContain("from-c");
+    // An upload through C with `Expect: 100-continue` (what curl sends for large bodies) reaches A's sandbox too.
+    const upload = JSON.stringify({ files: [{ path: "up.txt", content: "uploaded through c", encoding: "utf8" }] });
+    const uploaded = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${c.url}/api/sessions/${session.id}/files`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${c.apiKey}`, "content-type": "application/json", "content-length": Buffer.byteLength(upload), expect: "100-continue" },
+      });
+      req.on("continue", () => req.end(upload));
+      req.on("response", (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      });
+      req.on("error", reject);
+    });
+    expect(uploaded).toBe(201);
+    expect(await (await a.api(`/api/sessions/${session.id}/files/up.txt`)).text()).toContain("uploaded through c");
     // Only A has a sandbox, and one agent process runs in all.
     expect(await countClaudeProcesses(b.dataDir)).toBe(0);
     expect(await countClaudeProcesses(c.dataDir)).toBe(0);
+
+    // The Managed Agents API is passed on the same way (its key as x-api-key, which never travels).
+    const managed = await fetch(`${c.url}/v1/sessions/${session.id}`, { headers: { "x-api-key": c.apiKey, "anthropic-version": "2023-06-01" } });
+    expect(managed.status).toBe(200);
+    expect(managed.headers.get("x-ash-forwarded-to")).toBe(ids[0]);
+    expect(((await managed.json()) as any).id).toBe(session.id);
 
     // A stream resumed through C with Last-Event-ID gets exactly what came after it.
     const last = events[1]!.id;
@@ -135,15 +158,42 @@ describeWithPostgres("several servers, one owner per live session", () => {
     const wrongServer = signForward(SECRET, { method: "POST", target, serverId: ids[2]! }, caller);
     const stale = signForward(SECRET, { method: "POST", target, serverId: ids[1]! }, caller, Date.now() - 120_000);
     const otherPath = signForward(SECRET, { method: "POST", target: `/api/sessions/${session.id}/stop`, serverId: ids[1]! }, caller);
-    for (const headers of [forged, wrongServer, stale, otherPath, { "x-ash-forwarded-identity": "e30", "x-ash-forwarded-signature": "v1.1.zz" }]) {
+    // The target server's id travels in the clear too; without it the signature still names the server.
+    const { ["x-ash-forwarded-server"]: _, ...wrongServerUnnamed } = wrongServer;
+    for (const headers of [forged, wrongServerUnnamed, stale, otherPath, { "x-ash-forwarded-identity": "e30", "x-ash-forwarded-signature": "v1.1.zz" }]) {
       const answer = await fetch(`${b.url}${target}`, { method: "POST", headers });
       expect(answer.status).toBe(401);
       expect(((await answer.json()) as any).error).toMatch(/passed on by another server/);
     }
+    // Meant for another server (whose address this one took over): 421, which the sender turns into "try again".
+    const misdirected = await fetch(`${b.url}${target}`, { method: "POST", headers: wrongServer });
+    expect(misdirected.status).toBe(421);
     expect((await (await a.api(`/api/sessions/${session.id}`)).json()).session.status).toBe("active");
     // A caller's own key never reaches the owner: B signs what it authenticated.
     const right = signForward(SECRET, { method: "GET", target: `/api/sessions/${session.id}`, serverId: ids[0]! }, caller);
     expect((await fetch(`${a.url}/api/sessions/${session.id}`, { headers: right })).status).toBe(200);
+  });
+
+  it("keeps a stream opened while the session slept up to date when another server wakes it", async () => {
+    const [a, , c] = servers as [TestServer, TestServer, TestServer];
+    const { session } = await (await a.api("/api/sessions", { method: "POST", json: { agent: "shared" } })).json();
+    const first = parseFrames(await (await a.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "first" } })).text());
+    expect((await a.api(`/api/sessions/${session.id}/pause`, { method: "POST" })).status).toBe(200);
+    // Asleep: nobody holds it, so C serves the stream itself; then A wakes the session and runs a turn.
+    const last = (await (await c.api(`/api/sessions/${session.id}/events?limit=1000`)).json() as any).events.at(-1).sequence as number;
+    expect(last).toBeGreaterThanOrEqual(first.at(-1)!.id);
+    const stream = await c.api(`/api/sessions/${session.id}/stream`, { headers: { "last-event-id": String(last) } });
+    expect(stream.headers.get("x-ash-forwarded-to")).toBeNull();
+    const turn = parseFrames(await (await a.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "second" } })).text());
+    const reader = stream.body!.getReader();
+    let text = "";
+    for (let round = 0; round < 1000 && !text.includes("event: done"); round++) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      text += new TextDecoder().decode(chunk.value);
+    }
+    await reader.cancel();
+    expect(parseFrames(text).map((e) => e.id)).toEqual(turn.map((e) => e.id));
   });
 
   it("places a new session on another server when the one asked is full", async () => {

@@ -74,11 +74,37 @@ export async function claimLease(db: AshDatabase, lease: { sessionId: string; se
   }
 }
 
-/** Pushes out the expiry of every lease `serverId` holds; returns the sessions they are for. */
-export async function renewLeases(db: Queryable, serverId: string, expiresAt: number): Promise<string[]> {
-  await db.run(`UPDATE session_leases SET expires_at = ? WHERE server_id = ?`, [expiresAt, serverId]);
-  const rows = await db.all<{ session_id: string }>(`SELECT session_id FROM session_leases WHERE server_id = ?`, [serverId]);
-  return rows.map((r) => r.session_id);
+/** Pushes out the expiry of the leases of `sessionIds` that `serverId` still holds; returns those sessions. */
+export async function renewLeases(db: Queryable, serverId: string, sessionIds: string[], expiresAt: number): Promise<string[]> {
+  const still: string[] = [];
+  for (let i = 0; i < sessionIds.length; i += IDS_PER_STATEMENT) {
+    const ids = sessionIds.slice(i, i + IDS_PER_STATEMENT);
+    const marks = ids.map(() => "?").join(", ");
+    await db.run(`UPDATE session_leases SET expires_at = ? WHERE server_id = ? AND session_id IN (${marks})`, [expiresAt, serverId, ...ids]);
+    const rows = await db.all<{ session_id: string }>(`SELECT session_id FROM session_leases WHERE server_id = ? AND session_id IN (${marks})`, [serverId, ...ids]);
+    still.push(...rows.map((r) => r.session_id));
+  }
+  return still;
+}
+
+/** Session ids per statement: far below every dialect's limit on parameters. */
+const IDS_PER_STATEMENT = 500;
+
+/** Gives a lease back to the server it was taken from, as it was (run out), after a takeover failed half way. */
+export async function returnLease(db: Queryable, lease: LeaseRecord, takenBy: string): Promise<void> {
+  await db.run(`UPDATE session_leases SET server_id = ?, address = ?, acquired_at = ?, expires_at = ? WHERE session_id = ? AND server_id = ?`, [
+    lease.serverId,
+    lease.address,
+    lease.acquiredAt,
+    lease.expiresAt,
+    lease.sessionId,
+    takenBy,
+  ]);
+}
+
+/** Heartbeat rows of servers whose last heartbeat ran out before `before`. */
+export async function forgetServers(db: Queryable, before: number): Promise<void> {
+  await db.run(`DELETE FROM servers WHERE expires_at < ?`, [before]);
 }
 
 /** Lets go of a lease, if `serverId` still holds it. */

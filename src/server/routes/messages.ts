@@ -69,7 +69,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
           ? parseSequence(typeof query === "string" ? query : "", 'The query parameter "after"')
           : 0;
     const log = await ctx.sessions.logFor(sessionId);
-    return eventStreamResponse(log, after, { endAfterDone: false });
+    return eventStreamResponse(log, after, { endAfterDone: false, open: true });
   });
 
   app.post("/api/sessions/:id/interrupt", async (event) => ({ interrupted: await ctx.sessions.interrupt(id(event)) }));
