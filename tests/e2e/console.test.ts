@@ -176,7 +176,8 @@ describe.skipIf(reason)("the web console in Chromium", () => {
 
     const zip = zipSync({ "zipped-agent/CLAUDE.md": strToU8("You came in a zip.\n"), "zipped-agent/data/z.txt": strToU8("zipped\n") });
     await page.locator("#deploy-zip").setInputFiles({ name: "zipped-agent.zip", mimeType: "application/zip", buffer: Buffer.from(zip) });
-    expect(await page.locator("#deploy-name").inputValue()).toBe("zipped-agent");
+    // The zip is read in the page, after the change event: the name follows once it is.
+    await page.waitForFunction(() => ((globalThis as any).document.querySelector("#deploy-name") as { value: string }).value === "zipped-agent");
     await page.getByRole("button", { name: "Deploy" }).click();
     await page.getByText("Deployed zipped-agent v1 (2 files).").waitFor();
     const files = (await server.api("/api/agents/zipped-agent/files").then((r) => r.json())).files.map((f: { path: string }) => f.path).sort();
