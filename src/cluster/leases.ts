@@ -96,11 +96,10 @@ export class Leases {
    * (`takeOver`); other claims here wait for that before they go on.
    */
   async claim(sessionId: string, takeOver: (from: LeaseRecord) => Promise<void>): Promise<ClaimResult> {
-    if (this.lapsed) throw unavailable("This server cannot renew its leases right now (its database does not answer in time); send the request again.", 1);
     this.claiming.set(sessionId, (this.claiming.get(sessionId) ?? 0) + 1);
     let result: ClaimResult;
     try {
-      result = await claimLease(this.o.db, { sessionId, serverId: this.o.serverId, address: this.address, now: Date.now(), ttlMs: this.o.ttlMs });
+      result = await this.claimRow(sessionId);
       if (result.won) {
         this.holds.set(sessionId, (this.holds.get(sessionId) ?? 0) + 1);
         this.wonAt.set(sessionId, performance.now());
@@ -135,13 +134,18 @@ export class Leases {
    * lease is still this server's (renewing it); false when another server took it.
    */
   async confirm(sessionId: string): Promise<boolean> {
-    if (this.lapsed) throw unavailable("This server cannot renew its leases right now (its database does not answer in time); send the request again.", 1);
-    const result = await claimLease(this.o.db, { sessionId, serverId: this.o.serverId, address: this.address, now: Date.now(), ttlMs: this.o.ttlMs });
+    const result = await this.claimRow(sessionId);
     if (!result.won) return false;
     // Not taken meanwhile: if the heartbeat had counted it lost, it is this server's again.
     if (!this.holds.get(sessionId)) this.holds.set(sessionId, 1);
     this.wonAt.set(sessionId, performance.now());
     return true;
+  }
+
+  /** The lease row for this server, unless its leases may have run out unrenewed (then nothing is claimed). */
+  private claimRow(sessionId: string): Promise<ClaimResult> {
+    if (this.lapsed) throw unavailable("This server cannot renew its leases right now (its database does not answer in time); send the request again.", 1);
+    return claimLease(this.o.db, { sessionId, serverId: this.o.serverId, address: this.address, now: Date.now(), ttlMs: this.o.ttlMs });
   }
 
   /** Drops one hold; the last one lets go of the lease in the database (best effort: unrenewed, it runs out anyway). */

@@ -90,6 +90,11 @@ async function place(ctx: AppContext, event: H3Event): Promise<Response | undefi
 /** Where a request goes: the server's id, its address, and until when its lease or heartbeat holds. */
 type Destination = Pick<LeaseRecord, "serverId" | "address" | "expiresAt">;
 
+/** Seconds until the destination's lease (or heartbeat) has run out and its sessions can move: a Retry-After. */
+function secondsUntilGone(owner: Destination): number {
+  return Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
+}
+
 /** Only called with ASH_CLUSTER_SECRET set. */
 async function forward(ctx: AppContext, event: H3Event, owner: Destination): Promise<Response> {
   const secret = ctx.config.cluster.secret!;
@@ -115,14 +120,14 @@ async function forward(ctx: AppContext, event: H3Event, owner: Destination): Pro
     } as RequestInit);
   } catch (error) {
     if (event.req.signal?.aborted || !UNREACHABLE.has(String((error as any)?.cause?.code ?? (error as any)?.code))) throw error;
-    const wait = Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
+    const wait = secondsUntilGone(owner);
     ctx.log.warn(`passing ${method} ${event.url.pathname} on to ${where} failed:`, error instanceof Error ? (error.cause ?? error).toString() : error);
     throw unavailable(`The server this request is for (${where}) does not answer; send it again in ${wait} s (a server that is gone leaves its sessions to the others by then).`, wait);
   }
   // Another server answers at that address now (a dead server's address given to a new one): the lease is stale.
   if (upstream.status === 421) {
     await upstream.body?.cancel().catch(() => undefined);
-    const wait = Math.max(1, Math.ceil((owner.expiresAt - Date.now()) / 1000) + 1);
+    const wait = secondsUntilGone(owner);
     throw unavailable(`The server this request is for (${where}) is gone and another one answers at its address; send it again in ${wait} s.`, wait);
   }
   const back = new Headers();

@@ -658,29 +658,30 @@ export class SessionManager {
    * Wins the session's lease for this server. Taken over from a server that
    * died, the turn it was running gets an error and `done` first (a client
    * told nothing else knows it ended), and that server's sandbox row ends.
-   * An event log kept here from an earlier stay is dropped when the session
-   * was written to elsewhere since.
+   * An event log kept here from an earlier stay is brought up to date first.
    */
   private async claimLease(sessionId: string): Promise<ClaimResult> {
     const claim = await this.leases.claim(sessionId, (from) => this.closeLostTurn(sessionId, from));
-    if (claim.won && !this.turns.running(sessionId)) {
-      const log = this.logs.get(sessionId);
-      if (log && (await lastEventSeq(this.o.db, sessionId)) !== log.lastSeq) {
-        this.logs.delete(sessionId);
-        log.close();
-      }
-    }
+    if (claim.won) await this.syncCachedLog(sessionId);
     return claim;
+  }
+
+  /**
+   * A log kept here from an earlier stay is behind what other servers wrote
+   * since: it catches up with the database, or, when it cannot (writes of its
+   * own pending, or broken), it is dropped and the next one opens fresh.
+   */
+  private async syncCachedLog(sessionId: string): Promise<void> {
+    const cached = this.logs.get(sessionId);
+    if (!cached || this.turns.running(sessionId)) return;
+    if ((await cached.catchUp()) || cached.lastSeq === (await lastEventSeq(this.o.db, sessionId))) return;
+    this.logs.delete(sessionId);
+    cached.close();
   }
 
   private async closeLostTurn(sessionId: string, from: LeaseRecord): Promise<void> {
     this.o.log.info(`session ${sessionId}: taken over from server ${from.serverId}, whose lease ran out`);
-    // A log kept here from an earlier stay is behind what the dead server wrote.
-    const cached = this.logs.get(sessionId);
-    if (cached && !this.turns.running(sessionId) && !(await cached.catchUp()) && cached.lastSeq !== (await lastEventSeq(this.o.db, sessionId))) {
-      this.logs.delete(sessionId);
-      cached.close();
-    }
+    await this.syncCachedLog(sessionId);
     const last = await lastEventType(this.o.db, sessionId);
     if (last !== undefined && last !== "done") {
       const log = await this.logFor(sessionId);
@@ -690,8 +691,7 @@ export class SessionManager {
       ]);
     }
     await endSandboxesOf(this.o.db, sessionId, from.serverId, "server_lost");
-    const session = await getSession(this.o.db, sessionId);
-    if (session?.sandboxId) await updateSession(this.o.db, sessionId, { sandboxId: null });
+    await updateSession(this.o.db, sessionId, { sandboxId: null });
   }
 
   /** A dead server's session nobody asked for yet: its cut turn is closed now, so its readers finish. */
