@@ -24,8 +24,15 @@ export function hasModelKey(upstream: ModelUpstream): boolean {
   return Boolean(upstream.apiKey || upstream.authToken || upstream.cloud);
 }
 
-/** The largest request body read whole for a cloud call (images and documents included). */
-const MAX_CLOUD_BODY = 32 * 1024 * 1024;
+/**
+ * The largest request body the gateway takes (the Messages API's own limit, images and documents
+ * included). Bodies are read whole before they are sent: a cloud call is translated and signed, and
+ * a call that meets a dead kept-alive connection can be sent again.
+ */
+const MAX_REQUEST_BODY = 32 * 1024 * 1024;
+
+/** Errors of a kept-alive connection the upstream closed while idle, before it read the request. */
+const STALE_CONNECTION = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"]);
 
 /**
  * What one token stands for: one sandbox of one agent, bound to a session
@@ -122,6 +129,27 @@ function primingAnswer(req: IncomingMessage, res: ServerResponse): void {
   });
 }
 
+/** A call's whole body, or undefined when it was too large (answered 413) or broke off (connection closed). */
+async function readBody(req: IncomingMessage, res: ServerResponse, destination: string): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_REQUEST_BODY) {
+        req.destroy();
+        anthropicError(res, 413, "request_too_large", `The request is larger than the ${MAX_REQUEST_BODY / 2 ** 20} MiB the gateway sends to ${destination}.`);
+        return undefined;
+      }
+      chunks.push(chunk);
+    }
+  } catch {
+    res.destroy();
+    return undefined;
+  }
+  return Buffer.concat(chunks);
+}
+
 /** The presented token: the key header the CLI sends (x-api-key), or a bearer token (ANTHROPIC_AUTH_TOKEN). */
 function presentedToken(req: IncomingMessage): string | undefined {
   const key = req.headers["x-api-key"];
@@ -216,10 +244,13 @@ export class ModelGateway {
       req.resume();
       return anthropicError(res, refusal.status, refusal.type, refusal.message);
     }
-    this.forward(grant, req, res);
+    this.forward(grant, req, res).catch((error: Error) => {
+      if (!res.headersSent) anthropicError(res, 502, "api_error", `The model gateway could not send the call: ${error.message}`);
+      else res.destroy();
+    });
   }
 
-  private forward(grant: GatewayGrant, req: IncomingMessage, res: ServerResponse): void {
+  private async forward(grant: GatewayGrant, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (grant.upstream.cloud) return void this.forwardCloud(grant, grant.upstream.cloud, req, res);
     const base = new URL(grant.upstream.baseUrl);
     const path = base.pathname.replace(/\/+$/, "") + (req.url ?? "/");
@@ -233,37 +264,26 @@ export class ModelGateway {
     headers["accept-encoding"] = "identity";
     if (grant.upstream.apiKey) headers["x-api-key"] = grant.upstream.apiKey;
     else if (grant.upstream.authToken) headers.authorization = `Bearer ${grant.upstream.authToken}`;
-    const upstream = this.send(base, req.method ?? "GET", path, headers, (answer) => {
+    const body = await readBody(req, res, "the model API");
+    if (!body) return;
+    if (req.method !== "GET" || body.length) headers["content-length"] = String(body.length);
+    this.send(base, req.method ?? "GET", path, headers, body, (answer) => {
       const out: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(answer.headers)) if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
       res.writeHead(answer.statusCode ?? 502, out);
       res.flushHeaders();
       this.relay(grant, req, res, answer);
     }, res);
-    req.pipe(upstream);
-    req.on("aborted", () => upstream.destroy());
   }
 
   /** Bedrock or Vertex AI: the whole call is read, translated and signed, then sent. */
   private async forwardCloud(grant: GatewayGrant, cloud: CloudUpstream, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        size += chunk.length;
-        if (size > MAX_CLOUD_BODY) {
-          req.destroy();
-          return anthropicError(res, 413, "request_too_large", `The request is larger than the ${MAX_CLOUD_BODY / 2 ** 20} MiB the gateway sends to ${cloud.kind}.`);
-        }
-        chunks.push(chunk);
-      }
-    } catch {
-      return void res.destroy();
-    }
+    const body = await readBody(req, res, cloud.kind);
+    if (!body) return;
     const pathname = (req.url ?? "/").split("?")[0]!;
-    const call = await cloudCall(cloud, this.vertexTokens, req.method ?? "GET", pathname, req.headers, Buffer.concat(chunks));
+    const call = await cloudCall(cloud, this.vertexTokens, req.method ?? "GET", pathname, req.headers, body);
     if (!("url" in call)) return anthropicError(res, call.status, call.type, call.message);
-    const upstream = this.send(call.url, call.method, `${call.url.pathname}${call.url.search}`, { ...call.headers, host: call.url.host, "content-length": String(call.body.length), "accept-encoding": "identity" }, (answer) => {
+    this.send(call.url, call.method, `${call.url.pathname}${call.url.search}`, { ...call.headers, host: call.url.host, "content-length": String(call.body.length), "accept-encoding": "identity" }, call.body, (answer) => {
       const status = answer.statusCode ?? 502;
       if (status >= 300) {
         // Cloud errors come in their own shapes; the CLI reads (and retries by) the Messages API's.
@@ -288,12 +308,16 @@ export class ModelGateway {
       res.flushHeaders();
       this.relay(grant, req, res, answer, eventStream ? new EventStreamToSse() : undefined);
     }, res);
-    upstream.end(call.body);
   }
 
-  /** Opens the upstream request; a connection failure is answered in the Messages API's shape. */
-  private send(base: URL, method: string, path: string, headers: Record<string, string | string[]>, onAnswer: (answer: IncomingMessage) => void, res: ServerResponse) {
+  /**
+   * Sends a call upstream; a connection failure is answered in the Messages API's shape. A kept-alive
+   * connection the upstream closed as idle just as the call went out (a reset before any answer) is
+   * not the model failing: the call goes again once, on a new connection.
+   */
+  private send(base: URL, method: string, path: string, headers: Record<string, string | string[]>, body: Buffer, onAnswer: (answer: IncomingMessage) => void, res: ServerResponse, fresh = false): void {
     const https = base.protocol === "https:";
+    let answered = false;
     const request = (https ? httpsRequest : httpRequest)(
       {
         protocol: base.protocol,
@@ -302,16 +326,28 @@ export class ModelGateway {
         method,
         path,
         headers,
-        agent: https ? this.httpsAgent : this.httpAgent,
+        // agent: false opens a connection of its own.
+        agent: fresh ? false : https ? this.httpsAgent : this.httpAgent,
       },
-      onAnswer,
+      (answer) => {
+        answered = true;
+        onAnswer(answer);
+      },
     );
     request.setNoDelay?.(true);
     request.on("error", (error) => {
-      if (!res.headersSent) anthropicError(res, 502, "api_error", `The model gateway could not reach the model API: ${(error as NodeJS.ErrnoException).code ?? error.message}`);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (!answered && !fresh && request.reusedSocket && code && STALE_CONNECTION.has(code) && !res.destroyed) {
+        return this.send(base, method, path, headers, body, onAnswer, res, true);
+      }
+      if (!res.headersSent) anthropicError(res, 502, "api_error", `The model gateway could not reach the model API: ${code ?? error.message}`);
       else res.destroy();
     });
-    return request;
+    // The caller went away: so does its call.
+    res.once("close", () => {
+      if (!answered) request.destroy();
+    });
+    request.end(body);
   }
 
   /** Streams an answer back chunk by chunk (converted first when it needs to be), reading the usage on the way. */

@@ -239,7 +239,9 @@ interface TurnRecord {
     // No session ever had two agent processes, on one server or across them.
     expect(worst.count, `session ${worst.session}`).toBeLessThanOrEqual(1);
     // The chaos hit someone, and every hit turn said why.
-    for (const turn of turns.filter((t) => t.outcome === "error")) expect(["server_lost", "server_shutdown"]).toContain(turn.errorCode);
+    for (const turn of turns.filter((t) => t.outcome === "error")) {
+      expect(["server_lost", "server_shutdown"], `turn "${turn.content}": ${JSON.stringify(turn.frames.filter((f) => f.event === "error"))}`).toContain(turn.errorCode);
+    }
     expect(turns.filter((t) => t.outcome === "complete").length).toBeGreaterThan(total / 2);
 
     for (const session of sessions) {
