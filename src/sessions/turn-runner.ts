@@ -140,20 +140,29 @@ export class TurnRunner {
     await lastAppend.catch(() => undefined);
 
     // A turn stopped because this server lost the lease writes nothing more to the session: another server owns it.
-    if (!turn.lost && live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
-      live.session.sdkSessionId = live.agent.sdkSessionId;
-      await updateSession(this.o.db, live.session.id, { sdkSessionId: live.agent.sdkSessionId }).catch(() => undefined);
+    // Decided once: a turn told complete is one whose conversation and checkpoint this server still writes.
+    const lost = turn.lost === true;
+    if (!lost && live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
+      const sdkSessionId = live.agent.sdkSessionId;
+      // Kept in memory only once stored, so a failed write is tried again after the next turn.
+      await updateSession(this.o.db, live.session.id, { sdkSessionId }).then(
+        () => void (live.session.sdkSessionId = sdkSessionId),
+        (error) => this.o.log.warn(`session ${live.session.id}: storing its conversation id failed:`, error),
+      );
     }
 
-    const final = finalEvents({ ...turn, shuttingDown: this.o.shuttingDown() }, outcome, limitHit(countersBefore, live.sandbox.limitCounters())).map((e) =>
+    const final = finalEvents({ ...turn, lost, shuttingDown: this.o.shuttingDown() }, outcome, limitHit(countersBefore, live.sandbox.limitCounters())).map((e) =>
       e.type === "turn_complete" ? { ...e, data: { ...(e.data as object), gatewayUsage: live.turnUsage ?? null } } : e,
     );
     emit(final);
     await lastAppend.catch(() => undefined);
 
     try {
-      if (turn.lost) {
+      if (lost) {
         // Its sandbox goes unsaved (SessionManager.leasesLost / fence); no checkpoint, no session row change.
+      } else if (turn.lost) {
+        // Lost after it was told complete: its checkpoint would write over the new owner's, so the client hears it was not saved.
+        emit(finalEvents({ ...turn, shuttingDown: false }, outcome, null));
       } else if (outcome.kind === "process_exit") {
         const status = this.o.shuttingDown() ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
         await this.o.exited(live.session.id, status).catch(() => undefined);
@@ -208,13 +217,15 @@ export interface TurnEnding {
 
 /**
  * What a turn's outcome means for the user: `turn_complete` and/or an `error`
- * with its code. A refused budget wins, then (for a turn that ended with a
+ * with its code. A lost lease wins, then a refused budget, then (for a turn that ended with a
  * result) a timeout or interrupt, a model error, a limit that stopped a
  * process; a dead process is named by its likeliest cause.
  */
 export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
   const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
   const limitText = (l: LimitKillReason) => ({ sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" })[l];
+  // Another server owns the session now (or may): nothing of this turn is saved, whatever the CLI answered.
+  if (turn.lost) return [error(LEASE_LOST_MESSAGE, "server_lost")];
   const exceeded = turn.live.budget.exceeded;
   if (exceeded && !turn.interrupted && !turn.shuttingDown) {
     const which = { session: "the session's token budget (maxTokens)", agent: "the agent's default token budget (maxTokens on deploy)", server: "the server's default token budget (ASH_DEFAULT_MAX_TOKENS)" }[exceeded.budget] ?? "a token budget";
@@ -250,7 +261,6 @@ export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: Limit
     return events;
   }
   if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
-  if (turn.lost) return [error(LEASE_LOST_MESSAGE, "server_lost")];
   if (turn.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
   if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
   if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];

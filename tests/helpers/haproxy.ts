@@ -67,6 +67,8 @@ export function balancerConfig(port: number, backends: string[], checkEveryMs = 
     "",
     "backend servers",
     "  balance roundrobin",
+    // Says which backend answered (s0, s1, ...), so a test can tell where a request went.
+    "  http-response set-header x-balanced-to %s",
     "  option httpchk GET /health/live",
     "  http-check expect status 200",
     `  default-server inter ${checkEveryMs}ms fastinter ${checkEveryMs}ms downinter ${checkEveryMs}ms fall 2 rise 1`,

@@ -38,6 +38,8 @@ interface TurnRecord {
   completedBefore: number;
   /** Requests after the first: sent again after a 503, or the stream resumed after a break. */
   retries: number;
+  /** Which server answered each request that streamed (x-ash-forwarded-to, or the one the balancer chose). */
+  servedBy: string[];
 }
 
 (noHaproxy ? describe.skip : describeWithPostgres)("thirty sessions through a load balancer while servers die and drain", () => {
@@ -77,6 +79,7 @@ interface TurnRecord {
     servers = [];
     for (let i = 0; i < 3; i++) servers.push(await startTestServer({ modelUrl: model.url, apiKey: key, env }));
     balancer = await startBalancer({ backends: servers.map((s) => s.url) });
+    serverIds = await Promise.all(servers.map(async (s) => ((await (await fetch(`${s.url}/health`)).json()) as any).server.id as string));
     sql = new pg.Client({ connectionString: database.url });
     await sql.connect();
     expect((await api("/api/agents", { method: "POST", json: agentUpload("crowd") })).status).toBe(201);
@@ -89,6 +92,14 @@ interface TurnRecord {
     await model?.close();
     await database?.drop();
   });
+
+  /** Which of the three servers answered: the one a request was passed on to, else the one HAProxy picked. */
+  let serverIds: string[] = [];
+  const serverOf = (response: Response) => {
+    const picked = response.headers.get("x-balanced-to")?.replace(/^s/, "") ?? "?";
+    const owner = response.headers.get("x-ash-forwarded-to");
+    return owner ? `${picked}->${serverIds.indexOf(owner)}` : picked;
+  };
 
   /** Reads SSE frames from a response until `done` (returns true) or until the stream breaks (false). */
   async function readUntilDone(response: Response, into: Frame[]): Promise<boolean> {
@@ -118,6 +129,7 @@ interface TurnRecord {
   /** One turn as a careful client takes it: send, follow, reconnect with Last-Event-ID, never send twice. */
   async function takeTurn(session: string, content: string, lastId: number, completedBefore: number): Promise<TurnRecord> {
     const frames: Frame[] = [];
+    const servedBy: string[] = [];
     let sent = false;
     let retries = -1;
     for (let attempt = 0; attempt < 60; attempt++) {
@@ -153,6 +165,7 @@ interface TurnRecord {
         await sleep(300);
         continue;
       }
+      servedBy.push(serverOf(response));
       if (await readUntilDone(response, frames)) break;
       await sleep(300);
     }
@@ -169,6 +182,7 @@ interface TurnRecord {
       turnsSeen: seen ? Number(seen[1]) : undefined,
       completedBefore,
       retries,
+      servedBy,
     };
   }
 
@@ -256,7 +270,14 @@ interface TurnRecord {
       const stored = new Set(history.messages.filter((m: any) => m.kind === "user").map((m: any) => m.data));
       for (const turn of mine) expect(stored.has(turn.content), turn.content).toBe(true);
       // The conversation continued across moves: each answer saw every turn completed before it.
-      for (const turn of mine.filter((t) => t.outcome === "complete")) expect(turn.turnsSeen).toBeGreaterThanOrEqual(turn.completedBefore + 1);
+      for (const turn of mine.filter((t) => t.outcome === "complete")) {
+        if ((turn.turnsSeen ?? 0) >= turn.completedBefore + 1) continue;
+        // What the database holds for this session's conversation, to say where it was lost.
+        const row = (await sql.query("SELECT sdk_session_id FROM sessions WHERE id = $1", [session])).rows[0];
+        const transcripts = (await sql.query("SELECT sdk_session_id, COUNT(*)::int AS lines, MAX(idx) AS last FROM transcripts WHERE session_id = $1 GROUP BY sdk_session_id", [session])).rows;
+        const story = mine.map((t) => `${t.content.split(" ").slice(0, 2).join(" ")}: ${t.outcome}${t.errorCode ? ` ${t.errorCode}` : ""}, seen ${t.turnsSeen}, by ${t.servedBy.join(">")}`);
+        expect.fail(`turn "${turn.content}" saw ${turn.turnsSeen} turns after ${turn.completedBefore} completed; session row ${JSON.stringify(row)}, transcripts ${JSON.stringify(transcripts)}; turns: ${story.join("; ")}`);
+      }
     }
   }, 900_000);
 });

@@ -58,7 +58,7 @@ describe("the model gateway's upstream connections", () => {
     await first.text();
     const second = await call("second");
     expect(second.status).toBe(200);
-    expect(JSON.parse((await second.json()).content[0].text).messages[0].content).toBe("second");
+    expect(JSON.parse(((await second.json()) as any).content[0].text).messages[0].content).toBe("second");
     // The reset call, then the same bytes on a connection of their own.
     expect(seen.map((s) => [JSON.parse(s.body).messages[0].content, s.onReusedConnection])).toEqual([
       ["first", false],

@@ -15,6 +15,14 @@ describe("final events of a turn", () => {
     expect(events).toEqual([{ type: "turn_complete", data: { numTurns: 2, result: "done", usage: { input_tokens: 3 }, totalCostUsd: 0.01 } }]);
   });
 
+  it("a turn whose server lost the session's lease is server_lost even when the CLI answered: nothing of it was saved", () => {
+    const exceeded = { budget: "session" as const, limit: 10, used: 12 };
+    for (const outcome of [{ kind: "result" as const, result: success }, { kind: "max_turns" as const, result: success }, exit]) {
+      expect(codes(finalEvents(ending({ lost: true }), outcome, null))).toEqual(["error:server_lost"]);
+      expect(codes(finalEvents(ending({ lost: true, shuttingDown: true, live: { budget: { exceeded } } }), outcome, "sandbox_oom"))).toEqual(["error:server_lost"]);
+    }
+  });
+
   it("names the cause of an early end: timeout before interrupt, both before the model's error", () => {
     expect(codes(finalEvents(ending({ timedOut: true, interrupted: true }), { kind: "result", result: success }, null))).toEqual(["error:model_timeout"]);
     expect(codes(finalEvents(ending({ interrupted: true }), { kind: "result", result: { ...success, subtype: "error_during_execution", is_error: true } }, null))).toEqual(["error:interrupted"]);
