@@ -2,7 +2,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { SessionStore } from "@anthropic-ai/claude-agent-sdk";
 import type { AshDatabase } from "../db/types";
-import { appendTranscript, loadTranscript, transcriptPosition } from "../db/queries/transcripts";
+import { appendTranscript, lastTranscriptIdx, loadTranscript, transcriptPosition } from "../db/queries/transcripts";
 
 /** The CLI's project folder name inside CLAUDE_CONFIG_DIR/projects (fixed, so restores know where to write). */
 export const PROJECT_DIR_NAME = "ash-session";
@@ -53,6 +53,14 @@ export function createBindableTranscriptStore(db: AshDatabase): BindableTranscri
       bound = store;
     },
   };
+}
+
+/**
+ * Whether any line of a conversation is stored. An agent stopped just after it named its conversation
+ * may have stored none: resuming that id fails every turn ("No conversation found"), so it is not resumed.
+ */
+export async function hasTranscript(db: AshDatabase, sessionId: string, sdkSessionId: string): Promise<boolean> {
+  return (await lastTranscriptIdx(db, { sessionId, sdkSessionId, subpath: "" })) >= 0;
 }
 
 /** Writes a stored transcript where a CLI with CLAUDE_CONFIG_DIR=`configDir` finds it for `resume`. */

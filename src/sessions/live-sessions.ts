@@ -11,7 +11,7 @@ import type { GatewayGrant, ModelGateway } from "../gateway/gateway";
 import type { StartQueue } from "../runtime/start-queue";
 import type { ToolConfirmationRequest, ToolDecision } from "../runtime/agent-session";
 import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
-import { createTranscriptStore, materializeTranscript } from "../runtime/transcript-store";
+import { createTranscriptStore, hasTranscript, materializeTranscript } from "../runtime/transcript-store";
 import { writeFiles } from "../agents/agent-files";
 import { unavailable, unprocessable } from "../errors";
 import { openCredential, type OpenedCredential } from "../vault/credentials";
@@ -229,13 +229,21 @@ export class LiveSessions {
     }
     // Its loopback bridges (to the model gateway and the egress proxies) were stopped with the process.
     await live.sandbox.resumeNetwork?.();
-    const resume = live.agent.sdkSessionId ?? live.session.sdkSessionId ?? undefined;
-    live.agent = live.respawn(resume);
+    live.agent = live.respawn(await this.conversationToResume(live));
     live.agent.start();
     live.lastUsedAt = Date.now();
     this.o.observability.metrics.woken();
     this.o.log.debug(`session ${live.session.id}: agent process started again in sandbox ${live.sandbox.id}`);
     return live;
+  }
+
+  /** The conversation a woken agent goes on with: the last process's, else the stored one, if any line of it is stored. */
+  private async conversationToResume(live: LiveSession): Promise<string | undefined> {
+    for (const id of new Set([live.agent.sdkSessionId, live.session.sdkSessionId])) {
+      if (id && (await hasTranscript(this.o.db, live.session.id, id))) return id;
+    }
+    if (live.session.sdkSessionId) this.o.log.warn(`session ${live.session.id}: no line of its conversation ${live.session.sdkSessionId} is stored; it starts a new one`);
+    return undefined;
   }
 
   /**
@@ -336,7 +344,8 @@ export class LiveSessions {
     });
     const settings = session.settings as SessionSettings & ForkState;
     const forking = !session.sdkSessionId && settings.forkOf ? settings.forkOf : undefined;
-    const resume = session.sdkSessionId ?? forking;
+    // Cleared when none of it is stored, so the agent starts a new conversation instead of failing to find it.
+    let resume = session.sdkSessionId ?? forking;
     let restored = false;
     const hasSnapshot = await this.o.workspaces.has(session);
     const sandbox = await this.o.sandboxes
@@ -348,7 +357,10 @@ export class LiveSessions {
         // Runs before any process of the sandbox exists, so nothing races these writes.
         populate: async (workspaceDir) => {
           if (!hasSnapshot) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
-          if (resume) await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"), forking ? settings.forkAt : undefined);
+          if (resume && !(await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"), forking ? settings.forkAt : undefined))) {
+            this.o.log.warn(`session ${session.id}: no line of its conversation ${resume} is stored; it starts a new one`);
+            resume = undefined;
+          }
         },
       })
       .catch((error) => {
@@ -377,7 +389,7 @@ export class LiveSessions {
           confirmTools: settings.confirmTools ?? agentVersion?.settings.confirmTools,
           confirm: (request, signal) => this.o.confirm(session.id, request, signal),
           resume: again ?? resume,
-          fork: again === undefined && forking !== undefined,
+          fork: again === undefined && resume !== undefined && forking !== undefined,
           transcriptStore: createTranscriptStore(db, session.id),
           spawn: (box, options) => this.held(box.spawnClaudeCode(options)),
           stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),

@@ -6,6 +6,7 @@ import type { AshDatabase } from "../db/types";
 import { updateSession, type SessionRecord } from "../db/queries/sessions";
 import { lastMessageSeq } from "../db/queries/messages";
 import { lastTranscriptIdx } from "../db/queries/transcripts";
+import { hasTranscript } from "../runtime/transcript-store";
 import type { TurnOutcome } from "../runtime/agent-session";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { SnapshotTooLargeError } from "../snapshots";
@@ -142,8 +143,9 @@ export class TurnRunner {
     // A turn stopped because this server lost the lease writes nothing more to the session: another server owns it.
     // Decided once: a turn told complete is one whose conversation and checkpoint this server still writes.
     const lost = turn.lost === true;
-    if (!lost && live.agent.sdkSessionId && live.agent.sdkSessionId !== live.session.sdkSessionId) {
-      const sdkSessionId = live.agent.sdkSessionId;
+    // Stored only with a line of it: an id of a conversation with nothing stored could never be resumed.
+    const sdkSessionId = live.agent.sdkSessionId;
+    if (!lost && sdkSessionId && sdkSessionId !== live.session.sdkSessionId && (await hasTranscript(this.o.db, live.session.id, sdkSessionId).catch(() => false))) {
       // Kept in memory only once stored, so a failed write is tried again after the next turn.
       await updateSession(this.o.db, live.session.id, { sdkSessionId }).then(
         () => void (live.session.sdkSessionId = sdkSessionId),

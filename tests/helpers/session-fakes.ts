@@ -81,14 +81,18 @@ export class FakeAgent implements AgentProcess {
     this.turns++;
     return new Promise<TurnOutcome>((resolve) => {
       this.running = { resolve, options };
-      const answer = () => {
+      const answer = async () => {
         if (this.running?.resolve !== resolve) return;
         this.sdkSessionId ??= this.options.resume ?? randomUUID();
-        options.onMessage({ type: "assistant", uuid: randomUUID(), parent_tool_use_id: null, message: { content: [{ type: "text", text: "ok" }] } } as never);
+        const uuid = randomUUID();
+        // As the SDK does: the turn's transcript lines are stored before its result.
+        await this.options.transcriptStore.append({ projectKey: "ash-session", sessionId: this.sdkSessionId }, [{ type: "assistant", uuid }]);
+        if (this.running?.resolve !== resolve) return;
+        options.onMessage({ type: "assistant", uuid, parent_tool_use_id: null, message: { content: [{ type: "text", text: "ok" }] } } as never);
         this.end({ kind: "result", result: result("success") });
       };
       if (this.hold) void this.hold.promise.then(answer);
-      else queueMicrotask(answer);
+      else queueMicrotask(() => void answer());
     });
   }
 

@@ -254,7 +254,13 @@ interface TurnRecord {
     expect(worst.count, `session ${worst.session}`).toBeLessThanOrEqual(1);
     // The chaos hit someone, and every hit turn said why.
     for (const turn of turns.filter((t) => t.outcome === "error")) {
-      expect(["server_lost", "server_shutdown"], `turn "${turn.content}": ${JSON.stringify(turn.frames.filter((f) => f.event === "error"))}`).toContain(turn.errorCode);
+      if (["server_lost", "server_shutdown"].includes(turn.errorCode!)) continue;
+      const logs = servers.flatMap((s, i) => {
+        const lines = s.output().split("\n");
+        // Each line naming the session, and the two after it (an error's message and first frame).
+        return lines.flatMap((line, at) => (line.includes(turn.session) ? lines.slice(at, at + 3) : [])).slice(-24).map((line) => `[${i}] ${line}`);
+      });
+      expect.fail(`turn "${turn.content}" by ${turn.servedBy.join(">")}: ${JSON.stringify(turn.frames.filter((f) => f.event === "error"))}\n${logs.join("\n")}`);
     }
     expect(turns.filter((t) => t.outcome === "complete").length).toBeGreaterThan(total / 2);
 

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { openDatabase } from "../../src/db/connect";
 import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { backends } from "../helpers/backends";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
@@ -8,10 +10,11 @@ describe.each(backends)("turns on $name", (backend) => {
   let server: TestServer;
   let model: Awaited<ReturnType<typeof startFakeModel>>;
   let cleanup: () => Promise<void>;
+  let prepared: Awaited<ReturnType<typeof backend.prepare>>;
 
   beforeAll(async () => {
     model = await startFakeModel();
-    const prepared = await backend.prepare();
+    prepared = await backend.prepare();
     cleanup = prepared.cleanup;
     server = await startTestServer({ env: prepared.env, modelUrl: model.url });
     expect((await server.api("/api/agents", { method: "POST", json: agentUpload("worker", { "data/seed.txt": "seed-content" }) })).status).toBe(201);
@@ -85,6 +88,25 @@ describe.each(backends)("turns on $name", (backend) => {
     const text = events.filter((e) => e.event === "text_delta").map((e) => e.data.delta).join("");
     expect(text).toContain("[turns seen: 2]");
     expect(model.userTexts()).toContain("my favourite colour is teal");
+  });
+
+  it("starts a new conversation when none of the stored one's lines are (an agent stopped just after naming it), instead of failing every turn", async () => {
+    const session = await newSession();
+    await sendAndRead(session.id, "a first turn");
+    expect((await (await server.api(`/api/sessions/${session.id}/stop`, { method: "POST" })).json()).session.status).toBe("stopped");
+    // What a crash right after the agent named its conversation leaves: the id, and not one line of it.
+    const db = await openDatabase({ url: backend.name === "postgres" ? prepared.env.ASH_DATABASE_URL : undefined, dataDir: server.dataDir });
+    try {
+      await db.run("UPDATE sessions SET sdk_session_id = ? WHERE id = ?", [randomUUID(), session.id]);
+    } finally {
+      await db.close();
+    }
+    for (const [content, seen] of [["after the crash", 1], ["and again", 2]] as const) {
+      const events = await sendAndRead(session.id, content);
+      expect(events.find((e) => e.event === "error")?.data).toBeUndefined();
+      const text = events.filter((e) => e.event === "text_delta").map((e) => e.data.delta).join("");
+      expect(text).toContain(`Echo: ${content} [turns seen: ${seen}]`);
+    }
   });
 
   it("refuses a second turn while one runs (409), and interrupt stops it", async () => {
