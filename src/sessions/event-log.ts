@@ -104,6 +104,10 @@ export class EventLog {
     } catch (error) {
       // Keep the order intact: nothing after a failed write may become visible.
       this.failure = error instanceof Error ? error : new Error(String(error));
+      // Its readers end instead of waiting for events this log will never show (another server may have
+      // written them: a seq taken is what failed); they come back with Last-Event-ID to a log read from the database.
+      this.closed = true;
+      this.wake();
       throw this.failure;
     }
     this.durableSeq = batch[batch.length - 1]!.event.seq;
