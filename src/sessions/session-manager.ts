@@ -499,6 +499,18 @@ export class SessionManager {
     return this.live.get(sessionId)?.sandbox;
   }
 
+  /**
+   * A session's log for a reader (a stream). A copy kept here from an earlier stay may be behind what
+   * another server wrote since: when no turn of the session runs here, it catches up with the database
+   * first. (While other servers are about, the follower keeps it up to date after that; with none left,
+   * nothing else would, and the reader would wait for events that were already written.)
+   */
+  async logForReader(sessionId: string): Promise<EventLog> {
+    const log = await this.logFor(sessionId);
+    if (!this.leases.isHeld(sessionId) && !this.live.get(sessionId) && this.turns.phase(sessionId) === "free") await log.catchUp().catch(() => undefined);
+    return log;
+  }
+
   async logFor(sessionId: string): Promise<EventLog> {
     const existing = this.logs.get(sessionId);
     if (existing && !existing.broken) return existing;

@@ -264,4 +264,34 @@ describeWithPostgres("several servers, one owner per live session", () => {
     expect(onA.find((e) => e.event === "tool_result")?.data.content).toContain("kept");
     expect((await lease(session.id))?.server_id).toBe(ids[0]);
   }, 120_000);
+
+  it("serves a stream, once it is the last server, of what another server wrote since its own stay", async () => {
+    // B and C are gone by now (killed, drained): A and a new server.
+    const a = servers[0]!;
+    const b = await start();
+    servers.push(b);
+    const { session } = await (await a.api("/api/sessions", { method: "POST", json: { agent: "shared" } })).json();
+    const onA = parseFrames(await (await a.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "first, on A" } })).text());
+    expect((await a.api(`/api/sessions/${session.id}/pause`, { method: "POST" })).status).toBe(200);
+    // B runs the next turn and goes; A, whose copy of the log stops at its own turn, is all that is left.
+    const onB = parseFrames(await (await b.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "second, on B" } })).text());
+    expect(onB.at(-1)?.event).toBe("done");
+    expect(await b.stop()).toBe(0);
+    // A's next heartbeats find no other server (a drained server's row goes at once).
+    await sleep(TTL_MS);
+    const stream = await a.api(`/api/sessions/${session.id}/stream`, { headers: { "last-event-id": String(onA.at(-1)!.id) }, signal: AbortSignal.timeout(60_000) });
+    const reader = stream.body!.getReader();
+    let text = "";
+    try {
+      for (let round = 0; round < 1000 && !text.includes("event: done"); round++) {
+        const chunk = await reader.read();
+        if (chunk.done) break;
+        text += new TextDecoder().decode(chunk.value);
+      }
+    } catch (error) {
+      throw new Error(`the stream on A stopped short of B's turn (${(error as Error).name}); it had: ${JSON.stringify(parseFrames(text).map((e) => e.id))}`);
+    }
+    await reader.cancel().catch(() => undefined);
+    expect(parseFrames(text).map((e) => e.id)).toEqual(onB.map((e) => e.id));
+  }, 120_000);
 });

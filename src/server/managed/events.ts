@@ -177,7 +177,7 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
     const { record } = await requireManagedSession(ctx, event);
     if (listOf(queryOf(event), "event_deltas").length > 0) throw badRequest("event_deltas are not available on this server: agent.message and agent.thinking come whole.");
     const header = event.req.headers.get("last-event-id");
-    const log = await ctx.sessions.logFor(record.id);
+    const log = await ctx.sessions.logForReader(record.id);
     const after: Position = header ? parsePosition(header.trim(), "The Last-Event-ID header") : { seq: log.lastSeq, index: Number.MAX_SAFE_INTEGER };
     // Catch up from the database (this also rebuilds what the mapper knows of the turn under way).
     const caught = await readManagedEvents(ctx.db, record.id, after, 1000);

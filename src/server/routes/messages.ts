@@ -68,7 +68,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
         : query !== undefined
           ? parseSequence(typeof query === "string" ? query : "", 'The query parameter "after"')
           : 0;
-    const log = await ctx.sessions.logFor(sessionId);
+    const log = await ctx.sessions.logForReader(sessionId);
     return eventStreamResponse(log, after, { endAfterDone: false, open: true });
   });
 
