@@ -100,6 +100,8 @@ export class SessionManager {
   private readonly lifecycle: Lifecycle;
   private readonly runner: TurnRunner;
   private readonly logs = new Map<string, EventLog>();
+  /** Logs being opened: callers at the same moment share one, so no reader waits on a copy nobody writes to. */
+  private readonly openingLogs = new Map<string, Promise<EventLog>>();
   /** Tool uses held by a confirmation policy until someone decides. */
   private readonly confirmations = new ToolConfirmations();
   private sweeper?: NodeJS.Timeout;
@@ -514,13 +516,20 @@ export class SessionManager {
   async logFor(sessionId: string): Promise<EventLog> {
     const existing = this.logs.get(sessionId);
     if (existing && !existing.broken) return existing;
+    const opening = this.openingLogs.get(sessionId);
+    if (opening) return opening;
     const { telemetry } = this.o.observability;
-    const log = await EventLog.open(this.o.db, sessionId, (events) => {
+    const opened = EventLog.open(this.o.db, sessionId, (events) => {
       const agent = this.live.get(sessionId)?.session.agentName;
       for (const e of events) telemetry.emit({ type: e.type, sessionId, agent, seq: e.seq, at: new Date(e.createdAt), data: e.data });
-    });
-    this.logs.set(sessionId, log);
-    return log;
+    })
+      .then((log) => {
+        this.logs.set(sessionId, log);
+        return log;
+      })
+      .finally(() => this.openingLogs.delete(sessionId));
+    this.openingLogs.set(sessionId, opened);
+    return opened;
   }
 
   async requireSession(sessionId: string): Promise<SessionRecord> {

@@ -74,6 +74,20 @@ describe("two messages at once", () => {
   });
 });
 
+describe("a stream and a message at once", () => {
+  it("read and write one event log, so the stream sees the turn", async () => {
+    const session = await newSession();
+    await h.sessions.pause(session.id);
+    // Two readers (GET /stream) and a writer open the sleeping session's log at the same moment.
+    const [first, second, writer] = await Promise.all([h.sessions.logForReader(session.id), h.sessions.logForReader(session.id), h.sessions.logFor(session.id)]);
+    expect(second).toBe(first);
+    expect(writer).toBe(first);
+    const sent = await h.sessions.sendMessage(session.id, { content: "one" });
+    expect(sent.log).toBe(first);
+    expect((await eventsAfter(first, sent.after)).map((e) => e.type)).toContain("done");
+  });
+});
+
 describe("interrupt", () => {
   it("while the sandbox comes up finds no turn to stop; the message's turn then runs", async () => {
     const session = await newSession();
