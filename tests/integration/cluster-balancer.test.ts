@@ -101,6 +101,17 @@ interface TurnRecord {
     return owner ? `${picked}->${serverIds.indexOf(owner)}` : picked;
   };
 
+  /** Turns under way, printed when the run takes far longer than usual, so a stream that never ends says which it is. */
+  const inFlight = new Set<{ session: string; content: string; frames: Frame[]; servedBy: string[]; request: string }>();
+  const report = setInterval(async () => {
+    for (const t of inFlight) {
+      const stored = await sql.query("SELECT seq, type FROM events WHERE session_id = $1 ORDER BY seq DESC LIMIT 8", [t.session]).then((r) => r.rows.reverse().map((e: any) => `${e.seq}:${e.type}`), () => []);
+      console.info(`still under way: "${t.content}" (${t.request}) by ${t.servedBy.join(">")}, frames ${JSON.stringify(t.frames.map((f) => `${f.id}:${f.event}`))}, stored ${JSON.stringify(stored)}`);
+    }
+  }, 300_000);
+  report.unref();
+  afterAll(() => clearInterval(report));
+
   /** Reads SSE frames from a response until `done` (returns true) or until the stream breaks (false). */
   async function readUntilDone(response: Response, into: Frame[]): Promise<boolean> {
     const reader = response.body!.getReader();
@@ -132,6 +143,8 @@ interface TurnRecord {
     const servedBy: string[] = [];
     let sent = false;
     let retries = -1;
+    const watch = { session, content, frames, servedBy, request: "" };
+    inFlight.add(watch);
     for (let attempt = 0; attempt < 60; attempt++) {
       retries++;
       let response: Response | undefined;
@@ -166,9 +179,11 @@ interface TurnRecord {
         continue;
       }
       servedBy.push(serverOf(response));
+      watch.request = sent && response.url.includes("/stream") ? `GET /stream after ${frames.at(-1)?.id ?? lastId}` : "POST /messages";
       if (await readUntilDone(response, frames)) break;
       await sleep(300);
     }
+    inFlight.delete(watch);
     const error = frames.find((f) => f.event === "error");
     const complete = frames.find((f) => f.event === "turn_complete");
     const seen = /\[turns seen: (\d+)\]/.exec(String(complete?.data?.result ?? ""));
