@@ -164,7 +164,7 @@ export class TurnRunner {
         // Its sandbox goes unsaved (SessionManager.leasesLost / fence); no checkpoint, no session row change.
       } else if (turn.lost) {
         // Lost after it was told complete: its checkpoint would write over the new owner's, so the client hears it was not saved.
-        emit(finalEvents({ ...turn, shuttingDown: false }, outcome, null));
+        emit([saveFailedEvent(undefined, "lost")]);
       } else if (outcome.kind === "process_exit") {
         const status = this.o.shuttingDown() ? "active" : final.some((e) => (e.data as any).code?.startsWith("sandbox_")) ? "error" : "active";
         await this.o.exited(live.session.id, status).catch(() => undefined);
@@ -176,7 +176,7 @@ export class TurnRunner {
           () => undefined,
           (error: unknown) => error,
         );
-        if (failure !== undefined) emit([saveFailedEvent(failure)]);
+        if (failure !== undefined) emit([saveFailedEvent(failure, turn.lost ? "lost" : this.o.shuttingDown() ? "shutdown" : undefined)]);
       }
     } finally {
       // Counted and its span closed even when saving the workspace failed.
@@ -278,7 +278,10 @@ export function limitHit(before: ReturnType<SandboxHandle["limitCounters"]>, aft
 }
 
 /** The `error` event of a turn whose workspace could not be saved. */
-export function saveFailedEvent(error: unknown): StreamEvent {
+export function saveFailedEvent(error: unknown, cause?: "lost" | "shutdown"): StreamEvent {
+  // The save was cut by what stopped the server's hold on the session, not by the workspace: say that.
+  if (cause === "lost") return { type: "error", data: { error: LEASE_LOST_MESSAGE, code: "server_lost" } };
+  if (cause === "shutdown") return { type: "error", data: { error: "The server shut down while saving this turn's files; the last save is kept.", code: "server_shutdown" } };
   if (error instanceof SnapshotTooLargeError) return { type: "error", data: { error: error.message, code: "sandbox_disk" } };
   return {
     type: "error",

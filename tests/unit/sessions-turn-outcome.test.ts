@@ -71,6 +71,11 @@ describe("the pieces of a turn's ending", () => {
     expect(saveFailedEvent(new Error("disk full"))).toMatchObject({ data: { code: "workspace_save_failed" } });
   });
 
+  it("a save cut by a lost lease or a shutdown says so, whatever the workspace's own error", () => {
+    expect(saveFailedEvent(new Error("tar was killed"), "lost")).toMatchObject({ data: { code: "server_lost" } });
+    expect(saveFailedEvent(new SnapshotTooLargeError(2048, 1024), "shutdown")).toMatchObject({ data: { code: "server_shutdown" } });
+  });
+
   it("lists a checkpoint's prompt as the start of the message's text", () => {
     expect(promptOf("  hello  ")).toBe("hello");
     expect(promptOf([{ type: "image" }, { type: "text", text: "look" }])).toBe("look");
