@@ -222,6 +222,8 @@ export class LiveSessions {
     if (live.phase === "parked" && !(await this.o.stillOwned(session.id))) {
       throw unavailable("This session was taken over by another server; send the request again and it is passed on there.", 1);
     }
+    // Looked up while still parked: once hot, nothing may come between the state and its new process.
+    const resume = await this.conversationToResume(live);
     if (!moveLive(live, "hot")) {
       // Put to sleep while it was waking (a pause, a rewind): it comes up again from what was saved.
       await live.closing;
@@ -229,7 +231,7 @@ export class LiveSessions {
     }
     // Its loopback bridges (to the model gateway and the egress proxies) were stopped with the process.
     await live.sandbox.resumeNetwork?.();
-    live.agent = live.respawn(await this.conversationToResume(live));
+    live.agent = live.respawn(resume);
     live.agent.start();
     live.lastUsedAt = Date.now();
     this.o.observability.metrics.woken();
