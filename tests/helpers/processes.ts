@@ -1,16 +1,21 @@
 import { readdir, readFile, readlink } from "node:fs/promises";
 
-/** The working folder of every Claude Code CLI process under `dataDir` right now (read from /proc). */
+const isClaude = async (pid: string) => /claude-agent-sdk-linux-[^/]+\/claude$/.test((await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0")[0] ?? "");
+
+/**
+ * The working folder of every Claude Code CLI process under `dataDir` right now (read from /proc).
+ * A scan of /proc takes a while: a process that ended during it and one that started after it were
+ * never there together, so only those still running once the scan is over count.
+ */
 async function claudeFolders(dataDir: string): Promise<string[]> {
-  const found: string[] = [];
+  const found: Array<{ pid: string; cwd: string }> = [];
   for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    if (!/claude-agent-sdk-linux-[^/]+\/claude$/.test(cmdline.split("\0")[0] ?? "")) continue;
+    if (!/^\d+$/.test(pid) || !(await isClaude(pid))) continue;
     const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
-    if (cwd.startsWith(dataDir + "/")) found.push(cwd);
+    if (cwd.startsWith(dataDir + "/")) found.push({ pid, cwd });
   }
-  return found;
+  const alive = await Promise.all(found.map((f) => isClaude(f.pid)));
+  return found.filter((_, i) => alive[i]).map((f) => f.cwd);
 }
 
 /** How many Claude Code CLI processes working under `dataDir` run right now. */
