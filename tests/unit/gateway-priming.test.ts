@@ -1,7 +1,7 @@
 import { createServer as createHttpServer } from "node:http";
-import { createServer, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelGateway } from "../../src/gateway/gateway";
+import { serveGateway } from "../helpers/gateway-front";
 
 describe("a priming spare's model calls", () => {
   let upstreamCalls = 0;
@@ -13,23 +13,17 @@ describe("a priming spare's model calls", () => {
     res.end(JSON.stringify({ id: "msg_up", type: "message", role: "assistant", content: [{ type: "text", text: "from upstream" }], usage: { input_tokens: 3, output_tokens: 2 } }));
   });
   const gateway = new ModelGateway({ usage: () => void usageReports++ });
-  let front: Server;
-  const sockets = new Set<import("node:net").Socket>();
+  let front: Awaited<ReturnType<typeof serveGateway>>;
   let url: string;
 
   beforeAll(async () => {
     await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
-    front = createServer((socket) => {
-      sockets.add(socket);
-      gateway.accept(socket);
-    });
-    await new Promise<void>((r) => front.listen(0, "127.0.0.1", () => r()));
-    url = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
+    front = await serveGateway(gateway);
+    url = front.url;
   });
   afterAll(async () => {
     gateway.close();
-    for (const socket of sockets) socket.destroy();
-    await new Promise((r) => front.close(r));
+    await front.close();
     upstream.closeAllConnections();
     await new Promise((r) => upstream.close(r));
   });

@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage } from "node:http";
-import { createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelGateway } from "../../src/gateway/gateway";
+import { serveGateway } from "../helpers/gateway-front";
 
 // An upstream that closes a kept-alive connection just as the gateway reuses it (the race of an
 // idle timeout) must not fail the agent's turn; an upstream that really is broken still does.
@@ -23,26 +23,20 @@ describe("the model gateway's upstream connections", () => {
     });
   });
   const gateway = new ModelGateway();
-  let front: Server;
-  const sockets = new Set<Socket>();
+  let front: Awaited<ReturnType<typeof serveGateway>>;
   let url: string;
   let token: string;
 
   beforeAll(async () => {
     await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", () => r()));
-    front = createServer((socket) => {
-      sockets.add(socket);
-      gateway.accept(socket);
-    });
-    await new Promise<void>((r) => front.listen(0, "127.0.0.1", () => r()));
-    url = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
+    front = await serveGateway(gateway);
+    url = front.url;
     const upstreamUrl = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`;
     token = gateway.issue({ sandboxId: "s1", agentName: "a", upstream: { baseUrl: upstreamUrl, apiKey: "sk-real", keyId: "server" } }).token;
   });
   afterAll(async () => {
     gateway.close();
-    for (const socket of sockets) socket.destroy();
-    await new Promise((r) => front.close(r));
+    await front.close();
     upstream.closeAllConnections();
     await new Promise((r) => upstream.close(r));
   });
@@ -83,15 +77,11 @@ describe("the model gateway's upstream connections", () => {
     const again = new ModelGateway();
     const upstreamUrl = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`;
     const fresh = again.issue({ sandboxId: "s2", agentName: "a", upstream: { baseUrl: upstreamUrl, apiKey: "sk-real", keyId: "server" } }).token;
-    const frontAgain = createServer((socket) => {
-      sockets.add(socket);
-      again.accept(socket);
-    });
-    await new Promise<void>((r) => frontAgain.listen(0, "127.0.0.1", () => r()));
+    const frontAgain = await serveGateway(again);
     try {
       seen.length = 0;
       mode = "always";
-      const response = await fetch(`http://127.0.0.1:${(frontAgain.address() as { port: number }).port}/v1/messages`, {
+      const response = await fetch(`${frontAgain.url}/v1/messages`, {
         method: "POST",
         headers: { "x-api-key": fresh, "content-type": "application/json" },
         body: JSON.stringify({ model: "m", max_tokens: 5, messages: [{ role: "user", content: "once" }] }),
@@ -100,8 +90,7 @@ describe("the model gateway's upstream connections", () => {
       expect(seen).toHaveLength(1);
     } finally {
       again.close();
-      for (const socket of sockets) socket.destroy();
-      await new Promise((r) => frontAgain.close(r));
+      await frontAgain.close();
     }
   });
 });
