@@ -244,8 +244,12 @@ export class LiveSessions {
     for (const id of new Set([live.agent.sdkSessionId, live.session.sdkSessionId])) {
       if (id && (await hasTranscript(this.o.db, live.session.id, id))) return id;
     }
-    if (live.session.sdkSessionId) this.o.log.warn(`session ${live.session.id}: no line of its conversation ${live.session.sdkSessionId} is stored; it starts a new one`);
+    if (live.session.sdkSessionId) this.noConversation(live.session.id, live.session.sdkSessionId);
     return undefined;
+  }
+
+  private noConversation(sessionId: string, sdkSessionId: string): void {
+    this.o.log.warn(`session ${sessionId}: no line of its conversation ${sdkSessionId} is stored; it starts a new one`);
   }
 
   /**
@@ -360,7 +364,7 @@ export class LiveSessions {
         populate: async (workspaceDir) => {
           if (!hasSnapshot) await writeFiles(workspaceDir, await getAgentFiles(db, session.agentId, session.agentVersion));
           if (resume && !(await materializeTranscript(db, session.id, resume, join(dirname(workspaceDir), "home", ".claude"), forking ? settings.forkAt : undefined))) {
-            this.o.log.warn(`session ${session.id}: no line of its conversation ${resume} is stored; it starts a new one`);
+            this.noConversation(session.id, resume);
             resume = undefined;
           }
         },
