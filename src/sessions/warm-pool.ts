@@ -64,6 +64,16 @@ export const SPARE_MEMORY_MB = 200;
  */
 export const SPARE_NICE = 10;
 
+/**
+ * Sessions of one agent created within this long of each other count as one
+ * burst; the largest burst in the last ASH_WARM_DEMAND_MS is how many spares
+ * the agent keeps (within ASH_WARM_MEMORY_MB), so a burst that comes again is
+ * served by spares instead of as many CLI start-ups at once.
+ */
+export const BURST_WINDOW_MS = 1000;
+/** No agent's demand asks for more spares than this (the memory budget and sandbox cap bound it further). */
+const MAX_DEMAND_SPARES = 32;
+
 /** A spare whose CLI takes longer than this to start is given up (and tried again on the next check). */
 const SPARE_START_TIMEOUT_MS = 60_000;
 
@@ -80,6 +90,9 @@ export class WarmPool {
   private readonly making = new Map<string, Set<Pending>>();
   /** When a session of each agent was last created: demand for a spare. */
   private readonly lastDemand = new Map<string, number>();
+  /** Per agent: creation times within the last BURST_WINDOW_MS, and its largest burst (with when it was seen). */
+  private readonly recentCreates = new Map<string, number[]>();
+  private readonly peakBurst = new Map<string, { count: number; at: number }>();
   /** Spares agents ask for themselves (PATCH /api/agents/:name/config warmSpares), read at each check. */
   private configured: Record<string, number> = {};
   private timer?: NodeJS.Timeout;
@@ -95,17 +108,24 @@ export class WarmPool {
     return (this.wanted()[agent] ?? 0) > 0;
   }
 
-  /** A session of `agent` was just created: it gets a spare for ASH_WARM_DEMAND_MS. */
+  /** A session of `agent` was just created: it gets spares (as many as its largest recent burst) for ASH_WARM_DEMAND_MS. */
   demand(agent: string): void {
     if (this.o.config.warmDemandMs === 0) return;
-    this.lastDemand.set(agent, this.now());
+    const now = this.now();
+    this.lastDemand.set(agent, now);
+    const burst = (this.recentCreates.get(agent) ?? []).filter((at) => at > now - BURST_WINDOW_MS);
+    burst.push(now);
+    this.recentCreates.set(agent, burst.slice(-MAX_DEMAND_SPARES));
+    const peak = this.peakBurst.get(agent);
+    if (!peak || burst.length >= peak.count || peak.at < now - this.o.config.warmDemandMs) this.peakBurst.set(agent, { count: Math.min(burst.length, MAX_DEMAND_SPARES), at: now });
     this.check();
   }
 
   /**
-   * Spares wanted per agent: ASH_WARM_POOL's counts, and one for every other
-   * agent with a session created in the last ASH_WARM_DEMAND_MS, most recent
-   * first, as many as ASH_WARM_MEMORY_MB holds.
+   * Spares wanted per agent: ASH_WARM_POOL's counts, and for every other agent
+   * with a session created in the last ASH_WARM_DEMAND_MS first one (most
+   * recent first), then up to its largest recent burst, as many as
+   * ASH_WARM_MEMORY_MB holds.
    */
   wanted(): Record<string, number> {
     // An agent's own warmSpares wins over ASH_WARM_POOL's count for it; 0 turns its spares off.
@@ -114,12 +134,27 @@ export class WarmPool {
     let room = Math.floor(this.o.config.warmMemoryMb / SPARE_MEMORY_MB);
     const since = this.now() - this.o.config.warmDemandMs;
     const recent = [...this.lastDemand].filter(([, at]) => at >= since).sort((a, b) => b[1] - a[1]);
-    for (const [name] of this.lastDemand) if (!recent.some(([n]) => n === name)) this.lastDemand.delete(name);
-    for (const [name] of recent) {
+    for (const [name] of this.lastDemand) {
+      if (recent.some(([n]) => n === name)) continue;
+      this.lastDemand.delete(name);
+      this.recentCreates.delete(name);
+      this.peakBurst.delete(name);
+    }
+    const byDemand = recent.map(([name]) => name).filter((name) => !Object.hasOwn(wanted, name) && this.configured[name] !== 0);
+    for (const name of byDemand) {
       if (room <= 0) break;
-      if (Object.hasOwn(wanted, name) || this.configured[name] === 0) continue;
       wanted[name] = 1;
       room--;
+    }
+    // Then more for agents whose sessions came in bursts, the most recently used first.
+    for (const name of byDemand) {
+      if (room <= 0) break;
+      const peak = this.peakBurst.get(name);
+      if (!wanted[name] || !peak || peak.at < since) continue;
+      const more = Math.min(peak.count - 1, room);
+      if (more <= 0) continue;
+      wanted[name] += more;
+      room -= more;
     }
     return wanted;
   }

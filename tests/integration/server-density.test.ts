@@ -268,6 +268,44 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
   });
 });
 
+describe("warm spares sized by the last burst (ASH_WARM_DEMAND_MS, ASH_WARM_MEMORY_MB)", () => {
+  let server: TestServer;
+  let model: Model;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    // Room for three spares (200 MB each); demand lasts long enough for them all to start on a busy machine.
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "600000", ASH_WARM_MEMORY_MB: "600" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("bursty") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+  });
+
+  const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
+  const sandboxes = async () => readdir(`${server.dataDir}/sandboxes`);
+
+  it("keeps as many spares as the last burst of sessions, within the memory budget, and serves the next burst from them", async () => {
+    // A burst of four: the agent wants four spares, the budget holds three.
+    const burst = await Promise.all([1, 2, 3, 4].map(() => createSession(server, { agent: "bursty" })));
+    for (const s of burst) await server.api(`/api/sessions/${s.id}`, { method: "DELETE" });
+    const made = await until(async () => (await health()).pool.warm.agents.bursty === 3 && (await sandboxes()).length === 3);
+    if (!made) console.log(JSON.stringify(await health()), server.output());
+    expect(made).toBe(true);
+    const spares = await sandboxes();
+    // Never more than the budget, also once nothing else is starting.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await health()).pool.warm.total).toBe(3);
+    // The next burst of three: each session gets its own spare, none starts cold.
+    const again = await Promise.all([1, 2, 3].map(() => createSession(server, { agent: "bursty" })));
+    expect(new Set(again.map((s) => s.sandboxId)).size).toBe(3);
+    for (const s of again) expect(spares).toContain(s.sandboxId);
+    for (const s of again) expect((await turn(server, s.id, "hi")).map((e) => e.event)).toContain("turn_complete");
+    for (const s of again) await server.api(`/api/sessions/${s.id}`, { method: "DELETE" });
+  });
+});
+
 describe("DELETE answers before the sandbox teardown (ASH_TEST_TEARDOWN_HOLD_FILE)", () => {
   let server: TestServer;
   let model: Model;
