@@ -1,13 +1,16 @@
 // How many sessions a machine holds and how fast they start: memory of an idle
 // session past the hot window, create -> first text with and without a demand
-// spare, DELETE of a session whose agent process is starting, a burst of 10
-// new sessions with and without the start queue, later turns while the pool
+// spare (and the bare CLI's own first message against its later ones), DELETE
+// of a session whose agent process is starting, a burst of 10 new sessions
+// (first and repeated) with and without the start queue, later turns while the pool
 // refills, and CPU seconds per turn and per idle minute. Every row has its
 // baseline measured in the same run; the table goes into docs/benchmarks.md.
 //
 //   npx tsx bench/density.ts [samples=8] [--no-write]
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { query } from "@anthropic-ai/claude-agent-sdk";
 import { join } from "node:path";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
@@ -40,7 +43,7 @@ async function until(ok: () => Promise<boolean>, what: string): Promise<void> {
   }
   throw new Error(`timed out waiting for ${what}`);
 }
-const spareReady = (s: TestServer) => until(async () => (await health(s)).pool.warm.agents.bench === 1, "a spare");
+const spareReady = (s: TestServer) => until(async () => (await health(s)).pool.warm.agents.bench >= 1, "a spare");
 
 // --- /proc readings -------------------------------------------------------------
 
@@ -204,24 +207,29 @@ for (let i = 0; i < samples; i++) {
 }
 await unprimed.dispose();
 
-// 3. Ten new sessions at once: the start queue (defaults) against all starting together.
-async function burst(env: Record<string, string>, rounds = 2): Promise<number[]> {
+// 3. Ten new sessions at once: the start queue (defaults) against all starting together. With
+// spares, the first burst finds the one spare of an agent used once; the later ones find as many
+// spares as that burst (within the memory budget).
+const demandSpares = Math.min(10, Math.floor(Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)) / 200));
+async function burst(env: Record<string, string>, rounds = 3): Promise<{ first: number[]; again: number[] }> {
   const s = await server(env);
-  const out: number[] = [];
+  const out = { first: [] as number[], again: [] as number[] };
+  const withSpares = env.ASH_WARM_DEMAND_MS !== "0";
   try {
-    if (env.ASH_WARM_DEMAND_MS !== "0") {
+    if (withSpares) {
       await del(s, (await create(s)).id);
       await spareReady(s);
     }
     for (let r = 0; r < rounds; r++) {
+      const into = r === 0 ? out.first : out.again;
       const t = performance.now();
       const ids = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
         const session = await create(s);
-        out.push(await firstText(s, session.id, `burst ${r} ${i}`, t));
+        into.push(await firstText(s, session.id, `burst ${r} ${i}`, t));
         return session.id as string;
       }));
       await Promise.all(ids.map((id) => del(s, id)));
-      if (env.ASH_WARM_DEMAND_MS !== "0") await spareReady(s);
+      if (withSpares) await until(async () => (await health(s)).pool.warm.agents.bench >= demandSpares, `${demandSpares} spares`);
       await sleep(1000);
     }
   } finally {
@@ -231,6 +239,63 @@ async function burst(env: Record<string, string>, rounds = 2): Promise<number[]>
 }
 const burstQueued = await burst({});
 const burstAll = await burst({ ASH_START_CONCURRENCY: "10", ASH_WARM_DEMAND_MS: "0" });
+
+// 3b. Baseline for a spare's first turn: the Claude Code CLI kept alive without the server (no
+// sandbox), primed the same way (one side question), then its first message and later ones.
+const cliFirst: number[] = [];
+const cliLater: number[] = [];
+{
+  const dir = await mkdtemp(join(tmpdir(), "ash-bench-cli-"));
+  await writeFile(join(dir, "CLAUDE.md"), "You are a test agent.");
+  await mkdir(join(dir, ".config"), { recursive: true });
+  for (let i = 0; i < samples; i++) {
+    const queue: unknown[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const input = async function* () {
+      while (!finished) {
+        while (queue.length > 0) yield queue.shift() as any;
+        await new Promise<void>((r) => (wake = r));
+      }
+    };
+    const q = query({
+      prompt: input(),
+      options: {
+        cwd: dir,
+        env: { PATH: process.env.PATH!, HOME: dir, CLAUDE_CONFIG_DIR: join(dir, ".config"), ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: "sk-fake", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1", IS_SANDBOX: "1" },
+        settingSources: ["project"],
+        permissionMode: "bypassPermissions",
+        allowDangerouslySkipPermissions: true,
+        includePartialMessages: true,
+      },
+    });
+    let onText: (() => void) | undefined;
+    let onResult: (() => void) | undefined;
+    const pump = (async () => {
+      for await (const m of q as AsyncIterable<any>) {
+        if (m.type === "stream_event" && m.event?.delta?.type === "text_delta") onText?.();
+        if (m.type === "result") onResult?.();
+      }
+    })();
+    await q.initializationResult();
+    await (q as unknown as { askSideQuestion(text: string): Promise<unknown> }).askSideQuestion("ok");
+    await sleep(300);
+    for (let turn = 0; turn < 3; turn++) {
+      const t = performance.now();
+      const text = new Promise<number>((r) => (onText = () => ((onText = undefined), r(performance.now() - t))));
+      const result = new Promise<void>((r) => (onResult = r));
+      queue.push({ type: "user", message: { role: "user", content: `hello ${turn}` }, parent_tool_use_id: null, session_id: "" });
+      wake?.();
+      (turn === 0 ? cliFirst : cliLater).push(await text);
+      await result;
+    }
+    finished = true;
+    wake?.();
+    q.close();
+    await pump.catch(() => undefined);
+  }
+  await rm(dir, { recursive: true, force: true });
+}
 
 // 4. Memory and CPU of a session past the hot window.
 const short = await server({ ASH_KEEPALIVE_MS: "1000", ASH_WARM_DEMAND_MS: "0" });
@@ -285,7 +350,7 @@ rows.push({
   what: "create → first text with a warm spare, against a later turn's first text",
   goal: "≤ 1.5 × a later turn",
   ours: `primed: ${fmt(spareFirst)} = ${(p50(spareFirst) / p50(laterTurn)).toFixed(1)} ×`,
-  baseline: `later turns ${fmt(laterTurn)}; not primed: ${(p50(unprimedFirst) / p50(laterTurn)).toFixed(1)} ×`,
+  baseline: `later turns ${fmt(laterTurn)}; not primed: ${(p50(unprimedFirst) / p50(laterTurn)).toFixed(1)} ×; the CLI kept alive without the server, primed the same way: first message ${fmt(cliFirst)} against later ${fmt(cliLater)} = ${(p50(cliFirst) / p50(cliLater)).toFixed(1)} ×`,
   met: p50(spareFirst) <= 1.5 * p50(laterTurn) ? "yes" : "no",
 });
 rows.push({
@@ -298,9 +363,9 @@ rows.push({
 rows.push({
   what: "10 new sessions at once on one agent: first text",
   goal: "≤ 2 s p50",
-  ours: `queue (${cpus().length} at a time) + spare: ${fmt(burstQueued)}`,
-  baseline: `all 10 starting at once, no spare: ${fmt(burstAll)}`,
-  met: p50(burstQueued) <= 2000 ? "yes" : "no",
+  ours: `a burst like an earlier one (${demandSpares} spares sized by it, queue ${cpus().length} at a time): ${fmt(burstQueued.again)}; the first burst (one spare): ${fmt(burstQueued.first)}`,
+  baseline: `all 10 starting at once, no spare: ${fmt([...burstAll.first, ...burstAll.again])}`,
+  met: p50(burstQueued.again) <= 2000 ? (p50(burstQueued.first) <= 2000 ? "yes" : "a repeated burst yes; the first no") : "no",
 });
 rows.push({
   what: "later turns while another process starts (pool refill / a cold session)",
