@@ -124,32 +124,42 @@ export type Need = typeof NEED;
 /** Takes exact byte counts out of pushed chunks, synchronously. */
 class Bytes {
   private chunks: Buffer[] = [];
+  /** Chunks before this index are used up; bytes of chunks[head] before `offset` too. */
+  private head = 0;
+  private offset = 0;
   buffered = 0;
   ended = false;
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
+    if (this.head > 64) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
     this.chunks.push(chunk);
     this.buffered += chunk.length;
   }
 
-  /** Up to n (> 0) bytes of the first chunk, as a view. */
+  /** Up to n (> 0) bytes of the first chunk, as a view (one view made, the chunk is not sliced again). */
   some(n: number): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length <= n) {
-      this.chunks.shift();
-      this.buffered -= first.length;
-      return first;
+    const first = this.chunks[this.head]!;
+    const start = this.offset;
+    const left = first.length - start;
+    if (left <= n) {
+      this.chunks[this.head++] = undefined as unknown as Buffer;
+      this.offset = 0;
+      this.buffered -= left;
+      return start === 0 ? first : first.subarray(start);
     }
-    this.chunks[0] = first.subarray(n);
+    this.offset += n;
     this.buffered -= n;
-    return first.subarray(0, n);
+    return first.subarray(start, start + n);
   }
 
   /** Exactly n bytes (n <= buffered): a view within one chunk, a copy across chunks. */
   take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length >= n) return this.some(n);
+    const first = this.chunks[this.head]!;
+    if (first.length - this.offset >= n) return this.some(n);
     const out = Buffer.allocUnsafe(n);
     let at = 0;
     while (at < n) {
@@ -160,20 +170,33 @@ class Bytes {
     return out;
   }
 
-  /** Drops up to n bytes; how many were dropped. */
+  /** Drops up to n bytes; how many were dropped (no view is made). */
   skip(n: number): number {
     let dropped = 0;
-    while (dropped < n && this.buffered > 0) dropped += this.some(n - dropped).length;
+    while (dropped < n && this.buffered > 0) {
+      const first = this.chunks[this.head]!;
+      const left = first.length - this.offset;
+      const step = Math.min(n - dropped, left);
+      if (step === left) {
+        this.chunks[this.head++] = undefined as unknown as Buffer;
+        this.offset = 0;
+      } else this.offset += step;
+      this.buffered -= step;
+      dropped += step;
+    }
     return dropped;
   }
 
   clear(): void {
     this.chunks = [];
+    this.head = 0;
+    this.offset = 0;
     this.buffered = 0;
   }
 }
 
 function cString(buf: Buffer, start: number, length: number): string {
+  if (buf[start] === 0) return "";
   const field = buf.subarray(start, start + length);
   const end = field.indexOf(0);
   return field.subarray(0, end === -1 ? field.length : end).toString("latin1");
@@ -206,6 +229,14 @@ function numeric(buf: Buffer, start: number, length: number): number {
   return digits === 0 ? 0 : value;
 }
 
+/** The name of a ustar header: POSIX ustar ("ustar\0") puts a prefix before it; GNU ("ustar  ") does not. */
+function headerName(header: Buffer): string {
+  const name = cString(header, 0, 100);
+  const posix = header[257] === 0x75 && header[258] === 0x73 && header[259] === 0x74 && header[260] === 0x61 && header[261] === 0x72 && header[262] !== 0x20;
+  const prefix = posix ? cString(header, 345, 155) : "";
+  return prefix ? `${prefix}/${name}` : name;
+}
+
 function checksumOk(header: Buffer): boolean {
   // The checksum field itself counts as eight spaces.
   let sum = 8 * 32;
@@ -214,21 +245,28 @@ function checksumOk(header: Buffer): boolean {
   return sum === numeric(header, 148, 8);
 }
 
-/** pax records: "<len> key=value\n"; values are raw bytes (latin1 strings). */
-function parsePax(data: Buffer): Map<string, string> {
-  const out = new Map<string, string>();
+/** pax records ("<len> key=value\n") into `out`; values are raw bytes (latin1 strings). */
+function parsePax(data: Buffer, out: Map<string, string>): void {
   let at = 0;
   while (at < data.length) {
     const space = data.indexOf(0x20, at);
     if (space === -1) break;
-    const length = Number.parseInt(data.subarray(at, space).toString("latin1"), 10);
+    // The decimal length, read in place (every entry of a pax archive has a record set).
+    let length = 0;
+    for (let i = at; i < space; i++) {
+      const digit = data[i]! - 0x30;
+      if (digit < 0 || digit > 9 || length > 1e9) {
+        length = NaN;
+        break;
+      }
+      length = length * 10 + digit;
+    }
     if (!(length > 0) || at + length > data.length) throw new TarFormatError("bad pax record");
     const record = data.subarray(space + 1, at + length - 1);
     const eq = record.indexOf(0x3d);
     if (eq > 0) out.set(record.subarray(0, eq).toString("latin1"), record.subarray(eq + 1).toString("latin1"));
     at += length;
   }
-  return out;
 }
 
 function typeOf(flag: string): TarEntryType {
@@ -298,10 +336,11 @@ export class TarParser {
         const { flag, size } = this.meta;
         const pad = (BLOCK - (size % BLOCK)) % BLOCK;
         if (bytes.buffered < size + pad) return this.starved("tar stream ended in a metadata record");
-        const data = Buffer.from(bytes.take(size));
+        // Read into strings at once, so a view of the input is enough.
+        const data = bytes.take(size);
         bytes.skip(pad);
         this.meta = null;
-        if (flag === "x") for (const [key, value] of parsePax(data)) this.pax.set(key, value);
+        if (flag === "x") parsePax(data, this.pax);
         else if (flag === "L" || flag === "K") {
           const text = data.toString("latin1").replace(/\0+$/, "");
           if (flag === "L") this.longName = text;
@@ -328,10 +367,8 @@ export class TarParser {
         continue;
       }
       const pax = this.pax;
-      const magic = header.subarray(257, 263).toString("latin1");
-      const prefix = magic.startsWith("ustar") && magic !== "ustar " ? cString(header, 345, 155) : "";
-      const name = cString(header, 0, 100);
-      let path = pax.get("path") ?? this.longName ?? (prefix ? `${prefix}/${name}` : name);
+      // The header's own name fields only when no pax record or GNU long name gave them (read in place).
+      let path = pax.get("path") ?? this.longName ?? headerName(header);
       const linkpath = pax.get("linkpath") ?? this.longLink ?? cString(header, 157, 100);
       const paxSize = pax.get("size");
       const bodySize = paxSize !== undefined ? Number(paxSize) : size;
