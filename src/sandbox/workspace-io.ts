@@ -297,8 +297,14 @@ function startTar(io: WorkspaceIo, paths: string[] | undefined, options: { hardL
   return proc;
 }
 
+/** Anything entryPath must look at part by part: an empty, "." or ".." part, a leading or doubled slash, a NUL. */
+const UNUSUAL_PATH = /(?:^|\/)\.{0,2}(?:\/|$)|\0/;
+
 /** A relative, normalized entry name from an archive, or null when it is unusable (absolute, "..", empty). */
 export function entryPath(name: string): string | null {
+  // tar names every entry "./<path>": the common case is checked with one expression, not split.
+  const rest = name.startsWith("./") ? name.slice(2) : name;
+  if (!UNUSUAL_PATH.test(rest)) return rest;
   // A NUL cannot be in a file name; a pax record can still carry one.
   if (name.startsWith("/") || name.includes("\0")) return null;
   const parts = name.split("/").filter((part) => part !== "" && part !== ".");
