@@ -13,6 +13,7 @@ import s3Driver from "unstorage/drivers/s3";
  */
 export interface ObjectStore {
   get(key: string): Promise<Buffer | null>;
+  /** Once it resolves, `data` is not read again: the caller may fill it anew. */
   put(key: string, data: Buffer): Promise<void>;
   remove(key: string): Promise<void>;
   dispose(): Promise<void>;
@@ -104,7 +105,11 @@ export function storageObjects(storage: Storage, prefix: string): ObjectStore {
   const full = (key: string) => (assertKey(key), `${prefix}:${key.replace("/", ":")}`);
   return {
     get: async (key) => toBuffer(await retried(() => storage.getItemRaw(full(key)))),
-    put: (key, data) => retried(() => storage.setItemRaw(full(key), data)),
+    // A copy: a driver may keep what it is given (memory) while the caller fills its buffer again.
+    put: (key, data) => {
+      const own = Buffer.from(data);
+      return retried(() => storage.setItemRaw(full(key), own));
+    },
     remove: (key) => retried(() => storage.removeItem(full(key))),
     dispose: () => storage.dispose(),
   };

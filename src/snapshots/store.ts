@@ -1,7 +1,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { normalizeRelativePath } from "../sandbox/snapshot-keys";
-import { createHash } from "node:crypto";
+import { createHash, hash as oneShotHash } from "node:crypto";
 import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeader, tarPadding, type TarParser } from "../sandbox/tar-stream";
 import {
   displayName,
@@ -326,10 +326,10 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
     // -- The event loop gets a turn at least every SLICE_MS of work.
     let sliceEnd = performance.now() + SLICE_MS;
-    const pause = async () => {
-      if (performance.now() < sliceEnd) return;
-      await breathe();
-      sliceEnd = performance.now() + SLICE_MS;
+    // Undefined (nothing to wait for, no promise made) until the slice is used up.
+    const pause = (): Promise<void> | undefined => {
+      if (performance.now() < sliceEnd) return undefined;
+      return breathe().then(() => void (sliceEnd = performance.now() + SLICE_MS));
     };
 
     // -- New objects: onWrite first, then the write.
@@ -350,35 +350,37 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
     // -- Packs: pieces by content hash; the base's and this save's are reused. A piece's bytes are
     // copied into the pack being filled as they are read (nothing else holds on to the input).
-    const index = new Map<string, { pack: string | number; offset: number; length: number }>();
+    // Values are the pieces themselves (shared by every file with those bytes), so the index costs no object of its own.
+    const index = new Map<string, Piece>();
     const sealed: string[] = [];
-    let pack = Buffer.allocUnsafeSlow(PACK_TARGET);
+    // Pack buffers whose write is done are filled again (a new one would cost its page faults again).
+    const freePacks: Buffer[] = [];
+    let pack: Buffer = Buffer.allocUnsafeSlow(PACK_TARGET);
     let packBytes = 0;
-    let packPieces = 0;
-    // Named by its pieces' hashes and lengths ("hash:length" lines), which fix its bytes.
-    let packName = createHash("sha256");
+    // Named by its pieces' hashes and lengths ("hash:length" lines), which fix its bytes; hashed once sealed.
+    let packLines: string[] = [];
     /** Folders encoded but for the ids of packs still being filled. */
     let awaitingSeal: Array<{ node: Node; rows: string; packs: Array<string | number>; entries: TreeEntry[] }> = [];
 
     const indexTree = (tree: Tree) => {
       for (const entry of tree.entries) {
         if (entry.type !== "file") continue;
-        for (const piece of entry.pieces) if (!index.has(piece.hash)) index.set(piece.hash, { pack: piece.pack, offset: piece.offset, length: piece.length });
+        for (const piece of entry.pieces) if (!index.has(piece.hash)) index.set(piece.hash, piece);
       }
     };
 
     async function seal(): Promise<void> {
       if (packBytes > 0) {
         const data = pack.subarray(0, packBytes);
-        const id = packName.digest("hex");
+        const id = createHash("sha256").update(packLines.join("\n")).digest("hex");
         sealed.push(id);
-        pack = Buffer.allocUnsafeSlow(PACK_TARGET);
+        const filled = pack;
+        pack = freePacks.pop() ?? Buffer.allocUnsafeSlow(PACK_TARGET);
         packBytes = 0;
-        packPieces = 0;
-        packName = createHash("sha256");
+        packLines = [];
         const key = `packs/${id}`;
         await onWrite([key]);
-        const write = objects.put(key, data);
+        const write = objects.put(key, data).then(() => void freePacks.push(filled));
         write.catch(() => {});
         packWrites.push(write);
         allWrites.push(write);
@@ -388,7 +390,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       awaitingSeal = [];
       for (const item of ready) {
         finishRows(item.node, item.rows, item.packs, item.entries);
-        await pause();
+        const paused = pause();
+        if (paused) await paused;
       }
     }
 
@@ -401,34 +404,44 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       while (parser.left > 0) {
         const length = Math.min(PIECE, parser.left);
         if (packBytes + length > PACK_TARGET) await seal();
-        const hash = createHash("sha256");
-        let have = 0;
-        while (have < length) {
-          const part = parser.body(length - have);
-          if (part === NEED) {
-            await tar.more();
-            continue;
+        let digest: string;
+        const whole = parser.body(length);
+        if (whole !== NEED && whole !== null && whole.length === length) {
+          // The whole piece in one view (most small files): one call hashes it.
+          whole.copy(pack, packBytes);
+          digest = oneShotHash("sha256", whole, "hex");
+        } else {
+          const hash = createHash("sha256");
+          let have = 0;
+          let part = whole;
+          for (;;) {
+            if (part === NEED) await tar.more();
+            else if (part === null) throw new Error("tar body ended early");
+            else {
+              part.copy(pack, packBytes + have);
+              hash.update(part);
+              have += part.length;
+            }
+            if (have >= length) break;
+            part = parser.body(length - have);
           }
-          if (part === null) throw new Error("tar body ended early");
-          part.copy(pack, packBytes + have);
-          hash.update(part);
-          have += part.length;
+          digest = hash.digest("hex");
         }
         size += length;
         streamed += length;
         if (streamed > maxBytes) throw new SnapshotTooLargeError(streamed, maxBytes);
-        const digest = hash.digest("hex");
         const known = index.get(digest);
-        if (known) pieces.push({ ...known, hash: digest });
+        if (known) pieces.push(known);
         else {
           // Kept: the bytes already sit at the end of the pack.
           const piece: Piece = { pack: sealed.length, offset: packBytes, length, hash: digest };
-          index.set(digest, { pack: piece.pack, offset: piece.offset, length });
+          index.set(digest, piece);
           packBytes += length;
-          packName.update(packPieces++ === 0 ? `${digest}:${length}` : `\n${digest}:${length}`);
+          packLines.push(`${digest}:${length}`);
           pieces.push(piece);
         }
-        await pause();
+        const paused = pause();
+        if (paused) await paused;
       }
       return { pieces, size };
     }
@@ -606,7 +619,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             else parent.entries.push({ type: "hardlink", name, mode: entry.mode & 0o777, mtime: entry.mtime, target });
           } else skip(raw, describeKind(entry.typeflag));
           if (treesFull()) await flushTrees();
-          await pause();
+          const paused = pause();
+        if (paused) await paused;
         }
         await tar.rest();
         for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
@@ -742,7 +756,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             node.waiting--;
             settled(node);
             if (treesFull()) await flushTrees();
-            await pause();
+            const paused = pause();
+        if (paused) await paused;
           }
           await tar.rest();
           for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
