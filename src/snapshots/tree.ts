@@ -65,11 +65,14 @@ export function encodeTree(entries: TreeEntry[]): { id: string; bytes: Buffer; p
 export function encodeRows(entries: TreeEntry[]): { rows: string; packs: Array<string | number> } {
   const packs: Array<string | number> = [];
   const packIndex = new Map<string | number, number>();
-  const rows: unknown[] = new Array(entries.length);
-  let at = 0;
-  for (const entry of entries) {
+  // The text JSON.stringify gives the rows as arrays, written directly (no array per row and piece).
+  const q = JSON.stringify;
+  let rows = "[";
+  for (let e = 0; e < entries.length; e++) {
+    const entry = entries[e]!;
+    if (e > 0) rows += ",";
     if (entry.type === "file") {
-      const pieces = new Array(entry.pieces.length);
+      rows += `[${q(entry.name)},0,${entry.mode},${q(entry.mtime)},${entry.size},[`;
       for (let p = 0; p < entry.pieces.length; p++) {
         const piece = entry.pieces[p]!;
         let index = packIndex.get(piece.pack);
@@ -78,14 +81,14 @@ export function encodeRows(entries: TreeEntry[]): { rows: string; packs: Array<s
           packs.push(piece.pack);
           packIndex.set(piece.pack, index);
         }
-        pieces[p] = [index, piece.offset, piece.length, piece.hash];
+        rows += `${p > 0 ? "," : ""}[${index},${piece.offset},${piece.length},${q(piece.hash)}]`;
       }
-      rows[at++] = [entry.name, 0, entry.mode, entry.mtime, entry.size, pieces];
-    } else if (entry.type === "dir") rows[at++] = [entry.name, 1, entry.mode, entry.mtime, entry.tree];
-    else if (entry.type === "symlink") rows[at++] = [entry.name, 2, entry.mtime, entry.target];
-    else rows[at++] = [entry.name, 3, entry.mode, entry.mtime, entry.target];
+      rows += "]]";
+    } else if (entry.type === "dir") rows += `[${q(entry.name)},1,${entry.mode},${q(entry.mtime)},${q(entry.tree)}]`;
+    else if (entry.type === "symlink") rows += `[${q(entry.name)},2,${q(entry.mtime)},${q(entry.target)}]`;
+    else rows += `[${q(entry.name)},3,${entry.mode},${q(entry.mtime)},${q(entry.target)}]`;
   }
-  return { rows: JSON.stringify(rows), packs };
+  return { rows: rows + "]", packs };
 }
 
 /** A tree's bytes and id from its pack ids and `encodeRows`' text: the same bytes as one JSON.stringify of the whole. */
