@@ -125,6 +125,10 @@ export class EventLog {
   async read(after: number, limit = 200): Promise<StoredEvent[]> {
     const first = this.recent[0];
     if (first && first.seq <= after + 1) {
+      // Recent events are consecutive: the one after `after` is found by its seq, not by a scan
+      // (many readers of one busy session each read after every event).
+      const from = after + 1 - first.seq;
+      if (from >= this.recent.length || this.recent[from]!.seq === after + 1) return this.recent.slice(from, from + limit);
       return this.recent.filter((e) => e.seq > after && e.seq <= this.durableSeq).slice(0, limit);
     }
     return (await listEvents(this.db, this.sessionId, { after, limit })).filter((e) => e.seq <= this.durableSeq);

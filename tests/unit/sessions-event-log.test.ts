@@ -24,6 +24,24 @@ afterEach(async () => {
 });
 
 describe("a session's event log", () => {
+  it("reads from any point: the recent events from memory, older ones from the database, in order and within the limit", async () => {
+    const log = await EventLog.open(db, "s1");
+    // More than the log keeps in memory (512), written in batches of different sizes.
+    let n = 0;
+    for (const size of [1, 7, 300, 250, 90]) await log.append(Array.from({ length: size }, () => ({ type: "message", data: { n: ++n } })));
+    expect(log.lastSeq).toBe(648);
+    for (const after of [0, 1, 100, 135, 136, 137, 400, 640, 647, 648, 700]) {
+      for (const limit of [1, 5, 200]) {
+        const got = (await log.read(after, limit)).map((e) => e.seq);
+        const want = Array.from({ length: Math.max(0, Math.min(limit, 648 - after)) }, (_, i) => after + 1 + i);
+        expect(got, `after ${after}, limit ${limit}`).toEqual(want);
+      }
+    }
+    // What it reads is what was written.
+    expect((await log.read(599, 1))[0]!.data).toEqual({ n: 600 });
+    log.close();
+  });
+
   it("ends its waiting readers when a write fails (a seq another server took), and a new log reads what is stored", async () => {
     const log = await EventLog.open(db, "s1");
     await log.append([{ type: "message", data: { n: 1 } }]);
