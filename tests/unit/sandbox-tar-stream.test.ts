@@ -13,18 +13,32 @@ import { NEED, TarFormatError, TarParser, type TarEntry } from "../../src/sandbo
 const root = mkdtempSync(join(tmpdir(), "ash-tar-parse-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-function parseAll(archive: Buffer): Array<TarEntry & { body: string }> {
+/** Parses an archive pushed whole, or in chunks of `chunk` bytes as a stream would bring it. */
+function parseAll(archive: Buffer, chunk = archive.length): Array<TarEntry & { body: string }> {
   const parser = new TarParser();
-  parser.push(archive);
-  parser.end();
+  let at = 0;
+  const feed = () => {
+    if (at >= archive.length) return parser.end();
+    parser.push(archive.subarray(at, at + chunk));
+    at += chunk;
+  };
+  feed();
   const out: Array<TarEntry & { body: string }> = [];
   for (;;) {
     const entry = parser.next();
-    if (entry === NEED) throw new Error("asked for more input after the end");
+    if (entry === NEED) {
+      if (at >= archive.length) throw new Error("asked for more input after the end");
+      feed();
+      continue;
+    }
     if (entry === null) return out;
     let body = "";
     while (parser.left > 0) {
       const part = parser.body(parser.left);
+      if (part === NEED && at < archive.length) {
+        feed();
+        continue;
+      }
       if (part === NEED || part === null) throw new Error("body cut short");
       body += part.toString("latin1");
     }
@@ -72,6 +86,25 @@ describe("the tar parser", () => {
       expect(a.mode & 0o777).toBe(0o644);
       // GNU format keeps whole seconds only.
       expect(a.mtime).toBe(format === "posix" ? "1767323045.123456789" : "1767323045.000000000");
+      // The same entries and bytes however the stream is cut into chunks (headers and records across chunks).
+      for (const chunk of [1, 7, 100, 511, 512, 513, 1000, 4096]) expect(parseAll(archive, chunk), `chunks of ${chunk}`).toEqual(entries);
+    }
+  });
+
+  it("refuses a pax record whose length is not a plain decimal number or runs past its record set", () => {
+    const pax = (records: string) => {
+      const body = Buffer.from(records, "latin1");
+      const h = Buffer.from(header({ size: Buffer.from(body.length.toString(8).padStart(11, "0") + "\0") }));
+      h.write("x", 156, "latin1");
+      let sum = 8 * 32;
+      for (let i = 0; i < 512; i++) if (i < 148 || i >= 156) sum += h[i]!;
+      Buffer.from(sum.toString(8).padStart(6, "0") + "\0 ").copy(h, 148);
+      return Buffer.concat([h, body, Buffer.alloc((512 - (body.length % 512)) % 512), withBody(header({ size: Buffer.from("00000000000\0") }), 0)]);
+    };
+    // A well-formed record is read: its path names the file.
+    expect(parseAll(pax("17 path=good.txt\n"))[0]!.path).toBe("good.txt");
+    for (const bad of ["1x path=good.txt\n", "+17 path=good.txt\n", "99 path=good.txt\n", "0 path=a\n"]) {
+      expect(() => parseAll(pax(bad)), bad).toThrow(TarFormatError);
     }
   });
 
