@@ -83,6 +83,11 @@ export interface VersionStore {
 const PIECE = 4 * 1024 * 1024;
 /** A pack is written once it holds this much. */
 const PACK_TARGET = 8 * 1024 * 1024;
+/**
+ * ... or this many pieces: folders wait in memory (decoded, with their text) until every pack they
+ * name is sealed, and 8 MB of 100-byte files would keep 80,000 files' entries waiting.
+ */
+const PACK_PIECES = 4096;
 /** Packs being written while the next one fills. */
 const PACKS_IN_FLIGHT = 2;
 const TREE_BATCH = 256;
@@ -403,7 +408,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       const { parser } = tar;
       while (parser.left > 0) {
         const length = Math.min(PIECE, parser.left);
-        if (packBytes + length > PACK_TARGET) await seal();
+        if (packBytes + length > PACK_TARGET || packLines.length >= PACK_PIECES) await seal();
         let digest: string;
         const whole = parser.body(length);
         if (whole !== NEED && whole !== null && whole.length === length) {
