@@ -26,6 +26,7 @@ import {
   type SnapshotStoreOptions,
 } from "./legacy";
 import { driverObjects, forEachParallel, fsObjects, isObjectKey, PARALLEL, s3Objects, type ObjectStore } from "./objects";
+import { PieceIndex } from "./piece-index";
 import { byName, decodeTree, encodeRows, sha256hex, treeOf, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
 
 /** One saved state of a workspace: immutable, named by its root tree's id. */
@@ -355,8 +356,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
     // -- Packs: pieces by content hash; the base's and this save's are reused. A piece's bytes are
     // copied into the pack being filled as they are read (nothing else holds on to the input).
-    // Values are the pieces themselves (shared by every file with those bytes), so the index costs no object of its own.
-    const index = new Map<string, Piece>();
+    const index = new PieceIndex();
     const sealed: string[] = [];
     // Pack buffers whose write is done are filled again (a new one would cost its page faults again).
     const freePacks: Buffer[] = [];
@@ -370,7 +370,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const indexTree = (tree: Tree) => {
       for (const entry of tree.entries) {
         if (entry.type !== "file") continue;
-        for (const piece of entry.pieces) if (!index.has(piece.hash)) index.set(piece.hash, piece);
+        for (const piece of entry.pieces) index.add(piece);
       }
     };
 
@@ -440,7 +440,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         else {
           // Kept: the bytes already sit at the end of the pack.
           const piece: Piece = { pack: sealed.length, offset: packBytes, length, hash: digest };
-          index.set(digest, piece);
+          index.add(piece);
           packBytes += length;
           packLines.push(`${digest}:${length}`);
           pieces.push(piece);
