@@ -89,6 +89,8 @@ const PACK_TARGET = 8 * 1024 * 1024;
  * name is sealed, and 8 MB of 100-byte files would keep 80,000 files' entries waiting.
  */
 const PACK_PIECES = 4096;
+/** A save from a base reads changed files in tar streams of at most this many (bounded memory). */
+const CHANGED_BATCH = 4096;
 /** Packs being written while the next one fills. */
 const PACKS_IN_FLIGHT = 2;
 const TREE_BATCH = 256;
@@ -644,7 +646,12 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
           );
         };
         loadBase(root, baseFolder(baseId));
-        const changed = new Map<string, { node: Node; entry: Extract<Building, { type: "file" }> }>();
+        type Changed = Map<string, { node: Node; entry: Extract<Building, { type: "file" }> }>;
+        // Changed files are read in batches as their folders close, so a turn that added 300,000 files
+        // never holds them all; files with more than one name wait for one last batch, so tar names a
+        // second name of the same file as a link to the first.
+        let changed: Changed = new Map();
+        const linked: Changed = new Map();
         let listedBytes = 0;
         /** Closes a folder whose base tree is loaded; a promise only when trees must be written first. */
         const closeListed = (node: Node): void | Promise<void> => {
@@ -656,12 +663,17 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             if (old?.type === "file" && old.size === entry.size && old.mtime === entry.mtime && entry.links === 1) {
               entry.pieces = old.pieces;
             } else {
-              changed.set(join2(node.path, entry.name), { node, entry });
+              (entry.links > 1 ? linked : changed).set(join2(node.path, entry.name), { node, entry });
               node.waiting++;
             }
           }
           node.closed = true;
           settled(node);
+          if (changed.size >= CHANGED_BATCH) {
+            const batch = changed;
+            changed = new Map();
+            return readChanged(batch).then(() => (treesFull() ? flushTrees() : undefined));
+          }
           if (treesFull()) return flushTrees();
         };
         /** Synchronous unless a folder it closes waits for its base tree or for tree writes. */
@@ -715,22 +727,19 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
           } else skip(listed.path, describeKind(listed.kind));
           if (performance.now() >= sliceEnd) return pause();
         };
-        const { errors } = await listTree(io, onListed);
-        for (const line of errors) note(`not saved: ${line}`);
-        while (stack.length > 0) {
-          const node = stack.at(-1)!;
-          await node.base;
-          stack.pop();
-          await closeListed(node);
-        }
-
-        if (changed.size > 0) {
-          // Bytes of files moved or copied from anywhere in the base are reused too.
-          await walkTrees(baseId, (tree, id) => {
-            knownTrees.add(id);
-            indexTree(tree);
-          });
-          const wanted = [...changed.keys()].sort(walkOrder);
+        let baseIndexed = false;
+        /** Reads the bytes of these changed files (one tar stream) and settles their folders. */
+        async function readChanged(batch: Changed): Promise<void> {
+          if (batch.size === 0) return;
+          if (!baseIndexed) {
+            baseIndexed = true;
+            // Bytes of files moved or copied from anywhere in the base are reused too.
+            await walkTrees(baseId, (tree, id) => {
+              knownTrees.add(id);
+              indexTree(tree);
+            });
+          }
+          const wanted = [...batch.keys()].sort(walkOrder);
           const tar = tarOutParsed(io, wanted, { hardLinks: true });
           proc = tar.proc;
           stopReading = tar.stop;
@@ -742,9 +751,9 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             }
             if (entry === null) break;
             const raw = entryPath(entry.path);
-            const want = raw === null ? undefined : changed.get(raw);
+            const want = raw === null ? undefined : batch.get(raw);
             if (!want || raw === null) continue;
-            changed.delete(raw);
+            batch.delete(raw);
             const { node, entry: file } = want;
             if (entry.type === "file") {
               const { pieces, size } = await readPieces(tar);
@@ -762,18 +771,29 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             settled(node);
             if (treesFull()) await flushTrees();
             const paused = pause();
-        if (paused) await paused;
+            if (paused) await paused;
           }
           await tar.rest();
           for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
           proc = null;
-          for (const [raw, { node, entry: file }] of changed) {
+          for (const [raw, { node, entry: file }] of batch) {
             file.dropped = true;
             skip(raw, "gone or unreadable when its bytes were read");
             node.waiting--;
             settled(node);
           }
         }
+        const { errors } = await listTree(io, onListed);
+        for (const line of errors) note(`not saved: ${line}`);
+        while (stack.length > 0) {
+          const node = stack.at(-1)!;
+          await node.base;
+          stack.pop();
+          await closeListed(node);
+        }
+
+        await readChanged(changed);
+        await readChanged(linked);
       }
       await seal();
       if (rootId === null) throw new Error("Saving the workspace failed: its folders did not all close");

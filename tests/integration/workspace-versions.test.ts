@@ -166,6 +166,36 @@ describe("workspace versions (fs objects)", () => {
     expect(contentOf(await restoreInto(store, first.id))).not.toBe(contentOf(ws));
   });
 
+  it("reads the files a turn added in batches as their folders close, and keeps hard links as links across them", async () => {
+    const ws = fresh("ws");
+    writeFileSync(join(ws, "kept.txt"), "kept");
+    writeFileSync(join(ws, "edited.txt"), "before");
+    const store = createVersionStore({ dataDir });
+    const first = await store.save(trustedFolderIo(ws));
+    // More new files than one batch reads (4,096), in 30 folders; two names of one file in different folders.
+    for (let d = 0; d < 30; d++) {
+      mkdirSync(join(ws, `pkg${d}`));
+      for (let f = 0; f < 300; f++) writeFileSync(join(ws, `pkg${d}`, `m${f}.js`), `module ${d}/${f} ${randomBytes(8).toString("hex")}`);
+    }
+    writeFileSync(join(ws, "pkg0", "shared.bin"), randomBytes(5000));
+    linkSync(join(ws, "pkg0", "shared.bin"), join(ws, "pkg29", "shared-link.bin"));
+    writeFileSync(join(ws, "edited.txt"), "after");
+    // The real io, with its tar runs counted.
+    const io = trustedFolderIo(ws);
+    let tars = 0;
+    const counted = { root: io.root, run: (command: string, args: string[], options?: { stdin?: boolean }) => (command === "tar" && tars++, io.run(command, args, options)) };
+    const next = await store.save(counted, { base: first.id });
+    expect(next.changedFiles).toBe(9000 + 1 + 1);
+    // 9,001 single-name files in batches of at most 4,096, then the two names of the linked file together.
+    expect(tars).toBe(4);
+    const restored = await restoreInto(store, next.id);
+    expect(describeTree(restored)).toEqual(describeTree(ws));
+    expect(contentOf(restored)).toBe(contentOf(ws));
+    expect(statSync(join(restored, "pkg0", "shared.bin")).ino).toBe(statSync(join(restored, "pkg29", "shared-link.bin")).ino);
+    // A save from that version with nothing changed is the same version; only the linked file is read again (to find its links).
+    expect(await store.save(trustedFolderIo(ws), { base: next.id })).toMatchObject({ id: next.id, changedFiles: 1 });
+  });
+
   it("dedupes identical bytes across versions and across two forks saved from one base", async () => {
     const ws = fresh("ws");
     mkdirSync(join(ws, "lib"));
