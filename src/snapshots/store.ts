@@ -368,6 +368,9 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     let packLines: string[] = [];
     /** Folders encoded but for the ids of packs still being filled. */
     let awaitingSeal: Array<{ node: Node; rows: string; packs: Array<string | number>; entries: TreeEntry[] }> = [];
+    let awaitingEntries = 0;
+    /** The pack being filled is sealed early once this many entries wait for it (a pack of deduped pieces may never fill). */
+    const sealSoon = () => awaitingEntries >= PACK_PIECES;
 
     const indexTree = (tree: Tree) => {
       for (const entry of tree.entries) {
@@ -395,6 +398,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       }
       const ready = awaitingSeal;
       awaitingSeal = [];
+      awaitingEntries = 0;
       for (const item of ready) {
         finishRows(item.node, item.rows, item.packs, item.entries);
         const paused = pause();
@@ -537,7 +541,10 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       node.names = new Set();
       node.before = null;
       // Held as its text (and its entries, for the tree cache) until the pack's id is known.
-      if (unsealed) awaitingSeal.push({ node, rows, packs, entries });
+      if (unsealed) {
+        awaitingSeal.push({ node, rows, packs, entries });
+        awaitingEntries += entries.length;
+      }
       else finishRows(node, rows, packs, entries);
     }
 
@@ -625,6 +632,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             if (target === null) skip(raw, "a hard link to a name outside the workspace");
             else parent.entries.push({ type: "hardlink", name, mode: entry.mode & 0o777, mtime: entry.mtime, target });
           } else skip(raw, describeKind(entry.typeflag));
+          if (sealSoon()) await seal();
           if (treesFull()) await flushTrees();
           const paused = pause();
         if (paused) await paused;
@@ -769,6 +777,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
             }
             node.waiting--;
             settled(node);
+            if (sealSoon()) await seal();
             if (treesFull()) await flushTrees();
             const paused = pause();
             if (paused) await paused;
