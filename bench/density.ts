@@ -14,6 +14,7 @@ import { query } from "@anthropic-ai/claude-agent-sdk";
 import { join } from "node:path";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
+import { bareCliOptions } from "./cli-baseline";
 import { msToFirstText, summarize } from "./stats";
 
 const samples = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 8);
@@ -260,14 +261,7 @@ const cliLater: number[] = [];
     };
     const q = query({
       prompt: input(),
-      options: {
-        cwd: dir,
-        env: { PATH: process.env.PATH!, HOME: dir, CLAUDE_CONFIG_DIR: join(dir, ".config"), ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: "sk-fake", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1", IS_SANDBOX: "1" },
-        settingSources: ["project"],
-        permissionMode: "bypassPermissions",
-        allowDangerouslySkipPermissions: true,
-        includePartialMessages: true,
-      },
+      options: bareCliOptions(dir, model.url),
     });
     let onText: (() => void) | undefined;
     let onResult: (() => void) | undefined;

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { query } from "@anthropic-ai/claude-agent-sdk";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer } from "../tests/helpers/server";
+import { bareCliOptions } from "./cli-baseline";
 import { msToFirstText, row } from "./stats";
 
 const sessions = Number(process.argv[2] ?? 10);
@@ -45,14 +46,7 @@ for (let i = 0; i < Math.min(sessions * turns, 20); i++) {
   let first = NaN;
   for await (const m of query({
     prompt: `turn ${i}`,
-    options: {
-      cwd: dir,
-      env: { PATH: process.env.PATH!, HOME: dir, CLAUDE_CONFIG_DIR: join(dir, ".config"), ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: "sk-fake", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1", IS_SANDBOX: "1" },
-      settingSources: ["project"],
-      permissionMode: "bypassPermissions",
-      allowDangerouslySkipPermissions: true,
-      includePartialMessages: true,
-    },
+    options: bareCliOptions(dir, model.url),
   })) {
     const e = m as any;
     if (Number.isNaN(first) && e.type === "stream_event" && e.event?.delta?.type === "text_delta") first = performance.now() - t;
