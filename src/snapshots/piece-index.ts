@@ -1,7 +1,7 @@
 import type { Piece } from "./tree";
 
 /**
- * Where each piece a save has seen lies, by its SHA-256, in about 60 bytes a
+ * Where each new piece of a save lies, by its SHA-256, in about 60 bytes a
  * piece: a Map from a 28-bit prefix of the hash (a small integer) to a slot,
  * and per slot the pack, offset, length and the whole hash in typed arrays. A
  * Map of hex strings to piece objects took about 170 bytes a piece, which at
@@ -37,9 +37,13 @@ export class PieceIndex {
 
   /** Adds a piece unless its hash is known already. */
   add(piece: Piece): void {
+    if (this.find(piece.hash) < 0) this.insert(piece);
+  }
+
+  /** Adds a piece whose hash `get` just did not find (no second lookup). */
+  insert(piece: Piece): void {
     // Packs hold at most a few MB; a tree naming more is not one of ours, and its pieces are not reused.
     if (piece.offset > 0xffffffff || piece.length > 0xffffffff) return;
-    if (this.find(piece.hash) >= 0) return;
     const slot = this.count++;
     if ((slot & PAGE_MASK) === 0) this.pages.push(newPage());
     const page = this.pages[slot >>> PAGE_BITS]!;

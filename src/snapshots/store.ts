@@ -358,6 +358,9 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
     // -- Packs: pieces by content hash; the base's and this save's are reused. A piece's bytes are
     // copied into the pack being filled as they are read (nothing else holds on to the input).
+    // Pieces of the base by hash: its trees' own objects (decoded already), so a Map costs little; this
+    // save's new pieces go into the compact index (a first save of 300,000 files makes 300,000).
+    const baseIndex = new Map<string, Piece>();
     const index = new PieceIndex();
     const sealed: string[] = [];
     // Pack buffers whose write is done are filled again (a new one would cost its page faults again).
@@ -375,7 +378,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const indexTree = (tree: Tree) => {
       for (const entry of tree.entries) {
         if (entry.type !== "file") continue;
-        for (const piece of entry.pieces) index.add(piece);
+        for (const piece of entry.pieces) if (!baseIndex.has(piece.hash)) baseIndex.set(piece.hash, piece);
       }
     };
 
@@ -441,12 +444,12 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         size += length;
         streamed += length;
         if (streamed > maxBytes) throw new SnapshotTooLargeError(streamed, maxBytes);
-        const known = index.get(digest);
+        const known = baseIndex.get(digest) ?? index.get(digest);
         if (known) pieces.push(known);
         else {
           // Kept: the bytes already sit at the end of the pack.
           const piece: Piece = { pack: sealed.length, offset: packBytes, length, hash: digest };
-          index.add(piece);
+          index.insert(piece);
           packBytes += length;
           packLines.push(`${digest}:${length}`);
           pieces.push(piece);
