@@ -547,8 +547,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       if (unsealed) {
         awaitingSeal.push({ node, rows, packs, entries });
         awaitingEntries += entries.length;
-      }
-      else finishRows(node, rows, packs, entries);
+      } else finishRows(node, rows, packs, entries);
     }
 
     function finishRows(node: Node, rows: string, refs: Array<string | number>, entries: TreeEntry[]): void {
@@ -638,7 +637,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
           if (sealSoon()) await seal();
           if (treesFull()) await flushTrees();
           const paused = pause();
-        if (paused) await paused;
+          if (paused) await paused;
         }
         await tar.rest();
         for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
