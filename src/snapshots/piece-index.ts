@@ -31,15 +31,6 @@ export class PieceIndex {
     return { pack: ref >= 0 ? ref : this.packIds[-ref - 1]!, offset: page.offsets[at]!, length: page.lengths[at]!, hash };
   }
 
-  has(hash: string): boolean {
-    return this.find(hash) >= 0;
-  }
-
-  /** Adds a piece unless its hash is known already. */
-  add(piece: Piece): void {
-    if (this.find(piece.hash) < 0) this.insert(piece);
-  }
-
   /** Adds a piece whose hash `get` just did not find (no second lookup). */
   insert(piece: Piece): void {
     // Packs hold at most a few MB; a tree naming more is not one of ours, and its pieces are not reused.
