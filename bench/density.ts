@@ -14,6 +14,8 @@ import { query } from "@anthropic-ai/claude-agent-sdk";
 import { join } from "node:path";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
+import { loadConfig } from "../src/config";
+import { SPARE_MEMORY_MB } from "../src/sessions/warm-pool";
 import { bareCliOptions } from "./cli-baseline";
 import { msToFirstText, summarize } from "./stats";
 
@@ -211,7 +213,7 @@ await unprimed.dispose();
 // 3. Ten new sessions at once: the start queue (defaults) against all starting together. With
 // spares, the first burst finds the one spare of an agent used once; the later ones find as many
 // spares as that burst (within the memory budget).
-const demandSpares = Math.min(10, Math.floor(Math.min(2048, Math.floor(totalmem() / 2 ** 20 / 16)) / 200));
+const demandSpares = Math.min(10, Math.floor(loadConfig({ ASH_DATA_DIR: tmpdir() }).warmMemoryMb / SPARE_MEMORY_MB));
 async function burst(env: Record<string, string>, rounds = 3): Promise<{ first: number[]; again: number[] }> {
   const s = await server(env);
   const out = { first: [] as number[], again: [] as number[] };
