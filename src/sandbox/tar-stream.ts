@@ -479,58 +479,106 @@ export function mtimeMsOf(mtime: string): number {
   return Math.round(Number(mtime) * 1000);
 }
 
+/** A numeric field of exactly `length` bytes (digits that do not fit are cut, as a bounded write would). */
 function octal(value: number, length: number): string {
-  return value.toString(8).padStart(length - 1, "0") + "\0";
+  return (value.toString(8).padStart(length - 1, "0") + "\0").slice(0, length);
 }
 
-function paxRecord(key: string, value: Buffer): Buffer {
-  const body = Buffer.concat([Buffer.from(` ${key}=`, "latin1"), value, Buffer.from("\n")]);
+/** One pax record; the value is raw bytes as latin1, so a string's length is its byte count. */
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
   let length = body.length + 1;
   while (String(length).length + body.length !== length) length = String(length).length + body.length;
-  return Buffer.concat([Buffer.from(String(length), "latin1"), body]);
+  return `${length}${body}`;
 }
 
-function rawHeader(name: string, flag: string, size: number, mode: number, mtimeSec: number, linkname = ""): Buffer {
-  const header = Buffer.alloc(BLOCK);
-  header.write(name.slice(0, 100), 0, 100, "latin1");
-  header.write(octal(mode & 0o7777, 8), 100, 8, "latin1");
-  header.write(octal(0, 8), 108, 8, "latin1");
-  header.write(octal(0, 8), 116, 8, "latin1");
-  header.write(octal(size, 12), 124, 12, "latin1");
-  header.write(octal(Math.max(0, Math.floor(mtimeSec)), 12), 136, 12, "latin1");
-  header.write("        ", 148, 8, "latin1");
-  header.write(flag, 156, 1, "latin1");
-  header.write(linkname.slice(0, 100), 157, 100, "latin1");
-  header.write("ustar\u000000", 257, 8, "latin1");
+/** The sum of the bytes a latin1 write of the text puts down. */
+function byteSum(text: string): number {
   let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(octal(sum, 7) + " ", 148, 8, "latin1");
-  return header;
+  for (let i = 0; i < text.length; i++) sum += text.charCodeAt(i) & 0xff;
+  return sum;
 }
 
-const padTo = (size: number) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+/** Writes a numeric field at `at` and returns the sum of its bytes (a header has a dozen: no strings). */
+function putOctal(out: Buffer, at: number, length: number, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0 || value >= 8 ** (length - 1)) {
+    const text = octal(value, length);
+    out.write(text, at, "latin1");
+    return byteSum(text);
+  }
+  let sum = 0;
+  for (let i = at + length - 2; i >= at; i--) {
+    const digit = 48 + (value % 8);
+    out[i] = digit;
+    sum += digit;
+    value = Math.floor(value / 8);
+  }
+  out[at + length - 1] = 0;
+  return sum;
+}
 
-/** Header blocks (a pax record set, then ustar) for one entry; names are raw latin1 strings. */
+/** A ustar block with what every header here shares (owner ids 0, the magic), and its byte sum with blank checksum. */
+function baseBlock(fill: (block: Buffer) => void): { block: Buffer; sum: number } {
+  const block = Buffer.alloc(BLOCK);
+  block.write("0000000\0" + "0000000\0", 108, "latin1");
+  block.write("ustar\u000000", 257, "latin1");
+  fill(block);
+  let sum = 8 * 0x20;
+  for (let i = 0; i < BLOCK; i++) if (i < 148 || i >= 156) sum += block[i]!;
+  return { block, sum };
+}
+
+const USTAR_BASE = baseBlock(() => {});
+const PAX_BASE = baseBlock((block) => {
+  block.write("PaxHeader", 0, "latin1");
+  block.write("0000644\0", 100, "latin1");
+  block.write("00000000000\0", 136, "latin1");
+  block.write("x", 156, "latin1");
+});
+
+/** The checksum field: six octal digits, NUL, blank. */
+function putChecksum(out: Buffer, at: number, sum: number): void {
+  putOctal(out, at + 148, 7, sum);
+  out[at + 155] = 0x20;
+}
+
+const MAX_USTAR_SIZE = 0o77777777777;
+
+/** Header blocks (a pax record set, then ustar) for one entry, in one buffer; names are raw latin1 strings. */
 export function tarHeader(entry: { type: "file" | "dir" | "symlink" | "hardlink"; path: string; size?: number; mode: number; mtime: string; linkpath?: string }): Buffer {
   const size = entry.type === "file" ? entry.size ?? 0 : 0;
-  const records = [paxRecord("path", Buffer.from(entry.path, "latin1")), paxRecord("mtime", Buffer.from(entry.mtime, "latin1"))];
-  if (entry.linkpath !== undefined) records.push(paxRecord("linkpath", Buffer.from(entry.linkpath, "latin1")));
-  if (size > 0o77777777777) records.push(paxRecord("size", Buffer.from(String(size))));
-  const pax = Buffer.concat(records);
-  const flag = entry.type === "file" ? "0" : entry.type === "dir" ? "5" : entry.type === "hardlink" ? "1" : "2";
+  let pax = paxRecord("path", entry.path) + paxRecord("mtime", entry.mtime);
+  if (entry.linkpath !== undefined) pax += paxRecord("linkpath", entry.linkpath);
+  if (size > MAX_USTAR_SIZE) pax += paxRecord("size", String(size));
+  const paxEnd = BLOCK + pax.length;
+  const at = paxEnd + ((BLOCK - (pax.length % BLOCK)) % BLOCK);
+  // One small buffer from the shared pool: an archive has one per entry.
+  const out = Buffer.allocUnsafe(at + BLOCK);
+  PAX_BASE.block.copy(out, 0);
+  putChecksum(out, 0, PAX_BASE.sum + putOctal(out, 124, 12, pax.length));
+  out.write(pax, BLOCK, "latin1");
+  out.fill(0, paxEnd, at);
   // The ustar fields hold a plain fallback name; readers take the pax path.
-  const fallback = Buffer.from(entry.path, "latin1").subarray(0, 99).toString("latin1");
-  return Buffer.concat([
-    rawHeader("PaxHeader", "x", pax.length, 0o644, 0),
-    pax,
-    padTo(pax.length),
-    rawHeader(fallback, flag, size > 0o77777777777 ? 0 : size, entry.mode, Number(entry.mtime), (entry.linkpath ?? "").slice(0, 99)),
-  ]);
+  USTAR_BASE.block.copy(out, at);
+  const name = entry.path.slice(0, 99);
+  const link = (entry.linkpath ?? "").slice(0, 99);
+  out.write(name, at, "latin1");
+  out.write(link, at + 157, "latin1");
+  const flag = entry.type === "file" ? 0x30 : entry.type === "dir" ? 0x35 : entry.type === "hardlink" ? 0x31 : 0x32;
+  out[at + 156] = flag;
+  let sum = USTAR_BASE.sum + byteSum(name) + byteSum(link) + flag;
+  sum += putOctal(out, at + 100, 8, entry.mode & 0o7777);
+  sum += putOctal(out, at + 124, 12, size > MAX_USTAR_SIZE ? 0 : size);
+  sum += putOctal(out, at + 136, 12, Math.max(0, Math.floor(Number(entry.mtime))));
+  putChecksum(out, at, sum);
+  return out;
 }
 
-/** Zero bytes that end a file's body in the archive. */
+const ZEROS = Buffer.alloc(BLOCK);
+
+/** Zero bytes that end a file's body in the archive (a view of one shared block: never written to). */
 export function tarPadding(size: number): Buffer {
-  return padTo(size);
+  return ZEROS.subarray(0, (BLOCK - (size % BLOCK)) % BLOCK);
 }
 
 /** The end-of-archive marker. */

@@ -1,14 +1,15 @@
 /**
  * The synchronous tar parser that reads every workspace save: archives made
  * by GNU tar in its formats, numbers written the ways tar writers write them,
- * and headers that are damaged or hostile.
+ * and headers that are damaged or hostile. And the header writer every
+ * restore uses, read back by GNU tar.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NEED, TarFormatError, TarParser, type TarEntry } from "../../src/sandbox/tar-stream";
+import { NEED, TAR_END, TarFormatError, TarParser, tarHeader, tarPadding, type TarEntry } from "../../src/sandbox/tar-stream";
 
 const root = mkdtempSync(join(tmpdir(), "ash-tar-parse-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -130,5 +131,73 @@ describe("the tar parser", () => {
     expect(() => parseAll(withBody(header({ size: Buffer.from("00000000012\0") }, (sum) => Buffer.from((sum + 1).toString(8).padStart(6, "0") + "\0 ")), 10))).toThrow(/checksum/);
     const huge = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
     expect(() => parseAll(withBody(header({ size: huge }), 0))).toThrow(/out of range/);
+  });
+});
+
+describe("the tar writer", () => {
+  it("writes headers GNU tar and the parser read back exactly: long and non-UTF-8 names, long link targets, mtimes past the ustar field", () => {
+    // Names are raw bytes as latin1: 0xe9 alone is not UTF-8.
+    const deep = `${"d".repeat(60)}/${"e".repeat(60)}`;
+    const odd = "caf\xe9 \nname\x7f";
+    const target = `${"t".repeat(150)}/x`;
+    const entries: Array<Parameters<typeof tarHeader>[0] & { body?: string }> = [
+      { type: "dir", path: "./d", mode: 0o750, mtime: "1700000000.123456789" },
+      { type: "dir", path: `./${"d".repeat(60)}`, mode: 0o755, mtime: "1700000001.000000000" },
+      { type: "dir", path: `./${deep}`, mode: 0o700, mtime: "1700000002.000000000" },
+      { type: "file", path: `./${deep}/${"f".repeat(120)}`, mode: 0o640, mtime: "1700000003.5", size: 700, body: "x".repeat(700) },
+      { type: "file", path: `./d/${odd}`, mode: 0o600, mtime: "9000000000.250000000", size: 3, body: "abc" },
+      { type: "file", path: "./d/old", mode: 0o644, mtime: "-5.000000000", size: 0, body: "" },
+      { type: "symlink", path: "./d/link", mode: 0o777, mtime: "1700000004.000000000", linkpath: target },
+      { type: "hardlink", path: "./d/same", mode: 0o600, mtime: "9000000000.250000000", linkpath: `./d/${odd}` },
+    ];
+    const parts: Buffer[] = [];
+    for (const { body, ...entry } of entries) {
+      parts.push(tarHeader(entry));
+      if (body !== undefined) parts.push(Buffer.from(body, "latin1"), tarPadding(body.length));
+    }
+    const archive = Buffer.concat([...parts, TAR_END]);
+    const file = join(root, "written.tar");
+    writeFileSync(file, archive);
+
+    // GNU tar checks every header's checksum and takes the pax records.
+    const out = join(root, "written");
+    mkdirSync(out);
+    execFileSync("tar", ["-x", "-f", file, "--numeric-owner", "--no-same-owner", "--same-permissions", "--delay-directory-restore", "--warning=no-timestamp"], { cwd: out });
+    const at = (raw: string) => Buffer.from(join(out, raw), "latin1");
+    expect(readFileSync(at(`${deep}/${"f".repeat(120)}`), "latin1")).toBe("x".repeat(700));
+    expect(lstatSync(at(`${deep}/${"f".repeat(120)}`)).mode & 0o7777).toBe(0o640);
+    expect(lstatSync(at("d")).mode & 0o7777).toBe(0o750);
+    expect(lstatSync(at(deep)).mode & 0o7777).toBe(0o700);
+    expect(readFileSync(at(`d/${odd}`), "latin1")).toBe("abc");
+    expect(lstatSync(at(`d/${odd}`), { bigint: true }).mtimeNs).toBe(9_000_000_000_250_000_000n);
+    expect(lstatSync(at("d/old"), { bigint: true }).mtimeNs).toBe(-5_000_000_000n);
+    expect(lstatSync(at(`${deep}/${"f".repeat(120)}`), { bigint: true }).mtimeNs).toBe(1_700_000_003_500_000_000n);
+    expect(readlinkSync(at("d/link"), "latin1")).toBe(target);
+    expect(lstatSync(at("d/same")).ino).toBe(lstatSync(at(`d/${odd}`)).ino);
+
+    // The parser gives back each entry as written, whole or in chunks.
+    for (const chunk of [archive.length, 512, 7]) {
+      const read = parseAll(archive, chunk);
+      expect(read.map((e) => [e.type, e.path, e.linkpath, e.mode, e.size, e.body])).toEqual(
+        entries.map((e) => [e.type, e.path, e.linkpath ?? "", e.mode, e.type === "file" ? e.size : 0, e.body ?? ""]),
+      );
+      expect(read.map((e) => Number(e.mtime))).toEqual(entries.map((e) => Number(e.mtime)));
+    }
+  });
+
+  it("puts a size too large for the ustar field in a pax record, and its padding is zeros", () => {
+    const size = 8 ** 11 + 5;
+    const header = tarHeader({ type: "file", path: "./big", mode: 0o644, mtime: "1700000000.000000000", size });
+    const parser = new TarParser();
+    parser.push(header);
+    const entry = parser.next();
+    expect(entry).not.toBe(NEED);
+    expect((entry as TarEntry).size).toBe(size);
+    expect(parser.left).toBe(size);
+    for (const n of [0, 1, 511, 512, 513, 8 ** 11 + 5]) {
+      const pad = tarPadding(n);
+      expect((n + pad.length) % 512).toBe(0);
+      expect(pad.every((byte) => byte === 0)).toBe(true);
+    }
   });
 });
