@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /**
  * One folder of a workspace version, Merkle style: entries sorted by the
@@ -44,7 +44,8 @@ export class TreeFormatError extends Error {
 const HEX64 = /^[0-9a-f]{64}$/;
 const MTIME = /^-?\d+\.\d{9}$/;
 
-export const sha256hex = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
+// One call, no hash object: a restore checks every piece it reads.
+export const sha256hex = (data: Buffer | string) => hash("sha256", data, "hex");
 
 export const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
