@@ -348,10 +348,14 @@ export async function tarIn(io: WorkspaceIo, produce: (stdin: Writable) => Promi
   return result.code === 0 ? [] : result.stderr.split("\n").filter(Boolean);
 }
 
-/** Writes to a stream, waiting when it is full; fails when the reader went away. */
-export async function writeAll(stream: Writable, data: Buffer): Promise<void> {
+/**
+ * Writes to a stream, waiting when it is full; fails when the reader went
+ * away. `onWritten` runs once the stream no longer holds `data` (written or
+ * failed), so its buffer may be filled again.
+ */
+export async function writeAll(stream: Writable, data: Buffer, onWritten?: () => void): Promise<void> {
   if (stream.destroyed || stream.writableEnded) throw new Error("The restoring process ended early");
-  if (stream.write(data)) return;
+  if (stream.write(data, onWritten && (() => onWritten()))) return;
   await new Promise<void>((resolve, reject) => {
     const cleanup = () => {
       stream.off("drain", onDrain);

@@ -26,6 +26,7 @@ import {
   type SnapshotStoreOptions,
 } from "./legacy";
 import { driverObjects, forEachParallel, fsObjects, isObjectKey, PARALLEL, s3Objects, type ObjectStore } from "./objects";
+import { Batcher, BufferPool } from "./batches";
 import { PieceIndex } from "./piece-index";
 import { byName, decodeTree, encodeRows, sha256hex, treeOf, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
 
@@ -102,6 +103,8 @@ const TREE_CACHE_BYTES = 32 * 1024 * 1024;
 const PACK_CACHE = 4;
 /** Bytes gathered before a write to the restoring tar. */
 const OUT_BATCH = 256 * 1024;
+/** Written batches kept for the next (the stream holds one or two at a time). */
+const OUT_POOL = 4;
 
 const VERSION_ID = /^[0-9a-f]{64}$/;
 
@@ -879,7 +882,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
   }
 
   /** The version as a tar stream: each folder, then what is in it. */
-  async function* archiveOf(versionId: string, note: (line: string) => void): AsyncGenerator<Buffer> {
+  async function* archiveOf(versionId: string, note: (line: string) => void, pool?: BufferPool): AsyncGenerator<Buffer> {
     const order: string[] = [];
     const inOrder = new Set<string>();
     const linkTargets = new Set<string>();
@@ -890,18 +893,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     }
     const packs = packReader(order);
     const written = new Set<string>();
-    let out: Buffer[] = [];
-    let outBytes = 0;
-    const put = (data: Buffer) => {
-      out.push(data);
-      outBytes += data.length;
-    };
-    const take = () => {
-      const data = Buffer.concat(out, outBytes);
-      out = [];
-      outBytes = 0;
-      return data;
-    };
+    const batches = new Batcher(OUT_BATCH, pool);
+    const put = (data: Buffer) => batches.put(data);
     const putFile = async (path: string, entry: Extract<TreeEntry, { type: "file" }>, mode = entry.mode, mtime = entry.mtime) => {
       put(tarHeader({ type: "file", path, mode, mtime, size: entry.size }));
       for (const piece of entry.pieces) put(await packs.piece(piece, displayName(path)));
@@ -921,10 +914,10 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         if (target?.type === "file") await putFile(path, target, entry.mode, entry.mtime);
         else note(`${JSON.stringify(displayName(path))}: a hard link to a file the version does not hold`);
       }
-      if (outBytes >= OUT_BATCH) yield take();
+      if (batches.full) yield* batches.take();
     }
     put(TAR_END);
-    yield take();
+    yield* batches.take();
   }
 
   /** The entry at a relative raw path, or null. */
@@ -945,8 +938,9 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     assertVersionId(versionId);
     const note = restoreOptions.onNote ?? (() => {});
     await loadTree(versionId);
+    const pool = new BufferPool(2 * OUT_BATCH, OUT_POOL);
     const notes = await tarIn(io, async (stdin) => {
-      for await (const data of archiveOf(versionId, (line) => note(`not restored: ${line}`))) if (data.length) await writeAll(stdin, data);
+      for await (const data of archiveOf(versionId, (line) => note(`not restored: ${line}`), pool)) await writeAll(stdin, data, () => pool.give(data));
     });
     for (const line of notes) note(`not restored: ${line}`);
   }

@@ -1,0 +1,64 @@
+/**
+ * The batches a restore writes to the sandbox's tar: the same bytes in the
+ * same order as one concatenation, in buffers that are filled again only
+ * once handed back.
+ */
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { Batcher, BufferPool } from "../../src/snapshots/batches";
+
+const parts = () => [randomBytes(1536), Buffer.alloc(0), randomBytes(300), randomBytes(700), randomBytes(5000), randomBytes(3), randomBytes(1536)];
+
+describe("archive batches", () => {
+  it("give the parts' bytes in order, with or without a pool, and nothing when nothing waits", () => {
+    for (const pool of [undefined, new BufferPool(4096, 4)]) {
+      const batcher = new Batcher(2048, pool);
+      const input = parts();
+      const out: Buffer[] = [];
+      for (const part of input) {
+        batcher.put(part);
+        if (batcher.full) out.push(...batcher.take());
+      }
+      out.push(...batcher.take());
+      expect(Buffer.concat(out).equals(Buffer.concat(input))).toBe(true);
+      expect(out.every((b) => b.length > 0)).toBe(true);
+      expect(batcher.take()).toEqual([]);
+    }
+  });
+
+  it("copy small parts into pool buffers and pass a part of half a buffer or more as it is", () => {
+    const pool = new BufferPool(4096, 4);
+    const batcher = new Batcher(1 << 20, pool);
+    const big = randomBytes(2048);
+    batcher.put(Buffer.from("head"));
+    batcher.put(big);
+    batcher.put(Buffer.from("tail"));
+    const [head, passed, tail] = batcher.take();
+    expect(head!.toString()).toBe("head");
+    expect(passed).toBe(big);
+    expect(tail!.toString()).toBe("tail");
+    expect(head!.buffer).not.toBe(big.buffer);
+  });
+
+  it("fill a buffer again only after it was handed back, and never take a buffer of its own in", () => {
+    const pool = new BufferPool(4096, 4);
+    const batcher = new Batcher(16, pool);
+    batcher.put(Buffer.from("first batch of bytes"));
+    const [first] = batcher.take();
+    batcher.put(Buffer.from("second batch of bytes"));
+    const [second] = batcher.take();
+    // Not handed back: the second batch is in a buffer of its own, and the first is unchanged.
+    expect(second!.buffer).not.toBe(first!.buffer);
+    expect(first!.toString()).toBe("first batch of bytes");
+    pool.give(first!);
+    batcher.put(Buffer.from("third"));
+    const [third] = batcher.take();
+    expect(third!.buffer).toBe(first!.buffer);
+    // Something that is not the pool's is left alone.
+    const foreign = randomBytes(4096);
+    pool.give(foreign);
+    batcher.put(Buffer.from("fourth"));
+    const [fourth] = batcher.take();
+    expect(fourth!.buffer).not.toBe(foreign.buffer);
+  });
+});
