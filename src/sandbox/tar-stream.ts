@@ -544,20 +544,41 @@ function putChecksum(out: Buffer, at: number, sum: number): void {
 
 const MAX_USTAR_SIZE = 0o77777777777;
 
+export interface TarHeaderEntry {
+  type: "file" | "dir" | "symlink" | "hardlink";
+  /** Raw bytes as latin1. */
+  path: string;
+  size?: number;
+  mode: number;
+  mtime: string;
+  linkpath?: string;
+}
+
 /** Header blocks (a pax record set, then ustar) for one entry, in one buffer; names are raw latin1 strings. */
-export function tarHeader(entry: { type: "file" | "dir" | "symlink" | "hardlink"; path: string; size?: number; mode: number; mtime: string; linkpath?: string }): Buffer {
+export function tarHeader(entry: TarHeaderEntry): Buffer {
+  let out: Buffer | undefined;
+  // One small buffer from the shared pool.
+  tarHeaderInto(entry, (length) => ({ buffer: (out = Buffer.allocUnsafe(length)), at: 0 }));
+  return out!;
+}
+
+/**
+ * The same header blocks written where `room` says, which gives a buffer and
+ * an offset with `length` bytes free: an archive of many small files then
+ * makes no buffer per entry.
+ */
+export function tarHeaderInto(entry: TarHeaderEntry, room: (length: number) => { buffer: Buffer; at: number }): void {
   const size = entry.type === "file" ? entry.size ?? 0 : 0;
   let pax = paxRecord("path", entry.path) + paxRecord("mtime", entry.mtime);
   if (entry.linkpath !== undefined) pax += paxRecord("linkpath", entry.linkpath);
   if (size > MAX_USTAR_SIZE) pax += paxRecord("size", String(size));
-  const paxEnd = BLOCK + pax.length;
-  const at = paxEnd + ((BLOCK - (pax.length % BLOCK)) % BLOCK);
-  // One small buffer from the shared pool: an archive has one per entry.
-  const out = Buffer.allocUnsafe(at + BLOCK);
-  PAX_BASE.block.copy(out, 0);
-  putChecksum(out, 0, PAX_BASE.sum + putOctal(out, 124, 12, pax.length));
-  out.write(pax, BLOCK, "latin1");
-  out.fill(0, paxEnd, at);
+  const paxBlocks = pax.length + ((BLOCK - (pax.length % BLOCK)) % BLOCK);
+  const { buffer: out, at: start } = room(BLOCK + paxBlocks + BLOCK);
+  PAX_BASE.block.copy(out, start);
+  putChecksum(out, start, PAX_BASE.sum + putOctal(out, start + 124, 12, pax.length));
+  out.write(pax, start + BLOCK, "latin1");
+  const at = start + BLOCK + paxBlocks;
+  out.fill(0, start + BLOCK + pax.length, at);
   // The ustar fields hold a plain fallback name; readers take the pax path.
   USTAR_BASE.block.copy(out, at);
   const name = entry.path.slice(0, 99);
@@ -571,7 +592,6 @@ export function tarHeader(entry: { type: "file" | "dir" | "symlink" | "hardlink"
   sum += putOctal(out, at + 124, 12, size > MAX_USTAR_SIZE ? 0 : size);
   sum += putOctal(out, at + 136, 12, Math.max(0, Math.floor(Number(entry.mtime))));
   putChecksum(out, at, sum);
-  return out;
 }
 
 const ZEROS = Buffer.alloc(BLOCK);

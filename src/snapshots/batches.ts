@@ -31,13 +31,15 @@ export class BufferPool {
 
 /**
  * Gathers parts until about `size` bytes wait. Without a pool each batch is
- * a new buffer its reader may keep; with one, small parts are copied into
- * pool buffers and a part of half a buffer or more goes out as it is (a view
- * of data that does not change, such as a pack).
+ * a new buffer its reader may keep. With one, parts are copied into pool
+ * buffers as they come, so a part's own buffer may change right after (a
+ * pack read into a buffer that is then filled again).
  */
 export class Batcher {
   private parts: Buffer[] = [];
   private bytes = 0;
+  private current: Buffer | null = null;
+  private used = 0;
 
   constructor(
     private readonly size: number,
@@ -45,8 +47,35 @@ export class Batcher {
   ) {}
 
   put(data: Buffer): void {
-    this.parts.push(data);
-    this.bytes += data.length;
+    if (!this.pool) {
+      this.parts.push(data);
+      this.bytes += data.length;
+      return;
+    }
+    for (let from = 0; from < data.length; ) {
+      if (!this.current || this.used === this.current.length) this.next();
+      const copied = data.copy(this.current!, this.used, from);
+      this.used += copied;
+      this.bytes += copied;
+      from += copied;
+    }
+  }
+
+  /** Where the caller writes `length` bytes next, in order after what was put. */
+  room(length: number): { buffer: Buffer; at: number } {
+    if (!this.pool || length > this.pool.size) {
+      this.close();
+      const buffer = Buffer.allocUnsafe(length);
+      this.parts.push(buffer);
+      this.bytes += length;
+      return { buffer, at: 0 };
+    }
+    if (this.current && this.current.length - this.used < length) this.next();
+    if (!this.current) this.next();
+    const at = this.used;
+    this.used += length;
+    this.bytes += length;
+    return { buffer: this.current!, at };
   }
 
   get full(): boolean {
@@ -55,33 +84,24 @@ export class Batcher {
 
   /** What waits, as buffers to write in order (none when nothing waits). */
   take(): Buffer[] {
+    this.close();
     const parts = this.parts;
     const bytes = this.bytes;
     this.parts = [];
     this.bytes = 0;
-    if (bytes === 0) return [];
-    if (!this.pool) return [Buffer.concat(parts, bytes)];
-    const pool = this.pool;
-    const out: Buffer[] = [];
-    let current: Buffer | null = null;
-    let used = 0;
-    const close = () => {
-      if (current && used > 0) out.push(current.subarray(0, used));
-      else if (current) pool.give(current);
-      current = null;
-      used = 0;
-    };
-    for (const part of parts) {
-      if (part.length >= pool.size / 2) {
-        close();
-        out.push(part);
-        continue;
-      }
-      if (current && used + part.length > pool.size) close();
-      current ??= pool.take();
-      used += part.copy(current, used);
-    }
-    close();
-    return out;
+    if (bytes === 0 || this.pool) return parts;
+    return [Buffer.concat(parts, bytes)];
+  }
+
+  private next(): void {
+    this.close();
+    this.current = this.pool!.take();
+  }
+
+  private close(): void {
+    if (this.current && this.used > 0) this.parts.push(this.current.subarray(0, this.used));
+    else if (this.current) this.pool!.give(this.current);
+    this.current = null;
+    this.used = 0;
   }
 }

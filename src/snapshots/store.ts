@@ -2,7 +2,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { normalizeRelativePath } from "../sandbox/snapshot-keys";
 import { createHash, hash as oneShotHash } from "node:crypto";
-import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeader, tarPadding, type TarParser } from "../sandbox/tar-stream";
+import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeaderInto, tarPadding, type TarHeaderEntry, type TarParser } from "../sandbox/tar-stream";
 import {
   displayName,
   entryPath,
@@ -96,7 +96,6 @@ const CHANGED_BATCH = 4096;
 const PACKS_IN_FLIGHT = 2;
 const TREE_BATCH = 256;
 const TREE_BATCH_BYTES = 4 * 1024 * 1024;
-/** Object reads and writes at once. */
 /** Decoded trees kept (by the size of their bytes); they are immutable, so never stale. */
 const TREE_CACHE_BYTES = 32 * 1024 * 1024;
 /** Packs kept while restoring or reading. */
@@ -271,26 +270,35 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     return { id, tree, byName: namesOf(tree) };
   };
 
-  async function loadPack(id: string): Promise<Buffer> {
-    const data = await reading(() => objects.get(`packs/${id}`));
+  async function loadPack(id: string, into?: (size: number) => Buffer): Promise<Buffer> {
+    const data = await reading(() => objects.get(`packs/${id}`, into));
     if (!data) throw new SnapshotCorruptError(`Workspace version object packs/${id} is missing`);
     return data;
   }
 
-  /** Packs in memory while a version is read: the last few, and the next ones fetched ahead. */
-  function packReader(order: string[] = []) {
+  /**
+   * Packs in memory while a version is read: the last few, and the next ones
+   * fetched ahead. With a pool, a pack's buffer is filled again once it leaves
+   * (only for a reader whose every piece is copied before the next is asked for).
+   */
+  function packReader(order: string[] = [], pool?: BufferPool) {
     const held = new Map<string, Promise<Buffer>>();
     const position = new Map(order.map((id, at) => [id, at] as const));
+    const into = pool && ((size: number) => (size <= pool.size ? pool.take() : Buffer.allocUnsafeSlow(size)));
     const fetch = (id: string) => {
       let pack = held.get(id);
       if (pack) {
         held.delete(id);
       } else {
-        pack = loadPack(id);
+        pack = loadPack(id, into);
         pack.catch(() => {});
       }
       held.set(id, pack);
-      while (held.size > PACK_CACHE + 2) held.delete(held.keys().next().value!);
+      while (held.size > PACK_CACHE + 2) {
+        const [oldest, old] = held.entries().next().value!;
+        held.delete(oldest);
+        if (pool) old.then((data) => pool.give(data), () => {});
+      }
       return pack;
     };
     return {
@@ -891,23 +899,26 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         for (const piece of entry.pieces) if (!inOrder.has(piece.pack as string)) (inOrder.add(piece.pack as string), order.push(piece.pack as string));
       } else if (entry.type === "hardlink") linkTargets.add(entry.target);
     }
-    const packs = packReader(order);
+    // Pieces are copied into batches as they come only with a pool of those.
+    const packs = packReader(order, pool && new BufferPool(PACK_TARGET, PACK_CACHE + 3));
     const written = new Set<string>();
     const batches = new Batcher(OUT_BATCH, pool);
     const put = (data: Buffer) => batches.put(data);
+    const room = (length: number) => batches.room(length);
+    const header = (entry: TarHeaderEntry) => tarHeaderInto(entry, room);
     const putFile = async (path: string, entry: Extract<TreeEntry, { type: "file" }>, mode = entry.mode, mtime = entry.mtime) => {
-      put(tarHeader({ type: "file", path, mode, mtime, size: entry.size }));
+      header({ type: "file", path, mode, mtime, size: entry.size });
       for (const piece of entry.pieces) put(await packs.piece(piece, displayName(path)));
       put(tarPadding(entry.size));
     };
     for await (const { path, entry } of entriesOf(versionId)) {
-      if (entry.type === "dir") put(tarHeader({ type: "dir", path, mode: entry.mode, mtime: entry.mtime }));
-      else if (entry.type === "symlink") put(tarHeader({ type: "symlink", path, mode: 0o777, mtime: entry.mtime, linkpath: entry.target }));
+      if (entry.type === "dir") header({ type: "dir", path, mode: entry.mode, mtime: entry.mtime });
+      else if (entry.type === "symlink") header({ type: "symlink", path, mode: 0o777, mtime: entry.mtime, linkpath: entry.target });
       else if (entry.type === "file") {
         await putFile(path, entry);
         if (linkTargets.has(path)) written.add(path);
       } else if (written.has(entry.target)) {
-        put(tarHeader({ type: "hardlink", path, mode: entry.mode, mtime: entry.mtime, linkpath: entry.target }));
+        header({ type: "hardlink", path, mode: entry.mode, mtime: entry.mtime, linkpath: entry.target });
       } else {
         // Its first name is not in the archive before it: a copy keeps the bytes.
         const target = await lookup(versionId, entry.target);

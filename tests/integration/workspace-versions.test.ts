@@ -196,6 +196,29 @@ describe("workspace versions (fs objects)", () => {
     expect(await store.save(trustedFolderIo(ws), { base: next.id })).toMatchObject({ id: next.id, changedFiles: 1 });
   });
 
+  it("restores a version of more packs than a restore keeps in memory exactly, reading packs into buffers it fills again", async () => {
+    const ws = fresh("ws");
+    // Nine folders of a small file and 8 MiB: each small file lands in a pack of its own; a restore holds six.
+    for (let k = 0; k < 9; k++) {
+      mkdirSync(join(ws, `p${k}`));
+      writeFileSync(join(ws, `p${k}`, "a.txt"), `small file ${k} ${randomBytes(8).toString("hex")}`);
+      writeFileSync(join(ws, `p${k}`, "b.bin"), randomBytes(8 << 20));
+    }
+    // Last, copies of the nine small files: one batch of the archive holds pieces of nine packs, and the
+    // first of those packs leaves (and its buffer is filled again) before that batch is written.
+    mkdirSync(join(ws, "zz"));
+    for (let k = 0; k < 9; k++) cpSync(join(ws, `p${k}`, "a.txt"), join(ws, "zz", `copy-${k}.txt`));
+    const store = createVersionStore({ dataDir });
+    const version = await store.save(trustedFolderIo(ws));
+    const packs = (await store.objectsOf(version.id)).filter((key) => key.startsWith("packs/"));
+    expect(packs.length).toBeGreaterThanOrEqual(9);
+    for (let round = 0; round < 2; round++) {
+      const restored = await restoreInto(store, version.id);
+      expect(describeTree(restored)).toEqual(describeTree(ws));
+      expect(contentOf(restored)).toBe(contentOf(ws));
+    }
+  });
+
   it("dedupes identical bytes across versions and across two forks saved from one base", async () => {
     const ws = fresh("ws");
     mkdirSync(join(ws, "lib"));

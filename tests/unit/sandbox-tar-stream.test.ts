@@ -9,7 +9,7 @@ import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NEED, TAR_END, TarFormatError, TarParser, tarHeader, tarPadding, type TarEntry } from "../../src/sandbox/tar-stream";
+import { NEED, TAR_END, TarFormatError, TarParser, tarHeader, tarHeaderInto, tarPadding, type TarEntry } from "../../src/sandbox/tar-stream";
 
 const root = mkdtempSync(join(tmpdir(), "ash-tar-parse-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -156,6 +156,14 @@ describe("the tar writer", () => {
       if (body !== undefined) parts.push(Buffer.from(body, "latin1"), tarPadding(body.length));
     }
     const archive = Buffer.concat([...parts, TAR_END]);
+    // Written into a larger buffer at an offset, the same bytes, and nothing around them touched.
+    for (const { body: _, ...entry } of entries) {
+      const big = Buffer.alloc(20_000, 0xaa);
+      let length = 0;
+      tarHeaderInto(entry, (n) => ((length = n), { buffer: big, at: 100 }));
+      expect(big.subarray(100, 100 + length).equals(tarHeader(entry))).toBe(true);
+      expect(big.subarray(0, 100).every((b) => b === 0xaa) && big.subarray(100 + length).every((b) => b === 0xaa)).toBe(true);
+    }
     const file = join(root, "written.tar");
     writeFileSync(file, archive);
 
