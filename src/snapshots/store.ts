@@ -285,31 +285,40 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const held = new Map<string, Promise<Buffer>>();
     const position = new Map(order.map((id, at) => [id, at] as const));
     const into = pool && ((size: number) => (size <= pool.size ? pool.take() : Buffer.allocUnsafeSlow(size)));
+    /** Packs read and still held: their pieces are served without waiting. */
+    const loaded = new Map<string, Buffer>();
     const fetch = (id: string) => {
       let pack = held.get(id);
       if (pack) {
         held.delete(id);
       } else {
-        pack = loadPack(id, into);
-        pack.catch(() => {});
+        const loading = loadPack(id, into);
+        loading.then((data) => void (held.get(id) === loading && loaded.set(id, data)), () => {});
+        pack = loading;
       }
       held.set(id, pack);
       while (held.size > PACK_CACHE + 2) {
         const [oldest, old] = held.entries().next().value!;
         held.delete(oldest);
+        loaded.delete(oldest);
         if (pool) old.then((data) => pool.give(data), () => {});
       }
       return pack;
     };
+    const check = (pack: Buffer, piece: Piece, raw: string) => {
+      const data = pack.subarray(piece.offset, piece.offset + piece.length);
+      if (data.length !== piece.length || sha256hex(data) !== piece.hash) throw new SnapshotCorruptError(`Workspace version has no intact copy of ${displayName(raw)}`);
+      return data;
+    };
     return {
-      async piece(piece: Piece, what: string): Promise<Buffer> {
+      /** A piece's bytes, checked (`raw` names its file); a promise only while its pack is being read. */
+      piece(piece: Piece, raw: string): Buffer | Promise<Buffer> {
         const id = piece.pack as string;
         const pack = fetch(id);
         const at = position.get(id);
-        if (at !== undefined) for (const next of order.slice(at + 1, at + 3)) if (!held.has(next)) fetch(next);
-        const data = (await pack).subarray(piece.offset, piece.offset + piece.length);
-        if (data.length !== piece.length || sha256hex(data) !== piece.hash) throw new SnapshotCorruptError(`Workspace version has no intact copy of ${what}`);
-        return data;
+        if (at !== undefined) for (let next = at + 1; next < Math.min(order.length, at + 3); next++) if (!held.has(order[next]!)) fetch(order[next]!);
+        const data = loaded.get(id);
+        return data ? check(data, piece, raw) : pack.then((data) => check(data, piece, raw));
       },
     };
   }
@@ -868,7 +877,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
   }
 
   /** Every entry of a version in the walk order (folder, then what is in it, by name). */
-  async function* entriesOf(versionId: string): AsyncGenerator<{ path: string; entry: TreeEntry }> {
+  /** The version's entries in archive order (a folder, then what is in it), a run at a time: one await per folder, not per entry. */
+  async function* entriesOf(versionId: string): AsyncGenerator<Array<{ path: string; entry: TreeEntry }>> {
     const rootTree = await loadTree(versionId);
     const stack: Array<{ prefix: string; entries: TreeEntry[]; at: number }> = [{ prefix: "", entries: rootTree.entries, at: 0 }];
     while (stack.length > 0) {
@@ -877,14 +887,21 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         stack.pop();
         continue;
       }
-      const entry = top.entries[top.at++]!;
-      const path = join2(top.prefix, entry.name);
-      yield { path, entry };
-      if (entry.type === "dir") {
-        const tree = await loadTree(entry.tree);
+      // Up to and with the next folder, whose own entries come next.
+      const run: Array<{ path: string; entry: TreeEntry }> = [];
+      let folder: { path: string; tree: string } | null = null;
+      while (top.at < top.entries.length && !folder) {
+        const entry = top.entries[top.at++]!;
+        const path = join2(top.prefix, entry.name);
+        run.push({ path, entry });
+        if (entry.type === "dir") folder = { path, tree: entry.tree };
+      }
+      yield run;
+      if (folder) {
+        const tree = await loadTree(folder.tree);
         // Fetch the sub-folders' trees ahead.
         for (const child of tree.entries) if (child.type === "dir") void loadTree(child.tree).catch(() => {});
-        stack.push({ prefix: path, entries: tree.entries, at: 0 });
+        stack.push({ prefix: folder.path, entries: tree.entries, at: 0 });
       }
     }
   }
@@ -894,10 +911,12 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const order: string[] = [];
     const inOrder = new Set<string>();
     const linkTargets = new Set<string>();
-    for await (const { entry } of entriesOf(versionId)) {
-      if (entry.type === "file") {
-        for (const piece of entry.pieces) if (!inOrder.has(piece.pack as string)) (inOrder.add(piece.pack as string), order.push(piece.pack as string));
-      } else if (entry.type === "hardlink") linkTargets.add(entry.target);
+    for await (const run of entriesOf(versionId)) {
+      for (const { entry } of run) {
+        if (entry.type === "file") {
+          for (const piece of entry.pieces) if (!inOrder.has(piece.pack as string)) (inOrder.add(piece.pack as string), order.push(piece.pack as string));
+        } else if (entry.type === "hardlink") linkTargets.add(entry.target);
+      }
     }
     // Pieces are copied into batches as they come only with a pool of those.
     const packs = packReader(order, pool && new BufferPool(PACK_TARGET, PACK_CACHE + 3));
@@ -906,26 +925,41 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const put = (data: Buffer) => batches.put(data);
     const room = (length: number) => batches.room(length);
     const header = (entry: TarHeaderEntry) => tarHeaderInto(entry, room);
-    const putFile = async (path: string, entry: Extract<TreeEntry, { type: "file" }>, mode = entry.mode, mtime = entry.mtime) => {
+    /** A file's header, pieces and padding; a promise only when a pack has to be read first. */
+    const putFile = (path: string, entry: Extract<TreeEntry, { type: "file" }>, mode = entry.mode, mtime = entry.mtime): Promise<void> | undefined => {
       header({ type: "file", path, mode, mtime, size: entry.size });
-      for (const piece of entry.pieces) put(await packs.piece(piece, displayName(path)));
-      put(tarPadding(entry.size));
-    };
-    for await (const { path, entry } of entriesOf(versionId)) {
-      if (entry.type === "dir") header({ type: "dir", path, mode: entry.mode, mtime: entry.mtime });
-      else if (entry.type === "symlink") header({ type: "symlink", path, mode: 0o777, mtime: entry.mtime, linkpath: entry.target });
-      else if (entry.type === "file") {
-        await putFile(path, entry);
-        if (linkTargets.has(path)) written.add(path);
-      } else if (written.has(entry.target)) {
-        header({ type: "hardlink", path, mode: entry.mode, mtime: entry.mtime, linkpath: entry.target });
-      } else {
-        // Its first name is not in the archive before it: a copy keeps the bytes.
-        const target = await lookup(versionId, entry.target);
-        if (target?.type === "file") await putFile(path, target, entry.mode, entry.mtime);
-        else note(`${JSON.stringify(displayName(path))}: a hard link to a file the version does not hold`);
+      for (let at = 0; at < entry.pieces.length; at++) {
+        const data = packs.piece(entry.pieces[at]!, path);
+        if (data instanceof Promise) {
+          return (async () => {
+            put(await data);
+            for (let next = at + 1; next < entry.pieces.length; next++) put(await packs.piece(entry.pieces[next]!, path));
+            put(tarPadding(entry.size));
+          })();
+        }
+        put(data);
       }
-      if (batches.full) yield* batches.take();
+      put(tarPadding(entry.size));
+      return undefined;
+    };
+    for await (const run of entriesOf(versionId)) {
+      for (const { path, entry } of run) {
+        if (entry.type === "dir") header({ type: "dir", path, mode: entry.mode, mtime: entry.mtime });
+        else if (entry.type === "symlink") header({ type: "symlink", path, mode: 0o777, mtime: entry.mtime, linkpath: entry.target });
+        else if (entry.type === "file") {
+          const reading = putFile(path, entry);
+          if (reading) await reading;
+          if (linkTargets.has(path)) written.add(path);
+        } else if (written.has(entry.target)) {
+          header({ type: "hardlink", path, mode: entry.mode, mtime: entry.mtime, linkpath: entry.target });
+        } else {
+          // Its first name is not in the archive before it: a copy keeps the bytes.
+          const target = await lookup(versionId, entry.target);
+          if (target?.type === "file") await putFile(path, target, entry.mode, entry.mtime);
+          else note(`${JSON.stringify(displayName(path))}: a hard link to a file the version does not hold`);
+        }
+        if (batches.full) yield* batches.take();
+      }
     }
     put(TAR_END);
     yield* batches.take();
@@ -1026,14 +1060,16 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     assertVersionId(versionId);
     const sizes = new Map<string, number>();
     const out: SnapshotListEntry[] = [];
-    for await (const { path, entry } of entriesOf(versionId)) {
-      const shown = displayName(path);
-      if (entry.type === "file") {
-        sizes.set(path, entry.size);
-        out.push({ path: shown, type: "file", size: entry.size, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) });
-      } else if (entry.type === "hardlink") out.push({ path: shown, type: "file", size: sizes.get(entry.target) ?? 0, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) });
-      else if (entry.type === "dir") out.push({ path: shown, type: "dir", size: 0, mode: entry.mode });
-      else out.push({ path: shown, type: "symlink", size: 0, target: displayName(entry.target) });
+    for await (const run of entriesOf(versionId)) {
+      for (const { path, entry } of run) {
+        const shown = displayName(path);
+        if (entry.type === "file") {
+          sizes.set(path, entry.size);
+          out.push({ path: shown, type: "file", size: entry.size, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) });
+        } else if (entry.type === "hardlink") out.push({ path: shown, type: "file", size: sizes.get(entry.target) ?? 0, mode: entry.mode, mtimeMs: mtimeMsOf(entry.mtime) });
+        else if (entry.type === "dir") out.push({ path: shown, type: "dir", size: 0, mode: entry.mode });
+        else out.push({ path: shown, type: "symlink", size: 0, target: displayName(entry.target) });
+      }
     }
     return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
@@ -1046,7 +1082,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     if (entry?.type !== "file") return null;
     const packs = packReader();
     const parts: Buffer[] = [];
-    for (const piece of entry.pieces) parts.push(await packs.piece(piece, path));
+    for (const piece of entry.pieces) parts.push(await packs.piece(piece, raw));
     return Buffer.concat(parts);
   }
 
