@@ -876,7 +876,6 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     for (let at = 0; at < pending.length; at++) await pending[at];
   }
 
-  /** Every entry of a version in the walk order (folder, then what is in it, by name). */
   /** The version's entries in archive order (a folder, then what is in it), a run at a time: one await per folder, not per entry. */
   async function* entriesOf(versionId: string): AsyncGenerator<Array<{ path: string; entry: TreeEntry }>> {
     const rootTree = await loadTree(versionId);
