@@ -5,7 +5,7 @@
  * pauses for, so a restore fills a few buffers again once each is written.
  */
 
-/** Output buffers handed back once a stream has taken their bytes. */
+/** Buffers of one size, handed back once nothing reads them and filled again (output batches, packs). */
 export class BufferPool {
   private readonly free: Buffer[] = [];
   private readonly mine = new WeakSet<ArrayBufferLike>();

@@ -384,8 +384,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
     const index = new PieceIndex();
     const sealed: string[] = [];
     // Pack buffers whose write is done are filled again (a new one would cost its page faults again).
-    const freePacks: Buffer[] = [];
-    let pack: Buffer = Buffer.allocUnsafeSlow(PACK_TARGET);
+    const packBuffers = new BufferPool(PACK_TARGET, PACKS_IN_FLIGHT + 1);
+    let pack: Buffer = packBuffers.take();
     let packBytes = 0;
     // Named by its pieces' hashes and lengths ("hash:length" lines), which fix its bytes; hashed once sealed.
     let packLines: string[] = [];
@@ -408,12 +408,12 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
         const id = createHash("sha256").update(packLines.join("\n")).digest("hex");
         sealed.push(id);
         const filled = pack;
-        pack = freePacks.pop() ?? Buffer.allocUnsafeSlow(PACK_TARGET);
+        pack = packBuffers.take();
         packBytes = 0;
         packLines = [];
         const key = `packs/${id}`;
         await onWrite([key]);
-        const write = objects.put(key, data).then(() => void freePacks.push(filled));
+        const write = objects.put(key, data).then(() => packBuffers.give(filled));
         write.catch(() => {});
         packWrites.push(write);
         allWrites.push(write);
