@@ -132,6 +132,27 @@ describe("the tar parser", () => {
     const huge = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
     expect(() => parseAll(withBody(header({ size: huge }), 0))).toThrow(/out of range/);
   });
+
+  it("checks a header's checksum wherever the header sits in memory: one byte changed anywhere outside the field is refused", () => {
+    const good = withBody(header({ size: Buffer.from("00000000012\0") }), 10);
+    // The same bytes at each of the four offsets a word-wise sum may see.
+    const at = (shift: number, bytes: Buffer) => {
+      const room = Buffer.alloc(bytes.length + 8);
+      const start = (4 - (room.byteOffset % 4) + shift) % 4;
+      bytes.copy(room, start);
+      return room.subarray(start, start + bytes.length);
+    };
+    for (let shift = 0; shift < 4; shift++) {
+      expect(parseAll(at(shift, good))[0]!.body).toBe("a".repeat(10));
+      for (const position of [0, 1, 2, 3, 99, 147, 156, 257, 300, 511]) {
+        for (const delta of [1, 0x80]) {
+          const bad = Buffer.from(good);
+          bad[position] = (bad[position]! + delta) & 0xff;
+          expect(() => parseAll(at(shift, bad)), `byte ${position} + ${delta}, shift ${shift}`).toThrow(/checksum/);
+        }
+      }
+    }
+  });
 });
 
 describe("the tar writer", () => {
