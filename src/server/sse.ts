@@ -23,8 +23,34 @@ export async function waitOrPing(log: EventLog, cursor: number, pingEveryMs: num
   return log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= pingEveryMs - 5;
 }
 
-export function formatFrame(event: StoredEvent): string {
+function formatFrame(event: StoredEvent): string {
   return `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`;
+}
+
+/**
+ * An event's frame as bytes, made once for every reader: the recent events of
+ * a session are shared objects, and a busy session may have hundreds of readers.
+ * Never changed once made (every stream sends the same bytes).
+ */
+const frameBytes = new WeakMap<StoredEvent, Uint8Array>();
+function frameOf(event: StoredEvent): Uint8Array {
+  let bytes = frameBytes.get(event);
+  if (!bytes) {
+    bytes = encoder.encode(formatFrame(event));
+    frameBytes.set(event, bytes);
+  }
+  return bytes;
+}
+
+function joined(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
 
 /**
@@ -58,16 +84,19 @@ export function eventStreamResponse(
         while (!finished) {
           const events = await log.read(cursor, 100);
           if (events.length > 0) {
-            let text = "";
+            const parts: Uint8Array[] = [];
+            let total = 0;
             for (const event of events) {
-              text += formatFrame(event);
+              const frame = frameOf(event);
+              parts.push(frame);
+              total += frame.length;
               cursor = event.seq;
               if (options.endAfterDone && event.type === "done") {
                 finish();
                 break;
               }
             }
-            controller.enqueue(encoder.encode(text));
+            controller.enqueue(joined(parts, total));
             if (finished) controller.close();
             return;
           }

@@ -62,6 +62,25 @@ describe("event streams over the stored event log", () => {
     expect(parseFrames(text).map((f) => f.id)).toEqual([8, 9, 10, 11]);
   });
 
+  it("sends many readers of one session the same frames, each from where it began, whether they read the events from memory or the database", async () => {
+    const log = await EventLog.open(db, "many-readers");
+    await log.append(Array.from({ length: 20 }, (_, i) => ({ type: "text_delta" as const, data: { delta: `before ${i} "quoted" é` } })));
+    // Readers from the start, from the middle, and of nothing yet: 30 of them, all open before the turn goes on.
+    const starts = Array.from({ length: 30 }, (_, i) => [0, 10, 20][i % 3]!);
+    const texts = starts.map((after) => eventStreamResponse(log, after, { endAfterDone: true }).text());
+    for (let i = 0; i < 5; i++) await log.append([{ type: "text_delta", data: { delta: `live ${i}` } }]);
+    await log.append([{ type: "done", data: { sessionId: "many-readers" } }]);
+    const got = await Promise.all(texts);
+    // A reader opened once the log is reopened reads every event from the database.
+    const fromDatabase = await eventStreamResponse(await EventLog.open(db, "many-readers"), 0, { endAfterDone: true }).text();
+    const expected = (after: number) => fromDatabase.slice(fromDatabase.indexOf(`id: ${after + 1}\n`));
+    got.forEach((text, i) => expect(text, `reader ${i}`).toBe(expected(starts[i]!)));
+    const frames = parseFrames(fromDatabase);
+    expect(frames.map((f) => f.id)).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
+    expect(frames[3]!.data).toEqual({ delta: `before 3 "quoted" é` });
+    expect(frames[22]!.data).toEqual({ delta: "live 2" });
+  });
+
   it("sends a ping comment after its interval of silence (15 s by default), then goes on with events", async () => {
     expect(PING_EVERY_MS).toBe(15_000);
     const log = await EventLog.open(db, "quiet");
