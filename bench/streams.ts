@@ -10,6 +10,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
 import { summarize } from "./stats";
@@ -22,6 +23,11 @@ const SLOW_MS = 4000;
 const [load1, load5] = loadavg();
 const model = await startFakeModel();
 
+/** CPU seconds (user + system) a process has used so far. */
+const cpuSeconds = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+};
 const rssMb = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
 
 /** Reads an SSE response until `done`; returns when each text_delta arrived (Date.now()) and the frame count. */
@@ -95,18 +101,32 @@ const oneSession = await sessionsAtOnce(a, ids.slice(0, 1), "one");
 const allSessions = await sessionsAtOnce(a, ids, "all");
 await a.dispose();
 
-// (b) R readers of one session's stream while it streams, against one reader.
-async function readersOf(s: TestServer, id: string, readers: number, round: string): Promise<{ lat: number[]; spread: number[]; rss: number; replayed: number }> {
+// (b) R readers of one session's stream while it streams, against one reader. The readers run in a
+// worker thread (stream-readers.mjs): parsing 200 streams in this thread would delay the fake model's
+// timestamps and the readers' own, and count the bench's work as the server's.
+async function readersOf(s: TestServer, id: string, readers: number, round: string): Promise<{ lat: number[]; spread: number[]; rss: number; replayed: number; cpu: number }> {
   const seq = (await (await s.api(`/api/sessions/${id}/events?limit=1000`)).json()).events.at(-1)?.sequence ?? 0;
   const before = rssMb(s.pid());
+  const cpuBefore = cpuSeconds(s.pid());
   let peak = before;
   const sampler = setInterval(() => (peak = Math.max(peak, rssMb(s.pid()))), 100);
   // Each reader replays the history from the start, then follows the live turn.
-  const streams = await Promise.all(Array.from({ length: readers }, () => s.api(`/api/sessions/${id}/stream?after=0`)));
-  const reading = streams.map((r) => readStreamAfter(r, seq));
+  const worker = new Worker(new URL("./stream-readers.mjs", import.meta.url), { workerData: { url: s.url, apiKey: s.apiKey, sessionId: id, readers, seq } });
+  const done = new Promise<Array<{ texts: number[]; replayed: number }>>((resolve, reject) => {
+    worker.on("message", (message) => {
+      if (message !== "open") resolve(message.results);
+    });
+    worker.once("error", reject);
+    worker.once("exit", (code) => reject(new Error(`the readers' worker stopped (${code})`)));
+  });
+  await new Promise<void>((resolve, reject) => {
+    worker.on("message", (message) => message === "open" && resolve());
+    worker.once("error", reject);
+  });
   const tag = `tag-${round}`;
   await (await send(s, id, `${tag}\n#slow ${SLOW_MS}`)).text();
-  const results = await Promise.all(reading);
+  const results = await done;
+  await worker.terminate();
   clearInterval(sampler);
   const emitted = requestTagged(tag)?.emittedAt;
   // What the fan-out itself adds: each reader's arrival minus the first reader's arrival of the same event.
@@ -115,37 +135,8 @@ async function readersOf(s: TestServer, id: string, readers: number, round: stri
     const first = Math.min(...results.map((r) => r.texts[k]!));
     return results.map((r) => r.texts[k]! - first);
   }).flat();
-  return { lat: results.flatMap((r) => added(r.texts, emitted)), spread, rss: (peak - before) / readers, replayed: Math.min(...results.map((r) => r.replayed)) };
-}
-
-/** Like readStream, but counts only text_delta frames after event `seq` (the live turn) and ends at its `done`. */
-async function readStreamAfter(response: Response, seq: number): Promise<{ texts: number[]; replayed: number }> {
-  const reader = response.body!.getReader();
-  const decoder = new TextDecoder();
-  const texts: number[] = [];
-  let replayed = 0;
-  let pending = "";
-  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-    const now = Date.now();
-    pending += decoder.decode(chunk.value, { stream: true });
-    const blocks = pending.split("\n\n");
-    pending = blocks.pop() ?? "";
-    for (const block of blocks) {
-      const event = /^event: (.*)$/m.exec(block)?.[1];
-      const id = Number(/^id: (\d+)$/m.exec(block)?.[1] ?? NaN);
-      if (!event) continue;
-      if (!(id > seq)) {
-        replayed++;
-        continue;
-      }
-      if (event === "text_delta") texts.push(now);
-      if (event === "done") {
-        await reader.cancel().catch(() => undefined);
-        return { texts, replayed };
-      }
-    }
-  }
-  return { texts, replayed };
+  const cpu = cpuSeconds(s.pid()) - cpuBefore;
+  return { lat: results.flatMap((r) => added(r.texts, emitted)), spread, rss: (peak - before) / readers, replayed: Math.min(...results.map((r) => r.replayed)), cpu };
 }
 
 const b = await server(2);
@@ -194,6 +185,13 @@ const rows = [
     met: p95(manyReaders.spread) <= 20 ? "yes" : "no",
   },
   {
+    what: `(b) server CPU while the readers replay the history and follow the turn (/proc)`,
+    goal: "—",
+    ours: `${manyReaders.cpu.toFixed(2)} CPU s for ${readersN} readers (${((manyReaders.cpu / readersN) * 1000).toFixed(1)} ms a reader)`,
+    baseline: `one reader: ${oneReader.cpu.toFixed(2)} CPU s`,
+    met: "—",
+  },
+  {
     what: `(b) server RSS per reader (growth while ${readersN} read)`,
     goal: "—",
     ours: `${manyReaders.rss.toFixed(3)} MB`,
@@ -205,7 +203,7 @@ const header = `Run ${new Date().toISOString().slice(0, 16).replace("T", " ")} U
 const table = [
   header,
   "",
-  "Medians / 95th percentiles. Added latency: when the client read a text piece minus when the fake model wrote it (the client runs in the same process and shares its CPU).",
+  "Medians / 95th percentiles. Added latency: when the client read a text piece minus when the fake model wrote it (the clients run in the bench process: (a)'s in its main thread with the fake model, (b)'s readers in a worker thread of their own; both share the machine's CPU with the server).",
   "",
   "| what | goal | Ash now | baseline (same run) | met |",
   "|---|---|---|---|---|",
