@@ -76,20 +76,34 @@ async function server(maxSandboxes: number): Promise<TestServer> {
 const create = async (s: TestServer) => (await (await s.api("/api/sessions", { method: "POST", json: { agent: "bench" } })).json()).session;
 const send = (s: TestServer, id: string, content: string) => s.api(`/api/sessions/${id}/messages`, { method: "POST", json: { content } });
 
-// (a) N sessions streaming at the same time, against one alone.
-async function sessionsAtOnce(s: TestServer, ids: string[], round: string): Promise<{ lat: number[]; rss: number }> {
+/** When the server stored each text piece of a session after event `after` (ms). */
+const storedAt = async (s: TestServer, id: string, after: number) =>
+  ((await (await s.api(`/api/sessions/${id}/events?after=${after}&type=text_delta&limit=1000`)).json()).events as Array<{ createdAt: string }>).map((e) => Date.parse(e.createdAt));
+const lastSeq = async (s: TestServer, id: string) => ((await (await s.api(`/api/sessions/${id}/events?limit=1000`)).json()).events.at(-1)?.sequence ?? 0) as number;
+
+// (a) N sessions streaming at the same time, against one alone. Each piece's added latency is also
+// split where the server stored it: model → server (the agent process's part) and server → client.
+async function sessionsAtOnce(s: TestServer, ids: string[], round: string): Promise<{ lat: number[]; agent: number[]; served: number[]; rss: number }> {
   const before = rssMb(s.pid());
   let peak = before;
   const sampler = setInterval(() => (peak = Math.max(peak, rssMb(s.pid()))), 100);
+  const from = await Promise.all(ids.map((id) => lastSeq(s, id)));
   const results = await Promise.all(
     ids.map(async (id, i) => {
       const tag = `tag-${round}-${i}`;
       const got = await readStream(await send(s, id, `${tag}\n#slow ${SLOW_MS}`));
-      return added(got.texts, requestTagged(tag)?.emittedAt);
+      return { id, i, texts: got.texts, emitted: requestTagged(tag)?.emittedAt as number[] | undefined };
     }),
   );
   clearInterval(sampler);
-  return { lat: results.flat(), rss: (peak - before) / ids.length };
+  const agent: number[] = [];
+  const served: number[] = [];
+  for (const r of results) {
+    const stored = await storedAt(s, r.id, from[r.i]!);
+    agent.push(...added(stored, r.emitted));
+    served.push(...added(r.texts, stored));
+  }
+  return { lat: results.flatMap((r) => added(r.texts, r.emitted)), agent, served, rss: (peak - before) / ids.length };
 }
 
 const a = await server(sessionsN + 1);
@@ -162,6 +176,20 @@ const rows = [
     ours: fmt(allSessions.lat),
     baseline: `one session alone: ${fmt(oneSession.lat)}`,
     met: p95(allSessions.lat) <= 20 ? "yes" : "no",
+  },
+  {
+    what: `(a) of that: model → stored by the server (the agent process parses the model's stream and reports each piece)`,
+    goal: "—",
+    ours: fmt(allSessions.agent),
+    baseline: `one session alone: ${fmt(oneSession.agent)}`,
+    met: "—",
+  },
+  {
+    what: `(a) of that: stored by the server → read by the client`,
+    goal: "—",
+    ours: fmt(allSessions.served),
+    baseline: `one session alone: ${fmt(oneSession.served)}`,
+    met: "—",
   },
   {
     what: `(a) server RSS per streaming session (growth while ${sessionsN} stream)`,
