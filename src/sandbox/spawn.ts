@@ -31,6 +31,7 @@ import {
 } from "./limits";
 import { LogBuffer, type SandboxLogLine } from "./log-buffer";
 import { removeTree } from "./remove-tree";
+import type { Trash } from "./trash";
 import { SandboxedProcess } from "./sandbox-process";
 import { resolveSandboxUser, type SandboxUser } from "./user";
 
@@ -72,6 +73,8 @@ export interface CreateSandboxOptions extends LimitHost {
    * exists, so nothing can race these writes.
    */
   populate?: (dirs: { workspaceDir: string; homeDir: string; configDir: string }) => Promise<void>;
+  /** Where destroy() puts the sandbox's folder to be removed in the background; without it, destroy() removes it before it returns. */
+  trash?: Trash;
 }
 
 export interface ExecOptions {
@@ -475,7 +478,9 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     await network.close();
     // Only now, with no process of the sandbox left to race it (rm never follows
     // symlinks, and has no path-length limit however deep the sandbox nested folders).
-    if (!destroyOptions.keepFiles) await removeTree(rootDir);
+    if (destroyOptions.keepFiles) return;
+    if (options.trash) await options.trash.discard(rootDir);
+    else await removeTree(rootDir);
   }
 
   return {

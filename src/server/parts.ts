@@ -6,6 +6,7 @@ import { SandboxIsolationError, findSandboxTools } from "../sandbox/isolation";
 import { createSandbox, describeSandboxHost } from "../sandbox/spawn";
 import { listCgroup1Groups, removeCgroup1Parent } from "../sandbox/cgroup1";
 import { removeTree } from "../sandbox/remove-tree";
+import { Trash } from "../sandbox/trash";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
 import { createVersionStore, type SnapshotListEntry } from "../snapshots";
@@ -55,6 +56,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   }
   log.info(`sandboxes: isolation ${host.isolation}${host.seccomp ? "+seccomp" : ""} (${host.detail}); limits ${host.limitMode} (${host.limitDetail})`);
 
+  // A destroyed sandbox's folder leaves its path at once; its files are removed in the background.
+  const trash = new Trash(join(config.dataDir, "trash"));
   const sandboxes: SandboxFactory = {
     describe: () => ({
       isolation: { mode: host.isolation, seccomp: host.seccomp, unisolatedAllowed: allowUnisolated },
@@ -71,11 +74,12 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
       const folder = join(config.dataDir, "sandboxes");
       const names = await readdir(folder).catch(() => [] as string[]);
       for (const name of names) await removeTree(join(folder, name));
-      return names.length;
+      return names.length + (await trash.empty());
     },
     async close() {
       // Each sandbox removed its own groups; the folder this server made for them goes last.
       if (host.limitMode === "cgroup1") await removeCgroup1Parent(cgroup1Parent);
+      await trash.settle();
     },
     async create({ id, env, populate, network }) {
       // Filled before any process of the sandbox runs; then handed to the sandbox user.
@@ -88,6 +92,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
         cgroup1Parent,
         network,
         populate: ({ workspaceDir }) => populate(workspaceDir),
+        trash,
       });
       return {
         id: sandbox.id,

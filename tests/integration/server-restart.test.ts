@@ -3,7 +3,7 @@ import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer 
 import { backends } from "../helpers/backends";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 import { countClaudeProcesses } from "../helpers/processes";
-import { readdir } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 describe.each(backends)("restarts on $name", (backend) => {
@@ -72,9 +72,13 @@ describe.each(backends)("restarts on $name", (backend) => {
     // The sandboxed CLI dies with the server (bounded wait).
     for (let i = 0; i < 50 && (await countClaudeProcesses(server.dataDir)) > 0; i++) await new Promise((r) => setTimeout(r, 100));
     expect(await countClaudeProcesses(server.dataDir)).toBe(0);
+    // A folder the crashed run had put in the trash and not yet removed.
+    await mkdir(join(server.dataDir, "trash", "left-by-a-crash.0a1b2c", "workspace"), { recursive: true });
+    await writeFile(join(server.dataDir, "trash", "left-by-a-crash.0a1b2c", "workspace", "file.txt"), "left");
     await server.restart();
     // What the crashed run left is cleaned up at start.
     expect(await readdir(join(server.dataDir, "sandboxes"))).not.toContain(sandboxId);
+    expect(await readdir(join(server.dataDir, "trash"))).toEqual([]);
     const file = await (await server.api(`/api/sessions/${session.id}/files/crash.txt?format=json`)).json();
     expect(file.content).toBe("survived\n");
     const next = await turn(session.id, "#bash cat crash.txt");

@@ -66,6 +66,10 @@ describe("sandbox pool and eviction", () => {
     expect(h.activeSandboxes).toBe(0);
     expect(await countClaudeProcesses(server.dataDir)).toBe(0);
     expect(await readdir(join(server.dataDir, "sandboxes"))).not.toContain(sandboxId);
+    // Its folder went to the trash at once and is removed in the background (bounded wait).
+    const trashed = async () => (await readdir(join(server.dataDir, "trash")).catch(() => [] as string[])).filter((name) => name.startsWith(`${sandboxId}.`));
+    for (let i = 0; i < 100 && (await trashed()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await trashed()).toEqual([]);
     expect((await (await server.api(`/api/sessions/${session.id}`)).json()).session.sandboxId).toBeNull();
 
     const events = await turn(session.id, "#bash cat state.txt");
