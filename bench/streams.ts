@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
+import { readArrivals } from "./sse-arrivals.mjs";
 import { summarize } from "./stats";
 
 const numbers = process.argv.slice(2).filter((a) => /^\d+$/.test(a)).map(Number);
@@ -29,32 +30,6 @@ const cpuSeconds = (pid: number) => {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 };
 const rssMb = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
-
-/** Reads an SSE response until `done`; returns when each text_delta arrived (Date.now()) and the frame count. */
-async function readStream(response: Response): Promise<{ texts: number[]; frames: number }> {
-  const reader = response.body!.getReader();
-  const decoder = new TextDecoder();
-  const texts: number[] = [];
-  let frames = 0;
-  let pending = "";
-  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
-    const now = Date.now();
-    pending += decoder.decode(chunk.value, { stream: true });
-    const blocks = pending.split("\n\n");
-    pending = blocks.pop() ?? "";
-    for (const block of blocks) {
-      const event = /^event: (.*)$/m.exec(block)?.[1];
-      if (!event) continue;
-      frames++;
-      if (event === "text_delta") texts.push(now);
-      if (event === "done") {
-        await reader.cancel().catch(() => undefined);
-        return { texts, frames };
-      }
-    }
-  }
-  return { texts, frames };
-}
 
 /** The model request whose last user text carries `tag`. */
 function requestTagged(tag: string): any {
@@ -91,7 +66,7 @@ async function sessionsAtOnce(s: TestServer, ids: string[], round: string): Prom
   const results = await Promise.all(
     ids.map(async (id, i) => {
       const tag = `tag-${round}-${i}`;
-      const got = await readStream(await send(s, id, `${tag}\n#slow ${SLOW_MS}`));
+      const got = await readArrivals(await send(s, id, `${tag}\n#slow ${SLOW_MS}`));
       return { id, i, texts: got.texts, emitted: requestTagged(tag)?.emittedAt as number[] | undefined };
     }),
   );
@@ -110,7 +85,7 @@ const a = await server(sessionsN + 1);
 const ids: string[] = [];
 for (let i = 0; i < sessionsN; i++) ids.push((await create(a)).id);
 // Every agent process up and past its first turn before measuring.
-await Promise.all(ids.map(async (id) => readStream(await send(a, id, "warm up"))));
+await Promise.all(ids.map(async (id) => readArrivals(await send(a, id, "warm up"))));
 const oneSession = await sessionsAtOnce(a, ids.slice(0, 1), "one");
 const allSessions = await sessionsAtOnce(a, ids, "all");
 await a.dispose();
