@@ -17,6 +17,7 @@ import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/
 import { loadConfig } from "../src/config";
 import { SPARE_MEMORY_MB } from "../src/sessions/warm-pool";
 import { bareCliOptions } from "./cli-baseline";
+import { cpuSeconds } from "./proc";
 import { msToFirstText, summarize } from "./stats";
 
 const samples = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 8);
@@ -78,17 +79,15 @@ function descendants(pid: number): number[] {
 }
 /** CPU seconds of a process tree: each process's own time and that of children it has reaped. */
 function treeCpuSeconds(pid: number): number {
-  let ticks = 0;
+  let seconds = 0;
   for (const p of [pid, ...descendants(pid)]) {
     try {
-      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+      seconds += cpuSeconds(p, { reaped: true });
     } catch {
       // gone
     }
   }
-  return ticks / 100;
+  return seconds;
 }
 /** RSS and PSS (MB) and agent process count of the server's processes that belong to one sandbox. */
 function sandboxMemory(s: TestServer, sandboxId: string): { rss: number; pss: number; agents: number; processes: number } {

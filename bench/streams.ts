@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer, type TestServer } from "../tests/helpers/server";
+import { cpuSeconds } from "./proc";
 import { readArrivals } from "./sse-arrivals.mjs";
 import { summarize } from "./stats";
 
@@ -24,11 +25,6 @@ const SLOW_MS = 4000;
 const [load1, load5] = loadavg();
 const model = await startFakeModel();
 
-/** CPU seconds (user + system) a process has used so far. */
-const cpuSeconds = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-};
 const rssMb = (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
 
 /** The model request whose last user text carries `tag`. */
@@ -94,7 +90,7 @@ await a.dispose();
 // worker thread (stream-readers.mjs): parsing 200 streams in this thread would delay the fake model's
 // timestamps and the readers' own, and count the bench's work as the server's.
 async function readersOf(s: TestServer, id: string, readers: number, round: string): Promise<{ lat: number[]; spread: number[]; rss: number; replayed: number; cpu: number }> {
-  const seq = (await (await s.api(`/api/sessions/${id}/events?limit=1000`)).json()).events.at(-1)?.sequence ?? 0;
+  const seq = await lastSeq(s, id);
   const before = rssMb(s.pid());
   const cpuBefore = cpuSeconds(s.pid());
   let peak = before;
