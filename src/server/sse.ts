@@ -42,17 +42,6 @@ function frameOf(event: StoredEvent): Uint8Array {
   return bytes;
 }
 
-function joined(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /**
  * A `text/event-stream` response that reads the session's event log from
  * `after` onwards. It is pulled: nothing is read from the log until the client
@@ -96,7 +85,7 @@ export function eventStreamResponse(
                 break;
               }
             }
-            controller.enqueue(joined(parts, total));
+            controller.enqueue(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total));
             if (finished) controller.close();
             return;
           }
