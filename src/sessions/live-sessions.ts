@@ -113,8 +113,29 @@ export interface LiveSessionsOptions {
 export class LiveSessions {
   private readonly live = new Map<string, LiveSession>();
   private readonly activating = new Map<string, Promise<LiveSession>>();
+  /** Set at shutdown: no agent process starts from then on, not even for a start already under way. */
+  private closed = false;
 
   constructor(private readonly o: LiveSessionsOptions) {}
+
+  /**
+   * No agent process starts here any more (shutdown). A start under way fails
+   * with 503 before its process would run: once shutdown has put the live
+   * sessions to sleep and let go of their leases, a process started after
+   * would run a session another server may be running too.
+   */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Resolves once every sandbox coming up here is up or has failed (starts that begin meanwhile included). */
+  async startsSettled(): Promise<void> {
+    while (this.activating.size > 0) await Promise.all([...this.activating.values()].map((start) => start.catch(() => undefined)));
+  }
+
+  private refuseWhenClosed(): void {
+    if (this.closed) throw unavailable("This server is shutting down and starts nothing new; send the request again (another server takes it).", 1);
+  }
 
   get size(): number {
     return this.live.size;
@@ -224,6 +245,7 @@ export class LiveSessions {
     }
     // Looked up while still parked: once hot, nothing may come between the state and its new process.
     const resume = await this.conversationToResume(live);
+    this.refuseWhenClosed();
     if (!moveLive(live, "hot")) {
       // Put to sleep while it was waking (a pause, a rewind): it comes up again from what was saved.
       await live.closing;
@@ -288,11 +310,13 @@ export class LiveSessions {
       budget: { used: 0 },
     };
     this.live.set(session.id, live);
-    return this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id, "ash.sandbox_id": spare.sandbox.id, "ash.warm": true }, async () => {
+    // A start like any other: shutdown and a pause or stop wait for it to settle.
+    const adopting = this.o.observability.tracing.withSpan("sandbox.spawn", { "ash.session_id": session.id, "ash.sandbox_id": spare.sandbox.id, "ash.warm": true }, async () => {
       const startedAt = performance.now();
       const { db } = this.o;
       try {
         await this.takeLease(session.id);
+        this.refuseWhenClosed();
         await spare.transcripts.bind(session.id);
         live.budget = await this.o.accounting.budgetFor(session, agentRecord.settings.maxTokens);
         if (session.model) spare.agent.useModel(session.model);
@@ -305,7 +329,9 @@ export class LiveSessions {
       this.o.observability.metrics.sandboxStarted({ durationMs: performance.now() - startedAt });
       this.o.log.debug(`session ${session.id}: took warm sandbox ${spare.sandbox.id} of ${agentRecord.name} v${agentRecord.version}`);
       return live;
-    });
+    }).finally(() => this.activating.delete(session.id));
+    this.activating.set(session.id, adopting);
+    return adopting;
   }
 
   private bringUp(session: SessionRecord): Promise<LiveSession> {
@@ -401,6 +427,7 @@ export class LiveSessions {
           stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
           startQueue: this.o.starts,
         });
+      this.refuseWhenClosed();
       const agent = respawn(undefined);
       agent.start();
       await insertSandbox(db, { id: sandboxId, sessionId: session.id, serverId: this.o.serverId });

@@ -549,6 +549,9 @@ export class SessionManager {
     const spares = this.warm.shutdown();
     const collector = this.workspaces.stop();
     const deadline = Date.now() + timeoutMs;
+    // A sandbox still coming up is not live yet: put to sleep below only once its start has settled.
+    this.live.close();
+    await Promise.race([this.live.startsSettled(), sleep(Math.max(0, deadline - Date.now() - 3000))]);
     for (const id of this.confirmations.sessions()) this.confirmations.cancel(id, "The server is shutting down.");
     const running = this.turns.allRunning().map(([, turn]) => turn);
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);

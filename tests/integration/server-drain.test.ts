@@ -1,3 +1,5 @@
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, parseFrames, startTestServer, type TestServer } from "../helpers/server";
 import { startFakeModel, type FakeModel } from "../fake-model/fake-model.mjs";
@@ -75,5 +77,33 @@ describe("a server draining on SIGTERM", () => {
     await server.restart();
     const history = (await (await server.api(`/api/sessions/${session.id}/messages`)).json()).messages;
     expect(history.map((m: any) => m.kind)).toEqual(["user", "assistant", "result"]);
+  });
+
+  it("lets no sandbox that was still coming up at SIGTERM start its agent: the start is refused with a retry, and the session comes back whole", async () => {
+    const { session } = await (await server.api("/api/sessions", { method: "POST", json: { agent: "drained" } })).json();
+    // Enough files that restoring them takes a while: SIGTERM lands in the middle of it.
+    const made = await (await server.api(`/api/sessions/${session.id}/exec`, { method: "POST", json: { command: "mkdir many && cd many && seq 1 20000 | xargs touch && ls | wc -l" } })).json();
+    expect(made).toMatchObject({ exitCode: 0, stdout: "20000\n" });
+    expect((await server.api(`/api/sessions/${session.id}/pause`, { method: "POST" })).status).toBe(200);
+
+    const resumed = server.api(`/api/sessions/${session.id}/resume`, { method: "POST" });
+    const sandboxes = join(server.dataDir, "sandboxes");
+    const restoring = () => existsSync(sandboxes) && readdirSync(sandboxes).some((id) => existsSync(join(sandboxes, id, "workspace", "many")));
+    for (let round = 0; round < 2000 && !restoring(); round++) await sleep(5);
+    expect(restoring()).toBe(true);
+    process.kill(server.pid(), "SIGTERM");
+
+    // Before the fix the start went on after the shutdown had put the live sessions to sleep and given
+    // their leases up: the agent process ran, unleased, until the server exited.
+    const answer = await resumed;
+    expect(answer.status).toBe(503);
+    expect(answer.headers.get("retry-after")).toBe("1");
+    expect((await answer.json()).error).toMatch(/shutting down.*send the request again/);
+    expect(await server.stop()).toBe(0);
+
+    await server.restart();
+    expect((await server.api(`/api/sessions/${session.id}/resume`, { method: "POST" })).status).toBe(200);
+    const counted = await (await server.api(`/api/sessions/${session.id}/exec`, { method: "POST", json: { command: "ls many | wc -l" } })).json();
+    expect(counted).toMatchObject({ exitCode: 0, stdout: "20000\n" });
   });
 });
