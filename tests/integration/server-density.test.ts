@@ -223,7 +223,8 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
     // Demand lasts long enough for a spare to start on a busy machine; the pool's debug lines are in
     // the output a failing test prints.
     server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "20000", CONSOLA_LEVEL: "4" } });
-    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("wanted") })).status).toBe(201);
+    // One agent per test: demand is counted per agent, so one test's sessions do not size the other's spares.
+    for (const name of ["niced", "wanted"]) expect((await server.api("/api/agents", { method: "POST", json: agentUpload(name) })).status).toBe(201);
   });
   afterAll(async () => {
     await server?.dispose();
@@ -233,9 +234,9 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
   const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
 
   it("runs a spare's processes at a lower CPU priority until a session takes it", async () => {
-    const first = await createSession(server, { agent: "wanted" });
+    const first = await createSession(server, { agent: "niced" });
     await server.api(`/api/sessions/${first.id}`, { method: "DELETE" });
-    expect(await until(async () => (await health()).pool.warm.agents.wanted === 1)).toBe(true);
+    expect(await until(async () => (await health()).pool.warm.agents.niced === 1)).toBe(true);
     const spare = claudeNiceness(server.dataDir);
     expect(spare.size).toBe(1);
     const [pid, threads] = [...spare][0]!;
@@ -247,7 +248,7 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
     if (existsSync("/sys/fs/cgroup/cpu/cpu.shares")) expect(spareWeight).not.toBeNull();
     if (spareWeight) expect(spareWeight).toEqual("v1" in spareWeight ? { v1: 110 } : { v2: 11 });
     // Taken: the same process, now at the priority of turns.
-    const taken = await createSession(server, { agent: "wanted" });
+    const taken = await createSession(server, { agent: "niced" });
     const after = claudeNiceness(server.dataDir).get(pid)!;
     expect(after.every((n) => n === 0)).toBe(true);
     if (spareWeight) expect(groupCpuWeight(pid)).toEqual("v1" in spareWeight ? { v1: 1024 } : { v2: 100 });
@@ -256,7 +257,7 @@ describe("warm spares by demand (ASH_WARM_DEMAND_MS)", () => {
   });
 
   it("makes a spare for an agent once a session of it is created, and drops it when demand stops", async () => {
-    expect((await health()).pool.warm.total).toBe(0);
+    expect((await health()).pool.warm.agents.wanted ?? 0).toBe(0);
     const first = await createSession(server, { agent: "wanted" });
     const made = await until(async () => (await health()).pool.warm.agents.wanted === 1);
     if (!made) console.log(server.output());
