@@ -20,6 +20,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createVersionStore } from "../src/snapshots";
+import { changeTimeMarginMs } from "../src/sandbox/timestamps";
 import { trustedFolderIo } from "../src/sandbox/workspace-io";
 import { startFakeModel } from "../tests/fake-model/fake-model.mjs";
 import { agentUpload, startTestServer } from "../tests/helpers/server";
@@ -31,6 +32,8 @@ const manyFiles = Number(args[1] ?? 300_000);
 const withServer = process.argv.includes("--server");
 const root = mkdtempSync(join(tmpdir(), "ash-bench-snap-"));
 const memoryRoot = existsSync("/dev/shm") ? mkdtempSync("/dev/shm/ash-bench-snap-") : null;
+// As the server does for its sandbox folders: how far back a save lists changes since the last one.
+const changedMarginMs = await changeTimeMarginMs(root);
 
 function makeTree(dir: string, files: number, bytes: number): void {
   const per = Math.floor(bytes / files);
@@ -68,7 +71,7 @@ try {
     for (let r = 0; r < rounds; r++) {
       const data = join(root, `store-${files}-${r}`);
       mkdirSync(data);
-      const store = createVersionStore({ dataDir: data });
+      const store = createVersionStore({ dataDir: data }, { changedMarginMs });
       const io = trustedFolderIo(ws);
       let first = "";
       add("version store: first save", await time(async () => (first = (await store.save(io)).id)));

@@ -30,6 +30,8 @@ export const EVICTION_REASONS = ["idle", "capacity", "pause", "stop", "end", "sh
 export type EvictionReason = (typeof EVICTION_REASONS)[number];
 
 export const RESUME_SOURCES = ["snapshot", "fresh"] as const;
+export const SNAPSHOT_LISTINGS = ["changes", "everything"] as const;
+export type SnapshotListing = (typeof SNAPSHOT_LISTINGS)[number];
 export type ResumeSource = (typeof RESUME_SOURCES)[number];
 
 export const LIMIT_KINDS = ["sandbox_oom", "sandbox_pids", "sandbox_disk"] as const;
@@ -72,6 +74,7 @@ export class Metrics {
   private readonly sandboxStart;
   private readonly snapshotBytes;
   private readonly snapshotDuration;
+  private readonly snapshotSaves;
   private readonly limitKills;
   private readonly httpRequests;
   private readonly httpDuration;
@@ -125,6 +128,12 @@ export class Metrics {
     );
     this.snapshotBytes = r.histogram("ash_snapshot_bytes", "Size of saved workspace snapshots.", [], [1024, 65_536, 1_048_576, 16_777_216, 67_108_864, 268_435_456, 1_073_741_824, 4_294_967_296]);
     this.snapshotDuration = r.histogram("ash_snapshot_duration_seconds", "Time to save a workspace snapshot.", [], [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+    this.snapshotSaves = r.counter(
+      "ash_snapshot_saves_total",
+      "Workspace saves by what was listed: changes (only entries changed since the sandbox folder's last save) or everything (a walk of the whole workspace).",
+      ["listed"],
+    );
+    for (const listed of SNAPSHOT_LISTINGS) this.snapshotSaves.inc({ listed }, 0);
     this.limitKills = r.counter("ash_limit_kills_total", "Sandboxes stopped for exceeding a limit, by kind.", ["kind"]);
     this.httpRequests = r.counter("ash_http_requests_total", "HTTP requests answered, by route pattern, method and status.", ["route", "method", "status"]);
     this.httpDuration = r.histogram(
@@ -190,9 +199,10 @@ export class Metrics {
     this.sandboxStart.observe(undefined, SECONDS(start.durationMs));
   }
 
-  snapshotTaken(snapshot: { bytes: number; durationMs: number }): void {
+  snapshotTaken(snapshot: { bytes: number; durationMs: number; listed: SnapshotListing }): void {
     this.snapshotBytes.observe(undefined, Math.max(0, snapshot.bytes));
     this.snapshotDuration.observe(undefined, SECONDS(snapshot.durationMs));
+    this.snapshotSaves.inc({ listed: oneOf(SNAPSHOT_LISTINGS, snapshot.listed, "everything") });
   }
 
   limitKilled(kind: LimitKind): void {

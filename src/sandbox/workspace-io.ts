@@ -136,9 +136,25 @@ const MAX_FIELD = 64 * 1024;
  * order (a folder, then what is in it). `onEntry` gets entries as they
  * arrive (nothing is held here); when it returns a promise, reading waits
  * for it. Entries the user cannot list end up in `errors`.
+ *
+ * With `changedSince` (ms since the epoch), only entries whose inode changed
+ * after that time (ctime: set by the kernel on every change of bytes, name,
+ * mode or links, and not settable by the sandbox's user) are listed, the
+ * workspace folder itself too (as path ""), and the listing ends at the
+ * first folder listed.
  */
-export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) => void | Promise<void>): Promise<{ errors: string[] }> {
-  const proc = io.run("find", [".", "-mindepth", "1", "-printf", FIND_FORMAT]);
+export async function listTree(
+  io: WorkspaceIo,
+  onEntry: (entry: ListedEntry) => void | Promise<void>,
+  options: { changedSince?: number } = {},
+): Promise<{ errors: string[] }> {
+  const since = options.changedSince;
+  const args =
+    since === undefined
+      ? [".", "-mindepth", "1", "-printf", FIND_FORMAT]
+      : [".", "-newerct", `@${(since / 1000).toFixed(3)}`, "(", "-type", "d", "-printf", FIND_FORMAT, "-quit", "-o", "-printf", FIND_FORMAT, ")"];
+  const root = since !== undefined;
+  const proc = io.run("find", args);
   const source = new ChunkQueue(proc.stdout);
   let pending: Buffer | null = null;
   let failure: unknown;
@@ -151,7 +167,7 @@ export async function listTree(io: WorkspaceIo, onEntry: (entry: ListedEntry) =>
       // unless the caller asks to wait.
       let start = 0;
       for (;;) {
-        const entry = parseRecord(data, start);
+        const entry = parseRecord(data, start, root);
         if (entry === null) break;
         start = entry.next;
         if (entry.listed === null) continue;
@@ -200,9 +216,10 @@ function digits(data: Buffer, from: number, to: number, radix: 8 | 10): number {
 
 /**
  * One record of find's output starting at `start`: null when it is not all
- * there yet; `listed` null for a record that is dropped (an unusable name).
+ * there yet; `listed` null for a record that is dropped (an unusable name;
+ * the workspace folder itself, path "", unless `root`).
  */
-function parseRecord(data: Buffer, start: number): { next: number; listed: ListedEntry | null } | null {
+function parseRecord(data: Buffer, start: number, root = false): { next: number; listed: ListedEntry | null } | null {
   const ends: number[] = [];
   let at = start;
   for (let field = 0; field < FIND_FIELDS; field++) {
@@ -213,7 +230,7 @@ function parseRecord(data: Buffer, start: number): { next: number; listed: Liste
   }
   const [yEnd, sizeEnd, mtimeEnd, modeEnd, linksEnd, pathEnd, linkEnd] = ends as [number, number, number, number, number, number, number];
   const path = data.toString("latin1", linksEnd + 1, pathEnd);
-  if (path === "" || path.charCodeAt(0) === 47 || (path.includes("..") && path.split("/").includes(".."))) return { next: at, listed: null };
+  if ((path === "" && !root) || path.charCodeAt(0) === 47 || (path.includes("..") && path.split("/").includes(".."))) return { next: at, listed: null };
   const y = yEnd - start === 1 ? String.fromCharCode(data[start]!) : data.toString("latin1", start, yEnd);
   const type = y === "f" ? "file" : y === "d" ? "dir" : y === "l" ? "symlink" : "other";
   return {

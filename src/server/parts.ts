@@ -8,6 +8,7 @@ import { listCgroup1Groups, removeCgroup1Parent } from "../sandbox/cgroup1";
 import { removeTree } from "../sandbox/remove-tree";
 import { Trash } from "../sandbox/trash";
 import { listCgroup2Groups } from "../sandbox/cgroup2";
+import { changeTimeMarginMs } from "../sandbox/timestamps";
 import { DEFAULT_CGROUP1_PARENT, sweepResourceGroups } from "../sandbox/limits";
 import { createVersionStore, type SnapshotListEntry } from "../snapshots";
 import type { SandboxFactory, WorkspaceStore } from "../sessions/types";
@@ -116,6 +117,8 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
   };
 
   const snap = config.snapshots;
+  // A save lists only what changed since the sandbox folder's last save, from this long before it began.
+  const changedMarginMs = await changeTimeMarginMs(join(config.dataDir, "sandboxes"));
   // Versions (packs and trees, shared by every session) under `store/`; old per-session snapshots stay where they were.
   const store = createVersionStore(
     snap.kind === "s3"
@@ -131,6 +134,7 @@ export async function createServerParts(config: ServerConfig, log: ConsolaInstan
           },
         }
       : { dataDir: config.dataDir },
+    { changedMarginMs },
   );
   log.info(`snapshots: ${snap.kind === "s3" ? `s3://${snap.bucket}/${snap.prefix} at ${snap.endpoint}` : "files under <data>/store"}`);
   // A save is refused past the disk limit: restoring it would put the next sandbox over at once.

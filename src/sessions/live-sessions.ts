@@ -472,7 +472,7 @@ export class LiveSessions {
         live.session.workspaceVersion = version.id;
         span.setAttribute("ash.snapshot.bytes", version.bytes);
         span.setAttribute("ash.snapshot.changed_bytes", version.changedBytes);
-        metrics.snapshotTaken({ bytes: version.bytes, durationMs: performance.now() - startedAt });
+        metrics.snapshotTaken({ bytes: version.bytes, durationMs: performance.now() - startedAt, listed: version.walked ? "everything" : "changes" });
       });
     } catch (error) {
       this.o.log.error(`session ${live.session.id}: saving the workspace failed:`, error);

@@ -77,6 +77,8 @@ export interface SavedVersion {
   changedBytes: number;
   /** Every stored object the version needs, for the garbage collector. */
   objects: string[];
+  /** False when only entries changed since the sandbox folder's last save were listed. */
+  walked: boolean;
 }
 
 /**

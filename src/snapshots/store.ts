@@ -1,6 +1,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { normalizeRelativePath } from "../sandbox/snapshot-keys";
+import { COARSE_MARGIN_MS } from "../sandbox/timestamps";
 import { createHash, hash as oneShotHash } from "node:crypto";
 import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeaderInto, tarPadding, type TarHeaderEntry, type TarParser } from "../sandbox/tar-stream";
 import {
@@ -44,6 +45,8 @@ export interface WorkspaceVersion {
   objects: string[];
   /** Entries left out, each as "name: why". */
   skipped: string[];
+  /** False when only entries changed since this folder's last save were listed (the rest kept as they were). */
+  walked: boolean;
 }
 
 export interface VersionSaveOptions {
@@ -106,6 +109,20 @@ const OUT_BATCH = 256 * 1024;
 const OUT_POOL = 4;
 
 const VERSION_ID = /^[0-9a-f]{64}$/;
+
+/** The wall clock went back more than this against the monotonic one since the last save: list everything. */
+const CLOCK_SLACK_MS = 50;
+
+/** When a folder was last saved, as which version: changes since then are what the next save lists. */
+interface SaveMark {
+  version: string;
+  /** Wall clock (ms since the epoch) and monotonic clock (performance.now) when that save's walk began. */
+  real: number;
+  mono: number;
+}
+
+/** The listing of changed entries found more than files changed in place: the full walk decides. */
+class NeedsWalk extends Error {}
 
 function assertVersionId(id: string): void {
   if (typeof id !== "string" || !VERSION_ID.test(id)) throw new Error(`Invalid workspace version id: ${JSON.stringify(id)}`);
@@ -188,7 +205,23 @@ interface BaseFolder {
 const SLICE_MS = 8;
 const breathe = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-export function createVersionStore(options: SnapshotStoreOptions): VersionStore {
+export interface VersionStoreTuning {
+  /**
+   * A save from a base this very folder was saved as lists only entries whose
+   * inode changed since that save's walk began, less this much: at least the
+   * file system's timestamp step and the kernel's coarse clock tick
+   * (changeTimeMarginMs), so nothing changed during or just before that walk
+   * is missed. Unknown: two seconds.
+   */
+  changedMarginMs?: number;
+  /** The wall clock (ms since the epoch) and a monotonic one (ms); tests set them. */
+  clocks?: { wall(): number; monotonic(): number };
+}
+
+export function createVersionStore(options: SnapshotStoreOptions, tuning: VersionStoreTuning = {}): VersionStore {
+  const changedMarginMs = tuning.changedMarginMs ?? COARSE_MARGIN_MS;
+  const wall = tuning.clocks?.wall ?? Date.now;
+  const monotonic = tuning.clocks?.monotonic ?? (() => performance.now());
   let objects: ObjectStore;
   if ("dataDir" in options) {
     if (!isAbsolute(options.dataDir)) throw new Error(`dataDir must be absolute: ${options.dataDir}`);
@@ -204,6 +237,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
   }
   const legacyStore = createSnapshotStore(options);
   const reading = limiter(PARALLEL * 2);
+  // Per folder (its io): the last save through it. Dropped by a restore into it and by a failed save.
+  const marks = new WeakMap<WorkspaceIo, SaveMark>();
 
   // Decoded trees by id, least recently used first out.
   const treeCache = new Map<string, { tree: Tree; size: number }>();
@@ -324,6 +359,24 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
   }
 
   async function save(io: WorkspaceIo, saveOptions: VersionSaveOptions = {}): Promise<WorkspaceVersion> {
+    // Taken before anything is read: every change after this moment is found by the next save.
+    const started = { real: wall(), mono: monotonic() };
+    const mark = marks.get(io);
+    marks.delete(io);
+    const version = await saveFrom(io, saveOptions, mark);
+    marks.set(io, { version: version.id, ...started });
+    return version;
+  }
+
+  /** The mark's save time less the margin, when the next save may list only what changed since; else undefined. */
+  function changedSince(mark: SaveMark | undefined, base: string | null): number | undefined {
+    if (!mark || base === null || mark.version !== base) return undefined;
+    // A wall clock set back could give a later change an earlier ctime than the mark's: then everything is listed.
+    if (wall() - mark.real < monotonic() - mark.mono - CLOCK_SLACK_MS) return undefined;
+    return mark.real - changedMarginMs;
+  }
+
+  async function saveFrom(io: WorkspaceIo, saveOptions: VersionSaveOptions, mark: SaveMark | undefined): Promise<WorkspaceVersion> {
     const note = saveOptions.onNote ?? (() => {});
     const onWrite = saveOptions.onWrite ?? (async () => {});
     const maxBytes = saveOptions.maxBytes ?? Number.POSITIVE_INFINITY;
@@ -611,7 +664,195 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
     let proc: IoProcess | null = null;
     let stopReading: (() => void) | null = null;
+
+    /**
+     * From a base this very folder was saved as: only entries whose inode
+     * changed since `since` are listed, and when they are files changed in
+     * place (or entries whose metadata came back the same), only those files
+     * are read and only their folders and the folders above are encoded
+     * again; every other folder keeps the base's tree without being walked.
+     * Anything more (a folder's entries changed, a link or special file
+     * changed, a file with more names, very many files) throws NeedsWalk.
+     */
+    async function saveChanged(baseId: string, since: number): Promise<WorkspaceVersion> {
+      const listed: ListedEntry[] = [];
+      try {
+        const { errors } = await listTree(
+          io,
+          (entry) => {
+            if (entry.type !== "file" && entry.type !== "symlink") throw new NeedsWalk();
+            if (entry.links > 1 || listed.length >= CHANGED_BATCH) throw new NeedsWalk();
+            listed.push(entry);
+          },
+          { changedSince: since },
+        );
+        if (errors.length > 0) throw new NeedsWalk();
+      } catch (error) {
+        throw error instanceof NeedsWalk ? error : new NeedsWalk();
+      }
+
+      // The base's folders on the way to each listed entry, copied to be changed; a folder stays the base's unless changed.
+      interface Folder {
+        tree: Tree;
+        entries: TreeEntry[];
+        at: Map<string, number>;
+      }
+      const folders = new Map<string, Folder>();
+      const parentPath = (path: string) => path.slice(0, Math.max(0, path.lastIndexOf("/")));
+      const baseName = (path: string) => path.slice(path.lastIndexOf("/") + 1);
+      const folderAt = async (path: string): Promise<Folder> => {
+        const known = folders.get(path);
+        if (known) return known;
+        let id = baseId;
+        if (path !== "") {
+          const parent = await folderAt(parentPath(path));
+          const index = parent.at.get(baseName(path));
+          const entry = index === undefined ? undefined : parent.entries[index];
+          if (entry?.type !== "dir") throw new NeedsWalk();
+          id = entry.tree;
+        }
+        const tree = await loadTree(id);
+        const folder: Folder = { tree, entries: tree.entries.slice(), at: new Map(tree.entries.map((entry, index) => [entry.name, index])) };
+        folders.set(path, folder);
+        return folder;
+      };
+      const changedFolders = new Set<string>();
+      const toRead = new Map<string, { folder: string; index: number; old: Extract<TreeEntry, { type: "file" }> }>();
+      for (const entry of listed) {
+        const folderPath = parentPath(entry.path);
+        const folder = await folderAt(folderPath);
+        const index = folder.at.get(baseName(entry.path));
+        const old = index === undefined ? undefined : folder.entries[index];
+        if (index === undefined || !old) throw new NeedsWalk();
+        if (entry.type === "symlink") {
+          if (old.type !== "symlink" || old.mtime !== entry.mtime || old.target !== relativeLinkTarget(io.root, entry.path, entry.target ?? "")) throw new NeedsWalk();
+          continue;
+        }
+        if (old.type !== "file") throw new NeedsWalk();
+        const mode = entry.mode & 0o777;
+        // rsync's quick check, but only for an mtime older than the last save's walk: a file written
+        // again within the same clock tick as that walk read it may keep its size and mtime.
+        if (old.size === entry.size && old.mtime === entry.mtime && mtimeMsOf(entry.mtime) < since) {
+          if (old.mode !== mode) {
+            folder.entries[index] = { ...old, mode };
+            changedFolders.add(folderPath);
+          }
+          continue;
+        }
+        toRead.set(entry.path, { folder: folderPath, index, old });
+      }
+
+      if (toRead.size > 0) {
+        // The bytes these files had are reused where they come back.
+        for (const { folder } of toRead.values()) indexTree(folders.get(folder)!.tree);
+        const tar = tarOutParsed(io, [...toRead.keys()].sort(walkOrder), { hardLinks: true });
+        proc = tar.proc;
+        stopReading = tar.stop;
+        try {
+          for (;;) {
+            const entry = tar.parser.next();
+            if (entry === NEED) {
+              await tar.more();
+              continue;
+            }
+            if (entry === null) break;
+            const raw = entryPath(entry.path);
+            const want = raw === null ? undefined : toRead.get(raw);
+            if (!want || raw === null) continue;
+            // Replaced by something else, or a second name made, since it was listed.
+            if (entry.type !== "file") throw new NeedsWalk();
+            toRead.delete(raw);
+            const { pieces, size } = await readPieces(tar);
+            folders.get(want.folder)!.entries[want.index] = { type: "file", name: want.old.name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces };
+            changedFolders.add(want.folder);
+            changedFiles++;
+            changedBytes += size;
+            const paused = pause();
+            if (paused) await paused;
+          }
+          await tar.rest();
+          const notes = await tarOutDone(tar.proc);
+          proc = null;
+          // Gone or unreadable since it was listed: its folder changed too.
+          if (toRead.size > 0 || notes.length > 0) throw new NeedsWalk();
+        } catch (error) {
+          if (proc) {
+            stopReading?.();
+            proc.kill();
+            await proc.done;
+            proc = null;
+          }
+          throw error;
+        }
+        await seal();
+      }
+
+      // Changed folders and every folder above them, the deepest first, each encoded once its sub-folders are.
+      const dirty = new Set<string>();
+      for (let path of changedFolders) {
+        for (;;) {
+          dirty.add(path);
+          if (path === "") break;
+          path = parentPath(path);
+        }
+      }
+      const depth = (path: string) => (path === "" ? 0 : path.split("/").length);
+      let newRoot = baseId;
+      for (const path of [...dirty].sort((a, b) => depth(b) - depth(a))) {
+        const folder = folders.get(path)!;
+        const entries = folder.entries.map((entry) =>
+          entry.type === "file" && entry.pieces.some((piece) => typeof piece.pack === "number")
+            ? { ...entry, pieces: entry.pieces.map((piece) => (typeof piece.pack === "number" ? { ...piece, pack: sealed[piece.pack]! } : piece)) }
+            : entry,
+        );
+        const { rows, packs } = encodeRows(entries);
+        const { id, bytes: data } = treeOf(packs as string[], rows);
+        cacheTree(id, { packs: packs as string[], entries }, data.length * 3);
+        if (!knownTrees.has(id)) {
+          knownTrees.add(id);
+          treeBatch.push({ key: `trees/${id}`, data });
+          treeBatchBytes += data.length;
+          if (treesFull()) await flushTrees();
+        }
+        if (path === "") newRoot = id;
+        else {
+          const parent = folders.get(parentPath(path))!;
+          const index = parent.at.get(baseName(path))!;
+          parent.entries[index] = { ...(parent.entries[index] as Extract<TreeEntry, { type: "dir" }>), tree: id };
+        }
+      }
+      await flushTrees();
+      await Promise.all(allWrites);
+
+      let files = 0;
+      let total = 0;
+      const packs = new Set<string>();
+      const trees: string[] = [];
+      await walkTrees(newRoot, (tree, id) => {
+        trees.push(`trees/${id}`);
+        for (const pack of tree.packs) packs.add(`packs/${pack}`);
+        for (const entry of tree.entries) {
+          if (entry.type === "file") (files++, (total += entry.size));
+          else if (entry.type === "hardlink") files++;
+        }
+      });
+      if (total > maxBytes) throw new SnapshotTooLargeError(total, maxBytes);
+      return { id: newRoot, fileCount: files, bytes: total, changedFiles, changedBytes, objects: [...packs, ...trees], skipped, walked: false };
+    }
+
     try {
+      const since = changedSince(mark, base);
+      if (since !== undefined) {
+        try {
+          return await saveChanged(base!, since);
+        } catch (error) {
+          if (!(error instanceof NeedsWalk)) throw error;
+          // Bytes already read stay in the pack being filled; the walk reuses them by their hashes.
+          changedFiles = 0;
+          changedBytes = 0;
+          streamed = 0;
+        }
+      }
       if (base === null) {
         // -- No base: one sorted tar stream of everything, as the sandbox user, parsed as it arrives.
         const tar = tarOutParsed(io, undefined, { hardLinks: true, sorted: true });
@@ -853,6 +1094,7 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
       changedBytes,
       objects: [...[...versionPacks].map((id) => `packs/${id}`), ...[...versionTrees].map((id) => `trees/${id}`)],
       skipped,
+      walked: true,
     };
   }
 
@@ -980,6 +1222,8 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
   async function restore(versionId: string, io: WorkspaceIo, restoreOptions: { onNote?: (line: string) => void } = {}): Promise<void> {
     assertVersionId(versionId);
+    // The folder's files are written anew: the next save through it walks everything.
+    marks.delete(io);
     const note = restoreOptions.onNote ?? (() => {});
     await loadTree(versionId);
     const pool = new BufferPool(2 * OUT_BATCH, OUT_POOL);
@@ -991,6 +1235,50 @@ export function createVersionStore(options: SnapshotStoreOptions): VersionStore 
 
   async function verify(versionId: string, io: WorkspaceIo): Promise<boolean> {
     assertVersionId(versionId);
+    const since = changedSince(marks.get(io), versionId);
+    if (since !== undefined) {
+      const quick = await verifyChanged(versionId, io, since).catch((error) => {
+        if (error instanceof NeedsWalk) return undefined;
+        throw error;
+      });
+      if (quick !== undefined) return quick;
+    }
+    return verifyWalking(versionId, io);
+  }
+
+  /**
+   * Verify of the folder last saved as this version: only entries changed
+   * since that save are compared. NeedsWalk when a folder (or a file with
+   * more names, or a special file) is among them.
+   */
+  async function verifyChanged(versionId: string, io: WorkspaceIo, since: number): Promise<boolean> {
+    const listed: ListedEntry[] = [];
+    const { errors } = await listTree(
+      io,
+      (entry) => {
+        if ((entry.type !== "file" && entry.type !== "symlink") || entry.links > 1 || listed.length >= CHANGED_BATCH) throw new NeedsWalk();
+        listed.push(entry);
+      },
+      { changedSince: since },
+    );
+    if (errors.length > 0) throw new NeedsWalk();
+    for (const entry of listed) {
+      const slash = entry.path.lastIndexOf("/");
+      let tree = await loadTree(versionId);
+      for (const name of slash < 0 ? [] : entry.path.slice(0, slash).split("/")) {
+        const dir = namesOf(tree).get(name);
+        if (dir?.type !== "dir") return false;
+        tree = await loadTree(dir.tree);
+      }
+      const want = namesOf(tree).get(entry.path.slice(slash + 1));
+      if (entry.type === "symlink") {
+        if (want?.type !== "symlink" || want.mtime !== entry.mtime || want.target !== relativeLinkTarget(io.root, entry.path, entry.target ?? "")) return false;
+      } else if (want?.type !== "file" || want.size !== entry.size || want.mode !== (entry.mode & 0o777) || want.mtime !== entry.mtime) return false;
+    }
+    return true;
+  }
+
+  async function verifyWalking(versionId: string, io: WorkspaceIo): Promise<boolean> {
     interface Live extends Open {
       expected: Promise<Map<string, TreeEntry> | null>;
       /** The same once loaded (undefined while it loads). */

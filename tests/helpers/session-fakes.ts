@@ -193,7 +193,7 @@ export class FakeStore implements WorkspaceStore {
     // One object per version, announced as the real store announces what it writes (a rewind adopts it).
     const id = randomBytes(32).toString("hex");
     await options.onWrite([`trees/${id}`]);
-    return { id, fileCount: 0, bytes: 0, changedFiles: 0, changedBytes: 0, objects: [`trees/${id}`] };
+    return { id, fileCount: 0, bytes: 0, changedFiles: 0, changedBytes: 0, objects: [`trees/${id}`], walked: true };
   }
   async restore(version: string): Promise<void> {
     this.restores.push(version);

@@ -59,6 +59,31 @@ describe("checkpoints, fork at a turn, rewind", () => {
     expect(Date.parse(list[2].createdAt)).toBeGreaterThanOrEqual(Date.parse(list[0].createdAt));
   });
 
+  it("saves a turn that changed nothing, or only edited a file in place, by listing what changed since the last save", async () => {
+    const metric = async (listed: string) => {
+      const text = await (await server.api("/metrics")).text();
+      return Number(new RegExp(`^ash_snapshot_saves_total\\{listed="${listed}"\\} (\\d+)`, "m").exec(text)?.[1]);
+    };
+    const id = (await newSession()).id;
+    // The file is made well before its turn's save begins (past the margin a later save lists changes from).
+    await turn(id, "#bash echo one > kept.txt && sleep 0.5");
+    const before = await metric("changes");
+    await turn(id, "nothing to do");
+    expect(await metric("changes")).toBe(before + 1);
+    // Edited in place between turns: the next save lists that file only, and reads it.
+    const exec = await server.api(`/api/sessions/${id}/exec`, { method: "POST", json: { command: "printf two > kept.txt" } });
+    expect((await exec.json()).exitCode).toBe(0);
+    await turn(id, "still nothing");
+    expect(await metric("changes")).toBe(before + 2);
+    const list = await checkpoints(id);
+    expect(list.map((c) => c.filesChanged).slice(1)).toEqual([0, 1]);
+    // What each checkpoint holds is what the workspace held after its turn.
+    for (const [checkpoint, text] of [[2, "one\n"], [3, "two"]] as const) {
+      const fork = await (await server.api(`/api/sessions/${id}/fork`, { method: "POST", json: { checkpoint } })).json();
+      expect(await file(fork.session.id, "kept.txt")).toBe(text);
+    }
+  });
+
   it("forks at a checkpoint: the files and the conversation as after that turn", async () => {
     const r = await server.api(`/api/sessions/${sessionId}/fork`, { method: "POST", json: { checkpoint: 1 } });
     expect(r.status).toBe(201);

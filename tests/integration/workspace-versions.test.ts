@@ -9,6 +9,7 @@ import S3rver from "s3rver";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { createSnapshotStore, createVersionStore, SnapshotCorruptError, SnapshotTooLargeError, type VersionStore } from "../../src/snapshots";
 import { ioProcessOf, trustedFolderIo } from "../../src/sandbox/workspace-io";
+import { changeTimeMarginMs } from "../../src/sandbox/timestamps";
 import { TAR_END, tarHeader, tarPadding } from "../../src/sandbox/tar-stream";
 
 const root = mkdtempSync(join(tmpdir(), "ash-versions-"));
@@ -164,6 +165,102 @@ describe("workspace versions (fs objects)", () => {
     expect(next.objects.filter((key) => key.startsWith("packs/")).sort()).toEqual([...first.objects.filter((key) => key.startsWith("packs/")), packs[0]!].sort());
     expect(contentOf(await restoreInto(store, next.id))).toBe(contentOf(ws));
     expect(contentOf(await restoreInto(store, first.id))).not.toBe(contentOf(ws));
+  });
+
+  it("lists only what changed since the folder's last save, reads only those files, and walks everything for any other change", async () => {
+    const ws = fresh("ws");
+    for (let d = 0; d < 5; d++) {
+      mkdirSync(join(ws, `d${d}`));
+      for (let f = 0; f < 20; f++) writeFileSync(join(ws, `d${d}`, `f${f}`), randomBytes(1000 + f));
+    }
+    symlinkSync("d0/f0", join(ws, "link"));
+    // Written long before the first save: their size and mtime are trusted by the next saves.
+    sh("find . -exec touch -h -d @1700000000 {} +", ws);
+    // The margin the server uses for folders here; the first save begins past it.
+    const changedMarginMs = await changeTimeMarginMs(root);
+    await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
+    const store = createVersionStore({ dataDir }, { changedMarginMs });
+    const io = trustedFolderIo(ws);
+    const same = async (id: string) => {
+      const target = await restoreInto(store, id);
+      expect(describeTree(target)).toEqual(describeTree(ws));
+      expect(contentOf(target)).toBe(contentOf(ws));
+    };
+    const first = await store.save(io);
+    expect(first.walked).toBe(true);
+
+    // Nothing changed: nothing is listed; the same version with the same objects.
+    const unchanged = await store.save(io, { base: first.id });
+    expect(unchanged).toMatchObject({ id: first.id, walked: false, changedFiles: 0, fileCount: 100, bytes: first.bytes });
+    expect([...unchanged.objects].sort()).toEqual([...first.objects].sort());
+    expect(await store.verify(first.id, io)).toBe(true);
+
+    // A file changed in place and a mode changed: one file read, only their folders and the root written.
+    writeFileSync(join(ws, "d1", "f3"), randomBytes(5000));
+    chmodSync(join(ws, "d2", "f4"), 0o700);
+    expect(await store.verify(first.id, io)).toBe(false);
+    const written: string[] = [];
+    const next = await store.save(io, { base: first.id, onWrite: async (keys) => void written.push(...keys) });
+    expect(next).toMatchObject({ walked: false, changedFiles: 1, changedBytes: 5000, fileCount: 100, bytes: first.bytes + 5000 - 1003 });
+    expect(written.filter((key) => key.startsWith("trees/")).length).toBe(3);
+    expect((await store.objectsOf(next.id)).sort()).toEqual([...next.objects].sort());
+    expect(await store.verify(next.id, io)).toBe(true);
+    await same(next.id);
+
+    // Written again at once with the same size and the same mtime (as within one clock tick): it is
+    // read again, not trusted by its size and mtime.
+    const stamp = execFileSync("stat", ["-c", "%Y.%y", join(ws, "d1", "f3")]).toString().trim();
+    const exact = `@${stamp.split(".")[0]}.${stamp.split(".").at(-1)!.slice(0, 9)}`;
+    writeFileSync(join(ws, "d1", "f3"), randomBytes(5000));
+    sh(`touch -d ${exact} d1/f3`, ws);
+    const racy = await store.save(io, { base: next.id });
+    expect(racy).toMatchObject({ walked: false, changedFiles: 1 });
+    await same(racy.id);
+
+    // Anything else changes a folder's entries: everything is walked, and the version is right.
+    let last = racy.id;
+    const changes: Array<[string, () => void]> = [
+      ["an added file", () => writeFileSync(join(ws, "d3", "new"), "new")],
+      ["a removed file", () => rmSync(join(ws, "d4", "f1"))],
+      ["a moved folder", () => execFileSync("mv", [join(ws, "d0"), join(ws, "d2", "moved")])],
+      ["a file replaced by a link", () => (rmSync(join(ws, "d1", "f5")), symlinkSync("f6", join(ws, "d1", "f5")))],
+      ["a second name", () => linkSync(join(ws, "d3", "f2"), join(ws, "d3", "f2-again"))],
+    ];
+    for (const [what, change] of changes) {
+      change();
+      const version = await store.save(io, { base: last });
+      expect(version.walked, what).toBe(true);
+      await same(version.id);
+      last = version.id;
+    }
+    // Changes within the margin before a save are listed again by the next one; past it, nothing is.
+    await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
+    expect(await store.save(io, { base: last })).toMatchObject({ id: last, walked: true });
+    expect(await store.save(io, { base: last })).toMatchObject({ id: last, walked: false, changedFiles: 0 });
+
+    // From a base other than the folder's last save, or into a folder just restored: everything is walked.
+    expect((await store.save(io, { base: first.id })).walked).toBe(true);
+    const target = fresh("restored");
+    const restoredIo = trustedFolderIo(target);
+    await store.save(restoredIo).then((empty) => expect(empty.fileCount).toBe(0));
+    await store.restore(last, restoredIo);
+    expect(await store.save(restoredIo, { base: last })).toMatchObject({ id: last, walked: true });
+  });
+
+  it("walks everything when the wall clock was set back since the folder's last save", async () => {
+    const ws = fresh("ws");
+    writeFileSync(join(ws, "a.txt"), "alpha");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    let stepBack = 0;
+    const clocks = { wall: () => Date.now() - stepBack, monotonic: () => performance.now() };
+    const store = createVersionStore({ dataDir }, { changedMarginMs: 50, clocks });
+    const io = trustedFolderIo(ws);
+    const first = await store.save(io);
+    expect((await store.save(io, { base: first.id })).walked).toBe(false);
+    // Set back by a minute: a change made now could carry a change time before the last save's.
+    stepBack = 60_000;
+    const walked = await store.save(io, { base: first.id });
+    expect(walked).toMatchObject({ id: first.id, walked: true });
   });
 
   it("reads the files a turn added in batches as their folders close, and keeps hard links as links across them", async () => {

@@ -179,6 +179,7 @@ describe("Ash's metrics", () => {
       ash_sandbox_start_duration_seconds: "histogram",
       ash_snapshot_bytes: "histogram",
       ash_snapshot_duration_seconds: "histogram",
+      ash_snapshot_saves_total: "counter",
       ash_limit_kills_total: "counter",
       ash_http_requests_total: "counter",
       ash_http_request_duration_seconds: "histogram",
@@ -247,7 +248,9 @@ describe("Ash's metrics", () => {
     m.resumed("snapshot");
     m.resumed("fresh");
     m.limitKilled("sandbox_oom");
-    m.snapshotTaken({ bytes: 2_000_000, durationMs: 120 });
+    m.snapshotTaken({ bytes: 2_000_000, durationMs: 120, listed: "everything" });
+    m.snapshotTaken({ bytes: 2_000_000, durationMs: 10, listed: "changes" });
+    m.snapshotTaken({ bytes: 2_000_000, durationMs: 10, listed: "bogus" as any });
     m.sandboxStarted({ durationMs: 900 });
     m.databaseError();
     m.telemetrySent(100);
@@ -259,10 +262,11 @@ describe("Ash's metrics", () => {
     expect(values("ash_resumes_total", "from")).toEqual({ snapshot: 1, fresh: 1 });
     expect(values("ash_limit_kills_total", "kind")).toEqual({ sandbox_oom: 1 });
     const bytes = checkHistogram(f.get("ash_snapshot_bytes")!);
-    expect(bytes.sum).toBe(2_000_000);
+    expect(bytes.sum).toBe(6_000_000);
     expect(bytes.buckets.find(([le]) => le === 1_048_576)![1]).toBe(0);
-    expect(bytes.buckets.find(([le]) => le === 16_777_216)![1]).toBe(1);
-    expect(checkHistogram(f.get("ash_snapshot_duration_seconds")!).sum).toBeCloseTo(0.12);
+    expect(bytes.buckets.find(([le]) => le === 16_777_216)![1]).toBe(3);
+    expect(checkHistogram(f.get("ash_snapshot_duration_seconds")!).sum).toBeCloseTo(0.14);
+    expect(values("ash_snapshot_saves_total", "listed")).toEqual({ changes: 1, everything: 2 });
     expect(checkHistogram(f.get("ash_sandbox_start_duration_seconds")!).count).toBe(1);
     expect(f.get("ash_database_errors_total")!.samples[0].value).toBe(1);
     expect(f.get("ash_telemetry_sent_total")!.samples[0].value).toBe(100);
