@@ -101,6 +101,8 @@ export interface ListedEntry {
   kind: string;
   /** Hard link count. */
   links: number;
+  /** Inode number: whether a folder at a path is still the same folder. */
+  ino: number;
 }
 
 /** Bytes of a latin1-held name as the text a person reads (lossy only when it is not UTF-8). */
@@ -126,8 +128,10 @@ async function finished(proc: IoProcess, what: string, ok: (code: number | null)
   return result;
 }
 
-const FIND_FORMAT = "%y\\0%s\\0%T@\\0%m\\0%n\\0%P\\0%l\\0";
-const FIND_FIELDS = 7;
+const FIND_FORMAT = "%y\\0%s\\0%T@\\0%m\\0%n\\0%i\\0%P\\0%l\\0";
+/** The same with each path as find was given its start point ("./" + the path): for listings from named folders. */
+const FIND_FORMAT_FROM = FIND_FORMAT.replace("%P", "%p");
+const FIND_FIELDS = 8;
 /** No field find prints is longer than a path (PATH_MAX) or a link target; anything longer is not find's output. */
 const MAX_FIELD = 64 * 1024;
 
@@ -146,15 +150,22 @@ const MAX_FIELD = 64 * 1024;
 export async function listTree(
   io: WorkspaceIo,
   onEntry: (entry: ListedEntry) => void | Promise<void>,
-  options: { changedSince?: number } = {},
+  options: { changedSince?: number; from?: string[]; depth?: 1 } = {},
 ): Promise<{ errors: string[] }> {
-  const since = options.changedSince;
-  const args =
-    since === undefined
-      ? [".", "-mindepth", "1", "-printf", FIND_FORMAT]
-      : [".", "-newerct", `@${(since / 1000).toFixed(3)}`, "(", "-type", "d", "-printf", FIND_FORMAT, "-quit", "-o", "-printf", FIND_FORMAT, ")"];
-  const root = since !== undefined;
-  const proc = io.run("find", args);
+  const { changedSince: since, from } = options;
+  const depth = options.depth === 1 ? ["-maxdepth", "1"] : [];
+  const args = from
+    ? ["-files0-from", "-", "-mindepth", "1", ...depth, "-printf", FIND_FORMAT_FROM]
+    : since === undefined
+      ? [".", "-mindepth", "1", ...depth, "-printf", FIND_FORMAT]
+      : [".", "-newerct", `@${(since / 1000).toFixed(3)}`, "-printf", FIND_FORMAT];
+  const root = since !== undefined && !from;
+  const proc = io.run("find", args, { stdin: Boolean(from) });
+  if (from) {
+    // Start points are written as "./<raw name>" ("" is the workspace itself), so a name starting with "-" is not an option.
+    proc.stdin!.on("error", () => {});
+    proc.stdin!.end(Buffer.from(from.map((path) => (path === "" ? ".\0" : `./${path}\0`)).join(""), "latin1"));
+  }
   const source = new ChunkQueue(proc.stdout);
   let pending: Buffer | null = null;
   let failure: unknown;
@@ -167,7 +178,7 @@ export async function listTree(
       // unless the caller asks to wait.
       let start = 0;
       for (;;) {
-        const entry = parseRecord(data, start, root);
+        const entry = parseRecord(data, start, root, Boolean(from));
         if (entry === null) break;
         start = entry.next;
         if (entry.listed === null) continue;
@@ -219,7 +230,7 @@ function digits(data: Buffer, from: number, to: number, radix: 8 | 10): number {
  * there yet; `listed` null for a record that is dropped (an unusable name;
  * the workspace folder itself, path "", unless `root`).
  */
-function parseRecord(data: Buffer, start: number, root = false): { next: number; listed: ListedEntry | null } | null {
+function parseRecord(data: Buffer, start: number, root = false, prefixed = false): { next: number; listed: ListedEntry | null } | null {
   const ends: number[] = [];
   let at = start;
   for (let field = 0; field < FIND_FIELDS; field++) {
@@ -228,8 +239,10 @@ function parseRecord(data: Buffer, start: number, root = false): { next: number;
     ends.push(nul);
     at = nul + 1;
   }
-  const [yEnd, sizeEnd, mtimeEnd, modeEnd, linksEnd, pathEnd, linkEnd] = ends as [number, number, number, number, number, number, number];
-  const path = data.toString("latin1", linksEnd + 1, pathEnd);
+  const [yEnd, sizeEnd, mtimeEnd, modeEnd, linksEnd, inoEnd, pathEnd, linkEnd] = ends as [number, number, number, number, number, number, number, number];
+  // "./<path>" from a named start point: the same relative path as %P gives from ".".
+  const skip = prefixed && data[inoEnd + 1] === 46 && data[inoEnd + 2] === 47 ? 2 : 0;
+  const path = data.toString("latin1", inoEnd + 1 + skip, pathEnd);
   if ((path === "" && !root) || path.charCodeAt(0) === 47 || (path.includes("..") && path.split("/").includes(".."))) return { next: at, listed: null };
   const y = yEnd - start === 1 ? String.fromCharCode(data[start]!) : data.toString("latin1", start, yEnd);
   const type = y === "f" ? "file" : y === "d" ? "dir" : y === "l" ? "symlink" : "other";
@@ -244,6 +257,7 @@ function parseRecord(data: Buffer, start: number, root = false): { next: number;
       target: type === "symlink" ? data.toString("latin1", pathEnd + 1, linkEnd) : undefined,
       kind: y,
       links: digits(data, modeEnd + 1, linksEnd, 10) || 1,
+      ino: digits(data, linksEnd + 1, inoEnd, 10) || 0,
     },
   };
 }

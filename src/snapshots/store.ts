@@ -119,6 +119,8 @@ interface SaveMark {
   /** Wall clock (ms since the epoch) and monotonic clock (performance.now) when that save's walk began. */
   real: number;
   mono: number;
+  /** Inode of every folder of that version by path, when the save listed them (a first save's tar stream does not). */
+  dirs?: Map<string, number>;
 }
 
 /** The listing of changed entries found more than files changed in place: the full walk decides. */
@@ -363,8 +365,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     const started = { real: wall(), mono: monotonic() };
     const mark = marks.get(io);
     marks.delete(io);
-    const version = await saveFrom(io, saveOptions, mark);
-    marks.set(io, { version: version.id, ...started });
+    const { version, dirs } = await saveFrom(io, saveOptions, mark);
+    marks.set(io, { version: version.id, ...started, dirs });
     return version;
   }
 
@@ -376,7 +378,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     return mark.real - changedMarginMs;
   }
 
-  async function saveFrom(io: WorkspaceIo, saveOptions: VersionSaveOptions, mark: SaveMark | undefined): Promise<WorkspaceVersion> {
+  async function saveFrom(io: WorkspaceIo, saveOptions: VersionSaveOptions, mark: SaveMark | undefined): Promise<{ version: WorkspaceVersion; dirs?: Map<string, number> }> {
     const note = saveOptions.onNote ?? (() => {});
     const onWrite = saveOptions.onWrite ?? (async () => {});
     const maxBytes = saveOptions.maxBytes ?? Number.POSITIVE_INFINITY;
@@ -664,87 +666,193 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
 
     let proc: IoProcess | null = null;
     let stopReading: (() => void) | null = null;
+    /** Folders' inodes by path in the version this save makes, for the next save's mark. */
+    let saveDirs: Map<string, number> | undefined;
 
     /**
-     * From a base this very folder was saved as: only entries whose inode
-     * changed since `since` are listed, and when they are files changed in
-     * place (or entries whose metadata came back the same), only those files
-     * are read and only their folders and the folders above are encoded
-     * again; every other folder keeps the base's tree without being walked.
-     * Anything more (a folder's entries changed, a link or special file
-     * changed, a file with more names, very many files) throws NeedsWalk.
+     * From a base this very folder was saved as (`mark`): only entries whose
+     * inode changed since `since` are listed (ctime: every change of bytes,
+     * mode, links or name sets it, and so does a folder's change of entries).
+     * Files among them are read unless their size and mtime say otherwise; a
+     * listed folder that is still the same folder (its inode as at the last
+     * save) has its entries listed again, and one that is not (made or moved
+     * there since) is listed whole. Only those folders and the folders above
+     * them are encoded again; every other folder keeps the base's tree
+     * without being walked. Special files, files with more names, very many
+     * entries, a find error, or an entry that changed while it was read
+     * throw NeedsWalk: the full walk decides.
      */
-    async function saveChanged(baseId: string, since: number): Promise<WorkspaceVersion> {
+    async function saveChanged(baseId: string, mark: SaveMark, since: number): Promise<WorkspaceVersion> {
+      const list = async (options: Parameters<typeof listTree>[2], into: ListedEntry[], limit: number) => {
+        try {
+          const { errors } = await listTree(
+            io,
+            (entry) => {
+              if (entry.type === "other" || (entry.type === "file" && entry.links > 1) || into.length >= limit) throw new NeedsWalk();
+              into.push(entry);
+            },
+            options,
+          );
+          if (errors.length > 0) throw new NeedsWalk();
+        } catch (error) {
+          throw error instanceof NeedsWalk ? error : new NeedsWalk();
+        }
+      };
       const listed: ListedEntry[] = [];
-      try {
-        const { errors } = await listTree(
-          io,
-          (entry) => {
-            if (entry.type !== "file" && entry.type !== "symlink") throw new NeedsWalk();
-            if (entry.links > 1 || listed.length >= CHANGED_BATCH) throw new NeedsWalk();
-            listed.push(entry);
-          },
-          { changedSince: since },
-        );
-        if (errors.length > 0) throw new NeedsWalk();
-      } catch (error) {
-        throw error instanceof NeedsWalk ? error : new NeedsWalk();
-      }
+      await list({ changedSince: since }, listed, CHANGED_BATCH);
 
-      // The base's folders on the way to each listed entry, copied to be changed; a folder stays the base's unless changed.
+      // The base's folders on the way to each changed entry, copied to be changed.
       interface Folder {
-        tree: Tree;
         entries: TreeEntry[];
         at: Map<string, number>;
       }
       const folders = new Map<string, Folder>();
       const parentPath = (path: string) => path.slice(0, Math.max(0, path.lastIndexOf("/")));
       const baseName = (path: string) => path.slice(path.lastIndexOf("/") + 1);
-      const folderAt = async (path: string): Promise<Folder> => {
-        const known = folders.get(path);
-        if (known) return known;
-        let id = baseId;
-        if (path !== "") {
-          const parent = await folderAt(parentPath(path));
-          const index = parent.at.get(baseName(path));
-          const entry = index === undefined ? undefined : parent.entries[index];
-          if (entry?.type !== "dir") throw new NeedsWalk();
-          id = entry.tree;
-        }
-        const tree = await loadTree(id);
-        const folder: Folder = { tree, entries: tree.entries.slice(), at: new Map(tree.entries.map((entry, index) => [entry.name, index])) };
+      const under = (path: string, folder: string) => folder === "" || path.startsWith(`${folder}/`);
+      const setFolder = (path: string, entries: TreeEntry[]): Folder => {
+        entries.sort(byName);
+        const folder: Folder = { entries, at: new Map(entries.map((entry, index) => [entry.name, index])) };
         folders.set(path, folder);
         return folder;
       };
-      const changedFolders = new Set<string>();
-      const toRead = new Map<string, { folder: string; index: number; old: Extract<TreeEntry, { type: "file" }> }>();
-      for (const entry of listed) {
-        const folderPath = parentPath(entry.path);
-        const folder = await folderAt(folderPath);
-        const index = folder.at.get(baseName(entry.path));
-        const old = index === undefined ? undefined : folder.entries[index];
-        if (index === undefined || !old) throw new NeedsWalk();
-        if (entry.type === "symlink") {
-          if (old.type !== "symlink" || old.mtime !== entry.mtime || old.target !== relativeLinkTarget(io.root, entry.path, entry.target ?? "")) throw new NeedsWalk();
-          continue;
+      /** The base's tree of a folder (null when the base has no folder there); copied once, then changed in place. */
+      const baseTree = async (path: string): Promise<Tree | null> => {
+        let id = baseId;
+        if (path !== "") {
+          const parent = await baseTree(parentPath(path));
+          const entry = parent ? namesOf(parent).get(baseName(path)) : undefined;
+          if (entry?.type !== "dir") return null;
+          id = entry.tree;
         }
-        if (old.type !== "file") throw new NeedsWalk();
+        return loadTree(id);
+      };
+      const folderAt = async (path: string): Promise<Folder> => {
+        const known = folders.get(path);
+        if (known) return known;
+        const tree = await baseTree(path);
+        if (!tree) throw new NeedsWalk();
+        return setFolder(path, tree.entries.slice());
+      };
+      const dirs = new Map(mark.dirs);
+
+      // Folders whose entries changed: the same folder (listed again, one level) or new there (listed whole).
+      const listedDirs = listed.filter((entry) => entry.type === "dir");
+      if (listedDirs.length > 0 && !mark.dirs) throw new NeedsWalk();
+      const fresh: string[] = [];
+      const again: string[] = [];
+      for (const entry of listedDirs) {
+        if (entry.path !== "" && fresh.some((folder) => under(entry.path, folder))) continue;
+        const same = entry.path === "" || ((await baseTree(entry.path)) !== null && mark.dirs!.get(entry.path) === entry.ino);
+        if (same) again.push(entry.path);
+        else {
+          fresh.push(entry.path);
+          for (const path of [...dirs.keys()]) if (path === entry.path || under(path, entry.path)) dirs.delete(path);
+        }
+      }
+      const inFresh = (path: string) => fresh.some((folder) => path === folder || under(path, folder));
+      // Listed in find's order (a folder before what is in it), but a folder made anew takes in all below it.
+      const relisted = again.filter((path) => !inFresh(path));
+      const children: ListedEntry[] = [];
+      const rest = CHANGED_BATCH * 4;
+      if (relisted.length > 0) await list({ from: relisted, depth: 1 }, children, rest);
+      const inside: ListedEntry[] = [];
+      if (fresh.length > 0) await list({ from: fresh }, inside, rest);
+      const listedPaths = new Set(listed.map((entry) => entry.path));
+
+      const toRead = new Map<string, { folder: string; name: string }>();
+      const changedFolders = new Set<string>();
+      const entryFor = (entry: ListedEntry, old: TreeEntry | undefined): TreeEntry | null => {
+        const name = baseName(entry.path);
+        if (entry.type === "dir") {
+          dirs.set(entry.path, entry.ino);
+          return { type: "dir", name, mode: entry.mode & 0o1777, mtime: entry.mtime, tree: old?.type === "dir" ? old.tree : "" };
+        }
+        if (entry.type === "symlink") {
+          const target = relativeLinkTarget(io.root, entry.path, entry.target ?? "");
+          if (target === null) {
+            skip(entry.path, "a symlink leading outside the workspace");
+            return null;
+          }
+          return { type: "symlink", name, mtime: entry.mtime, target };
+        }
         const mode = entry.mode & 0o777;
         // rsync's quick check, but only for an mtime older than the last save's walk: a file written
         // again within the same clock tick as that walk read it may keep its size and mtime.
-        if (old.size === entry.size && old.mtime === entry.mtime && mtimeMsOf(entry.mtime) < since) {
-          if (old.mode !== mode) {
-            folder.entries[index] = { ...old, mode };
-            changedFolders.add(folderPath);
+        if (old?.type === "file" && old.size === entry.size && old.mtime === entry.mtime && mtimeMsOf(entry.mtime) < since) return old.mode === mode ? old : { ...old, mode };
+        toRead.set(entry.path, { folder: parentPath(entry.path), name });
+        return { type: "file", name, mode, mtime: entry.mtime, size: entry.size, pieces: [] };
+      };
+
+      // Folders made (or moved) there since: every entry is new.
+      const made = new Map<string, TreeEntry[]>(fresh.map((path) => [path, []]));
+      for (const entry of inside) if (entry.type === "dir") made.set(entry.path, []);
+      for (const entry of inside) {
+        const built = entryFor(entry, undefined);
+        if (built) made.get(parentPath(entry.path))?.push(built);
+      }
+      for (const [path, entries] of made) {
+        setFolder(path, entries);
+        changedFolders.add(path);
+      }
+      // Folders listed again: their entries as they are now; an entry not changed since the last save
+      // was there then as it is (arriving at a name changes an inode), so it is the base's.
+      const childrenOf = new Map<string, ListedEntry[]>(relisted.map((path) => [path, []]));
+      for (const entry of children) childrenOf.get(parentPath(entry.path))?.push(entry);
+      for (const [path, now] of childrenOf) {
+        const before = await folderAt(path);
+        const entries: TreeEntry[] = [];
+        for (const child of now) {
+          const index = before.at.get(baseName(child.path));
+          const old = index === undefined ? undefined : before.entries[index];
+          if (!listedPaths.has(child.path) && !made.has(child.path)) {
+            if (!old || (old.type === "hardlink" ? "file" : old.type) !== child.type) throw new NeedsWalk();
+            entries.push(old);
+            continue;
           }
+          const built = entryFor(child, made.has(child.path) ? undefined : old);
+          if (built) entries.push(built);
+        }
+        // Folders gone from here take their own folders' inodes along.
+        const kept = new Set(entries.map((entry) => entry.name));
+        for (const entry of before.entries) {
+          if (entry.type !== "dir" || kept.has(entry.name)) continue;
+          const gone = join2(path, entry.name);
+          for (const known of [...dirs.keys()]) if (known === gone || under(known, gone)) dirs.delete(known);
+        }
+        setFolder(path, entries);
+        changedFolders.add(path);
+      }
+      // Entries changed in folders whose entries did not: files and links in place, a folder's own mode and mtime.
+      for (const entry of listed) {
+        const path = entry.path;
+        if (path === "") continue;
+        const parent = parentPath(path);
+        if (childrenOf.has(parent) || inFresh(parent)) continue;
+        const folder = await folderAt(parent);
+        const index = folder.at.get(baseName(path));
+        const old = index === undefined ? undefined : folder.entries[index];
+        if (index === undefined || !old || old.type !== entry.type) throw new NeedsWalk();
+        if (old.type === "dir") {
+          dirs.set(path, entry.ino);
+          folder.entries[index] = { ...old, mode: entry.mode & 0o1777, mtime: entry.mtime };
+          changedFolders.add(parent);
           continue;
         }
-        toRead.set(entry.path, { folder: folderPath, index, old });
+        const built = entryFor(entry, old);
+        if (!built) throw new NeedsWalk();
+        if (built !== old) {
+          folder.entries[index] = built;
+          changedFolders.add(parent);
+        }
       }
 
       if (toRead.size > 0) {
         // The bytes these files had are reused where they come back.
-        for (const { folder } of toRead.values()) indexTree(folders.get(folder)!.tree);
+        for (const path of new Set([...toRead.values()].map((want) => want.folder))) {
+          const tree = inFresh(path) ? null : await baseTree(path);
+          if (tree) indexTree(tree);
+        }
         const tar = tarOutParsed(io, [...toRead.keys()].sort(walkOrder), { hardLinks: true });
         proc = tar.proc;
         stopReading = tar.stop;
@@ -763,7 +871,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             if (entry.type !== "file") throw new NeedsWalk();
             toRead.delete(raw);
             const { pieces, size } = await readPieces(tar);
-            folders.get(want.folder)!.entries[want.index] = { type: "file", name: want.old.name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces };
+            const folder = folders.get(want.folder)!;
+            folder.entries[folder.at.get(want.name)!] = { type: "file", name: want.name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces };
             changedFolders.add(want.folder);
             changedFiles++;
             changedBytes += size;
@@ -791,6 +900,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       const dirty = new Set<string>();
       for (let path of changedFolders) {
         for (;;) {
+          if (dirty.has(path)) break;
           dirty.add(path);
           if (path === "") break;
           path = parentPath(path);
@@ -799,7 +909,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       const depth = (path: string) => (path === "" ? 0 : path.split("/").length);
       let newRoot = baseId;
       for (const path of [...dirty].sort((a, b) => depth(b) - depth(a))) {
-        const folder = folders.get(path)!;
+        const folder = await folderAt(path);
         const entries = folder.entries.map((entry) =>
           entry.type === "file" && entry.pieces.some((piece) => typeof piece.pack === "number")
             ? { ...entry, pieces: entry.pieces.map((piece) => (typeof piece.pack === "number" ? { ...piece, pack: sealed[piece.pack]! } : piece)) }
@@ -816,9 +926,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         }
         if (path === "") newRoot = id;
         else {
-          const parent = folders.get(parentPath(path))!;
-          const index = parent.at.get(baseName(path))!;
-          parent.entries[index] = { ...(parent.entries[index] as Extract<TreeEntry, { type: "dir" }>), tree: id };
+          const parent = await folderAt(parentPath(path));
+          const index = parent.at.get(baseName(path));
+          const entry = index === undefined ? undefined : parent.entries[index];
+          if (entry?.type !== "dir") throw new Error(`Saving the workspace failed: no folder entry for ${displayName(path)}`);
+          parent.entries[index!] = { ...entry, tree: id };
         }
       }
       await flushTrees();
@@ -837,6 +949,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         }
       });
       if (total > maxBytes) throw new SnapshotTooLargeError(total, maxBytes);
+      saveDirs = mark.dirs ? dirs : undefined;
       return { id: newRoot, fileCount: files, bytes: total, changedFiles, changedBytes, objects: [...packs, ...trees], skipped, walked: false };
     }
 
@@ -844,7 +957,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       const since = changedSince(mark, base);
       if (since !== undefined) {
         try {
-          return await saveChanged(base!, since);
+          return { version: await saveChanged(base!, mark!, since), dirs: saveDirs };
         } catch (error) {
           if (!(error instanceof NeedsWalk)) throw error;
           // Bytes already read stay in the pack being filled; the walk reuses them by their hashes.
@@ -1055,7 +1168,12 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             settled(node);
           }
         }
-        const { errors } = await listTree(io, onListed);
+        const walkedDirs = new Map<string, number>();
+        const { errors } = await listTree(io, (listed) => {
+          if (listed.type === "dir") walkedDirs.set(listed.path, listed.ino);
+          return onListed(listed);
+        });
+        saveDirs = walkedDirs;
         for (const line of errors) note(`not saved: ${line}`);
         while (stack.length > 0) {
           const node = stack.at(-1)!;
@@ -1086,7 +1204,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       await Promise.allSettled(allWrites);
       throw failed;
     }
-    return {
+    const version: WorkspaceVersion = {
       id: rootId,
       fileCount,
       bytes,
@@ -1096,6 +1214,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       skipped,
       walked: true,
     };
+    return { version, dirs: saveDirs };
   }
 
   /** Calls `visit` for every tree of a version, parents before children. */

@@ -167,7 +167,7 @@ describe("workspace versions (fs objects)", () => {
     expect(contentOf(await restoreInto(store, first.id))).not.toBe(contentOf(ws));
   });
 
-  it("lists only what changed since the folder's last save, reads only those files, and walks everything for any other change", async () => {
+  it("lists only what changed since the folder's last save: files read, changed folders listed again, new ones listed whole, the rest kept unwalked", async () => {
     const ws = fresh("ws");
     for (let d = 0; d < 5; d++) {
       mkdirSync(join(ws, `d${d}`));
@@ -217,22 +217,37 @@ describe("workspace versions (fs objects)", () => {
     expect(racy).toMatchObject({ walked: false, changedFiles: 1 });
     await same(racy.id);
 
-    // Anything else changes a folder's entries: everything is walked, and the version is right.
-    let last = racy.id;
-    const changes: Array<[string, () => void]> = [
-      ["an added file", () => writeFileSync(join(ws, "d3", "new"), "new")],
-      ["a removed file", () => rmSync(join(ws, "d4", "f1"))],
-      ["a moved folder", () => execFileSync("mv", [join(ws, "d0"), join(ws, "d2", "moved")])],
-      ["a file replaced by a link", () => (rmSync(join(ws, "d1", "f5")), symlinkSync("f6", join(ws, "d1", "f5")))],
-      ["a second name", () => linkSync(join(ws, "d3", "f2"), join(ws, "d3", "f2-again"))],
+    // A folder's entries changed: the first save's tar stream named no folder inodes, so this once everything is walked.
+    writeFileSync(join(ws, "d3", "new"), "new");
+    const walkedOnce = await store.save(io, { base: racy.id });
+    expect(walkedOnce.walked).toBe(true);
+    await same(walkedOnce.id);
+    // From then on a changed folder is listed again (one level), and one made or moved there is listed whole.
+    mkdirSync(join(ws, "elsewhere", "S"), { recursive: true });
+    writeFileSync(join(ws, "elsewhere", "S", "y"), "from elsewhere");
+    await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
+    let last = (await store.save(io, { base: walkedOnce.id })).id;
+    const changes: Array<[string, () => void, boolean]> = [
+      ["an added file", () => writeFileSync(join(ws, "d3", "newer"), "newer"), false],
+      ["a removed file", () => rmSync(join(ws, "d4", "f1")), false],
+      ["a moved folder", () => execFileSync("mv", [join(ws, "d0"), join(ws, "d2", "moved")]), false],
+      ["a file replaced by a link", () => (rmSync(join(ws, "d1", "f5")), symlinkSync("f6", join(ws, "d1", "f5"))), false],
+      ["a new folder of files", () => (mkdirSync(join(ws, "made", "deep"), { recursive: true }), writeFileSync(join(ws, "made", "deep", "z"), "z")), false],
+      ["a folder's mode", () => chmodSync(join(ws, "d3"), 0o700), false],
+      // Its old contents gone, another folder moved in under its name, with a sub-folder of the same name as before.
+      ["a folder replaced by one moved in", () => (mkdirSync(join(ws, "d4", "S")), writeFileSync(join(ws, "d4", "S", "x"), "x")), false],
+      ["(the same, second step)", () => (rmSync(join(ws, "d4"), { recursive: true }), execFileSync("mv", [join(ws, "elsewhere"), join(ws, "d4")])), false],
+      ["a second name", () => linkSync(join(ws, "d3", "f2"), join(ws, "d3", "f2-again")), true],
     ];
-    for (const [what, change] of changes) {
+    for (const [what, change, walks] of changes) {
       change();
       const version = await store.save(io, { base: last });
-      expect(version.walked, what).toBe(true);
+      expect(version.walked, what).toBe(walks);
       await same(version.id);
       last = version.id;
     }
+    expect(readFileSync(join(await restoreInto(store, last), "d4", "S", "y"), "utf8")).toBe("from elsewhere");
+    expect(existsSync(join(await restoreInto(store, last), "d4", "S", "x"))).toBe(false);
     // Changes within the margin before a save are listed again by the next one; past it, nothing is.
     await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
     expect(await store.save(io, { base: last })).toMatchObject({ id: last, walked: true });
