@@ -75,12 +75,21 @@ describe("checkpoints, fork at a turn, rewind", () => {
     expect((await exec.json()).exitCode).toBe(0);
     await turn(id, "still nothing");
     expect(await metric("changes")).toBe(before + 2);
+    // A new folder: walked once (the first save named no folder inodes); a file added in it later is listed with the folder's entries.
+    const sh = async (command: string) => expect((await (await server.api(`/api/sessions/${id}/exec`, { method: "POST", json: { command } })).json()).exitCode).toBe(0);
+    await sh("mkdir sub && echo a > sub/a.txt");
+    const everything = await metric("everything");
+    await turn(id, "a folder appeared");
+    expect(await metric("everything")).toBe(everything + 1);
+    await sh("echo b > sub/b.txt");
+    await turn(id, "a file appeared in it");
+    expect(await metric("changes")).toBe(before + 3);
     const list = await checkpoints(id);
-    expect(list.map((c) => c.filesChanged).slice(1)).toEqual([0, 1]);
+    expect(list.map((c) => c.filesChanged).slice(1)).toEqual([0, 1, 1, 1]);
     // What each checkpoint holds is what the workspace held after its turn.
-    for (const [checkpoint, text] of [[2, "one\n"], [3, "two"]] as const) {
+    for (const [checkpoint, path, text] of [[2, "kept.txt", "one\n"], [3, "kept.txt", "two"], [4, "sub/b.txt", "(404)"], [5, "sub/b.txt", "b\n"]] as const) {
       const fork = await (await server.api(`/api/sessions/${id}/fork`, { method: "POST", json: { checkpoint } })).json();
-      expect(await file(fork.session.id, "kept.txt")).toBe(text);
+      expect(await file(fork.session.id, path)).toBe(text);
     }
   });
 
