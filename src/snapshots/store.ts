@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import { normalizeRelativePath } from "../sandbox/snapshot-keys";
 import { COARSE_MARGIN_MS } from "../sandbox/timestamps";
 import { createHash, hash as oneShotHash } from "node:crypto";
-import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeaderInto, tarPadding, type TarHeaderEntry, type TarParser } from "../sandbox/tar-stream";
+import { mtimeMsOf, NEED, TAR_END, TarFormatError, tarHeaderInto, tarPadding, type TarEntry, type TarHeaderEntry, type TarParser } from "../sandbox/tar-stream";
 import {
   displayName,
   entryPath,
@@ -664,10 +664,53 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       settled(node);
     };
 
-    let proc: IoProcess | null = null;
-    let stopReading: (() => void) | null = null;
+    // Set by streamTar while a tar process runs (typed wide: assigned only inside the helpers).
+    let proc = null as IoProcess | null;
+    let stopReading = null as (() => void) | null;
     /** Folders' inodes by path in the version this save makes, for the next save's mark. */
     let saveDirs: Map<string, number> | undefined;
+
+    type TarReading = { parser: TarParser; more(): Promise<void> };
+    /**
+     * One tar stream, as the sandbox user, of the named entries (raw, relative) or of everything:
+     * `visit` gets each entry with a usable name in turn and may read its bytes. Returns tar's notes.
+     */
+    async function streamTar(paths: string[] | undefined, visit: (entry: TarEntry, raw: string, tar: TarReading) => void | Promise<void>): Promise<string[]> {
+      const tar = tarOutParsed(io, paths, paths ? { hardLinks: true } : { hardLinks: true, sorted: true });
+      proc = tar.proc;
+      stopReading = tar.stop;
+      for (;;) {
+        const entry = tar.parser.next();
+        if (entry === NEED) {
+          await tar.more();
+          continue;
+        }
+        if (entry === null) break;
+        const raw = entryPath(entry.path);
+        if (raw === null) continue;
+        // Awaited only when it returns a promise (reading a file's bytes): one await less per folder or link.
+        const visiting = visit(entry, raw, tar);
+        if (visiting) await visiting;
+        if (sealSoon()) await seal();
+        if (treesFull()) await flushTrees();
+        const paused = pause();
+        if (paused) await paused;
+      }
+      await tar.rest();
+      const notes = await tarOutDone(tar.proc);
+      proc = null;
+      return notes;
+    }
+
+    /** streamTar of the names in `wanted`: `take` gets each once, taken out of `wanted` first; what is left was gone or unreadable. */
+    function readNamed<T>(wanted: Map<string, T>, take: (entry: TarEntry, want: T, raw: string, tar: TarReading) => Promise<void>): Promise<string[]> {
+      return streamTar([...wanted.keys()].sort(walkOrder), async (entry, raw, tar) => {
+        const want = wanted.get(raw);
+        if (want === undefined) return;
+        wanted.delete(raw);
+        await take(entry, want, raw, tar);
+      });
+    }
 
     /**
      * From a base this very folder was saved as (`mark`): only entries whose
@@ -853,35 +896,17 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
           const tree = inFresh(path) ? null : await baseTree(path);
           if (tree) indexTree(tree);
         }
-        const tar = tarOutParsed(io, [...toRead.keys()].sort(walkOrder), { hardLinks: true });
-        proc = tar.proc;
-        stopReading = tar.stop;
         try {
-          for (;;) {
-            const entry = tar.parser.next();
-            if (entry === NEED) {
-              await tar.more();
-              continue;
-            }
-            if (entry === null) break;
-            const raw = entryPath(entry.path);
-            const want = raw === null ? undefined : toRead.get(raw);
-            if (!want || raw === null) continue;
+          const notes = await readNamed(toRead, async (entry, want, _raw, tar) => {
             // Replaced by something else, or a second name made, since it was listed.
             if (entry.type !== "file") throw new NeedsWalk();
-            toRead.delete(raw);
             const { pieces, size } = await readPieces(tar);
             const folder = folders.get(want.folder)!;
             folder.entries[folder.at.get(want.name)!] = { type: "file", name: want.name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces };
             changedFolders.add(want.folder);
             changedFiles++;
             changedBytes += size;
-            const paused = pause();
-            if (paused) await paused;
-          }
-          await tar.rest();
-          const notes = await tarOutDone(tar.proc);
-          proc = null;
+          });
           // Gone or unreadable since it was listed: its folder changed too.
           if (toRead.size > 0 || notes.length > 0) throw new NeedsWalk();
         } catch (error) {
@@ -968,22 +993,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       }
       if (base === null) {
         // -- No base: one sorted tar stream of everything, as the sandbox user, parsed as it arrives.
-        const tar = tarOutParsed(io, undefined, { hardLinks: true, sorted: true });
-        proc = tar.proc;
-        stopReading = tar.stop;
-        for (;;) {
-          const entry = tar.parser.next();
-          if (entry === NEED) {
-            await tar.more();
-            continue;
-          }
-          if (entry === null) break;
-          const raw = entryPath(entry.path);
-          if (raw === null) continue;
+        const notes = await streamTar(undefined, (entry, raw, tar) => {
           const placed = parentOf(stack, raw);
           if (!placed) {
             skip(raw, "out of order or twice in the stream");
-            continue;
+            return;
           }
           while (stack.length - 1 > placed.at) closeFull(stack.pop()!);
           const parent = stack[placed.at]!;
@@ -995,10 +1009,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             parent.waiting++;
             stack.push(newNode(raw, parent, dirEntry));
           } else if (entry.type === "file") {
-            const { pieces, size } = await readPieces(tar);
-            parent.entries.push({ type: "file", name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces, links: 1 });
-            changedFiles++;
-            changedBytes += size;
+            return readPieces(tar).then(({ pieces, size }) => {
+              parent.entries.push({ type: "file", name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces, links: 1 });
+              changedFiles++;
+              changedBytes += size;
+            });
           } else if (entry.type === "symlink") {
             const target = relativeLinkTarget(io.root, raw, entry.linkpath);
             if (target === null) skip(raw, "a symlink leading outside the workspace");
@@ -1008,14 +1023,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             if (target === null) skip(raw, "a hard link to a name outside the workspace");
             else parent.entries.push({ type: "hardlink", name, mode: entry.mode & 0o777, mtime: entry.mtime, target });
           } else skip(raw, describeKind(entry.typeflag));
-          if (sealSoon()) await seal();
-          if (treesFull()) await flushTrees();
-          const paused = pause();
-          if (paused) await paused;
-        }
-        await tar.rest();
-        for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
-        proc = null;
+        });
+        for (const line of notes) note(`not saved: ${line}`);
         while (stack.length > 0) closeFull(stack.pop()!);
       } else {
         // -- From a base: a stat walk; only files whose size or mtime changed are read.
@@ -1123,22 +1132,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
               indexTree(tree);
             });
           }
-          const wanted = [...batch.keys()].sort(walkOrder);
-          const tar = tarOutParsed(io, wanted, { hardLinks: true });
-          proc = tar.proc;
-          stopReading = tar.stop;
-          for (;;) {
-            const entry = tar.parser.next();
-            if (entry === NEED) {
-              await tar.more();
-              continue;
-            }
-            if (entry === null) break;
-            const raw = entryPath(entry.path);
-            const want = raw === null ? undefined : batch.get(raw);
-            if (!want || raw === null) continue;
-            batch.delete(raw);
-            const { node, entry: file } = want;
+          const notes = await readNamed(batch, async (entry, { node, entry: file }, raw, tar) => {
             if (entry.type === "file") {
               const { pieces, size } = await readPieces(tar);
               Object.assign(file, { mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces });
@@ -1153,14 +1147,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             }
             node.waiting--;
             settled(node);
-            if (sealSoon()) await seal();
-            if (treesFull()) await flushTrees();
-            const paused = pause();
-            if (paused) await paused;
-          }
-          await tar.rest();
-          for (const line of await tarOutDone(tar.proc)) note(`not saved: ${line}`);
-          proc = null;
+          });
+          for (const line of notes) note(`not saved: ${line}`);
           for (const [raw, { node, entry: file }] of batch) {
             file.dropped = true;
             skip(raw, "gone or unreadable when its bytes were read");
