@@ -805,6 +805,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
 
       const toRead = new Map<string, { folder: string; name: string }>();
       const changedFolders = new Set<string>();
+      const leftOut: string[] = [];
       const entryFor = (entry: ListedEntry, old: TreeEntry | undefined): TreeEntry | null => {
         const name = baseName(entry.path);
         if (entry.type === "dir") {
@@ -814,7 +815,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         if (entry.type === "symlink") {
           const target = relativeLinkTarget(io.root, entry.path, entry.target ?? "");
           if (target === null) {
-            skip(entry.path, "a symlink leading outside the workspace");
+            // Noted once this listing is the save's (the walk notes it again otherwise).
+            leftOut.push(entry.path);
             return null;
           }
           return { type: "symlink", name, mtime: entry.mtime, target };
@@ -831,8 +833,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       const made = new Map<string, TreeEntry[]>(fresh.map((path) => [path, []]));
       for (const entry of inside) if (entry.type === "dir") made.set(entry.path, []);
       for (const entry of inside) {
+        const into = made.get(parentPath(entry.path));
+        // Every entry find lists under a folder comes after that folder.
+        if (!into) throw new NeedsWalk();
         const built = entryFor(entry, undefined);
-        if (built) made.get(parentPath(entry.path))?.push(built);
+        if (built) into.push(built);
       }
       for (const [path, entries] of made) {
         setFolder(path, entries);
@@ -974,6 +979,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         }
       });
       if (total > maxBytes) throw new SnapshotTooLargeError(total, maxBytes);
+      for (const path of leftOut) skip(path, "a symlink leading outside the workspace");
       saveDirs = mark.dirs ? dirs : undefined;
       return { id: newRoot, fileCount: files, bytes: total, changedFiles, changedBytes, objects: [...packs, ...trees], skipped, walked: false };
     }
