@@ -121,7 +121,12 @@ interface SaveMark {
   mono: number;
   /** Inode of every folder of that version by path, when the save listed them (a first save's tar stream does not). */
   dirs?: Map<string, number>;
+  /** That version's counts and objects, so a save that finds nothing changed need not read its trees again. */
+  counted?: Pick<WorkspaceVersion, "fileCount" | "bytes" | "objects">;
 }
+
+/** A mark keeps its version's object list up to this many keys (a list is about 70 bytes a key). */
+const MARK_OBJECTS = 20_000;
 
 /** The listing of changed entries found more than files changed in place: the full walk decides. */
 class NeedsWalk extends Error {}
@@ -366,7 +371,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     const mark = marks.get(io);
     marks.delete(io);
     const { version, dirs } = await saveFrom(io, saveOptions, mark);
-    marks.set(io, { version: version.id, ...started, dirs });
+    const { fileCount, bytes, objects } = version;
+    marks.set(io, { version: version.id, ...started, dirs, counted: objects.length <= MARK_OBJECTS ? { fileCount, bytes, objects } : undefined });
     return version;
   }
 
@@ -966,6 +972,13 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       await flushTrees();
       await Promise.all(allWrites);
 
+      for (const path of leftOut) skip(path, "a symlink leading outside the workspace");
+      saveDirs = mark.dirs ? dirs : undefined;
+      if (newRoot === baseId && mark.counted) {
+        const { fileCount, bytes, objects } = mark.counted;
+        if (bytes > maxBytes) throw new SnapshotTooLargeError(bytes, maxBytes);
+        return { id: newRoot, fileCount, bytes, changedFiles, changedBytes, objects: [...objects], skipped, walked: false };
+      }
       let files = 0;
       let total = 0;
       const packs = new Set<string>();
@@ -979,8 +992,6 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         }
       });
       if (total > maxBytes) throw new SnapshotTooLargeError(total, maxBytes);
-      for (const path of leftOut) skip(path, "a symlink leading outside the workspace");
-      saveDirs = mark.dirs ? dirs : undefined;
       return { id: newRoot, fileCount: files, bytes: total, changedFiles, changedBytes, objects: [...packs, ...trees], skipped, walked: false };
     }
 

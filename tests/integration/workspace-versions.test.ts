@@ -268,6 +268,9 @@ describe("workspace versions (fs objects)", () => {
     expect(await store.save(io, { base: last })).toMatchObject({ id: last, walked: true });
     expect(await store.save(io, { base: last })).toMatchObject({ id: last, walked: false, changedFiles: 0 });
 
+    // Nothing changed, but more than the limit: refused like any save over it.
+    await expect(store.save(io, { base: last, maxBytes: 1000 })).rejects.toThrow(SnapshotTooLargeError);
+
     // From a base other than the folder's last save, or into a folder just restored: everything is walked.
     expect((await store.save(io, { base: first.id })).walked).toBe(true);
     const target = fresh("restored");
