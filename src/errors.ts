@@ -25,5 +25,7 @@ export const gone = (message: string) => new DomainError("gone", message);
 export const tooLarge = (message: string) => new DomainError("too_large", message);
 export const unprocessable = (message: string) => new DomainError("unprocessable", message);
 export const unavailable = (message: string, retryAfterSeconds = 5) => new DomainError("capacity", message, retryAfterSeconds);
+/** A server that is shutting down starts nothing new: the client sends the request again (another server takes it). */
+export const shuttingDown = () => unavailable("This server is shutting down and starts nothing new; send the request again (another server takes it).", 1);
 export const forbidden = (message: string) => new DomainError("forbidden", message);
 export const rateLimited = (message: string, retryAfterSeconds: number) => new DomainError("rate_limited", message, retryAfterSeconds);

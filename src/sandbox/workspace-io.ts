@@ -144,8 +144,9 @@ const MAX_FIELD = 64 * 1024;
  * With `changedSince` (ms since the epoch), only entries whose inode changed
  * after that time (ctime: set by the kernel on every change of bytes, name,
  * mode or links, and not settable by the sandbox's user) are listed, the
- * workspace folder itself too (as path ""), and the listing ends at the
- * first folder listed.
+ * workspace folder itself too (as path ""). With `from`, what is in those
+ * folders (raw relative paths, "" for the workspace) is listed instead, one
+ * level deep with `depth: 1`.
  */
 export async function listTree(
   io: WorkspaceIo,

@@ -1,5 +1,5 @@
 import type { H3Event } from "h3";
-import { unavailable } from "./errors";
+import { shuttingDown } from "./errors";
 
 /**
  * A server that is shutting down (SIGTERM: a rolling update, a scale-down)
@@ -38,7 +38,7 @@ export function drainGate(drain: Drain) {
     if (!drain.draining) return;
     const route = event.context.matchedRoute?.route;
     if (route && STARTS_WORK.has(`${event.req.method} ${route}`)) {
-      throw unavailable("This server is shutting down and starts nothing new; send the request again (another server takes it).", 1);
+      throw shuttingDown();
     }
   };
 }

@@ -8,7 +8,7 @@ import { DomainError, type DomainErrorKind } from "../errors";
  * Handlers and the layers below throw DomainErrors; the app's error hook turns
  * them into the body here, the one place that knows their HTTP status.
  */
-export { badRequest, conflict, forbidden, gone, notFound, rateLimited, tooLarge, unavailable, unprocessable } from "../errors";
+export { badRequest, conflict, forbidden, gone, notFound, rateLimited, shuttingDown, tooLarge, unavailable, unprocessable } from "../errors";
 
 const STATUS: Record<DomainErrorKind, number> = {
   invalid: 400,

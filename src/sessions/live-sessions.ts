@@ -13,7 +13,7 @@ import type { ToolConfirmationRequest, ToolDecision } from "../runtime/agent-ses
 import { holdOutputUntil, untilFileExists } from "../runtime/hold-start";
 import { createTranscriptStore, hasTranscript, materializeTranscript } from "../runtime/transcript-store";
 import { writeFiles } from "../agents/agent-files";
-import { unavailable, unprocessable } from "../errors";
+import { shuttingDown, unavailable, unprocessable } from "../errors";
 import { openCredential, type OpenedCredential } from "../vault/credentials";
 import type { Vault } from "../vault/vault";
 import type { EvictionReason, Observability } from "../observability";
@@ -134,7 +134,7 @@ export class LiveSessions {
   }
 
   private refuseWhenClosed(): void {
-    if (this.closed) throw unavailable("This server is shutting down and starts nothing new; send the request again (another server takes it).", 1);
+    if (this.closed) throw shuttingDown();
   }
 
   get size(): number {
