@@ -125,10 +125,13 @@ for i in range(${manyFiles}):
     const late: number[] = [];
     const saves: number[] = [];
     const growth: number[] = [];
+    const unchanged: number[] = [];
+    const walks: number[] = [];
     for (let r = 0; r < saveRounds; r++) {
       const data = join(root, `store-many-${r}`);
       mkdirSync(data);
-      const store = createVersionStore({ dataDir: data });
+      const store = createVersionStore({ dataDir: data }, { changedMarginMs });
+      const io = trustedFolderIo(ws);
       execFileSync("sync");
       global.gc?.();
       const rssBefore = process.memoryUsage.rss();
@@ -141,9 +144,14 @@ for i in range(${manyFiles}):
         last = now;
         rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
       }, tick);
-      saves.push(await time(() => store.save(trustedFolderIo(ws)), { sync: false }));
+      let first = "";
+      saves.push(await time(async () => (first = (await store.save(io)).id), { sync: false }));
       clearInterval(timer);
       growth.push((rssPeak - rssBefore) / 2 ** 20);
+      // The next turn's save when that turn changed nothing, against the stat walk alone.
+      unchanged.push(await time(() => store.save(io, { base: first })));
+      sh(`touch ${data}/mark`, ws);
+      walks.push(await time(() => sh(`find . -newer ${data}/mark > /dev/null`, ws)));
       await store.dispose();
       rmSync(data, { recursive: true, force: true });
     }
@@ -152,6 +160,8 @@ for i in range(${manyFiles}):
     console.log(row("version store: first save", saves));
     console.log(`${"timer probe lateness (10 ms timer) during the save".padEnd(52)} n=${l.n}  median ${l.median.toFixed(1)} ms  p99 ${p99(late).toFixed(1)} ms  max ${l.max.toFixed(1)} ms`);
     console.log(row("RSS growth during the save", growth, "MB"));
+    console.log(row("version store: save, nothing changed", unchanged));
+    console.log(row("baseline: find -newer stat walk", walks));
     rmSync(ws, { recursive: true, force: true });
   }
 
