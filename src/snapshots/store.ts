@@ -29,6 +29,7 @@ import {
 import { driverObjects, forEachParallel, fsObjects, isObjectKey, PARALLEL, s3Objects, type ObjectStore } from "./objects";
 import { Batcher, BufferPool } from "./batches";
 import { PieceIndex } from "./piece-index";
+import { Census } from "./census";
 import { byName, decodeTree, encodeRows, sha256hex, treeOf, walkOrder, type Piece, type Tree, type TreeEntry } from "./tree";
 
 /** One saved state of a workspace: immutable, named by its root tree's id. */
@@ -121,12 +122,12 @@ interface SaveMark {
   mono: number;
   /** Inode of every folder of that version by path, when the save listed them (a first save's tar stream does not). */
   dirs?: Map<string, number>;
-  /** That version's counts and objects, so a save that finds nothing changed need not read its trees again. */
-  counted?: Pick<WorkspaceVersion, "fileCount" | "bytes" | "objects">;
+  /** That version's census, so the next save counts only the folders it changes. */
+  census?: Census;
 }
 
-/** A mark keeps its version's object list up to this many keys (a list is about 70 bytes a key). */
-const MARK_OBJECTS = 20_000;
+/** A mark keeps a census of up to this many trees and packs (about 100 bytes each). */
+const MARK_CENSUS = 100_000;
 
 /** The listing of changed entries found more than files changed in place: the full walk decides. */
 class NeedsWalk extends Error {}
@@ -370,9 +371,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     const started = { real: wall(), mono: monotonic() };
     const mark = marks.get(io);
     marks.delete(io);
-    const { version, dirs } = await saveFrom(io, saveOptions, mark);
-    const { fileCount, bytes, objects } = version;
-    marks.set(io, { version: version.id, ...started, dirs, counted: objects.length <= MARK_OBJECTS ? { fileCount, bytes, objects } : undefined });
+    const { version, dirs, census } = await saveFrom(io, saveOptions, mark);
+    marks.set(io, { version: version.id, ...started, dirs, census: census && census.size <= MARK_CENSUS ? census : undefined });
     return version;
   }
 
@@ -384,7 +384,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     return mark.real - changedMarginMs;
   }
 
-  async function saveFrom(io: WorkspaceIo, saveOptions: VersionSaveOptions, mark: SaveMark | undefined): Promise<{ version: WorkspaceVersion; dirs?: Map<string, number> }> {
+  async function saveFrom(
+    io: WorkspaceIo,
+    saveOptions: VersionSaveOptions,
+    mark: SaveMark | undefined,
+  ): Promise<{ version: WorkspaceVersion; dirs?: Map<string, number>; census?: Census }> {
     const note = saveOptions.onNote ?? (() => {});
     const onWrite = saveOptions.onWrite ?? (async () => {});
     const maxBytes = saveOptions.maxBytes ?? Number.POSITIVE_INFINITY;
@@ -412,6 +416,8 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     };
     const versionPacks = new Set<string>();
     const versionTrees = new Set<string>();
+    /** Every folder position this save encodes (a walk and a first save encode them all). */
+    let census = new Census();
 
     // -- The event loop gets a turn at least every SLICE_MS of work.
     let sliceEnd = performance.now() + SLICE_MS;
@@ -590,6 +596,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       if (sameAsBase(node)) {
         // Unchanged: the base's tree, as it is.
         const { id, tree } = node.before!;
+        census.count(id, tree, 1);
         for (const pack of tree.packs) versionPacks.add(pack);
         versionTrees.add(id);
         for (const entry of tree.entries) {
@@ -641,6 +648,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         for (const piece of entry.pieces) if (typeof piece.pack === "number") piece.pack = sealed[piece.pack]!;
       }
       cacheTree(id, { packs, entries }, data.length * 3);
+      census.count(id, { packs, entries }, 1);
       for (const pack of packs) versionPacks.add(pack);
       versionTrees.add(id);
       if (!knownTrees.has(id)) {
@@ -765,16 +773,16 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         folders.set(path, folder);
         return folder;
       };
-      /** The base's tree of a folder (null when the base has no folder there); copied once, then changed in place. */
+      /** The id of the base's tree of a folder; null when the base has no folder there. */
+      const baseTreeId = async (path: string): Promise<string | null> => {
+        if (path === "") return baseId;
+        const parent = await baseTreeId(parentPath(path));
+        const entry = parent === null ? undefined : namesOf(await loadTree(parent)).get(baseName(path));
+        return entry?.type === "dir" ? entry.tree : null;
+      };
       const baseTree = async (path: string): Promise<Tree | null> => {
-        let id = baseId;
-        if (path !== "") {
-          const parent = await baseTree(parentPath(path));
-          const entry = parent ? namesOf(parent).get(baseName(path)) : undefined;
-          if (entry?.type !== "dir") return null;
-          id = entry.tree;
-        }
-        return loadTree(id);
+        const id = await baseTreeId(path);
+        return id === null ? null : loadTree(id);
       };
       const folderAt = async (path: string): Promise<Folder> => {
         const known = folders.get(path);
@@ -812,6 +820,13 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       const toRead = new Map<string, { folder: string; name: string }>();
       const changedFolders = new Set<string>();
       const leftOut: string[] = [];
+      // The base's census, moved by the folders this save changes; whole base sub-trees no longer there leave it.
+      const next = mark.census ? Census.copy(mark.census) : undefined;
+      const goneTrees: string[] = [];
+      for (const path of fresh) {
+        const old = await baseTreeId(path);
+        if (old !== null) goneTrees.push(old);
+      }
       const entryFor = (entry: ListedEntry, old: TreeEntry | undefined): TreeEntry | null => {
         const name = baseName(entry.path);
         if (entry.type === "dir") {
@@ -867,12 +882,13 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
           const built = entryFor(child, made.has(child.path) ? undefined : old);
           if (built) entries.push(built);
         }
-        // Folders gone from here take their own folders' inodes along.
-        const kept = new Set(entries.map((entry) => entry.name));
+        // Folders gone from here (or no longer folders) take their own folders along: inodes, census.
+        const current = new Map(entries.map((entry) => [entry.name, entry]));
         for (const entry of before.entries) {
-          if (entry.type !== "dir" || kept.has(entry.name)) continue;
+          if (entry.type !== "dir" || current.get(entry.name)?.type === "dir") continue;
           const gone = join2(path, entry.name);
           for (const known of [...dirs.keys()]) if (known === gone || under(known, gone)) dirs.delete(known);
+          goneTrees.push(entry.tree);
         }
         setFolder(path, entries);
         changedFolders.add(path);
@@ -954,6 +970,12 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         const { rows, packs } = encodeRows(entries);
         const { id, bytes: data } = treeOf(packs as string[], rows);
         cacheTree(id, { packs: packs as string[], entries }, data.length * 3);
+        if (next) {
+          // A folder made anew has no position in the base to give back (its old sub-tree left whole).
+          const old = inFresh(path) ? null : await baseTreeId(path);
+          if (old !== null) next.count(old, await loadTree(old), -1);
+          next.count(id, { packs: packs as string[], entries }, 1);
+        }
         if (!knownTrees.has(id)) {
           knownTrees.add(id);
           treeBatch.push({ key: `trees/${id}`, data });
@@ -965,41 +987,30 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
           const parent = await folderAt(parentPath(path));
           const index = parent.at.get(baseName(path));
           const entry = index === undefined ? undefined : parent.entries[index];
-          if (entry?.type !== "dir") throw new Error(`Saving the workspace failed: no folder entry for ${displayName(path)}`);
+          // Listed inside a folder that a later listing no longer finds there: changed meanwhile.
+          if (entry?.type !== "dir") throw new NeedsWalk();
           parent.entries[index!] = { ...entry, tree: id };
         }
       }
       await flushTrees();
       await Promise.all(allWrites);
 
+      let counted = next;
+      if (counted) for (const id of goneTrees) await uncount(counted, id);
+      // Without the base's census: every folder of the new version counted once (and kept for the next save).
+      else counted = await censusOf(newRoot);
+      if (counted.bytes > maxBytes) throw new SnapshotTooLargeError(counted.bytes, maxBytes);
       for (const path of leftOut) skip(path, "a symlink leading outside the workspace");
       saveDirs = mark.dirs ? dirs : undefined;
-      if (newRoot === baseId && mark.counted) {
-        const { fileCount, bytes, objects } = mark.counted;
-        if (bytes > maxBytes) throw new SnapshotTooLargeError(bytes, maxBytes);
-        return { id: newRoot, fileCount, bytes, changedFiles, changedBytes, objects: [...objects], skipped, walked: false };
-      }
-      let files = 0;
-      let total = 0;
-      const packs = new Set<string>();
-      const trees: string[] = [];
-      await walkTrees(newRoot, (tree, id) => {
-        trees.push(`trees/${id}`);
-        for (const pack of tree.packs) packs.add(`packs/${pack}`);
-        for (const entry of tree.entries) {
-          if (entry.type === "file") (files++, (total += entry.size));
-          else if (entry.type === "hardlink") files++;
-        }
-      });
-      if (total > maxBytes) throw new SnapshotTooLargeError(total, maxBytes);
-      return { id: newRoot, fileCount: files, bytes: total, changedFiles, changedBytes, objects: [...packs, ...trees], skipped, walked: false };
+      census = counted;
+      return { id: newRoot, fileCount: counted.fileCount, bytes: counted.bytes, changedFiles, changedBytes, objects: counted.objects(), skipped, walked: false };
     }
 
     try {
       const since = changedSince(mark, base);
       if (since !== undefined) {
         try {
-          return { version: await saveChanged(base!, mark!, since), dirs: saveDirs };
+          return { version: await saveChanged(base!, mark!, since), dirs: saveDirs, census };
         } catch (error) {
           if (!(error instanceof NeedsWalk)) throw error;
           // Bytes already read stay in the pack being filled; the walk reuses them by their hashes.
@@ -1219,7 +1230,31 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       skipped,
       walked: true,
     };
-    return { version, dirs: saveDirs };
+    return { version, dirs: saveDirs, census };
+  }
+
+  /** A version's census: every folder position, its tree read once per position (trees are cached). */
+  async function censusOf(versionId: string): Promise<Census> {
+    const census = new Census();
+    const stack = [versionId];
+    while (stack.length > 0) {
+      const id = stack.pop()!;
+      const tree = await loadTree(id);
+      census.count(id, tree, 1);
+      for (const entry of tree.entries) if (entry.type === "dir") stack.push(entry.tree);
+    }
+    return census;
+  }
+
+  /** Takes a whole sub-tree's positions out of a census. */
+  async function uncount(census: Census, treeId: string): Promise<void> {
+    const stack = [treeId];
+    while (stack.length > 0) {
+      const id = stack.pop()!;
+      const tree = await loadTree(id);
+      census.count(id, tree, -1);
+      for (const entry of tree.entries) if (entry.type === "dir") stack.push(entry.tree);
+    }
   }
 
   /** Calls `visit` for every tree of a version, parents before children. */

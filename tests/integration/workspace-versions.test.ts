@@ -181,10 +181,19 @@ describe("workspace versions (fs objects)", () => {
     await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
     const store = createVersionStore({ dataDir }, { changedMarginMs });
     const io = trustedFolderIo(ws);
+    // The version restores as the folder is, and names exactly the objects, files and bytes that a
+    // walk of the whole folder from it names.
     const same = async (id: string) => {
       const target = await restoreInto(store, id);
       expect(describeTree(target)).toEqual(describeTree(ws));
       expect(contentOf(target)).toBe(contentOf(ws));
+    };
+    const counted = (v: { fileCount: number; bytes: number; objects: string[] }) => ({ fileCount: v.fileCount, bytes: v.bytes, objects: [...v.objects].sort() });
+    const exactly = async (version: { id: string; fileCount: number; bytes: number; objects: string[] }) => {
+      await same(version.id);
+      const whole = await store.save(trustedFolderIo(ws), { base: version.id });
+      expect(whole).toMatchObject({ id: version.id, walked: true });
+      expect(counted(version)).toEqual(counted(whole));
     };
     const first = await store.save(io);
     expect(first.walked).toBe(true);
@@ -205,7 +214,7 @@ describe("workspace versions (fs objects)", () => {
     expect(written.filter((key) => key.startsWith("trees/")).length).toBe(3);
     expect((await store.objectsOf(next.id)).sort()).toEqual([...next.objects].sort());
     expect(await store.verify(next.id, io)).toBe(true);
-    await same(next.id);
+    await exactly(next);
 
     // Written again at once with the same size and the same mtime (as within one clock tick): it is
     // read again, not trusted by its size and mtime.
@@ -215,13 +224,13 @@ describe("workspace versions (fs objects)", () => {
     sh(`touch -d ${exact} d1/f3`, ws);
     const racy = await store.save(io, { base: next.id });
     expect(racy).toMatchObject({ walked: false, changedFiles: 1 });
-    await same(racy.id);
+    await exactly(racy);
 
     // A folder's entries changed: the first save's tar stream named no folder inodes, so this once everything is walked.
     writeFileSync(join(ws, "d3", "new"), "new");
     const walkedOnce = await store.save(io, { base: racy.id });
     expect(walkedOnce.walked).toBe(true);
-    await same(walkedOnce.id);
+    await exactly(walkedOnce);
     // From then on a changed folder is listed again (one level), and one made or moved there is listed whole.
     mkdirSync(join(ws, "elsewhere", "S"), { recursive: true });
     writeFileSync(join(ws, "elsewhere", "S", "y"), "from elsewhere");
@@ -234,6 +243,9 @@ describe("workspace versions (fs objects)", () => {
       ["a file replaced by a link", () => (rmSync(join(ws, "d1", "f5")), symlinkSync("f6", join(ws, "d1", "f5"))), false],
       ["a new folder of files", () => (mkdirSync(join(ws, "made", "deep"), { recursive: true }), writeFileSync(join(ws, "made", "deep", "z"), "z")), false],
       ["a folder's mode", () => chmodSync(join(ws, "d3"), 0o700), false],
+      // Two folders with the same (no) entries share one tree: removing one keeps the tree for the other.
+      ["two empty folders", () => (mkdirSync(join(ws, "e1")), mkdirSync(join(ws, "e2"))), false],
+      ["(one of them removed)", () => rmSync(join(ws, "e1"), { recursive: true }), false],
       // Its old contents gone, another folder moved in under its name, with a sub-folder of the same name as before.
       ["a folder replaced by one moved in", () => (mkdirSync(join(ws, "d4", "S")), writeFileSync(join(ws, "d4", "S", "x"), "x")), false],
       ["(the same, second step)", () => (rmSync(join(ws, "d4"), { recursive: true }), execFileSync("mv", [join(ws, "elsewhere"), join(ws, "d4")])), false],
@@ -242,7 +254,7 @@ describe("workspace versions (fs objects)", () => {
       change();
       const version = await store.save(io, { base: last });
       expect(version.walked, what).toBe(walks);
-      await same(version.id);
+      await exactly(version);
       last = version.id;
     }
     // A link leading outside, in a folder listed again: left out, and noted once.
@@ -253,13 +265,14 @@ describe("workspace versions (fs objects)", () => {
     expect(notes.filter((line) => line.includes("d1/out"))).toHaveLength(1);
     expect((await store.list(withLink.id)).some((entry) => entry.path === "d1/out")).toBe(false);
     rmSync(join(ws, "d1", "out"));
-    last = (await store.save(io, { base: withLink.id })).id;
-    await same(last);
+    const unlinked = await store.save(io, { base: withLink.id });
+    await exactly(unlinked);
+    last = unlinked.id;
     // A file with a second name: everything is walked, so the second name is kept as a link.
     linkSync(join(ws, "d3", "f2"), join(ws, "d3", "f2-again"));
     const linked = await store.save(io, { base: last });
     expect(linked.walked).toBe(true);
-    await same(linked.id);
+    await exactly(linked);
     last = linked.id;
     expect(readFileSync(join(await restoreInto(store, last), "d4", "S", "y"), "utf8")).toBe("from elsewhere");
     expect(existsSync(join(await restoreInto(store, last), "d4", "S", "x"))).toBe(false);
