@@ -77,7 +77,8 @@ describe("checkpoints, fork at a turn, rewind", () => {
     expect(await metric("changes")).toBe(before + 2);
     // A new folder: walked once (the first save named no folder inodes); a file added in it later is listed with the folder's entries.
     const sh = async (command: string) => expect((await (await server.api(`/api/sessions/${id}/exec`, { method: "POST", json: { command } })).json()).exitCode).toBe(0);
-    await sh("mkdir sub && echo a > sub/a.txt");
+    // Made well before the next turn's save begins (past the margin): the save after reads only what comes later.
+    await sh("mkdir sub && echo a > sub/a.txt && sleep 0.5");
     const everything = await metric("everything");
     await turn(id, "a folder appeared");
     expect(await metric("everything")).toBe(everything + 1);
