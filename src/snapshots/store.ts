@@ -996,9 +996,9 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       await Promise.all(allWrites);
 
       let counted = next;
-      if (counted) for (const id of goneTrees) await uncount(counted, id);
+      if (counted) for (const id of goneTrees) await countTree(counted, id, -1);
       // Without the base's census: every folder of the new version counted once (and kept for the next save).
-      else counted = await censusOf(newRoot);
+      else counted = await countTree(new Census(), newRoot, 1);
       if (counted.bytes > maxBytes) throw new SnapshotTooLargeError(counted.bytes, maxBytes);
       for (const path of leftOut) skip(path, "a symlink leading outside the workspace");
       saveDirs = mark.dirs ? dirs : undefined;
@@ -1233,28 +1233,16 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     return { version, dirs: saveDirs, census };
   }
 
-  /** A version's census: every folder position, its tree read once per position (trees are cached). */
-  async function censusOf(versionId: string): Promise<Census> {
-    const census = new Census();
-    const stack = [versionId];
-    while (stack.length > 0) {
-      const id = stack.pop()!;
-      const tree = await loadTree(id);
-      census.count(id, tree, 1);
-      for (const entry of tree.entries) if (entry.type === "dir") stack.push(entry.tree);
-    }
-    return census;
-  }
-
-  /** Takes a whole sub-tree's positions out of a census. */
-  async function uncount(census: Census, treeId: string): Promise<void> {
+  /** Counts every folder position of a (sub-)tree into a census (1) or out of it (-1); trees are cached. */
+  async function countTree(census: Census, treeId: string, by: 1 | -1): Promise<Census> {
     const stack = [treeId];
     while (stack.length > 0) {
       const id = stack.pop()!;
       const tree = await loadTree(id);
-      census.count(id, tree, -1);
+      census.count(id, tree, by);
       for (const entry of tree.entries) if (entry.type === "dir") stack.push(entry.tree);
     }
+    return census;
   }
 
   /** Calls `visit` for every tree of a version, parents before children. */
