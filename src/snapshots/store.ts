@@ -96,6 +96,11 @@ const PACK_TARGET = 8 * 1024 * 1024;
 const PACK_PIECES = 4096;
 /** A save from a base reads changed files in tar streams of at most this many (bounded memory). */
 const CHANGED_BATCH = 4096;
+/**
+ * A save that lists changes reads at least this many bytes: it indexes every piece of the base (a
+ * moved folder's files are found wherever they were); below it, only the changed folders' own.
+ */
+const INDEX_WHOLE_BASE_BYTES = 1024 * 1024;
 /** Packs being written while the next one fills. */
 const PACKS_IN_FLIGHT = 2;
 const TREE_BATCH = 256;
@@ -818,6 +823,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       const listedPaths = new Set(listed.map((entry) => entry.path));
 
       const toRead = new Map<string, { folder: string; name: string }>();
+      let toReadBytes = 0;
       const changedFolders = new Set<string>();
       const leftOut: string[] = [];
       // The base's census, moved by the folders this save changes; whole base sub-trees no longer there leave it.
@@ -847,6 +853,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         // again within the same clock tick as that walk read it may keep its size and mtime.
         if (old?.type === "file" && old.size === entry.size && old.mtime === entry.mtime && mtimeMsOf(entry.mtime) < since) return old.mode === mode ? old : { ...old, mode };
         toRead.set(entry.path, { folder: parentPath(entry.path), name });
+        toReadBytes += entry.size;
         return { type: "file", name, mode, mtime: entry.mtime, size: entry.size, pieces: [] };
       };
 
@@ -918,10 +925,18 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       }
 
       if (toRead.size > 0) {
-        // The bytes these files had are reused where they come back.
-        for (const path of new Set([...toRead.values()].map((want) => want.folder))) {
-          const tree = inFresh(path) ? null : await baseTree(path);
-          if (tree) indexTree(tree);
+        if (toReadBytes >= INDEX_WHOLE_BASE_BYTES) {
+          // Enough to read that files moved or copied from anywhere in the base are worth finding (not stored twice).
+          await walkTrees(baseId, (tree, id) => {
+            knownTrees.add(id);
+            indexTree(tree);
+          });
+        } else {
+          // The bytes the files had there before (a folder made anew: the base's folder of that name) are reused.
+          for (const path of new Set([...toRead.values()].map((want) => want.folder))) {
+            const tree = await baseTree(path);
+            if (tree) indexTree(tree);
+          }
         }
         try {
           const notes = await readNamed(toRead, async (entry, want, _raw, tar) => {

@@ -293,6 +293,27 @@ describe("workspace versions (fs objects)", () => {
     expect(await store.save(restoredIo, { base: last })).toMatchObject({ id: last, walked: true });
   });
 
+  it("stores the bytes of a folder moved since the last save once: a save that lists changes finds them in the base", async () => {
+    const ws = fresh("ws");
+    mkdirSync(join(ws, "big"));
+    for (let f = 0; f < 4; f++) writeFileSync(join(ws, "big", `f${f}`), randomBytes(300_000));
+    writeFileSync(join(ws, "kept.txt"), "kept");
+    const changedMarginMs = await changeTimeMarginMs(root);
+    await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
+    const store = createVersionStore({ dataDir }, { changedMarginMs });
+    const io = trustedFolderIo(ws);
+    const first = await store.save(io);
+    mkdirSync(join(ws, "moved"));
+    execFileSync("mv", [join(ws, "big"), join(ws, "moved", "big")]);
+    const written: string[] = [];
+    const next = await store.save(io, { base: first.id, onWrite: async (keys) => void written.push(...keys) });
+    expect(next).toMatchObject({ walked: false, changedFiles: 4, fileCount: 5, bytes: first.bytes });
+    // The moved files' bytes are the first save's: no pack is written, only the changed folders' trees.
+    expect(written.filter((key) => key.startsWith("packs/"))).toEqual([]);
+    expect(next.objects.filter((key) => key.startsWith("packs/")).sort()).toEqual(first.objects.filter((key) => key.startsWith("packs/")).sort());
+    expect(contentOf(await restoreInto(store, next.id))).toBe(contentOf(ws));
+  });
+
   it("walks everything when the wall clock was set back since the folder's last save", async () => {
     const ws = fresh("ws");
     writeFileSync(join(ws, "a.txt"), "alpha");
