@@ -146,20 +146,24 @@ const MAX_FIELD = 64 * 1024;
  * mode or links, and not settable by the sandbox's user) are listed, the
  * workspace folder itself too (as path ""). With `from`, what is in those
  * folders (raw relative paths, "" for the workspace) is listed instead, one
- * level deep with `depth: 1`.
+ * level deep with `depth: 1`. With `foldersUnchangedSince`, only the folders
+ * whose inode did not change after that time (so they were at their path,
+ * with the same entries, all along since then).
  */
 export async function listTree(
   io: WorkspaceIo,
   onEntry: (entry: ListedEntry) => void | Promise<void>,
-  options: { changedSince?: number; from?: string[]; depth?: 1 } = {},
+  options: { changedSince?: number; from?: string[]; depth?: 1; foldersUnchangedSince?: number } = {},
 ): Promise<{ errors: string[] }> {
-  const { changedSince: since, from } = options;
+  const { changedSince: since, from, foldersUnchangedSince: unchanged } = options;
   const depth = options.depth === 1 ? ["-maxdepth", "1"] : [];
   const args = from
     ? ["-files0-from", "-", "-mindepth", "1", ...depth, "-printf", FIND_FORMAT_FROM]
-    : since === undefined
-      ? [".", "-mindepth", "1", ...depth, "-printf", FIND_FORMAT]
-      : [".", "-newerct", `@${(since / 1000).toFixed(3)}`, "-printf", FIND_FORMAT];
+    : unchanged !== undefined
+      ? [".", "-mindepth", "1", "-type", "d", "!", "-newerct", findTime(unchanged), "-printf", FIND_FORMAT]
+      : since === undefined
+        ? [".", "-mindepth", "1", ...depth, "-printf", FIND_FORMAT]
+        : [".", "-newerct", findTime(since), "-printf", FIND_FORMAT];
   const root = since !== undefined && !from;
   const proc = io.run("find", args, { stdin: Boolean(from) });
   if (from) {
@@ -212,6 +216,11 @@ export async function listTree(
   if (failure) throw failure;
   if (pending && pending.length > 0) throw new Error("Listing the workspace failed: its output ended in the middle of an entry");
   return { errors: stderr.split("\n").filter(Boolean) };
+}
+
+/** A time (ms since the epoch) as find's -newerct takes it. */
+function findTime(ms: number): string {
+  return `@${(ms / 1000).toFixed(3)}`;
 }
 
 /** A decimal or octal number from ASCII digits; NaN for anything else. */

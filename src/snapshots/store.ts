@@ -125,7 +125,7 @@ interface SaveMark {
   /** Wall clock (ms since the epoch) and monotonic clock (performance.now) when that save's walk began. */
   real: number;
   mono: number;
-  /** Inode of every folder of that version by path, when the save listed them (a first save's tar stream does not). */
+  /** Inode of folders of that version by path: every folder a walk listed; a first save, those unchanged all through its tar stream. */
   dirs?: Map<string, number>;
   /** That version's census, so the next save counts only the folders it changes. */
   census?: Census;
@@ -376,7 +376,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     const started = { real: wall(), mono: monotonic() };
     const mark = marks.get(io);
     marks.delete(io);
-    const { version, dirs, census } = await saveFrom(io, saveOptions, mark);
+    const { version, dirs, census } = await saveFrom(io, saveOptions, mark, started.real);
     marks.set(io, { version: version.id, ...started, dirs, census: census && census.size <= MARK_CENSUS ? census : undefined });
     return version;
   }
@@ -393,6 +393,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     io: WorkspaceIo,
     saveOptions: VersionSaveOptions,
     mark: SaveMark | undefined,
+    startedReal: number,
   ): Promise<{ version: WorkspaceVersion; dirs?: Map<string, number>; census?: Census }> {
     const note = saveOptions.onNote ?? (() => {});
     const onWrite = saveOptions.onWrite ?? (async () => {});
@@ -1068,7 +1069,10 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
           } else skip(raw, describeKind(entry.typeflag));
         });
         for (const line of notes) note(`not saved: ${line}`);
+        // The tar stream names no inodes; the folders the next save may trust are listed after it.
+        const folders = unchangedFolders(io, startedReal - changedMarginMs);
         while (stack.length > 0) closeFull(stack.pop()!);
+        saveDirs = await folders;
       } else {
         // -- From a base: a stat walk; only files whose size or mtime changed are read.
         const baseId = base;
@@ -1246,6 +1250,23 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       walked: true,
     };
     return { version, dirs: saveDirs, census };
+  }
+
+  /**
+   * The folders (inode by path) whose inode has not changed since `since`: each was at its path with
+   * the same entries all through a save that began after it (moving a folder, or adding, removing or
+   * renaming an entry in it, changes its ctime), so what that save read there is that inode's. A
+   * folder changed meanwhile is left out: the next save lists it whole. Undefined when the listing
+   * failed (the next save then walks everything).
+   */
+  async function unchangedFolders(io: WorkspaceIo, since: number): Promise<Map<string, number> | undefined> {
+    const dirs = new Map<string, number>();
+    try {
+      const { errors } = await listTree(io, (entry) => void (entry.type === "dir" && dirs.set(entry.path, entry.ino)), { foldersUnchangedSince: since });
+      return errors.length > 0 ? undefined : dirs;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Counts every folder position of a (sub-)tree into a census (1) or out of it (-1); trees are cached. */

@@ -226,16 +226,16 @@ describe("workspace versions (fs objects)", () => {
     expect(racy).toMatchObject({ walked: false, changedFiles: 1 });
     await exactly(racy);
 
-    // A folder's entries changed: the first save's tar stream named no folder inodes, so this once everything is walked.
+    // A folder's entries changed: the first save's folders were listed after its tar stream, so it is listed again (one level).
     writeFileSync(join(ws, "d3", "new"), "new");
-    const walkedOnce = await store.save(io, { base: racy.id });
-    expect(walkedOnce.walked).toBe(true);
-    await exactly(walkedOnce);
-    // From then on a changed folder is listed again (one level), and one made or moved there is listed whole.
+    const listedFolder = await store.save(io, { base: racy.id });
+    expect(listedFolder).toMatchObject({ walked: false, changedFiles: 1 });
+    await exactly(listedFolder);
+    // A changed folder is listed again (one level), and one made or moved there is listed whole.
     mkdirSync(join(ws, "elsewhere", "S"), { recursive: true });
     writeFileSync(join(ws, "elsewhere", "S", "y"), "from elsewhere");
     await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
-    let last = (await store.save(io, { base: walkedOnce.id })).id;
+    let last = (await store.save(io, { base: listedFolder.id })).id;
     const changes: Array<[string, () => void, boolean]> = [
       ["an added file", () => writeFileSync(join(ws, "d3", "newer"), "newer"), false],
       ["a removed file", () => rmSync(join(ws, "d4", "f1")), false],
@@ -291,6 +291,41 @@ describe("workspace versions (fs objects)", () => {
     await store.save(restoredIo).then((empty) => expect(empty.fileCount).toBe(0));
     await store.restore(last, restoredIo);
     expect(await store.save(restoredIo, { base: last })).toMatchObject({ id: last, walked: true });
+  });
+
+  it("does not trust a first save's folder that was swapped while it read the workspace", async () => {
+    const ws = fresh("ws");
+    for (const [folder, text] of [["P", "A"], ["Q", "B"]]) {
+      mkdirSync(join(ws, folder, "sub"), { recursive: true });
+      writeFileSync(join(ws, folder, "sub", "x"), text);
+    }
+    const changedMarginMs = await changeTimeMarginMs(root);
+    await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
+    const store = createVersionStore({ dataDir }, { changedMarginMs });
+    // The two folders trade places after the tar stream read them and before the save lists its folders
+    // (the sandbox's own processes run on while it saves): P now is the folder whose sub/x says "B".
+    const plain = trustedFolderIo(ws);
+    let swaps = 0;
+    const io = {
+      root: plain.root,
+      run(command: string, args: string[], options?: { stdin?: boolean }) {
+        if (command === "find" && args.includes("-type") && swaps++ === 0) {
+          for (const [from, to] of [["P", "T"], ["Q", "P"], ["T", "Q"]]) execFileSync("mv", [join(ws, from!), join(ws, to!)]);
+        }
+        return plain.run(command, args, options);
+      },
+    };
+    const first = await store.save(io);
+    expect(swaps).toBe(1);
+    expect(readFileSync(join(await restoreInto(store, first.id), "P", "sub", "x"), "utf8")).toBe("A");
+    await new Promise((resolve) => setTimeout(resolve, changedMarginMs + 20));
+    // Nothing changed after: the moved folders are listed whole, so the version says what is there now.
+    const next = await store.save(io, { base: first.id });
+    expect(next.walked).toBe(false);
+    const target = await restoreInto(store, next.id);
+    expect(readFileSync(join(target, "P", "sub", "x"), "utf8")).toBe("B");
+    expect(readFileSync(join(target, "Q", "sub", "x"), "utf8")).toBe("A");
+    expect(contentOf(target)).toBe(contentOf(ws));
   });
 
   it("stores the bytes of a folder moved since the last save once: a save that lists changes finds them in the base", async () => {
