@@ -211,10 +211,12 @@ interface TurnRecord {
 
     // Agent processes per session, sampled all along from /proc and the sandboxes table.
     let sampling = true;
-    let worst = { count: 0, session: "" };
+    let worst = { count: 0, session: "", at: 0, where: [] as string[] };
+    const started = Date.now();
     const sampler = (async () => {
       while (sampling) {
-        const boxes = (await Promise.all(servers.map((s) => claudeSandboxes(s.dataDir)))).flat();
+        const found = await Promise.all(servers.map((s) => claudeSandboxes(s.dataDir)));
+        const boxes = found.flat();
         if (boxes.length) {
           const rows = (await sql.query("SELECT id, session_id FROM sandboxes WHERE id = ANY($1)", [boxes])).rows as Array<{ id: string; session_id: string }>;
           const sessionOf = new Map(rows.map((r) => [r.id, r.session_id]));
@@ -223,21 +225,30 @@ interface TurnRecord {
             const s = sessionOf.get(box);
             if (s) perSession.set(s, (perSession.get(s) ?? 0) + 1);
           }
-          for (const [s, count] of perSession) if (count > worst.count) worst = { count, session: s };
+          for (const [s, count] of perSession) {
+            if (count <= worst.count) continue;
+            // Which server's folder each of its processes worked in, to say how two came about.
+            const where = found.flatMap((list, i) => list.filter((box) => sessionOf.get(box) === s).map((box) => `server ${i} sandbox ${box}`));
+            worst = { count, session: s, at: Date.now() - started, where };
+          }
         }
         await sleep(100);
       }
     })();
 
     const turns: TurnRecord[] = [];
+    const chaosAt: string[] = [];
     let done = 0;
     const total = SESSIONS * TURNS;
     const chaos = (async () => {
       // A third of the way: kill -9 the first server; two thirds: drain the second.
       while (done < total / 3) await sleep(50);
+      chaosAt.push(`server 0 killed at ${Date.now() - started} ms`);
       await servers[0]!.kill();
       while (done < (2 * total) / 3) await sleep(50);
+      chaosAt.push(`server 1 drained from ${Date.now() - started} ms`);
       expect(await servers[1]!.stop()).toBe(0);
+      chaosAt.push(`server 1 stopped at ${Date.now() - started} ms`);
     })();
     const queue = [...sessions];
     await Promise.all(
@@ -266,7 +277,10 @@ interface TurnRecord {
         `${turns.filter((t) => t.retries > 0).length} needed another request (${turns.reduce((n, t) => n + t.retries, 0)} in all)`,
     );
     // No session ever had two agent processes, on one server or across them.
-    expect(worst.count, `session ${worst.session}`).toBeLessThanOrEqual(1);
+    if (worst.count > 1) {
+      const logs = servers.flatMap((s, i) => s.output().split("\n").filter((line) => line.includes(worst.session) || /renew|taken over/.test(line)).slice(-30).map((line) => `[${i}] ${line}`));
+      expect.fail(`session ${worst.session} had ${worst.count} agent processes at ${worst.at} ms (${worst.where.join(", ")}); ${chaosAt.join(", ")}\n${logs.join("\n")}`);
+    }
     // The chaos hit someone, and every hit turn said why.
     for (const turn of turns.filter((t) => t.outcome === "error")) {
       if (["server_lost", "server_shutdown"].includes(turn.errorCode!)) continue;
