@@ -88,7 +88,7 @@ export class Workspaces {
       try {
         const version = await store.save(sandbox, { base, onWrite: (keys) => touchObjects(db, keys, Date.now()) });
         const recorded = await db.transaction(async (tx) => {
-          await commitVersion(tx, version.id, version.objects, Date.now());
+          await commitVersion(tx, version.id, version.objects);
           await updateSession(tx, sessionId, { workspaceVersion: version.id });
           return checkpoint ? await this.addCheckpoint(tx, sessionId, version, checkpoint) : undefined;
         });
@@ -165,7 +165,7 @@ export class Workspaces {
     const objects = await versionObjects(tx, version);
     if (objects.length === 0) throw conflict("That checkpoint's files are no longer stored.");
     try {
-      await commitVersion(tx, version, objects, Date.now());
+      await commitVersion(tx, version, objects);
     } catch (error) {
       if (error instanceof ObjectCollectedError) throw conflict("That checkpoint's files are no longer stored.");
       throw error;

@@ -47,22 +47,26 @@ export async function touchObjects(db: Queryable, keys: string[], now: number): 
 }
 
 /**
- * Commits a version: records the objects it needs and touches them. Run in
- * the transaction that makes the version a session's or a checkpoint's, so a
- * collector either sees the reference or loses the race and leaves them.
- * Refuses (ObjectCollectedError) when an object is gone or being removed.
+ * Commits a version: records the objects it needs. Run in the transaction
+ * that makes the version a session's or a checkpoint's, so a collector either
+ * sees the reference or loses the race and leaves them. Refuses
+ * (ObjectCollectedError) when an object is gone or being removed.
+ *
+ * Reads only, for a version already recorded (its rows are written in one
+ * transaction, so all are there), and never updates an object's row: sessions
+ * of one agent often save the very same version and share its objects, and
+ * writing the same rows from all of them at once made SERIALIZABLE
+ * transactions conflict until the save gave up.
  */
-export async function commitVersion(tx: Queryable, version: string, keys: string[], now: number): Promise<void> {
+export async function commitVersion(tx: Queryable, version: string, keys: string[]): Promise<void> {
   const unique = [...new Set(keys)];
+  const recorded = (await tx.get<any>(`SELECT 1 AS one FROM version_objects WHERE version = ? LIMIT 1`, [version])) !== undefined;
   for (const part of batches(unique)) {
-    for (const key of part) await tx.run(`INSERT INTO version_objects (version, object_key) VALUES (?, ?) ON CONFLICT DO NOTHING`, [version, key]);
-    const { changes } = await tx.run(`UPDATE snapshot_objects SET touched_at = ? WHERE deleting_at IS NULL AND object_key IN (${marks(part.length)})`, [now, ...part]);
-    if (changes !== part.length) {
-      const live = new Set(
-        (await tx.all<any>(`SELECT object_key FROM snapshot_objects WHERE deleting_at IS NULL AND object_key IN (${marks(part.length)})`, part)).map((r) => r.object_key),
-      );
-      throw new ObjectCollectedError(part.filter((key) => !live.has(key)));
-    }
+    if (!recorded) for (const key of part) await tx.run(`INSERT INTO version_objects (version, object_key) VALUES (?, ?) ON CONFLICT DO NOTHING`, [version, key]);
+    const live = new Set(
+      (await tx.all<any>(`SELECT object_key FROM snapshot_objects WHERE deleting_at IS NULL AND object_key IN (${marks(part.length)})`, part)).map((r) => r.object_key),
+    );
+    if (live.size !== part.length) throw new ObjectCollectedError(part.filter((key) => !live.has(key)));
   }
 }
 
