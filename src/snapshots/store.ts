@@ -381,12 +381,15 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     return version;
   }
 
+  /** What a save begun at `real` (wall clock) lets the next one list changes from: less the file system's timestamp margin. */
+  const listedFrom = (real: number) => real - changedMarginMs;
+
   /** The mark's save time less the margin, when the next save may list only what changed since; else undefined. */
   function changedSince(mark: SaveMark | undefined, base: string | null): number | undefined {
     if (!mark || base === null || mark.version !== base) return undefined;
     // A wall clock set back could give a later change an earlier ctime than the mark's: then everything is listed.
     if (wall() - mark.real < monotonic() - mark.mono - CLOCK_SLACK_MS) return undefined;
-    return mark.real - changedMarginMs;
+    return listedFrom(mark.real);
   }
 
   async function saveFrom(
@@ -411,8 +414,6 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     }
 
     // -- What this save found.
-    let fileCount = 0;
-    let bytes = 0;
     let changedFiles = 0;
     let changedBytes = 0;
     const skipped: string[] = [];
@@ -420,9 +421,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       skipped.push(`${displayName(raw)}: ${why}`);
       note(`not saved: ${JSON.stringify(displayName(raw))}: ${why}`);
     };
-    const versionPacks = new Set<string>();
-    const versionTrees = new Set<string>();
-    /** Every folder position this save encodes (a walk and a first save encode them all). */
+    /** Every folder position this save encodes (a walk and a first save encode them all): its objects, files and bytes. */
     let census = new Census();
 
     // -- The event loop gets a turn at least every SLICE_MS of work.
@@ -603,12 +602,6 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         // Unchanged: the base's tree, as it is.
         const { id, tree } = node.before!;
         census.count(id, tree, 1);
-        for (const pack of tree.packs) versionPacks.add(pack);
-        versionTrees.add(id);
-        for (const entry of tree.entries) {
-          if (entry.type === "file") (fileCount++, (bytes += entry.size));
-          else if (entry.type === "hardlink") fileCount++;
-        }
         return finishNode(node, id);
       }
       const entries: TreeEntry[] = [];
@@ -623,14 +616,9 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             return piece;
           });
           entries.push({ type: "file", name: entry.name, mode: entry.mode, mtime: entry.mtime, size: entry.size, pieces });
-          fileCount++;
-          bytes += entry.size;
         } else if (entry.type === "dir") entries.push({ type: "dir", name: entry.name, mode: entry.mode, mtime: entry.mtime, tree: entry.tree });
         else if (entry.type === "symlink") entries.push({ type: "symlink", name: entry.name, mtime: entry.mtime, target: entry.target });
-        else {
-          entries.push({ type: "hardlink", name: entry.name, mode: entry.mode, mtime: entry.mtime, target: entry.target });
-          fileCount++;
-        }
+        else entries.push({ type: "hardlink", name: entry.name, mode: entry.mode, mtime: entry.mtime, target: entry.target });
       }
       entries.sort(byName);
       const { rows, packs } = encodeRows(entries);
@@ -655,8 +643,6 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       }
       cacheTree(id, { packs, entries }, data.length * 3);
       census.count(id, { packs, entries }, 1);
-      for (const pack of packs) versionPacks.add(pack);
-      versionTrees.add(id);
       if (!knownTrees.has(id)) {
         knownTrees.add(id);
         treeBatch.push({ key: `trees/${id}`, data });
@@ -1070,7 +1056,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         });
         for (const line of notes) note(`not saved: ${line}`);
         // The tar stream names no inodes; the folders the next save may trust are listed after it.
-        const folders = unchangedFolders(io, startedReal - changedMarginMs);
+        const folders = unchangedFolders(io, listedFrom(startedReal));
         while (stack.length > 0) closeFull(stack.pop()!);
         saveDirs = await folders;
       } else {
@@ -1241,11 +1227,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     }
     const version: WorkspaceVersion = {
       id: rootId,
-      fileCount,
-      bytes,
+      fileCount: census.fileCount,
+      bytes: census.bytes,
       changedFiles,
       changedBytes,
-      objects: [...[...versionPacks].map((id) => `packs/${id}`), ...[...versionTrees].map((id) => `trees/${id}`)],
+      objects: census.objects(),
       skipped,
       walked: true,
     };
