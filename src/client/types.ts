@@ -224,7 +224,9 @@ export interface Checkpoint {
   prompt: string | null;
   fileCount: number;
   bytes: number;
+  /** Files whose bytes differ from what their name held at the checkpoint before (new files included). */
   filesChanged: number;
+  /** The size of those files. */
   bytesChanged: number;
   /** True when a rewind moved the session away from it (it can still be forked). */
   rewound: boolean;

@@ -39,7 +39,7 @@ export interface WorkspaceVersion {
   /** Files (hard links included) and their bytes (each hard-linked file once). */
   fileCount: number;
   bytes: number;
-  /** Files whose bytes were read in this save (all of them without a base). */
+  /** Files whose bytes differ from what their name held in the base (all of them without a base). */
   changedFiles: number;
   changedBytes: number;
   /** Every object key this version needs: `packs/<id>` and `trees/<id>`. */
@@ -163,6 +163,12 @@ function limiter(n: number) {
 }
 
 const join2 = (parent: string, name: string) => (parent ? `${parent}/${name}` : name);
+
+/** Whether a file read again holds other bytes than `old` (the last version's entry at its name): what a checkpoint counts as changed. */
+function bytesDiffer(old: TreeEntry | undefined, size: number, pieces: Piece[]): boolean {
+  if (old?.type !== "file" || old.size !== size || old.pieces.length !== pieces.length) return true;
+  return pieces.some((piece, i) => piece.hash !== old.pieces[i]!.hash);
+}
 
 /** A folder being read, on a stack that follows a depth-first stream (find's or tar's order). */
 interface Open {
@@ -809,7 +815,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       if (fresh.length > 0) await list({ from: fresh }, inside, rest);
       const listedPaths = new Set(listed.map((entry) => entry.path));
 
-      const toRead = new Map<string, { folder: string; name: string }>();
+      const toRead = new Map<string, { folder: string; name: string; old: TreeEntry | undefined }>();
       let toReadBytes = 0;
       const changedFolders = new Set<string>();
       const leftOut: string[] = [];
@@ -839,7 +845,7 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
         // rsync's quick check, but only for an mtime older than the last save's walk: a file written
         // again within the same clock tick as that walk read it may keep its size and mtime.
         if (old?.type === "file" && old.size === entry.size && old.mtime === entry.mtime && mtimeMsOf(entry.mtime) < since) return old.mode === mode ? old : { ...old, mode };
-        toRead.set(entry.path, { folder: parentPath(entry.path), name });
+        toRead.set(entry.path, { folder: parentPath(entry.path), name, old });
         toReadBytes += entry.size;
         return { type: "file", name, mode, mtime: entry.mtime, size: entry.size, pieces: [] };
       };
@@ -933,8 +939,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             const folder = folders.get(want.folder)!;
             folder.entries[folder.at.get(want.name)!] = { type: "file", name: want.name, mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces };
             changedFolders.add(want.folder);
-            changedFiles++;
-            changedBytes += size;
+            // Read again only because it was written close to the last save: not a change.
+            if (bytesDiffer(want.old, size, pieces)) {
+              changedFiles++;
+              changedBytes += size;
+            }
           });
           // Gone or unreadable since it was listed: its folder changed too.
           if (toRead.size > 0 || notes.length > 0) throw new NeedsWalk();
@@ -1169,8 +1178,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
             if (entry.type === "file") {
               const { pieces, size } = await readPieces(tar);
               Object.assign(file, { mode: entry.mode & 0o777, mtime: entry.mtime, size, pieces });
-              changedFiles++;
-              changedBytes += size;
+              // Hard-linked files are read on every walk; only other bytes than before count.
+              if (bytesDiffer(node.before?.byName.get(file.name), size, pieces)) {
+                changedFiles++;
+                changedBytes += size;
+              }
             } else if (entry.type === "hardlink" && entryPath(entry.linkpath) !== null) {
               const index = node.entries.indexOf(file);
               node.entries[index] = { type: "hardlink", name: file.name, mode: entry.mode & 0o777, mtime: entry.mtime, target: entryPath(entry.linkpath)! };

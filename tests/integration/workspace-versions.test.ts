@@ -328,6 +328,34 @@ describe("workspace versions (fs objects)", () => {
     expect(contentOf(target)).toBe(contentOf(ws));
   });
 
+  it("counts as changed only files whose bytes changed, not files read again because they were written close to the last save", async () => {
+    const ws = fresh("ws");
+    mkdirSync(join(ws, "d"));
+    for (let f = 0; f < 5; f++) writeFileSync(join(ws, "d", `f${f}`), `first ${f}`);
+    writeFileSync(join(ws, "a"), "alone");
+    linkSync(join(ws, "a"), join(ws, "also-a"));
+    // A margin longer than the test: every file written in it has a change time the next save must
+    // distrust, as a file the agent wrote just before a turn's save has for the save after.
+    const store = createVersionStore({ dataDir }, { changedMarginMs: 600_000 });
+    const io = trustedFolderIo(ws);
+    const first = await store.save(io);
+    expect(first).toMatchObject({ changedFiles: 6, fileCount: 7 });
+
+    const again = await store.save(io, { base: first.id });
+    expect(again).toMatchObject({ id: first.id, changedFiles: 0, changedBytes: 0 });
+
+    writeFileSync(join(ws, "d", "f2"), "second 2");
+    writeFileSync(join(ws, "d", "f3"), "first 3");
+    const edited = await store.save(io, { base: again.id });
+    expect(edited).toMatchObject({ changedFiles: 1, changedBytes: "second 2".length });
+    // The whole-tree walk (as after a restart) counts the same way, hard-linked files included.
+    const walked = await store.save(trustedFolderIo(ws), { base: edited.id });
+    expect(walked).toMatchObject({ id: edited.id, walked: true, changedFiles: 0, changedBytes: 0 });
+    writeFileSync(join(ws, "a"), "changed through one of its names");
+    const linkChanged = await store.save(trustedFolderIo(ws), { base: walked.id });
+    expect(linkChanged).toMatchObject({ walked: true, changedFiles: 1 });
+  });
+
   it("stores the bytes of a folder moved since the last save once: a save that lists changes finds them in the base", async () => {
     const ws = fresh("ws");
     mkdirSync(join(ws, "big"));
@@ -391,8 +419,8 @@ describe("workspace versions (fs objects)", () => {
     expect(describeTree(restored)).toEqual(describeTree(ws));
     expect(contentOf(restored)).toBe(contentOf(ws));
     expect(statSync(join(restored, "pkg0", "shared.bin")).ino).toBe(statSync(join(restored, "pkg29", "shared-link.bin")).ino);
-    // A save from that version with nothing changed is the same version; only the linked file is read again (to find its links).
-    expect(await store.save(trustedFolderIo(ws), { base: next.id })).toMatchObject({ id: next.id, changedFiles: 1 });
+    // A save from that version with nothing changed is the same version; the linked file is read again (to find its links) but its bytes did not change.
+    expect(await store.save(trustedFolderIo(ws), { base: next.id })).toMatchObject({ id: next.id, changedFiles: 0 });
   });
 
   it("restores a version of more packs than a restore keeps in memory exactly, reading packs into buffers it fills again", async () => {
@@ -677,8 +705,8 @@ describe("workspace versions (S3-compatible bucket)", () => {
 
       writeFileSync(join(ws, "run.sh"), "#!/bin/sh\necho v2\n");
       const second = await store.save(trustedFolderIo(ws), { base: first.id });
-      // Hard-linked files are read again (their second names come as links): run.sh and blob.bin.
-      expect(second.changedFiles).toBe(2);
+      // Hard-linked files are read again (their second names come as links), but only run.sh has other bytes.
+      expect(second.changedFiles).toBe(1);
       // A second store (another server) on the same bucket reads it.
       const other = createVersionStore({ s3 });
       expect((await other.read(second.id, "src/hard-run.sh"))?.toString()).toBe("#!/bin/sh\necho v2\n");
