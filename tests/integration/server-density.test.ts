@@ -2,9 +2,9 @@
 // turn (its sandbox stays), starts go through a bounded queue, and spares
 // follow demand. Real server, real sandboxes, fake model; no timing asserts.
 import { existsSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
-import { mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, readEvents, runServerExpectingFailure, startTestServer, type TestServer } from "../helpers/server";
 import { countClaudeProcesses } from "../helpers/processes";
@@ -184,6 +184,7 @@ describe("agent process starts (ASH_START_CONCURRENCY)", () => {
   afterAll(async () => {
     await server?.dispose();
     await model?.close();
+    if (hold) await rm(dirname(hold), { recursive: true, force: true });
   });
 
   it("runs at most the configured number of starts at once, serves the rest in order, and ends a starting session without waiting", async () => {
@@ -326,6 +327,7 @@ describe("DELETE answers before the sandbox teardown (ASH_TEST_TEARDOWN_HOLD_FIL
   afterAll(async () => {
     await server?.dispose();
     await model?.close();
+    if (hold) await rm(dirname(hold), { recursive: true, force: true });
   });
 
   const health = async (): Promise<any> => (await fetch(`${server.url}/health`)).json();
