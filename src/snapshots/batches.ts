@@ -21,6 +21,11 @@ export class BufferPool {
     return buffer;
   }
 
+  /** Whether this is a view of one of its buffers. */
+  owns(view: Buffer): boolean {
+    return this.mine.has(view.buffer);
+  }
+
   /** Takes back a view of one of its buffers (anything else is left alone); only once nothing reads it. */
   give(view: Buffer): void {
     if (!this.mine.has(view.buffer) || this.free.length >= this.keep) return;

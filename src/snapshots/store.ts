@@ -113,6 +113,8 @@ const PACK_CACHE = 4;
 const OUT_BATCH = 256 * 1024;
 /** Written batches kept for the next (the stream holds one or two at a time). */
 const OUT_POOL = 4;
+/** Pieces this big are written to the restoring tar from their pack as they are, not copied into a batch. */
+const DIRECT_PIECE = OUT_BATCH;
 
 const VERSION_ID = /^[0-9a-f]{64}$/;
 
@@ -1364,13 +1366,34 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
       put(tarPadding(entry.size));
       return undefined;
     };
+    /**
+     * A file with big pieces, written with a pool: each big piece goes out as a view of its pack, after
+     * what waits before it. The reader writes it before it asks for more, and a pack's buffer is filled
+     * again only when a later piece is asked for, so the view is never read after that.
+     */
+    async function* putDirect(path: string, entry: Extract<TreeEntry, { type: "file" }>): AsyncGenerator<Buffer> {
+      header({ type: "file", path, mode: entry.mode, mtime: entry.mtime, size: entry.size });
+      for (const piece of entry.pieces) {
+        const data = await packs.piece(piece, path);
+        if (data.length < DIRECT_PIECE) {
+          put(data);
+          continue;
+        }
+        yield* batches.take();
+        yield data;
+      }
+      put(tarPadding(entry.size));
+    }
     for await (const run of entriesOf(versionId)) {
       for (const { path, entry } of run) {
         if (entry.type === "dir") header({ type: "dir", path, mode: entry.mode, mtime: entry.mtime });
         else if (entry.type === "symlink") header({ type: "symlink", path, mode: 0o777, mtime: entry.mtime, linkpath: entry.target });
         else if (entry.type === "file") {
-          const reading = putFile(path, entry);
-          if (reading) await reading;
+          if (pool && entry.pieces.some((piece) => piece.length >= DIRECT_PIECE)) yield* putDirect(path, entry);
+          else {
+            const reading = putFile(path, entry);
+            if (reading) await reading;
+          }
           if (linkTargets.has(path)) written.add(path);
         } else if (written.has(entry.target)) {
           header({ type: "hardlink", path, mode: entry.mode, mtime: entry.mtime, linkpath: entry.target });
@@ -1409,7 +1432,11 @@ export function createVersionStore(options: SnapshotStoreOptions, tuning: Versio
     await loadTree(versionId);
     const pool = new BufferPool(2 * OUT_BATCH, OUT_POOL);
     const notes = await tarIn(io, async (stdin) => {
-      for await (const data of archiveOf(versionId, (line) => note(`not restored: ${line}`), pool)) await writeAll(stdin, data, () => pool.give(data));
+      for await (const data of archiveOf(versionId, (line) => note(`not restored: ${line}`), pool)) {
+        if (pool.owns(data)) await writeAll(stdin, data, () => pool.give(data));
+        // A view of a pack (a big piece): written out before the next is asked for, which may refill that pack's buffer.
+        else await new Promise<void>((resolve, reject) => void writeAll(stdin, data, resolve).catch(reject));
+      }
     });
     for (const line of notes) note(`not restored: ${line}`);
   }

@@ -328,6 +328,30 @@ describe("workspace versions (fs objects)", () => {
     expect(contentOf(target)).toBe(contentOf(ws));
   });
 
+  it("restores files of many big pieces across more packs than it holds at once, byte for byte, and stops at a damaged one", async () => {
+    const ws = fresh("ws");
+    // 17 pieces in 9 packs: packs read early are filled again with later ones while the restore runs.
+    writeFileSync(join(ws, "a.bin"), randomBytes(66 * 2 ** 20 + 123));
+    writeFileSync(join(ws, "b.txt"), "between");
+    mkdirSync(join(ws, "z"));
+    writeFileSync(join(ws, "z", "c.bin"), randomBytes(5 * 2 ** 20));
+    const store = createVersionStore({ dataDir });
+    const version = await store.save(trustedFolderIo(ws));
+    const target = await restoreInto(store, version.id);
+    expect(contentOf(target)).toBe(contentOf(ws));
+    expect(describeTree(target)).toEqual(describeTree(ws));
+
+    // One byte of one of those packs changed: the piece is checked before it is written, and the restore fails.
+    const packs = readdirSync(join(dataDir, "store", "packs"), { recursive: true }) as string[];
+    const files = packs.map((p) => join(dataDir, "store", "packs", p)).filter((p) => statSync(p).isFile() && statSync(p).size > 4 * 2 ** 20);
+    expect(files.length).toBeGreaterThan(4);
+    const bytes = readFileSync(files[3]!);
+    bytes[1000] ^= 0xff;
+    writeFileSync(files[3]!, bytes);
+    const damaged = fresh("restored");
+    await expect(createVersionStore({ dataDir }).restore(version.id, trustedFolderIo(damaged))).rejects.toThrow(SnapshotCorruptError);
+  });
+
   it("counts as changed only files whose bytes changed, not files read again because they were written close to the last save", async () => {
     const ws = fresh("ws");
     mkdirSync(join(ws, "d"));
