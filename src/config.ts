@@ -51,8 +51,10 @@ export interface ServerConfig {
   maxBodyBytes: number;
   /** ASH_CONSOLE: serve the web console at /console (off: no route at all). */
   console: boolean;
-  /** A turn whose model stays silent this long ends with an `error` event. */
+  /** A turn whose model stays silent this long ends with an `error` event (the agent process's start-up is not counted). */
   turnIdleTimeoutMs: number;
+  /** An agent process that has not finished starting this long after it was spawned is stopped (waiting for a start slot is not counted). */
+  agentStartTimeoutMs: number;
   /** How often the CLI retries a failed model call before the turn fails. */
   modelMaxRetries: number;
   /** How long start-up keeps retrying an unreachable database. */
@@ -192,6 +194,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     console: boolean(env, "ASH_CONSOLE", true),
     maxBodyBytes: integer(env, "ASH_MAX_BODY_BYTES", 1024 * 1024, 1024, 1024 * 1024 * 1024),
     turnIdleTimeoutMs: integer(env, "ASH_TURN_IDLE_TIMEOUT_MS", 120_000, 500, 3600_000),
+    agentStartTimeoutMs: integer(env, "ASH_AGENT_START_TIMEOUT_MS", 60_000, 500, 3600_000),
     modelMaxRetries: integer(env, "ASH_MODEL_MAX_RETRIES", 1, 0, 10),
     databaseConnectTimeoutMs: integer(env, "ASH_DATABASE_CONNECT_TIMEOUT_MS", 120_000, 0, 3600_000),
     sandbox: {

@@ -252,22 +252,20 @@ export class AgentSession {
   /**
    * Resolves once the CLI process has answered the SDK's initialize request
    * (loaded, settings and tools read), before any message; rejects when it
-   * exits first or takes longer than `timeoutMs`.
+   * exits first or takes longer than `timeoutMs` from its spawn. Waiting for
+   * a start slot is not counted: every start ahead of it is bounded the same way.
    */
   async started(timeoutMs: number): Promise<void> {
     if (!this.launch) throw new Error("the agent process was not started");
+    await this.launch;
+    const q = this.q;
+    if (!q) throw new Error("the agent process was stopped before it started");
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`the agent process did not start within ${timeoutMs} ms`)), timeoutMs);
     });
     try {
-      await Promise.race([
-        this.launch.then(() => {
-          if (!this.q) throw new Error("the agent process was stopped before it started");
-          return this.q.initializationResult();
-        }),
-        timeout,
-      ]);
+      await Promise.race([q.initializationResult(), timeout]);
     } finally {
       clearTimeout(timer);
     }

@@ -39,6 +39,8 @@ export interface RunningTurn {
   timedOut: boolean;
   /** Stopped because this server lost the session's lease (docs/decisions/cluster-leases.md). */
   lost?: boolean;
+  /** Why its agent process was stopped before it finished starting (ASH_AGENT_START_TIMEOUT_MS). */
+  startFailed?: string;
   live: TurnSession;
   /** Stops the idle watchdog while a person decides (a held tool use); the returned function lets it run again. */
   holdWatchdog?: () => () => void;
@@ -52,7 +54,7 @@ export interface TurnInput {
 }
 
 export interface TurnRunnerOptions {
-  config: Pick<ServerConfig, "turnIdleTimeoutMs">;
+  config: Pick<ServerConfig, "turnIdleTimeoutMs" | "agentStartTimeoutMs">;
   db: AshDatabase;
   log: ConsolaInstance;
   observability: Pick<Observability, "observeTurn" | "tracing" | "telemetry">;
@@ -100,7 +102,7 @@ export class TurnRunner {
       lastAppend.catch((error) => this.o.log.error(`session ${live.session.id}: storing events failed:`, error));
     };
 
-    turn.holdWatchdog = () => {
+    const hold = () => {
       holds++;
       clearTimeout(watchdog);
       let released = false;
@@ -111,6 +113,7 @@ export class TurnRunner {
         arm();
       };
     };
+    turn.holdWatchdog = hold;
     arm();
     live.grant.turnId = randomUUID();
     live.turnUsage = emptyTurnUsage();
@@ -118,8 +121,11 @@ export class TurnRunner {
     const countersBefore = live.sandbox.limitCounters();
     let lastUuid: string | null = null;
     let outcome: TurnOutcome;
+    // Waiting for a start slot and the process's start-up are not the model's silence (a burst of
+    // woken sessions can queue longer than the idle timeout); the start-up has its own bound.
+    const starting = hold();
     try {
-      outcome = await live.agent.runTurn(options.content, {
+      const running = live.agent.runTurn(options.content, {
         model: options.model,
         maxTurns: options.maxTurns,
         onMessage: (message) => {
@@ -131,6 +137,15 @@ export class TurnRunner {
           emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
         },
       });
+      live.agent.started(config.agentStartTimeoutMs).then(starting, (error: Error) => {
+        starting();
+        // Exited or stopped: the turn's outcome says why.
+        if (!live.agent.alive) return;
+        turn.startFailed = error.message;
+        this.o.log.warn(`session ${live.session.id}: ${error.message}; ending the turn`);
+        void live.agent.close(0);
+      });
+      outcome = await running;
     } catch (error) {
       outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
     } finally {
@@ -212,6 +227,7 @@ export const LEASE_LOST_MESSAGE = "This server lost its hold on the session (it 
 export interface TurnEnding {
   interrupted: boolean;
   timedOut: boolean;
+  startFailed?: string;
   shuttingDown: boolean;
   lost?: boolean;
   live: { budget: Pick<BudgetState, "exceeded"> };
@@ -264,6 +280,7 @@ export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: Limit
   }
   if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
   if (turn.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
+  if (turn.startFailed) return [error(`The agent process was stopped: ${turn.startFailed} (ASH_AGENT_START_TIMEOUT_MS).`, "sandbox_crashed")];
   if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];
   if (turn.interrupted) return [error("The turn was interrupted.", "interrupted")];
   return [error(`The agent process ended unexpectedly: ${outcome.error.message}`, "sandbox_crashed")];

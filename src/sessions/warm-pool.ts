@@ -74,8 +74,8 @@ export const BURST_WINDOW_MS = 1000;
 /** No agent's demand asks for more spares than this (the memory budget and sandbox cap bound it further). */
 const MAX_DEMAND_SPARES = 32;
 
-/** A spare whose CLI takes longer than this to start is given up (and tried again on the next check). */
-const SPARE_START_TIMEOUT_MS = 60_000;
+/** A spare whose first (priming) model call takes longer than this is given up (and tried again on the next check). */
+const SPARE_PRIME_TIMEOUT_MS = 60_000;
 
 /**
  * ASH_WARM_POOL: up to N spares per named agent, made the way a plain session
@@ -333,12 +333,12 @@ export class WarmPool {
       session.start();
       // Ready means the CLI has done its start-up, so a claim skips all of it.
       try {
-        await session.started(SPARE_START_TIMEOUT_MS);
+        await session.started(config.agentStartTimeoutMs);
         if (config.warmPrime && !this.primingFailed) {
           // The CLI's first model call, done now and not in a session's first turn; the gateway answers it.
           access.grant.priming = true;
           try {
-            if (!(await session.prime(SPARE_START_TIMEOUT_MS))) this.primingFailed = true;
+            if (!(await session.prime(SPARE_PRIME_TIMEOUT_MS))) this.primingFailed = true;
           } catch (error) {
             // Later spares are not primed: the spare is still good, only its first turn is slower.
             this.primingFailed = true;

@@ -163,12 +163,16 @@ describe("density settings at start-up", () => {
     ["ASH_START_CONCURRENCY", "0", /ASH_START_CONCURRENCY must be between 1 and/],
     ["ASH_WARM_DEMAND_MS", "1h", /ASH_WARM_DEMAND_MS must be a whole number/],
     ["ASH_WARM_MEMORY_MB", "lots", /ASH_WARM_MEMORY_MB must be a whole number/],
+    ["ASH_AGENT_START_TIMEOUT_MS", "100", /ASH_AGENT_START_TIMEOUT_MS must be between 500 and/],
   ])("%s=%s stops the server with a sentence naming it", async (name, value, message) => {
     const { code, output } = await runServerExpectingFailure({ [name]: value, ASH_DATA_DIR: "/nonexistent-ash-density" });
     expect(code).not.toBe(0);
     expect(output).toMatch(message);
   });
 });
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const IDLE_MS = 3000;
 
 describe("agent process starts (ASH_START_CONCURRENCY)", () => {
   let server: TestServer;
@@ -178,7 +182,11 @@ describe("agent process starts (ASH_START_CONCURRENCY)", () => {
   beforeAll(async () => {
     model = await startFakeModel();
     hold = join(await mkdtemp(join(tmpdir(), "ash-hold-")), "release");
-    server = await startTestServer({ modelUrl: model.url, env: { ASH_START_CONCURRENCY: "2", ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: hold } });
+    // The idle timeout is short: turns wait for held starts far longer than it, which is not the model's silence.
+    server = await startTestServer({
+      modelUrl: model.url,
+      env: { ASH_START_CONCURRENCY: "2", ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: hold, ASH_TURN_IDLE_TIMEOUT_MS: String(IDLE_MS) },
+    });
     expect((await server.api("/api/agents", { method: "POST", json: agentUpload("burst") })).status).toBe(201);
   });
   afterAll(async () => {
@@ -208,10 +216,48 @@ describe("agent process starts (ASH_START_CONCURRENCY)", () => {
     expect((await server.api(`/api/sessions/${sessions[4].id}/stop`, { method: "POST" })).status).toBe(200);
     expect(existsSync(hold)).toBe(false);
 
+    // Turns waiting for a start slot or a start-up well past the idle timeout: not timed out for it.
+    await sleep(2.5 * IDLE_MS);
     await writeFile(hold, "");
     const results = await Promise.all((await Promise.all(streams)).map((r) => readEvents(r as unknown as Response)));
-    for (const events of results.slice(1, 4)) expect(events.map((e) => e.event)).toContain("turn_complete");
+    for (const events of results.slice(1, 4)) {
+      expect(events.map((e) => e.event), JSON.stringify(events.filter((e) => e.event === "error"))).toContain("turn_complete");
+      expect(events.filter((e) => e.event === "error")).toEqual([]);
+    }
     expect(await metric(server, "ash_agent_starts_peak")).toBe(2);
+  });
+});
+
+describe("an agent process that does not finish starting (ASH_AGENT_START_TIMEOUT_MS)", () => {
+  let server: TestServer;
+  let model: Model;
+  let hold: string;
+
+  beforeAll(async () => {
+    model = await startFakeModel();
+    hold = join(await mkdtemp(join(tmpdir(), "ash-hold-")), "release");
+    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: hold, ASH_AGENT_START_TIMEOUT_MS: "2000" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("stuck") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+    if (hold) await rm(dirname(hold), { recursive: true, force: true });
+  });
+
+  it("ends the turn with an error that says so, stops the process, and the next message starts a new one", async () => {
+    const session = await createSession(server, { agent: "stuck" });
+    const events = await turn(server, session.id, "hello");
+    expect(events.find((e) => e.event === "error")?.data, JSON.stringify(events)).toMatchObject({
+      code: "sandbox_crashed",
+      error: expect.stringMatching(/did not start within 2000 ms.*ASH_AGENT_START_TIMEOUT_MS/),
+    });
+    expect(events.map((e) => e.event)).not.toContain("turn_complete");
+    expect(events.at(-1)?.event).toBe("done");
+    expect(await until(async () => (await countClaudeProcesses(server.dataDir)) === 0)).toBe(true);
+    await writeFile(hold, "");
+    const next = await turn(server, session.id, "and now?");
+    expect(next.map((e) => e.event), JSON.stringify(next)).toContain("turn_complete");
   });
 });
 
