@@ -38,7 +38,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     consola.info(`${signal} received; finishing running turns and saving sessions`);
-    const force = setTimeout(() => process.exit(1), SHUTDOWN_LIMIT_MS);
+    const force = setTimeout(() => {
+      consola.error(`shutdown did not finish within ${SHUTDOWN_LIMIT_MS / 1000} s (still ${server.closingStage ?? "starting"}); exiting now`);
+      process.exit(1);
+    }, SHUTDOWN_LIMIT_MS);
     force.unref();
     try {
       await server.close();

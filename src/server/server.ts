@@ -32,6 +32,8 @@ export interface RunningServer {
   ctx: AppContext;
   /** Graceful stop: ends turns cleanly, saves live sessions, closes streams and the database. */
   close(): Promise<void>;
+  /** What a graceful stop under way is doing now (for the message when it is cut short). */
+  readonly closingStage: string | undefined;
 }
 
 export interface ServerParts {
@@ -94,10 +96,14 @@ export async function startServer(
     sessions.leases.start(config.cluster.advertiseUrl ?? advertisedAddress(config.host, port));
     queue.start();
     let closing: Promise<void> | undefined;
+    let stage: string | undefined;
     return {
       url: `http://127.0.0.1:${port}`,
       port,
       ctx,
+      get closingStage() {
+        return stage;
+      },
       close: () =>
         (closing ??= (async () => {
           // Not ready from now on, and nothing new starts here; what runs may finish.
@@ -105,14 +111,20 @@ export async function startServer(
           // Claims nothing more; items whose turns the shutdown cuts short are handed back to the queue.
           queue.stop();
           evals.stop();
+          stage = "finishing running turns and saving live sessions";
           await sessions!.shutdown();
+          stage = "handing queued work back";
           await queue.drain();
           await evals.drain();
+          stage = "removing sandbox resource groups";
           await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
+          stage = "closing client connections";
           await closeHttp(http, 5000);
           // After the sessions: their last events and spans are sent too.
+          stage = "sending telemetry";
           await obs.shutdown(5000);
+          stage = "closing the database";
           await db.close();
         })()),
     };

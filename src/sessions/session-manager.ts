@@ -555,8 +555,12 @@ export class SessionManager {
     for (const id of this.confirmations.sessions()) this.confirmations.cancel(id, "The server is shutting down.");
     const running = this.turns.allRunning().map(([, turn]) => turn);
     await Promise.race([Promise.all(running.map((t) => t.done)), sleep(Math.max(0, deadline - Date.now() - 3000))]);
-    for (const [id] of this.turns.allRunning()) await this.lifecycle.killTurn(id, "server_shutdown");
-    await Promise.all(this.live.ids().map((id) => this.live.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
+    // All at once: each waits for its process to end and its sandbox to go.
+    await Promise.all(this.turns.allRunning().map(([id]) => this.lifecycle.killTurn(id, "server_shutdown")));
+    const sleeping = this.live.ids();
+    const saving = Date.now();
+    await Promise.all(sleeping.map((id) => this.live.deactivate(id, "evicted", "server_shutdown").catch(() => undefined)));
+    if (sleeping.length) this.o.log.info(`put ${sleeping.length} live session(s) to sleep in ${Date.now() - saving} ms`);
     await spares.catch(() => undefined);
     // Every lease went with its sandbox: the other servers take these sessions on their next request.
     await this.leases.stop();

@@ -247,7 +247,8 @@ interface TurnRecord {
       await servers[0]!.kill();
       while (done < (2 * total) / 3) await sleep(50);
       chaosAt.push(`server 1 drained from ${Date.now() - started} ms`);
-      expect(await servers[1]!.stop()).toBe(0);
+      const code = await servers[1]!.stop();
+      expect(code, `server 1 ended its drain with ${code}:\n${servers[1]!.output().split("\n").slice(-40).join("\n")}`).toBe(0);
       chaosAt.push(`server 1 stopped at ${Date.now() - started} ms`);
     })();
     const queue = [...sessions];
@@ -270,6 +271,8 @@ interface TurnRecord {
     sampling = false;
     await sampler;
 
+    // How long the drained server took to put its sessions to sleep (its whole stop is bounded at 30 s).
+    console.info(`${chaosAt.join(", ")}; server 1: ${servers[1]!.output().split("\n").filter((line) => /to sleep in/.test(line)).join(" ") || "no live session at its stop"}`);
     expect(turns).toHaveLength(total);
     const errors = turns.filter((t) => t.outcome === "error");
     console.info(
