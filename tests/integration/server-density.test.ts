@@ -174,89 +174,78 @@ describe("density settings at start-up", () => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const IDLE_MS = 3000;
 
-describe("agent process starts (ASH_START_CONCURRENCY)", () => {
-  let server: TestServer;
-  let model: Model;
-  let hold: string;
-
+/**
+ * A server whose agent processes' start-ups do not end before the file `hold` exists
+ * (ASH_TEST_START_HOLD_FILE), with one agent; for the suite's hooks.
+ */
+function heldStarts(agent: string, env: Record<string, string>) {
+  const held = {} as { server: TestServer; model: Model; hold: string };
   beforeAll(async () => {
-    model = await startFakeModel();
-    hold = join(await mkdtemp(join(tmpdir(), "ash-hold-")), "release");
-    // The idle timeout is short: turns wait for held starts far longer than it, which is not the model's silence.
-    server = await startTestServer({
-      modelUrl: model.url,
-      env: { ASH_START_CONCURRENCY: "2", ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: hold, ASH_TURN_IDLE_TIMEOUT_MS: String(IDLE_MS) },
-    });
-    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("burst") })).status).toBe(201);
+    held.model = await startFakeModel();
+    held.hold = join(await mkdtemp(join(tmpdir(), "ash-hold-")), "release");
+    held.server = await startTestServer({ modelUrl: held.model.url, env: { ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: held.hold, ...env } });
+    expect((await held.server.api("/api/agents", { method: "POST", json: agentUpload(agent) })).status).toBe(201);
   });
   afterAll(async () => {
-    await server?.dispose();
-    await model?.close();
-    if (hold) await rm(dirname(hold), { recursive: true, force: true });
+    await held.server?.dispose();
+    await held.model?.close();
+    if (held.hold) await rm(dirname(held.hold), { recursive: true, force: true });
   });
+  return held;
+}
+
+describe("agent process starts (ASH_START_CONCURRENCY)", () => {
+  // The idle timeout is short: turns wait for held starts far longer than it, which is not the model's silence.
+  const held = heldStarts("burst", { ASH_START_CONCURRENCY: "2", ASH_TURN_IDLE_TIMEOUT_MS: String(IDLE_MS) });
 
   it("runs at most the configured number of starts at once, serves the rest in order, and ends a starting session without waiting", async () => {
     const sessions = [];
-    for (let i = 0; i < 5; i++) sessions.push(await createSession(server, { agent: "burst" }));
+    for (let i = 0; i < 5; i++) sessions.push(await createSession(held.server, { agent: "burst" }));
     // Every start is held (the file does not exist): two run, three wait.
-    expect(await until(async () => (await metric(server, 'ash_agent_starts{state="running"}')) === 2)).toBe(true);
-    expect(await metric(server, 'ash_agent_starts{state="queued"}')).toBe(3);
-    const streams = sessions.map((s) => server.api(`/api/sessions/${s.id}/messages`, { method: "POST", json: { content: `hello ${s.id}` } }));
+    expect(await until(async () => (await metric(held.server, 'ash_agent_starts{state="running"}')) === 2)).toBe(true);
+    expect(await metric(held.server, 'ash_agent_starts{state="queued"}')).toBe(3);
+    const streams = sessions.map((s) => held.server.api(`/api/sessions/${s.id}/messages`, { method: "POST", json: { content: `hello ${s.id}` } }));
 
     // The first session's process is starting (held): DELETE answers while it still is.
-    const deleted = await server.api(`/api/sessions/${sessions[0].id}`, { method: "DELETE" });
+    const deleted = await held.server.api(`/api/sessions/${sessions[0].id}`, { method: "DELETE" });
     expect(deleted.status).toBe(200);
     expect((await deleted.json()).session.status).toBe("ended");
-    expect(existsSync(hold)).toBe(false);
+    expect(existsSync(held.hold)).toBe(false);
     // Its slot went to the next waiting start; still two at a time.
-    expect(await until(async () => (await metric(server, 'ash_agent_starts{state="queued"}')) === 2)).toBe(true);
-    expect(await metric(server, 'ash_agent_starts{state="running"}')).toBe(2);
+    expect(await until(async () => (await metric(held.server, 'ash_agent_starts{state="queued"}')) === 2)).toBe(true);
+    expect(await metric(held.server, 'ash_agent_starts{state="running"}')).toBe(2);
 
     // A stop and a pause of sessions whose process is starting or waiting do not wait either.
-    expect((await server.api(`/api/sessions/${sessions[4].id}/stop`, { method: "POST" })).status).toBe(200);
-    expect(existsSync(hold)).toBe(false);
+    expect((await held.server.api(`/api/sessions/${sessions[4].id}/stop`, { method: "POST" })).status).toBe(200);
+    expect(existsSync(held.hold)).toBe(false);
 
     // Turns waiting for a start slot or a start-up well past the idle timeout: not timed out for it.
     await sleep(2.5 * IDLE_MS);
-    await writeFile(hold, "");
+    await writeFile(held.hold, "");
     const results = await Promise.all((await Promise.all(streams)).map((r) => readEvents(r as unknown as Response)));
     for (const events of results.slice(1, 4)) {
       expect(events.map((e) => e.event), JSON.stringify(events.filter((e) => e.event === "error"))).toContain("turn_complete");
       expect(events.filter((e) => e.event === "error")).toEqual([]);
     }
-    expect(await metric(server, "ash_agent_starts_peak")).toBe(2);
+    expect(await metric(held.server, "ash_agent_starts_peak")).toBe(2);
   });
 });
 
 describe("an agent process that does not finish starting (ASH_AGENT_START_TIMEOUT_MS)", () => {
-  let server: TestServer;
-  let model: Model;
-  let hold: string;
-
-  beforeAll(async () => {
-    model = await startFakeModel();
-    hold = join(await mkdtemp(join(tmpdir(), "ash-hold-")), "release");
-    server = await startTestServer({ modelUrl: model.url, env: { ASH_WARM_DEMAND_MS: "0", ASH_TEST_START_HOLD_FILE: hold, ASH_AGENT_START_TIMEOUT_MS: "2000" } });
-    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("stuck") })).status).toBe(201);
-  });
-  afterAll(async () => {
-    await server?.dispose();
-    await model?.close();
-    if (hold) await rm(dirname(hold), { recursive: true, force: true });
-  });
+  const held = heldStarts("stuck", { ASH_AGENT_START_TIMEOUT_MS: "2000" });
 
   it("ends the turn with an error that says so, stops the process, and the next message starts a new one", async () => {
-    const session = await createSession(server, { agent: "stuck" });
-    const events = await turn(server, session.id, "hello");
+    const session = await createSession(held.server, { agent: "stuck" });
+    const events = await turn(held.server, session.id, "hello");
     expect(events.find((e) => e.event === "error")?.data, JSON.stringify(events)).toMatchObject({
       code: "sandbox_crashed",
       error: expect.stringMatching(/did not start within 2000 ms.*ASH_AGENT_START_TIMEOUT_MS/),
     });
     expect(events.map((e) => e.event)).not.toContain("turn_complete");
     expect(events.at(-1)?.event).toBe("done");
-    expect(await until(async () => (await countClaudeProcesses(server.dataDir)) === 0)).toBe(true);
-    await writeFile(hold, "");
-    const next = await turn(server, session.id, "and now?");
+    expect(await until(async () => (await countClaudeProcesses(held.server.dataDir)) === 0)).toBe(true);
+    await writeFile(held.hold, "");
+    const next = await turn(held.server, session.id, "and now?");
     expect(next.map((e) => e.event), JSON.stringify(next)).toContain("turn_complete");
   });
 });
