@@ -106,26 +106,37 @@ export async function startServer(
       },
       close: () =>
         (closing ??= (async () => {
+          const began = Date.now();
+          // How long each stage took, logged at the end: a stop near its bound says where its time went.
+          const took: string[] = [];
+          let since = began;
+          const next = (what: string) => {
+            if (stage) took.push(`${stage} ${((Date.now() - since) / 1000).toFixed(1)} s`);
+            stage = what;
+            since = Date.now();
+          };
           // Not ready from now on, and nothing new starts here; what runs may finish.
           drain.begin();
           // Claims nothing more; items whose turns the shutdown cuts short are handed back to the queue.
           queue.stop();
           evals.stop();
-          stage = "finishing running turns and saving live sessions";
+          next("finishing running turns and saving live sessions");
           await sessions!.shutdown();
-          stage = "handing queued work back";
+          next("handing queued work back");
           await queue.drain();
           await evals.drain();
-          stage = "removing sandbox resource groups";
+          next("removing sandbox resource groups");
           await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
-          stage = "closing client connections";
+          next("closing client connections");
           await closeHttp(http, 5000);
           // After the sessions: their last events and spans are sent too.
-          stage = "sending telemetry";
+          next("sending telemetry");
           await obs.shutdown(5000);
-          stage = "closing the database";
+          next("closing the database");
           await db.close();
+          next("stopped");
+          log.info(`stopped in ${((Date.now() - began) / 1000).toFixed(1)} s (${took.join(", ")})`);
         })()),
     };
   } catch (error) {

@@ -271,8 +271,8 @@ interface TurnRecord {
     sampling = false;
     await sampler;
 
-    // How long the drained server took to put its sessions to sleep (its whole stop is bounded at 30 s).
-    console.info(`${chaosAt.join(", ")}; server 1: ${servers[1]!.output().split("\n").filter((line) => /to sleep in/.test(line)).join(" ") || "no live session at its stop"}`);
+    // How long the drained server's stop took, stage by stage (it is bounded at 30 s).
+    console.info(`${chaosAt.join(", ")}; server 1: ${servers[1]!.output().split("\n").filter((line) => /to sleep in|stopped in/.test(line)).join(" ") || "no live session at its stop"}`);
     expect(turns).toHaveLength(total);
     const errors = turns.filter((t) => t.outcome === "error");
     console.info(
