@@ -272,7 +272,7 @@ interface TurnRecord {
     await sampler;
 
     // How long the drained server's stop took, stage by stage (it is bounded at 30 s).
-    console.info(`${chaosAt.join(", ")}; server 1: ${servers[1]!.output().split("\n").filter((line) => /to sleep in|stopped in/.test(line)).join(" ") || "no live session at its stop"}`);
+    console.info(`${chaosAt.join(", ")}; server 1: ${servers[1]!.output().split("\n").filter((line) => /to sleep in|stopped in/.test(line)).join(" ") || "no stop line in its output"}`);
     expect(turns).toHaveLength(total);
     const errors = turns.filter((t) => t.outcome === "error");
     console.info(
