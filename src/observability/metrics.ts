@@ -92,6 +92,7 @@ export class Metrics {
   private readonly sessionStates;
   private readonly agentStarts;
   private readonly agentStartsPeak;
+  private readonly agentStartTime;
   private readonly wakes;
 
   constructor(options: MetricsOptions = {}) {
@@ -103,6 +104,12 @@ export class Metrics {
     this.sessionStates = r.gauge("ash_session_states", "Open sessions by where their processes are: hot (agent process running), idle (only the sandbox kept), asleep (workspace saved, nothing running).", ["state"]);
     this.agentStarts = r.gauge("ash_agent_starts", "Agent processes starting (running: spawned, start-up not over; queued: waiting for a slot, for a session or a spare).", ["state"]);
     this.agentStartsPeak = r.gauge("ash_agent_starts_peak", "The most agent processes that were ever starting at once (at most ASH_START_CONCURRENCY).");
+    this.agentStartTime = r.histogram(
+      "ash_agent_start_seconds",
+      "Agent process starts: time waiting for a start slot (queued), then from the spawn until its start-up was over or failed (starting), for a session or a spare. Starts near ASH_AGENT_START_TIMEOUT_MS mean a machine short of CPU.",
+      ["phase", "priority"],
+      [0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120],
+    );
     this.wakes = r.counter("ash_agent_restarts_total", "Agent processes started again for an idle session (its sandbox kept, no restore).");
     this.wakes.inc(undefined, 0);
     this.turns = r.counter("ash_turns_total", "Turns finished, by outcome (complete, or the error code the turn ended with).", ["outcome"]);
@@ -292,6 +299,11 @@ export class Metrics {
       ];
     });
     this.agentStartsPeak.collectWith(() => [{ value: source().peak }]);
+  }
+
+  /** One agent process start waited for its slot (`queued`) or ran its start-up (`starting`) this long. */
+  agentStart(phase: "queued" | "starting", ms: number, priority: "session" | "spare"): void {
+    this.agentStartTime.observe({ phase, priority }, SECONDS(ms));
   }
 
   /** An idle session's agent process was started again. */

@@ -14,7 +14,12 @@ export interface StartTicket {
 interface Waiter {
   priority: StartPriority;
   grant: (release: () => void) => void;
+  /** When it began to wait (performance.now()). */
+  since: number;
 }
+
+/** How long one start waited for its slot, or held it (spawned until its start-up was over or failed). */
+export type StartObserver = (phase: "queued" | "starting", ms: number, priority: StartPriority) => void;
 
 /**
  * At most `concurrency` agent processes starting at once (spawned, not yet
@@ -27,7 +32,10 @@ export class StartQueue {
   private highWater = 0;
   private readonly waiting: Waiter[] = [];
 
-  constructor(readonly concurrency: number) {
+  constructor(
+    readonly concurrency: number,
+    private readonly observe: StartObserver = () => undefined,
+  ) {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error("the start concurrency must be a whole number of at least 1");
   }
 
@@ -53,6 +61,7 @@ export class StartQueue {
     const ready = new Promise<() => void>((resolve) => {
       waiter = {
         priority,
+        since: performance.now(),
         grant: (r) => {
           release = r;
           resolve(r);
@@ -83,11 +92,14 @@ export class StartQueue {
       const [waiter] = this.waiting.splice(index, 1);
       this.running++;
       this.highWater = Math.max(this.highWater, this.running);
+      const granted = performance.now();
+      this.observe("queued", granted - waiter!.since, waiter!.priority);
       let released = false;
       waiter!.grant(() => {
         if (released) return;
         released = true;
         this.running--;
+        this.observe("starting", performance.now() - granted, waiter!.priority);
         this.pump();
       });
     }

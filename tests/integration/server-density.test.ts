@@ -228,6 +228,13 @@ describe("agent process starts (ASH_START_CONCURRENCY)", () => {
       expect(events.filter((e) => e.event === "error")).toEqual([]);
     }
     expect(await metric(held.server, "ash_agent_starts_peak")).toBe(2);
+    // What an operator sees of it: starts held 2.5 × IDLE_MS, the waits behind them at least as long.
+    const held2 = (2.5 * IDLE_MS) / 1000;
+    expect(await metric(held.server, 'ash_agent_start_seconds_sum{phase="starting",priority="session"}')).toBeGreaterThanOrEqual(2 * held2);
+    expect(await metric(held.server, 'ash_agent_start_seconds_sum{phase="queued",priority="session"}')).toBeGreaterThanOrEqual(held2);
+    expect(await metric(held.server, 'ash_agent_start_seconds_bucket{phase="starting",priority="session",le="5"}')).toBeLessThan(
+      await metric(held.server, 'ash_agent_start_seconds_count{phase="starting",priority="session"}'),
+    );
   });
 });
 
