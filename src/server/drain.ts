@@ -10,6 +10,7 @@ import { shuttingDown } from "./errors";
  */
 export class Drain {
   private since: number | undefined;
+  private readonly streams = new AbortController();
 
   get draining(): boolean {
     return this.since !== undefined;
@@ -17,6 +18,19 @@ export class Drain {
 
   begin(): void {
     this.since ??= Date.now();
+  }
+
+  /**
+   * Aborted once the sessions are put away: an open event stream then sends
+   * what is stored and ends, so its client reconnects (Last-Event-ID) to a
+   * server that stays instead of being cut off when the connections are closed.
+   */
+  get streamsEnd(): AbortSignal {
+    return this.streams.signal;
+  }
+
+  endStreams(): void {
+    this.streams.abort();
   }
 }
 

@@ -133,5 +133,47 @@ async function forward(ctx: AppContext, event: H3Event, owner: Destination): Pro
   const back = new Headers();
   for (const [name, value] of upstream.headers) if (!NOT_PASSED_BACK.has(name.toLowerCase())) back.append(name, value);
   back.set(FORWARDED_TO_HEADER, owner.serverId);
-  return new Response(upstream.body, { status: upstream.status, statusText: upstream.statusText, headers: back });
+  const stream = upstream.body && /^text\/event-stream/i.test(upstream.headers.get("content-type") ?? "");
+  const body = stream ? endAtFrameOnce(upstream.body!, ctx.drain.streamsEnd) : upstream.body;
+  return new Response(body, { status: upstream.status, statusText: upstream.statusText, headers: back });
+}
+
+/**
+ * An event stream passed on from its owner, ended by this server once `stop`
+ * is aborted (it is shutting down), between two frames: its client has every
+ * frame it got whole and reconnects with Last-Event-ID elsewhere, instead of
+ * having the connection cut mid-frame when this server closes it.
+ */
+export function endAtFrameOnce(body: ReadableStream<Uint8Array>, stop: AbortSignal): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  // The last two bytes passed on: "\n\n" ends a frame (and a ": ping" comment).
+  let tail = "\n\n";
+  let pending: ReturnType<typeof reader.read> | undefined;
+  const stopped = new Promise<"stop">((resolve) => (stop.aborted ? resolve("stop") : stop.addEventListener("abort", () => resolve("stop"), { once: true })));
+  const end = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    controller.close();
+    void reader.cancel().catch(() => undefined);
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const between = tail === "\n\n";
+        if (between && stop.aborted) return end(controller);
+        pending ??= reader.read();
+        // Mid-frame the rest of the frame is awaited whatever happens; between frames a stop ends it.
+        const got = between ? await Promise.race([pending, stopped]) : await pending;
+        if (got === "stop") return end(controller);
+        pending = undefined;
+        if (got.done) return controller.close();
+        const chunk = got.value;
+        controller.enqueue(chunk);
+        if (chunk.length >= 2) tail = String.fromCharCode(chunk[chunk.length - 2]!, chunk[chunk.length - 1]!);
+        else if (chunk.length === 1) tail = tail.slice(-1) + String.fromCharCode(chunk[0]!);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }

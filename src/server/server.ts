@@ -129,6 +129,7 @@ export async function startServer(
           await parts.sandboxes.close().catch((error) => log.warn("removing this server's cgroup folders failed:", error));
           sessions!.gateway.close();
           next("closing client connections");
+          drain.endStreams();
           await closeHttp(http, 5000);
           // After the sessions: their last events and spans are sent too.
           next("sending telemetry");

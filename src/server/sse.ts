@@ -17,10 +17,10 @@ export const EVENT_STREAM_HEADERS = {
  * Waits for events past `cursor`; true when the wait ran a whole ping
  * interval with nothing new (the caller sends `: ping` and returns from pull).
  */
-export async function waitOrPing(log: EventLog, cursor: number, pingEveryMs: number): Promise<boolean> {
+export async function waitOrPing(log: EventLog, cursor: number, pingEveryMs: number, signal?: AbortSignal): Promise<boolean> {
   const before = Date.now();
-  await log.waitForMore(cursor, pingEveryMs);
-  return log.lastSeq <= cursor && !log.isClosed && Date.now() - before >= pingEveryMs - 5;
+  await log.waitForMore(cursor, pingEveryMs, signal);
+  return log.lastSeq <= cursor && !log.isClosed && !signal?.aborted && Date.now() - before >= pingEveryMs - 5;
 }
 
 function formatFrame(event: StoredEvent): string {
@@ -53,6 +53,7 @@ export function eventStreamResponse(
   log: EventLog,
   after: number,
   /** `open`: a `: open` comment at once, so the answer's headers go out before the first event (a client reading a quiet session knows it is connected). */
+  /** `signal`: once aborted (the server is stopping), the stream sends what is stored and ends; its client reconnects elsewhere with Last-Event-ID. */
   options: { endAfterDone: boolean; signal?: AbortSignal; pingEveryMs?: number; open?: boolean },
 ): Response {
   const pingEveryMs = options.pingEveryMs ?? PING_EVERY_MS;
@@ -94,7 +95,7 @@ export function eventStreamResponse(
             controller.close();
             return;
           }
-          if (await waitOrPing(log, cursor, pingEveryMs)) {
+          if (await waitOrPing(log, cursor, pingEveryMs, options.signal)) {
             controller.enqueue(encoder.encode(": ping\n\n"));
             return;
           }

@@ -135,16 +135,18 @@ export class EventLog {
   }
 
   /** Resolves when an event after `after` is visible, the log closes, or `ms` pass. */
-  waitForMore(after: number, ms: number): Promise<void> {
-    if (this.durableSeq > after || this.closed) return Promise.resolve();
+  waitForMore(after: number, ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.durableSeq > after || this.closed || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.waiters.delete(done);
+        signal?.removeEventListener("abort", done);
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.waiters.add(done);
+      signal?.addEventListener("abort", done, { once: true });
     });
   }
 

@@ -258,7 +258,34 @@ describeWithPostgres("several servers, one owner per live session", () => {
     const { session } = await (await c.api("/api/sessions", { method: "POST", json: { agent: "shared" } })).json();
     await readEvents(await c.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#bash echo kept > kept.txt" } }));
     expect((await lease(session.id))?.server_id).toBe(ids[2]);
+    // A client following a session of A through C: C ends that stream between two frames when it stops,
+    // rather than having its connection cut, and the client goes on through A from its last event.
+    const { session: followedSession } = await (await a.api("/api/sessions", { method: "POST", json: { agent: "shared" } })).json();
+    await readEvents(await a.api(`/api/sessions/${followedSession.id}/messages`, { method: "POST", json: { content: "hello" } }));
+    const follower = await c.api(`/api/sessions/${followedSession.id}/stream`);
+    expect(follower.headers.get("x-ash-forwarded-to")).toBe(ids[0]);
+    const following = (async () => {
+      const reader = follower.body!.getReader();
+      let text = "";
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) text += new TextDecoder().decode(chunk.value);
+      return text;
+    })();
     expect(await c.stop()).toBe(0);
+    const followed = await following;
+    expect(followed.endsWith("\n\n")).toBe(true);
+    const frames = parseFrames(followed);
+    expect(frames.at(-1)?.event).toBe("done");
+    const more = a.api(`/api/sessions/${followedSession.id}/stream`, { headers: { "last-event-id": String(frames.at(-1)!.id) } });
+    await readEvents(await a.api(`/api/sessions/${followedSession.id}/messages`, { method: "POST", json: { content: "again" } }));
+    const reader = (await more).body!.getReader();
+    let rest = "";
+    for (let round = 0; round < 1000 && !rest.includes("event: done"); round++) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      rest += new TextDecoder().decode(chunk.value);
+    }
+    await reader.cancel();
+    expect(parseFrames(rest)[0]?.id).toBe(frames.at(-1)!.id + 1);
     expect(await lease(session.id)).toBeUndefined();
     const onA = parseFrames(await (await a.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#bash cat kept.txt" } })).text());
     expect(onA.find((e) => e.event === "tool_result")?.data.content).toContain("kept");

@@ -210,12 +210,12 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
               }
               continue;
             }
-            if (log.isClosed) {
+            if (log.isClosed || ctx.drain.streamsEnd.aborted) {
               finish();
               controller.close();
               return;
             }
-            if (await waitOrPing(log, cursor, PING_EVERY_MS)) {
+            if (await waitOrPing(log, cursor, PING_EVERY_MS, ctx.drain.streamsEnd)) {
               controller.enqueue(encoder.encode(": ping\n\n"));
               return;
             }

@@ -53,7 +53,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
       woken?.();
     }
     const { log, after } = sent;
-    return eventStreamResponse(log, after, { endAfterDone: true });
+    return eventStreamResponse(log, after, { endAfterDone: true, signal: ctx.drain.streamsEnd });
   });
 
   // Reconnect: every event after Last-Event-ID (or ?after=), then live ones.
@@ -69,7 +69,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
           ? parseSequence(typeof query === "string" ? query : "", 'The query parameter "after"')
           : 0;
     const log = await ctx.sessions.logForReader(sessionId);
-    return eventStreamResponse(log, after, { endAfterDone: false, open: true });
+    return eventStreamResponse(log, after, { endAfterDone: false, open: true, signal: ctx.drain.streamsEnd });
   });
 
   app.post("/api/sessions/:id/interrupt", async (event) => ({ interrupted: await ctx.sessions.interrupt(id(event)) }));
