@@ -31,6 +31,21 @@ export interface AgentSessionOptions {
   /** Where the process waits for a start slot (with this priority) before it is spawned; none: at once. */
   startQueue?: StartQueue;
   startPriority?: StartPriority;
+  /**
+   * The start-up's bound, from the spawn (waiting for a slot is not counted:
+   * every start ahead is bounded the same way). Past it the process is
+   * stopped, and a turn or `started()` ends with AgentStartTimeoutError.
+   * None: unbounded.
+   */
+  startTimeoutMs?: number;
+}
+
+/** The process did not finish its start-up within its bound and was stopped. */
+export class AgentStartTimeoutError extends Error {
+  constructor(readonly timeoutMs: number) {
+    super(`the agent process did not start within ${timeoutMs} ms`);
+    this.name = "AgentStartTimeoutError";
+  }
 }
 
 /** A tool use the policy holds until someone decides. */
@@ -88,6 +103,9 @@ export class AgentSession {
   private handshaken = false;
   private exited = false;
   private exitError?: Error;
+  /** Set when the start-up ran past its bound: why the process was stopped. */
+  private startFailure?: AgentStartTimeoutError;
+  private startTimer?: NodeJS.Timeout;
   /** The SDK's own session id, known after the CLI's `system/init`. */
   sdkSessionId?: string;
   private readonly initialized: Promise<void>;
@@ -160,12 +178,24 @@ export class AgentSession {
     });
     void this.pump(this.q);
     const q = this.q;
+    const bound = o.startTimeoutMs;
+    if (bound !== undefined) {
+      this.startTimer = setTimeout(() => {
+        if (this.handshaken || this.exited || this.closed) return;
+        this.startFailure = new AgentStartTimeoutError(bound);
+        void this.close(0);
+      }, bound);
+    }
     void q.initializationResult().then(
       () => {
+        clearTimeout(this.startTimer);
         this.handshaken = true;
         release();
       },
-      () => release(),
+      () => {
+        clearTimeout(this.startTimer);
+        release();
+      },
     );
     // A process that dies during start-up gives its slot back too (pump's finish()).
     this.releaseStart = release;
@@ -252,29 +282,18 @@ export class AgentSession {
   /**
    * Resolves once the CLI process has answered the SDK's initialize request
    * (loaded, settings and tools read), before any message; rejects when it
-   * exits first or takes longer than `timeoutMs` from its spawn. Waiting for
-   * a start slot is not counted: every start ahead of it is bounded the same way.
+   * exits first, or with AgentStartTimeoutError when it ran past `startTimeoutMs`.
    */
-  async started(timeoutMs: number): Promise<void> {
+  async started(): Promise<void> {
     if (!this.launch) throw new Error("the agent process was not started");
     await this.launch;
     const q = this.q;
     if (!q) throw new Error("the agent process was stopped before it started");
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the agent process did not start within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      await Promise.race([q.initializationResult(), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    // The process's end resolves `initialized` too (finish()).
+    await Promise.race([q.initializationResult(), this.initialized]).catch(() => undefined);
+    if (this.startFailure) throw this.startFailure;
     if (this.exited) throw this.exitError ?? new Error("the agent process has exited");
-  }
-
-  /** Waits until the CLI has started (or failed to start). */
-  async ready(timeoutMs: number): Promise<void> {
-    await Promise.race([this.initialized, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    if (!this.handshaken && this.closed) throw new Error("the agent process was stopped before it started");
   }
 
   /** Ends the CLI process: closes its input, then aborts after a grace period. */
@@ -339,7 +358,10 @@ export class AgentSession {
     }
   }
 
-  private finish(error: Error): void {
+  private finish(ended: Error): void {
+    // A process stopped for its start-up's bound ended for that reason, whatever the SDK saw.
+    const error = this.startFailure ?? ended;
+    clearTimeout(this.startTimer);
     this.exited = true;
     this.releaseStart?.();
     this.exitError = error;

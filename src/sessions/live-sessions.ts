@@ -426,6 +426,7 @@ export class LiveSessions {
           spawn: (box, options) => this.held(box.spawnClaudeCode(options)),
           stderr: (text) => this.o.log.debug(`[${session.id}] ${text.trimEnd()}`),
           startQueue: this.o.starts,
+          startTimeoutMs: this.o.config.agentStartTimeoutMs,
         });
       this.refuseWhenClosed();
       const agent = respawn(undefined);

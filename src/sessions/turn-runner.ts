@@ -7,7 +7,7 @@ import { updateSession, type SessionRecord } from "../db/queries/sessions";
 import { lastMessageSeq } from "../db/queries/messages";
 import { lastTranscriptIdx } from "../db/queries/transcripts";
 import { hasTranscript } from "../runtime/transcript-store";
-import type { TurnOutcome } from "../runtime/agent-session";
+import { AgentStartTimeoutError, type TurnOutcome } from "../runtime/agent-session";
 import { mapSdkMessage, turnCompleteOf, type StreamEvent, type TurnErrorCode } from "../runtime/stream-events";
 import { SnapshotTooLargeError } from "../snapshots";
 import type { Observability } from "../observability";
@@ -54,7 +54,7 @@ export interface TurnInput {
 }
 
 export interface TurnRunnerOptions {
-  config: Pick<ServerConfig, "turnIdleTimeoutMs" | "agentStartTimeoutMs">;
+  config: Pick<ServerConfig, "turnIdleTimeoutMs">;
   db: AshDatabase;
   log: ConsolaInstance;
   observability: Pick<Observability, "observeTurn" | "tracing" | "telemetry">;
@@ -137,15 +137,13 @@ export class TurnRunner {
           emit(events, events.map((e) => (e.type === "message" ? historyMessageOf(message) : undefined)));
         },
       });
-      live.agent.started(config.agentStartTimeoutMs).then(starting, (error: Error) => {
-        starting();
-        // Exited or stopped: the turn's outcome says why.
-        if (!live.agent.alive) return;
-        turn.startFailed = error.message;
-        this.o.log.warn(`session ${live.session.id}: ${error.message}; ending the turn`);
-        void live.agent.close(0);
-      });
+      // A start-up past ASH_AGENT_START_TIMEOUT_MS stops the process itself; the outcome says so.
+      live.agent.started().then(starting, starting);
       outcome = await running;
+      if (outcome.kind === "process_exit" && outcome.error instanceof AgentStartTimeoutError) {
+        turn.startFailed = outcome.error.message;
+        this.o.log.warn(`session ${live.session.id}: ${outcome.error.message}; ending the turn`);
+      }
     } catch (error) {
       outcome = { kind: "process_exit", error: error instanceof Error ? error : new Error(String(error)) };
     } finally {

@@ -327,13 +327,14 @@ export class WarmPool {
           model: more.model,
           startQueue: this.o.starts,
           startPriority: more.priority,
+          startTimeoutMs: config.agentStartTimeoutMs,
         });
       const session = build(transcripts, { priority: "spare" });
       pending.stop = () => void session.close(0);
       session.start();
       // Ready means the CLI has done its start-up, so a claim skips all of it.
       try {
-        await session.started(config.agentStartTimeoutMs);
+        await session.started();
         if (config.warmPrime && !this.primingFailed) {
           // The CLI's first model call, done now and not in a session's first turn; the gateway answers it.
           access.grant.priming = true;
