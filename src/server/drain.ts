@@ -1,4 +1,5 @@
 import type { H3Event } from "h3";
+import { setMaxListeners } from "node:events";
 import { shuttingDown } from "./errors";
 
 /**
@@ -10,7 +11,7 @@ import { shuttingDown } from "./errors";
  */
 export class Drain {
   private since: number | undefined;
-  private readonly streams = new AbortController();
+  private readonly streams = abortControllerForMany();
 
   get draining(): boolean {
     return this.since !== undefined;
@@ -55,4 +56,11 @@ export function drainGate(drain: Drain) {
       throw shuttingDown();
     }
   };
+}
+
+/** Every open event stream waits on this signal: as many listeners as streams, none of them a leak. */
+function abortControllerForMany(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

@@ -149,8 +149,16 @@ export function endAtFrameOnce(body: ReadableStream<Uint8Array>, stop: AbortSign
   // The last two bytes passed on: "\n\n" ends a frame (and a ": ping" comment).
   let tail = "\n\n";
   let pending: ReturnType<typeof reader.read> | undefined;
-  const stopped = new Promise<"stop">((resolve) => (stop.aborted ? resolve("stop") : stop.addEventListener("abort", () => resolve("stop"), { once: true })));
+  let onStop: (() => void) | undefined;
+  const stopped = new Promise<"stop">((resolve) => {
+    onStop = () => resolve("stop");
+    if (stop.aborted) onStop();
+    else stop.addEventListener("abort", onStop, { once: true });
+  });
+  // The stop signal lives as long as the server: a stream that ended takes its listener along.
+  const letGo = () => stop.removeEventListener("abort", onStop!);
   const end = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    letGo();
     controller.close();
     void reader.cancel().catch(() => undefined);
   };
@@ -164,13 +172,17 @@ export function endAtFrameOnce(body: ReadableStream<Uint8Array>, stop: AbortSign
         const got = between ? await Promise.race([pending, stopped]) : await pending;
         if (got === "stop") return end(controller);
         pending = undefined;
-        if (got.done) return controller.close();
+        if (got.done) {
+          letGo();
+          return controller.close();
+        }
         const chunk = got.value;
         controller.enqueue(chunk);
         if (chunk.length >= 2) tail = String.fromCharCode(chunk[chunk.length - 2]!, chunk[chunk.length - 1]!);
         else if (chunk.length === 1) tail = tail.slice(-1) + String.fromCharCode(chunk[0]!);
       },
       cancel(reason) {
+        letGo();
         return reader.cancel(reason);
       },
     },

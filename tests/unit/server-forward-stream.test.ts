@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
 import { endAtFrameOnce } from "../../src/server/forward";
 
@@ -30,6 +31,20 @@ describe("an event stream passed on from another server", () => {
     up.push(": ping\n\n");
     up.end();
     expect(await out).toBe("id: 1\nevent: a\ndata: {}\n\n: ping\n\n");
+    // The stop signal is the server's, for its whole life: an ended stream leaves nothing on it.
+    expect(getEventListeners(stop.signal, "abort")).toHaveLength(0);
+  });
+
+  it("leaves nothing on the stop signal when its client goes away", async () => {
+    const up = upstream();
+    const stop = new AbortController();
+    const stream = endAtFrameOnce(up.body, stop.signal);
+    const reader = stream.getReader();
+    up.push("id: 1\nevent: a\ndata: {}\n\n");
+    await reader.read();
+    await reader.cancel();
+    expect(up.cancelled()).toBe(true);
+    expect(getEventListeners(stop.signal, "abort")).toHaveLength(0);
   });
 
   it("ends between two frames once stopped: a frame cut in two is finished first, nothing after it is sent", async () => {
