@@ -95,6 +95,8 @@ export class SessionManager {
   /** This server's leases on the sessions it runs, and its heartbeat (docs/decisions/cluster-leases.md). */
   readonly leases: Leases;
   private readonly turns = new SessionTurns<RunningTurn>();
+  /** Sessions taken over by another server while a message of theirs was being accepted here (claimed, its turn not yet running). */
+  private readonly lostWhileClaimed = new Set<string>();
   private readonly live: LiveSessions;
   private readonly accounting: GatewayAccounting;
   private readonly lifecycle: Lifecycle;
@@ -310,6 +312,8 @@ export class SessionManager {
         live.lastUsedAt = Date.now();
         options.onTurnEnd?.();
       };
+      // Taken over meanwhile: its sandbox is going, and the turn ends as the lost lease's (server_lost).
+      if (this.lostWhileClaimed.delete(sessionId)) turn.lost = true;
       this.turns.run(sessionId, turn);
       turn.done = this.runner
         .run(turn, log, options, release)
@@ -319,6 +323,7 @@ export class SessionManager {
     } finally {
       // Not taken after all (the sandbox did not come up, the log failed): the session is free again.
       this.turns.unclaim(sessionId);
+      this.lostWhileClaimed.delete(sessionId);
     }
   }
 
@@ -734,6 +739,7 @@ export class SessionManager {
     for (const id of ids) {
       const turn = this.turns.running(id);
       if (turn) turn.lost = true;
+      else if (this.turns.phase(id) === "claimed") this.lostWhileClaimed.add(id);
       void this.live.deactivate(id, "evicted", "lease_lost", false).catch((error) => this.o.log.error(`session ${id}: removing its sandbox failed:`, error));
     }
   }
