@@ -143,6 +143,22 @@ export async function readEvents(response: Response): Promise<Array<{ id: number
   return parseFrames(text);
 }
 
+/**
+ * Reads an event stream that does not end by itself (GET /stream) until it has
+ * had `dones` `done` frames or the server ended it (bounded: 1000 reads), then lets go.
+ */
+export async function readUntilDone(response: Response, dones = 1): Promise<Array<{ id: number; event: string; data: any }>> {
+  const reader = response.body!.getReader();
+  let text = "";
+  for (let round = 0; round < 1000 && (text.match(/event: done\n/g) ?? []).length < dones; round++) {
+    const chunk = await reader.read();
+    if (chunk.done) break;
+    text += new TextDecoder().decode(chunk.value);
+  }
+  await reader.cancel().catch(() => undefined);
+  return parseFrames(text);
+}
+
 export function parseFrames(text: string): Array<{ id: number; event: string; data: any }> {
   const frames: Array<{ id: number; event: string; data: any }> = [];
   for (const block of text.split("\n\n")) {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import pg from "pg";
 import { request as httpRequest } from "node:http";
 import { startTestBucket, type TestBucket } from "../helpers/s3";
-import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
+import { agentUpload, parseFrames, readEvents, readUntilDone, startTestServer, type TestServer } from "../helpers/server";
 import { createPostgresDatabase, describeWithPostgres, type TestDatabase } from "../helpers/postgres";
 import { countClaudeProcesses } from "../helpers/processes";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
@@ -95,18 +95,10 @@ describeWithPostgres("several servers, one owner per live session", () => {
     // A stream resumed through C with Last-Event-ID gets exactly what came after it.
     const last = events[1]!.id;
     const resumed = await c.api(`/api/sessions/${session.id}/stream`, { headers: { "last-event-id": String(last) } });
-    const reader = resumed.body!.getReader();
-    let text = "";
     const next = b.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "and one more" } });
     // The rest of the first turn, then all of the second, live: two `done`s.
-    for (let round = 0; round < 1000 && (text.match(/event: done/g) ?? []).length < 2; round++) {
-      const chunk = await reader.read();
-      if (chunk.done) break;
-      text += new TextDecoder().decode(chunk.value);
-    }
-    await reader.cancel();
+    const seen = (await readUntilDone(resumed, 2)).map((e) => e.id);
     await readEvents(await next);
-    const seen = parseFrames(text).map((e) => e.id);
     expect(seen[0]).toBe(last + 1);
     expect(seen).toEqual(seen.map((_, i) => last + 1 + i));
   });
@@ -185,15 +177,7 @@ describeWithPostgres("several servers, one owner per live session", () => {
     const stream = await c.api(`/api/sessions/${session.id}/stream`, { headers: { "last-event-id": String(last) } });
     expect(stream.headers.get("x-ash-forwarded-to")).toBeNull();
     const turn = parseFrames(await (await a.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "second" } })).text());
-    const reader = stream.body!.getReader();
-    let text = "";
-    for (let round = 0; round < 1000 && !text.includes("event: done"); round++) {
-      const chunk = await reader.read();
-      if (chunk.done) break;
-      text += new TextDecoder().decode(chunk.value);
-    }
-    await reader.cancel();
-    expect(parseFrames(text).map((e) => e.id)).toEqual(turn.map((e) => e.id));
+    expect((await readUntilDone(stream)).map((e) => e.id)).toEqual(turn.map((e) => e.id));
   });
 
   it("places a new session on another server when the one asked is full", async () => {
@@ -277,15 +261,7 @@ describeWithPostgres("several servers, one owner per live session", () => {
     expect(frames.at(-1)?.event).toBe("done");
     const more = a.api(`/api/sessions/${followedSession.id}/stream`, { headers: { "last-event-id": String(frames.at(-1)!.id) } });
     await readEvents(await a.api(`/api/sessions/${followedSession.id}/messages`, { method: "POST", json: { content: "again" } }));
-    const reader = (await more).body!.getReader();
-    let rest = "";
-    for (let round = 0; round < 1000 && !rest.includes("event: done"); round++) {
-      const chunk = await reader.read();
-      if (chunk.done) break;
-      rest += new TextDecoder().decode(chunk.value);
-    }
-    await reader.cancel();
-    expect(parseFrames(rest)[0]?.id).toBe(frames.at(-1)!.id + 1);
+    expect((await readUntilDone(await more))[0]?.id).toBe(frames.at(-1)!.id + 1);
     expect(await lease(session.id)).toBeUndefined();
     const onA = parseFrames(await (await a.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "#bash cat kept.txt" } })).text());
     expect(onA.find((e) => e.event === "tool_result")?.data.content).toContain("kept");

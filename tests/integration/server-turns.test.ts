@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { openDatabase } from "../../src/db/connect";
-import { agentUpload, parseFrames, readEvents, startTestServer, type TestServer } from "../helpers/server";
+import { agentUpload, parseFrames, readEvents, readUntilDone, startTestServer, type TestServer } from "../helpers/server";
 import { backends } from "../helpers/backends";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
 
@@ -150,15 +150,7 @@ describe.each(backends)("turns on $name", (backend) => {
 
     const replay = await server.api(`/api/sessions/${session.id}/stream`, { headers: { "last-event-id": String(lastId) } });
     expect(replay.status).toBe(200);
-    const replayReader = replay.body!.getReader();
-    let text = "";
-    while (!text.includes("event: done")) {
-      const chunk = await replayReader.read();
-      if (chunk.done) break;
-      text += new TextDecoder().decode(chunk.value);
-    }
-    await replayReader.cancel();
-    const rest = parseFrames(text);
+    const rest = await readUntilDone(replay);
     expect(rest[0]!.id).toBe(lastId + 1);
     expect(rest.map((e) => e.event)).toContain("turn_complete");
     const all = (await (await server.api(`/api/sessions/${session.id}/events?limit=1000`)).json()).events;
