@@ -52,8 +52,10 @@ function frameOf(event: StoredEvent): Uint8Array {
 export function eventStreamResponse(
   log: EventLog,
   after: number,
-  /** `open`: a `: open` comment at once, so the answer's headers go out before the first event (a client reading a quiet session knows it is connected). */
-  /** `signal`: once aborted (the server is stopping), the stream sends what is stored and ends; its client reconnects elsewhere with Last-Event-ID. */
+  /**
+   * `open`: a `: open` comment at once, so the answer's headers go out before the first event (a client reading a quiet session knows it is connected).
+   * `signal`: once aborted (the server is stopping), the stream sends what is stored and ends; its client reconnects elsewhere with Last-Event-ID.
+   */
   options: { endAfterDone: boolean; signal?: AbortSignal; pingEveryMs?: number; open?: boolean },
 ): Response {
   const pingEveryMs = options.pingEveryMs ?? PING_EVERY_MS;
