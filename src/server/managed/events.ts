@@ -194,6 +194,10 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
     };
     const stream = new ReadableStream<Uint8Array>(
       {
+        start(controller) {
+          // The answer's headers go out at once, before the first event of a quiet session.
+          controller.enqueue(encoder.encode(": open\n\n"));
+        },
         async pull(controller) {
           while (!finished) {
             if (pending.length > 0) {
