@@ -85,4 +85,34 @@ describeWithPostgres("a server that loses its leases", () => {
       await sql.end();
     }
   }, 120_000);
+
+  it("ends a message accepted while its session was taken over with server_lost, not as a crash", async () => {
+    const { session } = await (await server.api("/api/sessions", { method: "POST", json: { agent: "fenced" } })).json();
+    await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "first" } }));
+    const holder = new pgDriver.Client({ connectionString: pg.url });
+    const sql = new pgDriver.Client({ connectionString: pg.url });
+    await holder.connect();
+    await sql.connect();
+    try {
+      // Events can be read but not written: the next message is claimed and then waits to be logged.
+      await holder.query("BEGIN");
+      await holder.query("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE");
+      const answer = server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "second" } });
+      await until("the message waiting to be logged", async () => (await sql.query("SELECT 1 FROM pg_locks WHERE NOT granted")).rowCount! > 0);
+      // Meanwhile another server takes the session over, and this one drops its sandbox.
+      await sql.query("UPDATE session_leases SET server_id = 'another-server', address = 'http://127.0.0.1:9' WHERE session_id = $1", [session.id]);
+      await until("the sandbox going", async () => (await sql.query("SELECT 1 FROM sandboxes WHERE session_id = $1 AND status = 'live'", [session.id])).rowCount === 0);
+      await holder.query("COMMIT");
+
+      const events = parseFrames(await (await answer).text());
+      const errors = events.filter((e) => e.event === "error").map((e) => e.data.code);
+      expect(errors).toEqual(["server_lost"]);
+      expect(events.at(-1)?.event).toBe("done");
+      expect(events.some((e) => e.event === "turn_complete")).toBe(false);
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.end();
+      await sql.end();
+    }
+  }, 120_000);
 });
