@@ -50,6 +50,9 @@ export function measureDiskUsage(dirs: string[], as: MeasureAs): Promise<number>
 export class DiskWatcher {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Measuring at intervals (between start() and pause()); each start counts up, so a timer of an earlier one lapses. */
+  private active = false;
+  private generation = 0;
   private fired = false;
   /** Use at the last firing, while it stays over the limit. */
   private firedAt: number | undefined;
@@ -63,12 +66,25 @@ export class DiskWatcher {
     private readonly maxIntervalMs = 10_000,
   ) {}
 
+  /** Measures at intervals from now on (again after a pause). */
   start(): void {
-    this.schedule(this.intervalMs);
+    if (this.stopped || this.active) return;
+    this.active = true;
+    this.generation++;
+    this.schedule(this.intervalMs, this.generation);
+  }
+
+  /** Nothing that could write is running: one last measurement now, then none until start(). */
+  pause(): void {
+    if (this.stopped || !this.active) return;
+    this.active = false;
+    if (this.timer) clearTimeout(this.timer);
+    void this.check().catch(() => {});
   }
 
   stop(): void {
     this.stopped = true;
+    this.active = false;
     if (this.timer) clearTimeout(this.timer);
   }
 
@@ -96,8 +112,8 @@ export class DiskWatcher {
     this.fired = false;
   }
 
-  private schedule(delay: number): void {
-    if (this.stopped) return;
+  private schedule(delay: number, generation: number): void {
+    if (this.stopped || !this.active || generation !== this.generation) return;
     this.timer = setTimeout(async () => {
       const started = performance.now();
       try {
@@ -106,7 +122,7 @@ export class DiskWatcher {
         // a failed measurement is retried at the next tick
       }
       const took = performance.now() - started;
-      this.schedule(Math.min(this.maxIntervalMs, Math.max(this.intervalMs, took * 10)));
+      this.schedule(Math.min(this.maxIntervalMs, Math.max(this.intervalMs, took * 10)), generation);
     }, delay);
     this.timer.unref();
   }

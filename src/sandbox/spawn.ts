@@ -315,13 +315,24 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     },
     options.diskCheckIntervalMs ?? 1000,
   );
-  watcher.start();
+  // Under bwrap every launch is a pid namespace of its own that dies with it, so once the last launch
+  // has exited nothing in the sandbox can write: the watcher measures only while something runs (an
+  // idle session's sandbox was measured every second for nothing). Without bwrap a background
+  // process may outlive its launch, so it measures all along.
+  const watchWhileRunning = context.isolation === "bwrap";
+  const followActivity = () => {
+    if (!watchWhileRunning) return;
+    if (running.size + ioRunning.size > 0) watcher.start();
+    else watcher.pause();
+  };
+  if (!watchWhileRunning) watcher.start();
 
   async function decideReason(
     launched: Launch,
     exit: { code: number | null; signal: NodeJS.Signals | null },
   ): Promise<LimitReason | null> {
     running.delete(launched);
+    followActivity();
     let reason: LimitReason | null = null;
     if (diskKilled.has(launched)) reason = "sandbox_disk";
     else if (exit.code !== 0) {
@@ -358,7 +369,11 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       assertAlive();
       const launched = launch(context, { command, args, env: { ...IO_ENV, HOME: homeDir }, cwd: workspaceDir, stdin: runOptions.stdin ? "pipe" : "ignore" });
       ioRunning.add(launched);
-      void launched.exited.then(() => ioRunning.delete(launched));
+      followActivity();
+      void launched.exited.then(() => {
+        ioRunning.delete(launched);
+        followActivity();
+      });
       return ioProcessOf(launched, launched.exited, () => launched.killTree());
     },
   };
@@ -369,6 +384,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       : context;
     const launched = launch(ctx, { command, args, env, cwd, stdin, nice });
     running.add(launched);
+    followActivity();
     return launched;
   }
 

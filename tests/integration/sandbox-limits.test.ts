@@ -110,6 +110,22 @@ describe.skipIf(cgroup1Skip)("sandbox limits with cgroup v1 (as root)", () => {
     expect(await box.diskUsage()).toBeGreaterThan(8 * 1024 * 1024);
   });
 
+  it("measures an idle sandbox's disk no more: once as its last process ends, then only while one runs", async () => {
+    // An interval no test waits for: a measurement seen here comes from the process ending.
+    const box = await sandbox({ limits: { diskMb: 8 }, diskCheckIntervalMs: 600_000 });
+    const before = box.limitCounters().diskKills;
+    const result = await box.exec("for i in 1 2 3 4 5 6 7 8 9 10; do head -c 1M /dev/zero > f$i; done; echo finished", { timeoutMs: 60_000 });
+    expect(result.stdout).toContain("finished");
+    // Left over its limit by a process that is gone: found once that process ended.
+    for (let round = 0; round < 200 && box.limitCounters().diskKills === before; round++) await sleep(50);
+    expect(box.limitCounters().diskKills).toBe(before + 1);
+    expect(box.limitKillReason()).toBe("sandbox_disk");
+    // The next process, which writes nothing, is not killed for what was left.
+    const next = await box.exec("echo still here", { timeoutMs: 60_000 });
+    expect(next.stdout).toBe("still here\n");
+    expect(next.limitReason).toBeNull();
+  });
+
   it("applies a CPU cap when asked", async () => {
     const box = await sandbox({ limits: { cpuPercent: 50 } });
     expect(box.enforced).toEqual({ memory: true, processes: true, cpu: true, fileSize: true });
