@@ -54,6 +54,32 @@ describe("the disk watcher", () => {
     expect(calls.count - afterToggles).toBe(10);
   });
 
+  it("lets a walk still under way at a pause end without starting a second timer", async () => {
+    let count = 0;
+    let release: (() => void) | undefined;
+    const w = new DiskWatcher(
+      () => {
+        count++;
+        // The first walk hangs until released; the rest answer at once.
+        return count === 1 ? new Promise<number>((resolve) => (release = () => resolve(0))) : Promise.resolve(0);
+      },
+      100,
+      () => {},
+      1000,
+    );
+    w.start();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(count).toBe(1);
+    w.pause();
+    w.start();
+    release!();
+    const before = count;
+    await vi.advanceTimersByTimeAsync(10_500);
+    // One walk a second from the second start, none from the first one's timer.
+    expect(count - before).toBe(10);
+    w.stop();
+  });
+
   it("fires for a workspace left over its limit when the last process ends", async () => {
     const { w, calls } = watcher(500);
     w.start();
