@@ -3,6 +3,10 @@ import type { EventLog } from "../sessions/event-log";
 
 /** A `: ping` comment after this much silence keeps proxies from closing an idle stream (API.md). */
 export const PING_EVERY_MS = 15_000;
+/** The comment sent after PING_EVERY_MS of silence. */
+export const PING_COMMENT = ": ping\n\n";
+/** The comment an open stream starts with, so its headers go out before the first event. */
+export const OPEN_COMMENT = ": open\n\n";
 const encoder = new TextEncoder();
 
 /** The headers of every event stream: not cached, not transformed, not buffered by a proxy. */
@@ -70,7 +74,7 @@ export function eventStreamResponse(
   const stream = new ReadableStream<Uint8Array>(
     {
       start(controller) {
-        if (options.open) controller.enqueue(encoder.encode(": open\n\n"));
+        if (options.open) controller.enqueue(encoder.encode(OPEN_COMMENT));
       },
       async pull(controller) {
         while (!finished) {
@@ -98,7 +102,7 @@ export function eventStreamResponse(
             return;
           }
           if (await waitOrPing(log, cursor, pingEveryMs, options.signal)) {
-            controller.enqueue(encoder.encode(": ping\n\n"));
+            controller.enqueue(encoder.encode(PING_COMMENT));
             return;
           }
         }

@@ -112,22 +112,13 @@ describe("a server draining on SIGTERM", () => {
     const first = parseFrames(await (await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "hello" } })).text());
     expect(first.at(-1)?.event).toBe("done");
     // Streams that never end by themselves: /api's open stream and the Managed Agents one, both idle.
-    const connect = async (path: string) => {
-      const answer = await server.api(path, { headers: { accept: "text/event-stream" } });
-      expect(answer.status).toBe(200);
-      return answer.body!.getReader();
-    };
-    const readToEnd = async (reader: ReadableStreamDefaultReader<Uint8Array>) => {
-      let text = "";
-      for (let c = await reader.read(); !c.done; c = await reader.read()) text += new TextDecoder().decode(c.value);
-      return text;
-    };
-    const open = await connect(`/api/sessions/${session.id}/stream`);
-    const managed = await connect(`/v1/sessions/${session.id}/events/stream`);
+    const open = await server.api(`/api/sessions/${session.id}/stream`);
+    const managed = await server.api(`/v1/sessions/${session.id}/events/stream`);
+    expect([open.status, managed.status]).toEqual([200, 200]);
 
     process.kill(server.pid(), "SIGTERM");
     // Both end after their last whole frame (a cut stream fails the read with "terminated").
-    const [openText, managedText] = await Promise.all([readToEnd(open), readToEnd(managed)]);
+    const [openText, managedText] = await Promise.all([open.text(), managed.text()]);
     expect(parseFrames(openText).at(-1)?.event).toBe("done");
     expect(openText.endsWith("\n\n")).toBe(true);
     expect(managedText.endsWith("\n\n")).toBe(true);

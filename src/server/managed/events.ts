@@ -6,7 +6,7 @@ import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
 import { badRequest, conflict, notFound } from "../errors";
-import { EVENT_STREAM_HEADERS, PING_EVERY_MS, waitOrPing } from "../sse";
+import { EVENT_STREAM_HEADERS, OPEN_COMMENT, PING_COMMENT, PING_EVERY_MS, waitOrPing } from "../sse";
 import { listEvents, type StoredEvent } from "../../db/queries/events";
 import { listMessages } from "../../db/queries/messages";
 import { turnStartAtOrBefore } from "../../db/queries/managed";
@@ -195,8 +195,7 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
     const stream = new ReadableStream<Uint8Array>(
       {
         start(controller) {
-          // The answer's headers go out at once, before the first event of a quiet session.
-          controller.enqueue(encoder.encode(": open\n\n"));
+          controller.enqueue(encoder.encode(OPEN_COMMENT));
         },
         async pull(controller) {
           while (!finished) {
@@ -220,7 +219,7 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
               return;
             }
             if (await waitOrPing(log, cursor, PING_EVERY_MS, ctx.drain.streamsEnd)) {
-              controller.enqueue(encoder.encode(": ping\n\n"));
+              controller.enqueue(encoder.encode(PING_COMMENT));
               return;
             }
           }
