@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { childGroups, killMembers, readCounter, readMembers, removeGroupDir, writeControl, writeOptionalControl } from "./cgroup-fs";
 import type { ResourceGroup, SandboxLimits } from "./limits";
 
-type Controller = "memory" | "pids" | "cpu";
-const CONTROLLERS: Controller[] = ["memory", "pids", "cpu"];
+type Controller = "memory" | "pids" | "cpu" | "cpuacct";
+// cpuacct tells how much CPU a sandbox used (the disk watcher's cue); it is often mounted with cpu in one folder.
+const CONTROLLERS: Controller[] = ["memory", "pids", "cpu", "cpuacct"];
 const CFS_PERIOD_US = 100_000;
 
 /** Mount points of the v1 controllers we use, from /proc/self/mounts. */
@@ -49,15 +50,19 @@ export async function detectCgroup1(parent: string): Promise<{ ok: boolean; deta
   return { ok: true, detail: `cgroup v1 (${controllers}) under ${parent}/` };
 }
 
+/** Each folder once: controllers mounted together (cpu,cpuacct) share one. */
+const foldersOf = (dirs: Partial<Record<Controller, string>>) => [...new Set(Object.values(dirs) as string[])];
+
 function groupFor(dirs: Partial<Record<Controller, string>>): Omit<ResourceGroup, "rlimits"> & { dirs: string[] } {
-  const procsFiles = Object.values(dirs).map((dir) => join(dir!, "cgroup.procs"));
+  const folders = foldersOf(dirs);
+  const procsFiles = folders.map((dir) => join(dir, "cgroup.procs"));
   const members = () => readMembers(procsFiles);
   const killAll = () => killMembers(procsFiles);
   let destroyed = false;
   return {
     mode: "cgroup1",
     procsFiles,
-    dirs: Object.values(dirs) as string[],
+    dirs: folders,
     enforced: { memory: Boolean(dirs.memory), processes: Boolean(dirs.pids), cpu: Boolean(dirs.cpu) },
     counters() {
       return {
@@ -67,6 +72,17 @@ function groupFor(dirs: Partial<Record<Controller, string>>): Omit<ResourceGroup
     },
     members,
     killAll,
+    ...(dirs.cpuacct
+      ? {
+          cpuUsageNs() {
+            try {
+              return Number(readFileSync(join(dirs.cpuacct!, "cpuacct.usage"), "utf8"));
+            } catch {
+              return null;
+            }
+          },
+        }
+      : {}),
     ...(dirs.cpu
       ? {
           setCpuShares(shares: number) {
@@ -84,7 +100,7 @@ function groupFor(dirs: Partial<Record<Controller, string>>): Omit<ResourceGroup
     async destroy() {
       if (destroyed) return;
       await killAll();
-      for (const dir of Object.values(dirs)) await removeGroupDir(dir!);
+      for (const dir of folders) await removeGroupDir(dir);
       destroyed = true;
     },
   };

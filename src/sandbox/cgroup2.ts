@@ -69,6 +69,11 @@ function groupAt(dir: string): Omit<ResourceGroup, "rlimits"> {
       return (await words(procsFiles[0]!)).map(Number);
     },
     killAll,
+    cpuUsageNs() {
+      // cpu.stat's usage is there in every v2 group, with or without the cpu controller.
+      const usec = readCounter(join(dir, "cpu.stat"), "usage_usec");
+      return usec > 0 ? usec * 1000 : null;
+    },
     setCpuShares(shares: number) {
       // v1 shares (2..262144, 1024 normal) onto v2 weight (1..10000, 100 normal); without the cpu controller there is no file.
       if (destroyed || !existsSync(join(dir, "cpu.weight"))) return;

@@ -38,9 +38,29 @@ export function measureDiskUsage(dirs: string[], as: MeasureAs): Promise<number>
 }
 
 /**
+ * How the watcher tells that a sandbox's processes did next to nothing: the
+ * CPU they used (cumulative ns, or null when unknown). Writing costs CPU (0.35
+ * to 1.6 ms per MiB on the 2-core VM of docs/benchmarks.md), while an idle
+ * agent process uses about 9 ms a second, so a sandbox that used less than
+ * `budgetNsPerSecond` since the last walk is not walked again until
+ * `maxQuietMs` have passed. What costs no CPU to speak of (fallocate, a sparse
+ * truncate) is not bounded by a walk a second either.
+ */
+export interface QuietCue {
+  cpuUsageNs: () => number | null;
+  budgetNsPerSecond?: number;
+  maxQuietMs?: number;
+}
+
+export const QUIET_CPU_BUDGET_NS_PER_SECOND = 20_000_000;
+export const MAX_QUIET_MS = 5000;
+
+/**
  * Measures a sandbox's writable dirs at a bounded interval and calls
  * `onExceeded` when they pass the limit. The interval stretches to ten
- * times the last measurement's duration (up to `maxIntervalMs`).
+ * times the last measurement's duration (up to `maxIntervalMs`). With a
+ * `quiet` cue, a tick after which the sandbox used almost no CPU skips the
+ * walk (see QuietCue).
  *
  * After it fired, it fires again only when use grows past the level it
  * fired at (plus a little slack): a workspace left over the limit does not
@@ -57,6 +77,11 @@ export class DiskWatcher {
   /** Use at the last firing, while it stays over the limit. */
   private firedAt: number | undefined;
   lastBytes = 0;
+  /** Walks done (every check), and ticks that skipped theirs because the sandbox was quiet. */
+  walks = 0;
+  quietSkips = 0;
+  /** When the last walk began, and the sandbox's CPU use then. */
+  private lastWalk: { at: number; usageNs: number | null } | undefined;
 
   constructor(
     private readonly measure: () => Promise<number>,
@@ -64,6 +89,7 @@ export class DiskWatcher {
     private readonly onExceeded: (bytes: number) => void,
     private readonly intervalMs = 1000,
     private readonly maxIntervalMs = 10_000,
+    private readonly quiet?: QuietCue,
   ) {}
 
   /** Measures at intervals from now on (again after a pause). */
@@ -96,6 +122,9 @@ export class DiskWatcher {
 
   /** Measures now; fires `onExceeded` if over the limit. */
   async check(): Promise<number> {
+    // Read before the walk: what the sandbox does while it runs counts towards the next one.
+    this.lastWalk = { at: performance.now(), usageNs: this.quiet?.cpuUsageNs() ?? null };
+    this.walks++;
     const bytes = await this.measure();
     this.lastBytes = bytes;
     if (bytes <= this.limitBytes) this.firedAt = undefined;
@@ -115,6 +144,11 @@ export class DiskWatcher {
   private schedule(delay: number, generation: number): void {
     if (this.stopped || !this.active || generation !== this.generation) return;
     this.timer = setTimeout(async () => {
+      if (this.isQuiet()) {
+        this.quietSkips++;
+        this.schedule(this.intervalMs, generation);
+        return;
+      }
       const started = performance.now();
       try {
         await this.check();
@@ -125,5 +159,16 @@ export class DiskWatcher {
       this.schedule(Math.min(this.maxIntervalMs, Math.max(this.intervalMs, took * 10)), generation);
     }, delay);
     this.timer.unref();
+  }
+
+  /** The sandbox used less CPU than its budget since a walk that is not yet `maxQuietMs` old. */
+  private isQuiet(): boolean {
+    if (!this.quiet || !this.lastWalk || this.lastWalk.usageNs === null) return false;
+    const elapsedMs = performance.now() - this.lastWalk.at;
+    if (elapsedMs >= (this.quiet.maxQuietMs ?? MAX_QUIET_MS)) return false;
+    const usageNs = this.quiet.cpuUsageNs();
+    if (usageNs === null) return false;
+    const budgetNs = ((this.quiet.budgetNsPerSecond ?? QUIET_CPU_BUDGET_NS_PER_SECOND) * elapsedMs) / 1000;
+    return usageNs - this.lastWalk.usageNs <= budgetNs;
   }
 }

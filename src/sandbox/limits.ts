@@ -52,6 +52,12 @@ export interface ResourceGroup {
   counters(): LimitCounters;
   /** Pids in the group now; [] in a mode without a group. */
   members(): Promise<number[]>;
+  /**
+   * CPU time (ns) the group's processes have used since it was made, those
+   * that exited included; null where the host does not count it (rlimit mode,
+   * no cpuacct). Read synchronously and cheaply: the disk watcher asks every second.
+   */
+  cpuUsageNs?(): number | null;
   /** SIGKILLs every process in the group until it is empty (bounded). */
   killAll(): Promise<void>;
   /** killAll, then removes the group. Safe to call twice. */

@@ -147,6 +147,8 @@ export interface Sandbox {
   limitCounters(): LimitCounters & { diskKills: number };
   /** Bytes in the workspace and home, measured now (as the sandbox user). */
   diskUsage(): Promise<number>;
+  /** How often the disk watcher walked the sandbox, and how often it skipped a walk because the sandbox was quiet. */
+  diskWalks(): { walks: number; quietSkips: number };
   /**
    * Runs a host tool (tar, find) as the sandbox's own user inside its
    * namespaces and cgroups, with a bare environment: how the server reads
@@ -314,6 +316,10 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
       setTimeout(() => watcher.rearm(), 0).unref();
     },
     options.diskCheckIntervalMs ?? 1000,
+    undefined,
+    // A sandbox that used almost no CPU since the last walk (an agent waiting for its next message, a
+    // spare) has not written much either: it is walked every few seconds instead of every second.
+    group.cpuUsageNs ? { cpuUsageNs: () => group.cpuUsageNs!() } : undefined,
   );
   // Under bwrap every launch is a pid namespace of its own that dies with it, so once the last launch
   // has exited nothing in the sandbox can write: the watcher measures only while something runs (an
@@ -532,6 +538,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     limitKillReason: () => lastReason,
     limitCounters: () => ({ ...group.counters(), diskKills }),
     diskUsage: measure,
+    diskWalks: () => ({ walks: watcher.walks, quietSkips: watcher.quietSkips }),
     io,
     note: (line) => logs.push({ at: Date.now(), source: "server", stream: "stderr", line }),
     async processCount() {

@@ -126,6 +126,32 @@ describe.skipIf(cgroup1Skip)("sandbox limits with cgroup v1 (as root)", () => {
     expect(next.limitReason).toBeNull();
   });
 
+  it("walks a sandbox whose process only waits every few seconds, not every second", async () => {
+    const box = await sandbox({ limits: { diskMb: 64 } });
+    const result = await box.exec("sleep 6; echo woke", { timeoutMs: 60_000 });
+    expect(result.stdout).toBe("woke\n");
+    const { walks, quietSkips } = box.diskWalks();
+    // One walk after the start (bwrap's own start uses CPU), one at about 5 s, one as sleep ends;
+    // a walk a second would make 6 or 7.
+    expect(quietSkips).toBeGreaterThanOrEqual(2);
+    expect(walks).toBeLessThanOrEqual(4);
+  });
+
+  it("still kills a writer that keeps its CPU under the quiet budget, within a few seconds", async () => {
+    const box = await sandbox({ limits: { diskMb: 1 } });
+    const before = box.limitCounters().diskKills;
+    // A new 32 KiB file five times a second from one shell (printf is built in): a few ms of CPU a
+    // second, and every file far below the file size limit.
+    const result = await box.exec(
+      'b=$(head -c 32768 /dev/zero | tr "\\0" a); i=0; while [ $i -lt 200 ]; do printf %s "$b" > slow$i.bin; i=$((i+1)); sleep 0.2; done; echo finished',
+      { timeoutMs: 120_000 },
+    );
+    expect(result.stdout).not.toContain("finished");
+    expect(result.limitReason).toBe("sandbox_disk");
+    expect(box.limitCounters().diskKills).toBe(before + 1);
+    expect(box.diskWalks().quietSkips).toBeGreaterThan(0);
+  });
+
   it("applies a CPU cap when asked", async () => {
     const box = await sandbox({ limits: { cpuPercent: 50 } });
     expect(box.enforced).toEqual({ memory: true, processes: true, cpu: true, fileSize: true });

@@ -35,6 +35,7 @@ describe("sandbox limits", () => {
     ].join("\n");
     expect(cgroup1Mounts(mounts)).toEqual({
       cpu: "/sys/fs/cgroup/cpu,cpuacct",
+      cpuacct: "/sys/fs/cgroup/cpu,cpuacct",
       memory: "/sys/fs/cgroup/memory",
       pids: "/sys/fs/cgroup/pids",
     });
