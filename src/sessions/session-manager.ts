@@ -136,7 +136,7 @@ export class SessionManager {
     this.access = { config: o.config, gateway: this.gateway, onEgress: (grant, attempt, allowed) => this.accounting.egressSeen(grant, attempt, allowed) };
     this.workspaces = new Workspaces({ db: o.db, store: o.workspaceStore, retention: o.config.checkpoints, log: o.log });
     this.starts = new StartQueue(o.config.startConcurrency, (phase, ms, priority) => metrics.agentStart(phase, ms, priority));
-    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch });
+    this.warm = new WarmPool({ config: o.config, db: o.db, sandboxes: o.sandboxes, log: o.log, tryReserve: () => this.pool.tryReserve(), access: this.access, starts: this.starts, launch, turnsActive: () => this.turns.activeCount });
     this.live = new LiveSessions({
       config: o.config,
       db: o.db,

@@ -114,6 +114,11 @@ export class SessionTurns<T> {
     return all;
   }
 
+  /** Sessions with a message accepted or a turn running. */
+  get activeCount(): number {
+    return this.slots.size;
+  }
+
   get runningCount(): number {
     let n = 0;
     for (const slot of this.slots.values()) if (slot.phase === "running") n++;

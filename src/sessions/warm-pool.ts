@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ConsolaInstance } from "consola";
 import type { ServerConfig } from "../config";
 import type { AshDatabase } from "../db/types";
@@ -40,6 +41,11 @@ export interface WarmPoolOptions {
   /** Makes agent processes (default: the Claude Code CLI). */
   launch?: AgentLauncher;
   now?: () => number;
+  /** Sessions with a message accepted or a turn running on this server: spares are made between turns. */
+  turnsActive?: () => number;
+  /** How long the server must be without turns before a spare's next step, and how long a spare waits for that at most. */
+  quietMs?: number;
+  maxQuietWaitMs?: number;
 }
 
 /** A spare being made: dropped when done, or stopped at once. */
@@ -73,6 +79,22 @@ export const SPARE_NICE = 10;
 export const BURST_WINDOW_MS = 1000;
 /** No agent's demand asks for more spares than this (the memory budget and sandbox cap bound it further). */
 const MAX_DEMAND_SPARES = 32;
+
+/**
+ * A spare's steps that load the server (its sandbox and files, its priming
+ * exchange) wait until no turn has run for QUIET_MS: a spare taken by a new
+ * session is refilled while that session's first message is on its way, and
+ * the refill would share the CPU with that very turn. Turns that never stop
+ * (a busy server, a slow model) hold a spare back for MAX_QUIET_WAIT_MS at most.
+ */
+const QUIET_MS = 300;
+const MAX_QUIET_WAIT_MS = 5000;
+const QUIET_POLL_MS = 50;
+
+/** A spare given up while it waited for a moment between turns. */
+class SpareDropped extends Error {
+  override name = "SpareDropped";
+}
 
 /** A spare whose first (priming) model call takes longer than this is given up (and tried again on the next check). */
 const SPARE_PRIME_TIMEOUT_MS = 60_000;
@@ -282,7 +304,9 @@ export class WarmPool {
               this.ready.set(name, now);
             }
           })
-          .catch((error) => this.o.log.warn(`warm pool ${name}: making a spare failed:`, error))
+          .catch((error) =>
+            error instanceof SpareDropped ? this.o.log.debug(`warm pool ${name}: a spare was dropped before it was made`) : this.o.log.warn(`warm pool ${name}: making a spare failed:`, error),
+          )
           .finally(() => {
             making.delete(pending);
             release();
@@ -294,6 +318,7 @@ export class WarmPool {
   /** The same sandbox and CLI a plain session of this agent version gets (see LiveSessions.bringUpNow). */
   private async make(agent: AgentRecord, pending: Pending): Promise<WarmSpare> {
     const { db, config } = this.o;
+    await this.betweenTurns(pending);
     const id = randomUUID();
     const env = buildAgentEnv({ config, agentEnv: agent.env, extraEnv: {} });
     const access = prepareSandboxAccess(this.o.access, { sandboxId: id, agentName: agent.name, agentEnv: agent.env, extraEnv: {}, egress: agent.settings.egress ?? [] });
@@ -336,6 +361,7 @@ export class WarmPool {
       try {
         await session.started();
         if (config.warmPrime && !this.primingFailed) {
+          await this.betweenTurns(pending);
           // The CLI's first model call, done now and not in a session's first turn; the gateway answers it.
           access.grant.priming = true;
           try {
@@ -366,6 +392,27 @@ export class WarmPool {
     } catch (error) {
       await sandbox.destroy().catch(() => undefined);
       throw error;
+    }
+  }
+
+  /**
+   * Resolves once no turn has been active for QUIET_MS (or after
+   * MAX_QUIET_WAIT_MS); rejects when the spare was dropped or the pool stopped
+   * meanwhile, so nothing more is made for it.
+   */
+  private async betweenTurns(pending: Pending): Promise<void> {
+    const active = this.o.turnsActive;
+    if (!active) return;
+    const quietMs = this.o.quietMs ?? QUIET_MS;
+    const started = performance.now();
+    let quietSince = active() === 0 ? started : undefined;
+    for (;;) {
+      if (pending.drop || this.stopped) throw new SpareDropped();
+      const now = performance.now();
+      if (active() > 0) quietSince = undefined;
+      else quietSince ??= now;
+      if ((quietSince !== undefined && now - quietSince >= quietMs) || now - started >= (this.o.maxQuietWaitMs ?? MAX_QUIET_WAIT_MS)) return;
+      await sleep(QUIET_POLL_MS);
     }
   }
 

@@ -164,6 +164,31 @@ describe("warm pool (ASH_WARM_POOL)", () => {
     await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
   });
 
+  it("makes the next spare between turns, not during the first turn of the session that took the last one", async () => {
+    await waitForHealth(server, (b) => b.pool.warm.agents.fast === 1 && b.activeSessions === 0);
+    const [spare] = await sandboxDirs(server);
+    const session = await createSession(server, { agent: "fast" });
+    expect(session.sandboxId).toBe(spare);
+    const sent = performance.now();
+    let done = false;
+    const running = turn(server, session.id, "#bash sleep 2; echo slept").finally(() => (done = true));
+    // While that turn runs (and for less than the longest a spare waits for a pause), no new spare's
+    // sandbox is made: only the session's own folder is there.
+    const seen = new Set<number>();
+    while (!done && performance.now() - sent < 3000) {
+      seen.add((await sandboxDirs(server)).length);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect([...seen]).toEqual([1]);
+    const events = await running;
+    expect(events.find((e) => e.event === "tool_result")!.data.content).toContain("slept");
+    // Once the turn is over, the pool fills again.
+    const h = await waitForHealth(server, (b) => b.pool.warm.agents.fast === 1);
+    expect(h.pool.warm.agents.fast).toBe(1);
+    expect(await sandboxDirs(server)).toHaveLength(2);
+    await server.api(`/api/sessions/${session.id}`, { method: "DELETE" });
+  });
+
   it("leaves no spare behind after a kill -9: the restart removes it and makes a fresh one", async () => {
     const before = await waitForHealth(server, (b) => b.pool.warm.agents.fast === 1);
     expect(before.pool.warm.agents.fast).toBe(1);
