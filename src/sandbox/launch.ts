@@ -63,6 +63,35 @@ const SECCOMP_FD = 5;
 /** nsenter joins the network namespace held open at this descriptor. */
 const NETNS_FD = 6;
 
+/** Exit status of the wrapper when it could not take in the sandboxed process's environment. */
+const ENV_FAILED = 124;
+
+/**
+ * Everything before the user switch (sh, prlimit, nice, nsenter, bwrap,
+ * setpriv) runs as root: it gets this environment and nothing of the
+ * sandbox's, whose variables a tenant names (LD_PRELOAD or LD_LIBRARY_PATH
+ * there would make root load a library from the workspace). The sandboxed
+ * process's own environment is read from ENV_FD by a shell that runs as the
+ * sandbox user, after setpriv, and then becomes the command.
+ */
+const LAUNCHER_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" };
+const ENV_FD = 7;
+// Read with cat (node's stdio pipes are socket pairs, which /dev/fd/N cannot open), kept in $1 so no
+// name of the environment can clash with the shell's own variable.
+const APPLY_ENV_SCRIPT = `set -- "$(cat <&${ENV_FD})" "$@" || exit ${ENV_FAILED}; exec ${NETNS_FD}<&- ${ENV_FD}<&-; set -a; eval "$1" || exit ${ENV_FAILED}; set +a; shift; exec "$@"`;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The environment as lines a POSIX shell reads back exactly: NAME='value', quotes escaped. */
+export function shellEnvText(env: Record<string, string>): string {
+  let text = "";
+  for (const [name, value] of Object.entries(env)) {
+    if (!ENV_NAME.test(name)) throw new Error(`Invalid environment variable name: ${JSON.stringify(name)}`);
+    if (value.includes("\0")) throw new Error(`Environment variable ${name} contains a NUL byte`);
+    text += `${name}='${value.replaceAll("'", "'\\''")}'\n`;
+  }
+  return text;
+}
+
 function prlimitArgs(prlimit: string | undefined, limits: RlimitSettings): string[] {
   const options: string[] = [];
   if (limits.fileSizeBytes !== undefined) options.push(`--fsize=${limits.fileSizeBytes}`);
@@ -125,15 +154,18 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
   const joinNet = useBwrap && ctx.netnsFd !== undefined;
   if (joinNet && !ctx.tools.nsenter) throw new Error("nsenter (util-linux) is needed to join the sandbox's network namespace");
   const enterNet = joinNet ? [ctx.tools.nsenter!, `--net=/proc/self/fd/${NETNS_FD}`] : [];
+  const envText = shellEnvText(request.env);
+  const applyEnv = ["/bin/sh", "-c", APPLY_ENV_SCRIPT, "ash-env", request.command, ...request.args];
   const inner = useBwrap
-    ? [...enterNet, ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--seccomp", String(SECCOMP_FD), "--", ...switchUser, request.command, ...request.args]
-    : [...switchUser, request.command, ...request.args];
+    ? [...enterNet, ctx.tools.bwrap!, "--args", String(ARGS_FD), "--json-status-fd", String(STATUS_FD), "--seccomp", String(SECCOMP_FD), "--", ...switchUser, ...applyEnv]
+    : [...switchUser, ...applyEnv];
   const lowered = request.nice && ctx.tools.nice ? [ctx.tools.nice, "-n", String(request.nice)] : [];
   const argv = ["-c", JOIN_GROUPS_SCRIPT, "ash-sandbox", ...ctx.group.procsFiles, "--", ...lowered, ...limited, ...inner];
 
   const child = spawn("/bin/sh", argv, {
-    cwd: useBwrap ? ctx.mount.workspaceDir : request.cwd,
-    env: request.env,
+    // bwrap changes into the workspace inside the sandbox; root's own processes stay out of it.
+    cwd: useBwrap ? "/" : request.cwd,
+    env: LAUNCHER_ENV,
     stdio: [
       request.stdin,
       "pipe",
@@ -141,11 +173,16 @@ export function launch(ctx: LaunchContext, request: LaunchRequest): Launch {
       useBwrap ? "pipe" : "ignore",
       useBwrap ? "pipe" : "ignore",
       useBwrap ? "pipe" : "ignore",
-      ...(joinNet ? [ctx.netnsFd!] : []),
+      joinNet ? ctx.netnsFd! : "ignore",
+      "pipe",
     ],
     // Own process group: a timeout or destroy can kill everything it started.
     detached: true,
   });
+
+  const envPipe = (child.stdio as unknown as Writable[])[ENV_FD]!;
+  envPipe.on("error", () => {});
+  envPipe.end(envText);
 
   // bwrap reports the pid of the namespace's init (its own reaper); the
   // command is that process's child.
