@@ -1,4 +1,4 @@
-import type { ModelUpstream } from "../gateway/gateway";
+import { tenantEndpointProblem, type ModelUpstream } from "../gateway/gateway";
 import type { GradeScore } from "../db/queries/evals";
 import type { ModelUsage } from "../gateway/usage-tap";
 
@@ -34,6 +34,11 @@ export async function gradeAnswer(input: GradeInput, onUsage?: (usage: ModelUsag
   const headers: Record<string, string> = { "content-type": "application/json", "anthropic-version": "2023-06-01" };
   if (upstream.apiKey) headers["x-api-key"] = upstream.apiKey;
   else if (upstream.authToken) headers.authorization = `Bearer ${upstream.authToken}`;
+  if (upstream.tenantEndpoint) {
+    // The agent's own endpoint: the same rule as the gateway's (no host, link-local or private addresses).
+    const problem = await tenantEndpointProblem(new URL(upstream.baseUrl), upstream.tenantEndpoint.allowPrivate);
+    if (problem) return { score: null, reason: null, model, error: `The grader does not call the agent's own ANTHROPIC_BASE_URL: ${problem}.` };
+  }
   try {
     const response = await fetch(`${upstream.baseUrl.replace(/\/+$/, "")}/v1/messages`, {
       method: "POST",

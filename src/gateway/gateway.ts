@@ -1,13 +1,46 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import type { Socket } from "node:net";
+import { lookup as dnsLookup, type LookupAddress } from "node:dns";
+import { isIP, type Socket } from "node:net";
+import { addressProblem } from "../sandbox/egress-proxy";
 import { UsageTap, type ModelUsage } from "./usage-tap";
 import type { CloudUpstream } from "./cloud-credentials";
 import { anthropicErrorOf, cloudCall, VertexTokens } from "./cloud-requests";
 import { EventStreamToSse } from "./eventstream-sse";
 
 /** Where a session's model calls really go, and with which key. */
+/** A call refused because its (agent's or session's own) endpoint leads to an address it may not. */
+class EndpointRefused extends Error {
+  override name = "EndpointRefused";
+}
+
+/**
+ * Resolves like the system does, but fails when any address of the name is
+ * one a tenant's endpoint may not lead to: the check is on what is dialed,
+ * so a name that resolves differently later cannot slip through.
+ */
+function guardedLookup(allowPrivate: boolean) {
+  return (hostname: string, options: { all?: boolean; family?: number; hints?: number }, callback: (error: Error | null, address: string | LookupAddress[], family?: number) => void) => {
+    dnsLookup(hostname, { family: options.family, hints: options.hints, all: true }, (error, addresses) => {
+      if (error) return callback(error, "", 0);
+      const problem = addresses.map((a) => addressProblem(a.address, allowPrivate)).find(Boolean);
+      if (problem || addresses.length === 0) return callback(new EndpointRefused(problem ?? `${hostname} has no address`), "", 0);
+      if (options.all) callback(null, addresses);
+      else callback(null, addresses[0]!.address, addresses[0]!.family);
+    });
+  };
+}
+
+/** Why a tenant's model endpoint may not be called now (its name resolved and checked), or undefined. */
+export async function tenantEndpointProblem(url: URL, allowPrivate: boolean): Promise<string | undefined> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  if (isIP(host)) return addressProblem(host, allowPrivate);
+  return new Promise((resolve) =>
+    guardedLookup(allowPrivate)(host, { all: true }, (error) => resolve(error instanceof EndpointRefused ? error.message : undefined)),
+  );
+}
+
 export interface ModelUpstream {
   /** e.g. https://api.anthropic.com (a path prefix is kept). */
   baseUrl: string;
@@ -17,6 +50,12 @@ export interface ModelUpstream {
   keyId: string;
   /** Bedrock or Vertex AI instead of the Messages API: calls are translated and signed here. */
   cloud?: CloudUpstream;
+  /**
+   * Set when the base URL is an agent's or session's own: calls then never go
+   * to the host itself, link-local or metadata addresses, nor (unless
+   * allowed, as for egress) private ones, checked on the address dialed.
+   */
+  tenantEndpoint?: { allowPrivate: boolean };
 }
 
 /** Whether calls through this upstream carry a key at all. */
@@ -81,6 +120,12 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authorization", "
 
 function hashToken(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
+}
+
+/** The answer for a call to a tenant's endpoint that leads where it may not (a 403 the CLI shows as it is). */
+function refuseEndpoint(res: ServerResponse, problem: string): void {
+  if (res.headersSent) return void res.destroy();
+  anthropicError(res, 403, "permission_error", `The model gateway does not call this session's own ANTHROPIC_BASE_URL: ${problem}. An agent's or session's own endpoint must lead to a public address.`);
 }
 
 function anthropicError(res: ServerResponse, status: number, type: string, message: string): void {
@@ -172,6 +217,9 @@ export class ModelGateway {
   private readonly server: Server;
   private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
   private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
+  /** Connections to agents' and sessions' own endpoints: pooled apart, each made through the guarded lookup. */
+  private readonly tenantHttpAgent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  private readonly tenantHttpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 256 });
   private readonly vertexTokens = new VertexTokens();
   hooks: GatewayHooks;
 
@@ -273,7 +321,7 @@ export class ModelGateway {
       res.writeHead(answer.statusCode ?? 502, out);
       res.flushHeaders();
       this.relay(grant, req, res, answer);
-    }, res);
+    }, res, false, grant.upstream.tenantEndpoint);
   }
 
   /** Bedrock or Vertex AI: the whole call is read, translated and signed, then sent. */
@@ -315,19 +363,36 @@ export class ModelGateway {
    * connection the upstream closed as idle just as the call went out (a reset before any answer) is
    * not the model failing: the call goes again once, on a new connection.
    */
-  private send(base: URL, method: string, path: string, headers: Record<string, string | string[]>, body: Buffer, onAnswer: (answer: IncomingMessage) => void, res: ServerResponse, fresh = false): void {
+  private send(
+    base: URL,
+    method: string,
+    path: string,
+    headers: Record<string, string | string[]>,
+    body: Buffer,
+    onAnswer: (answer: IncomingMessage) => void,
+    res: ServerResponse,
+    fresh = false,
+    tenant?: { allowPrivate: boolean },
+  ): void {
     const https = base.protocol === "https:";
+    const hostname = base.hostname.replace(/^\[(.*)\]$/, "$1");
+    if (tenant && isIP(hostname)) {
+      // An address given as such is never looked up: checked here.
+      const problem = addressProblem(hostname, tenant.allowPrivate);
+      if (problem) return refuseEndpoint(res, problem);
+    }
     let answered = false;
     const request = (https ? httpsRequest : httpRequest)(
       {
         protocol: base.protocol,
-        hostname: base.hostname.replace(/^\[(.*)\]$/, "$1"),
+        hostname,
         port: base.port || (https ? 443 : 80),
         method,
         path,
         headers,
         // agent: false opens a connection of its own.
-        agent: fresh ? false : https ? this.httpsAgent : this.httpAgent,
+        agent: fresh ? false : tenant ? (https ? this.tenantHttpsAgent : this.tenantHttpAgent) : https ? this.httpsAgent : this.httpAgent,
+        ...(tenant ? { lookup: guardedLookup(tenant.allowPrivate) as never } : {}),
       },
       (answer) => {
         answered = true;
@@ -336,9 +401,10 @@ export class ModelGateway {
     );
     request.setNoDelay?.(true);
     request.on("error", (error) => {
+      if (error instanceof EndpointRefused) return refuseEndpoint(res, error.message);
       const code = (error as NodeJS.ErrnoException).code;
       if (!answered && !fresh && request.reusedSocket && code && STALE_CONNECTION.has(code) && !res.destroyed) {
-        return this.send(base, method, path, headers, body, onAnswer, res, true);
+        return this.send(base, method, path, headers, body, onAnswer, res, true, tenant);
       }
       if (!res.headersSent) anthropicError(res, 502, "api_error", `The model gateway could not reach the model API: ${code ?? error.message}`);
       else res.destroy();

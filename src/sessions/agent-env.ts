@@ -33,8 +33,34 @@ export function buildAgentEnv(input: { config: ServerConfig; agentEnv: Record<st
 }
 
 /**
+ * What is wrong with the model endpoint an agent's or session's own variables
+ * name, if anything. An ANTHROPIC_BASE_URL there goes only with a key named
+ * beside it: the server's key and stored credentials are sent to the server's
+ * own endpoint and nowhere else.
+ */
+export function modelEndpointProblem(env: Record<string, string | null | undefined>): string | undefined {
+  const url = env.ANTHROPIC_BASE_URL;
+  if (!url) return undefined;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) return "ANTHROPIC_BASE_URL must be an http:// or https:// URL";
+  if (!env.ANTHROPIC_API_KEY && !env.ANTHROPIC_AUTH_TOKEN) {
+    return "ANTHROPIC_BASE_URL needs ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN beside it: the server's key and stored credentials go only to the server's own model endpoint";
+  }
+  return undefined;
+}
+
+/**
  * Where the gateway sends this session's calls and with which key: the
- * session's stored credential, else the session's, the agent's, else the server's.
+ * session's stored credential, else the session's, the agent's, else the
+ * server's. An endpoint goes with its key: the session's or agent's own
+ * ANTHROPIC_BASE_URL only with the key beside it, else the server's endpoint
+ * (a tenant could otherwise send the server's key, or a credential stored by
+ * an admin, to a host of its own).
  */
 export function modelUpstreamOf(input: {
   config: ServerConfig;
@@ -46,7 +72,7 @@ export function modelUpstreamOf(input: {
   const { config, agentEnv, extraEnv } = input;
   const own = (env: Record<string, string>) => Boolean(env.ANTHROPIC_API_KEY || env.ANTHROPIC_AUTH_TOKEN);
   const source = own(extraEnv) ? { env: extraEnv, keyId: "session" } : own(agentEnv) ? { env: agentEnv, keyId: "agent" } : undefined;
-  const baseUrl = extraEnv.ANTHROPIC_BASE_URL || agentEnv.ANTHROPIC_BASE_URL || config.anthropicBaseUrl || "https://api.anthropic.com";
+  const baseUrl = config.anthropicBaseUrl || "https://api.anthropic.com";
   const cloud = input.credential?.type;
   if (input.credential && (cloud === "bedrock" || cloud === "vertex")) {
     return { baseUrl, keyId: `credential:${input.credential.id}`, cloud: parseCloudCredential(cloud, input.credential.value, input.credential.id) };
@@ -56,6 +82,15 @@ export function modelUpstreamOf(input: {
     const oauth = input.credential.value.startsWith("sk-ant-oat");
     return { baseUrl, apiKey: oauth ? undefined : input.credential.value, authToken: oauth ? input.credential.value : undefined, keyId: `credential:${input.credential.id}` };
   }
-  if (source) return { baseUrl, apiKey: source.env.ANTHROPIC_API_KEY || undefined, authToken: source.env.ANTHROPIC_AUTH_TOKEN || undefined, keyId: source.keyId };
+  if (source) {
+    const own = source.env.ANTHROPIC_BASE_URL;
+    return {
+      baseUrl: own || baseUrl,
+      apiKey: source.env.ANTHROPIC_API_KEY || undefined,
+      authToken: source.env.ANTHROPIC_AUTH_TOKEN || undefined,
+      keyId: source.keyId,
+      ...(own ? { tenantEndpoint: { allowPrivate: config.egress.allowPrivate } } : {}),
+    };
+  }
   return { baseUrl, apiKey: config.anthropicApiKey, keyId: config.anthropicApiKey ? "server" : "none" };
 }

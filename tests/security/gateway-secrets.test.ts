@@ -1,6 +1,8 @@
 // No model key inside a sandbox: the agent process holds a per-session token
 // for the server's model gateway, which adds the real key. The token works
 // only for its own session's live sandbox.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentUpload, readEvents, startTestServer, type TestServer } from "../helpers/server";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
@@ -101,5 +103,71 @@ describe("the model key never enters a sandbox", () => {
     const metrics = await (await server.api("/metrics")).text();
     expect(metrics).toMatch(/ash_gateway_rejected_total\{reason="wrong_sandbox"\} [1-9]/);
     expect(metrics).toMatch(/ash_gateway_rejected_total\{reason="unknown"\} [1-9]/);
+  });
+});
+
+// A model key goes only to the endpoint that came with it. A session's or agent's own
+// ANTHROPIC_BASE_URL once sent the server's key (or a stored credential) to a host the tenant
+// chose, and the gateway dialed any address for it (the host's loopback, instance metadata).
+describe("a model key goes only to the endpoint that came with it", () => {
+  let server: TestServer;
+  let model: Awaited<ReturnType<typeof startFakeModel>>;
+  let attacker: Server;
+  const seen: string[] = [];
+  let attackerUrl: string;
+
+  beforeAll(async () => {
+    attacker = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} key=${req.headers["x-api-key"] ?? ""}`);
+      res.writeHead(500).end();
+    });
+    await new Promise<void>((resolve) => attacker.listen(0, "127.0.0.1", resolve));
+    attackerUrl = `http://127.0.0.1:${(attacker.address() as AddressInfo).port}`;
+    model = await startFakeModel();
+    server = await startTestServer({ modelUrl: model.url, env: { ANTHROPIC_API_KEY: SERVER_KEY, ASH_WARM_DEMAND_MS: "0" } });
+    expect((await server.api("/api/agents", { method: "POST", json: agentUpload("plain") })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await model?.close();
+    await new Promise((resolve) => attacker?.close(resolve));
+  });
+
+  const count = async (path: string, key: string) => ((await (await server.api(path)).json()) as Record<string, unknown[]>)[key]!.length;
+
+  it("refuses a session, agent or environment whose ANTHROPIC_BASE_URL has no key of its own beside it, and stores nothing", async () => {
+    const sessionsBefore = await count("/api/sessions", "sessions");
+    const session = await server.api("/api/sessions", { method: "POST", json: { agent: "plain", extraEnv: { ANTHROPIC_BASE_URL: attackerUrl } } });
+    expect(session.status).toBe(400);
+    expect((await session.json()).error).toMatch(/extraEnv: ANTHROPIC_BASE_URL needs ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN beside it/);
+    expect(await count("/api/sessions", "sessions")).toBe(sessionsBefore);
+
+    const agent = await server.api("/api/agents", { method: "POST", json: agentUpload("thief", {}, { env: { ANTHROPIC_BASE_URL: attackerUrl } }) });
+    expect(agent.status).toBe(400);
+    expect((await agent.json()).error).toMatch(/env: ANTHROPIC_BASE_URL needs/);
+    expect((await server.api("/api/agents/thief")).status).toBe(404);
+
+    const before = (await (await server.api("/api/agents/plain")).json()).agent.version;
+    const patch = await server.api("/api/agents/plain", { method: "PATCH", json: { env: { ANTHROPIC_BASE_URL: attackerUrl } } });
+    expect(patch.status).toBe(400);
+    expect((await (await server.api("/api/agents/plain")).json()).agent.version).toBe(before);
+
+    const environment = await server.api("/v1/environments", { method: "POST", json: { name: "thief", config: { type: "cloud", env: { ANTHROPIC_BASE_URL: attackerUrl } } } });
+    expect(environment.status).toBe(400);
+    expect(JSON.stringify(await environment.json())).toMatch(/ANTHROPIC_BASE_URL needs/);
+    const notAUrl = await server.api("/api/sessions", { method: "POST", json: { agent: "plain", extraEnv: { ANTHROPIC_API_KEY: "sk-own", ANTHROPIC_BASE_URL: "file:///etc/passwd" } } });
+    expect(notAUrl.status).toBe(400);
+    expect(seen).toEqual([]);
+  });
+
+  it("never dials the host's own addresses for a session's own endpoint, even with its own key", async () => {
+    const r = await server.api("/api/sessions", { method: "POST", json: { agent: "plain", extraEnv: { ANTHROPIC_API_KEY: "sk-ant-session-own-0c1d", ANTHROPIC_BASE_URL: attackerUrl } } });
+    expect(r.status).toBe(201);
+    const { session } = await r.json();
+    const events = await readEvents(await server.api(`/api/sessions/${session.id}/messages`, { method: "POST", json: { content: "hello" } }));
+    expect(events.map((e) => e.event)).toContain("done");
+    // The refusal reaches the turn as the gateway's answer; nothing reached the address.
+    expect(JSON.stringify(events)).toMatch(/public address/);
+    expect(seen).toEqual([]);
   });
 });

@@ -1,4 +1,5 @@
 import { getRouterParam, type H3, type H3Event } from "h3";
+import { modelEndpointProblem } from "../../sessions/agent-env";
 import { z } from "zod";
 import { randomUUID } from "node:crypto";
 import type { AppContext } from "../context";
@@ -46,7 +47,14 @@ const configSchema = z
     networking: networkingSchema.nullable().optional(),
     packages: packagesSchema.nullable().optional(),
     /** Ash's own: variables every session in this environment gets (as /api's extraEnv). */
-    env: z.record(envName, z.string().max(32_768)).refine((e) => Object.keys(e).length <= 100, "must have at most 100 variables").optional(),
+    env: z
+      .record(envName, z.string().max(32_768))
+      .refine((e) => Object.keys(e).length <= 100, "must have at most 100 variables")
+      .superRefine((e, check) => {
+        const problem = modelEndpointProblem(e);
+        if (problem) check.addIssue({ code: "custom", message: problem });
+      })
+      .optional(),
   })
   .strict();
 

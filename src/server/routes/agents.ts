@@ -1,4 +1,5 @@
 import { getQuery, getRouterParam, type H3, type H3Event } from "h3";
+import { modelEndpointProblem } from "../../sessions/agent-env";
 import { z } from "zod";
 import { randomUUID } from "node:crypto";
 import type { AppContext } from "../context";
@@ -134,6 +135,8 @@ export interface StoredVersion {
  * and /v1) store agents through here.
  */
 export async function storeAgentVersion(ctx: AppContext, input: StoredVersion) {
+  const endpoint = modelEndpointProblem(input.env);
+  if (endpoint) throw badRequest(`env: ${endpoint}.`);
   const staged = input.activate ? await stageAgent(ctx.config.dataDir, input.tenantId, input.name, input.files) : undefined;
   let agent;
   try {

@@ -1,4 +1,5 @@
 import { sessionsActivity } from "../../db/queries/activity";
+import { modelEndpointProblem } from "../../sessions/agent-env";
 import { getQuery, getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
@@ -44,6 +45,8 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   const present = (session: SessionRecord) => presentSession(session, session.status === "ended" ? "asleep" : ctx.sessions.stateOf(session.id));
   app.post("/api/sessions", async (event) => {
     const body = validate(createSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
+    const endpoint = modelEndpointProblem(body.extraEnv ?? {});
+    if (endpoint) throw badRequest(`extraEnv: ${endpoint}.`);
     const { agent, model, ...settings } = body;
     // bypassPermissions skips the CLI's question, so nothing would ever be held.
     if (settings.permissionMode === "bypassPermissions" && settings.confirmTools !== undefined && settings.confirmTools.length > 0) {
