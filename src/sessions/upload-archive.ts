@@ -1,6 +1,6 @@
 import { posix } from "node:path";
 import { createGunzip } from "node:zlib";
-import { Readable } from "node:stream";
+import { Readable, pipeline } from "node:stream";
 import { tarReader, TarFormatError } from "../sandbox/tar-stream";
 import { displayName, isUtf8Name, listTree, type WorkspaceIo } from "../sandbox/workspace-io";
 import { badRequest, conflict, tooLarge } from "../errors";
@@ -82,8 +82,9 @@ async function* decompressed(body: AsyncIterable<Buffer>, maxBytes: number, tooB
   }
   let stream: AsyncIterable<Buffer> = all();
   if (head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
-    stream = Readable.from(all()).pipe(gunzip);
+    // pipeline, not pipe: an error of the body (too large, the client gone) must end the gunzip
+    // stream with it, or it is thrown with no one listening and the upload waits forever.
+    stream = pipeline(Readable.from(all()), createGunzip(), () => {});
   }
   let seen = 0;
   // Headers and padding count too, so a stream of empty entries is bounded as well.

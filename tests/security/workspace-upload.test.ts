@@ -3,6 +3,8 @@
 // unpack past the size limit. Each gets a 4xx naming the problem, and the
 // workspace (and the host) is left exactly as it was.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { request as httpRequest } from "node:http";
 import { gzipSync } from "node:zlib";
 import { agentUpload, startTestServer, type TestServer } from "../helpers/server";
 import { startFakeModel } from "../fake-model/fake-model.mjs";
@@ -80,6 +82,44 @@ describe("hostile workspace uploads", () => {
     // The server still serves, and a good archive still goes in.
     expect((await upload(tarGzOf([good]))).status).toBe(201);
     expect(await exec("cat innocent.txt")).toBe("first entry is fine");
+  });
+
+  it("answers a streamed gzip body past the upload limit with 413, without an error nobody handles", async () => {
+    const before = await state();
+    const unhandled = async () => {
+      const text = await (await server.api("/metrics")).text();
+      return [...text.matchAll(/^ash_unhandled_errors_total\{kind="\w+"\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+    };
+    const errorsBefore = await unhandled();
+    // Incompressible files, each under the limit: the body passes 1 MiB long before what it unpacks to does.
+    const gz = gzipSync(tarOf(Array.from({ length: 48 }, (_, i) => ({ name: `r${i}.bin`, content: randomBytes(64 * 1024) }))));
+    // Chunked, on a connection of its own (the server closes it after the 413).
+    const status = await new Promise<number>((resolve, reject) => {
+      const url = new URL(`${server.url}/api/sessions/${sessionId}/workspace`);
+      const req = httpRequest(
+        { host: url.hostname, port: url.port, path: url.pathname, method: "POST", agent: false, headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/gzip" } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on("error", reject);
+      // Bounded: an upload that never answers (the body's error lost on the way) shows as status 0.
+      req.setTimeout(30_000, () => {
+        req.destroy();
+        resolve(0);
+      });
+      (async () => {
+        for (let at = 0; at < gz.length; at += 64 * 1024) {
+          if (req.destroyed) return;
+          if (!req.write(gz.subarray(at, at + 64 * 1024))) await new Promise((r) => req.once("drain", r));
+        }
+        req.end();
+      })().catch(() => undefined);
+    });
+    expect(status).toBe(413);
+    expect(await unhandled()).toBe(errorsBefore);
+    expect(await state()).toBe(before);
   });
 
   it("refuses an upload that clashes with the workspace with 409, before writing", async () => {
