@@ -3,6 +3,7 @@ import type { KeyLimits } from "../db/queries/api-keys";
 import { countLiveSessionsOfKey, countLiveSessionsOfTenant } from "../db/queries/sessions";
 import { keyTokensSince, tenantTokensSince } from "../db/queries/usage";
 import { rateLimited } from "../errors";
+import { LIVE_SESSION_STATUSES, type SessionStatus } from "../contract";
 import type { Principal } from "./auth";
 
 /**
@@ -26,6 +27,16 @@ export class UsageLimiter {
    * Admits a new (or woken) session for `caller`; the answer is called once the
    * session's row exists (or its creation failed).
    */
+  /**
+   * A request that wakes a sleeping session (a message, resume, exec, a file
+   * written): it counts as live again, so it is admitted like a new one.
+   * Nothing to admit (undefined) when the session is live or ended.
+   */
+  async admitWake(caller: Principal, status: SessionStatus): Promise<(() => void) | undefined> {
+    if (status === "ended" || LIVE_SESSION_STATUSES.includes(status)) return undefined;
+    return this.admitSession(caller);
+  }
+
   async admitSession(caller: Principal): Promise<() => void> {
     const checks: Array<[string, number | undefined, () => Promise<number>, string]> = [
       [`key:${caller.keyId}`, caller.limits.liveSessions, () => countLiveSessionsOfKey(this.db, caller.keyId), "this key"],

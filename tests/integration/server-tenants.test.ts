@@ -148,6 +148,32 @@ describe.each(backends)("tenants on $name", (backend) => {
     expect((await as(limited, "/api/sessions", { method: "POST", json: { agent: "support" } })).status).toBe(201);
   });
 
+  it("counts a session woken by exec or a file write against the key's live sessions, like one woken by a message", async () => {
+    const limited = (await makeKey({ tenant: "acme", scope: "sessions", limits: { liveSessions: 1 } })).key;
+    const first = (await (await as(limited, "/api/sessions", { method: "POST", json: { agent: "support" } })).json()).session;
+    expect((await as(limited, `/api/sessions/${first.id}/pause`, { method: "POST" })).status).toBe(200);
+    const second = await as(limited, "/api/sessions", { method: "POST", json: { agent: "support" } });
+    expect(second.status).toBe(201);
+    const secondId = (await second.json()).session.id as string;
+    // The paused one would be a second live session: every way of waking it is refused, and it stays paused.
+    for (const [path, json] of [
+      [`/api/sessions/${first.id}/exec`, { command: "echo woke" }],
+      [`/api/sessions/${first.id}/files`, { files: [{ path: "note.txt", content: "x", encoding: "utf8" }] }],
+      [`/api/sessions/${first.id}/messages`, { content: "hello" }],
+    ] as const) {
+      const r = await as(limited, path, { method: "POST", json });
+      expect(r.status, path).toBe(429);
+      expect((await r.json()).error).toMatch(/Too many live sessions: this key may have 1 at once/);
+    }
+    expect((await (await as(limited, `/api/sessions/${first.id}`)).json()).session.status).toBe("paused");
+    // With the other one paused, exec wakes it.
+    expect((await as(limited, `/api/sessions/${secondId}/pause`, { method: "POST" })).status).toBe(200);
+    const exec = await as(limited, `/api/sessions/${first.id}/exec`, { method: "POST", json: { command: "echo woke" } });
+    expect(exec.status).toBe(200);
+    expect((await exec.json()).stdout).toBe("woke\n");
+    expect((await (await as(limited, `/api/sessions/${first.id}`)).json()).session.status).toBe("active");
+  });
+
   it("limits requests a minute per key exactly", async () => {
     const limited = (await makeKey({ tenant: "globex", scope: "read", limits: { requestsPerMinute: 5 } })).key;
     const results = await Promise.all(Array.from({ length: 8 }, () => as(limited, "/api/agents")));

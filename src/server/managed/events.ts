@@ -11,7 +11,6 @@ import { listEvents, type StoredEvent } from "../../db/queries/events";
 import { listMessages } from "../../db/queries/messages";
 import { turnStartAtOrBefore } from "../../db/queries/managed";
 import type { AshDatabase } from "../../db/types";
-import { LIVE_SESSION_STATUSES } from "../../contract";
 import { iso, limitOf, listOf, queryOf, single } from "./common";
 import { EventMapper, eventId, isAfter, parseEventId, type ManagedEvent, type Position } from "./event-map";
 import { requireManagedSession } from "./sessions";
@@ -148,7 +147,7 @@ export function registerManagedEvents(app: H3, ctx: AppContext): void {
 
     if (content.length > 0) {
       const caller = principalOf(event);
-      const woken = !LIVE_SESSION_STATUSES.includes(session.record.status) ? await ctx.limits.admitSession(caller) : undefined;
+      const woken = await ctx.limits.admitWake(caller, session.record.status);
       const turnEnded = await ctx.limits.admitTurn(caller).catch((error) => {
         woken?.();
         throw error;

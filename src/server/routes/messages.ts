@@ -8,7 +8,6 @@ import { eventStreamResponse } from "../sse";
 import { id } from "./sessions";
 import { listMessages } from "../../db/queries/messages";
 import { listEvents } from "../../db/queries/events";
-import { LIVE_SESSION_STATUSES } from "../../contract";
 import { badRequest } from "../errors";
 import { presentMessage, timelineOf, TIMELINE_TYPES, type TimelineEvent } from "../history-shapes";
 
@@ -38,7 +37,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
     const caller = principalOf(event);
     // A sleeping session woken by the message counts as live again.
     const session = await ctx.sessions.requireSession(id(event));
-    const woken = session.status !== "ended" && !LIVE_SESSION_STATUSES.includes(session.status) ? await ctx.limits.admitSession(caller) : undefined;
+    const woken = await ctx.limits.admitWake(caller, session.status);
     const turnEnded = await ctx.limits.admitTurn(caller).catch((error) => {
       woken?.();
       throw error;

@@ -10,7 +10,7 @@ import { badRequest, notFound, unavailable } from "../errors";
 import { getCredential } from "../../db/queries/credentials";
 import { presentCheckpoint, presentSession } from "../present";
 import { listSessions, type SessionRecord } from "../../db/queries/sessions";
-import { isSessionStatus, LIVE_SESSION_STATUSES, SESSION_STATUSES } from "../../contract";
+import { isSessionStatus, SESSION_STATUSES } from "../../contract";
 
 const PERMISSION_MODES = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"] as const;
 
@@ -85,7 +85,7 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   app.post("/api/sessions/:id/pause", async (event) => ({ session: present(await ctx.sessions.pause(id(event))) }));
   app.post("/api/sessions/:id/resume", async (event) => {
     const current = await ctx.sessions.requireSession(id(event));
-    const woken = current.status !== "ended" && !LIVE_SESSION_STATUSES.includes(current.status) ? await ctx.limits.admitSession(principalOf(event)) : undefined;
+    const woken = await ctx.limits.admitWake(principalOf(event), current.status);
     try {
       return { session: present(await ctx.sessions.resume(id(event))) };
     } finally {

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { Readable } from "node:stream";
 import { createGzip } from "node:zlib";
 import type { AppContext } from "../context";
+import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
 import { badRequest, conflict, gone, notFound, tooLarge } from "../errors";
@@ -101,7 +102,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
       const parts = path.split("/");
       for (let i = 1; i < parts.length; i++) if (seen.has(parts.slice(0, i).join("/"))) throw badRequest(`files: "${parts.slice(0, i).join("/")}" is a file, but "${path}" needs it to be a folder.`);
     }
-    const sandbox = await ctx.sessions.sandboxOf(sessionId);
+    const sandbox = await wokenSandbox(ctx, event, sessionId);
     await writeChecked(sandbox.io, entries);
     return json(201, { files: entries.map((e) => ({ path: e.path, size: e.type === "file" ? e.content.length : 0 })), targetPath: target || null });
   });
@@ -109,7 +110,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
   app.delete("/api/sessions/:id/files/**", async (event) => {
     const sessionId = id(event);
     const path = checkAgentPath(decodeURIComponent(getRouterParam(event, "_") ?? ""));
-    const sandbox = await ctx.sessions.sandboxOf(sessionId);
+    const sandbox = await wokenSandbox(ctx, event, sessionId);
     let removed: boolean;
     try {
       removed = await removeWorkspacePath(sandbox.io, path);
@@ -131,7 +132,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     const declared = Number(event.req.headers.get("content-length") ?? NaN);
     if (Number.isFinite(declared) && declared > max) throw tooLarge(`The upload is larger than ${max} bytes (ASH_MAX_UPLOAD_BYTES).`);
     const entries = await readUploadArchive(bodyOf(event, max), max, target);
-    const sandbox = await ctx.sessions.sandboxOf(sessionId);
+    const sandbox = await wokenSandbox(ctx, event, sessionId);
     await writeChecked(sandbox.io, entries);
     const files = entries.filter((e) => e.type === "file").length;
     return json(201, { extracted: true, files, entries: entries.length, targetPath: target || null });
@@ -159,7 +160,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
   app.post("/api/sessions/:id/exec", async (event) => {
     const sessionId = id(event);
     const body = validate(execSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
-    const sandbox = await ctx.sessions.sandboxOf(sessionId);
+    const sandbox = await wokenSandbox(ctx, event, sessionId);
     const result = await sandbox.exec(body.command, { timeoutMs: body.timeout ?? 60_000 });
     if (result.limit) ctx.observability.metrics.limitKilled(result.limit);
     return { exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, timedOut: Boolean(result.timedOut), limit: result.limit ?? null };
@@ -173,6 +174,21 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
     // Only a live sandbox has logs; a sleeping session's are gone with its sandbox.
     return { logs: sandbox?.logs() ?? [], source: sandbox ? "sandbox" : "snapshot" };
   });
+}
+
+/**
+ * The session's sandbox for a write or a command, woken when it sleeps: the
+ * woken session counts against the caller's live-session limits as it would
+ * for a message (and is refused with a 429 when over them).
+ */
+async function wokenSandbox(ctx: AppContext, event: H3Event, sessionId: string) {
+  const session = await ctx.sessions.requireSession(sessionId);
+  const woken = await ctx.limits.admitWake(principalOf(event), session.status);
+  try {
+    return await ctx.sessions.sandboxOf(sessionId);
+  } finally {
+    woken?.();
+  }
 }
 
 async function listFiles(ctx: AppContext, sessionId: string) {
