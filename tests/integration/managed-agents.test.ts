@@ -352,6 +352,15 @@ describe.each(backends)("the Managed Agents API through the official SDK on $nam
     expect(noFile).toBeInstanceOf(Anthropic.NotFoundError);
     const escape = await rejection(client.beta.sessions.create({ agent: agentId, environment_id: "env_default", resources: [{ type: "file", file_id: file.id, mount_path: "../../etc/passwd" }] }));
     expect(escape).toBeInstanceOf(Anthropic.BadRequestError);
+    // Mount paths that need one another (or an agent file) to be a folder: refused before anything is made.
+    const nested = await rejection(
+      client.beta.sessions.create({ agent: agentId, environment_id: "env_default", resources: [{ type: "file", file_id: file.id, mount_path: "a/b" }, { type: "file", file_id: file.id, mount_path: "a" }] }),
+    );
+    expect(nested).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(nested.error.error.message).toMatch(/mount_path "a\/b" needs "a" to be a folder, but it is the mount_path "a"/);
+    const overAgentFile = await rejection(client.beta.sessions.create({ agent: agentId, environment_id: "env_default", resources: [{ type: "file", file_id: file.id, mount_path: "CLAUDE.md/x" }] }));
+    expect(overAgentFile).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(overAgentFile.error.error.message).toMatch(/needs "CLAUDE.md" to be a folder, but it is the agent's file "CLAUDE.md"/);
     expect((await (await server.api("/api/sessions")).json()).sessions.length).toBe(sessionsBefore);
 
     const session = await client.beta.sessions.create({ agent: agentId, environment_id: "env_default", resources: [{ type: "file", file_id: file.id, mount_path: "inputs/notes.txt" }] });

@@ -5,11 +5,11 @@ import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
 import { validate } from "../validate";
-import { badRequest, notFound } from "../errors";
+import { badRequest, conflict, notFound } from "../errors";
 import { json } from "../routes/sessions";
 import { ATTACHMENTS_FOLDER } from "../routes/attachments";
 import { getSession, type SessionRecord } from "../../db/queries/sessions";
-import { getAgentVersionRecord } from "../../db/queries/agents";
+import { getAgentFiles, getAgentVersionRecord } from "../../db/queries/agents";
 import { getAttachment } from "../../db/queries/attachments";
 import {
   getSessionExtras,
@@ -22,7 +22,7 @@ import {
   turnBoundaries,
   type SessionExtras,
 } from "../../db/queries/managed";
-import { writeWorkspaceEntries, type UploadEntry } from "../../sessions/workspace-files";
+import { writeWorkspaceEntries, WorkspaceWriteError, type UploadEntry } from "../../sessions/workspace-files";
 import { refuseFields, booleanOf, decodePage, encodePage, iso, isoOrNull, limitOf, listOf, metadataPatchSchema, metadataSchema, patchMetadata, queryOf, single } from "./common";
 import { agentForSession, presentManagedAgent } from "./agents";
 import { managedFieldsOf } from "./agent-shape";
@@ -68,6 +68,33 @@ export function mountPathOf(raw: string | null | undefined, filename: string): s
   const bad = parts.some((p) => p === "" || p === "." || p === ".." || /[\u0000-\u001f\u007f]/.test(p) || Buffer.byteLength(p) > 255);
   if (bad || parts.length > 32) throw badRequest(`resources: mount_path "${raw.slice(0, 100)}" must be a file path inside the session's workspace (no "..", no empty parts).`);
   return parts.join("/");
+}
+
+/**
+ * Why files mounted at these paths cannot all be written into a workspace
+ * holding the agent's files: one would need another's file (or an agent
+ * file) to be a folder, or would put a file where a folder must be.
+ */
+export function mountClash(mounts: string[], agentFiles: string[]): string | undefined {
+  const fileAt = new Map<string, string>();
+  for (const path of agentFiles) fileAt.set(path, `the agent's file "${path}"`);
+  for (const path of mounts) fileAt.set(path, `the mount_path "${path}"`);
+  const folders = new Map<string, string>();
+  for (const path of [...agentFiles, ...mounts]) {
+    const parts = path.split("/");
+    for (let i = 1; i < parts.length; i++) folders.set(parts.slice(0, i).join("/"), path);
+  }
+  for (const path of mounts) {
+    const parts = path.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const folder = parts.slice(0, i).join("/");
+      const there = fileAt.get(folder);
+      if (there) return `mount_path "${path}" needs "${folder}" to be a folder, but it is ${there}.`;
+    }
+    const inside = folders.get(path);
+    if (inside) return `mount_path "${path}" would put a file where "${inside}" needs a folder.`;
+  }
+  return undefined;
 }
 
 /** The folders a file at `path` needs, outermost first. */
@@ -171,6 +198,8 @@ export function registerManagedSessions(app: H3, ctx: AppContext): void {
       files.push({ file, mountPath: mountPathOf(r.mount_path, file.filename) });
     }
     if (new Set(files.map((f) => f.mountPath)).size !== files.length) throw badRequest("resources: two files have the same mount_path.");
+    const clash = mountClash(files.map((f) => f.mountPath), (await getAgentFiles(ctx.db, agent.id, version)).map((f) => f.path));
+    if (clash) throw badRequest(`resources: ${clash}`);
 
     const recorded = await ctx.limits.admitSession(caller);
     let session;
@@ -196,7 +225,15 @@ export function registerManagedSessions(app: H3, ctx: AppContext): void {
       const entries: UploadEntry[] = [];
       for (const { file, mountPath } of files) entries.push(...parentDirs(mountPath), { type: "file", path: mountPath, mode: 0o644, content: file.content });
       const seen = new Set<string>();
-      await writeWorkspaceEntries(sandbox.io, entries.filter((e) => (e.type === "dir" ? !seen.has(e.path) && seen.add(e.path) : true)));
+      try {
+        await writeWorkspaceEntries(sandbox.io, entries.filter((e) => (e.type === "dir" ? !seen.has(e.path) && seen.add(e.path) : true)));
+      } catch (error) {
+        // Checked above, so this is the workspace's own doing: the session without its files is no use to the caller.
+        await ctx.sessions.end(session.id).catch(() => undefined);
+        await setSessionExtras(ctx.db, session.id, { ...extras, deletedAt: Date.now() }).catch(() => undefined);
+        if (error instanceof WorkspaceWriteError) throw conflict(`resources: ${error.message}.`);
+        throw error;
+      }
       const now = Date.now();
       for (const { file, mountPath } of files) await insertSessionResource(ctx.db, { id: `sesrsc_${randomUUID().replace(/-/g, "")}`, sessionId: session.id, fileId: file.id, mountPath, createdAt: now });
     }
