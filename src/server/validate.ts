@@ -1,3 +1,4 @@
+import { getQuery, type H3Event } from "h3";
 import type { z } from "zod";
 import { badRequest } from "./errors";
 
@@ -43,4 +44,17 @@ export function parseWholeNumber(raw: string, what: string, min: number, max: nu
   const value = /^[0-9]{1,16}$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isSafeInteger(value) || value < min || value > max) throw badRequest(`${what} must be a whole number from ${min} to ${max}.`);
   return value;
+}
+
+/**
+ * The query string of an /api route, one value per name: a repeated name
+ * (`?type=a&type=b`) is refused with a 400 rather than guessed at or passed on
+ * as a list where a string is expected.
+ */
+export function singleQuery(event: H3Event): Record<string, string | undefined> {
+  const query = getQuery(event) as Record<string, string | string[] | undefined>;
+  for (const [name, value] of Object.entries(query)) {
+    if (Array.isArray(value)) throw badRequest(`The query parameter "${name}" was given more than once.`);
+  }
+  return query as Record<string, string | undefined>;
 }

@@ -163,6 +163,14 @@ describe("input validation", () => {
       }
     });
 
+    it("refuses a repeated query parameter with a 400 that names it", async () => {
+      for (const path of [`/api/sessions/${sessionId}/events?type=text_delta&type=done`, `/api/sessions/${sessionId}/events?after=1&after=2`, "/api/sessions?status=active&status=ended", "/api/usage?agent=a&agent=b"]) {
+        const r = await server.api(path);
+        const body = await r.json();
+        expect({ status: r.status, error: body.error }, path).toEqual({ status: 400, error: expect.stringMatching(/^The query parameter "\w+" was given more than once\.$/) });
+      }
+    });
+
     it("takes plain digits", async () => {
       const all = (await (await server.api(`/api/sessions/${sessionId}/events`)).json()).events;
       const last = all.at(-1).sequence as number;

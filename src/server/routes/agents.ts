@@ -1,11 +1,11 @@
-import { getQuery, getRouterParam, type H3, type H3Event } from "h3";
+import { getRouterParam, type H3, type H3Event } from "h3";
 import { modelEndpointProblem } from "../../sessions/agent-env";
 import { z } from "zod";
 import { randomUUID } from "node:crypto";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
-import { parseWholeNumber, validate } from "../validate";
+import { parseWholeNumber, validate, singleQuery } from "../validate";
 import { badRequest, forbidden, notFound, unavailable, unprocessable } from "../errors";
 import { getCredential } from "../../db/queries/credentials";
 import { presentAgent, presentAgentVersion } from "../present";
@@ -278,7 +278,7 @@ export function registerAgents(app: H3, ctx: AppContext): void {
   // ---- Files of the active version (or ?version=N) -------------------------
 
   async function filesOf(event: H3Event, agent: AgentRecord) {
-    const q = getQuery(event) as Record<string, unknown>;
+    const q = singleQuery(event);
     if (q.version === undefined) return { version: agent.version, createdAt: agent.updatedAt, files: await getAgentFiles(ctx.db, agent.id, agent.version) };
     const number = parseWholeNumber(typeof q.version === "string" ? q.version : "", 'The query parameter "version"', 1, 1_000_000_000);
     const version = await getAgentVersionRecord(ctx.db, agent.id, number);
@@ -300,7 +300,7 @@ export function registerAgents(app: H3, ctx: AppContext): void {
     const { files } = await filesOf(event, agent);
     const file = files.find((f) => f.path === path);
     if (!file) throw notFound(`Agent "${agent.name}" has no file "${path}".`);
-    const format = (getQuery(event) as Record<string, unknown>).format ?? "json";
+    const format = singleQuery(event).format ?? "json";
     if (format === "raw") return fileResponse(path, file.content);
     if (format !== "json") throw badRequest('The query parameter "format" must be "json" or "raw".');
     const text = isUtf8Text(file.content);

@@ -1,4 +1,5 @@
-import { getQuery, type H3 } from "h3";
+import { type H3 } from "h3";
+import { singleQuery } from "../validate";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { listAgents } from "../../db/queries/agents";
@@ -9,7 +10,7 @@ import { filterOf, originalStats, usageTotals } from "./usage";
 export function registerAnalytics(app: H3, ctx: AppContext): void {
   app.get("/api/analytics", async (event) => {
     const tenantId = principalOf(event).tenantId;
-    const q = getQuery(event) as Record<string, string | undefined>;
+    const q = singleQuery(event);
     // Like the original, `after` and `before` narrow the usage only.
     const filter = filterOf({ after: q.after, before: q.before }, tenantId);
     const [agents, sessions, evals, { totals }] = await Promise.all([

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { getQuery, getRouterParam, type H3, type H3Event } from "h3";
+import { getRouterParam, type H3, type H3Event } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
-import { parseWholeNumber, validate } from "../validate";
+import { parseWholeNumber, validate, singleQuery } from "../validate";
 import { notFound } from "../errors";
 import { json } from "./sessions";
 import { getAgent } from "../../db/queries/agents";
@@ -203,7 +203,7 @@ export function registerEvals(app: H3, ctx: AppContext): void {
 
   app.get("/api/agents/:name/evals/runs", async (event) => {
     const agent = await requireAgent(event);
-    const q = getQuery(event) as Record<string, string | undefined>;
+    const q = singleQuery(event);
     const limit = q.limit === undefined ? 20 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 200);
     const runs = await listEvalRuns(ctx.db, agent.tenantId, agent.name, limit);
     return { runs: await Promise.all(runs.map(async (run) => presentRun(run, await listEvalResults(ctx.db, run.id)))) };

@@ -1,9 +1,9 @@
-import { getQuery, type H3 } from "h3";
+import { type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
-import { parseSequence, parseWholeNumber, validate } from "../validate";
+import { parseSequence, parseWholeNumber, validate, singleQuery } from "../validate";
 import { eventStreamResponse } from "../sse";
 import { id } from "./sessions";
 import { listMessages } from "../../db/queries/messages";
@@ -60,7 +60,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
     const header = event.req.headers.get("last-event-id");
-    const query = (getQuery(event) as Record<string, unknown>).after;
+    const query = singleQuery(event).after;
     const after =
       header !== null
         ? parseSequence(header, "The Last-Event-ID header")
@@ -83,7 +83,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   app.get("/api/sessions/:id/messages", async (event) => {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
-    const { after, limit } = pageOf(getQuery(event) as Record<string, string | undefined>, 1000);
+    const { after, limit } = pageOf(singleQuery(event), 1000);
     // A message a rewind took off the session's line is still listed, with `rewound: true`.
     return { messages: (await listMessages(ctx.db, sessionId, { after, limit })).map((m) => presentMessage(sessionId, m)) };
   });
@@ -91,7 +91,7 @@ export function registerMessages(app: H3, ctx: AppContext): void {
   app.get("/api/sessions/:id/events", async (event) => {
     const sessionId = id(event);
     await ctx.sessions.requireSession(sessionId);
-    const q = getQuery(event) as Record<string, string | undefined>;
+    const q = singleQuery(event);
     const { after, limit } = pageOf(q, 1000);
     if (q.format !== undefined && q.format !== "timeline") throw badRequest('The query parameter "format" can only be "timeline" (the original API\'s shape), or left out.');
     if (q.format === "timeline") return { events: await timeline(sessionId, after, limit, q.type) };

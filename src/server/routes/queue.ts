@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { getQuery, type H3 } from "h3";
+import { type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
-import { parseWholeNumber, validate } from "../validate";
+import { parseWholeNumber, validate, singleQuery } from "../validate";
 import { badRequest, conflict, notFound } from "../errors";
 import { id, json } from "./sessions";
 import { AGENT_NAME, AGENT_NAME_RULE, isQueueStatus, QUEUE_STATUSES } from "../../contract";
@@ -74,7 +74,7 @@ export function registerQueue(app: H3, ctx: AppContext): void {
   });
 
   app.get("/api/queue", async (event) => {
-    const q = getQuery(event) as Record<string, string | undefined>;
+    const q = singleQuery(event);
     const limit = q.limit === undefined ? 50 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 500);
     if (q.status !== undefined && !isQueueStatus(q.status)) throw badRequest(`The query parameter "status" must be one of ${QUEUE_STATUSES.join(", ")}.`);
     const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;

@@ -1,11 +1,11 @@
 import { sessionsActivity } from "../../db/queries/activity";
 import { modelEndpointProblem } from "../../sessions/agent-env";
-import { getQuery, getRouterParam, type H3 } from "h3";
+import { getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
-import { parseWholeNumber, validate } from "../validate";
+import { parseWholeNumber, validate, singleQuery } from "../validate";
 import { badRequest, notFound, unavailable } from "../errors";
 import { getCredential } from "../../db/queries/credentials";
 import { presentCheckpoint, presentSession } from "../present";
@@ -68,7 +68,7 @@ export function registerSessions(app: H3, ctx: AppContext): void {
   });
 
   app.get("/api/sessions", async (event) => {
-    const q = getQuery(event) as Record<string, string | undefined>;
+    const q = singleQuery(event);
     const limit = q.limit === undefined ? 50 : parseWholeNumber(typeof q.limit === "string" ? q.limit : "", 'The query parameter "limit"', 1, 500);
     if (q.status && !isSessionStatus(q.status)) throw badRequest(`The query parameter "status" must be one of ${SESSION_STATUSES.join(", ")}.`);
     const cursor = q.cursor ? decodeCursor(q.cursor) : undefined;

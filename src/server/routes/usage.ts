@@ -1,4 +1,5 @@
-import { getQuery, type H3 } from "h3";
+import { type H3 } from "h3";
+import { singleQuery } from "../validate";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { badRequest } from "../errors";
@@ -89,7 +90,7 @@ function present(r: UsageRecord) {
 /** What the model gateway measured: one record per model response, and sums. */
 export function registerUsage(app: H3, ctx: AppContext): void {
   app.get("/api/usage", async (event) => {
-    const q = getQuery(event) as Record<string, string | undefined>;
+    const q = singleQuery(event);
     const limit = q.limit === undefined ? 100 : Number(q.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw badRequest('The query parameter "limit" must be a whole number from 1 to 1000.');
     let cursor: { createdAt: number; id: string } | undefined;
@@ -111,7 +112,7 @@ export function registerUsage(app: H3, ctx: AppContext): void {
   });
 
   app.get("/api/usage/stats", async (event) => {
-    const filter = filterOf(getQuery(event) as Record<string, string | undefined>, principalOf(event).tenantId);
+    const filter = filterOf(singleQuery(event), principalOf(event).tenantId);
     const { totals, groups } = await usageTotals(ctx, filter);
     // `stats` is the original API's shape.
     return { totals, groups, stats: await originalStats(ctx, filter, totals) };

@@ -1,11 +1,11 @@
-import { getQuery, getRouterParam, type H3 } from "h3";
+import { getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import { Readable } from "node:stream";
 import { createGzip } from "node:zlib";
 import type { AppContext } from "../context";
 import { principalOf } from "../auth";
 import { readJsonBody } from "../body";
-import { validate } from "../validate";
+import { validate, singleQuery } from "../validate";
 import { badRequest, conflict, gone, notFound, tooLarge } from "../errors";
 import { checkAgentPath } from "../../agents/agent-files";
 import { listWorkspaceFiles, openWorkspaceFile, removeWorkspacePath, writeWorkspaceEntries, WorkspaceWriteError, type UploadEntry } from "../../sessions/workspace-files";
@@ -52,7 +52,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
   app.get("/api/sessions/:id/files/**", async (event) => {
     const sessionId = id(event);
     const path = checkAgentPath(decodeURIComponent(getRouterParam(event, "_") ?? ""));
-    const format = (getQuery(event) as Record<string, unknown>).format ?? "raw";
+    const format = singleQuery(event).format ?? "raw";
     if (format !== "raw" && format !== "json") throw badRequest('The query parameter "format" must be "raw" or "json".');
     await ctx.sessions.requireSession(sessionId);
     const max = format === "json" ? Math.min(ctx.config.maxFileBytes, 64 * 1024 * 1024) : ctx.config.maxFileBytes;
@@ -125,7 +125,7 @@ export function registerWorkspace(app: H3, ctx: AppContext): void {
   // A tar.gz (or tar) body unpacked into the workspace (or ?targetPath=), checked whole before anything is written.
   app.post("/api/sessions/:id/workspace", async (event) => {
     const sessionId = id(event);
-    const q = getQuery(event) as Record<string, unknown>;
+    const q = singleQuery(event);
     const rawTarget = typeof q.targetPath === "string" ? q.targetPath : "";
     const target = rawTarget.replace(/[/.]/g, "") === "" ? "" : checkAgentPath(rawTarget);
     const max = ctx.config.maxUploadBytes;
