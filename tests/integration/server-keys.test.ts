@@ -110,6 +110,7 @@ describe("API keys, scopes and credentials", () => {
       [{ tenant: "Not A Tenant" }, /tenant/],
       [{ expiresAt: Date.now() - 1000 }, /expiresAt.*future/],
       [{ expiresAt: "yesterday" }, /expiresAt/],
+      [{ expiresAt: 8_700_000_000_000_000 }, /expiresAt.*before the year 10000/],
       [{ limits: { requestsPerMinute: 0 } }, /requestsPerMinute/],
       [{ extra: 1 }, /Unknown field/],
     ] as const) {

@@ -45,6 +45,8 @@ const patchKeySchema = z.object({ limits: limitsSchema }).strict();
 const createTenantSchema = z.object({ id: tenantId, label: z.string().min(1).max(200).optional(), limits: limitsSchema.optional() }).strict();
 const patchTenantSchema = z.object({ limits: limitsSchema }).strict();
 
+const MAX_EXPIRY_MS = Date.UTC(10000, 0, 1);
+
 export function presentKey(key: ApiKeyRecord) {
   return {
     id: key.id,
@@ -54,7 +56,8 @@ export function presentKey(key: ApiKeyRecord) {
     // What the original API calls it; only the first characters, never the key.
     keyPrefix: key.prefix ? `${key.prefix}…` : null,
     createdAt: new Date(key.createdAt).toISOString(),
-    expiresAt: key.expiresAt === null ? null : new Date(key.expiresAt).toISOString(),
+    // A key stored with a time past what a Date prints (before that was refused) never expires in practice.
+    expiresAt: key.expiresAt === null || key.expiresAt >= MAX_EXPIRY_MS ? null : new Date(key.expiresAt).toISOString(),
     lastUsedAt: key.lastUsedAt === null ? null : new Date(key.lastUsedAt).toISOString(),
     revoked: key.revokedAt !== null,
     limits: key.limits,
@@ -65,10 +68,15 @@ function presentTenant(t: TenantRecord) {
   return { id: t.id, label: t.label, limits: t.limits, createdAt: new Date(t.createdAt).toISOString() };
 }
 
-/** A key another caller may see: its own tenant's, or any for the operator; else "not found". */
+/**
+ * A key another caller may change: its own tenant's, or any for the
+ * operator; else "not found". An operator key (the first-boot key lives in
+ * tenant "default") is the operator's alone: a tenant admin of "default"
+ * could otherwise revoke or throttle it and lock the operator out.
+ */
 async function visibleKey(ctx: AppContext, caller: Principal, id: string): Promise<ApiKeyRecord> {
   const key = id === "env" ? undefined : await getApiKey(ctx.db, id);
-  if (!key || (!caller.operator && key.tenantId !== caller.tenantId)) throw notFound(`No API key with id "${id}".`);
+  if (!key || (!caller.operator && (key.tenantId !== caller.tenantId || key.operator))) throw notFound(`No API key with id "${id}".`);
   return key;
 }
 
@@ -78,7 +86,7 @@ export function registerKeys(app: H3, ctx: AppContext): void {
     const caller = principalOf(event);
     const asked = new URL(event.req.url).searchParams.get("tenant");
     const tenant = caller.operator ? asked : caller.tenantId;
-    return { keys: (await listApiKeys(ctx.db, tenant)).map(presentKey) };
+    return { keys: (await listApiKeys(ctx.db, tenant)).filter((k) => caller.operator || !k.operator).map(presentKey) };
   });
 
   app.post("/api/api-keys", async (event) => {
@@ -92,6 +100,8 @@ export function registerKeys(app: H3, ctx: AppContext): void {
     if (body.expiresAt !== undefined) {
       expiresAt = typeof body.expiresAt === "number" ? body.expiresAt : Date.parse(body.expiresAt);
       if (!(expiresAt > Date.now())) throw validateError("expiresAt", "must be in the future");
+      // A time JavaScript can still print (and a key outliving the year 9999 is no expiry worth storing).
+      if (expiresAt >= MAX_EXPIRY_MS) throw validateError("expiresAt", "must be before the year 10000");
     }
     // The operator makes a tenant by giving it its first key.
     await ensureTenant(ctx.db, tenant, tenant);
