@@ -99,14 +99,14 @@ describe("start-up", () => {
         fetch(`${server.url}${path}`, { method: init.method ?? "GET", headers: { authorization: `Bearer ${k}`, "content-type": "application/json" }, body: init.json === undefined ? undefined : JSON.stringify(init.json) });
       const made = await as(key, "/api/api-keys", { method: "POST", json: { scope: "admin", tenant: "default" } });
       expect(made.status).toBe(201);
-      const admin = (await made.json()).key as string;
-      const listed = (await (await as(admin, "/api/api-keys")).json()).keys as Array<{ id: string; scope: string }>;
+      const admin = ((await made.json()) as { key: string }).key;
+      const listed = ((await (await as(admin, "/api/api-keys")).json()) as { keys: Array<{ id: string }> }).keys;
       expect(listed.map((k) => k.id)).not.toContain("initial");
       expect((await as(admin, "/api/api-keys/initial", { method: "PATCH", json: { limits: { requestsPerMinute: 1 } } })).status).toBe(404);
       expect((await as(admin, "/api/api-keys/initial", { method: "DELETE" })).status).toBe(404);
       // Untouched: the operator still manages tenants, unthrottled.
       for (let i = 0; i < 3; i++) expect((await as(key, "/api/tenants")).status).toBe(200);
-      expect((await (await as(key, "/api/api-keys")).json()).keys.find((k: { id: string }) => k.id === "initial")).toMatchObject({ scope: "operator", revoked: false, limits: {} });
+      expect(((await (await as(key, "/api/api-keys")).json()) as { keys: Array<{ id: string }> }).keys.find((k) => k.id === "initial")).toMatchObject({ scope: "operator", revoked: false, limits: {} });
     });
 
     it("lets ASH_API_KEY replace the generated key", async () => {
