@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { setprivArgs } from "./isolation";
 import type { SandboxUser } from "./user";
 
@@ -11,18 +12,42 @@ export interface MeasureAs {
 const DU_SCRIPT = 'du -sxb -- "$@"; echo --; du -sx -B1 -- "$@"';
 
 /**
- * Bytes used under `dirs`: the larger of the apparent size (a sparse file
- * counts at its full length, which is what a save would copy) and the
- * allocated blocks. Measured by `du` running as the sandbox user, so root
- * never walks a tree the sandbox can rearrange under it; what that user
- * cannot list (a folder it made mode 000) is not counted.
+ * The capability that lets the walk read folders the sandbox made unreadable
+ * to itself (mode 000), so nothing hides from it: CAP_DAC_READ_SEARCH, or
+ * CAP_DAC_OVERRIDE where the server's bounding set lacks it (Docker's default
+ * set has only the latter); none when the server has neither (not root).
  */
-export function measureDiskUsage(dirs: string[], as: MeasureAs): Promise<number> {
+function readEverythingCap(): string | undefined {
+  let bounding = 0n;
+  try {
+    const hex = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1];
+    bounding = hex ? BigInt(`0x${hex}`) : 0n;
+  } catch {
+    return undefined;
+  }
+  if (bounding & (1n << 2n)) return "dac_read_search";
+  if (bounding & (1n << 1n)) return "dac_override";
+  return undefined;
+}
+let walkCap: string | undefined | null = null;
+
+/**
+ * Bytes used under the folders `names` of `root`: the larger of the apparent
+ * size (a sparse file counts at its full length, which is what a save would
+ * copy) and the allocated blocks. Measured by `du` running as the sandbox
+ * user, so root never walks a tree the sandbox can rearrange under it, with
+ * one read-only capability so a folder the sandbox made unreadable still
+ * counts. It starts in `root` (a folder of root's, resolved by root) and walks
+ * the names from there: the data folder above is root's alone (0700), which
+ * the sandbox user could not pass through.
+ */
+export function measureDiskUsage(root: string, names: string[], as: MeasureAs): Promise<number> {
   if (as.user && !as.setpriv) return Promise.reject(new Error("setpriv is needed to measure a sandbox's disk use"));
-  const prefix = as.user ? setprivArgs(as.setpriv!, as.user) : [];
-  const argv = [...prefix, "/bin/sh", "-c", DU_SCRIPT, "du", ...dirs];
+  if (walkCap === null) walkCap = as.user ? readEverythingCap() : undefined;
+  const prefix = as.user ? setprivArgs(as.setpriv!, as.user, walkCap) : [];
+  const argv = [...prefix, "/bin/sh", "-c", DU_SCRIPT, "du", ...names.map((name) => `./${name}`)];
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "ignore"], env: { PATH: "/usr/bin:/bin", LC_ALL: "C" }, cwd: "/" });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "ignore"], env: { PATH: "/usr/bin:/bin", LC_ALL: "C" }, cwd: root });
     let out = "";
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (text: string) => {
@@ -31,8 +56,13 @@ export function measureDiskUsage(dirs: string[], as: MeasureAs): Promise<number>
     child.once("error", reject);
     child.once("close", () => {
       const [apparent = "", allocated = ""] = out.split("\n--\n");
-      const sum = (text: string) => text.split("\n").reduce((total, line) => total + (Number.parseInt(line, 10) || 0), 0);
-      resolve(Math.max(sum(apparent), sum(allocated)));
+      const totals = (text: string) => text.split("\n").filter((line) => /^\d+\t/.test(line));
+      // One total per folder in each half, or the walk failed (a measurement of 0 would let anything through).
+      if (totals(apparent).length !== names.length || totals(allocated).length !== names.length) {
+        return reject(new Error(`du measured ${totals(apparent).length} of ${names.length} folders of ${root}`));
+      }
+      const sum = (lines: string[]) => lines.reduce((total, line) => total + (Number.parseInt(line, 10) || 0), 0);
+      resolve(Math.max(sum(totals(apparent)), sum(totals(allocated))));
     });
   });
 }

@@ -138,14 +138,14 @@ export function executableDir(command: string): string | undefined {
  * capabilities in any set, no way to regain privileges through setuid
  * binaries, and SIGKILL when its parent dies.
  */
-export function setprivArgs(setpriv: string, user: SandboxUser): string[] {
+export function setprivArgs(setpriv: string, user: SandboxUser, keep?: string): string[] {
+  // `keep`: one capability the command keeps (ambient), for the server's own tools only (disk-usage.ts).
   return [
     setpriv,
     `--reuid=${user.uid}`,
     `--regid=${user.gid}`,
     "--clear-groups",
-    "--inh-caps=-all",
-    "--bounding-set=-all",
+    ...(keep ? [`--inh-caps=-all,+${keep}`, `--ambient-caps=+${keep}`, `--bounding-set=-all,+${keep}`] : ["--inh-caps=-all", "--bounding-set=-all"]),
     "--no-new-privs",
     // Dies with its parent: without bwrap nothing else ends it if the server dies.
     "--pdeathsig=SIGKILL",

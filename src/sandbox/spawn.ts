@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { chmod, chown, lchown, lstat, mkdir, readdir } from "node:fs/promises";
-import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import type { SpawnOptions, SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import { DiskWatcher, measureDiskUsage } from "./disk-usage";
 import { IO_ENV, ioProcessOf, type WorkspaceIo } from "./workspace-io";
@@ -300,7 +300,7 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
   /** Launches alive when the disk limit was passed. */
   const diskKilled = new WeakSet<Launch>();
 
-  const measure = () => measureDiskUsage([workspaceDir, homeDir], { user, setpriv: tools.setpriv });
+  const measure = () => measureDiskUsage(rootDir, [basename(workspaceDir), basename(homeDir)], { user, setpriv: tools.setpriv });
   const watcher = new DiskWatcher(
     measure,
     mib(limits.diskMb),

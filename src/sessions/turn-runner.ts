@@ -237,6 +237,9 @@ export interface TurnEnding {
  * result) a timeout or interrupt, a model error, a limit that stopped a
  * process; a dead process is named by its likeliest cause.
  */
+/** What a user does about a sandbox over its disk limit (the next turn runs, so the agent can clean up). */
+const DISK_ADVICE = " Delete files in the workspace (ask the agent, or use exec) to get under the limit.";
+
 export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: LimitKillReason | null): StreamEvent[] {
   const error = (message: string, code: TurnErrorCode | "max_turns"): StreamEvent => ({ type: "error", data: { error: message, code } });
   const limitText = (l: LimitKillReason) => ({ sandbox_oom: "its memory limit", sandbox_pids: "its process limit", sandbox_disk: "its disk limit" })[l];
@@ -267,7 +270,7 @@ export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: Limit
       return [error(modelFailure(detail), "model_error")];
     }
     // The CLI survived, but a process it ran was stopped by a limit: say so.
-    if (limit) return [turnCompleteOf(r), error(`A process in the sandbox was stopped because the sandbox exceeded ${limitText(limit)}.`, limit)];
+    if (limit) return [turnCompleteOf(r), error(`A process in the sandbox was stopped because the sandbox exceeded ${limitText(limit)}.${limit === "sandbox_disk" ? DISK_ADVICE : ""}`, limit)];
     return [turnCompleteOf(r)];
   }
   if (outcome.kind === "max_turns") {
@@ -276,7 +279,7 @@ export function finalEvents(turn: TurnEnding, outcome: TurnOutcome, limit: Limit
     events.push(error("The turn reached its maxTurns limit.", "max_turns"));
     return events;
   }
-  if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.`, limit)];
+  if (limit) return [error(`The sandbox was stopped because it exceeded ${limitText(limit)}.${limit === "sandbox_disk" ? DISK_ADVICE : ""}`, limit)];
   if (turn.shuttingDown) return [error("The server is shutting down.", "server_shutdown")];
   if (turn.startFailed) return [error(`The agent process was stopped: ${turn.startFailed} (ASH_AGENT_START_TIMEOUT_MS).`, "sandbox_crashed")];
   if (turn.timedOut) return [error("The model did not answer in time.", "model_timeout")];

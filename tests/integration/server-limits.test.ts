@@ -55,6 +55,15 @@ describe("sandbox limits seen from a session", () => {
     expect(model.userTexts()).toContain("remember the word walnut");
   });
 
+  it("stops a disk filler whose every file is under the limit, one hiding behind mode 000, and reports sandbox_disk", async () => {
+    const id = await newSession();
+    // No single file trips the file size limit: only the disk walk can see the total.
+    const events = await turn(id, "#bash mkdir hide; for i in $(seq 1 80); do chmod 700 hide; head -c 1000000 /dev/zero > hide/f$i; chmod 000 hide; done; sleep 5; echo wrote-all");
+    expect(errorCode(events)).toBe("sandbox_disk");
+    expect(events.filter((e) => e.event === "tool_result").map((e) => JSON.stringify(e.data.content)).join(" ")).not.toContain("wrote-all");
+    await stillFine();
+  });
+
   it("stops a disk filler and reports sandbox_disk", async () => {
     const id = await newSession();
     const events = await turn(id, "#bash head -c 200000000 /dev/zero > filler.bin; sleep 5; ls -la");
@@ -62,14 +71,15 @@ describe("sandbox limits seen from a session", () => {
     await stillFine();
   });
 
-  it("refuses to save a workspace over the disk limit, says how much and what to do, and lets the next turn clean up", async () => {
+  it("stops a workspace over the disk limit and never saves it, says what to do, and lets the next turn clean up", async () => {
     const id = await newSession();
     expect((await turn(id, "#bash echo keep > keep.txt")).map((e) => e.event)).toContain("turn_complete");
     // The watcher stops the writer, but what it wrote stays: the workspace is now over the limit.
     const over = await turn(id, "#bash head -c 100000000 /dev/zero > filler.bin; sleep 3; ls -la");
     const messages = over.filter((e) => e.event === "error").map((e) => String(e.data.error));
     expect(over.filter((e) => e.event === "error").every((e) => e.data.code === "sandbox_disk")).toBe(true);
-    expect(messages.join(" ")).toMatch(/MiB of files, more than the sandbox's disk limit of 60\.0 MiB; it was not saved and the last save is kept\. Delete files/);
+    // The disk walk stops the agent once the workspace passes the limit; a save that finds it over says so too.
+    expect(messages.join(" ")).toMatch(/(exceeded its disk limit|MiB of files, more than the sandbox's disk limit of 60\.0 MiB; it was not saved and the last save is kept)\. Delete files in the workspace/);
     expect(over.at(-1)?.event).toBe("done");
     await stillFine();
     // The next turn runs, and the agent can clean up after itself.
