@@ -122,6 +122,20 @@ export function isUniqueViolation(err: unknown): boolean {
 }
 
 /**
+ * The database refused a value a request carried (PostgreSQL/CockroachDB class
+ * 22, "data exception": a NUL byte in text, a number out of a column's range,
+ * text where a number goes, a time out of range). SQLite takes such values, so
+ * the request is the client's mistake wherever it is refused.
+ */
+export function isRefusedValue(err: unknown): boolean {
+  for (const e of related(err)) {
+    const code = codeOf(e);
+    if (code.length === 5 && code.startsWith("22")) return true;
+  }
+  return false;
+}
+
+/**
  * PostgreSQL/CockroachDB asked for the transaction to be run again:
  * 40001 serialization failure (CockroachDB's "restart transaction"), 40P01 deadlock.
  */

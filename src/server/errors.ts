@@ -1,5 +1,5 @@
 import { HTTPError } from "h3";
-import { isUnavailableError } from "../db/errors";
+import { isRefusedValue, isUnavailableError } from "../db/errors";
 
 import { DomainError, type DomainErrorKind } from "../errors";
 
@@ -38,6 +38,10 @@ export function toErrorResponse(error: unknown, log: (error: unknown) => void): 
   }
   if (isUnavailableError(cause)) {
     return errorResponse(503, "The database is not reachable right now; try again shortly.", { "retry-after": "5" });
+  }
+  if (isRefusedValue(cause)) {
+    // Only a request's own values reach a query unchecked this way (a NUL byte, a number past a column's range).
+    return errorResponse(400, "The request holds a value the database cannot store or compare (a NUL character, or a number out of range).");
   }
   if (error instanceof HTTPError && error.status && error.status < 500) {
     const message = error.status === 404 ? "No such route." : error.status === 405 ? "Method not allowed on this route." : error.message;
