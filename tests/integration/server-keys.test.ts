@@ -74,6 +74,15 @@ describe("API keys, scopes and credentials", () => {
 
     expect((await as(user.key, "/api/agents", { method: "POST", json: agentUpload("nope") })).status).toBe(403);
     expect((await as(user.key, `/api/sessions/${id}`, { method: "PATCH", json: { maxTokens: 10 } })).status).toBe(403);
+    // Nor may it raise a budget by creating a session with a larger one: only lower it.
+    expect((await as(admin.key, "/api/agents", { method: "POST", json: { ...agentUpload("budgeted"), maxTokens: 1000 } })).status).toBe(201);
+    const before = (await (await server.api("/api/sessions")).json()).sessions.length;
+    const raised = await as(user.key, "/api/sessions", { method: "POST", json: { agent: "budgeted", maxTokens: 9_000_000_000 } });
+    expect(raised.status).toBe(403);
+    expect((await raised.json()).error).toMatch(/maxTokens: 9000000000 is more than the 1000 tokens this session would have/);
+    expect((await (await server.api("/api/sessions")).json()).sessions.length).toBe(before);
+    expect((await as(user.key, "/api/sessions", { method: "POST", json: { agent: "budgeted", maxTokens: 500 } })).status).toBe(201);
+    expect((await as(admin.key, "/api/sessions", { method: "POST", json: { agent: "budgeted", maxTokens: 5000 } })).status).toBe(201);
     expect((await as(admin.key, "/api/agents", { method: "POST", json: agentUpload("fine") })).status).toBe(201);
     expect((await as(admin.key, "/metrics")).status).toBe(403);
     expect((await server.api("/metrics")).status).toBe(200);

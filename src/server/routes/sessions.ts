@@ -3,11 +3,12 @@ import { modelEndpointProblem } from "../../sessions/agent-env";
 import { getRouterParam, type H3 } from "h3";
 import { z } from "zod";
 import type { AppContext } from "../context";
-import { principalOf } from "../auth";
+import { principalOf, scopeAllows } from "../auth";
 import { readJsonBody } from "../body";
 import { parseWholeNumber, validate, singleQuery } from "../validate";
-import { badRequest, notFound, unavailable } from "../errors";
+import { badRequest, forbidden, notFound, unavailable } from "../errors";
 import { getCredential } from "../../db/queries/credentials";
+import { getAgent } from "../../db/queries/agents";
 import { presentCheckpoint, presentSession } from "../present";
 import { listSessions, type SessionRecord } from "../../db/queries/sessions";
 import { isSessionStatus, SESSION_STATUSES } from "../../contract";
@@ -53,6 +54,13 @@ export function registerSessions(app: H3, ctx: AppContext): void {
       throw badRequest('confirmTools cannot hold tools under permissionMode "bypassPermissions", which never asks; leave permissionMode out.');
     }
     const caller = principalOf(event);
+    if (settings.maxTokens !== undefined && !caller.operator && !scopeAllows(caller.scope, "admin")) {
+      // A session's own budget wins over its agent's and the server's: below an admin, it may only lower them.
+      const fallback = (await getAgent(ctx.db, caller.tenantId, agent))?.settings.maxTokens ?? ctx.config.defaultMaxTokens;
+      if (fallback !== undefined && settings.maxTokens > fallback) {
+        throw forbidden(`maxTokens: ${settings.maxTokens} is more than the ${fallback} tokens this session would have; raising a session's budget is the tenant admin's call (an admin key, or PATCH /api/sessions/:id by one).`);
+      }
+    }
     if (settings.credentialId !== undefined) {
       if (!ctx.vault) throw unavailable("credentialId needs stored credentials, which this server does not have: set ASH_CREDENTIAL_KEY where it starts.", 3600);
       if (!(await getCredential(ctx.db, caller.tenantId, settings.credentialId))) throw notFound(`No credential with id "${settings.credentialId}".`);
