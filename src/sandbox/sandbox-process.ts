@@ -1,10 +1,41 @@
 import { EventEmitter } from "node:events";
-import type { Readable, Writable } from "node:stream";
+import { pipeline, Transform, type Readable, type Writable } from "node:stream";
 import type { SpawnedProcess } from "@anthropic-ai/claude-agent-sdk";
 import type { Launch } from "./launch";
 import type { LimitReason } from "./limits";
 
 type ExitListener = (code: number | null, signal: NodeJS.Signals | null) => void;
+
+/**
+ * The longest line the server reads from a CLI's stdout. The SDK reads it a
+ * line at a time into the server's own memory, outside the sandbox's limit,
+ * and what the CLI writes is the sandbox's to choose (a tool can take over
+ * its stdout): a line past this ends the process. A real message (a tool
+ * result, a transcript entry) is a few MiB at most.
+ */
+export const MAX_STDOUT_LINE_BYTES = 64 * 1024 * 1024;
+
+/** Passes bytes on until a line grows past `max`, then calls `overrun` once and passes nothing more. */
+export function lineLimit(max: number, overrun: () => void): Transform {
+  let sinceNewline = 0;
+  let over = false;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (over) return done();
+      const first = chunk.indexOf(10);
+      // The line this chunk goes on with (to its first newline), and the one it leaves open (after its last).
+      const continued = sinceNewline + (first < 0 ? chunk.length : first);
+      const open = first < 0 ? continued : chunk.length - chunk.lastIndexOf(10) - 1;
+      if (continued > max || open > max) {
+        over = true;
+        overrun();
+        return done();
+      }
+      sinceNewline = open;
+      done(null, chunk);
+    },
+  });
+}
 
 /**
  * The Agent SDK's view of a sandboxed CLI. Differences from a bare
@@ -28,10 +59,18 @@ export class SandboxedProcess extends EventEmitter implements SpawnedProcess {
   constructor(
     private readonly launched: Launch,
     decideReason: (exit: { code: number | null; signal: NodeJS.Signals | null }) => Promise<LimitReason | null>,
+    onOverrun?: () => void,
   ) {
     super();
     this.stdin = launched.stdin!;
-    this.stdout = launched.stdout;
+    this.stdout = pipeline(
+      launched.stdout,
+      lineLimit(MAX_STDOUT_LINE_BYTES, () => {
+        onOverrun?.();
+        this.kill("SIGKILL");
+      }),
+      () => undefined,
+    );
     this.stderr = launched.stderr;
     this.pid = launched.child.pid;
     launched.child.on("error", (error) => this.emit("error", error));

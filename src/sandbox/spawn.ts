@@ -32,7 +32,7 @@ import {
 import { LogBuffer, type SandboxLogLine } from "./log-buffer";
 import { removeTree } from "./remove-tree";
 import type { Trash } from "./trash";
-import { SandboxedProcess } from "./sandbox-process";
+import { MAX_STDOUT_LINE_BYTES, SandboxedProcess } from "./sandbox-process";
 import { resolveSandboxUser, type SandboxUser } from "./user";
 
 export interface CreateSandboxOptions extends LimitHost {
@@ -409,7 +409,11 @@ export async function createSandbox(options: CreateSandboxOptions): Promise<Sand
     // Its group's weight follows: niceness alone orders processes only within the sandbox's own group.
     if (how.nice !== undefined) group.setCpuShares?.(sharesForNice(baseShares, how.nice));
     const launched = start(spawnOptions.command, spawnOptions.args, env, cwd, "pipe", extra, how.nice);
-    const processHandle = new SandboxedProcess(launched, (exit) => decideReason(launched, exit));
+    const processHandle = new SandboxedProcess(
+      launched,
+      (exit) => decideReason(launched, exit),
+      () => logs.push({ at: Date.now(), source: "server", stream: "stderr", line: `the agent process wrote a line of more than ${MAX_STDOUT_LINE_BYTES} bytes; it was stopped` }),
+    );
     const stderrLog = logs.writer("claude", "stderr");
     launched.stderr.on("data", (chunk: Buffer) => stderrLog.write(chunk));
     launched.stderr.on("end", () => stderrLog.end());

@@ -1,4 +1,5 @@
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from "node:fs";
+import { MAX_STDOUT_LINE_BYTES } from "../../src/sandbox/sandbox-process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { query, type SDKMessage } from "@anthropic-ai/claude-agent-sdk";
@@ -103,6 +104,27 @@ describe.skipIf(skip)("Claude Code CLI inside a sandbox", () => {
     expect(code).toBe(128 + 15); // cat itself got SIGTERM inside the sandbox
     expect(child.killed).toBe(true);
     expect(child.kill("SIGTERM")).toBe(false);
+  });
+
+  it("stops an agent process that writes a line longer than the server reads, passing no more than the limit on", { timeout: 60_000 }, async () => {
+    const child = box.spawnClaudeCode({
+      command: "/bin/sh",
+      args: ["-c", `echo '{"type":"first"}'; head -c ${MAX_STDOUT_LINE_BYTES + 1024 * 1024} /dev/zero; sleep 60`],
+      env: {},
+      cwd: box.workspaceDir,
+      signal: new AbortController().signal,
+    });
+    let passed = "";
+    let bytes = 0;
+    child.stdout.on("data", (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (passed.length < 100) passed += chunk.toString("latin1");
+    });
+    const [, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once("exit", (code, sig) => resolve([code, sig])));
+    expect(signal).toBe("SIGKILL");
+    expect(passed.startsWith('{"type":"first"}\n')).toBe(true);
+    expect(bytes).toBeLessThanOrEqual('{"type":"first"}\n'.length + MAX_STDOUT_LINE_BYTES);
+    expect(box.logs().some((l) => l.line.includes("wrote a line of more than"))).toBe(true);
   });
 
   it("kills the whole sandboxed tree when the SDK aborts", { timeout: 30_000 }, async () => {
