@@ -89,6 +89,16 @@ export class UsageLimiter {
     };
   }
 
+  /**
+   * Work queued to run later in the caller's name (a queued prompt, an eval
+   * run): refused once the key or tenant has used its tokens for the day, as
+   * a turn would be. Its turns run through the queue's own concurrency, not
+   * the caller's running-turn limit.
+   */
+  async admitQueued(caller: Principal): Promise<void> {
+    await this.checkTokens(caller);
+  }
+
   private async checkTokens(caller: Principal): Promise<void> {
     const since = startOfUtcDay(Date.now());
     const untilMidnight = Math.ceil((since + 86_400_000 - Date.now()) / 1000);

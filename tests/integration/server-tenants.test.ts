@@ -198,6 +198,11 @@ describe.each(backends)("tenants on $name", (backend) => {
       else expect((await r.json()).error).toMatch(/Daily token limit reached: this key used \d+ of its 1 tokens today/);
     }
     expect(status).toBe(429);
+    // Nor can the key have its prompts run later in its name.
+    const queued = await as(limited, "/api/queue", { method: "POST", json: { agent: "support", prompt: "run this later" } });
+    expect(queued.status).toBe(429);
+    expect((await queued.json()).error).toMatch(/Daily token limit reached: this key used \d+ of its 1 tokens today/);
+    expect((await as(limited, "/api/agents/support/evals/runs", { method: "POST" })).status).toBe(429);
   });
 
   it("a revoked key's next request on a session is refused, its open stream's reconnect too", async () => {

@@ -197,6 +197,7 @@ export function registerEvals(app: H3, ctx: AppContext): void {
     const body = await readJsonBody(event, ctx.config.maxBodyBytes, { optional: true });
     const input = body === undefined ? {} : validate(runSchema, body);
     const caller = principalOf(event);
+    await ctx.limits.admitQueued(caller);
     const run = await ctx.evals.startRun({ agent: name(event), tenantId: caller.tenantId, apiKeyId: caller.keyId, ...input });
     return json(202, { run: presentRun(run, await listEvalResults(ctx.db, run.id)) });
   });

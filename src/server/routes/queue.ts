@@ -52,6 +52,7 @@ export function registerQueue(app: H3, ctx: AppContext): void {
     const body = validate(addSchema, await readJsonBody(event, ctx.config.maxBodyBytes));
     const caller = principalOf(event);
     if (!(await getAgent(ctx.db, caller.tenantId, body.agent))) throw notFound(`No agent named "${body.agent}".`);
+    await ctx.limits.admitQueued(caller);
     if (body.sessionId !== undefined) {
       const session = await getSession(ctx.db, body.sessionId);
       if (!session || session.tenantId !== caller.tenantId) throw notFound(`No session with id "${body.sessionId}".`);
