@@ -89,6 +89,12 @@ const MAX_DEMAND_SPARES = 32;
  */
 const QUIET_MS = 300;
 const MAX_QUIET_WAIT_MS = 5000;
+/**
+ * A spare just taken counts as a turn about to start, until one does or this
+ * long has passed: on a loaded server the new session's first message may come
+ * later than QUIET_MS after its create.
+ */
+const TAKEN_GRACE_MS = 2000;
 const QUIET_POLL_MS = 50;
 
 /** A spare given up while it waited for a moment between turns. */
@@ -120,6 +126,8 @@ export class WarmPool {
   private timer?: NodeJS.Timeout;
   private checking?: Promise<void>;
   private stopped = false;
+  /** When spares were taken whose session has not been seen running a turn yet (see TAKEN_GRACE_MS). */
+  private takenAt: number[] = [];
   /** Set when a spare could not be primed (no side questions in this SDK, or one failed): spares are no longer primed. */
   private primingFailed = false;
 
@@ -216,6 +224,7 @@ export class WarmPool {
     const [spare] = list.splice(index, 1);
     // From now on it runs turns: the priority of every other session's processes.
     spare!.sandbox.renice?.(0);
+    this.takenAt.push(performance.now());
     this.check();
     return spare;
   }
@@ -409,7 +418,9 @@ export class WarmPool {
     for (;;) {
       if (pending.drop || this.stopped) throw new SpareDropped();
       const now = performance.now();
-      if (active() > 0) quietSince = undefined;
+      if (active() > 0) this.takenAt = [];
+      this.takenAt = this.takenAt.filter((at) => now - at < TAKEN_GRACE_MS);
+      if (active() > 0 || this.takenAt.length > 0) quietSince = undefined;
       else quietSince ??= now;
       if ((quietSince !== undefined && now - quietSince >= quietMs) || now - started >= (this.o.maxQuietWaitMs ?? MAX_QUIET_WAIT_MS)) return;
       await sleep(QUIET_POLL_MS);
